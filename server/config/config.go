@@ -1,0 +1,94 @@
+package config
+
+import "time"
+
+// Config is the whole server configuration. The zero value is not usable;
+// start from Default() and layer YAML, environment and flags on top.
+type Config struct {
+	// Name is the human-readable member name (etcd's --name).
+	Name string `yaml:"name"`
+	// DataDir holds the Pebble database and other state (etcd's --data-dir).
+	DataDir string `yaml:"data_dir"`
+
+	Server      Server      `yaml:"server"`
+	GRPC        GRPC        `yaml:"grpc"`
+	Limits      Limits      `yaml:"limits"`
+	Maintenance Maintenance `yaml:"maintenance"`
+	Logging     Logging     `yaml:"logging"`
+	Monitoring  Monitoring  `yaml:"monitoring"`
+}
+
+// Server holds listen addresses.
+type Server struct {
+	// ListenClientURLs are the URLs the gRPC API listens on, e.g.
+	// "http://127.0.0.1:2379" (etcd's --listen-client-urls).
+	ListenClientURLs []string `yaml:"listen_client_urls"`
+	// AdvertiseClientURLs are reported in MemberList (etcd's
+	// --advertise-client-urls). Defaults to ListenClientURLs.
+	AdvertiseClientURLs []string `yaml:"advertise_client_urls"`
+	// ListenMetricsURLs serve /metrics and /health on separate listeners
+	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
+	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
+}
+
+// GRPC holds gRPC transport settings.
+type GRPC struct {
+	// MaxConcurrentStreams per connection (etcd's --max-concurrent-streams).
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+}
+
+// Limits bound what one request or the whole store may use.
+type Limits struct {
+	// MaxTxnOps is the maximum number of operations in one Txn (etcd's --max-txn-ops).
+	MaxTxnOps int `yaml:"max_txn_ops"`
+	// MaxRequestBytes is the maximum request size (etcd's --max-request-bytes).
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	// QuotaBackendBytes raises a NOSPACE alarm when the database grows past it
+	// (etcd's --quota-backend-bytes). 0 means the default (2 GiB).
+	QuotaBackendBytes int64 `yaml:"quota_backend_bytes"`
+}
+
+// Maintenance holds background housekeeping settings.
+type Maintenance struct {
+	// AutoCompactionMode is "periodic" or "revision" (etcd's --auto-compaction-mode).
+	AutoCompactionMode string `yaml:"auto_compaction_mode"`
+	// AutoCompactionRetention is a duration ("1h", or a bare number of hours)
+	// in periodic mode, or a revision count in revision mode; "0" disables
+	// (etcd's --auto-compaction-retention).
+	AutoCompactionRetention string `yaml:"auto_compaction_retention"`
+}
+
+// Logging selects the log/slog handler.
+type Logging struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is "text" or "json".
+	Format string `yaml:"format"`
+}
+
+// Monitoring holds observability settings.
+type Monitoring struct {
+	// SlowRequestThreshold logs requests slower than this; 0 disables.
+	SlowRequestThreshold time.Duration `yaml:"slow_request_threshold"`
+}
+
+// Default returns the built-in defaults: a working single-node server on
+// 127.0.0.1:2379 with data in ./metastore.data.
+func Default() *Config {
+	return &Config{
+		Name:    "default",
+		DataDir: "metastore.data",
+		Server: Server{
+			ListenClientURLs: []string{"http://127.0.0.1:2379"},
+		},
+		GRPC: GRPC{MaxConcurrentStreams: 1<<32 - 1},
+		Limits: Limits{
+			MaxTxnOps:         128,
+			MaxRequestBytes:   1536 * 1024,
+			QuotaBackendBytes: 2 << 30,
+		},
+		Maintenance: Maintenance{AutoCompactionMode: "periodic", AutoCompactionRetention: "0"},
+		Logging:     Logging{Level: "info", Format: "text"},
+		Monitoring:  Monitoring{SlowRequestThreshold: 100 * time.Millisecond},
+	}
+}

@@ -13,6 +13,7 @@ type Config struct {
 	Server      Server      `yaml:"server"`
 	GRPC        GRPC        `yaml:"grpc"`
 	Limits      Limits      `yaml:"limits"`
+	Auth        Auth        `yaml:"auth"`
 	Maintenance Maintenance `yaml:"maintenance"`
 	Logging     Logging     `yaml:"logging"`
 	Monitoring  Monitoring  `yaml:"monitoring"`
@@ -29,12 +30,37 @@ type Server struct {
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
+	// TLS secures every https:// client and metrics listener.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS holds the certificates for https:// listeners (etcd's client
+// security flags). All paths are PEM files.
+type TLS struct {
+	// CertFile is the server certificate (etcd's --cert-file).
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the server certificate's private key (etcd's --key-file).
+	KeyFile string `yaml:"key_file"`
+	// TrustedCAFile verifies client certificates (etcd's --trusted-ca-file).
+	TrustedCAFile string `yaml:"trusted_ca_file"`
+	// ClientCertAuth requires clients to present a certificate signed by
+	// TrustedCAFile; its CN becomes the auth user (etcd's --client-cert-auth).
+	ClientCertAuth bool `yaml:"client_cert_auth"`
 }
 
 // GRPC holds gRPC transport settings.
 type GRPC struct {
 	// MaxConcurrentStreams per connection (etcd's --max-concurrent-streams).
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// KeepaliveMinTime is the shortest interval a client may ping at;
+	// faster clients are disconnected (etcd's --grpc-keepalive-min-time).
+	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
+	// KeepaliveInterval is how often the server pings an idle client;
+	// 0 disables (etcd's --grpc-keepalive-interval).
+	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
+	// KeepaliveTimeout closes a connection whose ping is not answered in
+	// this time; 0 disables (etcd's --grpc-keepalive-timeout).
+	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
 }
 
 // Limits bound what one request or the whole store may use.
@@ -42,10 +68,23 @@ type Limits struct {
 	// MaxTxnOps is the maximum number of operations in one Txn (etcd's --max-txn-ops).
 	MaxTxnOps int `yaml:"max_txn_ops"`
 	// MaxRequestBytes is the maximum request size (etcd's --max-request-bytes).
-	MaxRequestBytes int `yaml:"max_request_bytes"`
+	MaxRequestBytes int `yaml:"max_request_bytes" unit:"bytes"`
 	// QuotaBackendBytes raises a NOSPACE alarm when the database grows past it
 	// (etcd's --quota-backend-bytes). 0 means the default (2 GiB).
-	QuotaBackendBytes int64 `yaml:"quota_backend_bytes"`
+	QuotaBackendBytes int64 `yaml:"quota_backend_bytes" unit:"bytes"`
+}
+
+// Auth configures etcd's authentication (enabled at run time by the
+// AuthEnable RPC, as in etcd).
+type Auth struct {
+	// Token is "simple" or "jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]"
+	// (etcd's --auth-token).
+	Token string `yaml:"token"`
+	// TokenTTL is the lifetime of a simple token (etcd's --auth-token-ttl,
+	// which takes seconds).
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// BcryptCost is the cost factor for password hashes (etcd's --bcrypt-cost).
+	BcryptCost int `yaml:"bcrypt_cost"`
 }
 
 // Maintenance holds background housekeeping settings.
@@ -81,12 +120,18 @@ func Default() *Config {
 		Server: Server{
 			ListenClientURLs: []string{"http://127.0.0.1:2379"},
 		},
-		GRPC: GRPC{MaxConcurrentStreams: 1<<32 - 1},
+		GRPC: GRPC{
+			MaxConcurrentStreams: 1<<32 - 1,
+			KeepaliveMinTime:     5 * time.Second,
+			KeepaliveInterval:    2 * time.Hour,
+			KeepaliveTimeout:     20 * time.Second,
+		},
 		Limits: Limits{
 			MaxTxnOps:         128,
 			MaxRequestBytes:   1536 * 1024,
 			QuotaBackendBytes: 2 << 30,
 		},
+		Auth:        Auth{Token: "simple", TokenTTL: 300 * time.Second, BcryptCost: 10},
 		Maintenance: Maintenance{AutoCompactionMode: "periodic", AutoCompactionRetention: "0"},
 		Logging:     Logging{Level: "info", Format: "text"},
 		Monitoring:  Monitoring{SlowRequestThreshold: 100 * time.Millisecond},

@@ -1,0 +1,249 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+)
+
+// A flagDef is one command-line flag. Flags carry etcd's names and meaning
+// so that etcd scripts and unit files start metastore unchanged; the same
+// table serves etcd's ETCD_<FLAG> environment variables.
+type flagDef struct {
+	name  string
+	group string
+	usage string
+
+	// key is the Config leaf the flag sets. Flags without a key are
+	// handled by apply (config-file and etcd compatibility flags).
+	key string
+	// translate rewrites etcd's spelling of a value into ours before it is
+	// parsed as key (e.g. --auth-token-ttl takes bare seconds).
+	translate func(string) (string, error)
+	// apply handles a flag that sets no leaf.
+	apply func(l *loader, source, value string) error
+	// def is the default shown in help for flags without a key.
+	def    string
+	isBool bool
+}
+
+const configFileFlag = "config-file"
+
+// Flag groups, in the order help prints them.
+const (
+	groupMember      = "Member"
+	groupClients     = "Client listeners"
+	groupSecurity    = "Security"
+	groupGRPC        = "gRPC"
+	groupLimits      = "Limits"
+	groupAuth        = "Auth"
+	groupMaintenance = "Maintenance"
+	groupLogging     = "Logging and monitoring"
+	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
+)
+
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupMaintenance, groupLogging, groupCompat}
+
+var flagDefs = []flagDef{
+	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
+		apply: func(*loader, string, string) error { return nil }},
+	{name: "name", group: groupMember, key: "name", usage: "Human-readable name for this member."},
+	{name: "data-dir", group: groupMember, key: "data_dir", usage: "Path to the data directory."},
+
+	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
+	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},
+	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
+
+	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
+	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},
+	{name: "trusted-ca-file", group: groupSecurity, key: "server.tls.trusted_ca_file", usage: "Path to the client server TLS trusted CA cert file."},
+	{name: "client-cert-auth", group: groupSecurity, key: "server.tls.client_cert_auth", isBool: true, usage: "Require client certificates signed by --trusted-ca-file."},
+
+	{name: "max-concurrent-streams", group: groupGRPC, key: "grpc.max_concurrent_streams", usage: "Maximum concurrent streams that each client can open at a time."},
+	{name: "grpc-keepalive-min-time", group: groupGRPC, key: "grpc.keepalive_min_time", usage: "Minimum interval a client should wait before pinging the server."},
+	{name: "grpc-keepalive-interval", group: groupGRPC, key: "grpc.keepalive_interval", usage: "Frequency of server-to-client pings to check a connection is alive (0 to disable)."},
+	{name: "grpc-keepalive-timeout", group: groupGRPC, key: "grpc.keepalive_timeout", usage: "Additional wait before closing a non-responsive connection (0 to disable)."},
+
+	{name: "max-txn-ops", group: groupLimits, key: "limits.max_txn_ops", usage: "Maximum number of operations permitted in a transaction."},
+	{name: "max-request-bytes", group: groupLimits, key: "limits.max_request_bytes", usage: "Maximum client request size in bytes (units such as 4MiB accepted)."},
+	{name: "quota-backend-bytes", group: groupLimits, key: "limits.quota_backend_bytes", usage: "Database size that raises the NOSPACE alarm; 0 means the default 2GiB."},
+
+	{name: "auth-token", group: groupAuth, key: "auth.token", usage: "Token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'."},
+	{name: "auth-token-ttl", group: groupAuth, key: "auth.token_ttl", translate: secondsOrDuration, usage: "Lifetime of a simple auth token, in seconds (or a duration such as 5m)."},
+	{name: "bcrypt-cost", group: groupAuth, key: "auth.bcrypt_cost", usage: "bcrypt cost factor for password hashing (4-31)."},
+
+	{name: "auto-compaction-mode", group: groupMaintenance, key: "maintenance.auto_compaction_mode", usage: "Interpret --auto-compaction-retention as 'periodic' (a duration; bare numbers are hours) or 'revision' (a revision count)."},
+	{name: "auto-compaction-retention", group: groupMaintenance, key: "maintenance.auto_compaction_retention", usage: "Auto compaction retention; 0 disables auto compaction."},
+
+	{name: "log-level", group: groupLogging, key: "logging.level", translate: etcdLogLevel, usage: "Log level: debug, info, warn or error (etcd's panic and fatal mean error)."},
+	{name: "log-format", group: groupLogging, key: "logging.format", translate: etcdLogFormat, usage: "Log format: text or json (etcd's console means text)."},
+	{name: "warning-unary-request-duration", group: groupLogging, key: "monitoring.slow_request_threshold", usage: "Log a warning for requests slower than this; 0 disables."},
+	{name: "logger", group: groupLogging, def: "zap", usage: "Accepted for etcd compatibility; only 'zap' (etcd's only logger) is valid. metastore logs with log/slog.",
+		apply: func(_ *loader, _, v string) error {
+			if v != "zap" {
+				return fmt.Errorf("unsupported logger %q: only zap is accepted", v)
+			}
+			return nil
+		}},
+	{name: "log-outputs", group: groupLogging, def: "default", usage: "Accepted for etcd compatibility: default, stderr or systemd/journal; metastore always logs to stderr.",
+		apply: func(l *loader, source, v string) error {
+			for _, out := range splitList(v) {
+				switch out {
+				case "default", "stderr":
+				case "systemd/journal":
+					l.note(slog.LevelDebug, source+": logging to stderr, which journald captures under systemd")
+				default:
+					return fmt.Errorf("unsupported log output %q: metastore logs to stderr", out)
+				}
+			}
+			return nil
+		}},
+
+	{name: "initial-cluster", group: groupCompat, def: "default=http://localhost:2380", usage: "Must list only this member (name=peer-urls) if given.",
+		apply: func(l *loader, source, v string) error {
+			members, err := parseInitialCluster(v)
+			if err != nil {
+				return err
+			}
+			l.initialCluster, l.initialClusterSource = members, source
+			return nil
+		}},
+	{name: "initial-cluster-state", group: groupCompat, def: "new", usage: "'new' or 'existing'; ignored.",
+		apply: func(l *loader, source, v string) error {
+			if v != "new" && v != "existing" {
+				return fmt.Errorf("invalid value %q (want new or existing)", v)
+			}
+			l.ignored(source)
+			return nil
+		}},
+	{name: "initial-cluster-token", group: groupCompat, def: "etcd-cluster", usage: "Ignored.", apply: ignoreAny},
+	{name: "initial-advertise-peer-urls", group: groupCompat, def: "http://localhost:2380", usage: "Ignored (checked to be URLs).", apply: ignorePeerURLs},
+	{name: "listen-peer-urls", group: groupCompat, def: "http://localhost:2380", usage: "Ignored (checked to be URLs).", apply: ignorePeerURLs},
+	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
+	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
+	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
+	{name: "enable-grpc-gateway", group: groupCompat, def: "true", isBool: true, usage: "Ignored: the JSON gateway is always served.", apply: ignoreBool},
+	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "peer-client-cert-auth", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
+}
+
+var flagByName = func() map[string]*flagDef {
+	m := make(map[string]*flagDef, len(flagDefs))
+	for i := range flagDefs {
+		m[flagDefs[i].name] = &flagDefs[i]
+	}
+	return m
+}()
+
+// etcdEnvName is the variable etcd reads for a flag: data-dir → ETCD_DATA_DIR.
+func etcdEnvName(flag string) string {
+	return "ETCD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func ignoreAny(l *loader, source, _ string) error {
+	l.ignored(source)
+	return nil
+}
+
+func ignoreUint(l *loader, source, v string) error {
+	if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+		return fmt.Errorf("invalid number %q", v)
+	}
+	l.ignored(source)
+	return nil
+}
+
+func ignoreBool(l *loader, source, v string) error {
+	if _, err := strconv.ParseBool(v); err != nil {
+		return fmt.Errorf("invalid boolean %q (want true or false)", v)
+	}
+	l.ignored(source)
+	return nil
+}
+
+func ignorePeerURLs(l *loader, source, v string) error {
+	for _, u := range splitList(v) {
+		if err := checkURL(u, false); err != nil {
+			return err
+		}
+	}
+	l.ignored(source)
+	return nil
+}
+
+// parseInitialCluster parses etcd's "name=url,name=url" into the member
+// names it lists, in order, checking every URL.
+func parseInitialCluster(v string) ([]string, error) {
+	var names []string
+	seen := map[string]bool{}
+	for _, entry := range splitList(v) {
+		name, u, ok := strings.Cut(entry, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("invalid entry %q (want name=peer-url)", entry)
+		}
+		if err := checkURL(u, false); err != nil {
+			return nil, err
+		}
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// secondsOrDuration accepts etcd's bare seconds ("300") as well as a Go
+// duration ("5m").
+func secondsOrDuration(v string) (string, error) {
+	if _, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return v + "s", nil
+	}
+	return v, nil
+}
+
+// etcdLogLevel maps etcd's zap levels that slog lacks to the nearest one.
+func etcdLogLevel(v string) (string, error) {
+	switch v {
+	case "dpanic", "panic", "fatal":
+		return "error", nil
+	}
+	return v, nil
+}
+
+// etcdLogFormat maps etcd's console format to our text format.
+func etcdLogFormat(v string) (string, error) {
+	if v == "console" {
+		return "text", nil
+	}
+	return v, nil
+}
+
+// PrintFlags writes the help text of every flag, grouped as etcd's help
+// is, with each setting's default, YAML key and environment variable.
+func PrintFlags(w io.Writer) {
+	def := Default()
+	for _, group := range flagGroups {
+		fmt.Fprintf(w, "\n%s:\n", group)
+		for i := range flagDefs {
+			f := &flagDefs[i]
+			if f.group != group {
+				continue
+			}
+			dflt := f.def
+			if f.key != "" {
+				dflt = leafByKey[f.key].format(def)
+			}
+			fmt.Fprintf(w, "  --%s '%s'\n      %s\n", f.name, dflt, f.usage)
+			switch {
+			case f.key != "":
+				fmt.Fprintf(w, "      (YAML %s, env %s)\n", f.key, envName(f.key))
+			case f.name == configFileFlag:
+				fmt.Fprintf(w, "      (env %s)\n", envConfigFile)
+			}
+		}
+	}
+}

@@ -1,0 +1,276 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks every setting and returns nil, or one error listing every
+// problem, each prefixed with its YAML key:
+//
+//	limits.max_txn_ops: must be > 0, got -1
+//	logging.format: unknown format "xml" (want text or json)
+//
+// The error is an errors.Join of one error per problem. Files named by the
+// configuration (TLS certificates, JWT keys) must exist.
+func (c *Config) Validate() error {
+	var p problems
+
+	p.check(c.Name != "", "name", "must not be empty")
+	p.check(c.DataDir != "", "data_dir", "must not be empty")
+
+	p.check(len(c.Server.ListenClientURLs) > 0, "server.listen_client_urls", "must list at least one URL")
+	p.urls("server.listen_client_urls", c.Server.ListenClientURLs, true)
+	p.urls("server.advertise_client_urls", c.Server.AdvertiseClientURLs, false)
+	p.urls("server.listen_metrics_urls", c.Server.ListenMetricsURLs, true)
+	c.Server.validateTLS(&p)
+
+	p.check(c.GRPC.MaxConcurrentStreams > 0, "grpc.max_concurrent_streams", "must be > 0, got 0")
+	p.nonNegative("grpc.keepalive_min_time", c.GRPC.KeepaliveMinTime)
+	p.nonNegative("grpc.keepalive_interval", c.GRPC.KeepaliveInterval)
+	p.nonNegative("grpc.keepalive_timeout", c.GRPC.KeepaliveTimeout)
+
+	p.check(c.Limits.MaxTxnOps > 0, "limits.max_txn_ops", "must be > 0, got %d", c.Limits.MaxTxnOps)
+	// gRPC sizes messages with an int32.
+	p.check(c.Limits.MaxRequestBytes > 0 && c.Limits.MaxRequestBytes <= math.MaxInt32,
+		"limits.max_request_bytes", "must be > 0 and <= %d, got %d", math.MaxInt32, c.Limits.MaxRequestBytes)
+	p.check(c.Limits.QuotaBackendBytes >= 0, "limits.quota_backend_bytes", "must be >= 0 (0 means the default 2GiB), got %d", c.Limits.QuotaBackendBytes)
+
+	c.Auth.validate(&p)
+
+	if _, _, err := c.Maintenance.CompactionRetention(); err != nil {
+		p = append(p, fmt.Errorf("maintenance.%w", err))
+	}
+
+	if _, ok := logLevels[c.Logging.Level]; !ok {
+		p.add("logging.level", "unknown level %q (want debug, info, warn or error)", c.Logging.Level)
+	}
+	p.check(c.Logging.Format == "text" || c.Logging.Format == "json",
+		"logging.format", "unknown format %q (want text or json)", c.Logging.Format)
+
+	p.nonNegative("monitoring.slow_request_threshold", c.Monitoring.SlowRequestThreshold)
+
+	return errors.Join(p...)
+}
+
+// problems collects validation failures, each naming its key.
+type problems []error
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (p *problems) check(ok bool, key, format string, args ...any) {
+	if !ok {
+		p.add(key, format, args...)
+	}
+}
+
+func (p *problems) nonNegative(key string, d time.Duration) {
+	p.check(d >= 0, key, "must be >= 0, got %v", d)
+}
+
+func (p *problems) urls(key string, urls []string, listen bool) {
+	for _, u := range urls {
+		if err := checkURL(u, listen); err != nil {
+			p.add(key, "%v", err)
+		}
+	}
+}
+
+// fileExists reports a missing or unreadable file at start-up rather than
+// at the first TLS handshake or token signing.
+func (p *problems) fileExists(key, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		p.add(key, "%v", err)
+	}
+}
+
+// checkURL accepts http:// and https:// URLs with a host and a port (0
+// picks a free port) and nothing else. A listen URL's host must be an IP
+// address or localhost, as etcd requires, because binding to a DNS name
+// depends on what it resolves to at start-up.
+func checkURL(raw string, listen bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %v", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("URL %q: scheme must be http or https", raw)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("URL %q: must be scheme://host:port with no user, path, query or fragment", raw)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return fmt.Errorf("URL %q: must have a host and a port", raw)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("URL %q: invalid port %q", raw, port)
+	}
+	switch {
+	case listen && host != "" && host != "localhost":
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("URL %q: host must be an IP address or localhost to listen on", raw)
+		}
+	case !listen && host == "":
+		return fmt.Errorf("URL %q: must name a host", raw)
+	}
+	return nil
+}
+
+func (s *Server) validateTLS(p *problems) {
+	t := &s.TLS
+	var https []string
+	for _, u := range append(append([]string(nil), s.ListenClientURLs...), s.ListenMetricsURLs...) {
+		if strings.HasPrefix(u, "https://") {
+			https = append(https, u)
+		}
+	}
+	if len(https) > 0 {
+		p.check(t.CertFile != "", "server.tls.cert_file", "required to serve %s", strings.Join(https, ", "))
+		p.check(t.KeyFile != "", "server.tls.key_file", "required to serve %s", strings.Join(https, ", "))
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		p.add("server.tls", "cert_file and key_file must be given together")
+	}
+	p.check(!t.ClientCertAuth || t.TrustedCAFile != "", "server.tls.client_cert_auth", "requires server.tls.trusted_ca_file")
+	p.check(!t.ClientCertAuth || len(https) > 0, "server.tls.client_cert_auth", "requires an https:// listen URL")
+	p.fileExists("server.tls.cert_file", t.CertFile)
+	p.fileExists("server.tls.key_file", t.KeyFile)
+	p.fileExists("server.tls.trusted_ca_file", t.TrustedCAFile)
+}
+
+// Bounds of golang.org/x/crypto/bcrypt's cost, copied so that config does
+// not import bcrypt.
+const (
+	minBcryptCost = 4
+	maxBcryptCost = 31
+)
+
+// jwtSignMethods are the algorithms etcd's JWT token provider accepts.
+var jwtSignMethods = map[string]bool{
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"ES256": true, "ES384": true, "ES512": true,
+	"HS256": true, "HS384": true, "HS512": true,
+	"EdDSA": true,
+}
+
+func (a *Auth) validate(p *problems) {
+	kind, opts, err := a.TokenOptions()
+	switch {
+	case err != nil:
+		p.add("auth.token", "%v", err)
+	case kind == "jwt":
+		method := opts["sign-method"]
+		switch {
+		case method == "":
+			p.add("auth.token", "jwt requires sign-method")
+		case !jwtSignMethods[method]:
+			p.add("auth.token", "unknown jwt sign-method %q", method)
+		case strings.HasPrefix(method, "HS"):
+			p.check(opts["priv-key"] != "", "auth.token", "jwt sign-method %s requires priv-key (the shared secret)", method)
+		default:
+			p.check(opts["pub-key"] != "", "auth.token", "jwt sign-method %s requires pub-key", method)
+		}
+		if ttl, ok := opts["ttl"]; ok {
+			if d, err := time.ParseDuration(ttl); err != nil || d <= 0 {
+				p.add("auth.token", "jwt ttl must be a positive duration, got %q", ttl)
+			}
+		}
+		p.fileExists("auth.token", opts["pub-key"])
+		p.fileExists("auth.token", opts["priv-key"])
+	}
+	p.check(a.TokenTTL > 0, "auth.token_ttl", "must be > 0, got %v", a.TokenTTL)
+	p.check(a.BcryptCost >= minBcryptCost && a.BcryptCost <= maxBcryptCost,
+		"auth.bcrypt_cost", "must be between %d and %d, got %d", minBcryptCost, maxBcryptCost, a.BcryptCost)
+}
+
+// TokenOptions splits Token into its kind, "simple" or "jwt", and the
+// key=value options that follow a jwt kind (pub-key, priv-key,
+// sign-method, ttl), as etcd's --auth-token does.
+func (a Auth) TokenOptions() (kind string, opts map[string]string, err error) {
+	parts := strings.Split(a.Token, ",")
+	kind = strings.TrimSpace(parts[0])
+	switch kind {
+	case "simple":
+		if len(parts) > 1 {
+			return "", nil, errors.New("simple tokens take no options")
+		}
+		return kind, nil, nil
+	case "jwt":
+	default:
+		return "", nil, fmt.Errorf("unknown token type %q (want simple or jwt,...)", kind)
+	}
+	opts = make(map[string]string, len(parts)-1)
+	for _, part := range parts[1:] {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "pub-key", "priv-key", "sign-method", "ttl":
+		default:
+			return "", nil, fmt.Errorf("unknown jwt option %q (want pub-key, priv-key, sign-method or ttl)", k)
+		}
+		if !ok || v == "" {
+			return "", nil, fmt.Errorf("jwt option %q needs a value", k)
+		}
+		opts[k] = v
+	}
+	return kind, opts, nil
+}
+
+// CompactionRetention interprets AutoCompactionRetention for
+// AutoCompactionMode. In periodic mode it returns the period (a Go
+// duration, or a bare number of hours as etcd accepts); in revision mode
+// the number of revisions to keep. Both zero means auto-compaction is off.
+// Errors name the offending key.
+func (m Maintenance) CompactionRetention() (period time.Duration, revisions int64, err error) {
+	r := strings.TrimSpace(m.AutoCompactionRetention)
+	switch m.AutoCompactionMode {
+	case "periodic":
+		if h, perr := strconv.ParseInt(r, 10, 64); perr == nil {
+			if h < 0 || h > math.MaxInt64/int64(time.Hour) {
+				return 0, 0, fmt.Errorf("auto_compaction_retention: %d hours is out of range", h)
+			}
+			return time.Duration(h) * time.Hour, 0, nil
+		}
+		d, perr := time.ParseDuration(r)
+		if perr != nil || d < 0 {
+			return 0, 0, fmt.Errorf("auto_compaction_retention: invalid period %q for periodic mode (want a duration such as 1h or 30m, or a number of hours)", r)
+		}
+		return d, 0, nil
+	case "revision":
+		n, perr := strconv.ParseInt(r, 10, 64)
+		if perr != nil || n < 0 {
+			return 0, 0, fmt.Errorf("auto_compaction_retention: invalid revision count %q for revision mode (want an integer >= 0)", r)
+		}
+		return 0, n, nil
+	default:
+		return 0, 0, fmt.Errorf("auto_compaction_mode: unknown mode %q (want periodic or revision)", m.AutoCompactionMode)
+	}
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// SlogLevel returns Level as a slog.Level; an unknown level (which
+// Validate rejects) is info.
+func (l Logging) SlogLevel() slog.Level {
+	return logLevels[l.Level]
+}

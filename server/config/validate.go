@@ -103,6 +103,9 @@ func (p *problems) fileExists(key, path string) {
 // address or localhost, as etcd requires, because binding to a DNS name
 // depends on what it resolves to at start-up.
 func checkURL(raw string, listen bool) error {
+	if !strings.Contains(raw, "://") { // url.Parse's error for "host:port" is cryptic
+		return fmt.Errorf("URL %q: scheme must be http or https", raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("invalid URL %q: %v", raw, err)

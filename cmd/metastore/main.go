@@ -1,0 +1,188 @@
+// Command metastore runs an etcd-v3-compatible metadata store.
+//
+// With no arguments it serves a single-node store on 127.0.0.1:2379 with
+// data in ./metastore.data. It takes etcd's server flags, so etcd scripts
+// and unit files start it unchanged; `metastore --help` lists them.
+//
+// This is the only place that handles signals and calls os.Exit; the rest
+// of the command is run, which tests call directly.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/metastore-dev/metastore/server"
+	"github.com/metastore-dev/metastore/server/config"
+)
+
+// version is the metastore release, set at build time with
+// -ldflags "-X main.version=1.2.3".
+var version = "0.1.0-dev"
+
+// gitSHA is the source revision, set at build time with
+// -ldflags "-X main.gitSHA=...". When empty the revision recorded by the
+// go command (if any) is printed.
+var gitSHA = ""
+
+// etcdAPIVersion is the etcd API metastore speaks, printed as etcd prints it.
+const etcdAPIVersion = "3.6"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		// Restore default handling after the first signal, so a second
+		// one kills a shutdown that hangs.
+		stop()
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run executes the command line args (without the program name) and
+// returns the exit status: 0 on success, 1 on a bad configuration or a
+// server failure, 2 on a malformed command line. ctx ends serving.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		// Subcommands are bare words; a flag or nothing means serve.
+		// NB: new subcommands (snapshot restore, policy eval) go here.
+		switch args[0] {
+		case "version", "--version", "-version":
+			printVersion(stdout)
+			return 0
+		case "help":
+			printUsage(stdout)
+			return 0
+		}
+		if !strings.HasPrefix(args[0], "-") {
+			fmt.Fprintf(stderr, "metastore: unknown command %q\nRun 'metastore --help' for usage.\n", args[0])
+			return 2
+		}
+	}
+	return serve(ctx, args, env, stdout, stderr)
+}
+
+// serve loads the configuration and runs the server until ctx ends.
+func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
+	cfg, notes, err := config.Load(args, env)
+	var usageErr *config.UsageError
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		printUsage(stdout)
+		return 0
+	case errors.As(err, &usageErr):
+		fmt.Fprintf(stderr, "metastore: %v\nRun 'metastore --help' for usage.\n", err)
+		return 2
+	case err != nil:
+		fmt.Fprintln(stderr, "metastore: invalid configuration:")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "  %s\n", line)
+		}
+		// Warnings such as an unrecognized METASTORE_ variable often
+		// explain why a setting did not take.
+		for _, n := range notes {
+			if n.Level >= slog.LevelWarn {
+				fmt.Fprintf(stderr, "metastore: warning: %s\n", n.Msg)
+			}
+		}
+		return 1
+	}
+
+	lg := newLogger(cfg.Logging, stderr)
+	for _, n := range notes {
+		lg.Log(ctx, n.Level, n.Msg)
+	}
+	lg.Info("starting metastore",
+		"version", version, "go", runtime.Version(),
+		"name", cfg.Name, "data-dir", cfg.DataDir,
+		"listen-client-urls", cfg.Server.ListenClientURLs)
+
+	srv, err := server.New(cfg, lg)
+	if err != nil {
+		lg.Error("cannot start metastore", "err", err)
+		return 1
+	}
+	lg.Info("serving client requests", "addrs", srv.ClientAddrs())
+	if err := srv.Run(ctx); err != nil {
+		lg.Error("metastore stopped with an error", "err", err)
+		return 1
+	}
+	lg.Info("metastore stopped")
+	return 0
+}
+
+// newLogger builds the log/slog logger the configuration asks for.
+func newLogger(c config.Logging, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// printVersion prints the version in etcd's `etcd --version` layout, so
+// scripts that parse it keep working.
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "metastore Version: %s\n", version)
+	fmt.Fprintf(w, "etcd API Version: %s\n", etcdAPIVersion)
+	fmt.Fprintf(w, "Git SHA: %s\n", revision())
+	fmt.Fprintf(w, "Go Version: %s\n", runtime.Version())
+	fmt.Fprintf(w, "Go OS/Arch: %s/%s\n", runtime.GOOS, runtime.GOARCH)
+}
+
+// revision is gitSHA, else the VCS revision the go command stamped.
+func revision() string {
+	if gitSHA != "" {
+		return gitSHA
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" && dirty {
+			rev += "-dirty"
+		}
+		if rev != "" {
+			return rev
+		}
+	}
+	return "not provided"
+}
+
+const usageHeader = `Usage:
+
+  metastore [flags]
+    Start a metastore server: an etcd v3 compatible store, by default a
+    single member on 127.0.0.1:2379 with data in ./metastore.data.
+
+  metastore version | --version
+    Print the version and exit.
+
+  metastore help | -h | --help
+    Show this help.
+
+Every setting can also be given in the YAML file (--config-file; template:
+configs/metastore.yaml) and in the environment, as METASTORE_<SECTION>_<KEY>
+or etcd's ETCD_<FLAG>. Flags override the environment, which overrides the
+file.
+`
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usageHeader)
+	config.PrintFlags(w)
+}

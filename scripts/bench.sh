@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# bench.sh — run etcd's own benchmark tool with the same workloads against a
+# reference etcd server and against metastore, and print a comparison table.
+#
+# Usage: scripts/bench.sh            (normally via `make bench`)
+#
+# Environment:
+#   BENCH_SCALE     multiplies every --total (default 1; e.g. 0.1 for a quick run)
+#   BENCH_TARGETS   which servers to measure (default "etcd metastore")
+#   BENCH_RESULTS   results directory (default bench-results/<UTC timestamp>)
+#   BENCH_TIMEOUT   seconds one benchmark run may take before it is killed (default 600)
+#   ETCD_EXTRA_ARGS / METASTORE_EXTRA_ARGS   extra flags for the servers
+#   METASTORE_BIN   the metastore binary to measure (default bin/metastore)
+#
+# Both servers run on 127.0.0.1 only, on free ports, each with its own
+# temporary data directory; everything is stopped and removed on exit. The
+# benchmark tool, etcd and etcdctl are built from their Go modules (tests/) if
+# bin/ does not have them yet. If bin/metastore is missing or does not become
+# healthy, the metastore column is skipped with a message and etcd is still
+# measured.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$ROOT/bin"
+GO=${GO:-go}
+METASTORE_BIN=${METASTORE_BIN:-$BIN/metastore}
+
+BENCH_SCALE=${BENCH_SCALE:-1}
+BENCH_TARGETS=${BENCH_TARGETS:-etcd metastore}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/$STAMP}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools ---
+
+if [[ ! -x "$BIN/benchmark" ]]; then
+	log "building etcd's benchmark tool into bin/ (tests/tools/benchmark)"
+	(cd "$ROOT/tests/tools/benchmark" && "$GO" build -o "$BIN/benchmark" .)
+fi
+if [[ ! -x "$BIN/etcd" || ! -x "$BIN/etcdctl" ]]; then
+	log "building etcd and etcdctl into bin/ (tests/tools)"
+	(cd "$ROOT/tests" && "$GO" build -o "$BIN/" ./tools/etcdctl ./tools/etcd)
+fi
+
+# ------------------------------------------------------------ processes ---
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/metastore-bench.XXXXXX")
+PIDS=()
+BENCH_PID=
+
+cleanup() {
+	local pid
+	if [[ -n $BENCH_PID ]]; then
+		kill "$BENCH_PID" 2>/dev/null || true
+		wait "$BENCH_PID" 2>/dev/null || true
+	fi
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		# give each server a few seconds to stop, then force it
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# free_port sets PORT to a loopback TCP port nothing listens on, below the
+# kernel's ephemeral range and distinct from the ports handed out before.
+USED_PORTS=" "
+free_port() {
+	local lo hi p
+	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+	((lo > 20000)) || lo=32768
+	for _ in $(seq 1 200); do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % (lo - 20000)))
+		[[ $USED_PORTS == *" $p "* ]] && continue
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			USED_PORTS+="$p "
+			PORT=$p
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+healthy() { # endpoint
+	"$BIN/etcdctl" --endpoints="$1" --dial-timeout=1s --command-timeout=2s \
+		endpoint health >/dev/null 2>&1
+}
+
+# wait_healthy name pid endpoint seconds
+wait_healthy() {
+	local name=$1 pid=$2 ep=$3 secs=$4
+	local deadline=$((SECONDS + secs))
+	while ((SECONDS < deadline)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "$name exited during start-up (log: $RESULTS/$name.log)"
+			return 1
+		fi
+		if healthy "$ep"; then
+			return 0
+		fi
+		sleep 0.25
+	done
+	log "$name did not become healthy on $ep within ${secs}s (log: $RESULTS/$name.log)"
+	return 1
+}
+
+mkdir -p "$RESULTS"
+log "results: $RESULTS"
+
+# ------------------------------------------------------ environment info ---
+{
+	echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "host: $(uname -srm)"
+	echo "cpus: $(nproc)"
+	echo "cpu_model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+	echo "mem: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	echo "tmp_fs: $(df -PT "$WORK" | awk 'NR==2 {print $2" on "$1}')"
+	echo "go: $("$GO" version 2>/dev/null || echo unknown)"
+	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "bench_scale: $BENCH_SCALE"
+	echo "--- etcd --version"
+	"$BIN/etcd" --version 2>&1 || true
+} >"$RESULTS/env.txt"
+
+# ---------------------------------------------------------------- servers ---
+
+declare -A EP=()
+TARGETS=()
+
+start_etcd() {
+	local cport pport
+	free_port; cport=$PORT
+	free_port; pport=$PORT
+	mkdir -p "$WORK/etcd"
+	# shellcheck disable=SC2086
+	"$BIN/etcd" \
+		--name bench-etcd \
+		--data-dir "$WORK/etcd" \
+		--listen-client-urls "http://127.0.0.1:$cport" \
+		--advertise-client-urls "http://127.0.0.1:$cport" \
+		--listen-peer-urls "http://127.0.0.1:$pport" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+		--initial-cluster "bench-etcd=http://127.0.0.1:$pport" \
+		--initial-cluster-state new \
+		--quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
+		--log-level warn \
+		${ETCD_EXTRA_ARGS:-} \
+		>"$RESULTS/etcd.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	if wait_healthy etcd "$pid" "127.0.0.1:$cport" 30; then
+		EP[etcd]="127.0.0.1:$cport"
+		TARGETS+=(etcd)
+		log "etcd healthy on 127.0.0.1:$cport (pid $pid)"
+	else
+		die "the reference etcd did not start; see $RESULTS/etcd.log"
+	fi
+}
+
+start_metastore() {
+	if [[ ! -x "$METASTORE_BIN" ]]; then
+		log "building $METASTORE_BIN"
+		if ! (cd "$ROOT" && "$GO" build -o "$METASTORE_BIN" ./cmd/metastore) >"$RESULTS/metastore-build.log" 2>&1; then
+			log "SKIPPING metastore: it does not build yet (see $RESULTS/metastore-build.log)"
+			return 0
+		fi
+	fi
+	local cport
+	free_port; cport=$PORT
+	mkdir -p "$WORK/metastore"
+	# shellcheck disable=SC2086
+	"$METASTORE_BIN" \
+		--name bench-metastore \
+		--data-dir "$WORK/metastore" \
+		--listen-client-urls "http://127.0.0.1:$cport" \
+		${METASTORE_EXTRA_ARGS:-} \
+		>"$RESULTS/metastore.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	if wait_healthy metastore "$pid" "127.0.0.1:$cport" 30; then
+		EP[metastore]="127.0.0.1:$cport"
+		TARGETS+=(metastore)
+		log "metastore healthy on 127.0.0.1:$cport (pid $pid)"
+	else
+		log "SKIPPING metastore: $METASTORE_BIN does not answer 'etcdctl endpoint health' yet"
+		kill "$pid" 2>/dev/null || true
+	fi
+}
+
+for t in $BENCH_TARGETS; do
+	case $t in
+	etcd) start_etcd ;;
+	metastore) start_metastore ;;
+	*) die "unknown target in BENCH_TARGETS: $t" ;;
+	esac
+done
+((${#TARGETS[@]} > 0)) || die "no server to measure"
+
+# -------------------------------------------------------------- workloads ---
+
+# scaled N → N*BENCH_SCALE rounded, at least 100
+scaled() { awk -v n="$1" -v s="$BENCH_SCALE" 'BEGIN { v = int(n * s + 0.5); if (v < 100) v = 100; print v }'; }
+
+# Totals at BENCH_SCALE=1 are sized so that each run against etcd takes
+# roughly 10 s on the 2-core machine in docs/benchmarks.md.
+N_PUT1=$(scaled 30000)
+N_PUT100=$(scaled 300000)
+N_RANGE=$(scaled 500000)
+N_TXN=$(scaled 300000)
+RANGE_KEY=bench-range-key
+
+# name|description|benchmark arguments (endpoints are added per target)
+WORKLOADS=(
+	"put-1c|put, 1 client / 1 conn, 8 B keys, 256 B values, $N_PUT1 distinct keys|--conns 1 --clients 1 put --total $N_PUT1 --key-size 8 --val-size 256 --sequential-keys --key-space-size $N_PUT1"
+	"put-100c|put, 100 clients / 10 conns, 8 B keys, 256 B values, $N_PUT100 distinct keys|--conns 10 --clients 100 put --total $N_PUT100 --key-size 8 --val-size 256 --sequential-keys --key-space-size $N_PUT100"
+	"range-l-100c|range one key, linearizable, 100 clients / 10 conns, $N_RANGE requests|--conns 10 --clients 100 range $RANGE_KEY --consistency l --total $N_RANGE"
+	"range-s-100c|range one key, serializable, 100 clients / 10 conns, $N_RANGE requests|--conns 10 --clients 100 range $RANGE_KEY --consistency s --total $N_RANGE"
+	"txn-put-100c|txn with 1 put, 100 clients / 10 conns, 8 B keys, 256 B values, $N_TXN txns|--conns 10 --clients 100 txn-put --total $N_TXN --txn-ops 1 --key-size 8 --val-size 256 --key-space-size $N_TXN"
+)
+
+# the key the range workloads read, 256 B value, written before any run
+VAL256=$(head -c 256 /dev/zero | tr '\0' 'v')
+for t in "${TARGETS[@]}"; do
+	"$BIN/etcdctl" --endpoints="${EP[$t]}" put "$RANGE_KEY" "$VAL256" >/dev/null \
+		|| die "could not write $RANGE_KEY to $t"
+done
+
+declare -A RPS=() P99=() ERRS=()
+
+# run_one target name args...
+run_one() {
+	local t=$1 name=$2
+	shift 2
+	local out="$RESULTS/$name.$t.txt"
+	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
+	log "$name → $t: benchmark $*"
+	local rc=0
+	# --precise: full float precision, so sub-millisecond p99s are not rounded
+	# run in the background and wait, so that a signal stops the run at once
+	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" \
+		>>"$out" 2>"$RESULTS/$name.$t.stderr" &
+	BENCH_PID=$!
+	wait "$BENCH_PID" || rc=$?
+	BENCH_PID=
+	if ((rc != 0)); then
+		log "  benchmark exited with status $rc (see $out)"
+	fi
+	RPS[$name.$t]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
+	# "  99% in 0.0123 secs." → milliseconds
+	P99[$name.$t]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
+	# errors are listed under "Error distribution:" as "  [count]\tmessage"
+	ERRS[$name.$t]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
+	if [[ -z ${RPS[$name.$t]} ]]; then
+		RPS[$name.$t]="failed"
+	fi
+	log "  $t: ${RPS[$name.$t]} req/s, p99 ${P99[$name.$t]:-?} ms, errors ${ERRS[$name.$t]}"
+}
+
+for w in "${WORKLOADS[@]}"; do
+	IFS='|' read -r name _ args <<<"$w"
+	for t in "${TARGETS[@]}"; do
+		# shellcheck disable=SC2086
+		run_one "$t" "$name" $args
+	done
+done
+
+for t in "${TARGETS[@]}"; do
+	"$BIN/etcdctl" --endpoints="${EP[$t]}" endpoint status -w table >"$RESULTS/status.$t.txt" 2>&1 || true
+done
+
+# ------------------------------------------------------------------ table ---
+
+have() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+cell() { # target name field
+	local k=$2.$1
+	if ! have "$1"; then echo "pending"; return; fi
+	case $3 in
+	rps) echo "${RPS[$k]}" ;;
+	p99) if [[ -n ${P99[$k]} ]]; then echo "${P99[$k]} ms"; else echo "-"; fi ;;
+	esac
+}
+
+{
+	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 |"
+	echo "|---|---:|---:|---:|---:|---:|"
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name _ _ <<<"$w"
+		e=$(cell etcd "$name" rps)
+		m=$(cell metastore "$name" rps)
+		ratio=$(awk -v e="$e" -v m="$m" 'BEGIN { if (e+0 > 0 && m ~ /^[0-9.]+$/) printf "%.2f", m / e; else print "-" }')
+		note=""
+		for t in "${TARGETS[@]}"; do
+			if [[ ${ERRS[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${ERRS[$name.$t]} errors)"; fi
+		done
+		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) |"
+	done
+	echo
+	echo "Workloads (BENCH_SCALE=$BENCH_SCALE):"
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name desc args <<<"$w"
+		echo "- $name: $desc — \`benchmark --endpoints=<ep> --precise $args\`"
+	done
+} >"$RESULTS/table.md"
+
+echo
+cat "$RESULTS/table.md"
+echo
+if ! have metastore && [[ " $BENCH_TARGETS " == *" metastore "* ]]; then
+	echo "NOTE: metastore was not measured (not built or not serving yet); its columns say 'pending'."
+fi
+echo "Raw outputs, server logs and environment: $RESULTS"

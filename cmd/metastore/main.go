@@ -112,7 +112,8 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	lg.Info("serving client requests", "addrs", srv.ClientAddrs())
-	if err := srv.Run(ctx); err != nil {
+	// A Run that reports the cancellation we asked for is a clean stop.
+	if err := srv.Run(ctx); err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		lg.Error("metastore stopped with an error", "err", err)
 		return 1
 	}

@@ -1,0 +1,181 @@
+package framework
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Process is a server running as a subprocess on a fixed data directory and
+// client port, so that it can be killed and restarted on the same state.
+type Process struct {
+	t        testing.TB
+	Kind     string
+	Bin      string
+	Args     []string
+	DataDir  string
+	Endpoint string
+	logPath  string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+	starts int
+}
+
+// StartMetastoreProcess builds (once) and starts the metastore binary with
+// etcd-style flags on dataDir and a free loopback port, plus extra args.
+func StartMetastoreProcess(t testing.TB, dataDir string, extra ...string) *Process {
+	t.Helper()
+	bin := MetastoreBinary(t)
+	port := FreePort(t)
+	args := []string{
+		"--name", "default",
+		"--data-dir", dataDir,
+		"--listen-client-urls", localURL(port),
+	}
+	return startProcess(t, "metastore", bin, dataDir, "127.0.0.1:"+strconv.Itoa(port), append(args, extra...))
+}
+
+// StartEtcdProcess starts the reference etcd binary (built from
+// ./tools/etcd) the same way, to prove subprocess scenarios against etcd.
+func StartEtcdProcess(t testing.TB, dataDir string, extra ...string) *Process {
+	t.Helper()
+	bin := EtcdBinary(t)
+	port, peer := FreePort(t), FreePort(t)
+	args := []string{
+		"--name", "default",
+		"--data-dir", dataDir,
+		"--listen-client-urls", localURL(port),
+		"--advertise-client-urls", localURL(port),
+		"--listen-peer-urls", localURL(peer),
+		"--initial-advertise-peer-urls", localURL(peer),
+		"--initial-cluster", "default=" + localURL(peer),
+		"--log-level", "warn",
+	}
+	return startProcess(t, "etcd", bin, dataDir, "127.0.0.1:"+strconv.Itoa(port), append(args, extra...))
+}
+
+func startProcess(t testing.TB, kind, bin, dataDir, endpoint string, args []string) *Process {
+	t.Helper()
+	p := &Process{
+		t: t, Kind: kind, Bin: bin, Args: args, DataDir: dataDir, Endpoint: endpoint,
+		logPath: filepath.Join(t.TempDir(), kind+".log"),
+	}
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			if data, err := os.ReadFile(p.logPath); err == nil {
+				t.Logf("%s log (tail):\n%s", kind, tail(string(data), 8000))
+			}
+		}
+	})
+	p.Restart()
+	return p
+}
+
+// Restart starts the process again (it must not be running) on the same
+// data directory and port, and waits until it serves requests.
+func (p *Process) Restart() {
+	p.t.Helper()
+	p.mu.Lock()
+	if p.cmd != nil {
+		p.mu.Unlock()
+		p.t.Fatalf("%s: Restart while running", p.Kind)
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.mu.Unlock()
+		p.t.Fatal(err)
+	}
+	p.starts++
+	fmt.Fprintf(logf, "=== start #%d: %s %v\n", p.starts, p.Bin, p.Args)
+	cmd := exec.Command(p.Bin, p.Args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Env = os.Environ()
+	// Die with the test binary even if it is killed (e.g. by -timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		p.mu.Unlock()
+		p.t.Fatalf("%s: start: %v", p.Kind, err)
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited = cmd, exited
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(exited)
+	}()
+	p.mu.Unlock()
+	if err := waitReady(p.Endpoint, 60*time.Second, exited); err != nil {
+		p.t.Fatalf("%s (start #%d): %v", p.Kind, p.starts, err)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit. No-op if not running.
+func (p *Process) Kill() {
+	p.signalAndWait(syscall.SIGKILL, 30*time.Second)
+}
+
+// Stop sends SIGTERM and waits up to 30s for a graceful exit, then SIGKILLs;
+// it returns the exit error (nil for a clean exit).
+func (p *Process) Stop() error {
+	return p.signalAndWait(syscall.SIGTERM, 30*time.Second)
+}
+
+func (p *Process) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cmd, p.exited = nil, nil
+	err := p.err
+	if sig == syscall.SIGTERM && err == nil {
+		return nil
+	}
+	return err
+}
+
+// Running reports whether the process has been started and not yet waited for.
+func (p *Process) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Log returns the process' combined output so far (all starts).
+func (p *Process) Log() string {
+	data, _ := os.ReadFile(p.logPath)
+	return string(data)
+}

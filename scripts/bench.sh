@@ -131,12 +131,14 @@ log "results: $RESULTS"
 	echo "go: $("$GO" version 2>/dev/null || echo unknown)"
 	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "bench_scale: $BENCH_SCALE"
+	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
 } >"$RESULTS/env.txt"
 
 # ---------------------------------------------------------------- servers ---
 
+QUOTA=$((8 * 1024 * 1024 * 1024)) # 8 GiB: no NOSPACE alarm during a run
 declare -A EP=()
 TARGETS=()
 
@@ -155,7 +157,7 @@ start_etcd() {
 		--initial-advertise-peer-urls "http://127.0.0.1:$pport" \
 		--initial-cluster "bench-etcd=http://127.0.0.1:$pport" \
 		--initial-cluster-state new \
-		--quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
+		--quota-backend-bytes "$QUOTA" \
 		--log-level warn \
 		${ETCD_EXTRA_ARGS:-} \
 		>"$RESULTS/etcd.log" 2>&1 &
@@ -178,14 +180,24 @@ start_metastore() {
 			return 0
 		fi
 	fi
-	local cport
+	local cport help
 	free_port; cport=$PORT
 	mkdir -p "$WORK/metastore"
+	# the same quota and log level as etcd, where this build has the flags
+	local -a opt=()
+	help=$(timeout 10 "$METASTORE_BIN" --help 2>&1 || true)
+	if [[ $help == *--quota-backend-bytes* ]]; then
+		opt+=(--quota-backend-bytes "$QUOTA")
+	fi
+	if [[ $help == *--log-level* ]]; then
+		opt+=(--log-level warn)
+	fi
 	# shellcheck disable=SC2086
 	"$METASTORE_BIN" \
 		--name bench-metastore \
 		--data-dir "$WORK/metastore" \
 		--listen-client-urls "http://127.0.0.1:$cport" \
+		"${opt[@]}" \
 		${METASTORE_EXTRA_ARGS:-} \
 		>"$RESULTS/metastore.log" 2>&1 &
 	local pid=$!

@@ -31,6 +31,7 @@ type env struct {
 	maint   pb.MaintenanceClient
 	cluster pb.ClusterClient
 	log     *[]entry
+	base    string // name of the backend's test; transcript labels are relative to it
 }
 
 // entry is one recorded call: a label, the response (nil on error) and the
@@ -50,6 +51,7 @@ func newEnv(t *testing.T, backend string, srv *framework.Server) *env {
 		maint:   pb.NewMaintenanceClient(conn),
 		cluster: pb.NewClusterClient(conn),
 		log:     new([]entry),
+		base:    t.Name(),
 	}
 }
 
@@ -71,11 +73,11 @@ func (e *env) record(label string, resp any, err error) {
 	if err != nil {
 		resp = nil
 	}
-	// Drop "TestX/<backend>" so that labels match across backends.
-	sub := ""
-	if parts := strings.SplitN(e.t.Name(), "/", 3); len(parts) == 3 {
-		sub = parts[2] + ": "
+	sub := strings.TrimPrefix(strings.TrimPrefix(e.t.Name(), e.base), "/")
+	if sub != "" {
+		sub += ": "
 	}
+	label = short(label)
 	*e.log = append(*e.log, entry{label: sub + label, resp: resp, err: err})
 }
 
@@ -125,7 +127,7 @@ func (e *env) mustRange(r *pb.RangeRequest) *pb.RangeResponse {
 	e.t.Helper()
 	resp, err := e.Range(r)
 	if err != nil {
-		e.t.Fatalf("Range(%v): %v", r, err)
+		e.t.Fatalf("Range(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -135,7 +137,7 @@ func (e *env) mustPut(key, value string) *pb.PutResponse {
 	r := &pb.PutRequest{Key: []byte(key), Value: []byte(value)}
 	resp, err := e.Put(r)
 	if err != nil {
-		e.t.Fatalf("Put(%v): %v", r, err)
+		e.t.Fatalf("Put(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -144,7 +146,7 @@ func (e *env) mustPutReq(r *pb.PutRequest) *pb.PutResponse {
 	e.t.Helper()
 	resp, err := e.Put(r)
 	if err != nil {
-		e.t.Fatalf("Put(%v): %v", r, err)
+		e.t.Fatalf("Put(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -153,7 +155,7 @@ func (e *env) mustDelete(r *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
 	e.t.Helper()
 	resp, err := e.Delete(r)
 	if err != nil {
-		e.t.Fatalf("DeleteRange(%v): %v", r, err)
+		e.t.Fatalf("DeleteRange(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -162,7 +164,7 @@ func (e *env) mustTxn(r *pb.TxnRequest) *pb.TxnResponse {
 	e.t.Helper()
 	resp, err := e.Txn(r)
 	if err != nil {
-		e.t.Fatalf("Txn(%v): %v", r, err)
+		e.t.Fatalf("Txn(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -171,7 +173,7 @@ func (e *env) mustCompact(r *pb.CompactionRequest) *pb.CompactionResponse {
 	e.t.Helper()
 	resp, err := e.Compact(r)
 	if err != nil {
-		e.t.Fatalf("Compact(%v): %v", r, err)
+		e.t.Fatalf("Compact(%s): %v", short(r), err)
 	}
 	return resp
 }
@@ -290,9 +292,7 @@ func scenario(t *testing.T, o framework.Options, f func(e *env)) {
 		if !ok && b.Name == "etcd" {
 			t.Fatalf("the scenario's expectations do not hold on etcd; fix the test before comparing metastore")
 		}
-		if ok {
-			logs = append(logs, log)
-		}
+		logs = append(logs, log) // a failed metastore run is still compared, for the diff
 	}
 	if len(logs) == 2 {
 		t.Run("same-transcript", func(t *testing.T) { compareTranscripts(t, logs[0], logs[1]) })
@@ -410,4 +410,13 @@ func nilSafe(k *mvccpb.KeyValue) []*mvccpb.KeyValue {
 		return nil
 	}
 	return []*mvccpb.KeyValue{k}
+}
+
+// short renders v for a message, cut to a readable length.
+func short(v any) string {
+	s := fmt.Sprint(v)
+	if len(s) > 400 {
+		s = s[:400] + fmt.Sprintf("…(%d bytes)", len(s))
+	}
+	return s
 }

@@ -2,6 +2,7 @@ package framework
 
 import (
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -36,7 +37,13 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	lg := zap.NewNop()
+	if os.Getenv("METASTORE_TEST_ETCD_LOG") != "" { // debugging aid: etcd's warnings and errors to stderr
+		if l, err := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel)); err == nil {
+			lg = l
+		}
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	cfg.UnsafeNoFsync = true // a reference for semantics; durability is not under test here
 	if o.MaxTxnOps > 0 {
 		cfg.MaxTxnOps = uint(o.MaxTxnOps)

@@ -134,6 +134,10 @@ log "results: $RESULTS"
 	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
+	if [[ -x "$METASTORE_BIN" ]]; then
+		echo "--- metastore version"
+		timeout 10 "$METASTORE_BIN" version 2>&1 || true
+	fi
 } >"$RESULTS/env.txt"
 
 # ---------------------------------------------------------------- servers ---

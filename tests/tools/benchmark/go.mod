@@ -1,9 +1,9 @@
 // etcd's benchmark tool, built from its Go module. A separate module because
 // go.etcd.io/etcd/v3 v3.6.16 (the etcd release tests/go.mod uses) is not served
-// by the module proxy; v3.6.8 is the newest 3.6.x that is, and its
-// tools/benchmark needs the matching pkg/client/api modules (report.NewReport's
-// signature changed later), so every go.etcd.io/etcd/* module is pinned to
-// v3.6.8 here. Build: cd tests/tools/benchmark && go build -o ../../../bin/ .
+// by the module proxy; v3.6.8 is the newest 3.6.x that is. Its tools/benchmark
+// does not compile against the v3.7 pkg/v3 module (report.NewReport gained
+// parameters), so every go.etcd.io/etcd/* module stays at v3.6.8, the set
+// released together. Build: cd tests/tools/benchmark && go build -o ../../../bin/ .
 module github.com/metastore-dev/metastore/tests/tools/benchmark
 
 go 1.26.8

@@ -113,6 +113,10 @@ func build(name, dir, pkg string) (string, error) {
 	return br.path, br.err
 }
 
+// raceEnv is added to the environment of helper binaries: a -race binary
+// otherwise sleeps a second at exit (atexit_sleep_ms defaults to 1000).
+const raceEnv = "GORACE=atexit_sleep_ms=0"
+
 // MetastoreBinary builds ./cmd/metastore of the root module (once) and
 // returns its path.
 func MetastoreBinary(t testing.TB) string {

@@ -33,7 +33,7 @@ func Etcdctl(t testing.TB, endpoint, stdin string, args ...string) EtcdctlResult
 			env = append(env, kv)
 		}
 	}
-	cmd.Env = env
+	cmd.Env = append(env, raceEnv)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -100,7 +100,7 @@ func (p *Process) Restart() {
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), raceEnv)
 	// Die with the test binary even if it is killed (e.g. by -timeout).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -4,9 +4,9 @@ import "testing"
 
 func TestEtcdctlPutGetDel(t *testing.T) {
 	ctlScenario(t, []step{
-		s("put", "foo", "bar").expect("OK\n"),                       // 2
+		s("put", "foo", "bar").expect("OK\n"),                         // 2
 		s("put", "foo", "bar2", "--prev-kv").expect("OK\nfoo\nbar\n"), // 3
-		s("put", "foo", "--ignore-value").expect("OK\n"),             // 4
+		s("put", "foo", "--ignore-value").expect("OK\n"),              // 4
 		s("get", "foo").expect("foo\nbar2\n"),
 		s("put", "missing", "--ignore-value"),
 		s("put", "missing", "v", "--ignore-lease"),
@@ -14,14 +14,14 @@ func TestEtcdctlPutGetDel(t *testing.T) {
 		s("put", "foo", "baz", "--ignore-lease", "--prev-kv").expect("OK\nfoo\nbar2\n"), // 5
 		s("put", "foo", "--ignore-value", "--ignore-lease").expect("OK\n"),              // 6
 		s("put", "leased", "v", "--lease=1234"),
-		s("put", "k/1", "e"), // 7
-		s("put", "k/2", "d"), // 8
-		s("put", "k/3", "c"), // 9
-		s("put", "k/4", "b"), // 10
-		s("put", "k/5", "a"), // 11
-		s("put", "k/2", "d"), // 12
-		s("put", "k/4", "b"), // 13
-		s("put", "k/4", "b"), // 14
+		s("put", "k/1", "e"),   // 7
+		s("put", "k/2", "d"),   // 8
+		s("put", "k/3", "c"),   // 9
+		s("put", "k/4", "b"),   // 10
+		s("put", "k/5", "a"),   // 11
+		s("put", "k/2", "d"),   // 12
+		s("put", "k/4", "b"),   // 13
+		s("put", "k/4", "b"),   // 14
 		s("put", "zz", "last"), // 15
 		s("get", "foo", "-w", "json"),
 		s("get", "foo", "-w", "fields"),

@@ -262,4 +262,3 @@ func normHealth(s string) string {
 func normHealthTable(s string) string {
 	return normTable(2)(s)
 }
-

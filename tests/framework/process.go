@@ -129,12 +129,21 @@ func (p *Process) Kill() {
 	p.signalAndWait(syscall.SIGKILL, 30*time.Second)
 }
 
-// Stop sends SIGTERM and waits up to 30s for a graceful exit, then SIGKILLs;
-// it returns the exit error (nil for a clean exit).
+// Stop sends SIGTERM and waits up to 30s for the process to exit, then
+// SIGKILLs it. It returns nil for a graceful exit: status 0, or death by the
+// SIGTERM itself (etcd re-raises the signal after cleaning up).
 func (p *Process) Stop() error {
-	return p.signalAndWait(syscall.SIGTERM, 30*time.Second)
+	err := p.signalAndWait(syscall.SIGTERM, 30*time.Second)
+	if ee, ok := err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+			return nil
+		}
+	}
+	return err
 }
 
+// signalAndWait signals the process and waits for it to exit, SIGKILLing
+// it after timeout (then reporting that). No-op if not running.
 func (p *Process) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
 	p.mu.Lock()
 	cmd, exited := p.cmd, p.exited
@@ -143,20 +152,21 @@ func (p *Process) signalAndWait(sig syscall.Signal, timeout time.Duration) error
 		return nil
 	}
 	_ = cmd.Process.Signal(sig)
+	var escalated bool
 	select {
 	case <-exited:
 	case <-time.After(timeout):
+		escalated = true
 		_ = cmd.Process.Kill()
 		<-exited
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cmd, p.exited = nil, nil
-	err := p.err
-	if sig == syscall.SIGTERM && err == nil {
-		return nil
+	if escalated {
+		return fmt.Errorf("%s did not exit within %v of %v; killed", p.Kind, timeout, sig)
 	}
-	return err
+	return p.err
 }
 
 // Running reports whether the process has been started and not yet waited for.

@@ -1,0 +1,271 @@
+package mvcc
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// RevisionEvents are the changes committed at one revision, in sub-revision
+// order. They feed watchers after the batch is durable.
+type RevisionEvents struct {
+	Rev    int64
+	Events []mvccpb.Event
+}
+
+// Batch groups the writes of many requests (each a WriteTxn) into one Pebble
+// commit: one fsync for every request that was waiting. Only one Batch exists
+// at a time; NewBatch blocks until the previous one is committed or aborted.
+type Batch struct {
+	s        *Store
+	b        *pebble.Batch
+	it       *pebble.Iterator // over the indexed batch: reads see earlier writes
+	startRev int64
+	rev      int64 // newest revision assigned so far
+	compact  int64 // compaction scheduled by this batch, 0 if none
+	events   []RevisionEvents
+	buf      []byte
+	done     bool
+}
+
+// NewBatch starts a write batch at the newest committed revision.
+func (s *Store) NewBatch() (*Batch, error) {
+	s.writeMu.Lock()
+	if s.failed.Load() {
+		s.writeMu.Unlock()
+		return nil, ErrFailed
+	}
+	b := s.db.NewIndexedBatch()
+	it, err := b.NewIter(&pebble.IterOptions{})
+	if err != nil {
+		b.Close()
+		s.writeMu.Unlock()
+		return nil, err
+	}
+	rev := s.rev.Load()
+	return &Batch{s: s, b: b, it: it, startRev: rev, rev: rev}, nil
+}
+
+// Rev returns the newest revision assigned in the batch.
+func (b *Batch) Rev() int64 { return b.rev }
+
+// CompactRev returns the compacted revision as this batch sees it.
+func (b *Batch) CompactRev() int64 {
+	return max(b.s.compactRev.Load(), b.compact)
+}
+
+// Events returns the changes of every revision in the batch, oldest first.
+// Valid after Commit too.
+func (b *Batch) Events() []RevisionEvents { return b.events }
+
+// SetMeta stores a metadata value with the batch.
+func (b *Batch) SetMeta(name string, value []byte) error {
+	return b.b.Set(metaKey(name), value, nil)
+}
+
+// Commit makes the batch durable (one synced Pebble commit) and publishes its
+// revision to readers. After an error the store refuses further writes: the
+// caller must not acknowledge any request of the batch.
+func (b *Batch) Commit() error {
+	if b.done {
+		return fmt.Errorf("mvcc: batch already finished")
+	}
+	defer b.release()
+	if b.b.Empty() && b.compact == 0 {
+		return nil
+	}
+	var revBuf [8]byte
+	binary.BigEndian.PutUint64(revBuf[:], uint64(b.rev))
+	if err := b.b.Set(metaKey(metaRev), revBuf[:], nil); err != nil {
+		return err
+	}
+	if b.compact > 0 {
+		var c [8]byte
+		binary.BigEndian.PutUint64(c[:], uint64(b.compact))
+		if err := b.b.Set(metaKey(metaCompactScheduled), c[:], nil); err != nil {
+			return err
+		}
+	}
+	if err := b.b.Commit(pebble.Sync); err != nil {
+		b.s.failed.Store(true)
+		b.s.opts.Logger.Error("commit failed; store refuses further writes", "err", err)
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	b.s.rev.Store(b.rev)
+	if b.compact > 0 {
+		b.s.compactRev.Store(b.compact)
+		b.s.compactor.schedule(b.compact)
+	}
+	return nil
+}
+
+// Abort discards the batch.
+func (b *Batch) Abort() {
+	if !b.done {
+		b.release()
+	}
+}
+
+func (b *Batch) release() {
+	b.done = true
+	b.it.Close()
+	b.b.Close()
+	b.s.writeMu.Unlock()
+}
+
+// Compact schedules a compaction at rev, effective when the batch commits:
+// reads below rev then fail with ErrCompacted and obsolete versions are
+// removed in the background. The returned channel closes once the removal is
+// done (etcd's physical compaction).
+func (b *Batch) Compact(rev int64) (<-chan struct{}, error) {
+	if rev <= b.CompactRev() {
+		return nil, ErrCompacted
+	}
+	if rev > b.rev {
+		return nil, ErrFutureRev
+	}
+	b.compact = rev
+	return b.s.compactor.waitFor(rev), nil
+}
+
+// Txn starts a write transaction: every change in it gets revision Rev()+1.
+// Transactions of one batch run one after another.
+func (b *Batch) Txn() *WriteTxn {
+	return &WriteTxn{b: b, beginRev: b.rev}
+}
+
+// WriteTxn is one request's view and writes within a Batch.
+type WriteTxn struct {
+	b        *Batch
+	beginRev int64
+	changes  []mvccpb.Event
+}
+
+var _ ReadView = (*WriteTxn)(nil)
+
+// Rev returns the revision before this transaction.
+func (t *WriteTxn) Rev() int64 { return t.beginRev }
+
+// FirstRev returns the compacted revision.
+func (t *WriteTxn) FirstRev() int64 { return t.b.CompactRev() }
+
+// Changes returns the events this transaction produced so far.
+func (t *WriteTxn) Changes() []mvccpb.Event { return t.changes }
+
+func (t *WriteTxn) writeRev() int64 { return t.beginRev + 1 }
+
+// readRev is the revision a read inside the txn sees: its own writes included.
+func (t *WriteTxn) readRev() int64 {
+	if len(t.changes) > 0 {
+		return t.beginRev + 1
+	}
+	return t.beginRev
+}
+
+// Range reads [key, end), seeing the writes made earlier in the batch and
+// in this transaction.
+func (t *WriteTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	return rangeKeys(ctx, t.b.it, true, key, end, t.readRev(), t.FirstRev(), ro)
+}
+
+// latest returns the newest live version of key, or nil.
+func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
+	lower := appendUserKey(nil, key)
+	upper := nextUserKeyBound(nil, lower)
+	setBounds(t.b.it, true, lower, upper)
+	if !t.b.it.First() {
+		return nil, t.b.it.Error()
+	}
+	k := t.b.it.Key()
+	v, err := t.b.it.ValueAndErr()
+	if err != nil {
+		return nil, err
+	}
+	rec, err := decodeVersionValue(v)
+	if err != nil || rec.tombstone {
+		return nil, err
+	}
+	kv, err := recordToKV(k, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &kv, nil
+}
+
+// Put writes a new version of key and returns the revision it was written
+// at and the previous live version (nil if none).
+func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error) {
+	rev := t.writeRev()
+	prev, err := t.latest(key)
+	if err != nil {
+		return 0, nil, err
+	}
+	create, version := rev, int64(1)
+	if prev != nil {
+		create, version = prev.CreateRevision, prev.Version+1
+	}
+	b := t.b
+	b.buf = appendVersionKey(b.buf[:0], key, rev)
+	val := appendVersionValue(make([]byte, 0, len(value)+16), create, version, lease, value)
+	if err := b.b.Set(b.buf, val, nil); err != nil {
+		return 0, nil, err
+	}
+	if err := t.logChange(key); err != nil {
+		return 0, nil, err
+	}
+	kv := &mvccpb.KeyValue{
+		Key:            key,
+		Value:          value,
+		CreateRevision: create,
+		ModRevision:    rev,
+		Version:        version,
+		Lease:          lease,
+	}
+	t.changes = append(t.changes, mvccpb.Event{Type: mvccpb.PUT, Kv: kv, PrevKv: prev})
+	return rev, prev, nil
+}
+
+// DeleteRange writes a tombstone for every live key in [key, end) and returns
+// the deleted key-values.
+func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
+	rr, err := t.Range(context.Background(), key, end, RangeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	rev := t.writeRev()
+	for i := range rr.KVs {
+		prev := &rr.KVs[i]
+		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
+		if err := t.b.b.Set(t.b.buf, tombstoneValue, nil); err != nil {
+			return nil, err
+		}
+		if err := t.logChange(prev.Key); err != nil {
+			return nil, err
+		}
+		t.changes = append(t.changes, mvccpb.Event{
+			Type:   mvccpb.DELETE,
+			Kv:     &mvccpb.KeyValue{Key: prev.Key, ModRevision: rev},
+			PrevKv: prev,
+		})
+	}
+	return rr.KVs, nil
+}
+
+// logChange records key in the revision-ordered change log.
+func (t *WriteTxn) logChange(key []byte) error {
+	t.b.buf = appendLogKey(t.b.buf[:0], t.writeRev(), len(t.changes))
+	return t.b.b.Set(t.b.buf, key, nil)
+}
+
+// End finishes the transaction; if it changed anything the batch's revision
+// advances.
+func (t *WriteTxn) End() {
+	if len(t.changes) == 0 {
+		return
+	}
+	t.b.rev = t.writeRev()
+	t.b.events = append(t.b.events, RevisionEvents{Rev: t.b.rev, Events: t.changes})
+}

@@ -1,0 +1,236 @@
+package mvcc
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// compactor removes versions that no read at or above the compacted revision
+// can see, and the change log below it. It works from the change log, so its
+// cost follows the number of changes since the previous compaction, not the
+// number of keys; and it commits in small steps so writers are never held up
+// for long (etcd-io/etcd #10072, #19406).
+type compactor struct {
+	s *Store
+
+	mu      sync.Mutex
+	done    int64 // compaction finished through this revision
+	target  int64 // newest scheduled compaction
+	waiters []compactWaiter
+
+	kick  chan struct{}
+	stopc chan struct{}
+	donec chan struct{}
+}
+
+type compactWaiter struct {
+	rev int64
+	ch  chan struct{}
+}
+
+func startCompactor(s *Store, done, target int64) *compactor {
+	c := &compactor{
+		s:      s,
+		done:   done,
+		target: target,
+		kick:   make(chan struct{}, 1),
+		stopc:  make(chan struct{}),
+		donec:  make(chan struct{}),
+	}
+	go c.run()
+	if target > done {
+		c.kick <- struct{}{}
+	}
+	return c
+}
+
+func (c *compactor) stop() {
+	close(c.stopc)
+	<-c.donec
+}
+
+// schedule asks for compaction through rev.
+func (c *compactor) schedule(rev int64) {
+	c.mu.Lock()
+	if rev > c.target {
+		c.target = rev
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor returns a channel closed once compaction through rev is done.
+func (c *compactor) waitFor(rev int64) <-chan struct{} {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done >= rev {
+		close(ch)
+		return ch
+	}
+	c.waiters = append(c.waiters, compactWaiter{rev: rev, ch: ch})
+	return ch
+}
+
+func (c *compactor) finish(rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = rev
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if w.rev <= rev {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.waiters = kept
+}
+
+func (c *compactor) run() {
+	defer close(c.donec)
+	for {
+		select {
+		case <-c.stopc:
+			return
+		case <-c.kick:
+		}
+		for {
+			c.mu.Lock()
+			from, target := c.done, c.target
+			c.mu.Unlock()
+			if target <= from {
+				break
+			}
+			if err := c.compact(from, target); err != nil {
+				if err != errStopped {
+					c.s.opts.Logger.Error("compaction failed; will retry at next schedule", "target", target, "err", err)
+				}
+				break
+			}
+			c.finish(target)
+		}
+	}
+}
+
+type stoppedError struct{}
+
+func (stoppedError) Error() string { return "mvcc: compactor stopped" }
+
+var errStopped error = stoppedError{}
+
+// compact removes what compaction at target makes obsolete, given that every
+// compaction through from is already done.
+func (c *compactor) compact(from, target int64) error {
+	lower := appendLogKey(nil, from, 0)
+	upper := appendLogKey(nil, target+1, 0)
+	var seen map[string]struct{}
+	for {
+		select {
+		case <-c.stopc:
+			return errStopped
+		default:
+		}
+		// One step: up to CompactionBatch change-log entries.
+		it, err := c.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		seen = make(map[string]struct{}, c.s.opts.CompactionBatch)
+		n := 0
+		var next []byte
+		for ok := it.First(); ok; ok = it.Next() {
+			if n == c.s.opts.CompactionBatch {
+				next = append([]byte(nil), it.Key()...)
+				break
+			}
+			n++
+			v, err := it.ValueAndErr()
+			if err != nil {
+				it.Close()
+				return err
+			}
+			seen[string(v)] = struct{}{}
+		}
+		if err := it.Error(); err != nil {
+			it.Close()
+			return err
+		}
+		it.Close()
+
+		b := c.s.db.NewBatch()
+		for key := range seen {
+			if err := c.compactKey(b, []byte(key), target); err != nil {
+				b.Close()
+				return err
+			}
+		}
+		last := next == nil
+		if last {
+			// Every obsolete version is gone: drop the change log below target.
+			if err := b.DeleteRange(appendLogKey(nil, 0, 0), appendLogKey(nil, target, 0), nil); err != nil {
+				b.Close()
+				return err
+			}
+			var d [8]byte
+			binary.BigEndian.PutUint64(d[:], uint64(target))
+			if err := b.Set(metaKey(metaCompactDone), d[:], nil); err != nil {
+				b.Close()
+				return err
+			}
+		}
+		opts := pebble.NoSync
+		if last {
+			opts = pebble.Sync
+		}
+		if err := b.Commit(opts); err != nil {
+			b.Close()
+			return err
+		}
+		b.Close()
+		if last {
+			return nil
+		}
+		lower = next
+	}
+}
+
+// compactKey deletes the versions of key older than its newest version at or
+// below target, and that version too if it is a tombstone.
+func (c *compactor) compactKey(b *pebble.Batch, key []byte, target int64) error {
+	prefix := appendUserKey(nil, key)
+	it, err := c.s.db.NewIter(&pebble.IterOptions{
+		LowerBound: binary.BigEndian.AppendUint64(append([]byte(nil), prefix...), ^uint64(target)),
+		UpperBound: nextUserKeyBound(nil, prefix),
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	first := true
+	for ok := it.First(); ok; ok = it.Next() {
+		if first {
+			first = false
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return err
+			}
+			rec, err := decodeVersionValue(v)
+			if err != nil {
+				return err
+			}
+			if !rec.tombstone {
+				continue // the version reads at target see: keep
+			}
+		}
+		if err := b.Delete(it.Key(), nil); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

@@ -1,0 +1,16 @@
+// Package mvcc is metastore's multi-version key-value store over Pebble.
+//
+// Every version of every key is kept until compaction, so a read at any
+// revision at or above the compacted one sees exactly what a read at that
+// revision saw when it was current. Versions of one key sit next to each
+// other in Pebble, newest first, so a read at a revision is one seek per key
+// and no in-memory index of all keys is needed. A second, revision-ordered
+// keyspace (the change log) records which keys changed at each revision; it
+// serves watchers catching up from history and drives compaction.
+//
+// Reads (Store.Read, Store.Range) run concurrently from any goroutine.
+// Writes go through a Batch: the single writer (the applier) opens one,
+// runs each request as a WriteTxn that gets the next revision, and commits
+// them all with one fsync. The package owns no goroutine but the background
+// compactor, which Close stops.
+package mvcc

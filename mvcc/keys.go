@@ -1,0 +1,183 @@
+package mvcc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+)
+
+// Pebble key layout. Each keyspace has a one-byte prefix:
+//
+//	'k' esc(userKey) 0x00 0x01 ^rev(8, big-endian)   one version of a user key
+//	'r' rev(8) sub(4)                                  change log: what changed at rev
+//	'm' name                                           store metadata
+//
+// esc() doubles as an order-preserving escape: 0x00 becomes 0x00 0xFF and the
+// key ends with the terminator 0x00 0x01, so encoded user keys sort exactly as
+// the raw keys do and no encoded key is a prefix of another. The inverted
+// revision makes the versions of one key adjacent, newest first, so "the
+// newest version at or below R" is a single SeekGE.
+const (
+	prefixKey    = 'k'
+	prefixLog    = 'r'
+	prefixMeta   = 'm'
+	escByte      = 0x00
+	escEscaped   = 0xFF
+	escTerm      = 0x01
+	escNextKey   = 0x02 // sorts after every version of the preceding user key
+	revSuffixLen = 8
+	logKeyLen    = 1 + 8 + 4
+)
+
+var errCorruptKey = errors.New("mvcc: corrupt key encoding")
+
+// appendUserKey appends 'k' esc(key) 0x00 0x01.
+func appendUserKey(dst, key []byte) []byte {
+	dst = append(dst, prefixKey)
+	for {
+		i := bytes.IndexByte(key, escByte)
+		if i < 0 {
+			dst = append(dst, key...)
+			break
+		}
+		dst = append(dst, key[:i+1]...)
+		dst = append(dst, escEscaped)
+		key = key[i+1:]
+	}
+	return append(dst, escByte, escTerm)
+}
+
+// appendVersionKey appends the Pebble key of key's version at rev.
+func appendVersionKey(dst, key []byte, rev int64) []byte {
+	dst = appendUserKey(dst, key)
+	return binary.BigEndian.AppendUint64(dst, ^uint64(rev))
+}
+
+// versionKeyRev returns the revision encoded in a version key.
+func versionKeyRev(k []byte) int64 {
+	return int64(^binary.BigEndian.Uint64(k[len(k)-revSuffixLen:]))
+}
+
+// versionKeyPrefix returns the part of a version key shared by every version
+// of the same user key ('k' esc(key) 0x00 0x01).
+func versionKeyPrefix(k []byte) []byte {
+	return k[:len(k)-revSuffixLen]
+}
+
+// nextUserKeyBound returns the smallest Pebble key above every version of the
+// user key whose version-key prefix is p. It overwrites the terminator of a
+// copy of p.
+func nextUserKeyBound(dst, p []byte) []byte {
+	dst = append(dst[:0], p...)
+	dst[len(dst)-1] = escNextKey
+	return dst
+}
+
+// decodeUserKey extracts the raw user key from a version key.
+func decodeUserKey(k []byte) ([]byte, error) {
+	if len(k) < 1+2+revSuffixLen || k[0] != prefixKey {
+		return nil, errCorruptKey
+	}
+	enc := k[1 : len(k)-revSuffixLen-2]
+	if bytes.IndexByte(enc, escByte) < 0 {
+		return append([]byte(nil), enc...), nil
+	}
+	out := make([]byte, 0, len(enc))
+	for i := 0; i < len(enc); i++ {
+		out = append(out, enc[i])
+		if enc[i] == escByte {
+			if i+1 >= len(enc) || enc[i+1] != escEscaped {
+				return nil, errCorruptKey
+			}
+			i++
+		}
+	}
+	return out, nil
+}
+
+// rangeBounds returns Pebble iterator bounds covering user keys in etcd's
+// [key, end) convention as the mvcc layer sees it: end == nil means the single
+// key; an empty non-nil end means every key >= key.
+func rangeBounds(key, end []byte) (lower, upper []byte) {
+	lower = appendUserKey(nil, key)
+	switch {
+	case end == nil:
+		upper = nextUserKeyBound(nil, lower)
+	case len(end) == 0:
+		upper = []byte{prefixKey + 1}
+	default:
+		upper = appendUserKey(nil, end)
+	}
+	return lower, upper
+}
+
+// appendLogKey appends the change-log key of (rev, sub).
+func appendLogKey(dst []byte, rev int64, sub int) []byte {
+	dst = append(dst, prefixLog)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(rev))
+	return binary.BigEndian.AppendUint32(dst, uint32(sub))
+}
+
+// logKeyRev decodes the revision of a change-log key.
+func logKeyRev(k []byte) int64 {
+	return int64(binary.BigEndian.Uint64(k[1:9]))
+}
+
+func metaKey(name string) []byte {
+	return append([]byte{prefixMeta}, name...)
+}
+
+// Version record: kind(1) uvarint(create) uvarint(version) varint(lease) value.
+// The mod revision is in the key. A tombstone carries no fields after kind.
+const (
+	kindPut       byte = 1
+	kindTombstone byte = 2
+)
+
+func appendVersionValue(dst []byte, create, version, lease int64, value []byte) []byte {
+	dst = append(dst, kindPut)
+	dst = binary.AppendUvarint(dst, uint64(create))
+	dst = binary.AppendUvarint(dst, uint64(version))
+	dst = binary.AppendVarint(dst, lease)
+	return append(dst, value...)
+}
+
+var tombstoneValue = []byte{kindTombstone}
+
+// versionRecord is a decoded version; Value aliases the source buffer.
+type versionRecord struct {
+	tombstone bool
+	create    int64
+	version   int64
+	lease     int64
+	value     []byte
+}
+
+func decodeVersionValue(b []byte) (versionRecord, error) {
+	if len(b) == 0 {
+		return versionRecord{}, errCorruptKey
+	}
+	switch b[0] {
+	case kindTombstone:
+		return versionRecord{tombstone: true}, nil
+	case kindPut:
+	default:
+		return versionRecord{}, errCorruptKey
+	}
+	b = b[1:]
+	create, n := binary.Uvarint(b)
+	if n <= 0 {
+		return versionRecord{}, errCorruptKey
+	}
+	b = b[n:]
+	version, n := binary.Uvarint(b)
+	if n <= 0 {
+		return versionRecord{}, errCorruptKey
+	}
+	b = b[n:]
+	lease, n := binary.Varint(b)
+	if n <= 0 {
+		return versionRecord{}, errCorruptKey
+	}
+	return versionRecord{create: int64(create), version: int64(version), lease: lease, value: b[n:]}, nil
+}

@@ -1,0 +1,352 @@
+package mvcc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Errors returned by the store. The server maps them to etcd's rpctypes.
+var (
+	ErrCompacted = errors.New("mvcc: required revision has been compacted")
+	ErrFutureRev = errors.New("mvcc: required revision is a future revision")
+	ErrClosed    = errors.New("mvcc: store is closed")
+	// ErrFailed means a write to disk failed; the store refuses all further
+	// writes, since Pebble cannot say what reached the disk after an fsync
+	// error.
+	ErrFailed = errors.New("mvcc: storage failed; refusing writes")
+)
+
+// Metadata names under the 'm' prefix.
+const (
+	metaRev              = "rev"
+	metaCompactScheduled = "compact_scheduled"
+	metaCompactDone      = "compact_done"
+)
+
+// Options configure a Store.
+type Options struct {
+	// FS overrides the filesystem (tests use vfs.NewMem or error injection).
+	FS vfs.FS
+	// Logger receives background errors; nil discards them.
+	Logger *slog.Logger
+	// CompactionBatch is how many change-log entries one compaction step
+	// handles before committing and letting writers in. Default 1000.
+	CompactionBatch int
+	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	CacheSize int64
+}
+
+func (o *Options) ensureDefaults() {
+	if o.CompactionBatch <= 0 {
+		o.CompactionBatch = 1000
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is the MVCC key-value store over Pebble. Reads may be issued from any
+// goroutine; writes go through one Batch at a time (see NewBatch).
+type Store struct {
+	db   *pebble.DB
+	opts Options
+
+	rev        atomic.Int64 // newest committed revision
+	compactRev atomic.Int64 // reads below this fail with ErrCompacted
+	failed     atomic.Bool
+
+	writeMu sync.Mutex // one Batch at a time
+
+	compactor *compactor
+}
+
+// Open opens (or creates) a store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	opts.ensureDefaults()
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		Cache:                       cache,
+		FS:                          opts.FS,
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       24,
+		Logger:                      pebbleLogger{opts.Logger},
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts}
+	rev, err := s.metaInt(metaRev)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if rev == 0 {
+		rev = 1 // an empty store is at revision 1, as etcd's
+	}
+	s.rev.Store(rev)
+	scheduled, err := s.metaInt(metaCompactScheduled)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	done, err := s.metaInt(metaCompactDone)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.compactRev.Store(scheduled)
+	s.compactor = startCompactor(s, done, scheduled)
+	return s, nil
+}
+
+// Close stops background work and closes Pebble. Pending compaction resumes
+// at the next Open.
+func (s *Store) Close() error {
+	s.compactor.stop()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.db.Close()
+}
+
+// Rev returns the newest committed revision.
+func (s *Store) Rev() int64 { return s.rev.Load() }
+
+// CompactRev returns the revision of the latest compaction (0 if none).
+// Reads at revisions below it fail with ErrCompacted.
+func (s *Store) CompactRev() int64 { return s.compactRev.Load() }
+
+// DB exposes Pebble for maintenance (size, manual compaction, snapshots).
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// Meta returns the stored metadata value for name, or nil.
+func (s *Store) Meta(name string) ([]byte, error) {
+	v, closer, err := s.db.Get(metaKey(name))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: read meta %q: %w", name, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+func (s *Store) metaInt(name string) (int64, error) {
+	v, err := s.Meta(name)
+	if err != nil || v == nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("mvcc: meta %q: %w", name, errCorruptKey)
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// RangeOptions select what a Range returns.
+type RangeOptions struct {
+	// Limit caps the number of returned KVs; 0 means no limit. Count is
+	// always over the whole range.
+	Limit int64
+	// Rev is the revision to read at; 0 or less means the view's revision.
+	Rev int64
+	// Count asks for the count only; no KVs are returned.
+	Count bool
+}
+
+// RangeResult is the outcome of a Range.
+type RangeResult struct {
+	KVs []mvccpb.KeyValue
+	// Rev is the view's current revision (etcd's header revision), not the
+	// revision read at.
+	Rev int64
+	// Count is the number of live keys in the range at the read revision.
+	Count int
+}
+
+// ReadView is what range and compare evaluation need; both committed reads
+// and write transactions provide it.
+type ReadView interface {
+	// Range reads keys in [key, end) (etcd's convention; see RangeOptions).
+	Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error)
+	// Rev is the revision the view reads at by default.
+	Rev() int64
+	// FirstRev is the oldest revision the view can read (the compacted one).
+	FirstRev() int64
+}
+
+// Read returns a consistent read-only view at the newest committed revision.
+// The caller must End it.
+func (s *Store) Read() (*ReadTxn, error) {
+	rev := s.rev.Load()
+	// NB: the iterator fixes the point in time; the compact revision is read
+	// after it, so versions a concurrent compaction deletes stay visible to
+	// every read the check lets through.
+	it, err := s.db.NewIter(&pebble.IterOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return &ReadTxn{it: it, rev: rev, firstRev: s.compactRev.Load()}, nil
+}
+
+// Range is a one-shot read at the newest committed revision.
+func (s *Store) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	tx, err := s.Read()
+	if err != nil {
+		return nil, err
+	}
+	defer tx.End()
+	return tx.Range(ctx, key, end, ro)
+}
+
+// ReadTxn is a point-in-time read view. Not safe for concurrent use.
+type ReadTxn struct {
+	it       *pebble.Iterator
+	rev      int64
+	firstRev int64
+}
+
+var _ ReadView = (*ReadTxn)(nil)
+
+// Rev returns the revision of the view.
+func (t *ReadTxn) Rev() int64 { return t.rev }
+
+// FirstRev returns the compacted revision as of the view's creation.
+func (t *ReadTxn) FirstRev() int64 { return t.firstRev }
+
+// Range reads [key, end) at ro.Rev (or the view's revision).
+func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	return rangeKeys(ctx, t.it, false, key, end, t.rev, t.firstRev, ro)
+}
+
+// End releases the view.
+func (t *ReadTxn) End() { t.it.Close() }
+
+// rangeKeys is the one read algorithm: for each user key in range, one seek to
+// its newest version at or below the read revision.
+func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, end []byte, curRev, firstRev int64, ro RangeOptions) (*RangeResult, error) {
+	rev := ro.Rev
+	if rev > curRev {
+		return &RangeResult{Rev: curRev, Count: -1}, ErrFutureRev
+	}
+	if rev <= 0 {
+		rev = curRev
+	}
+	if rev < firstRev {
+		return &RangeResult{Count: -1}, ErrCompacted
+	}
+	lower, upper := rangeBounds(key, end)
+	setBounds(it, batchView, lower, upper)
+	res := &RangeResult{Rev: curRev}
+	var seekBuf, nextBuf []byte
+	ok := it.First()
+	for n := 0; ok; n++ {
+		if n&1023 == 1023 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		k := it.Key()
+		prefix := versionKeyPrefix(k)
+		if versionKeyRev(k) > rev {
+			// Newer than the read revision: seek to the newest version <= rev.
+			// NB: k is invalid after the seek; seekBuf keeps the prefix.
+			seekBuf = binary.BigEndian.AppendUint64(append(seekBuf[:0], prefix...), ^uint64(rev))
+			if !it.SeekGE(seekBuf) {
+				break
+			}
+			k = it.Key()
+			if !bytesHasPrefix(k, seekBuf[:len(seekBuf)-revSuffixLen]) {
+				continue // no version of this key at or below rev
+			}
+			prefix = versionKeyPrefix(k)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		rec, err := decodeVersionValue(v)
+		if err != nil {
+			return nil, err
+		}
+		if !rec.tombstone {
+			res.Count++
+			if !ro.Count && (ro.Limit <= 0 || int64(len(res.KVs)) < ro.Limit) {
+				kv, err := recordToKV(k, rec)
+				if err != nil {
+					return nil, err
+				}
+				res.KVs = append(res.KVs, kv)
+			}
+		}
+		nextBuf = nextUserKeyBound(nextBuf, prefix)
+		ok = it.SeekGE(nextBuf)
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// setBounds repositions an iterator's bounds. Over an indexed batch it uses
+// SetOptions, which also refreshes the iterator's view of the batch so that a
+// transaction reads its own writes.
+func setBounds(it *pebble.Iterator, batchView bool, lower, upper []byte) {
+	if batchView {
+		it.SetOptions(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		return
+	}
+	it.SetBounds(lower, upper)
+}
+
+func bytesHasPrefix(b, p []byte) bool {
+	return len(b) >= len(p) && string(b[:len(p)]) == string(p)
+}
+
+// recordToKV copies a version into a KeyValue that owns its memory.
+func recordToKV(k []byte, rec versionRecord) (mvccpb.KeyValue, error) {
+	uk, err := decodeUserKey(k)
+	if err != nil {
+		return mvccpb.KeyValue{}, err
+	}
+	kv := mvccpb.KeyValue{
+		Key:            uk,
+		CreateRevision: rec.create,
+		ModRevision:    versionKeyRev(k),
+		Version:        rec.version,
+		Lease:          rec.lease,
+	}
+	if len(rec.value) > 0 {
+		kv.Value = append([]byte(nil), rec.value...)
+	}
+	return kv, nil
+}
+
+// pebbleLogger routes Pebble's own log lines to slog.
+type pebbleLogger struct{ lg *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.lg.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.lg.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.lg.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}

@@ -144,6 +144,9 @@ func TestEtcdctlCluster(t *testing.T) {
 		s("endpoint", "status", "-w", "json"),
 		s("endpoint", "status", "-w", "table").with(normTable(statusVarCols...)),
 		s("endpoint", "health").with(normHealth),
+		// --cluster dials the client URLs that MemberList advertises
+		s("endpoint", "health", "--cluster").with(normHealth),
+		s("endpoint", "status", "--cluster").with(normStatusSimple),
 		s("endpoint", "health", "-w", "json"),
 		s("endpoint", "health", "-w", "table").with(normHealthTable),
 		s("member", "list").with(normMemberSimple),

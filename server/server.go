@@ -2,26 +2,270 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/metastore-dev/metastore/mvcc"
+	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 )
+
+// EtcdVersion is the etcd version metastore reports in Status. Clients such
+// as kube-apiserver enable features by it.
+const EtcdVersion = "3.6.0"
+
+// grpcOverheadBytes is what etcd allows on top of --max-request-bytes for
+// gRPC framing before the transport refuses a message.
+const grpcOverheadBytes = 512 * 1024
 
 // Server is one metastore member: storage, the apply loop and the gRPC API.
 type Server struct {
 	cfg *config.Config
 	lg  *slog.Logger
+
+	store   *mvcc.Store
+	applier *apply.Applier
+	loop    *apply.Loop
+
+	ids   memberIDs
+	grpc  *grpc.Server
+	lns   []net.Listener
+	addrs []string
+
+	stopOnce sync.Once
+}
+
+// memberIDs identify the cluster and this member; fixed at first start.
+type memberIDs struct {
+	cluster, member, term uint64
 }
 
 // New opens the data directory and binds the client listeners, so that
 // ClientAddrs is valid as soon as New returns. Run starts serving.
 func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
-	return nil, errors.New("server: under construction")
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	store, err := mvcc.Open(cfg.DataDir, mvcc.Options{Logger: lg.With("component", "mvcc")})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, lg: lg, store: store}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeStorage()
+		}
+	}()
+	if s.ids, err = bootstrapIDs(store); err != nil {
+		return nil, err
+	}
+	if s.applier, err = apply.New(store, apply.Options{}); err != nil {
+		return nil, err
+	}
+	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{}); err != nil {
+		return nil, err
+	}
+	s.grpc = s.newGRPCServer()
+	for _, u := range cfg.Server.ListenClientURLs {
+		ln, err := listen(u)
+		if err != nil {
+			return nil, err
+		}
+		s.lns = append(s.lns, ln)
+		s.addrs = append(s.addrs, ln.Addr().String())
+	}
+	ok = true
+	return s, nil
+}
+
+func listen(rawURL string) (net.Listener, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("listen-client-urls: %w", err)
+	}
+	if u.Scheme != "http" {
+		// TLS listeners come with the operations work; refuse rather than
+		// serve plaintext on an https URL.
+		return nil, fmt.Errorf("listen-client-urls: %s: only http:// is supported so far", rawURL)
+	}
+	ln, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", rawURL, err)
+	}
+	return ln, nil
+}
+
+func (s *Server) newGRPCServer() *grpc.Server {
+	g := grpc.NewServer(
+		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes+grpcOverheadBytes),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             s.cfg.GRPC.KeepaliveMinTime,
+			PermitWithoutStream: false,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    s.cfg.GRPC.KeepaliveInterval,
+			Timeout: s.cfg.GRPC.KeepaliveTimeout,
+		}),
+	)
+	pb.RegisterKVServer(g, &kvServer{s: s})
+	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
+	pb.RegisterClusterServer(g, &clusterServer{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return g
 }
 
 // ClientAddrs returns the bound client listener addresses (host:port).
-func (s *Server) ClientAddrs() []string { return nil }
+func (s *Server) ClientAddrs() []string { return s.addrs }
 
-// Run serves until ctx is cancelled, then shuts down gracefully.
-func (s *Server) Run(ctx context.Context) error { return nil }
+// Run serves until ctx is cancelled, then shuts down gracefully: stop
+// accepting, finish in-flight requests, apply what is queued, close storage.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, len(s.lns))
+	for i, ln := range s.lns {
+		go func() { errc <- s.grpc.Serve(ln) }()
+		s.lg.Info("ready to serve client requests", "address", s.addrs[i], "name", s.cfg.Name,
+			"data-dir", s.cfg.DataDir, "revision", s.store.Rev())
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	}
+	s.lg.Info("shutting down")
+	s.stop()
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) stop() {
+	s.stopOnce.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			// Long-lived streams (watches) never finish on their own.
+			s.grpc.Stop()
+			<-done
+		}
+		s.closeStorage()
+	})
+}
+
+func (s *Server) closeStorage() {
+	if s.loop != nil {
+		s.loop.Stop()
+	}
+	if err := s.store.Close(); err != nil {
+		s.lg.Error("close storage", "err", err)
+	}
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+// fillHeader completes a response header as etcd does; a revision already set
+// by the operation is kept.
+func (s *Server) fillHeader(h *pb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	h.ClusterId = s.ids.cluster
+	h.MemberId = s.ids.member
+	h.RaftTerm = s.ids.term
+	if h.Revision == 0 {
+		h.Revision = s.store.Rev()
+	}
+}
+
+const (
+	metaClusterID = "cluster_id"
+	metaMemberID  = "member_id"
+	metaTerm      = "raft_term"
+)
+
+// bootstrapIDs reads the cluster and member ids, creating them on first start.
+func bootstrapIDs(s *mvcc.Store) (memberIDs, error) {
+	var ids memberIDs
+	get := func(name string) (uint64, error) {
+		v, err := s.Meta(name)
+		if err != nil || v == nil {
+			return 0, err
+		}
+		if len(v) != 8 {
+			return 0, fmt.Errorf("meta %s: bad length %d", name, len(v))
+		}
+		return binary.BigEndian.Uint64(v), nil
+	}
+	var err error
+	if ids.cluster, err = get(metaClusterID); err != nil {
+		return ids, err
+	}
+	if ids.member, err = get(metaMemberID); err != nil {
+		return ids, err
+	}
+	if ids.term, err = get(metaTerm); err != nil {
+		return ids, err
+	}
+	if ids.cluster != 0 && ids.member != 0 && ids.term != 0 {
+		return ids, nil
+	}
+	ids = memberIDs{cluster: randomID(), member: randomID(), term: 2}
+	b, err := s.NewBatch()
+	if err != nil {
+		return ids, err
+	}
+	for name, v := range map[string]uint64{metaClusterID: ids.cluster, metaMemberID: ids.member, metaTerm: ids.term} {
+		if err := b.SetMeta(name, binary.BigEndian.AppendUint64(nil, v)); err != nil {
+			b.Abort()
+			return ids, err
+		}
+	}
+	return ids, b.Commit()
+}
+
+func randomID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}

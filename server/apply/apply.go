@@ -1,0 +1,189 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/mvcc"
+)
+
+// Request is what enters Apply: etcd's own InternalRaftRequest, with exactly
+// one operation set. Being a protobuf, it can later travel through a Raft log
+// unchanged.
+type Request = pb.InternalRaftRequest
+
+// Result is the outcome of applying one Request.
+type Result struct {
+	// Resp is the etcd response message (e.g. *pb.PutResponse); nil on error.
+	Resp any
+	// Err is a domain error (see the Err* values and mvcc's); the server maps
+	// it to etcd's rpctypes.
+	Err error
+	// Compacted, for a physical compaction, closes when the removal of
+	// obsolete versions is done.
+	Compacted <-chan struct{}
+}
+
+// Applier applies requests to the store. Apply is deterministic given the
+// store's state: no clocks, randomness or I/O besides the batch.
+type Applier struct {
+	leases LeaseChecker
+	// alarms is replaced, never mutated, so readers outside the applier
+	// (Status, health) need no lock.
+	alarms atomic.Pointer[[]*pb.AlarmMember]
+}
+
+// Options wire the optional collaborators of an Applier.
+type Options struct {
+	// Leases checks lease existence for puts; nil means no lease exists.
+	Leases LeaseChecker
+}
+
+const metaAlarms = "alarms"
+
+// New loads the applier's persistent state (alarms) from the store.
+func New(s *mvcc.Store, opts Options) (*Applier, error) {
+	a := &Applier{leases: opts.Leases}
+	a.alarms.Store(&[]*pb.AlarmMember{})
+	raw, err := s.Meta(metaAlarms)
+	if err != nil {
+		return nil, err
+	}
+	if raw != nil {
+		var ar pb.AlarmResponse
+		if err := ar.Unmarshal(raw); err != nil {
+			return nil, fmt.Errorf("apply: decode alarms: %w", err)
+		}
+		a.alarms.Store(&ar.Alarms)
+	}
+	return a, nil
+}
+
+// Alarms returns the active alarms.
+func (a *Applier) Alarms() []*pb.AlarmMember { return *a.alarms.Load() }
+
+func (a *Applier) hasAlarm(t pb.AlarmType) bool {
+	for _, m := range *a.alarms.Load() {
+		if m.Alarm == t {
+			return true
+		}
+	}
+	return false
+}
+
+// Apply applies one request inside batch b.
+func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
+	switch {
+	case r.Put != nil:
+		if a.hasAlarm(pb.AlarmType_NOSPACE) {
+			return Result{Err: ErrNoSpace}
+		}
+		tx := b.Txn()
+		defer tx.End()
+		if err := a.checkPut(tx, r.Put); err != nil {
+			return Result{Err: err}
+		}
+		resp, err := put(tx, r.Put)
+		return result(resp, err)
+	case r.DeleteRange != nil:
+		tx := b.Txn()
+		defer tx.End()
+		resp, err := deleteRange(tx, r.DeleteRange)
+		return result(resp, err)
+	case r.Txn != nil:
+		if a.hasAlarm(pb.AlarmType_NOSPACE) && txnHasPut(r.Txn) {
+			return Result{Err: ErrNoSpace}
+		}
+		tx := b.Txn()
+		defer tx.End()
+		resp, err := a.txn(context.Background(), tx, r.Txn)
+		return result(resp, err)
+	case r.Compaction != nil:
+		done, err := b.Compact(r.Compaction.Revision)
+		if err != nil {
+			return Result{Err: err}
+		}
+		res := Result{Resp: &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: b.Rev()}}}
+		if r.Compaction.Physical {
+			res.Compacted = done
+		}
+		return res
+	case r.Alarm != nil:
+		resp, err := a.alarm(b, r.Alarm)
+		return result(resp, err)
+	}
+	return Result{Err: fmt.Errorf("apply: unsupported request %s", r.String())}
+}
+
+func result[T any](resp *T, err error) Result {
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Result{Resp: resp}
+}
+
+func txnHasPut(rt *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{rt.Success, rt.Failure} {
+		for _, op := range ops {
+			switch v := op.Request.(type) {
+			case *pb.RequestOp_RequestPut:
+				return true
+			case *pb.RequestOp_RequestTxn:
+				if txnHasPut(v.RequestTxn) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (a *Applier) alarm(b *mvcc.Batch, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	resp := &pb.AlarmResponse{Header: &pb.ResponseHeader{Revision: b.Rev()}}
+	alarms := *a.alarms.Load()
+	switch r.Action {
+	case pb.AlarmRequest_GET:
+		for _, m := range alarms {
+			if r.Alarm == pb.AlarmType_NONE || m.Alarm == r.Alarm {
+				resp.Alarms = append(resp.Alarms, m)
+			}
+		}
+		return resp, nil
+	case pb.AlarmRequest_ACTIVATE:
+		if r.Alarm == pb.AlarmType_NONE {
+			return resp, nil
+		}
+		for _, m := range alarms {
+			if m.MemberID == r.MemberID && m.Alarm == r.Alarm {
+				return resp, nil // already active
+			}
+		}
+		m := &pb.AlarmMember{MemberID: r.MemberID, Alarm: r.Alarm}
+		alarms = append(slices.Clip(alarms), m)
+		resp.Alarms = []*pb.AlarmMember{m}
+	case pb.AlarmRequest_DEACTIVATE:
+		i := slices.IndexFunc(alarms, func(m *pb.AlarmMember) bool {
+			return m.MemberID == r.MemberID && m.Alarm == r.Alarm
+		})
+		if i < 0 {
+			return resp, nil
+		}
+		resp.Alarms = []*pb.AlarmMember{alarms[i]}
+		alarms = slices.Delete(slices.Clone(alarms), i, i+1)
+	default:
+		return resp, nil
+	}
+	raw, err := (&pb.AlarmResponse{Alarms: alarms}).Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.SetMeta(metaAlarms, raw); err != nil {
+		return nil, err
+	}
+	a.alarms.Store(&alarms)
+	return resp, nil
+}

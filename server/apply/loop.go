@@ -1,0 +1,199 @@
+package apply
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/metastore-dev/metastore/mvcc"
+)
+
+// ErrStopped is returned by Propose once the loop is stopping.
+var ErrStopped = errors.New("apply: server stopped")
+
+// Loop is the single-node proposer: callers queue requests, and one goroutine
+// takes every request waiting, applies them into one batch, makes the batch
+// durable with one fsync, publishes its events and only then answers each
+// caller. A Raft log can later take the queue's place without changing Apply.
+type Loop struct {
+	store    *mvcc.Store
+	applier  *Applier
+	onCommit func([]mvcc.RevisionEvents)
+	maxBatch int
+
+	queue   chan *proposal
+	applied atomic.Uint64 // requests applied, persisted with each batch
+
+	mu      sync.RWMutex // held for reading while sending to queue
+	stopped bool
+	stopc   chan struct{}
+	donec   chan struct{}
+}
+
+// LoopOptions configure a Loop.
+type LoopOptions struct {
+	// OnCommit receives the events of each durable batch, on the loop's
+	// goroutine, before any caller of that batch is answered. It must not
+	// block (the watch hub queues them).
+	OnCommit func([]mvcc.RevisionEvents)
+	// MaxBatch caps how many requests share one commit. Default 1024.
+	MaxBatch int
+	// QueueSize is how many requests may wait. Default 4096.
+	QueueSize int
+}
+
+type proposal struct {
+	req  *Request
+	res  Result
+	done chan struct{}
+}
+
+const metaAppliedIndex = "applied_index"
+
+// NewLoop starts the apply goroutine; Stop ends it.
+func NewLoop(s *mvcc.Store, a *Applier, opts LoopOptions) (*Loop, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 4096
+	}
+	l := &Loop{
+		store:    s,
+		applier:  a,
+		onCommit: opts.OnCommit,
+		maxBatch: opts.MaxBatch,
+		queue:    make(chan *proposal, opts.QueueSize),
+		stopc:    make(chan struct{}),
+		donec:    make(chan struct{}),
+	}
+	raw, err := s.Meta(metaAppliedIndex)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) == 8 {
+		l.applied.Store(binary.BigEndian.Uint64(raw))
+	}
+	go l.run()
+	return l, nil
+}
+
+// AppliedIndex counts the requests applied since the store was created
+// (etcd's raft index on a single member).
+func (l *Loop) AppliedIndex() uint64 { return l.applied.Load() }
+
+// Propose queues r and waits until it is applied and durable. If ctx ends
+// first, Propose returns ctx's error; the request may still be applied.
+func (l *Loop) Propose(ctx context.Context, r *Request) (Result, error) {
+	p := &proposal{req: r, done: make(chan struct{})}
+	l.mu.RLock()
+	if l.stopped {
+		l.mu.RUnlock()
+		return Result{}, ErrStopped
+	}
+	select {
+	case l.queue <- p:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return Result{}, ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case <-p.done:
+		return p.res, nil
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// Stop refuses new requests, applies every request already queued and waits
+// for the loop to exit.
+func (l *Loop) Stop() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		<-l.donec
+		return
+	}
+	l.stopped = true
+	l.mu.Unlock()
+	close(l.stopc)
+	<-l.donec
+}
+
+func (l *Loop) run() {
+	defer close(l.donec)
+	batch := make([]*proposal, 0, l.maxBatch)
+	for {
+		select {
+		case p := <-l.queue:
+			batch = append(batch[:0], p)
+		case <-l.stopc:
+			// No sender remains (Stop held the lock); finish what is queued.
+			for {
+				batch = batch[:0]
+				for len(batch) < l.maxBatch {
+					select {
+					case p := <-l.queue:
+						batch = append(batch, p)
+						continue
+					default:
+					}
+					break
+				}
+				if len(batch) == 0 {
+					return
+				}
+				l.applyBatch(batch)
+			}
+		}
+	fill:
+		for len(batch) < l.maxBatch {
+			select {
+			case p := <-l.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		l.applyBatch(batch)
+	}
+}
+
+func (l *Loop) applyBatch(batch []*proposal) {
+	b, err := l.store.NewBatch()
+	if err != nil {
+		for _, p := range batch {
+			p.res = Result{Err: err}
+			close(p.done)
+		}
+		return
+	}
+	for _, p := range batch {
+		p.res = l.applier.Apply(b, p.req)
+	}
+	applied := l.applied.Load() + uint64(len(batch))
+	err = b.SetMeta(metaAppliedIndex, binary.BigEndian.AppendUint64(nil, applied))
+	if err == nil {
+		err = b.Commit()
+	} else {
+		b.Abort()
+	}
+	if err == nil {
+		l.applied.Store(applied)
+	}
+	if err != nil {
+		for _, p := range batch {
+			p.res = Result{Err: err}
+		}
+	} else if l.onCommit != nil {
+		if ev := b.Events(); len(ev) > 0 {
+			l.onCommit(ev)
+		}
+	}
+	for _, p := range batch {
+		close(p.done)
+	}
+}

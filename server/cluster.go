@@ -1,0 +1,44 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// clusterServer implements etcd's Cluster service for a single member.
+// Membership changes arrive with clustering (go.etcd.io/raft/v3).
+type clusterServer struct {
+	pb.UnimplementedClusterServer
+	s *Server
+}
+
+var _ pb.ClusterServer = (*clusterServer)(nil)
+
+func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	s := c.s
+	hdr := &pb.ResponseHeader{}
+	s.fillHeader(hdr)
+	clientURLs := s.cfg.Server.AdvertiseClientURLs
+	if len(clientURLs) == 0 {
+		clientURLs = s.advertisedListenURLs()
+	}
+	return &pb.MemberListResponse{
+		Header: hdr,
+		Members: []*pb.Member{{
+			ID:         s.ids.member,
+			Name:       s.cfg.Name,
+			ClientURLs: clientURLs,
+		}},
+	}, nil
+}
+
+// advertisedListenURLs are the listen URLs with the ports actually bound
+// (port 0 in the config picks one).
+func (s *Server) advertisedListenURLs() []string {
+	out := make([]string, len(s.addrs))
+	for i, a := range s.addrs {
+		out[i] = "http://" + a
+	}
+	return out
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/metastore-dev/metastore/mvcc"
+	"github.com/metastore-dev/metastore/server/apply"
+)
+
+// errStorageFailed is returned for writes after a disk write failed.
+var errStorageFailed = status.Error(codes.Unavailable, "etcdserver: storage failed; writes refused until restart")
+
+// grpcErrors is the one table from domain errors to the exact rpctypes value
+// etcd returns in the same situation. Clients compare code and message.
+var grpcErrors = []struct {
+	err  error
+	grpc error
+}{
+	{mvcc.ErrCompacted, rpctypes.ErrGRPCCompacted},
+	{mvcc.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+	{mvcc.ErrFailed, errStorageFailed},
+	{apply.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
+	{apply.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+	{apply.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+	{apply.ErrStopped, rpctypes.ErrGRPCStopped},
+	{context.Canceled, rpctypes.ErrGRPCCanceled},
+	{context.DeadlineExceeded, rpctypes.ErrGRPCDeadlineExceeded},
+}
+
+// toGRPCError maps an internal error to its wire form. Errors that are already
+// gRPC statuses pass through.
+func toGRPCError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range grpcErrors {
+		if errors.Is(err, e.err) {
+			return e.grpc
+		}
+	}
+	return status.Error(codes.Unknown, err.Error())
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/metastore-dev/metastore/server/apply"
+)
+
+// maintenanceServer implements etcd's Maintenance service.
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+var _ pb.MaintenanceServer = (*maintenanceServer)(nil)
+
+func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	s := m.s
+	hdr := &pb.ResponseHeader{}
+	s.fillHeader(hdr)
+	size, inUse := s.dbSize()
+	applied := s.loop.AppliedIndex()
+	resp := &pb.StatusResponse{
+		Header:           hdr,
+		Version:          EtcdVersion,
+		DbSize:           size,
+		DbSizeInUse:      inUse,
+		Leader:           s.ids.member,
+		RaftIndex:        applied,
+		RaftAppliedIndex: applied,
+		RaftTerm:         s.ids.term,
+		DbSizeQuota:      s.cfg.Limits.QuotaBackendBytes,
+		StorageVersion:   EtcdVersion,
+		DowngradeInfo:    &pb.DowngradeInfo{},
+	}
+	for _, a := range s.applier.Alarms() {
+		resp.Errors = append(resp.Errors, a.String())
+	}
+	return resp, nil
+}
+
+func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	res, err := m.s.propose(ctx, &apply.Request{Alarm: r})
+	if err != nil {
+		return nil, err
+	}
+	out := res.Resp.(*pb.AlarmResponse)
+	m.s.fillHeader(out.Header)
+	return out, nil
+}
+
+// Defragment compacts Pebble's whole key space. Unlike etcd's bbolt defrag it
+// runs online: reads and writes go on while it works.
+func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.store.DB().Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return nil, toGRPCError(err)
+	}
+	hdr := &pb.ResponseHeader{}
+	m.s.fillHeader(hdr)
+	return &pb.DefragmentResponse{Header: hdr}, nil
+}
+
+// MoveLeader on a single member: it is already the leader, so moving to
+// itself succeeds and any other target is not a member.
+func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if r.TargetID != m.s.ids.member {
+		return nil, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	hdr := &pb.ResponseHeader{}
+	m.s.fillHeader(hdr)
+	return &pb.MoveLeaderResponse{Header: hdr}, nil
+}
+
+// dbSize reports the database's disk usage and the part of it holding live
+// data, as etcd's dbSize and dbSizeInUse.
+func (s *Server) dbSize() (size, inUse int64) {
+	size = int64(s.store.DB().Metrics().DiskSpaceUsage())
+	if live, err := s.store.DB().EstimateDiskUsage([]byte{0}, []byte{0xff}); err == nil {
+		inUse = int64(live)
+	}
+	if inUse > size || inUse == 0 {
+		inUse = size
+	}
+	return size, inUse
+}

@@ -25,7 +25,8 @@ type Batch struct {
 	it       *pebble.Iterator // over the indexed batch: reads see earlier writes
 	startRev int64
 	rev      int64 // newest revision assigned so far
-	compact  int64 // compaction scheduled by this batch, 0 if none
+	compact  int64 // compaction scheduled by this batch, if compacts
+	compacts bool
 	events   []RevisionEvents
 	buf      []byte
 	done     bool
@@ -54,7 +55,10 @@ func (b *Batch) Rev() int64 { return b.rev }
 
 // CompactRev returns the compacted revision as this batch sees it.
 func (b *Batch) CompactRev() int64 {
-	return max(b.s.compactRev.Load(), b.compact)
+	if b.compacts {
+		return max(b.s.compactRev.Load(), b.compact)
+	}
+	return b.s.compactRev.Load()
 }
 
 // Events returns the changes of every revision in the batch, oldest first.
@@ -74,7 +78,7 @@ func (b *Batch) Commit() error {
 		return fmt.Errorf("mvcc: batch already finished")
 	}
 	defer b.release()
-	if b.b.Empty() && b.compact == 0 {
+	if b.b.Empty() && !b.compacts {
 		return nil
 	}
 	var revBuf [8]byte
@@ -82,7 +86,7 @@ func (b *Batch) Commit() error {
 	if err := b.b.Set(metaKey(metaRev), revBuf[:], nil); err != nil {
 		return err
 	}
-	if b.compact > 0 {
+	if b.compacts {
 		var c [8]byte
 		binary.BigEndian.PutUint64(c[:], uint64(b.compact))
 		if err := b.b.Set(metaKey(metaCompactScheduled), c[:], nil); err != nil {
@@ -95,7 +99,7 @@ func (b *Batch) Commit() error {
 		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
 	b.s.rev.Store(b.rev)
-	if b.compact > 0 {
+	if b.compacts {
 		b.s.compactRev.Store(b.compact)
 		b.s.compactor.schedule(b.compact)
 	}
@@ -127,7 +131,7 @@ func (b *Batch) Compact(rev int64) (<-chan struct{}, error) {
 	if rev > b.rev {
 		return nil, ErrFutureRev
 	}
-	b.compact = rev
+	b.compact, b.compacts = rev, true
 	return b.s.compactor.waitFor(rev), nil
 }
 

@@ -105,12 +105,17 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	compactRev := scheduled
+	if raw, err := s.Meta(metaCompactScheduled); err == nil && raw == nil {
+		// Never compacted: as etcd, even revision 0 may still be compacted.
+		compactRev = -1
+	}
 	done, err := s.metaInt(metaCompactDone)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.compactRev.Store(scheduled)
+	s.compactRev.Store(compactRev)
 	s.compactor = startCompactor(s, done, scheduled)
 	return s, nil
 }
@@ -127,7 +132,7 @@ func (s *Store) Close() error {
 // Rev returns the newest committed revision.
 func (s *Store) Rev() int64 { return s.rev.Load() }
 
-// CompactRev returns the revision of the latest compaction (0 if none).
+// CompactRev returns the revision of the latest compaction (-1 if none).
 // Reads at revisions below it fail with ErrCompacted.
 func (s *Store) CompactRev() int64 { return s.compactRev.Load() }
 

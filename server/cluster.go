@@ -17,8 +17,8 @@ var _ pb.ClusterServer = (*clusterServer)(nil)
 
 func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	s := c.s
-	hdr := &pb.ResponseHeader{}
-	s.fillHeader(hdr)
+	// NB: etcd's MemberList header carries no revision.
+	hdr := &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term}
 	clientURLs := s.cfg.Server.AdvertiseClientURLs
 	if len(clientURLs) == 0 {
 		clientURLs = s.advertisedListenURLs()
@@ -28,6 +28,7 @@ func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 		Members: []*pb.Member{{
 			ID:         s.ids.member,
 			Name:       s.cfg.Name,
+			PeerURLs:   s.cfg.Server.AdvertisePeerURLs,
 			ClientURLs: clientURLs,
 		}},
 	}, nil

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/soheilhy/cmux"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -44,6 +46,7 @@ type Server struct {
 
 	ids   memberIDs
 	grpc  *grpc.Server
+	http  *http.Server
 	lns   []net.Listener
 	addrs []string
 
@@ -88,6 +91,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.grpc = s.newGRPCServer()
+	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
 	for _, u := range cfg.Server.ListenClientURLs {
 		ln, err := listen(u)
 		if err != nil {
@@ -146,9 +150,16 @@ func (s *Server) ClientAddrs() []string { return s.addrs }
 // Run serves until ctx is cancelled, then shuts down gracefully: stop
 // accepting, finish in-flight requests, apply what is queued, close storage.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, len(s.lns))
+	errc := make(chan error, 3*len(s.lns))
 	for i, ln := range s.lns {
-		go func() { errc <- s.grpc.Serve(ln) }()
+		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
+		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
+		m := cmux.New(ln)
+		grpcL := m.Match(cmux.HTTP2())
+		httpL := m.Match(cmux.HTTP1())
+		go func() { errc <- s.grpc.Serve(grpcL) }()
+		go func() { errc <- s.http.Serve(httpL) }()
+		go func() { errc <- m.Serve() }()
 		s.lg.Info("ready to serve client requests", "address", s.addrs[i], "name", s.cfg.Name,
 			"data-dir", s.cfg.DataDir, "revision", s.store.Rev())
 	}
@@ -156,7 +167,7 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
-		if errors.Is(err, grpc.ErrServerStopped) {
+		if errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed) {
 			err = nil
 		}
 	}
@@ -182,6 +193,9 @@ func (s *Server) stop() {
 			s.grpc.Stop()
 			<-done
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.http.Shutdown(ctx)
 		s.closeStorage()
 	})
 }

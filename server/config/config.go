@@ -27,6 +27,10 @@ type Server struct {
 	// AdvertiseClientURLs are reported in MemberList (etcd's
 	// --advertise-client-urls). Defaults to ListenClientURLs.
 	AdvertiseClientURLs []string `yaml:"advertise_client_urls"`
+	// AdvertisePeerURLs are reported as the member's peer URLs in
+	// MemberList (etcd's --initial-advertise-peer-urls). metastore has no peer
+	// listener until clustering; the default is etcd's.
+	AdvertisePeerURLs []string `yaml:"advertise_peer_urls"`
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
@@ -118,7 +122,8 @@ func Default() *Config {
 		Name:    "default",
 		DataDir: "metastore.data",
 		Server: Server{
-			ListenClientURLs: []string{"http://127.0.0.1:2379"},
+			ListenClientURLs:  []string{"http://127.0.0.1:2379"},
+			AdvertisePeerURLs: []string{"http://localhost:2380"},
 		},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,

@@ -119,7 +119,7 @@ var flagDefs = []flagDef{
 			return nil
 		}},
 	{name: "initial-cluster-token", group: groupCompat, def: "etcd-cluster", usage: "Ignored.", apply: ignoreAny},
-	{name: "initial-advertise-peer-urls", group: groupCompat, def: "http://localhost:2380", usage: "Ignored (checked to be URLs).", apply: ignorePeerURLs},
+	{name: "initial-advertise-peer-urls", group: groupCompat, key: "server.advertise_peer_urls", usage: "Comma-separated peer URLs reported in MemberList (no peer listener until clustering)."},
 	{name: "listen-peer-urls", group: groupCompat, def: "http://localhost:2380", usage: "Ignored (checked to be URLs).", apply: ignorePeerURLs},
 	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},

@@ -137,6 +137,7 @@ logging: {level: debug, format: json}
 		want: func(c *Config) {
 			c.Name, c.DataDir = "s1", "/d"
 			c.Server.ListenClientURLs = []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}
+			c.Server.AdvertisePeerURLs = []string{"http://127.0.0.1:2380"}
 			c.Server.AdvertiseClientURLs = []string{"http://10.0.0.1:2379"}
 			c.Server.ListenMetricsURLs = []string{"http://127.0.0.1:2381"}
 			c.Limits.MaxRequestBytes, c.Limits.QuotaBackendBytes = 10<<20, 4<<30

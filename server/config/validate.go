@@ -31,6 +31,7 @@ func (c *Config) Validate() error {
 	p.check(len(c.Server.ListenClientURLs) > 0, "server.listen_client_urls", "must list at least one URL")
 	p.urls("server.listen_client_urls", c.Server.ListenClientURLs, true)
 	p.urls("server.advertise_client_urls", c.Server.AdvertiseClientURLs, false)
+	p.urls("server.advertise_peer_urls", c.Server.AdvertisePeerURLs, false)
 	p.urls("server.listen_metrics_urls", c.Server.ListenMetricsURLs, true)
 	c.Server.validateTLS(&p)
 

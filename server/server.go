@@ -51,6 +51,8 @@ type Server struct {
 	addrs []string
 
 	stopOnce sync.Once
+	bg       sync.WaitGroup // background loops, stopped before storage closes
+	bgCancel context.CancelFunc
 }
 
 // memberIDs identify the cluster and this member; fixed at first start.
@@ -150,6 +152,9 @@ func (s *Server) ClientAddrs() []string { return s.addrs }
 // Run serves until ctx is cancelled, then shuts down gracefully: stop
 // accepting, finish in-flight requests, apply what is queued, close storage.
 func (s *Server) Run(ctx context.Context) error {
+	bgCtx, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+	s.startBackground(bgCtx)
 	errc := make(chan error, 3*len(s.lns))
 	for i, ln := range s.lns {
 		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
@@ -179,6 +184,32 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// startBackground starts the loops that run beside request handling.
+func (s *Server) startBackground(ctx context.Context) {
+	period, retention, _ := s.cfg.Maintenance.CompactionRetention() // validated in New
+	if period > 0 || retention > 0 {
+		ac := &autoCompactor{
+			period:    period,
+			retention: retention,
+			rev:       s.store.Rev,
+			compact: func(ctx context.Context, rev int64) error {
+				res, err := s.loop.Propose(ctx, &apply.Request{Compaction: &pb.CompactionRequest{Revision: rev}})
+				if err != nil {
+					return err
+				}
+				return res.Err
+			},
+			clock: realClock{},
+			lg:    s.lg.With("component", "auto-compaction"),
+		}
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			ac.run(ctx)
+		}()
+	}
+}
+
 func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		done := make(chan struct{})
@@ -196,6 +227,10 @@ func (s *Server) stop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.http.Shutdown(ctx)
+		if s.bgCancel != nil {
+			s.bgCancel()
+		}
+		s.bg.Wait()
 		s.closeStorage()
 	})
 }

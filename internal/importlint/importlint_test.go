@@ -1,0 +1,117 @@
+package importlint
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/metastore-dev/metastore"
+
+// forbidden lists, per package path prefix (relative to the module), the
+// import prefixes it must not depend on, directly or indirectly.
+var forbidden = map[string][]string{
+	"mvcc":         {"server", "lease", "auth", "wasmhost", "cmd"},
+	"lease":        {"mvcc", "server", "auth", "wasmhost", "cmd"},
+	"auth":         {"mvcc", "server", "wasmhost", "lease", "cmd"},
+	"wasmhost":     {"mvcc", "server", "auth", "lease", "cmd", "policies"},
+	"server/apply": {"server/config", "cmd"},
+	"server":       {"cmd"},
+}
+
+// external dependencies that must never be in the metastore binary.
+var forbiddenExternal = []string{
+	"go.etcd.io/etcd/server/",
+	"go.etcd.io/etcd/client/v3",
+}
+
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps=false", "-json", module+"/...")
+	cmd.Dir = "../.."
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(out)
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	return pkgs
+}
+
+func rel(path string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
+}
+
+func hasPrefixDir(path, prefix string) bool {
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+func TestImportDirection(t *testing.T) {
+	pkgs := listPackages(t)
+	if len(pkgs) == 0 {
+		t.Fatal("go list found no packages")
+	}
+	for _, p := range pkgs {
+		from := rel(p.ImportPath)
+		for _, dep := range p.Deps {
+			if !strings.HasPrefix(dep, module+"/") {
+				continue
+			}
+			to := rel(dep)
+			for owner, bans := range forbidden {
+				if !hasPrefixDir(from, owner) {
+					continue
+				}
+				// The most specific rule decides: server/apply is not bound by
+				// the rules of server.
+				if owner == "server" && hasPrefixDir(from, "server/apply") {
+					continue
+				}
+				for _, ban := range bans {
+					if hasPrefixDir(to, ban) && !hasPrefixDir(to, owner) {
+						t.Errorf("%s must not import %s (via dependency %s)", from, ban, to)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBinaryHasNoEtcdServer(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != module+"/cmd/metastore" {
+			continue
+		}
+		for _, dep := range p.Deps {
+			for _, ban := range forbiddenExternal {
+				if strings.HasPrefix(dep, ban) {
+					t.Errorf("the metastore binary depends on %s", dep)
+				}
+			}
+		}
+		return
+	}
+	t.Fatal("cmd/metastore not found")
+}

@@ -2,9 +2,9 @@ package mvcc
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 func TestDataDriven(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		fs := vfs.NewMem()
-		s, err := Open("db", Options{FS: fs, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		s, err := Open("db", Options{FS: fs, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
 			t.Fatal(err)
 		}

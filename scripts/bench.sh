@@ -294,7 +294,12 @@ for w in "${WORKLOADS[@]}"; do
 done
 
 for t in "${TARGETS[@]}"; do
-	"$BIN/etcdctl" --endpoints="${EP[$t]}" endpoint status -w table >"$RESULTS/status.$t.txt" 2>&1 || true
+	{
+		"$BIN/etcdctl" --endpoints="${EP[$t]}" endpoint status -w table
+		# a cross-check: both servers must hold the same number of keys
+		echo "keys: $("$BIN/etcdctl" --endpoints="${EP[$t]}" --command-timeout=60s get "" --prefix --count-only -w fields | awk -F' : ' '/"Count"/ {print $2}')"
+	} >"$RESULTS/status.$t.txt" 2>&1 || true
+	log "$t: $(tail -1 "$RESULTS/status.$t.txt")"
 done
 
 # ------------------------------------------------------------------ table ---

@@ -171,7 +171,8 @@ func TestRange(t *testing.T) {
 				pb.RangeRequest_MOD:     {"a", "c", "d", "e", "b"},
 				pb.RangeRequest_VALUE:   {"e", "a", "c", "b", "d"},
 			}
-			for target, asc := range orders {
+			for _, target := range []pb.RangeRequest_SortTarget{pb.RangeRequest_KEY, pb.RangeRequest_VERSION, pb.RangeRequest_CREATE, pb.RangeRequest_MOD, pb.RangeRequest_VALUE} {
+				asc := orders[target]
 				desc := make([]string, len(asc))
 				for i := range asc {
 					desc[len(asc)-1-i] = asc[i]

@@ -174,7 +174,7 @@ func (g *gen) keyRange() ([]byte, []byte) {
 	case 0, 1, 2, 3:
 		return []byte(g.key()), nil
 	case 4, 5:
-		p := []string{"k/", "k", "a", "b", ""}[g.r.IntN(5)]
+		p := []string{"k/", "k", "a", "b", "", "\xff"}[g.r.IntN(6)]
 		if p == "" {
 			return []byte{0}, []byte{0}
 		}
@@ -215,6 +215,9 @@ func (g *gen) someRev() int64 {
 	if g.chance(0.2) {
 		return 0
 	}
+	if g.chance(0.03) {
+		return -1 - g.r.Int64N(3)
+	}
 	return g.r.Int64N(g.rev + 2)
 }
 
@@ -230,6 +233,18 @@ func (g *gen) rangeReq() *pb.RangeRequest {
 	if g.chance(0.4) {
 		r.SortOrder = pb.RangeRequest_SortOrder(g.r.IntN(3))
 		r.SortTarget = pb.RangeRequest_SortTarget(g.r.IntN(5))
+	}
+	if g.chance(0.03) {
+		r.Limit = -1 - g.r.Int64N(3)
+	}
+	if g.chance(0.03) {
+		r.Revision = -1 - g.r.Int64N(3)
+	}
+	if g.chance(0.02) {
+		r.SortOrder = pb.RangeRequest_SortOrder(3 + g.r.IntN(3)) // invalid
+	}
+	if g.chance(0.02) {
+		r.SortTarget = pb.RangeRequest_SortTarget(5 + g.r.IntN(3)) // invalid
 	}
 	r.KeysOnly = g.chance(0.15)
 	r.CountOnly = g.chance(0.1)
@@ -280,6 +295,9 @@ func (g *gen) compare() *pb.Compare {
 	if g.chance(0.15) {
 		c.Key, c.RangeEnd = g.keyRange()
 	}
+	if g.chance(0.03) {
+		c.Result = pb.Compare_CompareResult(4 + g.r.IntN(3)) // not a defined result
+	}
 	switch g.r.IntN(5) {
 	case 0:
 		c.Target, c.TargetUnion = pb.Compare_VALUE, &pb.Compare_Value{Value: []byte(g.value())}
@@ -291,6 +309,20 @@ func (g *gen) compare() *pb.Compare {
 		c.Target, c.TargetUnion = pb.Compare_MOD, &pb.Compare_ModRevision{ModRevision: g.someRev()}
 	default:
 		c.Target, c.TargetUnion = pb.Compare_LEASE, &pb.Compare_Lease{Lease: g.r.Int64N(2)}
+	}
+	if g.chance(0.04) {
+		// a target_union that does not match the target
+		switch g.r.IntN(3) {
+		case 0:
+			c.TargetUnion = &pb.Compare_Value{Value: []byte(g.value())}
+		case 1:
+			c.TargetUnion = &pb.Compare_Version{Version: g.r.Int64N(3)}
+		default:
+			c.TargetUnion = nil
+		}
+	}
+	if g.chance(0.02) {
+		c.Target = pb.Compare_CompareTarget(5 + g.r.IntN(2)) // not a defined target
 	}
 	return c
 }
@@ -339,6 +371,9 @@ func (g *gen) next() any {
 		rev := g.revision()
 		if g.chance(0.5) && g.rev > g.compacted+2 {
 			rev = g.compacted + 1 + g.r.Int64N(g.rev-g.compacted) // a valid one
+		}
+		if g.chance(0.05) {
+			rev = -1 - g.r.Int64N(3)
 		}
 		return &pb.CompactionRequest{Revision: rev, Physical: g.chance(0.5)}
 	}

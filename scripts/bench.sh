@@ -8,6 +8,8 @@
 #   BENCH_SCALE     multiplies every --total (default 1; e.g. 0.1 for a quick run)
 #   BENCH_TARGETS   which servers to measure (default "etcd metastore")
 #   BENCH_RESULTS   results directory (default bench-results/<UTC timestamp>)
+#   BENCH_ROUNDS    run every workload this many times per server, alternating
+#                   which server goes first, and report medians (default 1)
 #   BENCH_TIMEOUT   seconds one benchmark run may take before it is killed (default 600)
 #   ETCD_EXTRA_ARGS / METASTORE_EXTRA_ARGS   extra flags for the servers
 #   METASTORE_BIN   the metastore binary to measure (default bin/metastore)
@@ -28,6 +30,8 @@ METASTORE_BIN=${METASTORE_BIN:-$BIN/metastore}
 BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_TARGETS=${BENCH_TARGETS:-etcd metastore}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
+BENCH_ROUNDS=${BENCH_ROUNDS:-1}
+[[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/$STAMP}
 
@@ -131,6 +135,7 @@ log "results: $RESULTS"
 	echo "go: $("$GO" version 2>/dev/null || echo unknown)"
 	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "bench_scale: $BENCH_SCALE"
+	echo "bench_rounds: $BENCH_ROUNDS"
 	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
@@ -254,42 +259,86 @@ for t in "${TARGETS[@]}"; do
 		|| die "could not write $RANGE_KEY to $t"
 done
 
-declare -A RPS=() P99=() ERRS=()
+declare -A RPS=() P99=() ERRS=() FAILED=()
 
-# run_one target name args...
+# run_one target name round args...
 run_one() {
-	local t=$1 name=$2
-	shift 2
-	local out="$RESULTS/$name.$t.txt"
+	local t=$1 name=$2 r=$3
+	shift 3
+	local out="$RESULTS/$name.$t.r$r.txt"
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
-	log "$name → $t: benchmark $*"
+	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
 	local rc=0
 	# --precise: full float precision, so sub-millisecond p99s are not rounded
 	# run in the background and wait, so that a signal stops the run at once
 	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" \
-		>>"$out" 2>"$RESULTS/$name.$t.stderr" &
+		>>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" &
 	BENCH_PID=$!
 	wait "$BENCH_PID" || rc=$?
 	BENCH_PID=
 	if ((rc != 0)); then
 		log "  benchmark exited with status $rc (see $out)"
 	fi
-	RPS[$name.$t]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
+	local k=$name.$t.$r
+	RPS[$k]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
 	# "  99% in 0.0123 secs." → milliseconds
-	P99[$name.$t]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
+	P99[$k]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
 	# errors are listed under "Error distribution:" as "  [count]\tmessage"
-	ERRS[$name.$t]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
-	if [[ -z ${RPS[$name.$t]} ]]; then
-		RPS[$name.$t]="failed"
-	fi
-	log "  $t: ${RPS[$name.$t]} req/s, p99 ${P99[$name.$t]:-?} ms, errors ${ERRS[$name.$t]}"
+	ERRS[$k]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, errors ${ERRS[$k]}"
 }
 
+# median of the numeric arguments (empty if there are none)
+median() {
+	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+		awk -v f="$MEDIAN_FMT" '{a[NR] = $1} END { if (NR == 0) exit; m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf f, m }'
+}
+
+for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+	# alternate which server goes first, so neither always runs second
+	order=("${TARGETS[@]}")
+	if ((r % 2 == 0 && ${#order[@]} == 2)); then
+		order=("${TARGETS[1]}" "${TARGETS[0]}")
+	fi
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name _ args <<<"$w"
+		for t in "${order[@]}"; do
+			# shellcheck disable=SC2086
+			run_one "$t" "$name" "$r" $args
+		done
+	done
+done
+
+# every run, one line each
+{
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\terrors\n'
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name _ _ <<<"$w"
+		for t in "${TARGETS[@]}"; do
+			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+				k=$name.$t.$r
+				printf '%s\t%s\t%d\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${ERRS[$k]:-}"
+			done
+		done
+	done
+} >"$RESULTS/runs.tsv"
+
+# per workload and server: median over the rounds, errors summed
 for w in "${WORKLOADS[@]}"; do
-	IFS='|' read -r name _ args <<<"$w"
+	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		# shellcheck disable=SC2086
-		run_one "$t" "$name" $args
+		rs=() ps=() errs=0 failed=0
+		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+			k=$name.$t.$r
+			if [[ -n ${RPS[$k]} ]]; then rs+=("${RPS[$k]}"); else failed=$((failed + 1)); fi
+			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
+			errs=$((errs + ${ERRS[$k]:-0}))
+		done
+		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
+		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
+		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
+		ERRS[$name.$t]=$errs
+		FAILED[$name.$t]=$failed
 	done
 done
 
@@ -325,10 +374,15 @@ cell() { # target name field
 		note=""
 		for t in "${TARGETS[@]}"; do
 			if [[ ${ERRS[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${ERRS[$name.$t]} errors)"; fi
+			if [[ ${FAILED[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${FAILED[$name.$t]} failed runs)"; fi
 		done
 		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) |"
 	done
 	echo
+	if ((BENCH_ROUNDS > 1)); then
+		echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."
+		echo
+	fi
 	echo "Workloads (BENCH_SCALE=$BENCH_SCALE):"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name desc args <<<"$w"

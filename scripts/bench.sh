@@ -309,6 +309,8 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	done
 done
 
+echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/env.txt"
+
 # every run, one line each
 {
 	printf 'workload\tserver\tround\treq_per_s\tp99_ms\terrors\n'

@@ -273,6 +273,20 @@ func (st *crashState) verify(t *testing.T, p *framework.Process, cycle int) {
 		}
 		st.committedPending[o] = true
 	}
+	// No other keys appeared.
+	all, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("crash/w"), RangeEnd: []byte("crash/x"), KeysOnly: true})
+	if err != nil {
+		t.Fatalf("cycle %d: range: %v", cycle, err)
+	}
+	var got []string
+	for _, k := range all.Kvs {
+		if current[string(k.Key)] == nil || len(current[string(k.Key)].Kvs) == 0 {
+			got = append(got, string(k.Key))
+		}
+	}
+	if len(got) != 0 {
+		t.Errorf("cycle %d: keys present that no write created (or that read as absent): %q", cycle, got)
+	}
 	// Keys are never deleted: a key's version is its number of committed writes.
 	for _, k := range names {
 		if r := current[k]; len(r.Kvs) == 1 && r.Kvs[0].Version != int64(writes[k]) {

@@ -35,7 +35,7 @@ type Process struct {
 func StartMetastoreProcess(t testing.TB, dataDir string, extra ...string) *Process {
 	t.Helper()
 	bin := MetastoreBinary(t)
-	port := FreePort(t)
+	port := StablePort(t)
 	args := []string{
 		"--name", "default",
 		"--data-dir", dataDir,
@@ -49,7 +49,7 @@ func StartMetastoreProcess(t testing.TB, dataDir string, extra ...string) *Proce
 func StartEtcdProcess(t testing.TB, dataDir string, extra ...string) *Process {
 	t.Helper()
 	bin := EtcdBinary(t)
-	port, peer := FreePort(t), FreePort(t)
+	port, peer := StablePort(t), StablePort(t)
 	args := []string{
 		"--name", "default",
 		"--data-dir", dataDir,

@@ -3,8 +3,11 @@ package framework
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +65,35 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StablePort returns a free port on 127.0.0.1 below the kernel's ephemeral
+// range, for a server that must be restarted on the same port: a port the
+// kernel hands out for ":0" listeners or outgoing connections could be
+// taken by someone else while the server is down.
+func StablePort(t testing.TB) int {
+	t.Helper()
+	low := 32768
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	lo := max(low-12000, 10000)
+	if lo >= low {
+		return FreePort(t)
+	}
+	for i := 0; i < 100; i++ {
+		port := lo + rand.IntN(low-lo)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	return FreePort(t)
 }
 
 func localURL(port int) string { return "http://127.0.0.1:" + strconv.Itoa(port) }

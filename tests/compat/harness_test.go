@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	gogoproto "github.com/gogo/protobuf/proto"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -338,7 +339,7 @@ func compareTranscripts(t *testing.T, want, got []entry) {
 			diffs++
 			continue
 		}
-		if d := cmp.Diff(normalize(w.resp), normalize(g.resp), cmpOpts...); d != "" {
+		if d := respDiff(normalize(w.resp), normalize(g.resp)); d != "" {
 			t.Errorf("%s: response differs (-etcd +metastore):\n%s", w.label, d)
 			diffs++
 		}
@@ -419,4 +420,23 @@ func short(v any) string {
 		s = s[:400] + fmt.Sprintf("…(%d bytes)", len(s))
 	}
 	return s
+}
+
+// respDiff compares two responses (cmpOpts semantics) and, if they differ,
+// renders the difference line by line in protobuf text format, where keys
+// and values read as strings.
+func respDiff(a, b any) string {
+	if cmp.Equal(a, b, cmpOpts...) {
+		return ""
+	}
+	text := func(v any) []string {
+		if m, ok := v.(gogoproto.Message); ok && m != nil && !reflect.ValueOf(m).IsNil() {
+			return strings.Split(strings.TrimSpace(gogoproto.MarshalTextString(m)), "\n")
+		}
+		return []string{fmt.Sprintf("%#v", v)}
+	}
+	if d := cmp.Diff(text(a), text(b)); d != "" {
+		return d
+	}
+	return cmp.Diff(a, b, cmpOpts...)
 }

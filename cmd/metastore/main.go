@@ -111,7 +111,6 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 		lg.Error("cannot start metastore", "err", err)
 		return 1
 	}
-	lg.Info("serving client requests", "addrs", srv.ClientAddrs())
 	// A Run that reports the cancellation we asked for is a clean stop.
 	if err := srv.Run(ctx); err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		lg.Error("metastore stopped with an error", "err", err)

@@ -80,3 +80,72 @@ func TestReadYourWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentCAS: concurrent compare-and-swap increments of one counter
+// (compare mod_revision, then put) must never both succeed from the same
+// state, even when the server commits them in one batch: the final value
+// equals the number of successful txns, their revisions are distinct, and
+// the key's version counts every write.
+func TestConcurrentCAS(t *testing.T) {
+	t.Parallel()
+	const workers, increments = 8, 25
+	for _, b := range framework.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			srv := b.Start(t, framework.Options{})
+			var (
+				mu   sync.Mutex
+				revs = map[int64]bool{}
+				wg   sync.WaitGroup
+			)
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					kv := pb.NewKVClient(srv.Client(t).ActiveConnection())
+					for done := 0; done < increments; {
+						r, err := kv.Range(t.Context(), &pb.RangeRequest{Key: []byte("counter")})
+						if err != nil {
+							t.Errorf("get: %v", err)
+							return
+						}
+						n, mod := 0, int64(0)
+						if len(r.Kvs) == 1 {
+							fmt.Sscan(string(r.Kvs[0].Value), &n)
+							mod = r.Kvs[0].ModRevision
+						}
+						tr, err := kv.Txn(t.Context(), &pb.TxnRequest{
+							Compare: []*pb.Compare{cmpMod("counter", pb.Compare_EQUAL, mod)},
+							Success: []*pb.RequestOp{opPut("counter", fmt.Sprint(n+1))},
+						})
+						if err != nil {
+							t.Errorf("txn: %v", err)
+							return
+						}
+						if tr.Succeeded {
+							done++
+							mu.Lock()
+							if revs[tr.Header.Revision] {
+								t.Errorf("two successful txns at revision %d", tr.Header.Revision)
+							}
+							revs[tr.Header.Revision] = true
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			kv := pb.NewKVClient(srv.Client(t).ActiveConnection())
+			r, err := kv.Range(t.Context(), &pb.RangeRequest{Key: []byte("counter")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := workers * increments
+			if len(r.Kvs) != 1 || string(r.Kvs[0].Value) != fmt.Sprint(want) || r.Kvs[0].Version != int64(want) {
+				t.Errorf("counter = %v, want value and version %d", r.Kvs, want)
+			}
+			if r.Header.Revision != int64(1+want) {
+				t.Errorf("revision %d, want %d (one per successful txn; failed compares change nothing)", r.Header.Revision, 1+want)
+			}
+		})
+	}
+}

@@ -88,14 +88,15 @@ func Range(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.Range
 		sortOrder = pb.RangeRequest_NONE
 	}
 	if sortOrder != pb.RangeRequest_NONE {
-		less := sortLess(r.SortTarget, kvs)
+		// NB: sort.Sort is not stable; clients can see the order of ties, so
+		// we sort exactly as etcd does: the same algorithm on the same
+		// key-ordered input with the same comparisons and swaps.
+		sorter := kvSorter{kvs: kvs, less: sortLess(r.SortTarget, kvs)}
 		if sortOrder == pb.RangeRequest_DESCEND {
-			asc := less
-			less = func(i, j int) bool { return asc(j, i) }
+			sort.Sort(sort.Reverse(sorter))
+		} else {
+			sort.Sort(sorter)
 		}
-		sort.SliceStable(kvs, less)
-		// NB: etcd uses an unstable sort; with equal sort keys its order
-		// follows the key order it was given, which a stable sort keeps.
 	}
 
 	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: rr.Rev}, Count: int64(rr.Count)}
@@ -122,6 +123,15 @@ func filterKVs(kvs []mvccpb.KeyValue, keep func(*mvccpb.KeyValue) bool) []mvccpb
 	}
 	return out
 }
+
+type kvSorter struct {
+	kvs  []mvccpb.KeyValue
+	less func(i, j int) bool
+}
+
+func (s kvSorter) Len() int           { return len(s.kvs) }
+func (s kvSorter) Swap(i, j int)      { s.kvs[i], s.kvs[j] = s.kvs[j], s.kvs[i] }
+func (s kvSorter) Less(i, j int) bool { return s.less(i, j) }
 
 func sortLess(target pb.RangeRequest_SortTarget, kvs []mvccpb.KeyValue) func(i, j int) bool {
 	switch target {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -72,6 +73,8 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	// A snapshot interrupted by a crash leaves its checkpoint behind.
+	os.RemoveAll(filepath.Join(cfg.DataDir, snapshotTmpDir))
 	store, err := mvcc.Open(cfg.DataDir, mvcc.Options{Logger: lg.With("component", "mvcc")})
 	if err != nil {
 		return nil, err
@@ -293,18 +296,28 @@ func bootstrapIDs(s *mvcc.Store) (memberIDs, error) {
 	if ids.cluster != 0 && ids.member != 0 && ids.term != 0 {
 		return ids, nil
 	}
-	ids = memberIDs{cluster: randomID(), member: randomID(), term: 2}
+	ids = newMemberIDs()
+	return ids, writeIDs(s, ids)
+}
+
+// newMemberIDs returns the ids of a new one-member cluster.
+func newMemberIDs() memberIDs {
+	return memberIDs{cluster: randomID(), member: randomID(), term: 2}
+}
+
+// writeIDs stores ids durably.
+func writeIDs(s *mvcc.Store, ids memberIDs) error {
 	b, err := s.NewBatch()
 	if err != nil {
-		return ids, err
+		return err
 	}
 	for name, v := range map[string]uint64{metaClusterID: ids.cluster, metaMemberID: ids.member, metaTerm: ids.term} {
 		if err := b.SetMeta(name, binary.BigEndian.AppendUint64(nil, v)); err != nil {
 			b.Abort()
-			return ids, err
+			return err
 		}
 	}
-	return ids, b.Commit()
+	return b.Commit()
 }
 
 func randomID() uint64 {

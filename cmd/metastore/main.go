@@ -62,6 +62,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		case "help":
 			printUsage(stdout)
 			return 0
+		case "snapshot":
+			return snapshotCmd(args[1:], stdout, stderr)
 		}
 		if !strings.HasPrefix(args[0], "-") {
 			fmt.Fprintf(stderr, "metastore: unknown command %q\nRun 'metastore --help' for usage.\n", args[0])
@@ -172,6 +174,9 @@ const usageHeader = `Usage:
 
   metastore version | --version
     Print the version and exit.
+
+  metastore snapshot restore FILE --data-dir DIR
+    Restore a snapshot saved with 'etcdctl snapshot save' into DIR.
 
   metastore help | -h | --help
     Show this help.

@@ -1,0 +1,111 @@
+package server
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/mvcc"
+)
+
+// snapshotTmpDir is where snapshots are checkpointed inside the data
+// directory (hard links need the same file system). Pebble ignores it;
+// leftovers of a crash are removed at start.
+const snapshotTmpDir = "snapshot.tmp"
+
+// snapshotChunk is the size of each streamed message, as etcd's.
+const snapshotChunk = 32 * 1024
+
+var snapshotSeq atomic.Int64
+
+// Snapshot streams a consistent copy of the store in the format described in
+// mvcc/snapshot.go, then its SHA-256 as a last message, exactly as etcd
+// streams a bbolt file: `etcdctl snapshot save` accepts it and
+// `metastore snapshot restore` brings it back.
+func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_SnapshotServer) error {
+	s := m.s
+	dir := filepath.Join(s.cfg.DataDir, snapshotTmpDir, strconv.FormatInt(snapshotSeq.Add(1), 10))
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return toGRPCError(err)
+	}
+	snap, err := s.store.Snapshot(dir)
+	if err != nil {
+		return toGRPCError(err)
+	}
+	defer snap.Close()
+
+	start := time.Now()
+	total := snap.Size()
+	s.lg.Info("sending database snapshot to client", "total-bytes", total)
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	go func() {
+		_, err := snap.WriteTo(pw)
+		pw.CloseWithError(err)
+	}()
+	h := sha256.New()
+	sent := int64(0)
+	for sent < total {
+		// NB: Send may keep the buffer until it is written out; never reuse it.
+		buf := make([]byte, min(snapshotChunk, total-sent))
+		n, err := io.ReadFull(pr, buf)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("snapshot ended after %d of %d bytes", sent+int64(n), total)
+			}
+			s.lg.Warn("snapshot failed", "err", err)
+			return toGRPCError(err)
+		}
+		sent += int64(n)
+		h.Write(buf)
+		if err := srv.Send(&pb.SnapshotResponse{RemainingBytes: uint64(total - sent), Blob: buf, Version: EtcdVersion}); err != nil {
+			return toGRPCError(err)
+		}
+	}
+	if err := srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: EtcdVersion}); err != nil {
+		return toGRPCError(err)
+	}
+	s.lg.Info("sent database snapshot to client", "total-bytes", total, "took", time.Since(start))
+	return nil
+}
+
+// RestoreSnapshot restores a snapshot file (as saved by `etcdctl snapshot
+// save`) into dataDir, which must not exist or be empty. As etcdutl's
+// restore, the result is a new one-member cluster: it gets fresh cluster and
+// member ids; the data, revisions, compaction and alarms are the snapshot's.
+func RestoreSnapshot(file, dataDir string) (rev int64, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if rev, err = mvcc.RestoreSnapshot(f, st.Size(), dataDir); err != nil {
+		return 0, err
+	}
+	store, err := mvcc.Open(dataDir, mvcc.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if cerr := store.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	ids := newMemberIDs()
+	if err := writeIDs(store, ids); err != nil {
+		return 0, err
+	}
+	return store.Rev(), nil
+}

@@ -26,8 +26,21 @@ func (s *Server) newHTTPHandler() http.Handler {
 			"etcdserver": EtcdVersion, "etcdcluster": EtcdVersion, "storage": EtcdVersion,
 		})
 	})
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", s.metricsHandler())
 	return mux
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg})
+}
+
+// metricsHTTP serves a --listen-metrics-urls listener: /metrics and /health
+// only, as etcd.
+func (s *Server) metricsHTTP() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.metricsHandler())
+	mux.HandleFunc("/health", s.handleHealth)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // handleHealth answers in etcd's shape: {"health":"true","reason":""}, or

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -55,9 +56,14 @@ func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 // Defragment compacts Pebble's whole key space. Unlike etcd's bbolt defrag it
 // runs online: reads and writes go on while it works.
 func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	start := time.Now()
+	m.s.lg.Info("starting online defragmentation", "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
 	if err := m.s.store.DB().Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
 		return nil, toGRPCError(err)
 	}
+	took := time.Since(start)
+	m.s.metrics.defragLatency.Observe(took.Seconds())
+	m.s.lg.Info("finished online defragmentation", "took", took, "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
 	hdr := &pb.ResponseHeader{}
 	m.s.fillHeader(hdr)
 	return &pb.DefragmentResponse{Header: hdr}, nil

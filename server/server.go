@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/soheilhy/cmux"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -45,11 +47,20 @@ type Server struct {
 	applier *apply.Applier
 	loop    *apply.Loop
 
-	ids   memberIDs
-	grpc  *grpc.Server
-	http  *http.Server
-	lns   []net.Listener
-	addrs []string
+	ids     memberIDs
+	grpc    *grpc.Server // plaintext listeners
+	grpcTLS *grpc.Server // https listeners; nil without any
+	http    *http.Server
+	// metricsHTTPs serve --listen-metrics-urls; set by Run.
+	metricsHTTPs []*http.Server
+	tlsCfg       *tls.Config // nil without https listeners
+	lns          []clientListener
+	addrs        []string
+	metrics      *metrics
+	limiter      *rateLimiter // nil: no rate limits
+	// userOf names the user a request is rate-limited as; the auth layer
+	// sets it (see requestUser).
+	userOf func(context.Context) string
 
 	stopOnce sync.Once
 	bg       sync.WaitGroup // background loops, stopped before storage closes
@@ -79,7 +90,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, lg: lg, store: store}
+	s := &Server{cfg: cfg, lg: lg, store: store, metrics: newMetrics()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -92,43 +103,76 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.applier, err = apply.New(store, apply.Options{}); err != nil {
 		return nil, err
 	}
-	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{}); err != nil {
+	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnBatch: s.metrics.observeBatch}); err != nil {
 		return nil, err
 	}
-	s.grpc = s.newGRPCServer()
+	s.registerStoreMetrics()
+	s.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, cfg.Limits.UserRateLimit, cfg.Limits.UserRateBurst)
+	if cfg.Server.HasTLS() {
+		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
+			return nil, err
+		}
+	}
+	s.grpc = s.newGRPCServer(nil)
+	if s.tlsCfg != nil {
+		s.grpcTLS = s.newGRPCServer(tlsAfterMux{})
+	}
 	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
 	for _, u := range cfg.Server.ListenClientURLs {
-		ln, err := listen(u)
+		cl, err := s.listen(u, false)
 		if err != nil {
 			return nil, err
 		}
-		s.lns = append(s.lns, ln)
-		s.addrs = append(s.addrs, ln.Addr().String())
+		s.lns = append(s.lns, cl)
+		s.addrs = append(s.addrs, cl.addr)
+	}
+	for _, u := range cfg.Server.ListenMetricsURLs {
+		cl, err := s.listen(u, true)
+		if err != nil {
+			return nil, err
+		}
+		s.lns = append(s.lns, cl)
 	}
 	ok = true
 	return s, nil
 }
 
-func listen(rawURL string) (net.Listener, error) {
+// clientListener is one bound listener: TLS-terminated for https:// URLs,
+// connection-limited, and either a client port (gRPC and HTTP) or a metrics
+// port (HTTP only).
+type clientListener struct {
+	ln      net.Listener
+	addr    string
+	secure  bool
+	metrics bool
+}
+
+func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("listen-client-urls: %w", err)
-	}
-	if u.Scheme != "http" {
-		// TLS listeners come with the operations work; refuse rather than
-		// serve plaintext on an https URL.
-		return nil, fmt.Errorf("listen-client-urls: %s: only http:// is supported so far", rawURL)
+		return clientListener{}, fmt.Errorf("listen URL: %w", err)
 	}
 	ln, err := net.Listen("tcp", u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", rawURL, err)
+		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
 	}
-	return ln, nil
+	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
+	ln = newConnLimitListener(ln, s.cfg.Limits.MaxConnections, func() {
+		s.metrics.connsRefused.Inc()
+	})
+	if cl.secure {
+		// Validate guarantees the certificates for every https:// URL.
+		ln = tls.NewListener(ln, s.tlsCfg)
+	}
+	cl.ln = ln
+	return cl, nil
 }
 
-func (s *Server) newGRPCServer() *grpc.Server {
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes+grpcOverheadBytes),
+func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -139,7 +183,11 @@ func (s *Server) newGRPCServer() *grpc.Server {
 			Time:    s.cfg.GRPC.KeepaliveInterval,
 			Timeout: s.cfg.GRPC.KeepaliveTimeout,
 		}),
-	)
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	g := grpc.NewServer(opts...)
 	pb.RegisterKVServer(g, &kvServer{s: s})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
@@ -159,16 +207,28 @@ func (s *Server) Run(ctx context.Context) error {
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
 	errc := make(chan error, 3*len(s.lns))
-	for i, ln := range s.lns {
+	for _, cl := range s.lns {
+		if cl.metrics {
+			hs := s.metricsHTTP()
+			s.metricsHTTPs = append(s.metricsHTTPs, hs)
+			go func() { errc <- hs.Serve(cl.ln) }()
+			s.lg.Info("serving metrics and health", "address", cl.addr, "tls", cl.secure)
+			continue
+		}
 		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
 		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
-		m := cmux.New(ln)
+		m := cmux.New(cl.ln)
 		grpcL := m.Match(cmux.HTTP2())
 		httpL := m.Match(cmux.HTTP1())
-		go func() { errc <- s.grpc.Serve(grpcL) }()
+		g := s.grpc
+		if cl.secure {
+			g = s.grpcTLS
+		}
+		go func() { errc <- g.Serve(grpcL) }()
 		go func() { errc <- s.http.Serve(httpL) }()
 		go func() { errc <- m.Serve() }()
-		s.lg.Info("ready to serve client requests", "address", s.addrs[i], "name", s.cfg.Name,
+		s.lg.Info("ready to serve client requests", "address", cl.addr, "tls", cl.secure,
+			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
 			"data-dir", s.cfg.DataDir, "revision", s.store.Rev())
 	}
 	var err error
@@ -189,6 +249,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // startBackground starts the loops that run beside request handling.
 func (s *Server) startBackground(ctx context.Context) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.runQuota(ctx)
+	}()
 	period, retention, _ := s.cfg.Maintenance.CompactionRetention() // validated in New
 	if period > 0 || retention > 0 {
 		ac := &autoCompactor{
@@ -217,7 +282,13 @@ func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		done := make(chan struct{})
 		go func() {
-			s.grpc.GracefulStop()
+			var wg sync.WaitGroup
+			for _, g := range []*grpc.Server{s.grpc, s.grpcTLS} {
+				if g != nil {
+					wg.Go(g.GracefulStop)
+				}
+			}
+			wg.Wait()
 			close(done)
 		}()
 		select {
@@ -225,11 +296,17 @@ func (s *Server) stop() {
 		case <-time.After(10 * time.Second):
 			// Long-lived streams (watches) never finish on their own.
 			s.grpc.Stop()
+			if s.grpcTLS != nil {
+				s.grpcTLS.Stop()
+			}
 			<-done
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.http.Shutdown(ctx)
+		for _, hs := range s.metricsHTTPs {
+			hs.Shutdown(ctx)
+		}
 		if s.bgCancel != nil {
 			s.bgCancel()
 		}
@@ -245,8 +322,8 @@ func (s *Server) closeStorage() {
 	if err := s.store.Close(); err != nil {
 		s.lg.Error("close storage", "err", err)
 	}
-	for _, ln := range s.lns {
-		ln.Close()
+	for _, cl := range s.lns {
+		cl.ln.Close()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/metastore-dev/metastore/mvcc"
 )
@@ -21,6 +22,7 @@ type Loop struct {
 	store    *mvcc.Store
 	applier  *Applier
 	onCommit func([]mvcc.RevisionEvents)
+	onBatch  func(BatchStats)
 	maxBatch int
 
 	queue   chan *proposal
@@ -38,10 +40,23 @@ type LoopOptions struct {
 	// goroutine, before any caller of that batch is answered. It must not
 	// block (the watch hub queues them).
 	OnCommit func([]mvcc.RevisionEvents)
+	// OnBatch receives timings of each batch, on the loop's goroutine,
+	// after its callers are answered (metrics). It must not block.
+	OnBatch func(BatchStats)
 	// MaxBatch caps how many requests share one commit. Default 1024.
 	MaxBatch int
 	// QueueSize is how many requests may wait. Default 4096.
 	QueueSize int
+}
+
+// BatchStats describe one batch for observability.
+type BatchStats struct {
+	// Requests is the number of requests in the batch.
+	Requests int
+	// Apply is the time spent applying them; Commit the synced commit.
+	Apply, Commit time.Duration
+	// Err is the error that failed the whole batch, if any.
+	Err error
 }
 
 type proposal struct {
@@ -64,6 +79,7 @@ func NewLoop(s *mvcc.Store, a *Applier, opts LoopOptions) (*Loop, error) {
 		store:    s,
 		applier:  a,
 		onCommit: opts.OnCommit,
+		onBatch:  opts.OnBatch,
 		maxBatch: opts.MaxBatch,
 		queue:    make(chan *proposal, opts.QueueSize),
 		stopc:    make(chan struct{}),
@@ -83,6 +99,9 @@ func NewLoop(s *mvcc.Store, a *Applier, opts LoopOptions) (*Loop, error) {
 // AppliedIndex counts the requests applied since the store was created
 // (etcd's raft index on a single member).
 func (l *Loop) AppliedIndex() uint64 { return l.applied.Load() }
+
+// Pending returns the number of requests waiting for the loop.
+func (l *Loop) Pending() int { return len(l.queue) }
 
 // Propose queues r and waits until it is applied and durable. If ctx ends
 // first, Propose returns ctx's error; the request may still be applied.
@@ -163,8 +182,15 @@ func (l *Loop) run() {
 }
 
 func (l *Loop) applyBatch(batch []*proposal) {
+	var st BatchStats
+	if l.onBatch != nil {
+		st.Requests = len(batch)
+		defer func() { l.onBatch(st) }()
+	}
+	start := time.Now()
 	b, err := l.store.NewBatch()
 	if err != nil {
+		st.Err = err
 		for _, p := range batch {
 			p.res = Result{Err: err}
 			close(p.done)
@@ -176,11 +202,15 @@ func (l *Loop) applyBatch(batch []*proposal) {
 	}
 	applied := l.applied.Load() + uint64(len(batch))
 	err = b.SetMeta(metaAppliedIndex, binary.BigEndian.AppendUint64(nil, applied))
+	applyDone := time.Now()
+	st.Apply = applyDone.Sub(start)
 	if err == nil {
 		err = b.Commit()
+		st.Commit = time.Since(applyDone)
 	} else {
 		b.Abort()
 	}
+	st.Err = err
 	if err == nil {
 		l.applied.Store(applied)
 	}

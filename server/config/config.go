@@ -15,6 +15,7 @@ type Config struct {
 	Limits      Limits      `yaml:"limits"`
 	Auth        Auth        `yaml:"auth"`
 	Maintenance Maintenance `yaml:"maintenance"`
+	Reliability Reliability `yaml:"reliability"`
 	Logging     Logging     `yaml:"logging"`
 	Monitoring  Monitoring  `yaml:"monitoring"`
 }
@@ -76,6 +77,20 @@ type Limits struct {
 	// QuotaBackendBytes raises a NOSPACE alarm when the database grows past it
 	// (etcd's --quota-backend-bytes). 0 means the default (2 GiB).
 	QuotaBackendBytes int64 `yaml:"quota_backend_bytes" unit:"bytes"`
+	// MaxConnections caps open client connections per listener; beyond it
+	// new connections are closed at once. 0 means no limit.
+	MaxConnections int `yaml:"max_connections"`
+	// RateLimit is the sustained rate of requests per second the whole
+	// server accepts (a token bucket); 0 means no limit. Beyond it requests
+	// fail with etcd's "too many requests".
+	RateLimit int `yaml:"rate_limit"`
+	// RateBurst is the global bucket's size; 0 means RateLimit.
+	RateBurst int `yaml:"rate_burst"`
+	// UserRateLimit is the rate per user (the authenticated user, or the
+	// client certificate's CN); 0 means no per-user limit.
+	UserRateLimit int `yaml:"user_rate_limit"`
+	// UserRateBurst is each user's bucket size; 0 means UserRateLimit.
+	UserRateBurst int `yaml:"user_rate_burst"`
 }
 
 // Auth configures etcd's authentication (enabled at run time by the
@@ -99,6 +114,13 @@ type Maintenance struct {
 	// in periodic mode, or a revision count in revision mode; "0" disables
 	// (etcd's --auto-compaction-retention).
 	AutoCompactionRetention string `yaml:"auto_compaction_retention"`
+}
+
+// Reliability holds settings that keep the server up when something goes wrong.
+type Reliability struct {
+	// PanicRecovery turns a panicking request handler into an Internal
+	// error (logged with its stack) instead of a crash.
+	PanicRecovery bool `yaml:"panic_recovery"`
 }
 
 // Logging selects the log/slog handler.
@@ -138,6 +160,7 @@ func Default() *Config {
 		},
 		Auth:        Auth{Token: "simple", TokenTTL: 300 * time.Second, BcryptCost: 10},
 		Maintenance: Maintenance{AutoCompactionMode: "periodic", AutoCompactionRetention: "0"},
+		Reliability: Reliability{PanicRecovery: true},
 		Logging:     Logging{Level: "info", Format: "text"},
 		Monitoring:  Monitoring{SlowRequestThreshold: 100 * time.Millisecond},
 	}

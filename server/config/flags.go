@@ -68,6 +68,11 @@ var flagDefs = []flagDef{
 
 	{name: "max-txn-ops", group: groupLimits, key: "limits.max_txn_ops", usage: "Maximum number of operations permitted in a transaction."},
 	{name: "max-request-bytes", group: groupLimits, key: "limits.max_request_bytes", usage: "Maximum client request size in bytes (units such as 4MiB accepted)."},
+	{name: "max-connections", group: groupLimits, key: "limits.max_connections", usage: "Maximum open client connections per listener; more are closed at once. 0 means no limit."},
+	{name: "rate-limit", group: groupLimits, key: "limits.rate_limit", usage: "Requests per second the server accepts (token bucket); 0 means no limit."},
+	{name: "rate-burst", group: groupLimits, key: "limits.rate_burst", usage: "Burst size of --rate-limit; 0 means the rate."},
+	{name: "user-rate-limit", group: groupLimits, key: "limits.user_rate_limit", usage: "Requests per second per user (auth user or client certificate CN); 0 means no limit."},
+	{name: "user-rate-burst", group: groupLimits, key: "limits.user_rate_burst", usage: "Burst size of --user-rate-limit; 0 means the rate."},
 	{name: "quota-backend-bytes", group: groupLimits, key: "limits.quota_backend_bytes", usage: "Database size that raises the NOSPACE alarm; 0 means the default 2GiB."},
 
 	{name: "auth-token", group: groupAuth, key: "auth.token", usage: "Token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'."},
@@ -77,6 +82,7 @@ var flagDefs = []flagDef{
 	{name: "auto-compaction-mode", group: groupMaintenance, key: "maintenance.auto_compaction_mode", usage: "Interpret --auto-compaction-retention as 'periodic' (a duration; bare numbers are hours) or 'revision' (a revision count)."},
 	{name: "auto-compaction-retention", group: groupMaintenance, key: "maintenance.auto_compaction_retention", usage: "Auto compaction retention; 0 disables auto compaction."},
 
+	{name: "panic-recovery", group: groupLogging, key: "reliability.panic_recovery", isBool: true, usage: "Answer a panicking request with an Internal error (stack logged) instead of crashing."},
 	{name: "log-level", group: groupLogging, key: "logging.level", translate: etcdLogLevel, usage: "Log level: debug, info, warn or error (etcd's panic and fatal mean error)."},
 	{name: "log-format", group: groupLogging, key: "logging.format", translate: etcdLogFormat, usage: "Log format: text or json (etcd's console means text)."},
 	{name: "warning-unary-request-duration", group: groupLogging, key: "monitoring.slow_request_threshold", usage: "Log a warning for requests slower than this; 0 disables."},

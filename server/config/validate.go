@@ -46,6 +46,16 @@ func (c *Config) Validate() error {
 		"limits.max_request_bytes", "must be > 0 and <= %d, got %d", math.MaxInt32, c.Limits.MaxRequestBytes)
 	p.check(c.Limits.QuotaBackendBytes >= 0, "limits.quota_backend_bytes", "must be >= 0 (0 means the default 2GiB), got %d", c.Limits.QuotaBackendBytes)
 
+	for key, v := range map[string]int{
+		"limits.max_connections": c.Limits.MaxConnections,
+		"limits.rate_limit":      c.Limits.RateLimit,
+		"limits.rate_burst":      c.Limits.RateBurst,
+		"limits.user_rate_limit": c.Limits.UserRateLimit,
+		"limits.user_rate_burst": c.Limits.UserRateBurst,
+	} {
+		p.check(v >= 0, key, "must be >= 0 (0 means no limit), got %d", v)
+	}
+
 	c.Auth.validate(&p)
 
 	if _, _, err := c.Maintenance.CompactionRetention(); err != nil {
@@ -277,4 +287,14 @@ var logLevels = map[string]slog.Level{
 // Validate rejects) is info.
 func (l Logging) SlogLevel() slog.Level {
 	return logLevels[l.Level]
+}
+
+// HasTLS reports whether any client or metrics listener is https://.
+func (s *Server) HasTLS() bool {
+	for _, u := range append(append([]string(nil), s.ListenClientURLs...), s.ListenMetricsURLs...) {
+		if strings.HasPrefix(u, "https://") {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// errInternal is what a client sees when its request's handler panicked.
+var errInternal = status.Error(codes.Internal, "etcdserver: internal error")
+
+// healthService is exempt from rate limits: probes must see a busy server
+// as alive.
+const healthService = "/grpc.health.v1.Health/"
+
+// sizer is implemented by every etcd request and response (gogo protobuf).
+type sizer interface{ Size() int }
+
+// unaryInterceptor wraps every unary call: metrics and the slow-request log
+// outermost (so they see rate-limit refusals and recovered panics), then
+// panic recovery, then the rate limits.
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	mm := s.metrics.method(info.FullMethod, false)
+	mm.started.Inc()
+	mm.msgRecv.Inc()
+	start := time.Now()
+	defer func() {
+		took := time.Since(start)
+		mm.done(status.Code(err), took)
+		if err == nil {
+			mm.msgSent.Inc()
+		}
+		if t := s.cfg.Monitoring.SlowRequestThreshold; t > 0 && took > t {
+			s.logSlowRequest(ctx, info.FullMethod, req, resp, err, took)
+		}
+	}()
+	if s.cfg.Reliability.PanicRecovery {
+		defer func() {
+			if r := recover(); r != nil {
+				s.recovered(info.FullMethod, r)
+				resp, err = nil, errInternal
+			}
+		}()
+	}
+	if err := s.checkRate(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// streamInterceptor does for streams what unaryInterceptor does for unary
+// calls; the rate limit applies when the stream opens.
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	mm := s.metrics.method(info.FullMethod, true)
+	mm.started.Inc()
+	start := time.Now()
+	defer func() { mm.done(status.Code(err), time.Since(start)) }()
+	if s.cfg.Reliability.PanicRecovery {
+		defer func() {
+			if r := recover(); r != nil {
+				s.recovered(info.FullMethod, r)
+				err = errInternal
+			}
+		}()
+	}
+	if err := s.checkRate(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
+}
+
+func (s *Server) checkRate(ctx context.Context, method string) error {
+	if s.limiter == nil || len(method) >= len(healthService) && method[:len(healthService)] == healthService {
+		return nil
+	}
+	if scope := s.limiter.allow(s.requestUser(ctx)); scope != "" {
+		s.metrics.rateLimited.WithLabelValues(scope).Inc()
+		return errTooManyRequests
+	}
+	return nil
+}
+
+func (s *Server) recovered(method string, r any) {
+	s.metrics.panics.Inc()
+	s.lg.Error("request handler panicked; answered Internal and kept serving",
+		"method", method, "panic", r, "stack", string(debug.Stack()))
+}
+
+// logSlowRequest logs a request that took longer than the threshold, with
+// what etcd logs for one ("request stats").
+func (s *Server) logSlowRequest(ctx context.Context, method string, req, resp any, err error, took time.Duration) {
+	s.metrics.slowRequests.Inc()
+	attrs := []any{"method", method, "took", took, "threshold", s.cfg.Monitoring.SlowRequestThreshold}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, "remote", p.Addr.String())
+	}
+	if r, ok := req.(sizer); ok {
+		attrs = append(attrs, "request-size", r.Size())
+	}
+	if r, ok := resp.(sizer); ok && err == nil {
+		attrs = append(attrs, "response-size", r.Size())
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	s.lg.Warn("request took too long", attrs...)
+}
+
+// countingStream counts stream messages for grpc_server_msg_*_total.
+type countingStream struct {
+	grpc.ServerStream
+	mm *methodMetrics
+}
+
+func (c *countingStream) SendMsg(m any) error {
+	err := c.ServerStream.SendMsg(m)
+	if err == nil {
+		c.mm.msgSent.Inc()
+	}
+	return err
+}
+
+func (c *countingStream) RecvMsg(m any) error {
+	err := c.ServerStream.RecvMsg(m)
+	if err == nil {
+		c.mm.msgRecv.Inc()
+	}
+	return err
+}

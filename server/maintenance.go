@@ -83,7 +83,11 @@ func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 // dbSize reports the database's disk usage and the part of it holding live
 // data, as etcd's dbSize and dbSizeInUse.
 func (s *Server) dbSize() (size, inUse int64) {
-	size = int64(s.store.DB().Metrics().DiskSpaceUsage())
+	m := s.store.DB().Metrics()
+	// NB: recycled WAL files and obsolete files awaiting deletion are space
+	// Pebble reuses or frees, not growth; counting them would keep a store
+	// over its quota after its data is deleted and defragmented.
+	size = int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize)
 	if live, err := s.store.DB().EstimateDiskUsage([]byte{0}, []byte{0xff}); err == nil {
 		inUse = int64(live)
 	}

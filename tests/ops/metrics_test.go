@@ -77,8 +77,8 @@ func TestMetrics(t *testing.T) {
 	}
 	want := map[string]float64{
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`: 5,
-		`grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:               1,
-		`grpc_server_handling_seconds_count{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:        5,
+		`grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:              1,
+		`grpc_server_handling_seconds_count{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:       5,
 		"etcd_debugging_mvcc_current_revision": 6,
 		"etcd_debugging_mvcc_compact_revision": 3,
 		"etcd_server_has_leader":               1,

@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
@@ -43,6 +44,17 @@ type Server struct {
 	store   *mvcc.Store
 	applier *apply.Applier
 	loop    *apply.Loop
+
+	auth   *auth.Store
+	tokens *auth.Tokens
+	// authz decides every request: configured policies first, the
+	// built-in RBAC (auth) last.
+	authz auth.Authorizer
+	// rbacOnly is set when authz is the RBAC alone, which allows everything
+	// while auth is disabled: requests then skip authorization entirely.
+	rbacOnly bool
+	// leaseKeys returns the keys attached to a lease (set by the lessor).
+	leaseKeys func(id int64) [][]byte
 
 	ids   memberIDs
 	grpc  *grpc.Server
@@ -86,7 +98,10 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.ids, err = bootstrapIDs(store); err != nil {
 		return nil, err
 	}
-	if s.applier, err = apply.New(store, apply.Options{}); err != nil {
+	if err := s.openAuth(); err != nil {
+		return nil, err
+	}
+	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth}); err != nil {
 		return nil, err
 	}
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{}); err != nil {
@@ -140,6 +155,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	pb.RegisterKVServer(g, &kvServer{s: s})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
+	pb.RegisterAuthServer(g, &authServer{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -238,6 +254,9 @@ func (s *Server) stop() {
 func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
+	}
+	if s.tokens != nil {
+		s.tokens.Close()
 	}
 	if err := s.store.Close(); err != nil {
 		s.lg.Error("close storage", "err", err)

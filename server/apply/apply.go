@@ -73,6 +73,9 @@ func New(s *mvcc.Store, opts Options) (*Applier, error) {
 // Alarms returns the active alarms.
 func (a *Applier) Alarms() []*pb.AlarmMember { return *a.alarms.Load() }
 
+// HasAlarm reports whether an alarm of type t is active.
+func (a *Applier) HasAlarm(t pb.AlarmType) bool { return a.hasAlarm(t) }
+
 func (a *Applier) hasAlarm(t pb.AlarmType) bool {
 	for _, m := range *a.alarms.Load() {
 		if m.Alarm == t {
@@ -138,6 +141,9 @@ func result[T any](resp *T, err error) Result {
 	}
 	return Result{Resp: resp}
 }
+
+// TxnHasPut reports whether a txn puts in any branch, nested txns included.
+func TxnHasPut(rt *pb.TxnRequest) bool { return txnHasPut(rt) }
 
 func txnHasPut(rt *pb.TxnRequest) bool {
 	for _, ops := range [][]*pb.RequestOp{rt.Success, rt.Failure} {

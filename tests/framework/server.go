@@ -20,6 +20,20 @@ import (
 type Options struct {
 	// MaxTxnOps is --max-txn-ops; 0 keeps the default (128).
 	MaxTxnOps int
+	// AuthToken is --auth-token ("simple" when empty).
+	AuthToken string
+	// AuthTokenTTL is --auth-token-ttl (whole seconds); 0 keeps the default.
+	AuthTokenTTL time.Duration
+	// BcryptCost is --bcrypt-cost; 0 means the minimum (4), so that tests
+	// that add users stay fast.
+	BcryptCost int
+}
+
+func (o Options) bcryptCost() int {
+	if o.BcryptCost == 0 {
+		return 4
+	}
+	return o.BcryptCost
 }
 
 // Server is a running etcd-compatible server.

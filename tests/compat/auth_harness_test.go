@@ -237,4 +237,3 @@ func (a *authEnv) Delete(c caller, r *pb.DeleteRangeRequest) (any, error) {
 func (a *authEnv) Txn(c caller, r *pb.TxnRequest) (any, error) {
 	return a.do(c, fmt.Sprintf("Txn(%v)", r), func(ctx context.Context) (any, error) { return a.kv.Txn(ctx, r) })
 }
-

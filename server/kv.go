@@ -164,9 +164,9 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	return out, nil
 }
 
-// Compact needs no permission, as in etcd; only a bad token is refused.
+// Compact needs the root role when auth is enabled, as in etcd.
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	if _, err := k.s.identify(ctx); err != nil {
+	if err := k.s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
 	res, err := k.s.propose(ctx, &apply.Request{Compaction: r})

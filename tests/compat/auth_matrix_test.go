@@ -152,8 +152,12 @@ func matrixRPCs() []matrixRPC {
 		kv("AuthEnable", func(a *authEnv, ctx context.Context) (any, error) {
 			return a.auth.AuthEnable(ctx, &pb.AuthEnableRequest{})
 		}),
-		kv("UserList", func(a *authEnv, ctx context.Context) (any, error) { return a.auth.UserList(ctx, &pb.AuthUserListRequest{}) }),
-		kv("RoleList", func(a *authEnv, ctx context.Context) (any, error) { return a.auth.RoleList(ctx, &pb.AuthRoleListRequest{}) }),
+		kv("UserList", func(a *authEnv, ctx context.Context) (any, error) {
+			return a.auth.UserList(ctx, &pb.AuthUserListRequest{})
+		}),
+		kv("RoleList", func(a *authEnv, ctx context.Context) (any, error) {
+			return a.auth.RoleList(ctx, &pb.AuthRoleListRequest{})
+		}),
 		kv("UserGet alice", func(a *authEnv, ctx context.Context) (any, error) {
 			return a.auth.UserGet(ctx, &pb.AuthUserGetRequest{Name: "alice"})
 		}),

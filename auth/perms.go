@@ -27,6 +27,9 @@ type intervalSet []interval
 // user's roles. Immutable: a change of roles builds a new one.
 type permSet struct {
 	read, write intervalSet
+	// readTree and writeTree decide requests whose end is below their key
+	// (see ivTree).
+	readTree, writeTree *ivTree
 }
 
 // permInterval turns a stored permission into an interval as etcd reads it:
@@ -70,7 +73,10 @@ func newPermSet(roles []*role) *permSet {
 			}
 		}
 	}
-	return &permSet{read: mergeIntervals(read), write: mergeIntervals(write)}
+	// The trees take the intervals in etcd's insertion order, before
+	// mergeIntervals sorts them.
+	readTree, writeTree := newIvTree(read), newIvTree(write)
+	return &permSet{read: mergeIntervals(read), write: mergeIntervals(write), readTree: readTree, writeTree: writeTree}
 }
 
 // endLess compares interval ends with nil as +infinity.
@@ -127,8 +133,8 @@ func (s intervalSet) find(key []byte) *interval {
 
 // covers reports whether the set covers a request's key range in etcd's
 // wire convention: an empty end is the single key, "\x00" every key >= key.
-// As in etcd, an empty key is never covered, and a range whose end is not
-// above its key needs only the key itself.
+// As in etcd, an empty key is never covered. (A range whose end is below its
+// key is decided by the tree instead, see allows.)
 func (s intervalSet) covers(key, end []byte) bool {
 	if len(key) == 0 {
 		return false
@@ -152,8 +158,12 @@ func (p *permSet) allows(perm Perm, key, end []byte) bool {
 	if p == nil {
 		return false
 	}
+	set, tree := p.read, p.readTree
 	if perm == PermWrite {
-		return p.write.covers(key, end)
+		set, tree = p.write, p.writeTree
 	}
-	return p.read.covers(key, end)
+	if len(key) > 0 && len(end) > 0 && !isOpenEnded(end) && bytes.Compare(end, key) < 0 {
+		return tree.contains(key, end)
+	}
+	return set.covers(key, end)
 }

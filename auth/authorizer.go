@@ -74,11 +74,18 @@ type Request struct {
 	inline [4]KeyRange // backing for Ranges of small requests
 }
 
-// Reset prepares r for reuse (requests are pooled by the server).
+// Reset prepares a released (or zero) r for a new request.
 func (r *Request) Reset(op Op, user string) {
-	clear(r.inline[:])
-	*r = Request{Op: op, User: user}
+	r.Op, r.Flags, r.Revision, r.User = op, 0, 0, user
 	r.Ranges = r.inline[:0]
+}
+
+// Release drops r's references (keys, user) so that a pooled Request keeps
+// nothing alive.
+func (r *Request) Release() {
+	clear(r.Ranges)
+	r.Ranges = nil
+	r.User = ""
 }
 
 // Add appends a key range.

@@ -228,24 +228,6 @@ func TestJWTTokens(t *testing.T) {
 	wantResolve(t, tk, tok, "", ErrAuthOldRevision)
 }
 
-func TestTokenFromMetadata(t *testing.T) {
-	for _, c := range []struct {
-		token, authz []string
-		want         string
-		ok           bool
-	}{
-		{nil, nil, "", false},
-		{[]string{"t1"}, []string{"Bearer t2"}, "t1", true},
-		{nil, []string{"Bearer t2"}, "t2", true},
-		{nil, []string{"t3"}, "t3", true},
-	} {
-		got, ok := TokenFromMetadata(c.token, c.authz)
-		if got != c.want || ok != c.ok {
-			t.Errorf("TokenFromMetadata(%v, %v) = %q, %v", c.token, c.authz, got, ok)
-		}
-	}
-}
-
 func TestResolveAllocs(t *testing.T) {
 	s := newTestStore(t)
 	tk := NewTokens(s, TokenOptions{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"sync"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -58,9 +59,14 @@ func (s *Server) identify(ctx context.Context) (identity, error) {
 		return identity{epoch: epoch}, nil
 	}
 	id := identity{rev: rev, epoch: epoch}
-	tok, ok := auth.TokenFromMetadata(
-		metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC),
-		metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger))
+	// NB: "authorization" is looked up only without "token": a missing key
+	// costs a scan of all the metadata.
+	tok, ok := "", false
+	if v := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC); len(v) > 0 {
+		tok, ok = v[0], true
+	} else if v := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger); len(v) > 0 {
+		tok, ok = strings.TrimPrefix(v[0], "Bearer "), true
+	}
 	if ok {
 		user, err := s.tokens.Resolve(tok)
 		if err != nil {
@@ -114,7 +120,7 @@ func (s *Server) authorizeKV(ctx context.Context, id identity, op auth.Op, fill 
 	ar.Reset(op, id.user)
 	fill(ar)
 	err := auth.Check(ctx, s.authz, ar)
-	ar.Reset(0, "")
+	ar.Release()
 	authRequests.Put(ar)
 	return err
 }

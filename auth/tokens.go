@@ -30,7 +30,7 @@ type TokenOptions struct {
 	// is advanced (reading the real clock costs more than the rest of a
 	// check on some virtual machines); default 100ms. Ignored with Now.
 	ClockResolution time.Duration
-	Logger        *slog.Logger
+	Logger          *slog.Logger
 }
 
 // simpleTokenLen is the length of a simple token's random part, as etcd's.

@@ -2,6 +2,7 @@ package compat
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -76,6 +77,7 @@ func TestAuthManagement(t *testing.T) {
 			a.must(err)
 			_, err = a.Authenticate(anon, "carol", "")
 			a.wantErr(err, errNoPasswordUser)
+			a.UserAdd(root, &pb.AuthUserAddRequest{Name: "long", Password: strings.Repeat("x", 73)}) // past bcrypt's 72 bytes
 			_, err = a.UserAdd(root, &pb.AuthUserAddRequest{Name: "dave", Password: ""})
 			a.must(err)
 			_, err = a.Authenticate(anon, "dave", "")

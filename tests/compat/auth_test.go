@@ -78,6 +78,15 @@ func TestAuthManagement(t *testing.T) {
 			_, err = a.Authenticate(anon, "carol", "")
 			a.wantErr(err, errNoPasswordUser)
 			a.UserAdd(root, &pb.AuthUserAddRequest{Name: "long", Password: strings.Repeat("x", 73)}) // past bcrypt's 72 bytes
+			// A client-sent hash is ignored: the server hashes the password.
+			_, err = a.UserAdd(root, &pb.AuthUserAddRequest{Name: "hp", Password: "hppw", HashedPassword: "bm90IGEgaGFzaA=="})
+			a.must(err)
+			_, err = a.Authenticate(anon, "hp", "hppw")
+			a.must(err)
+			_, err = a.UserAdd(root, &pb.AuthUserAddRequest{Name: "nopw2", Password: "given", Options: &authpb.UserAddOptions{NoPassword: true}})
+			a.must(err)
+			_, err = a.Authenticate(anon, "nopw2", "given")
+			a.wantErr(err, errNoPasswordUser)
 			_, err = a.UserAdd(root, &pb.AuthUserAddRequest{Name: "dave", Password: ""})
 			a.must(err)
 			_, err = a.Authenticate(anon, "dave", "")

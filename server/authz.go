@@ -28,12 +28,25 @@ import (
 // Entry points for the services:
 //
 //	identify(ctx)                      who is calling (token, else client-cert CN)
-//	authorizeKV(ctx, id, req)          run the chain on a filled auth.Request
-//	proposeAuthorized(ctx, r, fill)    authorize a mutation and apply it, retrying on auth changes
+//	authorizeKV(ctx, id, op, fill)     run the chain on the auth.Request fill describes
+//	proposeAuthorized(ctx, r, check)   authorize a mutation and apply it, retrying on auth changes
+//	readAuthorized(ctx, check, read)   authorize, read, re-check if auth moved meanwhile
 //	requireUser(ctx)                   etcd's requireAuthInfo: any authenticated user
 //	requireAdmin(ctx)                  etcd's admin check: the root role
 //	authorizeWatch(ctx, key, end)      READ on a watch's range; watchCancelReason maps the error
-//	authorizeLeaseKeys(ctx, perm, ks)  every key of a lease, unless root (LeaseRevoke: PermWrite)
+//	authorizeLeaseKeys(ctx, perm, ks)  perm on every key of a lease unless root (needs a user)
+//
+// As etcd uses them: Watch create calls authorizeWatch(stream ctx, key, end)
+// after turning an empty key into "\x00" and refusing a negative start
+// revision, and on an error answers WatchId -1, Created and Canceled with
+// CancelReason watchCancelReason(err). LeaseGrant calls requireUser;
+// LeaseRevoke proposes through proposeAuthorized with the check
+// authorizeLeaseKeysAs(ctx, id, auth.PermWrite, s.leaseKeysOf(r.ID));
+// keep-alive calls authorizeLeaseKeys(ctx, auth.PermWrite, keys) per
+// request, TimeToLive with Keys set and Leases use auth.PermRead (Leases over
+// the keys of every lease). The lessor sets s.leaseKeys so that a put to a
+// lease is refused when the user could not write the lease's other keys.
+// Hash, HashKV, Snapshot and Downgrade call requireAdmin, as Defragment does.
 
 // identity is the caller of one request.
 type identity struct {

@@ -140,6 +140,7 @@ func listen(rawURL string) (net.Listener, error) {
 
 func (s *Server) newGRPCServer() *grpc.Server {
 	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(newGogoCodec()),
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench vet fmt lint clean
+.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean
 
 all: build
 
@@ -38,6 +38,10 @@ fmt:
 
 bench: build tools
 	./scripts/bench.sh
+
+# etcd and metastore side by side with auth enabled (docs/benchmarks-auth.md).
+bench-auth: build tools
+	./scripts/bench-auth.sh
 
 clean:
 	rm -rf $(BIN)

@@ -70,6 +70,11 @@ func (b *Batch) SetMeta(name string, value []byte) error {
 	return b.b.Set(metaKey(name), value, nil)
 }
 
+// DeleteMeta removes a metadata value with the batch.
+func (b *Batch) DeleteMeta(name string) error {
+	return b.b.Delete(metaKey(name), nil)
+}
+
 // Commit makes the batch durable (one synced Pebble commit) and publishes its
 // revision to readers. After an error the store refuses further writes: the
 // caller must not acknowledge any request of the batch.

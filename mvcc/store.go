@@ -152,6 +152,41 @@ func (s *Store) Meta(name string) ([]byte, error) {
 	return append([]byte(nil), v...), nil
 }
 
+// ScanMeta calls fn for every committed metadata entry whose name starts
+// with prefix, in name order. value is valid only during the call.
+func (s *Store) ScanMeta(prefix string, fn func(name string, value []byte) error) error {
+	lower := metaKey(prefix)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixSuccessor(lower)})
+	if err != nil {
+		return fmt.Errorf("mvcc: scan meta %q: %w", prefix, err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("mvcc: scan meta %q: %w", prefix, err)
+		}
+		if err := fn(string(it.Key()[1:]), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// prefixSuccessor is the smallest key greater than every key starting with
+// p (p is never all 0xff here: it starts with a keyspace byte).
+func prefixSuccessor(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
 func (s *Store) metaInt(name string) (int64, error) {
 	v, err := s.Meta(name)
 	if err != nil || v == nil {

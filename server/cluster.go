@@ -15,8 +15,12 @@ type clusterServer struct {
 
 var _ pb.ClusterServer = (*clusterServer)(nil)
 
+// MemberList needs an authenticated caller when auth is enabled, as etcd's.
 func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	s := c.s
+	if err := s.requireUser(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	// NB: etcd's MemberList header carries no revision.
 	hdr := &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term}
 	clientURLs := s.cfg.Server.AdvertiseClientURLs

@@ -9,6 +9,9 @@ import (
 // Hash answers etcd's Hash: a CRC-32C of the whole stored state, for tests
 // and debugging (see mvcc.Store.Hash).
 func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	h, rev, err := m.s.store.Hash(ctx)
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -22,6 +25,9 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 // r.Revision (0 = current), equal on every store with the same history and
 // compaction. The numbers differ from etcd's, which hashes bbolt's encoding.
 func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	h, rev, err := m.s.store.HashKV(ctx, r.Revision)
 	if err != nil {
 		return nil, toGRPCError(err)

@@ -6,6 +6,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/apply"
 )
 
@@ -18,58 +19,105 @@ type kvServer struct {
 var _ pb.KVServer = (*kvServer)(nil)
 
 func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	s := k.s
 	if err := checkRangeRequest(r); err != nil {
 		return nil, err
 	}
-	// On one member every committed write is visible to a new read view, so
-	// linearizable and serializable reads take the same path.
-	tx, err := k.s.store.Read()
+	var resp *pb.RangeResponse
+	err := s.readAuthorized(ctx, func(id identity) error {
+		return s.authorizeKV(ctx, id, auth.OpRange, func(ar *auth.Request) {
+			ar.Revision = r.Revision
+			ar.Flags = rangeFlags(r)
+			ar.Add(auth.PermRead, r.Key, r.RangeEnd)
+		})
+	}, func() error {
+		// On one member every committed write is visible to a new read
+		// view, so linearizable and serializable reads take the same path.
+		tx, err := s.store.Read()
+		if err != nil {
+			return err
+		}
+		defer tx.End()
+		resp, err = apply.Range(ctx, tx, r)
+		return err
+	})
 	if err != nil {
-		return nil, toGRPCError(err)
+		return nil, err
 	}
-	defer tx.End()
-	resp, err := apply.Range(ctx, tx, r)
-	if err != nil {
-		return nil, toGRPCError(err)
-	}
-	k.s.fillHeader(resp.Header)
+	s.fillHeader(resp.Header)
 	return resp, nil
 }
 
+func rangeFlags(r *pb.RangeRequest) uint8 {
+	var f uint8
+	if r.Serializable {
+		f |= auth.FlagSerializable
+	}
+	if r.KeysOnly {
+		f |= auth.FlagKeysOnly
+	}
+	if r.CountOnly {
+		f |= auth.FlagCountOnly
+	}
+	return f
+}
+
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	s := k.s
 	if err := checkPutRequest(r); err != nil {
 		return nil, err
 	}
-	if err := k.s.checkRequestSize(r.Size()); err != nil {
-		return nil, err
-	}
-	resp, err := k.s.propose(ctx, &apply.Request{Put: r})
+	res, err := s.proposeAuthorized(ctx, &apply.Request{Put: r}, func(id identity) error {
+		if err := s.checkRequestSize(r.Size()); err != nil {
+			return err
+		}
+		// As etcd's, a full database refuses puts before auth is consulted.
+		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
+			return apply.ErrNoSpace
+		}
+		return s.authorizeKV(ctx, id, auth.OpPut, func(ar *auth.Request) {
+			if r.PrevKv {
+				ar.Flags = auth.FlagPrevKV
+			}
+			s.addPut(ar, id, r)
+		})
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := resp.Resp.(*pb.PutResponse)
-	k.s.fillHeader(out.Header)
+	out := res.Resp.(*pb.PutResponse)
+	s.fillHeader(out.Header)
 	return out, nil
 }
 
 func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	s := k.s
 	if err := checkDeleteRequest(r); err != nil {
 		return nil, err
 	}
-	if err := k.s.checkRequestSize(r.Size()); err != nil {
-		return nil, err
-	}
-	resp, err := k.s.propose(ctx, &apply.Request{DeleteRange: r})
+	res, err := s.proposeAuthorized(ctx, &apply.Request{DeleteRange: r}, func(id identity) error {
+		if err := s.checkRequestSize(r.Size()); err != nil {
+			return err
+		}
+		return s.authorizeKV(ctx, id, auth.OpDeleteRange, func(ar *auth.Request) {
+			ar.Add(auth.PermWrite, r.Key, r.RangeEnd)
+			if r.PrevKv {
+				ar.Flags = auth.FlagPrevKV
+				ar.Add(auth.PermRead, r.Key, r.RangeEnd)
+			}
+		})
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := resp.Resp.(*pb.DeleteRangeResponse)
-	k.s.fillHeader(out.Header)
+	out := res.Resp.(*pb.DeleteRangeResponse)
+	s.fillHeader(out.Header)
 	return out, nil
 }
 
 func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
-	if err := checkTxnRequest(r, k.s.cfg.Limits.MaxTxnOps); err != nil {
+	s := k.s
+	if err := checkTxnRequest(r, s.cfg.Limits.MaxTxnOps); err != nil {
 		return nil, err
 	}
 	// Checked after the op count so a huge txn cannot make this quadratic.
@@ -79,32 +127,48 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	if _, _, err := checkIntervals(r.Failure); err != nil {
 		return nil, err
 	}
+	authorize := func(id identity) error {
+		return s.authorizeKV(ctx, id, auth.OpTxn, func(ar *auth.Request) { s.addTxn(ar, id, r) })
+	}
 	if apply.IsTxnReadOnly(r) {
-		tx, err := k.s.store.Read()
+		var resp *pb.TxnResponse
+		err := s.readAuthorized(ctx, authorize, func() error {
+			tx, err := s.store.Read()
+			if err != nil {
+				return err
+			}
+			defer tx.End()
+			resp, err = s.applier.ReadOnlyTxn(ctx, tx, r)
+			return err
+		})
 		if err != nil {
-			return nil, toGRPCError(err)
+			return nil, err
 		}
-		defer tx.End()
-		resp, err := k.s.applier.ReadOnlyTxn(ctx, tx, r)
-		if err != nil {
-			return nil, toGRPCError(err)
-		}
-		k.s.fillHeader(resp.Header)
+		s.fillHeader(resp.Header)
 		return resp, nil
 	}
-	if err := k.s.checkRequestSize(r.Size()); err != nil {
-		return nil, err
-	}
-	resp, err := k.s.propose(ctx, &apply.Request{Txn: r})
+	res, err := s.proposeAuthorized(ctx, &apply.Request{Txn: r}, func(id identity) error {
+		if err := s.checkRequestSize(r.Size()); err != nil {
+			return err
+		}
+		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) && apply.TxnHasPut(r) {
+			return apply.ErrNoSpace
+		}
+		return authorize(id)
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := resp.Resp.(*pb.TxnResponse)
-	k.s.fillHeader(out.Header)
+	out := res.Resp.(*pb.TxnResponse)
+	s.fillHeader(out.Header)
 	return out, nil
 }
 
+// Compact needs the root role when auth is enabled, as in etcd.
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := k.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	res, err := k.s.propose(ctx, &apply.Request{Compaction: r})
 	if err != nil {
 		return nil, err

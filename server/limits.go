@@ -110,13 +110,12 @@ func (r *rateLimiter) allow(user string) string {
 	return ""
 }
 
-// requestUser names the user a request is rate-limited as. Until the auth
-// layer installs its own (the token's user, falling back to the client
-// certificate's CN), it is the client certificate's CN under
-// client-cert-auth.
+// requestUser names the user a request is rate-limited as: the token's
+// user, or the client certificate's CN under client-cert-auth; while auth
+// is disabled only the certificate can name one.
 func (s *Server) requestUser(ctx context.Context) string {
-	if f := s.userOf; f != nil {
-		return f(ctx)
+	if id, err := s.identify(ctx); err == nil && id.user != "" {
+		return id.user
 	}
 	return s.ClientCertUser(ctx)
 }

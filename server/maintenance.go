@@ -7,6 +7,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/apply"
 )
 
@@ -18,8 +19,12 @@ type maintenanceServer struct {
 
 var _ pb.MaintenanceServer = (*maintenanceServer)(nil)
 
+// Status needs an authenticated caller when auth is enabled, as etcd's.
 func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	s := m.s
+	if err := s.requireUser(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	hdr := &pb.ResponseHeader{}
 	s.fillHeader(hdr)
 	size, inUse := s.dbSize()
@@ -43,8 +48,18 @@ func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 	return resp, nil
 }
 
+// Alarm lists alarms for any authenticated caller; changing them needs root
+// (when auth is enabled), as in etcd.
 func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	res, err := m.s.propose(ctx, &apply.Request{Alarm: r})
+	res, err := m.s.proposeAuthorized(ctx, &apply.Request{Alarm: r}, func(id identity) error {
+		if r.Action == pb.AlarmRequest_GET {
+			if id.rev != 0 && id.user == "" {
+				return auth.ErrUserEmpty
+			}
+			return nil
+		}
+		return m.s.authorizeAdmin(ctx, id)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +71,9 @@ func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.
 // Defragment compacts Pebble's whole key space. Unlike etcd's bbolt defrag it
 // runs online: reads and writes go on while it works.
 func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	start := time.Now()
 	m.s.lg.Info("starting online defragmentation", "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
 	if err := m.s.store.DB().Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
@@ -72,6 +90,9 @@ func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 // MoveLeader on a single member: it is already the leader, so moving to
 // itself succeeds and any other target is not a member.
 func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	if r.TargetID != m.s.ids.member {
 		return nil, rpctypes.ErrGRPCBadLeaderTransferee
 	}

@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
@@ -47,6 +48,17 @@ type Server struct {
 	applier *apply.Applier
 	loop    *apply.Loop
 
+	auth   *auth.Store
+	tokens *auth.Tokens
+	// authz decides every request: configured policies first, the
+	// built-in RBAC (auth) last.
+	authz auth.Authorizer
+	// rbacOnly is set when authz is the RBAC alone, which allows everything
+	// while auth is disabled: requests then skip authorization entirely.
+	rbacOnly bool
+	// leaseKeys returns the keys attached to a lease (set by the lessor).
+	leaseKeys func(id int64) [][]byte
+
 	ids     memberIDs
 	grpc    *grpc.Server // plaintext listeners
 	grpcTLS *grpc.Server // https listeners; nil without any
@@ -58,9 +70,6 @@ type Server struct {
 	addrs        []string
 	metrics      *metrics
 	limiter      *rateLimiter // nil: no rate limits
-	// userOf names the user a request is rate-limited as; the auth layer
-	// sets it (see requestUser).
-	userOf func(context.Context) string
 
 	stopOnce sync.Once
 	bg       sync.WaitGroup // background loops, stopped before storage closes
@@ -100,7 +109,10 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.ids, err = bootstrapIDs(store); err != nil {
 		return nil, err
 	}
-	if s.applier, err = apply.New(store, apply.Options{}); err != nil {
+	if err := s.openAuth(); err != nil {
+		return nil, err
+	}
+	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth}); err != nil {
 		return nil, err
 	}
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnBatch: s.metrics.observeBatch}); err != nil {
@@ -170,6 +182,7 @@ func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error)
 
 func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
 	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newGogoCodec()),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
@@ -191,6 +204,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 	pb.RegisterKVServer(g, &kvServer{s: s})
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
+	pb.RegisterAuthServer(g, &authServer{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -318,6 +332,9 @@ func (s *Server) stop() {
 func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
+	}
+	if s.tokens != nil {
+		s.tokens.Close()
 	}
 	if err := s.store.Close(); err != nil {
 		s.lg.Error("close storage", "err", err)

@@ -32,6 +32,9 @@ var snapshotSeq atomic.Int64
 // `metastore snapshot restore` brings it back.
 func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_SnapshotServer) error {
 	s := m.s
+	if err := s.requireAdmin(srv.Context()); err != nil {
+		return toGRPCError(err)
+	}
 	dir := filepath.Join(s.cfg.DataDir, snapshotTmpDir, strconv.FormatInt(snapshotSeq.Add(1), 10))
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return toGRPCError(err)

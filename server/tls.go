@@ -13,7 +13,6 @@ import (
 
 	"github.com/soheilhy/cmux"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 
 	"github.com/metastore-dev/metastore/server/config"
 )
@@ -143,23 +142,5 @@ func (s *Server) ClientCertUser(ctx context.Context) string {
 	if !s.cfg.Server.TLS.ClientCertAuth {
 		return ""
 	}
-	return clientCertCN(ctx)
-}
-
-// clientCertCN returns the CN of the leaf of the first verified chain.
-func clientCertCN(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.AuthInfo == nil {
-		return ""
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return ""
-	}
-	for _, chain := range ti.State.VerifiedChains {
-		if len(chain) > 0 {
-			return chain[0].Subject.CommonName
-		}
-	}
-	return ""
+	return commonNameFromTLS(ctx)
 }

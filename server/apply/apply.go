@@ -8,6 +8,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
 )
 
@@ -26,12 +27,16 @@ type Result struct {
 	// Compacted, for a physical compaction, closes when the removal of
 	// obsolete versions is done.
 	Compacted <-chan struct{}
+	// AuthRevision, for Authenticate, is the auth revision the token is
+	// issued at.
+	AuthRevision uint64
 }
 
 // Applier applies requests to the store. Apply is deterministic given the
 // store's state: no clocks, randomness or I/O besides the batch.
 type Applier struct {
 	leases LeaseChecker
+	auth   *auth.Store
 	// alarms is replaced, never mutated, so readers outside the applier
 	// (Status, health) need no lock.
 	alarms atomic.Pointer[[]*pb.AlarmMember]
@@ -41,13 +46,15 @@ type Applier struct {
 type Options struct {
 	// Leases checks lease existence for puts; nil means no lease exists.
 	Leases LeaseChecker
+	// Auth is the auth store the Auth requests mutate; nil refuses them.
+	Auth *auth.Store
 }
 
 const metaAlarms = "alarms"
 
 // New loads the applier's persistent state (alarms) from the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
-	a := &Applier{leases: opts.Leases}
+	a := &Applier{leases: opts.Leases, auth: opts.Auth}
 	a.alarms.Store(&[]*pb.AlarmMember{})
 	raw, err := s.Meta(metaAlarms)
 	if err != nil {
@@ -66,6 +73,9 @@ func New(s *mvcc.Store, opts Options) (*Applier, error) {
 // Alarms returns the active alarms.
 func (a *Applier) Alarms() []*pb.AlarmMember { return *a.alarms.Load() }
 
+// HasAlarm reports whether an alarm of type t is active.
+func (a *Applier) HasAlarm(t pb.AlarmType) bool { return a.hasAlarm(t) }
+
 func (a *Applier) hasAlarm(t pb.AlarmType) bool {
 	for _, m := range *a.alarms.Load() {
 		if m.Alarm == t {
@@ -77,6 +87,12 @@ func (a *Applier) hasAlarm(t pb.AlarmType) bool {
 
 // Apply applies one request inside batch b.
 func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
+	if a.authStale(r) {
+		return Result{Err: ErrAuthRetry}
+	}
+	if isAuth(r) {
+		return a.applyAuth(b, r)
+	}
 	switch {
 	case r.Put != nil:
 		if a.hasAlarm(pb.AlarmType_NOSPACE) {
@@ -125,6 +141,9 @@ func result[T any](resp *T, err error) Result {
 	}
 	return Result{Resp: resp}
 }
+
+// TxnHasPut reports whether a txn puts in any branch, nested txns included.
+func TxnHasPut(rt *pb.TxnRequest) bool { return txnHasPut(rt) }
 
 func txnHasPut(rt *pb.TxnRequest) bool {
 	for _, ops := range [][]*pb.RequestOp{rt.Success, rt.Failure} {

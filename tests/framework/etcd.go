@@ -48,6 +48,13 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 	if o.MaxTxnOps > 0 {
 		cfg.MaxTxnOps = uint(o.MaxTxnOps)
 	}
+	if o.AuthToken != "" {
+		cfg.AuthToken = o.AuthToken
+	}
+	if o.AuthTokenTTL > 0 {
+		cfg.AuthTokenTTL = uint(o.AuthTokenTTL / time.Second)
+	}
+	cfg.BcryptCost = uint(o.bcryptCost())
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

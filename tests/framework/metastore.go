@@ -23,6 +23,13 @@ func StartMetastore(t testing.TB, o Options) *Server {
 	if o.MaxTxnOps > 0 {
 		cfg.Limits.MaxTxnOps = o.MaxTxnOps
 	}
+	if o.AuthToken != "" {
+		cfg.Auth.Token = o.AuthToken
+	}
+	if o.AuthTokenTTL > 0 {
+		cfg.Auth.TokenTTL = o.AuthTokenTTL
+	}
+	cfg.Auth.BcryptCost = o.bcryptCost()
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)

@@ -20,6 +20,20 @@ import (
 type Options struct {
 	// MaxTxnOps is --max-txn-ops; 0 keeps the default (128).
 	MaxTxnOps int
+	// AuthToken is --auth-token ("simple" when empty).
+	AuthToken string
+	// AuthTokenTTL is --auth-token-ttl (whole seconds); 0 keeps the default.
+	AuthTokenTTL time.Duration
+	// BcryptCost is --bcrypt-cost; 0 means the minimum (4), so that tests
+	// that add users stay fast.
+	BcryptCost int
+}
+
+func (o Options) bcryptCost() int {
+	if o.BcryptCost == 0 {
+		return 4
+	}
+	return o.BcryptCost
 }
 
 // Server is a running etcd-compatible server.
@@ -139,7 +153,9 @@ func waitReady(endpoint string, timeout time.Duration, exited <-chan struct{}) e
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := cli.Get(ctx, "/framework/ready-probe", clientv3.WithSerializable())
 		cancel()
-		if err == nil {
+		// With auth enabled the probe is refused, which shows the server
+		// is serving all the same.
+		if err == nil || strings.Contains(err.Error(), "etcdserver: user name is empty") {
 			return nil
 		}
 		lastErr = err

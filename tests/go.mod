@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/metastore-dev/metastore => ../
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/gogo/protobuf v1.3.2
 	github.com/google/go-cmp v0.7.0
 	github.com/metastore-dev/metastore v0.0.0-00010101000000-000000000000

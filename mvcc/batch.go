@@ -35,9 +35,9 @@ type Batch struct {
 // NewBatch starts a write batch at the newest committed revision.
 func (s *Store) NewBatch() (*Batch, error) {
 	s.writeMu.Lock()
-	if s.failed.Load() {
+	if err := s.Failed(); err != nil {
 		s.writeMu.Unlock()
-		return nil, ErrFailed
+		return nil, err
 	}
 	b := s.db.NewIndexedBatch()
 	it, err := b.NewIter(&pebble.IterOptions{})
@@ -99,9 +99,12 @@ func (b *Batch) Commit() error {
 		}
 	}
 	if err := b.b.Commit(pebble.Sync); err != nil {
-		b.s.failed.Store(true)
-		b.s.opts.Logger.Error("commit failed; store refuses further writes", "err", err)
-		return fmt.Errorf("%w: %v", ErrFailed, err)
+		return b.s.fail(err)
+	}
+	// NB: a failed WAL write or sync reaches us through the logger's Fatalf
+	// while Pebble's Commit returns nil; the revision must not advance.
+	if err := b.s.Failed(); err != nil {
+		return err
 	}
 	b.s.rev.Store(b.rev)
 	if b.compacts {

@@ -184,11 +184,7 @@ func (c *compactor) compact(from, target int64) error {
 				return err
 			}
 		}
-		opts := pebble.NoSync
-		if last {
-			opts = pebble.Sync
-		}
-		if err := b.Commit(opts); err != nil {
+		if err := c.commit(b, last); err != nil {
 			b.Close()
 			return err
 		}
@@ -198,6 +194,25 @@ func (c *compactor) compact(from, target int64) error {
 		}
 		lower = next
 	}
+}
+
+// commit commits one compaction step. It holds the store's write lock so
+// that no step commits after a write failed: Pebble's commit pipeline is
+// unusable then, and a commit could hang or be lost.
+func (c *compactor) commit(b *pebble.Batch, sync bool) error {
+	c.s.writeMu.Lock()
+	defer c.s.writeMu.Unlock()
+	if err := c.s.Failed(); err != nil {
+		return err
+	}
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if err := b.Commit(opts); err != nil {
+		return c.s.fail(err)
+	}
+	return c.s.Failed() // a failed commit is reported through Fatalf
 }
 
 // compactKey deletes the versions of key older than its newest version at or

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -19,9 +20,10 @@ var (
 	ErrCompacted = errors.New("mvcc: required revision has been compacted")
 	ErrFutureRev = errors.New("mvcc: required revision is a future revision")
 	ErrClosed    = errors.New("mvcc: store is closed")
-	// ErrFailed means a write to disk failed; the store refuses all further
-	// writes, since Pebble cannot say what reached the disk after an fsync
-	// error.
+	// ErrFailed means a write to disk failed (a full disk, an fsync error);
+	// the store refuses all further writes until it is reopened, since
+	// Pebble's commit pipeline cannot continue after a failed WAL write or
+	// sync. Reads keep working. Errors wrapping it also wrap the cause.
 	ErrFailed = errors.New("mvcc: storage failed; refusing writes")
 )
 
@@ -63,11 +65,11 @@ type Store struct {
 	db   *pebble.DB
 	opts Options
 
-	rev        atomic.Int64 // newest committed revision
-	compactRev atomic.Int64 // reads below this fail with ErrCompacted
-	failed     atomic.Bool
+	rev        atomic.Int64          // newest committed revision
+	compactRev atomic.Int64          // reads below this fail with ErrCompacted
+	failErr    atomic.Pointer[error] // ErrFailed wrapping the first cause; nil while healthy
 
-	writeMu sync.Mutex // one Batch at a time
+	writeMu sync.Mutex // one Batch (or compaction step commit) at a time
 
 	compactor *compactor
 }
@@ -77,6 +79,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	opts.ensureDefaults()
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
+	s := &Store{opts: opts}
 	po := &pebble.Options{
 		Cache:                       cache,
 		FS:                          opts.FS,
@@ -84,13 +87,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
-		Logger:                      pebbleLogger{opts.Logger},
+		Logger:                      pebbleLogger{lg: opts.Logger, s: s},
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, opts: opts}
+	s.db = db
 	rev, err := s.metaInt(metaRev)
 	if err != nil {
 		db.Close()
@@ -377,8 +380,34 @@ func recordToKV(k []byte, rec versionRecord) (mvccpb.KeyValue, error) {
 	return kv, nil
 }
 
+// Failed returns nil while the store accepts writes, else ErrFailed wrapping
+// the disk error that stopped it.
+func (s *Store) Failed() error {
+	if p := s.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail marks the store failed for good (first cause wins) and returns the
+// error writes get from now on.
+func (s *Store) fail(cause error) error {
+	err := fmt.Errorf("%w: %w", ErrFailed, cause)
+	if s.failErr.CompareAndSwap(nil, &err) {
+		s.opts.Logger.Error("disk write failed; the store refuses writes until it is restarted (reads keep working)", "err", cause)
+	}
+	return *s.failErr.Load()
+}
+
 // pebbleLogger routes Pebble's own log lines to slog.
-type pebbleLogger struct{ lg *slog.Logger }
+type pebbleLogger struct {
+	lg *slog.Logger
+	s  *Store
+}
+
+// fatalCommitPrefix starts the Fatalf Pebble logs, on the committing
+// goroutine, when a batch's WAL write or sync failed.
+const fatalCommitPrefix = "pebble: fatal commit error"
 
 func (l pebbleLogger) Infof(format string, args ...any) {
 	l.lg.Debug(fmt.Sprintf(format, args...), "component", "pebble")
@@ -386,7 +415,26 @@ func (l pebbleLogger) Infof(format string, args ...any) {
 func (l pebbleLogger) Errorf(format string, args ...any) {
 	l.lg.Error(fmt.Sprintf(format, args...), "component", "pebble")
 }
+
+// Fatalf stops the process, except for a failed commit: Pebble reports
+// that on the committing goroutine and then returns nil from Commit, so the
+// store records it, Batch.Commit turns it into ErrFailed (never
+// acknowledged) and every later write is refused, while reads of what was
+// committed keep being served. NB: Pebble's commit pipeline is unusable
+// after this, which is why nothing may commit again in this process.
 func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.lg.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	panic(fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	l.lg.Error(msg, "component", "pebble")
+	if strings.HasPrefix(format, fatalCommitPrefix) {
+		var cause error = errors.New(msg)
+		for _, a := range args {
+			if err, ok := a.(error); ok {
+				cause = err
+				break
+			}
+		}
+		l.s.fail(cause)
+		return
+	}
+	panic(msg)
 }

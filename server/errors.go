@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
@@ -13,8 +14,13 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 )
 
-// errStorageFailed is returned for writes after a disk write failed.
-var errStorageFailed = status.Error(codes.Unavailable, "etcdserver: storage failed; writes refused until restart")
+// Errors for writes after a disk write failed. etcd has no equivalent (it
+// exits); metastore keeps serving reads and refuses writes until it is
+// restarted (see RATIONALE.md, "Disk faults").
+var (
+	errStorageFailed = status.Error(codes.Unavailable, "etcdserver: storage failed; writes refused until restart")
+	errStorageFull   = status.Error(codes.Unavailable, "etcdserver: storage failed: no space left on device; writes refused until restart")
+)
 
 // grpcErrors is the one table from domain errors to the exact rpctypes value
 // etcd returns in the same situation. Clients compare code and message.
@@ -24,6 +30,7 @@ var grpcErrors = []struct {
 }{
 	{mvcc.ErrCompacted, rpctypes.ErrGRPCCompacted},
 	{mvcc.ErrFutureRev, rpctypes.ErrGRPCFutureRev},
+	{syscall.ENOSPC, errStorageFull}, // before ErrFailed, which wraps it
 	{mvcc.ErrFailed, errStorageFailed},
 	{apply.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
 	{apply.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},

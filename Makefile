@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean
+.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz
 
 all: build
 
@@ -27,6 +27,23 @@ test-unit:
 
 test-compat:
 	cd tests && $(GO) test -race -count=1 -timeout 15m ./...
+
+# Long forms of the reliability tests (tests/reliability, tests/e2e): 100
+# SIGKILL/restart cycles and longer linearizability runs.
+soak:
+	cd tests && METASTORE_SOAK=1 $(GO) test -race -count=1 -timeout 3h -v -run 'Linearizable|Crash' ./reliability ./e2e
+
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
+# time). New corpus entries land in the Go build cache; the committed seed
+# corpora are in each package's testdata/fuzz.
+FUZZTIME ?= 1m
+FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation ./server/config:FuzzLoad
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -30,7 +30,7 @@ type crashOp struct {
 
 // TestCrashRecovery starts the metastore binary, runs concurrent writers
 // that record every acknowledged write, SIGKILLs the process mid-write,
-// restarts it on the same data directory and checks, three times:
+// restarts it on the same data directory and checks, after every cycle:
 //   - every acknowledged write is there (a read at its revision returns it
 //     with that mod_revision) and each key's current value is the last
 //     acknowledged one or the writer's one later, unacknowledged write;
@@ -41,10 +41,16 @@ type crashOp struct {
 //     and the next write gets the next revision.
 //
 // With METASTORE_COMPAT_ONLY_ETCD set it runs against the etcd binary.
-// METASTORE_CRASH_CYCLES changes the number of kill/restart cycles (3).
+// METASTORE_CRASH_CYCLES changes the number of kill/restart cycles (5, or
+// 100 with METASTORE_SOAK as `make soak` sets).
+// tests/reliability checks deletes, compare-and-swap and linearizability
+// across the same kind of crashes.
 func TestCrashRecovery(t *testing.T) {
 	t.Parallel()
-	cycles := 3
+	cycles := 5
+	if v := os.Getenv("METASTORE_SOAK"); v != "" && v != "0" {
+		cycles = 100
+	}
 	if s := os.Getenv("METASTORE_CRASH_CYCLES"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -63,7 +69,9 @@ func TestCrashRecovery(t *testing.T) {
 	const writers = 8
 	st := &crashState{committedPending: map[*crashOp]bool{}}
 	for cycle := 0; cycle < cycles; cycle++ {
-		ops := runWritersUntilKill(t, p, cycle, writers, 150+100*cycle)
+		// The kill point moves with the cycle; bounded so long soaks do
+		// not grow each cycle without end.
+		ops := runWritersUntilKill(t, p, cycle, writers, 150+100*(cycle%5))
 		st.ops = append(st.ops, ops...)
 		st.current = map[*crashOp]bool{}
 		for _, o := range ops {

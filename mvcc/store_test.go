@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 // (every key >= key).
 func TestDataDriven(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+		if strings.Contains(path, "testdata/fuzz/") {
+			t.Skip("go test -fuzz seed corpus")
+		}
 		fs := vfs.NewMem()
 		s, err := Open("db", Options{FS: fs, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {

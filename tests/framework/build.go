@@ -162,3 +162,7 @@ func EtcdBinary(t testing.TB) string {
 	}
 	return p
 }
+
+// RaceEnabled reports whether the test binary, and so the helper binaries
+// it builds, run under the race detector (which multiplies memory use).
+func RaceEnabled() bool { return raceEnabled }

@@ -184,6 +184,16 @@ func (p *Process) Running() bool {
 	}
 }
 
+// Pid returns the running process' id, or 0 if it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Log returns the process' combined output so far (all starts).
 func (p *Process) Log() string {
 	data, _ := os.ReadFile(p.logPath)

@@ -37,7 +37,8 @@ soak:
 # time). New corpus entries land in the Go build cache; the committed seed
 # corpora are in each package's testdata/fuzz.
 FUZZTIME ?= 1m
-FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation ./server/config:FuzzLoad
+FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation \
+	./server/config:FuzzLoad ./auth:FuzzDecodeUser ./auth:FuzzPermCheck
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

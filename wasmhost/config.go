@@ -1,0 +1,177 @@
+package wasmhost
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// OnError says what a failed policy call (trap, timeout, out of memory, bad
+// result, no instance) decides.
+type OnError uint8
+
+const (
+	// FailClosed denies an authorization and rejects an admission (the
+	// default: "deny" / "reject").
+	FailClosed OnError = iota
+	// FailOpen makes a failed authorization NoOpinion (the next authorizer
+	// decides) and a failed admission Allow ("no_opinion" / "ignore").
+	FailOpen
+)
+
+// ParseOnError accepts the config spellings: deny, reject, no_opinion,
+// ignore (and "" for the default).
+func ParseOnError(s string) (OnError, error) {
+	switch s {
+	case "", "deny", "reject":
+		return FailClosed, nil
+	case "no_opinion", "ignore":
+		return FailOpen, nil
+	}
+	return FailClosed, fmt.Errorf("on_error %q: want deny, reject, no_opinion or ignore", s)
+}
+
+func (o OnError) verdict(h Hook) Verdict {
+	switch {
+	case o == FailClosed:
+		return Deny
+	case h == HookAuthorize:
+		return NoOpinion
+	}
+	return Allow
+}
+
+// Limits bound what one policy may use. Zero fields take the defaults of
+// DefaultLimits.
+type Limits struct {
+	// ModuleBytes caps the size of the .wasm file.
+	ModuleBytes int64
+	// MemoryBytes caps an instance's linear memory (rounded down to 64 KiB
+	// pages).
+	MemoryBytes int64
+	// RequestBytes caps an encoded request (the server's max request bytes
+	// plus the header) and MutationBytes a returned mutation.
+	RequestBytes  int
+	MutationBytes int
+	// ReasonBytes caps a returned reason.
+	ReasonBytes int
+	// AuthorizeTimeout, AdmitTimeout and InitTimeout are the per-call
+	// deadlines; InitTimeout covers _initialize plus policy_init.
+	AuthorizeTimeout time.Duration
+	AdmitTimeout     time.Duration
+	InitTimeout      time.Duration
+	// Instances is the number of warm instances kept (default GOMAXPROCS).
+	Instances int
+	// RecycleCalls retires an instance after that many calls.
+	RecycleCalls int
+	// RecycleMemoryPercent retires an instance whose memory passes that
+	// share of MemoryBytes.
+	RecycleMemoryPercent int
+	// DegradedErrors errors within DegradedWindow mark the policy degraded.
+	DegradedErrors int
+	DegradedWindow time.Duration
+}
+
+// DefaultLimits returns the defaults of policy ABI v1.
+func DefaultLimits() Limits {
+	return Limits{
+		ModuleBytes:          32 << 20,
+		MemoryBytes:          16 << 20,
+		RequestBytes:         1536*1024 + 64*1024,
+		MutationBytes:        1536 * 1024,
+		ReasonBytes:          1024,
+		AuthorizeTimeout:     5 * time.Millisecond,
+		AdmitTimeout:         20 * time.Millisecond,
+		InitTimeout:          time.Second,
+		Instances:            runtime.GOMAXPROCS(0),
+		RecycleCalls:         100_000,
+		RecycleMemoryPercent: 75,
+		DegradedErrors:       5,
+		DegradedWindow:       10 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	set := func(v *int64, def int64) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	seti := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setd := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&l.ModuleBytes, d.ModuleBytes)
+	set(&l.MemoryBytes, d.MemoryBytes)
+	seti(&l.RequestBytes, d.RequestBytes)
+	seti(&l.MutationBytes, d.MutationBytes)
+	seti(&l.ReasonBytes, d.ReasonBytes)
+	setd(&l.AuthorizeTimeout, d.AuthorizeTimeout)
+	setd(&l.AdmitTimeout, d.AdmitTimeout)
+	setd(&l.InitTimeout, d.InitTimeout)
+	seti(&l.Instances, d.Instances)
+	seti(&l.RecycleCalls, d.RecycleCalls)
+	seti(&l.RecycleMemoryPercent, d.RecycleMemoryPercent)
+	seti(&l.DegradedErrors, d.DegradedErrors)
+	setd(&l.DegradedWindow, d.DegradedWindow)
+	return l
+}
+
+// Validate lists every problem with l (after defaults).
+func (l Limits) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if l.ModuleBytes < 0 {
+		bad("module size limit %d is negative", l.ModuleBytes)
+	}
+	if l.MemoryBytes < 0 || (l.MemoryBytes > 0 && l.MemoryBytes < 1<<16) || l.MemoryBytes > 4<<30 {
+		bad("memory limit %d must be between 64KiB and 4GiB", l.MemoryBytes)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"request bytes", l.RequestBytes}, {"mutation bytes", l.MutationBytes}, {"reason bytes", l.ReasonBytes},
+		{"instances", l.Instances}, {"recycle calls", l.RecycleCalls}, {"degraded errors", l.DegradedErrors}} {
+		if f.v < 0 {
+			bad("%s %d is negative", f.name, f.v)
+		}
+	}
+	if l.RecycleMemoryPercent < 0 || l.RecycleMemoryPercent > 100 {
+		bad("recycle memory percent %d must be within 0..100", l.RecycleMemoryPercent)
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"authorize timeout", l.AuthorizeTimeout}, {"admit timeout", l.AdmitTimeout}, {"init timeout", l.InitTimeout}, {"degraded window", l.DegradedWindow}} {
+		if f.v < 0 {
+			bad("%s %v is negative", f.name, f.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Config describes one policy.
+type Config struct {
+	// Name tags metrics and log lines.
+	Name string
+	// Path is the module file; Binary, when set, is used instead (tests and
+	// tools) and Path only names it in errors.
+	Path   string
+	Binary []byte
+	// SHA256 is the hex digest the module must have; empty skips the check
+	// (the server's config requires it).
+	SHA256 string
+	// Settings is handed to policy_init (JSON by convention).
+	Settings []byte
+	OnError  OnError
+	Limits   Limits
+}

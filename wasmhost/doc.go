@@ -1,0 +1,18 @@
+// Package wasmhost runs metastore's WebAssembly policies: it owns the wazero
+// runtimes, the on-disk compilation cache, the warm instance pools, the
+// limits that contain a hostile guest, and policy ABI v1 (docs/policy-abi.md):
+// the compact binary request layout and the verdict, reason and mutation a
+// guest returns.
+//
+// A Host is shared by every policy of a server. Host.Load compiles, checks
+// and initialises one policy; Policy.Authorize and Policy.Admit make one
+// guest call each and return a Decision. A guest that traps, runs past its
+// deadline, exhausts its memory or returns garbage never takes the caller
+// down: the instance is thrown away and the Decision carries the policy's
+// on_error verdict. Policy.Reload swaps in a new module without dropping
+// calls; a module that fails to load leaves the old one serving.
+//
+// wasmhost imports no other package of metastore. It reports what happens
+// through Events, a struct of optional callbacks, and Policy.Stats; the
+// server turns those into Prometheus metrics and log lines.
+package wasmhost

@@ -1,0 +1,47 @@
+package wasmhost
+
+import "time"
+
+// ErrorKind classifies a failed policy call or load.
+type ErrorKind string
+
+// Error kinds.
+const (
+	KindTrap      ErrorKind = "trap"       // the guest trapped, panicked or exited
+	KindTimeout   ErrorKind = "timeout"    // the call ran past its deadline
+	KindOOM       ErrorKind = "oom"        // the guest failed at its memory limit
+	KindBadResult ErrorKind = "bad_result" // unknown verdict, bad buffer, oversized reason or mutation
+	KindInit      ErrorKind = "init"       // instantiation or policy_init failed; no instance to call
+	KindLoad      ErrorKind = "load"       // the module was refused at load or reload
+)
+
+// Events are optional callbacks the host invokes; nil fields are skipped.
+// They run on the caller's goroutine (Call, Error) or the pool's background
+// goroutine and must not block.
+type Events struct {
+	// Call reports every completed call with its verdict (after on_error)
+	// and latency. Timing is only taken when Call is set.
+	Call func(policy string, hook Hook, v Verdict, d time.Duration)
+	// Error reports a failed call or load.
+	Error func(policy string, hook Hook, kind ErrorKind, err error)
+	// Log carries a guest's log line (metastore.log import, or a line the
+	// guest wrote to stderr), already rate-limited. level is the guest's
+	// level: 0 debug, 1 info, 2 warn, 3 error.
+	Log func(policy string, level int32, msg string)
+	// LogDropped reports lines dropped by the rate limit.
+	LogDropped func(policy string, n int)
+	// PoolMiss reports a call that found no idle instance and waited.
+	PoolMiss func(policy string)
+	// Instance reports an instance created (with its instantiate+init time)
+	// or discarded (d is 0; reason says why: "error", "calls", "memory",
+	// "retired").
+	InstanceCreated   func(policy string, d time.Duration)
+	InstanceDiscarded func(policy string, reason string)
+	// Compiled reports a module compiled (from the cache or not) and
+	// validated.
+	Compiled func(policy string, d time.Duration)
+	// Degraded reports a policy entering (true) or leaving degraded state.
+	Degraded func(policy string, degraded bool)
+	// Reloaded reports a reload; err is nil on success.
+	Reloaded func(policy string, err error)
+}

@@ -1,0 +1,52 @@
+package wasmhost
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// Options configure a Host.
+type Options struct {
+	// CacheDir holds wazero's compilation cache (the server passes
+	// <data-dir>/wasm-cache); empty keeps compiled code in memory only.
+	CacheDir string
+	// Events receive what happens to every policy of this host.
+	Events Events
+}
+
+// Host owns what policies share: the compilation cache and the event sinks.
+// Each policy gets its own wazero runtime (its own memory cap, nothing linked
+// across modules).
+type Host struct {
+	cache  wazero.CompilationCache
+	events Events
+}
+
+// NewHost creates a host. Close it after every policy.
+func NewHost(opts Options) (*Host, error) {
+	h := &Host{events: opts.Events}
+	if opts.CacheDir != "" {
+		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
+		}
+		dir, err := filepath.Abs(opts.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
+		}
+		if h.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
+			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
+		}
+	} else {
+		h.cache = wazero.NewCompilationCache()
+	}
+	return h, nil
+}
+
+// Close releases the compilation cache (the files on disk stay).
+func (h *Host) Close(ctx context.Context) error {
+	return h.cache.Close(ctx)
+}

@@ -1,0 +1,325 @@
+package wasmhost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// instance is one instantiated module. It is used by one goroutine at a
+// time (the pool hands it out), so its fields need no locks.
+type instance struct {
+	v   *version
+	mod api.Module
+	mem api.Memory
+	ctx context.Context // carries the instance to the host functions
+
+	fn     [2]api.Function // by Hook
+	buffer api.Function
+	reason api.Function
+	mutate api.Function
+
+	stack  [2]uint64
+	bufPtr uint32
+	bufCap uint32
+	calls  int
+	// memStart is the memory size after init: an instance is recycled for
+	// memory only if it grew past the threshold itself.
+	memStart uint32
+
+	// Deadline of the current call, checked when the guest runs out of fuel
+	// (hostFuel). The clock starts at the first check-in, so a call that
+	// finishes within one fuel quantum never reads it.
+	callStart int64
+	timeout   int64
+	timedOut  bool
+
+	stderr lineWriter
+}
+
+type instanceKey struct{}
+
+// clockBase anchors the monotonic clock read by the fuel check.
+var clockBase = time.Now()
+
+func monotonic() int64 { return int64(time.Since(clockBase)) }
+
+var errDeadline = errors.New("wasmhost: policy call deadline exceeded")
+
+// hostFuel is the metering check-in (see wasmbin.AddMetering): it traps the
+// guest when the current call is past its deadline.
+func hostFuel(ctx context.Context, _ api.Module, stack []uint64) {
+	inst, _ := ctx.Value(instanceKey{}).(*instance)
+	if inst != nil && inst.timeout > 0 {
+		now := monotonic()
+		if inst.callStart == 0 {
+			inst.callStart = now
+		} else if now-inst.callStart > inst.timeout {
+			inst.timedOut = true
+			panic(errDeadline)
+		}
+	}
+	stack[0] = fuelQuantum
+}
+
+// maxLogLine bounds one guest log line.
+const maxLogLine = 4096
+
+// hostLog implements metastore.log(level, ptr, len).
+func hostLog(ctx context.Context, m api.Module, stack []uint64) {
+	inst, _ := ctx.Value(instanceKey{}).(*instance)
+	if inst == nil {
+		return
+	}
+	level, ptr, n := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
+	if n > maxLogLine {
+		n = maxLogLine
+	}
+	b, ok := m.Memory().Read(ptr, n)
+	if !ok {
+		return
+	}
+	inst.v.policy.log(level, b)
+}
+
+// lineWriter turns a guest's stderr into log lines at level error (a Go
+// guest writes its panic message there). It remembers the last line so an
+// out-of-memory exit can be told from another trap.
+type lineWriter struct {
+	inst *instance
+	buf  []byte
+	last string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.emit(w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > maxLogLine {
+		w.emit(w.buf)
+		w.buf = w.buf[:0]
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) emit(line []byte) {
+	if len(line) == 0 {
+		return
+	}
+	w.last = string(line)
+	w.inst.v.policy.log(3, line)
+}
+
+// newInstance instantiates the module and runs _initialize and
+// policy_init under the init deadline.
+func (v *version) newInstance(ctx context.Context) (*instance, error) {
+	start := time.Now()
+	inst := &instance{v: v}
+	inst.ctx = context.WithValue(context.Background(), instanceKey{}, inst)
+	inst.stderr.inst = inst
+	inst.timeout = int64(v.limits.InitTimeout)
+	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithStderr(&inst.stderr))
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	inst.mod = mod
+	fail := func(err error) (*instance, error) {
+		mod.Close(context.Background())
+		return nil, err
+	}
+	inst.mem = mod.ExportedMemory(ExportMemory)
+	inst.fn[HookAuthorize] = mod.ExportedFunction(ExportAuthorize)
+	inst.fn[HookAdmit] = mod.ExportedFunction(ExportAdmit)
+	inst.buffer = mod.ExportedFunction(ExportBuffer)
+	inst.reason = mod.ExportedFunction(ExportReason)
+	inst.mutate = mod.ExportedFunction(ExportMutation)
+	if v.initRT {
+		if err := mod.ExportedFunction(ExportInitRT).CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+			return fail(fmt.Errorf("%s: %w", ExportInitRT, inst.describe(err)))
+		}
+	}
+	settings := v.cfg.Settings
+	ptr, err := inst.buf(len(settings))
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", ExportInit, err))
+	}
+	if !inst.mem.Write(ptr, settings) {
+		return fail(fmt.Errorf("%s: buffer out of bounds", ExportInit))
+	}
+	inst.stack[0], inst.stack[1] = uint64(ptr), uint64(len(settings))
+	if err := mod.ExportedFunction(ExportInit).CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+		return fail(fmt.Errorf("%s: %w", ExportInit, inst.describe(err)))
+	}
+	if rc := int32(inst.stack[0]); rc != 0 {
+		reason, _ := inst.readReason()
+		if reason == "" {
+			reason = fmt.Sprintf("returned %d", rc)
+		}
+		return fail(fmt.Errorf("%s rejected the settings: %s", ExportInit, reason))
+	}
+	inst.memStart = inst.mem.Size()
+	if f := v.policy.host.events.InstanceCreated; f != nil {
+		f(v.cfg.Name, time.Since(start))
+	}
+	return inst, nil
+}
+
+// describe adds what the host knows to a guest error.
+func (inst *instance) describe(err error) error {
+	if inst.timedOut {
+		return fmt.Errorf("deadline of %v exceeded", time.Duration(inst.timeout))
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) && inst.stderr.last != "" {
+		return fmt.Errorf("%w (stderr: %s)", err, inst.stderr.last)
+	}
+	return err
+}
+
+// buf returns a guest buffer of at least n bytes.
+func (inst *instance) buf(n int) (uint32, error) {
+	if uint32(n) <= inst.bufCap && inst.bufPtr != 0 {
+		return inst.bufPtr, nil
+	}
+	want := max(n, 256)
+	inst.stack[0] = uint64(want)
+	if err := inst.buffer.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+		return 0, err
+	}
+	ptr := uint32(inst.stack[0])
+	if ptr == 0 {
+		return 0, fmt.Errorf("%s(%d) could not allocate", ExportBuffer, want)
+	}
+	if uint64(ptr)+uint64(want) > uint64(inst.mem.Size()) {
+		return 0, fmt.Errorf("%s(%d) returned %d, outside memory", ExportBuffer, want, ptr)
+	}
+	inst.bufPtr, inst.bufCap = ptr, uint32(want)
+	return ptr, nil
+}
+
+// callError is a failed guest call with its kind.
+type callError struct {
+	kind ErrorKind
+	err  error
+}
+
+func (e *callError) Error() string { return fmt.Sprintf("%s: %v", e.kind, e.err) }
+func (e *callError) Unwrap() error { return e.err }
+
+func badResult(format string, args ...any) *callError {
+	return &callError{kind: KindBadResult, err: fmt.Errorf(format, args...)}
+}
+
+// call runs one hook with req and reads the guest's answer.
+func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
+	inst.calls++
+	inst.callStart, inst.timedOut = 0, false
+	if hook == HookAdmit {
+		inst.timeout = int64(inst.v.limits.AdmitTimeout)
+	} else {
+		inst.timeout = int64(inst.v.limits.AuthorizeTimeout)
+	}
+	ptr, err := inst.buf(len(req))
+	if err != nil {
+		return 0, "", nil, inst.classify(err)
+	}
+	if !inst.mem.Write(ptr, req) {
+		return 0, "", nil, badResult("%s buffer out of bounds", ExportBuffer)
+	}
+	inst.stack[0], inst.stack[1] = uint64(ptr), uint64(len(req))
+	if err := inst.fn[hook].CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+		return 0, "", nil, inst.classify(err)
+	}
+	switch v := Verdict(int32(inst.stack[0])); {
+	case v == Allow || v == NoOpinion:
+		return v, "", nil, nil
+	case v == Deny:
+		reason, cerr := inst.readReason()
+		return Deny, reason, nil, cerr
+	case v == Mutated && hook == HookAdmit:
+		mut, cerr := inst.readMutation()
+		return Mutated, "", mut, cerr
+	default:
+		return 0, "", nil, badResult("%s returned verdict %d", ExportAuthorize+"/"+ExportAdmit, int32(inst.stack[0]))
+	}
+}
+
+// classify turns a guest error into a callError.
+func (inst *instance) classify(err error) *callError {
+	switch {
+	case inst.timedOut:
+		return &callError{kind: KindTimeout, err: inst.describe(err)}
+	case strings.Contains(inst.stderr.last, "out of memory") ||
+		uint64(inst.mem.Size()) >= uint64(inst.v.limits.MemoryBytes)*9/10:
+		return &callError{kind: KindOOM, err: inst.describe(err)}
+	}
+	return &callError{kind: KindTrap, err: inst.describe(err)}
+}
+
+// readSlice calls a ptr<<32|len export and returns a view of guest memory.
+func (inst *instance) readSlice(f api.Function, name string, limit int) ([]byte, *callError) {
+	if err := f.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+		return nil, inst.classify(err)
+	}
+	ptr, n := uint32(inst.stack[0]>>32), uint32(inst.stack[0])
+	if int64(n) > int64(limit) {
+		return nil, badResult("%s is %d bytes, over the %d-byte limit", name, n, limit)
+	}
+	b, ok := inst.mem.Read(ptr, n)
+	if !ok {
+		return nil, badResult("%s (%d, %d) is outside memory", name, ptr, n)
+	}
+	return b, nil
+}
+
+func (inst *instance) readReason() (string, *callError) {
+	b, cerr := inst.readSlice(inst.reason, ExportReason, inst.v.limits.ReasonBytes)
+	if cerr != nil {
+		return "", cerr
+	}
+	if !utf8.Valid(b) {
+		return "", badResult("%s is not UTF-8", ExportReason)
+	}
+	return string(b), nil
+}
+
+func (inst *instance) readMutation() ([]byte, *callError) {
+	b, cerr := inst.readSlice(inst.mutate, ExportMutation, inst.v.limits.MutationBytes)
+	if cerr != nil {
+		return nil, cerr
+	}
+	if len(b) == 0 {
+		return nil, badResult("%s is empty", ExportMutation)
+	}
+	return bytes.Clone(b), nil
+}
+
+// recycleReason says why an instance that just served a call should be
+// retired, or "".
+func (inst *instance) recycleReason() string {
+	if inst.calls >= inst.v.limits.RecycleCalls {
+		return "calls"
+	}
+	if size := inst.mem.Size(); size > inst.memStart &&
+		uint64(size)*100 > uint64(inst.v.limits.MemoryBytes)*uint64(inst.v.limits.RecycleMemoryPercent) {
+		return "memory"
+	}
+	return ""
+}
+
+func (inst *instance) close() {
+	inst.mod.Close(context.Background())
+}

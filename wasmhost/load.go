@@ -1,0 +1,270 @@
+package wasmhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
+)
+
+// LoadError is a module refused at load or reload. Its message names the
+// policy, the file and the problem.
+type LoadError struct {
+	Policy string
+	Path   string
+	Err    error
+}
+
+func (e *LoadError) Error() string {
+	path := e.Path
+	if path == "" {
+		path = "<memory>"
+	}
+	return fmt.Sprintf("policy %q (%s): %v", e.Policy, path, e.Err)
+}
+
+func (e *LoadError) Unwrap() error { return e.Err }
+
+// ErrSHA256Mismatch is returned (wrapped in a LoadError) when a module's
+// digest differs from the configured one.
+var ErrSHA256Mismatch = errors.New("sha256 mismatch")
+
+// fuelQuantum is how much fuel (loop iterations and calls) a guest spends
+// between two check-ins with the host; ~10–20 µs of a tight loop. It bounds
+// how late a deadline is noticed and how long a GC stop-the-world can wait
+// for a spinning guest.
+const fuelQuantum = 10_000
+
+// bulkFuel is what one bulk memory instruction costs in fuel.
+const bulkFuel = 1_000
+
+// version is one loaded module of a policy: its runtime, compiled code and
+// pool. A reload builds a new version and retires the old one.
+type version struct {
+	policy   *Policy
+	cfg      Config
+	limits   Limits
+	sha256   string
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	modCfg   wazero.ModuleConfig
+	hooks    [2]bool // HookAuthorize, HookAdmit
+	initRT   bool    // exports _initialize
+	pool     *pool
+
+	compileTime time.Duration
+}
+
+// readModule returns the module bytes, enforcing the size limit before
+// reading a whole file.
+func readModule(cfg *Config, limit int64) ([]byte, error) {
+	if cfg.Binary != nil {
+		if int64(len(cfg.Binary)) > limit {
+			return nil, fmt.Errorf("module is %d bytes, over the %d-byte limit", len(cfg.Binary), limit)
+		}
+		return cfg.Binary, nil
+	}
+	f, err := os.Open(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	bin, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(bin)) > limit {
+		return nil, fmt.Errorf("module is over the %d-byte limit", limit)
+	}
+	return bin, nil
+}
+
+// wantExport is the signature an ABI export must have.
+type wantExport struct {
+	params, results []api.ValueType
+}
+
+var (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+
+	abiExports = map[string]wantExport{
+		ExportMarker:    {nil, nil},
+		ExportInitRT:    {nil, nil},
+		ExportBuffer:    {[]api.ValueType{i32}, []api.ValueType{i32}},
+		ExportInit:      {[]api.ValueType{i32, i32}, []api.ValueType{i32}},
+		ExportAuthorize: {[]api.ValueType{i32, i32}, []api.ValueType{i32}},
+		ExportAdmit:     {[]api.ValueType{i32, i32}, []api.ValueType{i32}},
+		ExportReason:    {nil, []api.ValueType{i64}},
+		ExportMutation:  {nil, []api.ValueType{i64}},
+	}
+)
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkImports refuses any import other than metastore.log and WASI preview
+// 1 functions.
+func checkImports(m *wasmbin.Module, wasi map[string]bool) error {
+	imports, err := m.Imports()
+	if err != nil {
+		return err
+	}
+	for _, imp := range imports {
+		switch {
+		case imp.Kind != wasmbin.KindFunc:
+			return fmt.Errorf("import %s.%s is not a function; only functions may be imported", imp.Module, imp.Name)
+		case imp.Module == ImportModule && imp.Name == ImportLog:
+		case imp.Module == wasi_snapshot_preview1.ModuleName && wasi[imp.Name]:
+		default:
+			return fmt.Errorf("import %s.%s is not granted (allowed: %s.%s and %s functions)",
+				imp.Module, imp.Name, ImportModule, ImportLog, wasi_snapshot_preview1.ModuleName)
+		}
+	}
+	return nil
+}
+
+// compile reads, checks, meters and compiles cfg's module into a new
+// runtime, and creates its first instance (which runs policy_init), so a
+// module that fails anywhere is refused before it serves.
+func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error) {
+	start := time.Now()
+	limits := cfg.Limits.withDefaults()
+	fail := func(err error) (*version, error) {
+		return nil, &LoadError{Policy: cfg.Name, Path: cfg.Path, Err: err}
+	}
+	if err := limits.Validate(); err != nil {
+		return fail(err)
+	}
+	bin, err := readModule(&cfg, limits.ModuleBytes)
+	if err != nil {
+		return fail(err)
+	}
+	sum := sha256.Sum256(bin)
+	digest := hex.EncodeToString(sum[:])
+	if cfg.SHA256 != "" && !strings.EqualFold(cfg.SHA256, digest) {
+		return fail(fmt.Errorf("%w: file has %s, config says %s", ErrSHA256Mismatch, digest, cfg.SHA256))
+	}
+	parsed, err := wasmbin.Parse(bin)
+	if err != nil {
+		return fail(err)
+	}
+
+	pages := uint32(limits.MemoryBytes >> 16)
+	rtCfg := wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(p.host.cache).
+		WithMemoryLimitPages(pages).
+		WithCloseOnContextDone(false) // metering stops runaway guests; see wasmbin.AddMetering
+	rt := wazero.NewRuntimeWithConfig(ctx, rtCfg)
+	defer func() {
+		if err != nil {
+			rt.Close(ctx)
+		}
+	}()
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return fail(fmt.Errorf("wasi: %w", err))
+	}
+	wasiFuncs := map[string]bool{}
+	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
+		wasiFuncs[name] = true
+	}
+	if err := checkImports(parsed, wasiFuncs); err != nil {
+		return fail(err)
+	}
+	if err := wasmbin.AddMetering(parsed, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
+		return fail(err)
+	}
+	if _, err := rt.NewHostModuleBuilder(ImportModule).
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog), []api.ValueType{i32, i32, i32}, nil).Export(ImportLog).
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel).
+		Instantiate(ctx); err != nil {
+		return fail(fmt.Errorf("host module: %w", err))
+	}
+	compiled, err := rt.CompileModule(ctx, parsed.Encode())
+	if err != nil {
+		return fail(fmt.Errorf("compile: %w", err))
+	}
+
+	v = &version{policy: p, cfg: cfg, limits: limits, sha256: digest, rt: rt, compiled: compiled}
+	if err := v.checkExports(); err != nil {
+		return fail(err)
+	}
+	v.compileTime = time.Since(start)
+	if f := p.host.events.Compiled; f != nil {
+		f(cfg.Name, v.compileTime)
+	}
+	// No filesystem, environment, arguments or real clock: wazero's
+	// defaults are a fake wall clock and nanotime, a no-op sleep and a
+	// deterministic random source; stdout is discarded.
+	v.modCfg = wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions().
+		WithStdout(io.Discard)
+	v.pool = newPool(v)
+	first, err := v.newInstance(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	v.pool.start(first)
+	return v, nil
+}
+
+func (v *version) checkExports() error {
+	fns := v.compiled.ExportedFunctions()
+	if _, ok := v.compiled.ExportedMemories()[ExportMemory]; !ok {
+		return fmt.Errorf("missing export %q (a memory)", ExportMemory)
+	}
+	if _, ok := fns[ExportMarker]; !ok {
+		return fmt.Errorf("missing export %q: not a metastore policy of ABI v1", ExportMarker)
+	}
+	for name, want := range abiExports {
+		def, ok := fns[name]
+		if !ok {
+			continue
+		}
+		if !sameTypes(def.ParamTypes(), want.params) || !sameTypes(def.ResultTypes(), want.results) {
+			return fmt.Errorf("export %q has signature %v -> %v, want %v -> %v",
+				name, def.ParamTypes(), def.ResultTypes(), want.params, want.results)
+		}
+	}
+	for _, name := range []string{ExportBuffer, ExportInit, ExportReason} {
+		if _, ok := fns[name]; !ok {
+			return fmt.Errorf("missing export %q", name)
+		}
+	}
+	_, v.hooks[HookAuthorize] = fns[ExportAuthorize]
+	_, v.hooks[HookAdmit] = fns[ExportAdmit]
+	_, v.initRT = fns[ExportInitRT]
+	if !v.hooks[HookAuthorize] && !v.hooks[HookAdmit] {
+		return fmt.Errorf("exports neither %q nor %q", ExportAuthorize, ExportAdmit)
+	}
+	if _, ok := fns[ExportMutation]; v.hooks[HookAdmit] && !ok {
+		return fmt.Errorf("missing export %q (required with %q)", ExportMutation, ExportAdmit)
+	}
+	return nil
+}
+
+// close releases the runtime once every instance is gone.
+func (v *version) close() {
+	v.rt.Close(context.Background())
+}

@@ -1,0 +1,246 @@
+package wasmhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Decision is the outcome of one policy call.
+type Decision struct {
+	Verdict Verdict
+	// Reason explains a Deny (from the guest, or the failure when on_error
+	// decided).
+	Reason string
+	// Mutation is the replacement request message after Mutated.
+	Mutation []byte
+	// Err is the policy failure that on_error turned into Verdict, or nil.
+	Err error
+	// Kind classifies Err.
+	Kind ErrorKind
+}
+
+// Policy is one configured policy: its current module version, pool and
+// guard. It is safe for concurrent use.
+type Policy struct {
+	host *Host
+	name string
+
+	cur      atomic.Pointer[version]
+	reloadMu sync.Mutex
+	closed   atomic.Bool
+
+	guard  guard
+	misses atomic.Uint64
+
+	logLimit   *rate.Limiter
+	logDropped atomic.Int64
+}
+
+// Guest log lines are rate-limited per policy.
+const (
+	logRate  = 100 // lines per second
+	logBurst = 200
+)
+
+// Load compiles, validates and initialises the policy's module; the
+// returned policy has a warm pool. The error names the file and problem.
+func (h *Host) Load(ctx context.Context, cfg Config) (*Policy, error) {
+	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst)}
+	v, err := p.compile(ctx, cfg)
+	if err != nil {
+		h.reportLoad(cfg.Name, err)
+		return nil, err
+	}
+	p.guard.init(v.limits)
+	p.cur.Store(v)
+	return p, nil
+}
+
+func (h *Host) reportLoad(name string, err error) {
+	if f := h.events.Error; f != nil {
+		f(name, HookAuthorize, KindLoad, err)
+	}
+}
+
+// Name is the policy's configured name.
+func (p *Policy) Name() string { return p.name }
+
+// Has reports whether the current module implements hook.
+func (p *Policy) Has(hook Hook) bool { return p.cur.Load().hooks[hook] }
+
+// SHA256 is the hex digest of the module serving now.
+func (p *Policy) SHA256() string { return p.cur.Load().sha256 }
+
+// Authorize runs policy_authorize on an encoded request (AppendRequest).
+func (p *Policy) Authorize(ctx context.Context, req []byte) Decision {
+	return p.Call(ctx, HookAuthorize, req)
+}
+
+// Admit runs policy_admit on an encoded admission request
+// (AppendAdmission).
+func (p *Policy) Admit(ctx context.Context, req []byte) Decision {
+	return p.Call(ctx, HookAdmit, req)
+}
+
+var errNoHook = errors.New("wasmhost: the module does not implement this hook")
+
+// Call runs one hook. A failure of any kind yields the on_error verdict with
+// Err set; the instance that failed is discarded.
+func (p *Policy) Call(ctx context.Context, hook Hook, req []byte) Decision {
+	var start time.Time
+	timed := p.host.events.Call != nil
+	if timed {
+		start = time.Now()
+	}
+	d := p.call(ctx, hook, req)
+	if timed {
+		p.host.events.Call(p.name, hook, d.Verdict, time.Since(start))
+	}
+	return d
+}
+
+func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
+	for {
+		v := p.cur.Load()
+		if !v.hooks[hook] {
+			return p.failed(v, hook, &callError{kind: KindBadResult, err: errNoHook})
+		}
+		if len(req) > v.limits.RequestBytes {
+			return p.failed(v, hook, badResult("request is %d bytes, over the %d-byte limit", len(req), v.limits.RequestBytes))
+		}
+		wait := v.limits.AuthorizeTimeout
+		if hook == HookAdmit {
+			wait = v.limits.AdmitTimeout
+		}
+		inst, err := v.pool.get(ctx, wait)
+		if err == errRetired {
+			continue // a reload swapped versions; use the new one
+		}
+		if err != nil {
+			var ce *callError
+			if !errors.As(err, &ce) {
+				ce = &callError{kind: KindTimeout, err: err}
+			}
+			return p.failed(v, hook, ce)
+		}
+		verdict, reason, mutation, cerr := inst.call(hook, req)
+		if cerr != nil {
+			v.pool.put(inst, "error")
+			return p.failed(v, hook, cerr)
+		}
+		v.pool.put(inst, inst.recycleReason())
+		p.guard.ok(p)
+		return Decision{Verdict: verdict, Reason: reason, Mutation: mutation}
+	}
+}
+
+// failed reports a failed call and applies on_error.
+func (p *Policy) failed(v *version, hook Hook, ce *callError) Decision {
+	p.reportError(hook, ce.kind, ce.err)
+	if ce.kind == KindTrap || ce.kind == KindTimeout || ce.kind == KindOOM || ce.kind == KindBadResult {
+		p.guard.failure(p)
+	}
+	return Decision{
+		Verdict: v.cfg.OnError.verdict(hook),
+		Reason:  fmt.Sprintf("policy %q failed (%s): %v", p.name, ce.kind, ce.err),
+		Err:     ce,
+		Kind:    ce.kind,
+	}
+}
+
+func (p *Policy) reportError(hook Hook, kind ErrorKind, err error) {
+	if f := p.host.events.Error; f != nil {
+		f(p.name, hook, kind, err)
+	}
+}
+
+func (p *Policy) log(level int32, msg []byte) {
+	f := p.host.events.Log
+	if f == nil {
+		return
+	}
+	if !p.logLimit.Allow() {
+		n := p.logDropped.Add(1)
+		if d := p.host.events.LogDropped; d != nil && n%logBurst == 1 {
+			d(p.name, int(n))
+		}
+		return
+	}
+	f(p.name, level, string(msg))
+}
+
+// Reload loads cfg as the policy's new module: compile, validate and
+// initialise it off the request path, swap it in atomically, then drain the
+// old version (calls in flight finish on it). If the new module fails, the
+// old one keeps serving and the error is returned and reported.
+func (p *Policy) Reload(ctx context.Context, cfg Config) error {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	if p.closed.Load() {
+		return errors.New("wasmhost: policy closed")
+	}
+	cfg.Name = p.name
+	v, err := p.compile(ctx, cfg)
+	if err != nil {
+		p.host.reportLoad(p.name, err)
+		if f := p.host.events.Reloaded; f != nil {
+			f(p.name, err)
+		}
+		return err
+	}
+	p.guard.init(v.limits)
+	old := p.cur.Swap(v)
+	old.pool.retire()
+	if f := p.host.events.Reloaded; f != nil {
+		f(p.name, nil)
+	}
+	return nil
+}
+
+// Close retires the pool; calls in flight finish first.
+func (p *Policy) Close() {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	if p.closed.Swap(true) {
+		return
+	}
+	p.cur.Load().pool.retire()
+}
+
+// Stats is a snapshot of a policy's state, for metrics.
+type Stats struct {
+	SHA256      string
+	Instances   int    // live instances
+	Misses      uint64 // calls that found no idle instance
+	Degraded    bool
+	CompileTime time.Duration
+	// MemoryBytes is the linear memory of the idle instances.
+	MemoryBytes uint64
+}
+
+// Stats returns the current numbers.
+func (p *Policy) Stats() Stats {
+	v := p.cur.Load()
+	s := Stats{
+		SHA256:      v.sha256,
+		Instances:   v.pool.size(),
+		Misses:      p.misses.Load(),
+		Degraded:    p.guard.degraded.Load(),
+		CompileTime: v.compileTime,
+	}
+	for i := range v.pool.shards {
+		sh := &v.pool.shards[i]
+		sh.mu.Lock()
+		for _, inst := range sh.items {
+			s.MemoryBytes += uint64(inst.mem.Size())
+		}
+		sh.mu.Unlock()
+	}
+	return s
+}

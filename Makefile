@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz
+.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz policies
 
 all: build
 
@@ -53,6 +53,17 @@ vet:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# Example policies (Go SDK, wasip1 reactors) into testdata/policies/, and the
+# hostile fixtures (builder-made and the Go one) into testdata/hostile/.
+POLICIES := tenantisolation freeze valuerules stampowner
+WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags=-s
+policies:
+	@mkdir -p testdata/policies testdata/hostile
+	@for p in $(POLICIES); do echo "testdata/policies/$$p.wasm"; $(WASMBUILD) -o testdata/policies/$$p.wasm ./policies/$$p || exit 1; done
+	$(WASMBUILD) -o testdata/hostile/gohostile.wasm ./testdata/hostile/gohostile
+	$(GO) run ./wasmhost/internal/fixtures/genfixtures testdata/hostile
+	@cd testdata && sha256sum policies/*.wasm > policies/SHA256SUMS
 
 bench: build tools
 	./scripts/bench.sh

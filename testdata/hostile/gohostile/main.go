@@ -1,0 +1,65 @@
+// Command gohostile is a hostile guest written with the Go SDK: its
+// "mode" setting picks the misbehaviour of every call, so one build covers
+// what a real Go policy can do wrong. wasmhost's tests prove each contained.
+//
+// Modes: loop (spins forever), panic (a Go panic), oom (allocates until the
+// memory limit), exit (calls os.Exit), garbage (returns verdict 42),
+// bigreason (a reason over the limit), bigmutation (a mutation over the
+// limit), ok (allows; the control).
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+
+	"github.com/metastore-dev/metastore/policies/policy"
+)
+
+var (
+	mode string
+	sink [][]byte
+)
+
+func init() {
+	policy.HandleInit(func(raw []byte) error {
+		var s struct {
+			Mode string `json:"mode"`
+		}
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return err
+		}
+		mode = s.Mode
+		return nil
+	})
+	policy.HandleAuthorize(func(*policy.Request) policy.Result { return misbehave() })
+	policy.HandleAdmit(func(*policy.Request, policy.Admission) policy.Result { return misbehave() })
+}
+
+func misbehave() policy.Result {
+	switch mode {
+	case "loop":
+		n := 0
+		for {
+			n++
+		}
+	case "panic":
+		var m map[string]int
+		m["boom"]++ // nil map write
+	case "oom":
+		for {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+	case "exit":
+		os.Exit(3)
+	case "garbage":
+		return policy.Result{Verdict: 42}
+	case "bigreason":
+		return policy.Deny(strings.Repeat("r", 64<<10))
+	case "bigmutation":
+		return policy.Mutate(make([]byte, 4<<20))
+	}
+	return policy.Allow()
+}
+
+func main() {}

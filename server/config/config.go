@@ -18,6 +18,12 @@ type Config struct {
 	Reliability Reliability `yaml:"reliability"`
 	Logging     Logging     `yaml:"logging"`
 	Monitoring  Monitoring  `yaml:"monitoring"`
+
+	Authorization Authorization `yaml:"authorization"`
+	// Policies are the WebAssembly policies (YAML only).
+	Policies []Policy `yaml:"policies"`
+	// Tenants own key prefixes, with quotas and rate limits (YAML only).
+	Tenants []Tenant `yaml:"tenants"`
 }
 
 // Server holds listen addresses.
@@ -163,5 +169,9 @@ func Default() *Config {
 		Reliability: Reliability{PanicRecovery: true},
 		Logging:     Logging{Level: "info", Format: "text"},
 		Monitoring:  Monitoring{SlowRequestThreshold: 100 * time.Millisecond},
+		Authorization: Authorization{
+			Chain:               []string{"policies", "rbac"},
+			PolicyWatchInterval: 2 * time.Second,
+		},
 	}
 }

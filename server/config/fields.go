@@ -37,6 +37,9 @@ func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
 			continue
 		}
 		idx := append(append([]int(nil), index...), i)
+		if isStructList(f.Type) {
+			continue // policies, tenants: YAML only (see structlist.go)
+		}
 		if f.Type.Kind() == reflect.Struct {
 			out = append(out, collectLeaves(f.Type, prefix+name+".", idx)...)
 			continue
@@ -83,8 +86,13 @@ func (l *leaf) value(c *Config) reflect.Value {
 // set parses s and stores it in c. The error says what is wrong with s but
 // not where it came from; callers prefix the key, variable or flag.
 func (l *leaf) set(c *Config, s string) error {
-	v := l.value(c)
-	if l.typ == durationType {
+	return setValue(l.value(c), s, l.bytes)
+}
+
+// setValue parses s into v by v's type (bytes: an integer that accepts size
+// units).
+func setValue(v reflect.Value, s string, bytes bool) error {
+	if v.Type() == durationType {
 		d, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("invalid duration %q (want a Go duration such as 100ms, 5s, 1h30m)", s)
@@ -92,12 +100,18 @@ func (l *leaf) set(c *Config, s string) error {
 		v.SetInt(int64(d))
 		return nil
 	}
-	switch l.typ.Kind() {
+	switch typ := v.Type(); typ.Kind() {
 	case reflect.String:
 		v.SetString(s)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("invalid number %q", s)
+		}
+		v.SetFloat(f)
 	case reflect.Slice:
-		if l.typ.Elem().Kind() != reflect.String {
-			panic("config: unsupported slice type for " + l.key)
+		if typ.Elem().Kind() != reflect.String {
+			panic("config: unsupported slice type " + typ.String())
 		}
 		v.Set(reflect.ValueOf(splitList(s)))
 	case reflect.Bool:
@@ -107,25 +121,25 @@ func (l *leaf) set(c *Config, s string) error {
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		n, err := parseInt(s, l.typ.Bits(), l.bytes)
+		n, err := parseInt(s, typ.Bits(), bytes)
 		if err != nil {
 			return err
 		}
 		v.SetInt(n)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		n, err := parseInt(s, 64, l.bytes)
+		n, err := parseInt(s, 64, bytes)
 		if err != nil {
 			return err
 		}
 		if n < 0 {
 			return fmt.Errorf("must be >= 0, got %d", n)
 		}
-		if l.typ.Bits() < 64 && uint64(n) > uint64(1)<<l.typ.Bits()-1 {
-			return fmt.Errorf("%d is out of range (max %d)", n, uint64(1)<<l.typ.Bits()-1)
+		if typ.Bits() < 64 && uint64(n) > uint64(1)<<typ.Bits()-1 {
+			return fmt.Errorf("%d is out of range (max %d)", n, uint64(1)<<typ.Bits()-1)
 		}
 		v.SetUint(uint64(n))
 	default:
-		panic("config: unsupported field type " + l.typ.String() + " for " + l.key)
+		panic("config: unsupported field type " + typ.String())
 	}
 	return nil
 }

@@ -40,11 +40,12 @@ const (
 	groupLimits      = "Limits"
 	groupAuth        = "Auth"
 	groupMaintenance = "Maintenance"
+	groupPolicies    = "Policies (the policies and tenants lists are set in the YAML file)"
 	groupLogging     = "Logging and monitoring"
 	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
 )
 
-var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupMaintenance, groupLogging, groupCompat}
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupPolicies, groupMaintenance, groupLogging, groupCompat}
 
 var flagDefs = []flagDef{
 	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
@@ -78,6 +79,9 @@ var flagDefs = []flagDef{
 	{name: "auth-token", group: groupAuth, key: "auth.token", usage: "Token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'."},
 	{name: "auth-token-ttl", group: groupAuth, key: "auth.token_ttl", translate: secondsOrDuration, usage: "Lifetime of a simple auth token, in seconds (or a duration such as 5m)."},
 	{name: "bcrypt-cost", group: groupAuth, key: "auth.bcrypt_cost", usage: "bcrypt cost factor for password hashing (4-31)."},
+
+	{name: "authorization-chain", group: groupPolicies, key: "authorization.chain", usage: "Comma-separated authorizers in order: policies (wasm policies with the authorize hook) and rbac."},
+	{name: "policy-watch-interval", group: groupPolicies, key: "authorization.policy_watch_interval", usage: "How often policy modules are checked for changes and reloaded; 0 disables (SIGHUP still reloads)."},
 
 	{name: "auto-compaction-mode", group: groupMaintenance, key: "maintenance.auto_compaction_mode", usage: "Interpret --auto-compaction-retention as 'periodic' (a duration; bare numbers are hours) or 'revision' (a revision count)."},
 	{name: "auto-compaction-retention", group: groupMaintenance, key: "maintenance.auto_compaction_retention", usage: "Auto compaction retention; 0 disables auto compaction."},

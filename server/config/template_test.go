@@ -65,6 +65,12 @@ func TestTemplateListsEveryKey(t *testing.T) {
 // [] where Default() leaves a list nil.
 func normalize(c *Config) *Config {
 	c2 := *c
+	if len(c2.Policies) == 0 {
+		c2.Policies = nil
+	}
+	if len(c2.Tenants) == 0 {
+		c2.Tenants = nil
+	}
 	for _, l := range leaves {
 		v := l.value(&c2)
 		if l.typ.Kind() == reflect.Slice && v.Len() == 0 {

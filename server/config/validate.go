@@ -70,6 +70,8 @@ func (c *Config) Validate() error {
 
 	p.nonNegative("monitoring.slow_request_threshold", c.Monitoring.SlowRequestThreshold)
 
+	c.validatePolicies(&p)
+
 	return errors.Join(p...)
 }
 

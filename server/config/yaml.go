@@ -92,6 +92,10 @@ func (d *yamlDecoder) mapping(n *yaml.Node, t reflect.Type, prefix string) {
 			d.errorf(k, path, "unknown key%s", suggest(prefix, k.Value))
 			continue
 		}
+		if isStructList(f.Type) { // only at the top level: f.Index is from Config
+			d.structList(v, reflect.ValueOf(d.cfg).Elem().FieldByIndex(f.Index), path)
+			continue
+		}
 		if f.Type.Kind() == reflect.Struct {
 			d.mapping(v, f.Type, path+".")
 			continue

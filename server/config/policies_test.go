@@ -1,0 +1,158 @@
+package config
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodSHA = "9f2c2a6f4f1b1f0a6d5e8c3b7a9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f70819"
+
+func TestPoliciesAndTenantsYAML(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "t.wasm"), []byte("\x00asm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "metastore.yaml")
+	yaml := `
+authorization:
+  chain: [rbac, policies]
+  policy_watch_interval: 0s
+tenants:
+  - name: team-a
+    prefix: /tenants/team-a/
+    quota: { max_keys: 100000, max_bytes: 256MiB }
+    rate_limit: { qps: 500, burst: 1000 }
+  - name: team-b
+    prefix: /tenants/team-b/
+policies:
+  - name: tenant-isolation
+    module: policies/t.wasm
+    sha256: ` + goodSHA + `
+    hooks: [authorize]
+    match: { prefixes: [/tenants/], roles: [dev] }
+    settings: { users_own_prefix: true, admin_roles: [root], nested: { n: 1.5 } }
+    on_error: no_opinion
+    mode: audit
+    limits: { memory: 8MiB, authorize_timeout: 2ms, instances: 4 }
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := Load([]string{"--config-file", path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Authorization; strings.Join(got.Chain, ",") != "rbac,policies" || got.PolicyWatchInterval != 0 {
+		t.Errorf("authorization %+v", got)
+	}
+	if len(cfg.Tenants) != 2 {
+		t.Fatalf("tenants %+v", cfg.Tenants)
+	}
+	a := cfg.Tenants[0]
+	if a.Name != "team-a" || a.Prefix != "/tenants/team-a/" || a.Quota.MaxKeys != 100000 || a.Quota.MaxBytes != 256<<20 ||
+		a.RateLimit.QPS != 500 || a.RateLimit.Burst != 1000 {
+		t.Errorf("tenant %+v", a)
+	}
+	if ten := cfg.TenantFor([]byte("/tenants/team-b/x")); ten == nil || ten.Name != "team-b" {
+		t.Errorf("TenantFor: %+v", ten)
+	}
+	if cfg.TenantFor([]byte("/tenants/team-c/x")) != nil {
+		t.Error("TenantFor found a tenant for an unowned key")
+	}
+	if len(cfg.Policies) != 1 {
+		t.Fatalf("policies %+v", cfg.Policies)
+	}
+	p := cfg.Policies[0]
+	if p.Module != filepath.Join(dir, "policies", "t.wasm") {
+		t.Errorf("module path %q not resolved against the config file", p.Module)
+	}
+	var settings map[string]any
+	if err := json.Unmarshal(p.Settings, &settings); err != nil || settings["users_own_prefix"] != true ||
+		settings["nested"].(map[string]any)["n"] != 1.5 {
+		t.Errorf("settings %s: %v", p.Settings, err)
+	}
+	if !p.HasHook("authorize") || p.HasHook("admit") || p.OnError != "no_opinion" || p.Mode != "audit" ||
+		p.Match.Prefixes[0] != "/tenants/" || p.Match.Roles[0] != "dev" ||
+		p.Limits.Memory != 8<<20 || p.Limits.AuthorizeTimeout != 2*time.Millisecond || p.Limits.Instances != 4 {
+		t.Errorf("policy %+v", p)
+	}
+}
+
+func TestPolicyConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "p.wasm")
+	if err := os.WriteFile(wasm, []byte("\x00asm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "bad.yaml")
+	yaml := `
+authorization:
+  chain: [policies, opa, policies]
+tenants:
+  - name: a
+    prefix: /t/
+    quota: { max_keys: -1, max_bytz: 1 }
+  - name: a
+    prefix: /t/a/
+    rate_limit: { qps: lots }
+policies:
+  - name: p
+    module: missing.wasm
+    sha256: abc
+    hooks: [authorise]
+    on_error: explode
+    mode: loud
+    limits: { memory: 1KiB, authorize_timeout: -1ms }
+  - name: p
+    module: p.wasm
+    sha256: ` + goodSHA + `
+    match: { prefixes: [""] }
+  - module: p.wasm
+    sha256: ` + goodSHA + `
+    hooks: [admit]
+    unknown: 1
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := Load([]string{"--config-file", path}, nil)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		path + ":7: tenants[0].quota.max_bytz: unknown key (known: max_bytes, max_keys)",
+		path + `:10: tenants[1].rate_limit.qps: invalid number "lots"`,
+		path + ":26: policies[2].unknown: unknown key",
+		`authorization.chain: unknown authorizer "opa"`,
+		`authorization.chain: "policies" listed twice`,
+		"tenants[0] (a).quota.max_keys: must be >= 0, got -1",
+		`tenants[1] (a).name: duplicate tenant name "a"`,
+		`tenants[1] (a).prefix: "/t/a/" overlaps tenant "a"'s prefix "/t/"`,
+		"policies[0] (p).module: stat " + filepath.Join(dir, "missing.wasm") + ": no such file or directory",
+		`policies[0] (p).sha256: must be the module's SHA-256 as 64 hex digits`,
+		`policies[0] (p).hooks: unknown hook "authorise"`,
+		`policies[0] (p).on_error: unknown value "explode"`,
+		`policies[0] (p).mode: unknown mode "loud"`,
+		"policies[0] (p).limits.memory: must be between 64KiB and 4GiB, got 1024",
+		"policies[0] (p).limits.authorize_timeout: must be >= 0, got -1ms",
+		`policies[1] (p).name: duplicate policy name "p"`,
+		"policies[1] (p).hooks: must list authorize and/or admit",
+		"policies[1] (p).match.prefixes: must not contain an empty prefix",
+		"policies[2].name: must not be empty",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("full error:\n%s", msg)
+	}
+}

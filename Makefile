@@ -62,7 +62,7 @@ policies:
 	@mkdir -p testdata/policies testdata/hostile
 	@for p in $(POLICIES); do echo "testdata/policies/$$p.wasm"; $(WASMBUILD) -o testdata/policies/$$p.wasm ./policies/$$p || exit 1; done
 	$(WASMBUILD) -o testdata/hostile/gohostile.wasm ./testdata/hostile/gohostile
-	$(GO) run ./wasmhost/internal/fixtures/genfixtures testdata/hostile
+	$(GO) run ./wasmhost/wasmtest/genfixtures testdata/hostile
 	@cd testdata && sha256sum policies/*.wasm > policies/SHA256SUMS
 
 bench: build tools

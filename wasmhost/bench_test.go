@@ -11,7 +11,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/metastore-dev/metastore/wasmhost/internal/fixtures"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
 )
 
@@ -79,7 +79,7 @@ func BenchmarkTenantIsolationDecisionParallel(b *testing.B) {
 // module and request, calling the export directly: no guard at all, our
 // metering, and wazero's WithCloseOnContextDone with a per-call deadline.
 func BenchmarkDeadlineGuard(b *testing.B) {
-	raw := fixtures.GoPolicy(b, tenantPkg)
+	raw := wasmtest.GoPolicy(b, tenantPkg)
 	req := tenantRequest(b)
 	for _, mode := range []string{"none", "metering", "close-on-context-done"} {
 		b.Run(mode, func(b *testing.B) {
@@ -149,7 +149,7 @@ func BenchmarkDeadlineGuard(b *testing.B) {
 // check, meter, compile, first instance) with a cold compilation cache and
 // with a warm on-disk one (a restart).
 func BenchmarkCompile(b *testing.B) {
-	bin := fixtures.GoPolicy(b, tenantPkg)
+	bin := wasmtest.GoPolicy(b, tenantPkg)
 	for _, warm := range []bool{false, true} {
 		name := "cold"
 		if warm {

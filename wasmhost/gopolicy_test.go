@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metastore-dev/metastore/wasmhost/internal/fixtures"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
 func loadGo(t testing.TB, h *Host, pkg, settings string, mod func(*Config)) *Policy {
 	t.Helper()
-	cfg := Config{Name: pkg, Path: pkg + ".wasm", Binary: fixtures.GoPolicy(t, pkg), Settings: []byte(settings)}
+	cfg := Config{Name: pkg, Path: pkg + ".wasm", Binary: wasmtest.GoPolicy(t, pkg), Settings: []byte(settings)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -64,7 +64,7 @@ func TestGoTenantIsolation(t *testing.T) {
 		t.Fatalf("admit without handler: %+v", d)
 	}
 	// Settings the policy rejects fail the load with its message.
-	_, err := h.Load(ctx, Config{Name: "ti", Path: "ti.wasm", Binary: fixtures.GoPolicy(t, "policies/tenantisolation"), Settings: []byte(`{"root": "x"}`)})
+	_, err := h.Load(ctx, Config{Name: "ti", Path: "ti.wasm", Binary: wasmtest.GoPolicy(t, "policies/tenantisolation"), Settings: []byte(`{"root": "x"}`)})
 	if err == nil || !strings.Contains(err.Error(), `"root" must end with "/"`) || !strings.Contains(err.Error(), "ti.wasm") {
 		t.Fatalf("bad settings: %v", err)
 	}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metastore-dev/metastore/wasmhost/internal/fixtures"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
-var modules = fixtures.Modules()
+var modules = wasmtest.Modules()
 
 type recorder struct {
 	mu         sync.Mutex
@@ -129,10 +129,10 @@ func TestVerdicts(t *testing.T) {
 	}{
 		{"allow", HookAuthorize, Allow, "", ""},
 		{"allow", HookAdmit, Allow, "", ""},
-		{"deny", HookAuthorize, Deny, fixtures.ReasonText, ""},
-		{"deny", HookAdmit, Deny, fixtures.ReasonText, ""},
+		{"deny", HookAuthorize, Deny, wasmtest.ReasonText, ""},
+		{"deny", HookAdmit, Deny, wasmtest.ReasonText, ""},
 		{"noopinion", HookAuthorize, NoOpinion, "", ""},
-		{"mutate", HookAdmit, Mutated, "", fixtures.MutationText},
+		{"mutate", HookAdmit, Mutated, "", wasmtest.MutationText},
 	} {
 		p := load(t, h, tc.module, nil)
 		d := p.Call(ctx, tc.hook, req)
@@ -275,7 +275,7 @@ func TestLoadErrors(t *testing.T) {
 		{"too-big", Config{Path: write("b.wasm", allow), Limits: Limits{ModuleBytes: 100}}, "over the 100-byte limit"},
 		{"garbage", Config{Path: write("g.wasm", []byte("not wasm at all"))}, "bad magic"},
 		{"missing-file", Config{Path: filepath.Join(dir, "nope.wasm")}, "no such file"},
-		{"init-rejects", Config{Path: write("r.wasm", modules["init-rejects"])}, "policy_init rejected the settings: " + fixtures.ReasonText},
+		{"init-rejects", Config{Path: write("r.wasm", modules["init-rejects"])}, "policy_init rejected the settings: " + wasmtest.ReasonText},
 		{"init-loops", Config{Path: write("l.wasm", modules["init-loops"]), Limits: Limits{InitTimeout: 20 * time.Millisecond}}, "deadline of 20ms exceeded"},
 		{"bad-limits", Config{Path: write("a.wasm", allow), Limits: Limits{MemoryBytes: 100}}, "memory limit 100"},
 	} {

@@ -6,12 +6,12 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/metastore-dev/metastore/wasmhost/internal/fixtures"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	fixtures.Cleanup()
+	wasmtest.Cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			os.Stderr.WriteString("goleak: " + err.Error() + "\n")

@@ -23,6 +23,7 @@ import (
 
 	"github.com/metastore-dev/metastore/server"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/policycmd"
 )
 
 // version is the metastore release, set at build time with
@@ -64,6 +65,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 			return 0
 		case "snapshot":
 			return snapshotCmd(args[1:], stdout, stderr)
+		case "policy":
+			return policycmd.Run(ctx, args[1:], stdout, stderr)
 		}
 		if !strings.HasPrefix(args[0], "-") {
 			fmt.Fprintf(stderr, "metastore: unknown command %q\nRun 'metastore --help' for usage.\n", args[0])
@@ -177,6 +180,11 @@ const usageHeader = `Usage:
 
   metastore snapshot restore FILE --data-dir DIR
     Restore a snapshot saved with 'etcdctl snapshot save' into DIR.
+
+  metastore policy eval --module M.wasm --request R.yaml
+  metastore policy bench --module M.wasm --request R.yaml
+    Run a WebAssembly policy against sample requests without a server, or
+    time it ('metastore policy help' for the options).
 
   metastore help | -h | --help
     Show this help.

@@ -1,0 +1,19 @@
+// Package policycmd implements `metastore policy eval` and `metastore policy
+// bench`: run a policy module against sample requests written in YAML,
+// without a server, and print the verdict, reason and mutation; or time it.
+//
+// A request file holds one request or a list of them:
+//
+//	hook: admit                  # authorize (default without a message) or admit
+//	op: put                      # range, put, delete_range, txn, watch, lease_revoke, compact, admin
+//	user: alice
+//	roles: [dev]
+//	tenant: {name: team-a, keys: 10, bytes: 2048}
+//	put: {key: /apps/a, value: '{"name":"a"}'}
+//
+// Instead of put, a request may carry delete_range {key, range_end} or txn
+// {compare, success, failure} (see Request), or explicit ranges
+// [{perm: read|write, key, end, prefix: true}] for an authorization. When
+// ranges are not given they are derived from the message as the server
+// derives them.
+package policycmd

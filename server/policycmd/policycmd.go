@@ -1,0 +1,294 @@
+package policycmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/wasmhost"
+)
+
+// Usage is the help text of `metastore policy`.
+const Usage = `Usage:
+  metastore policy eval  --module M.wasm --request R.yaml [options]
+  metastore policy bench --module M.wasm --request R.yaml [options] [--n N] [--concurrency C]
+
+eval runs every request of R.yaml through the module and prints the
+verdict, reason and mutation; bench times the first request.
+
+Options:
+  --settings JSON       settings handed to policy_init (or @file)
+  --sha256 HEX          refuse the module unless it has this digest
+  --config FILE --policy NAME
+                        take module, sha256, settings, limits and on_error from
+                        a policies: entry of a metastore config file
+  --timeout D           per-call deadline (default: the policy's, 5ms/20ms)
+`
+
+// Run executes `metastore policy ARGS` and returns the exit status: 0 when
+// every request was evaluated (whatever the verdicts), 1 when the module
+// or a request could not be used, 2 on a malformed command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, Usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	sub := args[0]
+	if sub != "eval" && sub != "bench" {
+		fmt.Fprintf(stderr, "metastore policy: unknown command %q\n%s", sub, Usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("metastore policy "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	module := fs.String("module", "", "")
+	request := fs.String("request", "", "")
+	settings := fs.String("settings", "", "")
+	sha := fs.String("sha256", "", "")
+	cfgFile := fs.String("config", "", "")
+	policyName := fs.String("policy", "", "")
+	timeout := fs.Duration("timeout", 0, "")
+	n := fs.Int("n", 100_000, "")
+	conc := fs.Int("concurrency", 1, "")
+	if err := fs.Parse(args[1:]); err != nil {
+		fmt.Fprintf(stderr, "metastore policy %s: %v\n%s", sub, err, Usage)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "metastore policy %s: unexpected argument %q\n", sub, fs.Arg(0))
+		return 2
+	}
+	pcfg := wasmhost.Config{Name: "eval", Path: *module, SHA256: *sha}
+	if *cfgFile != "" || *policyName != "" {
+		if err := fromConfig(&pcfg, *cfgFile, *policyName); err != nil {
+			fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
+			return 1
+		}
+		if *module != "" {
+			pcfg.Path = *module
+		}
+	}
+	if pcfg.Name == "eval" {
+		pcfg.Name = filepath.Base(pcfg.Path)
+	}
+	if pcfg.Path == "" || *request == "" {
+		fmt.Fprintf(stderr, "metastore policy %s: --module (or --config and --policy) and --request are required\n", sub)
+		return 2
+	}
+	if *settings != "" {
+		s := []byte(*settings)
+		if strings.HasPrefix(*settings, "@") {
+			var err error
+			if s, err = os.ReadFile((*settings)[1:]); err != nil {
+				fmt.Fprintf(stderr, "metastore policy %s: settings: %v\n", sub, err)
+				return 1
+			}
+		}
+		pcfg.Settings = s
+	}
+	if *timeout > 0 {
+		pcfg.Limits.AuthorizeTimeout, pcfg.Limits.AdmitTimeout = *timeout, *timeout
+	}
+	reqs, err := ReadRequests(*request)
+	if err != nil {
+		fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
+		return 1
+	}
+	compiled := make([]*Compiled, len(reqs))
+	for i := range reqs {
+		if compiled[i], err = reqs[i].Compile(); err != nil {
+			fmt.Fprintf(stderr, "metastore policy %s: %s request %d: %v\n", sub, *request, i, err)
+			return 1
+		}
+	}
+
+	var logMu sync.Mutex
+	var compileTime, initTime time.Duration
+	host, err := wasmhost.NewHost(wasmhost.Options{Events: wasmhost.Events{
+		Log: func(_ string, level int32, msg string) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			fmt.Fprintf(stderr, "policy log [%s]: %s\n", levelName(level), msg)
+		},
+		Compiled:        func(_ string, d time.Duration) { compileTime = d },
+		InstanceCreated: func(_ string, d time.Duration) { initTime = d },
+	}})
+	if err != nil {
+		fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
+		return 1
+	}
+	defer host.Close(context.Background())
+	if sub == "eval" {
+		pcfg.Limits.Instances = 1
+	}
+	start := time.Now()
+	p, err := host.Load(ctx, pcfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
+		return 1
+	}
+	defer p.Close()
+	loadTime := time.Since(start)
+
+	if sub == "eval" {
+		for i, c := range compiled {
+			name := c.Name
+			if name == "" {
+				name = fmt.Sprintf("request %d", i)
+			}
+			printDecision(stdout, name, c, p.Call(ctx, c.Hook, c.Encoded))
+		}
+		return 0
+	}
+	return bench(ctx, stdout, p, compiled[0], *n, *conc, loadTime, compileTime, initTime)
+}
+
+func levelName(l int32) string {
+	switch l {
+	case 0:
+		return "debug"
+	case 1:
+		return "info"
+	case 2:
+		return "warn"
+	}
+	return "error"
+}
+
+// fromConfig fills cfg from a policies: entry of a metastore config file.
+func fromConfig(cfg *wasmhost.Config, file, name string) error {
+	if file == "" || name == "" {
+		return errors.New("--config and --policy go together")
+	}
+	c, _, err := config.Load([]string{"--config-file", file}, nil)
+	if err != nil {
+		return fmt.Errorf("config %s:\n%w", file, err)
+	}
+	for _, pol := range c.Policies {
+		if pol.Name != name {
+			continue
+		}
+		*cfg, err = HostConfig(&pol, c.Limits.MaxRequestBytes)
+		return err
+	}
+	return fmt.Errorf("config %s has no policy %q", file, name)
+}
+
+// HostConfig converts a policies: entry into the host's Config (the server
+// uses it too).
+func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error) {
+	onErr, err := wasmhost.ParseOnError(pol.OnError)
+	if err != nil {
+		return wasmhost.Config{}, err
+	}
+	l := pol.Limits
+	return wasmhost.Config{
+		Name: pol.Name, Path: pol.Module, SHA256: pol.SHA256, Settings: pol.Settings, OnError: onErr,
+		Limits: wasmhost.Limits{
+			ModuleBytes: l.ModuleSize, MemoryBytes: l.Memory,
+			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout,
+			Instances: l.Instances, ReasonBytes: l.ReasonBytes,
+			// A request is at most the largest client request plus the
+			// header; a mutation replaces a client request.
+			RequestBytes: maxRequestBytes + 64<<10, MutationBytes: maxRequestBytes,
+		},
+	}, nil
+}
+
+func printDecision(w io.Writer, name string, c *Compiled, d wasmhost.Decision) {
+	fmt.Fprintf(w, "%s (%s):\n  verdict: %s\n", name, c.Hook, d.Verdict)
+	if d.Reason != "" {
+		fmt.Fprintf(w, "  reason: %q\n", d.Reason)
+	}
+	if d.Err != nil {
+		fmt.Fprintf(w, "  error: %s (on_error decided the verdict)\n", d.Kind)
+	}
+	if d.Mutation != nil {
+		fmt.Fprintf(w, "  mutation: %s\n", describeMutation(c.Kind, d.Mutation))
+	}
+}
+
+func describeMutation(kind wasmhost.AdmitKind, b []byte) string {
+	var m interface {
+		Unmarshal([]byte) error
+		String() string
+	}
+	switch kind {
+	case wasmhost.AdmitPut:
+		m = &pb.PutRequest{}
+	case wasmhost.AdmitDeleteRange:
+		m = &pb.DeleteRangeRequest{}
+	case wasmhost.AdmitTxn:
+		m = &pb.TxnRequest{}
+	default:
+		return fmt.Sprintf("%x", b)
+	}
+	if err := m.Unmarshal(b); err != nil {
+		return fmt.Sprintf("%x (does not decode as %T: %v)", b, m, err)
+	}
+	return fmt.Sprintf("%T{%s}", m, m.String())
+}
+
+func bench(ctx context.Context, w io.Writer, p *wasmhost.Policy, c *Compiled, n, conc int, load, compile, init time.Duration) int {
+	conc = max(conc, 1)
+	per := max(n/conc, 1)
+	lat := make([][]time.Duration, conc)
+	verdicts := make([]map[wasmhost.Verdict]int, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := make([]time.Duration, 0, per)
+			v := map[wasmhost.Verdict]int{}
+			for i := 0; i < per; i++ {
+				t := time.Now()
+				d := p.Call(ctx, c.Hook, c.Encoded)
+				l = append(l, time.Since(t))
+				v[d.Verdict]++
+			}
+			lat[g], verdicts[g] = l, v
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	total := map[wasmhost.Verdict]int{}
+	for g := range conc {
+		all = append(all, lat[g]...)
+		for v, k := range verdicts[g] {
+			total[v] += k
+		}
+	}
+	slices.Sort(all)
+	q := func(f float64) time.Duration { return all[min(len(all)-1, int(f*float64(len(all))))] }
+	fmt.Fprintf(w, "module:       %s\n", filepath.Base(p.Name()))
+	fmt.Fprintf(w, "load:         %v (compile %v, first instance %v)\n", load.Round(time.Microsecond), compile.Round(time.Microsecond), init.Round(time.Microsecond))
+	fmt.Fprintf(w, "calls:        %d (%s, concurrency %d, GOMAXPROCS %d)\n", len(all), c.Hook, conc, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(w, "throughput:   %.0f calls/s\n", float64(len(all))/elapsed.Seconds())
+	fmt.Fprintf(w, "latency:      p50 %v  p90 %v  p99 %v  max %v\n", q(0.5), q(0.9), q(0.99), all[len(all)-1])
+	var vs []string
+	for v, k := range total {
+		vs = append(vs, fmt.Sprintf("%s=%d", v, k))
+	}
+	slices.Sort(vs)
+	fmt.Fprintf(w, "verdicts:     %s\n", strings.Join(vs, " "))
+	st := p.Stats()
+	fmt.Fprintf(w, "instances:    %d live, %d pool misses, %d KiB memory idle\n", st.Instances, st.Misses, st.MemoryBytes>>10)
+	return 0
+}

@@ -11,8 +11,8 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
 const tenantPkg = "policies/tenantisolation"

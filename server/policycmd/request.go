@@ -27,10 +27,10 @@ type Request struct {
 		Keys  uint64 `yaml:"keys"`
 		Bytes uint64 `yaml:"bytes"`
 	} `yaml:"tenant"`
-	Ranges      []RangeSpec  `yaml:"ranges"`
-	Put         *PutSpec     `yaml:"put"`
-	DeleteRange *DeleteSpec  `yaml:"delete_range"`
-	Txn         *TxnSpec     `yaml:"txn"`
+	Ranges      []RangeSpec   `yaml:"ranges"`
+	Put         *PutSpec      `yaml:"put"`
+	DeleteRange *DeleteSpec   `yaml:"delete_range"`
+	Txn         *TxnSpec      `yaml:"txn"`
 	Range       *RangeReqSpec `yaml:"range"`
 }
 
@@ -88,9 +88,9 @@ type CompareSpec struct {
 // OpSpec is one RequestOp: exactly one field set.
 type OpSpec struct {
 	Range       *RangeReqSpec `yaml:"range"`
-	Put         *PutSpec     `yaml:"put"`
-	DeleteRange *DeleteSpec  `yaml:"delete_range"`
-	Txn         *TxnSpec     `yaml:"txn"`
+	Put         *PutSpec      `yaml:"put"`
+	DeleteRange *DeleteSpec   `yaml:"delete_range"`
+	Txn         *TxnSpec      `yaml:"txn"`
 }
 
 // TxnSpec is a TxnRequest.

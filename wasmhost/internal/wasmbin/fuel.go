@@ -63,6 +63,9 @@ func AddMetering(m *Module, cfg Metering) error {
 	if s := m.Section(SecImport); s != nil {
 		r := &reader{b: s.Payload}
 		n := r.u32()
+		if r.err != nil {
+			return fmt.Errorf("import section: %w", r.err)
+		}
 		ip = AppendU32(nil, n+1)
 		ip = append(ip, s.Payload[r.off:]...)
 	} else {
@@ -147,6 +150,10 @@ func addType(m *Module, params, results []byte) (uint32, error) {
 	}
 	r := &reader{b: s.Payload}
 	n := r.u32()
+	if r.err != nil {
+		return 0, fmt.Errorf("type section: %w", r.err)
+	}
+	body := r.off
 	for i := uint32(0); i < n; i++ {
 		start := r.off
 		form := r.byte()
@@ -163,7 +170,7 @@ func addType(m *Module, params, results []byte) (uint32, error) {
 		}
 	}
 	p := AppendU32(nil, n+1)
-	p = append(p, s.Payload[len(AppendU32(nil, n)):]...)
+	p = append(p, s.Payload[body:]...)
 	p = append(p, want...)
 	s.Payload = p
 	return n, nil

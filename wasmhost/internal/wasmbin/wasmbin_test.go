@@ -1,0 +1,165 @@
+package wasmbin
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+func TestLEB(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 63, 64, -64, -65, 1 << 40, -1 << 40} {
+		r := &reader{b: AppendS64(nil, v)}
+		r.skipLEB(10)
+		if r.err != nil || r.off != len(r.b) {
+			t.Errorf("%d: %v", v, r.err)
+		}
+	}
+	for _, v := range []uint32{0, 127, 128, 1 << 31, 1<<32 - 1} {
+		r := &reader{b: AppendU32(nil, v)}
+		if got := r.u32(); got != v || r.err != nil {
+			t.Errorf("u32 %d: got %d %v", v, got, r.err)
+		}
+	}
+}
+
+// meteredModule builds a module that exercises every place AddMetering
+// renumbers: an import, a start function, exports, an element segment used
+// by call_indirect, ref.func in a global initialiser, and a name section.
+func meteredModule() []byte {
+	b := &Builder{}
+	b.ImportFunc("env", "seven", nil, []byte{I32}) // func 0
+	b.Memory(1, -1)
+	g := b.GlobalI32(0) // set by start
+	// func 1: start: global g = 1
+	start := b.Func(nil, nil, nil, Code(I32Const(1), []byte{0x24}, AppendU32(nil, g), []byte{0x0b}))
+	// func 2: double(x) = x*2 (leaf, with a loop that runs once)
+	double := b.Func([]byte{I32}, []byte{I32}, nil, Code(
+		[]byte{0x03, 0x40, 0x0b}, // loop end
+		[]byte{0x20, 0x00}, I32Const(2), []byte{0x6c, 0x0b}))
+	// func 3: run() = table[0](seven()) + g + loop sum 1..100
+	run := b.Func(nil, []byte{I32}, []byte{1, 2, I32}, Code(
+		[]byte{0x10}, AppendU32(nil, 0), // call seven
+		I32Const(0), []byte{0x11}, AppendU32(nil, b.Type([]byte{I32}, []byte{I32})), []byte{0x00}, // call_indirect (i32->i32), table 0
+		[]byte{0x23}, AppendU32(nil, g), []byte{0x6a}, // + g
+		// local0 = 100; loop { local1 += local0; local0--; br_if local0 }
+		I32Const(100), []byte{0x21, 0x00},
+		[]byte{0x03, 0x40},
+		[]byte{0x20, 0x01, 0x20, 0x00, 0x6a, 0x21, 0x01},
+		[]byte{0x20, 0x00}, I32Const(1), []byte{0x6b, 0x22, 0x00, 0x0d, 0x00},
+		[]byte{0x0b},
+		[]byte{0x20, 0x01, 0x6a, 0x0b}))
+	b.Export("run", KindFunc, run)
+	b.Export("double", KindFunc, double)
+	b.Export("memory", KindMemory, 0)
+	bin := b.Bytes()
+	m, err := Parse(bin)
+	if err != nil {
+		panic(err)
+	}
+	// Hand-add the table, element segment, start and a name section, which
+	// the builder does not make.
+	m.setSection(SecTable, []byte{1, 0x70, 0x00, 0x01}) // 1 funcref table, min 1
+	m.setSection(SecStart, AppendU32(nil, start))
+	elem := []byte{1, 0x00}               // one segment, flags 0
+	elem = append(elem, 0x41, 0x00, 0x0b) // offset i32.const 0
+	elem = append(elem, 1)                // one function
+	elem = AppendU32(elem, double)        // double
+	m.setSection(SecElement, elem)
+	names := []byte{1} // function names subsection
+	sub := AppendU32(nil, 1)
+	sub = AppendU32(sub, run)
+	sub = AppendName(sub, "run")
+	names = AppendU32(names, uint32(len(sub)))
+	names = append(names, sub...)
+	m.Sections = append(m.Sections, Section{ID: SecCustom, Name: "name", Payload: names})
+	m.Sections = append(m.Sections, Section{ID: SecCustom, Name: ".debug_info", Payload: []byte{1, 2, 3}})
+	return m.Encode()
+}
+
+func TestMeteringPreservesBehaviour(t *testing.T) {
+	bin := meteredModule()
+	ctx := context.Background()
+	want := int32(14 + 1 + 5050)
+	for _, metered := range []bool{false, true} {
+		b := bin
+		checks := 0
+		if metered {
+			m, err := Parse(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := AddMetering(m, Metering{Module: "host", Name: "fuel", BulkCost: 10}); err != nil {
+				t.Fatal(err)
+			}
+			b = m.Encode()
+			m2, _ := Parse(b)
+			for _, s := range m2.Sections {
+				if s.Name == ".debug_info" {
+					t.Error("debug section kept")
+				}
+			}
+			if m2.Section(SecCustom) == nil {
+				t.Error("name section dropped")
+			}
+		}
+		r := wazero.NewRuntime(ctx)
+		env := r.NewHostModuleBuilder("env").NewFunctionBuilder().
+			WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 7 }), nil, []api.ValueType{api.ValueTypeI32}).Export("seven")
+		if _, err := env.Instantiate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.NewHostModuleBuilder("host").NewFunctionBuilder().
+			WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 3 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+			Instantiate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mod, err := r.Instantiate(ctx, b)
+		if err != nil {
+			t.Fatalf("metered=%v: %v", metered, err)
+		}
+		res, err := mod.ExportedFunction("run").Call(ctx)
+		if err != nil || int32(res[0]) != want {
+			t.Fatalf("metered=%v: run() = %v, %v; want %d", metered, res, err, want)
+		}
+		if metered && checks < 30 {
+			// 100 loop iterations at 3 fuel per check-in.
+			t.Errorf("only %d check-ins", checks)
+		}
+		r.Close(ctx)
+	}
+}
+
+func TestUnsupportedOpcodeRefused(t *testing.T) {
+	b := &Builder{}
+	b.Export("f", KindFunc, b.Func(nil, nil, nil, []byte{0xf0, 0x0b}))
+	m, err := Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AddMetering(m, Metering{Module: "h", Name: "f"}); err == nil {
+		t.Fatal("unknown opcode accepted")
+	}
+}
+
+func FuzzParseAndMeter(f *testing.F) {
+	f.Add(meteredModule())
+	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Parse(b)
+		if err != nil {
+			return
+		}
+		enc := m.Encode()
+		if !bytes.Equal(enc, b) {
+			// Parse/Encode is exact for well-framed input.
+			m2, err := Parse(enc)
+			if err != nil || !bytes.Equal(m2.Encode(), enc) {
+				t.Fatal("encode is not stable")
+			}
+		}
+		_ = AddMetering(m, Metering{Module: "h", Name: "f", BulkCost: 1})
+	})
+}

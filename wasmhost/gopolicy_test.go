@@ -70,25 +70,25 @@ func TestGoTenantIsolation(t *testing.T) {
 	}
 }
 
-func TestGoFreezeLogs(t *testing.T) {
+// TestGoLogs checks a Go guest's log lines (at init and during a call)
+// reach Events.Log.
+func TestGoLogs(t *testing.T) {
 	rec := &recorder{}
 	h := newHost(t, rec)
-	p := loadGo(t, h, "policies/freeze", `{"frozen": true, "prefixes": ["/config/"], "message": "release freeze"}`, relaxed)
-	req, err := AppendAdmission(nil, &Request{Op: OpPut, Ranges: []Range{{Perm: PermWrite, Key: []byte("/config/a")}}}, AdmitPut, []byte("\x0a\x09/config/a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := p.Admit(context.Background(), req); d.Verdict != Deny || !strings.Contains(d.Reason, "release freeze") {
+	p := loadGo(t, h, "testdata/hostile/gohostile", `{"mode": "log"}`, relaxed)
+	if d := p.Authorize(context.Background(), testRequest(t)); d.Verdict != Allow {
 		t.Fatalf("%+v", d)
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	found := false
-	for _, l := range rec.logs {
-		found = found || strings.Contains(l, "freeze active on 1 prefixes")
-	}
-	if !found {
-		t.Fatalf("guest log line not delivered: %q", rec.logs)
+	for _, want := range []string{"gohostile mode=log", "gohostile was called"} {
+		found := false
+		for _, l := range rec.logs {
+			found = found || l == want
+		}
+		if !found {
+			t.Errorf("guest log line %q not delivered: %q", want, rec.logs)
+		}
 	}
 }
 
@@ -117,10 +117,14 @@ func TestGoHostileContained(t *testing.T) {
 	} {
 		p := loadGo(t, h, "testdata/hostile/gohostile", `{"mode": "`+tc.mode+`"}`, func(c *Config) {
 			c.Limits, c.Name = limits, tc.mode
+			if tc.mode != "loop" {
+				// Only the loop is meant to time out; the rest (growing to
+				// the memory cap, making 4 MB) may take a while under -race
+				// on a busy machine.
+				c.Limits.AuthorizeTimeout, c.Limits.AdmitTimeout = 10*time.Second, 10*time.Second
+			}
 			if tc.mode == "oom" {
-				// Growing to the cap takes the Go runtime a while (it
-				// collects between growths); give it time to hit the wall.
-				c.Limits.MemoryBytes, c.Limits.AuthorizeTimeout = 24<<20, time.Second
+				c.Limits.MemoryBytes = 24 << 20
 			}
 		})
 		r := req
@@ -132,7 +136,7 @@ func TestGoHostileContained(t *testing.T) {
 		if d.Kind != tc.kind || d.Verdict != Deny || d.Err == nil {
 			t.Errorf("%s: got %+v (%v), want on_error deny with kind %s", tc.mode, d, d.Err, tc.kind)
 		}
-		if took := time.Since(start); took > 2*time.Second {
+		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("%s: took %v", tc.mode, took)
 		}
 		if d := good.Authorize(context.Background(), req); d.Verdict != Allow {

@@ -81,7 +81,7 @@ func newHost(t testing.TB, rec *recorder) *Host {
 	if rec != nil {
 		ev = rec.events()
 	}
-	h, err := NewHost(Options{Events: ev})
+	h, err := NewHost(Options{Events: ev, CacheDir: wasmtest.CacheDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

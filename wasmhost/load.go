@@ -220,12 +220,21 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 		WithName("").
 		WithStartFunctions().
 		WithStdout(io.Discard)
+	// The whole pool is warmed here, off the request path: a reloaded
+	// version must not meet its first burst of calls with one instance.
 	v.pool = newPool(v)
-	first, err := v.newInstance(ctx)
-	if err != nil {
-		return fail(err)
+	warm := make([]*instance, 0, v.pool.target)
+	for range v.pool.target {
+		inst, err := v.newInstance(ctx)
+		if err != nil {
+			for _, w := range warm {
+				w.close()
+			}
+			return fail(err)
+		}
+		warm = append(warm, inst)
 	}
-	v.pool.start(first)
+	v.pool.start(warm)
 	return v, nil
 }
 

@@ -90,6 +90,12 @@ func (p *Policy) Admit(ctx context.Context, req []byte) Decision {
 
 var errNoHook = errors.New("wasmhost: the module does not implement this hook")
 
+// instanceWait bounds how long a call queues for an idle instance (the
+// caller's context may end it sooner). Queueing is not guest time: with
+// GOMAXPROCS instances a waiter normally gets one within a call's length,
+// so this only ends waits on a pool that cannot refill.
+const instanceWait = time.Second
+
 // Call runs one hook. A failure of any kind yields the on_error verdict with
 // Err set; the instance that failed is discarded.
 func (p *Policy) Call(ctx context.Context, hook Hook, req []byte) Decision {
@@ -114,11 +120,7 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 		if len(req) > v.limits.RequestBytes {
 			return p.failed(v, hook, badResult("request is %d bytes, over the %d-byte limit", len(req), v.limits.RequestBytes))
 		}
-		wait := v.limits.AuthorizeTimeout
-		if hook == HookAdmit {
-			wait = v.limits.AdmitTimeout
-		}
-		inst, err := v.pool.get(ctx, wait)
+		inst, err := v.pool.get(ctx, instanceWait)
 		if err == errRetired {
 			continue // a reload swapped versions; use the new one
 		}

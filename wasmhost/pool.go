@@ -56,10 +56,12 @@ func newPool(v *version) *pool {
 	}
 }
 
-// start adds the first instance (created at load) and starts the filler.
-func (p *pool) start(first *instance) {
-	p.live.Store(1)
-	p.push(first)
+// start adds the instances created at load and starts the filler.
+func (p *pool) start(warm []*instance) {
+	p.live.Store(int32(len(warm)))
+	for _, inst := range warm {
+		p.push(inst)
+	}
 	go p.fill()
 	p.kick()
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -35,6 +36,8 @@ Options:
                         take module, sha256, settings, limits and on_error from
                         a policies: entry of a metastore config file
   --timeout D           per-call deadline (default: the policy's, 5ms/20ms)
+  --cache-dir DIR       compilation cache (default: the user cache directory;
+                        "" compiles in memory every time)
 `
 
 // Run executes `metastore policy ARGS` and returns the exit status: 0 when
@@ -62,6 +65,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfgFile := fs.String("config", "", "")
 	policyName := fs.String("policy", "", "")
 	timeout := fs.Duration("timeout", 0, "")
+	cacheDir := fs.String("cache-dir", defaultCacheDir(), "")
 	n := fs.Int("n", 100_000, "")
 	conc := fs.Int("concurrency", 1, "")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -117,15 +121,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	var logMu sync.Mutex
-	var compileTime, initTime time.Duration
-	host, err := wasmhost.NewHost(wasmhost.Options{Events: wasmhost.Events{
+	var compileTime, initTime atomic.Int64
+	host, err := wasmhost.NewHost(wasmhost.Options{CacheDir: *cacheDir, Events: wasmhost.Events{
 		Log: func(_ string, level int32, msg string) {
 			logMu.Lock()
 			defer logMu.Unlock()
 			fmt.Fprintf(stderr, "policy log [%s]: %s\n", levelName(level), msg)
 		},
-		Compiled:        func(_ string, d time.Duration) { compileTime = d },
-		InstanceCreated: func(_ string, d time.Duration) { initTime = d },
+		Compiled:        func(_ string, d time.Duration) { compileTime.Store(int64(d)) },
+		InstanceCreated: func(_ string, d time.Duration) { initTime.CompareAndSwap(0, int64(d)) },
 	}})
 	if err != nil {
 		fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
@@ -154,7 +158,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	return bench(ctx, stdout, p, compiled[0], *n, *conc, loadTime, compileTime, initTime)
+	return bench(ctx, stdout, p, compiled[0], *n, *conc, loadTime, time.Duration(compileTime.Load()), time.Duration(initTime.Load()))
+}
+
+// defaultCacheDir keeps compiled policies between runs of eval and bench.
+func defaultCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "metastore", "wasm-cache")
 }
 
 func levelName(l int32) string {

@@ -5,7 +5,8 @@
 // Modes: loop (spins forever), panic (a Go panic), oom (allocates until the
 // memory limit), exit (calls os.Exit), garbage (returns verdict 42),
 // bigreason (a reason over the limit), bigmutation (a mutation over the
-// limit), ok (allows; the control).
+// limit), log (logs a line and allows), ok (allows; the control). Every
+// instance logs its mode at init.
 package main
 
 import (
@@ -30,6 +31,7 @@ func init() {
 			return err
 		}
 		mode = s.Mode
+		policy.Logf(policy.LevelInfo, "gohostile mode=%s", mode)
 		return nil
 	})
 	policy.HandleAuthorize(func(*policy.Request) policy.Result { return misbehave() })
@@ -52,6 +54,8 @@ func misbehave() policy.Result {
 		}
 	case "exit":
 		os.Exit(3)
+	case "log":
+		policy.Log(policy.LevelWarn, "gohostile was called")
 	case "garbage":
 		return policy.Result{Verdict: 42}
 	case "bigreason":

@@ -452,3 +452,25 @@ func TestCompilationCacheDir(t *testing.T) {
 		t.Fatalf("cache dir is empty: %v", err)
 	}
 }
+
+func TestCallAfterClose(t *testing.T) {
+	h := newHost(t, nil)
+	p, err := h.Load(context.Background(), Config{Name: "allow", Binary: modules["allow"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	done := make(chan Decision, 1)
+	go func() { done <- p.Authorize(context.Background(), testRequest(t)) }()
+	select {
+	case d := <-done:
+		if d.Verdict != Deny || !errors.Is(d.Err, errClosed) {
+			t.Fatalf("%+v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call on a closed policy hangs")
+	}
+	if err := p.Reload(context.Background(), Config{Binary: modules["allow"]}); !errors.Is(err, errClosed) {
+		t.Fatalf("reload after close: %v", err)
+	}
+}

@@ -88,7 +88,10 @@ func (p *Policy) Admit(ctx context.Context, req []byte) Decision {
 	return p.Call(ctx, HookAdmit, req)
 }
 
-var errNoHook = errors.New("wasmhost: the module does not implement this hook")
+var (
+	errNoHook = errors.New("wasmhost: the module does not implement this hook")
+	errClosed = errors.New("wasmhost: policy closed")
+)
 
 // instanceWait bounds how long a call queues for an idle instance (the
 // caller's context may end it sooner). Queueing is not guest time: with
@@ -122,7 +125,10 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 		}
 		inst, err := v.pool.get(ctx, instanceWait)
 		if err == errRetired {
-			continue // a reload swapped versions; use the new one
+			if p.cur.Load() != v {
+				continue // a reload swapped versions; use the new one
+			}
+			return p.failed(v, hook, &callError{kind: KindInit, err: errClosed})
 		}
 		if err != nil {
 			var ce *callError
@@ -185,7 +191,7 @@ func (p *Policy) Reload(ctx context.Context, cfg Config) error {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	if p.closed.Load() {
-		return errors.New("wasmhost: policy closed")
+		return errClosed
 	}
 	cfg.Name = p.name
 	v, err := p.compile(ctx, cfg)

@@ -20,7 +20,7 @@ var forbidden = map[string][]string{
 	"server/apply": {"server/config", "cmd"},
 	// The SDK is compiled into every guest: it stays free of the server.
 	"policies": {"server", "mvcc", "auth", "lease", "wasmhost", "cmd"},
-	"server":       {"cmd"},
+	"server":   {"cmd"},
 }
 
 // external dependencies that must never be in the metastore binary.

@@ -66,6 +66,9 @@ func toGRPCError(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	if g, ok := policyDenial(err); ok {
+		return g
+	}
 	for _, e := range grpcErrors {
 		if errors.Is(err, e.err) {
 			return e.grpc

@@ -67,7 +67,8 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkPutRequest(r); err != nil {
 		return nil, err
 	}
-	res, err := s.proposeAuthorized(ctx, &apply.Request{Put: r}, func(id identity) error {
+	areq := &apply.Request{Put: r}
+	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
 		if err := s.checkRequestSize(r.Size()); err != nil {
 			return err
 		}
@@ -75,12 +76,18 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
 			return apply.ErrNoSpace
 		}
-		return s.authorizeKV(ctx, id, auth.OpPut, func(ar *auth.Request) {
+		if err := s.authorizeKV(ctx, id, auth.OpPut, func(ar *auth.Request) {
 			if r.PrevKv {
 				ar.Flags = auth.FlagPrevKV
 			}
 			s.addPut(ar, id, r)
-		})
+		}); err != nil || !s.hasAdmission() {
+			return err
+		}
+		// Admission starts from the client's request on every attempt.
+		final, err := s.admitPut(ctx, id, r)
+		areq.Put = final
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -95,17 +102,23 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if err := checkDeleteRequest(r); err != nil {
 		return nil, err
 	}
-	res, err := s.proposeAuthorized(ctx, &apply.Request{DeleteRange: r}, func(id identity) error {
+	areq := &apply.Request{DeleteRange: r}
+	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
 		if err := s.checkRequestSize(r.Size()); err != nil {
 			return err
 		}
-		return s.authorizeKV(ctx, id, auth.OpDeleteRange, func(ar *auth.Request) {
+		if err := s.authorizeKV(ctx, id, auth.OpDeleteRange, func(ar *auth.Request) {
 			ar.Add(auth.PermWrite, r.Key, r.RangeEnd)
 			if r.PrevKv {
 				ar.Flags = auth.FlagPrevKV
 				ar.Add(auth.PermRead, r.Key, r.RangeEnd)
 			}
-		})
+		}); err != nil || !s.hasAdmission() {
+			return err
+		}
+		final, err := s.admitDeleteRange(ctx, id, r)
+		areq.DeleteRange = final
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -147,14 +160,21 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		s.fillHeader(resp.Header)
 		return resp, nil
 	}
-	res, err := s.proposeAuthorized(ctx, &apply.Request{Txn: r}, func(id identity) error {
+	areq := &apply.Request{Txn: r}
+	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
 		if err := s.checkRequestSize(r.Size()); err != nil {
 			return err
 		}
 		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) && apply.TxnHasPut(r) {
 			return apply.ErrNoSpace
 		}
-		return authorize(id)
+		if err := authorize(id); err != nil || !s.hasAdmission() {
+			return err
+		}
+		// Both branches are admitted up front, as one message.
+		final, err := s.admitTxn(ctx, id, r)
+		areq.Txn = final
+		return err
 	})
 	if err != nil {
 		return nil, err

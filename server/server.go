@@ -56,6 +56,11 @@ type Server struct {
 	// rbacOnly is set when authz is the RBAC alone, which allows everything
 	// while auth is disabled: requests then skip authorization entirely.
 	rbacOnly bool
+	// policies are the WebAssembly policies; nil when none are configured.
+	policies *policySet
+	// reloadConfig re-reads the configuration for a policy reload (set by
+	// the command; nil reloads with the current one).
+	reloadConfig func() (*config.Config, error)
 	// leaseKeys returns the keys attached to a lease (set by the lessor).
 	leaseKeys func(id int64) [][]byte
 
@@ -110,6 +115,9 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if err := s.openAuth(); err != nil {
+		return nil, err
+	}
+	if err := s.openPolicies(); err != nil {
 		return nil, err
 	}
 	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth}); err != nil {
@@ -261,8 +269,33 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// SetConfigReloader gives the server the function that re-reads the
+// configuration when policies are reloaded (on SIGHUP or a changed module
+// file). Call it before Run.
+func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.reloadConfig = f }
+
+// Reload re-reads the configuration (through the reloader, if set) and
+// reloads the policies; see ReloadPolicies.
+func (s *Server) Reload(ctx context.Context) error {
+	var cfg *config.Config
+	if s.reloadConfig != nil {
+		c, err := s.reloadConfig()
+		if err != nil {
+			s.lg.Error("reload: the configuration is invalid; nothing reloaded", "err", err)
+			return err
+		}
+		cfg = c
+	}
+	return s.ReloadPolicies(ctx, cfg)
+}
+
 // startBackground starts the loops that run beside request handling.
 func (s *Server) startBackground(ctx context.Context) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.watchPolicies(ctx, s.Reload)
+	}()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -333,6 +366,7 @@ func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
 	}
+	s.policies.close()
 	if s.tokens != nil {
 		s.tokens.Close()
 	}

@@ -116,6 +116,28 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 		lg.Error("cannot start metastore", "err", err)
 		return 1
 	}
+	// SIGHUP (and a changed policy module, which the server watches for)
+	// reloads the policies from a fresh read of the same configuration.
+	srv.SetConfigReloader(func() (*config.Config, error) {
+		c, _, err := config.Load(args, env)
+		return c, err
+	})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				lg.Info("SIGHUP: reloading policies")
+				if err := srv.Reload(ctx); err != nil {
+					lg.Error("reload failed", "err", err)
+				}
+			}
+		}
+	}()
 	// A Run that reports the cancellation we asked for is a clean stop.
 	if err := srv.Run(ctx); err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		lg.Error("metastore stopped with an error", "err", err)

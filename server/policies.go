@@ -340,7 +340,10 @@ func (s *Server) admitPut(ctx context.Context, id identity, r *pb.PutRequest) (*
 func (s *Server) admitDeleteRange(ctx context.Context, id identity, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRequest, error) {
 	return admission(ctx, s, id, auth.OpDeleteRange, wasmhost.AdmitDeleteRange, r,
 		addDeleteRange,
-		func(b []byte) (*pb.DeleteRangeRequest, error) { m := &pb.DeleteRangeRequest{}; return m, m.Unmarshal(b) },
+		func(b []byte) (*pb.DeleteRangeRequest, error) {
+			m := &pb.DeleteRangeRequest{}
+			return m, m.Unmarshal(b)
+		},
 		checkDeleteRequest)
 }
 

@@ -23,6 +23,9 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := checkRangeRequest(r); err != nil {
 		return nil, err
 	}
+	if err := s.checkTenantRate(r.Key); err != nil {
+		return nil, err
+	}
 	var resp *pb.RangeResponse
 	err := s.readAuthorized(ctx, func(id identity) error {
 		return s.authorizeKV(ctx, id, auth.OpRange, func(ar *auth.Request) {
@@ -67,6 +70,9 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkPutRequest(r); err != nil {
 		return nil, err
 	}
+	if err := s.checkTenantRate(r.Key); err != nil {
+		return nil, err
+	}
 	areq := &apply.Request{Put: r}
 	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
 		if err := s.checkRequestSize(r.Size()); err != nil {
@@ -81,13 +87,19 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 				ar.Flags = auth.FlagPrevKV
 			}
 			s.addPut(ar, id, r)
-		}); err != nil || !s.hasAdmission() {
+		}); err != nil {
 			return err
 		}
-		// Admission starts from the client's request on every attempt.
-		final, err := s.admitPut(ctx, id, r)
-		areq.Put = final
-		return err
+		areq.Put = r
+		if s.hasAdmission() {
+			// Admission starts from the client's request on every attempt.
+			final, err := s.admitPut(ctx, id, r)
+			if err != nil {
+				return err
+			}
+			areq.Put = final
+		}
+		return s.checkQuota(ctx, areq.Put, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -100,6 +112,9 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
 	s := k.s
 	if err := checkDeleteRequest(r); err != nil {
+		return nil, err
+	}
+	if err := s.checkTenantRate(r.Key); err != nil {
 		return nil, err
 	}
 	areq := &apply.Request{DeleteRange: r}
@@ -140,6 +155,9 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	if _, _, err := checkIntervals(r.Failure); err != nil {
 		return nil, err
 	}
+	if err := s.checkTenantRate(firstKey(r)); err != nil {
+		return nil, err
+	}
 	authorize := func(id identity) error {
 		return s.authorizeKV(ctx, id, auth.OpTxn, func(ar *auth.Request) { s.addTxn(ar, id, r) })
 	}
@@ -168,13 +186,19 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) && apply.TxnHasPut(r) {
 			return apply.ErrNoSpace
 		}
-		if err := authorize(id); err != nil || !s.hasAdmission() {
+		if err := authorize(id); err != nil {
 			return err
 		}
-		// Both branches are admitted up front, as one message.
-		final, err := s.admitTxn(ctx, id, r)
-		areq.Txn = final
-		return err
+		areq.Txn = r
+		if s.hasAdmission() {
+			// Both branches are admitted up front, as one message.
+			final, err := s.admitTxn(ctx, id, r)
+			if err != nil {
+				return err
+			}
+			areq.Txn = final
+		}
+		return s.checkQuota(ctx, nil, areq.Txn)
 	})
 	if err != nil {
 		return nil, err

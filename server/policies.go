@@ -136,15 +136,6 @@ func (s *Server) openPolicies() error {
 	return nil
 }
 
-// tenantOf names the configured tenant owning key. Usage is not counted
-// yet, so it reports zeros.
-func (s *Server) tenantOf(key []byte) (string, uint64, uint64) {
-	if t := s.cfg.TenantFor(key); t != nil {
-		return t.Name, 0, 0
-	}
-	return "", 0, 0
-}
-
 func (ps *policySet) close() {
 	if ps == nil {
 		return

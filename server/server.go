@@ -75,6 +75,7 @@ type Server struct {
 	addrs        []string
 	metrics      *metrics
 	limiter      *rateLimiter // nil: no rate limits
+	tenants      *tenantSet   // nil: no tenants configured
 
 	stopOnce sync.Once
 	bg       sync.WaitGroup // background loops, stopped before storage closes
@@ -120,7 +121,8 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err := s.openPolicies(); err != nil {
 		return nil, err
 	}
-	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth}); err != nil {
+	s.tenants = newTenantSet(cfg.Tenants)
+	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants)}); err != nil {
 		return nil, err
 	}
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnBatch: s.metrics.observeBatch}); err != nil {

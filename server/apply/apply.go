@@ -35,8 +35,9 @@ type Result struct {
 // Applier applies requests to the store. Apply is deterministic given the
 // store's state: no clocks, randomness or I/O besides the batch.
 type Applier struct {
-	leases LeaseChecker
-	auth   *auth.Store
+	leases  LeaseChecker
+	auth    *auth.Store
+	tenants *tenantUsage
 	// alarms is replaced, never mutated, so readers outside the applier
 	// (Status, health) need no lock.
 	alarms atomic.Pointer[[]*pb.AlarmMember]
@@ -48,6 +49,9 @@ type Options struct {
 	Leases LeaseChecker
 	// Auth is the auth store the Auth requests mutate; nil refuses them.
 	Auth *auth.Store
+	// Tenants are counted: live keys and bytes per prefix, kept with every
+	// write and persisted with it.
+	Tenants []Tenant
 }
 
 const metaAlarms = "alarms"
@@ -55,6 +59,13 @@ const metaAlarms = "alarms"
 // New loads the applier's persistent state (alarms) from the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
 	a := &Applier{leases: opts.Leases, auth: opts.Auth}
+	if len(opts.Tenants) > 0 {
+		u, err := loadTenants(s, opts.Tenants)
+		if err != nil {
+			return nil, err
+		}
+		a.tenants = u
+	}
 	a.alarms.Store(&[]*pb.AlarmMember{})
 	raw, err := s.Meta(metaAlarms)
 	if err != nil {
@@ -104,12 +115,12 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 			return Result{Err: err}
 		}
 		resp, err := put(tx, r.Put)
-		return result(resp, err)
+		return a.counted(b, tx, resp, err)
 	case r.DeleteRange != nil:
 		tx := b.Txn()
 		defer tx.End()
 		resp, err := deleteRange(tx, r.DeleteRange)
-		return result(resp, err)
+		return a.counted(b, tx, resp, err)
 	case r.Txn != nil:
 		if a.hasAlarm(pb.AlarmType_NOSPACE) && txnHasPut(r.Txn) {
 			return Result{Err: ErrNoSpace}
@@ -117,7 +128,7 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 		tx := b.Txn()
 		defer tx.End()
 		resp, err := a.txn(context.Background(), tx, r.Txn)
-		return result(resp, err)
+		return a.counted(b, tx, resp, err)
 	case r.Compaction != nil:
 		done, err := b.Compact(r.Compaction.Revision)
 		if err != nil {
@@ -133,6 +144,19 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 		return result(resp, err)
 	}
 	return Result{Err: fmt.Errorf("apply: unsupported request %s", r.String())}
+}
+
+// counted is result for a write: it also brings the tenants' usage up to
+// date with the write's changes (every path that changes keys goes through
+// it).
+func (a *Applier) counted(b *mvcc.Batch, tx WriteView, resp any, err error) Result {
+	if err == nil {
+		err = a.tenants.account(b, tx.Changes())
+	}
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Result{Resp: resp}
 }
 
 func result[T any](resp *T, err error) Result {

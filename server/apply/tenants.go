@@ -1,0 +1,205 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/metastore-dev/metastore/mvcc"
+)
+
+// Tenant is a configured tenant as apply sees it: the owner of every key
+// with Prefix. Prefixes do not nest (the configuration checks it).
+type Tenant struct {
+	Name   string
+	Prefix []byte
+}
+
+// tenantCounter holds one tenant's usage. Apply writes it; the server reads
+// it concurrently for quota checks and policy requests.
+type tenantCounter struct {
+	Tenant
+	keys  atomic.Int64
+	bytes atomic.Int64 // keys plus values
+	// One request's changes, accumulated by account (apply goroutine only).
+	marked        bool
+	dKeys, dBytes int64
+}
+
+// tenantUsage counts live keys and their bytes per tenant. The counts are
+// kept by Apply from each request's changes and persisted in the same batch
+// (metadata "tenant/<name>": prefix, keys, bytes), so they survive restarts
+// exactly; a tenant whose prefix changed, or that is new, is counted from
+// the store at start-up.
+type tenantUsage struct {
+	list []*tenantCounter
+}
+
+// ErrTenantUnknown is returned by Usage for a name that is not configured.
+var ErrTenantUnknown = errors.New("apply: unknown tenant")
+
+func metaTenant(name string) string { return "tenant/" + name }
+
+func encodeUsage(t *tenantCounter) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(t.Prefix)))
+	b = append(b, t.Prefix...)
+	b = binary.AppendVarint(b, t.keys.Load())
+	return binary.AppendVarint(b, t.bytes.Load())
+}
+
+// decodeUsage returns the persisted counts if they were kept for prefix.
+func decodeUsage(raw, prefix []byte) (keys, byts int64, ok bool) {
+	n, k := binary.Uvarint(raw)
+	if k <= 0 || uint64(len(raw)-k) < n {
+		return 0, 0, false
+	}
+	p, rest := raw[k:k+int(n)], raw[k+int(n):]
+	if !bytes.Equal(p, prefix) {
+		return 0, 0, false
+	}
+	keys, k1 := binary.Varint(rest)
+	if k1 <= 0 {
+		return 0, 0, false
+	}
+	byts, k2 := binary.Varint(rest[k1:])
+	if k2 <= 0 {
+		return 0, 0, false
+	}
+	return keys, byts, true
+}
+
+func prefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] < 0xff {
+			end := append([]byte(nil), prefix[:i+1]...)
+			end[i]++
+			return end
+		}
+	}
+	return []byte{} // mvcc: every key >= prefix
+}
+
+// countPrefix counts the live keys under prefix and their bytes, a page at
+// a time.
+func countPrefix(s *mvcc.Store, prefix []byte) (keys, byts int64, err error) {
+	tx, err := s.Read()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer tx.End()
+	end := prefixEnd(prefix)
+	from := prefix
+	for {
+		rr, err := tx.Range(context.Background(), from, end, mvcc.RangeOptions{Limit: 1000})
+		if err != nil {
+			return 0, 0, err
+		}
+		for i := range rr.KVs {
+			keys++
+			byts += int64(len(rr.KVs[i].Key) + len(rr.KVs[i].Value))
+		}
+		if len(rr.KVs) < 1000 {
+			return keys, byts, nil
+		}
+		from = append(bytes.Clone(rr.KVs[len(rr.KVs)-1].Key), 0)
+	}
+}
+
+func loadTenants(s *mvcc.Store, tenants []Tenant) (*tenantUsage, error) {
+	u := &tenantUsage{}
+	for _, t := range tenants {
+		c := &tenantCounter{Tenant: Tenant{Name: t.Name, Prefix: bytes.Clone(t.Prefix)}}
+		raw, err := s.Meta(metaTenant(t.Name))
+		if err != nil {
+			return nil, err
+		}
+		keys, byts, ok := decodeUsage(raw, t.Prefix)
+		if !ok {
+			if keys, byts, err = countPrefix(s, t.Prefix); err != nil {
+				return nil, fmt.Errorf("apply: count tenant %q: %w", t.Name, err)
+			}
+		}
+		c.keys.Store(keys)
+		c.bytes.Store(byts)
+		u.list = append(u.list, c)
+	}
+	return u, nil
+}
+
+func (u *tenantUsage) of(key []byte) *tenantCounter {
+	if u == nil {
+		return nil
+	}
+	for _, t := range u.list {
+		if bytes.HasPrefix(key, t.Prefix) {
+			return t
+		}
+	}
+	return nil
+}
+
+// account applies one request's changes to the counters and persists the
+// tenants whose usage moved, in the same batch.
+func (u *tenantUsage) account(b *mvcc.Batch, changes []mvccpb.Event) error {
+	if u == nil || len(u.list) == 0 || len(changes) == 0 {
+		return nil
+	}
+	var touched []*tenantCounter
+	for i := range changes {
+		ev := &changes[i]
+		t := u.of(ev.Kv.Key)
+		if t == nil {
+			continue
+		}
+		if !t.marked {
+			t.marked = true
+			touched = append(touched, t)
+		}
+		switch {
+		case ev.Type == mvccpb.PUT && ev.PrevKv == nil:
+			t.dKeys++
+			t.dBytes += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+		case ev.Type == mvccpb.PUT:
+			t.dBytes += int64(len(ev.Kv.Value) - len(ev.PrevKv.Value))
+		case ev.Type == mvccpb.DELETE && ev.PrevKv != nil:
+			t.dKeys--
+			t.dBytes -= int64(len(ev.PrevKv.Key) + len(ev.PrevKv.Value))
+		}
+	}
+	var err error
+	for _, t := range touched {
+		if (t.dKeys != 0 || t.dBytes != 0) && err == nil {
+			t.keys.Add(t.dKeys)
+			t.bytes.Add(t.dBytes)
+			err = b.SetMeta(metaTenant(t.Name), encodeUsage(t))
+		}
+		t.marked, t.dKeys, t.dBytes = false, 0, 0
+	}
+	return err
+}
+
+// TenantUsage returns the tenant owning key and its current usage; name is
+// "" when no tenant owns key.
+func (a *Applier) TenantUsage(key []byte) (name string, keys, bytes int64) {
+	if t := a.tenants.of(key); t != nil {
+		return t.Name, t.keys.Load(), t.bytes.Load()
+	}
+	return "", 0, 0
+}
+
+// Usage returns a tenant's usage by name.
+func (a *Applier) Usage(name string) (keys, bytes int64, err error) {
+	if a.tenants != nil {
+		for _, t := range a.tenants.list {
+			if t.Name == name {
+				return t.keys.Load(), t.bytes.Load(), nil
+			}
+		}
+	}
+	return 0, 0, ErrTenantUnknown
+}

@@ -1,0 +1,212 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/metastore-dev/metastore/mvcc"
+	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/config"
+)
+
+// Tenants own key prefixes (config tenants:). Apply counts each tenant's
+// live keys and bytes (server/apply/tenants.go); here the server enforces
+// their quotas and rate limits at the edge, before a write is queued, and
+// hands the usage to policies.
+
+// tenantSet is the configured tenants with their rate limiters.
+type tenantSet struct {
+	list     []config.Tenant
+	limiters []*rate.Limiter // by index in list; nil: no rate limit
+}
+
+func newTenantSet(ts []config.Tenant) *tenantSet {
+	if len(ts) == 0 {
+		return nil
+	}
+	set := &tenantSet{list: ts, limiters: make([]*rate.Limiter, len(ts))}
+	for i, t := range ts {
+		if t.RateLimit.QPS > 0 {
+			burst := t.RateLimit.Burst
+			if burst <= 0 {
+				burst = int(math.Ceil(t.RateLimit.QPS))
+			}
+			set.limiters[i] = rate.NewLimiter(rate.Limit(t.RateLimit.QPS), burst)
+		}
+	}
+	return set
+}
+
+func applyTenants(ts []config.Tenant) []apply.Tenant {
+	out := make([]apply.Tenant, len(ts))
+	for i, t := range ts {
+		out[i] = apply.Tenant{Name: t.Name, Prefix: []byte(t.Prefix)}
+	}
+	return out
+}
+
+// index returns the tenant owning key, or -1.
+func (ts *tenantSet) index(key []byte) int {
+	if ts == nil {
+		return -1
+	}
+	for i := range ts.list {
+		p := ts.list[i].Prefix
+		if len(key) >= len(p) && string(key[:len(p)]) == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkTenantRate takes a token from the bucket of the tenant owning key
+// (the request's first key): etcd's too-many-requests error when empty.
+func (s *Server) checkTenantRate(key []byte) error {
+	i := s.tenants.index(key)
+	if i < 0 || s.tenants.limiters[i] == nil {
+		return nil
+	}
+	if !s.tenants.limiters[i].Allow() {
+		s.metrics.rateLimited.WithLabelValues("tenant").Inc()
+		return errTooManyRequests
+	}
+	return nil
+}
+
+// tenantOf names the tenant owning key with its current usage, for
+// policies.
+func (s *Server) tenantOf(key []byte) (string, uint64, uint64) {
+	name, keys, byts := s.applier.TenantUsage(key)
+	return name, uint64(max(keys, 0)), uint64(max(byts, 0))
+}
+
+// errTenantQuota is a write refused by a tenant's quota: ResourceExhausted,
+// as etcd's own space quota, with a message naming the tenant.
+func errTenantQuota(t *config.Tenant, what string, used, limit int64) error {
+	return status.Error(codes.ResourceExhausted,
+		fmt.Sprintf("etcdserver: tenant %q quota exceeded: %s would be %d, max %d", t.Name, what, used, limit))
+}
+
+// quotaDelta accumulates what a write adds to each tenant.
+type quotaDelta struct {
+	keys, bytes []int64 // by tenant index
+}
+
+// addPut adds a put's effect: a new key counts one key plus its bytes, an
+// overwrite the change in value size.
+func (s *Server) quotaAddPut(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.PutRequest) error {
+	i := s.tenants.index(r.Key)
+	if i < 0 {
+		return nil
+	}
+	q := s.tenants.list[i].Quota
+	if q.MaxKeys == 0 && q.MaxBytes == 0 {
+		return nil
+	}
+	rr, err := tx.Range(ctx, r.Key, nil, mvcc.RangeOptions{})
+	if err != nil {
+		return err
+	}
+	newSize := int64(len(r.Key) + len(r.Value))
+	if len(rr.KVs) == 0 {
+		d.keys[i]++
+		d.bytes[i] += newSize
+		return nil
+	}
+	if r.IgnoreValue {
+		return nil
+	}
+	d.bytes[i] += newSize - int64(len(rr.KVs[0].Key)+len(rr.KVs[0].Value))
+	return nil
+}
+
+func (s *Server) quotaAddTxn(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.TxnRequest) error {
+	// Both branches count: which one runs is known only at apply.
+	for _, ops := range [2][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			switch v := op.Request.(type) {
+			case *pb.RequestOp_RequestPut:
+				if err := s.quotaAddPut(ctx, tx, d, v.RequestPut); err != nil {
+					return err
+				}
+			case *pb.RequestOp_RequestTxn:
+				if err := s.quotaAddTxn(ctx, tx, d, v.RequestTxn); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkQuota refuses a write (a put, or a txn with puts) that would take a
+// tenant past its max_keys or max_bytes. Writes that shrink a tenant's
+// usage always pass. Concurrent writes are checked against the same counts,
+// so a burst may overshoot by what is in flight, as etcd's space quota does.
+func (s *Server) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.TxnRequest) error {
+	if s.tenants == nil {
+		return nil
+	}
+	d := &quotaDelta{keys: make([]int64, len(s.tenants.list)), bytes: make([]int64, len(s.tenants.list))}
+	tx, err := s.store.Read()
+	if err != nil {
+		return err
+	}
+	defer tx.End()
+	if put != nil {
+		err = s.quotaAddPut(ctx, tx, d, put)
+	} else {
+		err = s.quotaAddTxn(ctx, tx, d, txn)
+	}
+	if err != nil {
+		return err
+	}
+	for i := range s.tenants.list {
+		t := &s.tenants.list[i]
+		if d.keys[i] <= 0 && d.bytes[i] <= 0 {
+			continue
+		}
+		keys, byts, err := s.applier.Usage(t.Name)
+		if err != nil {
+			return err
+		}
+		if q := t.Quota.MaxKeys; q > 0 && d.keys[i] > 0 && keys+d.keys[i] > q {
+			return errTenantQuota(t, "keys", keys+d.keys[i], q)
+		}
+		if q := t.Quota.MaxBytes; q > 0 && d.bytes[i] > 0 && byts+d.bytes[i] > q {
+			return errTenantQuota(t, "bytes", byts+d.bytes[i], q)
+		}
+	}
+	return nil
+}
+
+// firstKey is the key a txn is rate-limited by: its first compare's, else
+// its first op's.
+func firstKey(r *pb.TxnRequest) []byte {
+	if len(r.Compare) > 0 {
+		return r.Compare[0].Key
+	}
+	for _, ops := range [2][]*pb.RequestOp{r.Success, r.Failure} {
+		for _, op := range ops {
+			switch v := op.Request.(type) {
+			case *pb.RequestOp_RequestRange:
+				return v.RequestRange.Key
+			case *pb.RequestOp_RequestPut:
+				return v.RequestPut.Key
+			case *pb.RequestOp_RequestDeleteRange:
+				return v.RequestDeleteRange.Key
+			case *pb.RequestOp_RequestTxn:
+				if k := firstKey(v.RequestTxn); k != nil {
+					return k
+				}
+			}
+		}
+	}
+	return nil
+}

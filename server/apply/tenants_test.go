@@ -55,7 +55,9 @@ func (f *tenantFixture) want(name string, keys, bytes int64) {
 	}
 }
 
-func putReq(k, v string) *Request { return &Request{Put: &pb.PutRequest{Key: []byte(k), Value: []byte(v)}} }
+func putReq(k, v string) *Request {
+	return &Request{Put: &pb.PutRequest{Key: []byte(k), Value: []byte(v)}}
+}
 
 func TestTenantUsage(t *testing.T) {
 	dir := t.TempDir()

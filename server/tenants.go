@@ -24,6 +24,7 @@ import (
 type tenantSet struct {
 	list     []config.Tenant
 	limiters []*rate.Limiter // by index in list; nil: no rate limit
+	hasQuota bool            // some tenant has a quota: writes are checked
 }
 
 func newTenantSet(ts []config.Tenant) *tenantSet {
@@ -32,6 +33,7 @@ func newTenantSet(ts []config.Tenant) *tenantSet {
 	}
 	set := &tenantSet{list: ts, limiters: make([]*rate.Limiter, len(ts))}
 	for i, t := range ts {
+		set.hasQuota = set.hasQuota || t.Quota.MaxKeys > 0 || t.Quota.MaxBytes > 0
 		if t.RateLimit.QPS > 0 {
 			burst := t.RateLimit.Burst
 			if burst <= 0 {
@@ -150,7 +152,7 @@ func (s *Server) quotaAddTxn(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelt
 // usage always pass. Concurrent writes are checked against the same counts,
 // so a burst may overshoot by what is in flight, as etcd's space quota does.
 func (s *Server) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.TxnRequest) error {
-	if s.tenants == nil {
+	if s.tenants == nil || !s.tenants.hasQuota {
 		return nil
 	}
 	d := &quotaDelta{keys: make([]int64, len(s.tenants.list)), bytes: make([]int64, len(s.tenants.list))}

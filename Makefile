@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz policies
+.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz policies bench-policy
 
 all: build
 
@@ -71,6 +71,10 @@ bench: build tools
 # etcd and metastore side by side with auth enabled (docs/benchmarks-auth.md).
 bench-auth: build tools
 	./scripts/bench-auth.sh
+
+# The cost of a wasm policy in the chain end to end (docs/benchmarks-wasm.md).
+bench-policy: build tools
+	./scripts/bench-policy.sh
 
 clean:
 	rm -rf $(BIN)

@@ -95,6 +95,9 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 		done
 	done
 done
+# Prove the policy was in the chain: its decisions by verdict.
+CALLS=$(curl -s "http://${EP[policy]}/metrics" | awk '/^metastore_policy_calls_total/ && $NF > 0 {printf "%s %s; ", $1, $2}')
+[[ -n $CALLS ]] || log "warning: no policy calls recorded on the policy server"
 {
 	echo "| workload | plain req/s (median) | with policy req/s (median) | ratio |"
 	echo "|---|---:|---:|---:|"
@@ -106,5 +109,6 @@ done
 	done
 	echo
 	echo "BENCH_SCALE=$BENCH_SCALE, $BENCH_ROUNDS rounds alternating order; loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "policy decisions: $CALLS"
 } >"$RESULTS/table.md"
 cat "$RESULTS/table.md"

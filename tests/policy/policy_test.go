@@ -400,3 +400,31 @@ func TestStartupErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchModuleFile: the server notices a changed module file; the new
+// bytes do not match the configured digest, so the reload is refused, the
+// failure counted, and the old module keeps serving.
+func TestWatchModuleFile(t *testing.T) {
+	dir := t.TempDir()
+	mods := wasmtest.Modules()
+	pol := module(t, dir, "gate", mods["deny"], []string{"admit"}, nil)
+	m := start(t, []config.Policy{pol}, func(c *config.Config) { c.Authorization.PolicyWatchInterval = 20 * time.Millisecond })
+	c := m.Client(t)
+	ctx := context.Background()
+	if err := os.WriteFile(pol.Module, mods["allow"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(scrape(t, m), `metastore_policy_reloads_total{policy="gate",result="failed"} 1`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the changed module was not noticed:\n%s", m.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := c.Put(ctx, "a", "1"); err == nil {
+		t.Fatal("the refused module replaced the old one")
+	}
+	if !strings.Contains(m.Log(), "sha256 mismatch") {
+		t.Error("the refusal is not logged with its cause")
+	}
+}

@@ -157,7 +157,7 @@ func (ps *policySet) stamps() map[string]fileStamp {
 }
 
 // ReloadPolicies reloads the policies from cfg (the re-read configuration;
-// nil reuses the current one): each policy whose module, digest, settings,
+// nil reloads the policies as currently configured): each policy whose module, digest, settings,
 // limits or on_error changed, or whose file changed on disk, is compiled,
 // checked and initialised off the request path and swapped in; a module
 // that fails leaves the old one serving, and the failure is logged and
@@ -174,14 +174,21 @@ func (s *Server) ReloadPolicies(ctx context.Context, cfg *config.Config) error {
 	}
 	ps.reloadMu.Lock()
 	defer ps.reloadMu.Unlock()
-	if cfg == nil {
-		cfg = s.cfg
+	// Without a fresh configuration, the policies as loaded now are
+	// reloaded (their files may have changed).
+	pols, maxReq := make([]config.Policy, 0, len(ps.loaded)), s.cfg.Limits.MaxRequestBytes
+	if cfg != nil {
+		pols, maxReq = cfg.Policies, cfg.Limits.MaxRequestBytes
+	} else {
+		for _, lp := range ps.loaded {
+			pols = append(pols, lp.cfg)
+		}
 	}
 	stamps := ps.stamps()
 	var errs []error
 	seen := map[string]bool{}
-	for i := range cfg.Policies {
-		pc := cfg.Policies[i]
+	for i := range pols {
+		pc := pols[i]
 		seen[pc.Name] = true
 		lp := ps.byName[pc.Name]
 		if lp == nil {
@@ -197,7 +204,7 @@ func (s *Server) ReloadPolicies(ctx context.Context, cfg *config.Config) error {
 		if !changed {
 			continue
 		}
-		hc, err := policycmd.HostConfig(&pc, cfg.Limits.MaxRequestBytes)
+		hc, err := policycmd.HostConfig(&pc, maxReq)
 		if err == nil {
 			err = lp.p.Reload(ctx, hc)
 		}

@@ -155,3 +155,15 @@ func TestGoHostileContained(t *testing.T) {
 		t.Errorf("the Go panic did not reach the log: %q", rec.logs)
 	}
 }
+
+// TestGoSandbox: a Go guest sees no files, no environment, no arguments,
+// no network and a fake clock.
+func TestGoSandbox(t *testing.T) {
+	h := newHost(t, nil)
+	p := loadGo(t, h, "testdata/hostile/gohostile", `{"mode": "sandbox"}`, relaxed)
+	d := p.Authorize(context.Background(), testRequest(t))
+	want := "fs=false dir=false env=0 args=0 year=2022 net=false"
+	if d.Verdict != Deny || d.Reason != want {
+		t.Fatalf("got %+v, want a deny with %q", d, want)
+	}
+}

@@ -5,14 +5,18 @@
 // Modes: loop (spins forever), panic (a Go panic), oom (allocates until the
 // memory limit), exit (calls os.Exit), garbage (returns verdict 42),
 // bigreason (a reason over the limit), bigmutation (a mutation over the
-// limit), log (logs a line and allows), ok (allows; the control). Every
-// instance logs its mode at init.
+// limit), log (logs a line and allows), sandbox (denies with a reason that
+// reports what the guest can see of the host: files, environment,
+// arguments, clock, network), ok (allows; the control). Every instance
+// logs its mode at init.
 package main
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/metastore-dev/metastore/policies/policy"
 )
@@ -54,6 +58,12 @@ func misbehave() policy.Result {
 		}
 	case "exit":
 		os.Exit(3)
+	case "sandbox":
+		_, fsErr := os.ReadFile("/etc/hostname")
+		_, dirErr := os.ReadDir(".")
+		_, netErr := net.Dial("tcp", "127.0.0.1:2379")
+		return policy.Denyf("fs=%v dir=%v env=%d args=%d year=%d net=%v",
+			fsErr == nil, dirErr == nil, len(os.Environ()), len(os.Args), time.Now().Year(), netErr == nil)
 	case "log":
 		policy.Log(policy.LevelWarn, "gohostile was called")
 	case "garbage":

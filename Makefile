@@ -38,7 +38,9 @@ soak:
 # corpora are in each package's testdata/fuzz.
 FUZZTIME ?= 1m
 FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation \
-	./server/config:FuzzLoad ./auth:FuzzDecodeUser ./auth:FuzzPermCheck
+	./server/config:FuzzLoad ./auth:FuzzDecodeUser ./auth:FuzzPermCheck \
+	./wasmhost:FuzzDecodeRequest ./wasmhost/internal/wasmbin:FuzzParseAndMeter \
+	./policies/policy:FuzzDecodeTxn ./policies/policy:FuzzRequest
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -24,6 +24,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("maintenance:\n  auto-compaction-mode: revision\n  auto-compaction-retention: \"10\"\n"), "--auto-compaction-retention=1h", "")
 	f.Add([]byte("a: &x {b: *x}\n"), "--help", "")
 	f.Add([]byte("- 1\n- 2\n"), "--name", "METASTORE_NAME")
+	f.Add([]byte("policies:\n  - {name: p, module: m.wasm, sha256: ab, hooks: [admit], match: {prefixes: [/a/]}, settings: {a: [1, {b: 2}]}, limits: {memory: 1MiB}}\ntenants:\n  - {name: t, prefix: /t/, quota: {max_bytes: 1GiB}, rate_limit: {qps: 1.5}}\n"), "", "")
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, yamlData []byte, args, env string) {
 		path := filepath.Join(dir, "c.yaml")

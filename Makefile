@@ -19,6 +19,7 @@ run: build
 # reference etcd server.
 tools:
 	cd tests && $(GO) build -o ../$(BIN)/ ./tools/etcdctl ./tools/etcd
+	cd tests/tools/benchmark && $(GO) build -o ../../../$(BIN)/ .
 
 test: vet test-unit test-compat
 

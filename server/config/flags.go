@@ -39,12 +39,13 @@ const (
 	groupGRPC        = "gRPC"
 	groupLimits      = "Limits"
 	groupAuth        = "Auth"
+	groupWatch       = "Watch"
 	groupMaintenance = "Maintenance"
 	groupLogging     = "Logging and monitoring"
 	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
 )
 
-var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupMaintenance, groupLogging, groupCompat}
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupWatch, groupMaintenance, groupLogging, groupCompat}
 
 var flagDefs = []flagDef{
 	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
@@ -78,6 +79,14 @@ var flagDefs = []flagDef{
 	{name: "auth-token", group: groupAuth, key: "auth.token", usage: "Token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'."},
 	{name: "auth-token-ttl", group: groupAuth, key: "auth.token_ttl", translate: secondsOrDuration, usage: "Lifetime of a simple auth token, in seconds (or a duration such as 5m)."},
 	{name: "bcrypt-cost", group: groupAuth, key: "auth.bcrypt_cost", usage: "bcrypt cost factor for password hashing (4-31)."},
+
+	{name: "watch-progress-notify-interval", group: groupWatch, key: "watch.progress_notify_interval", usage: "Duration of periodic watch progress notifications (0 means 10m; at least 100ms)."},
+	{name: "experimental-watch-progress-notify-interval", group: groupWatch, def: "10m0s",
+		usage: "Deprecated (as in etcd 3.6) name of --watch-progress-notify-interval.",
+		apply: func(l *loader, source, v string) error {
+			l.note(slog.LevelWarn, source+" is deprecated (as in etcd 3.6); use --watch-progress-notify-interval")
+			return leafByKey["watch.progress_notify_interval"].set(l.cfg, v)
+		}},
 
 	{name: "auto-compaction-mode", group: groupMaintenance, key: "maintenance.auto_compaction_mode", usage: "Interpret --auto-compaction-retention as 'periodic' (a duration; bare numbers are hours) or 'revision' (a revision count)."},
 	{name: "auto-compaction-retention", group: groupMaintenance, key: "maintenance.auto_compaction_retention", usage: "Auto compaction retention; 0 disables auto compaction."},

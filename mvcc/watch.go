@@ -129,6 +129,44 @@ type Hub struct {
 
 	recentMu sync.RWMutex
 	recent   recentLog
+
+	stats hubStats
+}
+
+// hubStats are the hub's counters, read by Metrics.
+type hubStats struct {
+	streams, watchers, lagging  atomic.Int64
+	overflows, compacted        atomic.Int64
+	readsMemory, readsStore     atomic.Int64
+	eventsQueued, responsesSent atomic.Int64
+}
+
+// HubMetrics describe a hub's watchers and work so far.
+type HubMetrics struct {
+	// Streams and Watchers are open now; Lagging of the watchers are
+	// catching up rather than in the live fan-out.
+	Streams, Watchers, Lagging int64
+	// Overflows counts watchers that fell behind because their stream's
+	// queue was full; Compacted those canceled because the revision they
+	// needed was compacted.
+	Overflows, Compacted int64
+	// ReadsMemory and ReadsStore count catch-up reads served from the
+	// recent revisions in memory and from the change log in Pebble.
+	ReadsMemory, ReadsStore int64
+	// Responses counts responses handed to senders, EventsQueued the
+	// events the live fan-out queued.
+	Responses, EventsQueued int64
+}
+
+// Metrics returns the hub's current metrics.
+func (h *Hub) Metrics() HubMetrics {
+	st := &h.stats
+	return HubMetrics{
+		Streams: st.streams.Load(), Watchers: st.watchers.Load(), Lagging: st.lagging.Load(),
+		Overflows: st.overflows.Load(), Compacted: st.compacted.Load(),
+		ReadsMemory: st.readsMemory.Load(), ReadsStore: st.readsStore.Load(),
+		Responses: st.responsesSent.Load(), EventsQueued: st.eventsQueued.Load(),
+	}
 }
 
 // NewHub returns a hub for s, starting at its current revision. Every later
@@ -240,7 +278,9 @@ func (h *Hub) dispatch(rec *recentRev) {
 		}
 		if w.stream.push(WatchResponse{WatchID: w.id, Events: evs, Revision: rec.rev, Tag: w.tag}, true) {
 			w.next = rec.rev + 1
+			h.stats.eventsQueued.Add(int64(len(evs)))
 		} else {
+			h.stats.overflows.Add(1)
 			h.unsync(w, rec.rev)
 		}
 	}
@@ -298,9 +338,11 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 			}
 		}
 		h.recentMu.RUnlock()
+		h.stats.readsMemory.Add(1)
 		return out, r, nil
 	}
 	h.recentMu.RUnlock()
+	h.stats.readsStore.Add(1)
 	return h.s.History(ctx, HistoryRequest{
 		From: from, To: min(to, first-1), Match: match,
 		MaxRevs: catchUpMaxRevs, MaxScan: h.opts.CatchUpScan, PrevKV: prevKV,
@@ -436,6 +478,7 @@ type WatchStream struct {
 
 // NewStream opens a watch stream. Close it when done.
 func (h *Hub) NewStream() *WatchStream {
+	h.stats.streams.Add(1)
 	return &WatchStream{h: h, watchers: make(map[int64]*watcher), ready: make(chan struct{}, 1)}
 }
 
@@ -469,6 +512,7 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 		prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, tag: o.Tag,
 	}
 	ws.watchers[id] = w
+	h.stats.watchers.Add(1)
 	// NB: the created response is queued under h.mu, before the watcher can
 	// be given any event.
 	ws.push(WatchResponse{WatchID: id, Created: true, Revision: h.rev, Tag: w.tag}, false)
@@ -523,6 +567,7 @@ func (ws *WatchStream) dropLocked(w *watcher) {
 		ws.removeLagging(w)
 	}
 	w.state = watcherGone
+	ws.h.stats.watchers.Add(-1)
 }
 
 // RequestProgressAll queues a progress notification with ProgressWatchID
@@ -568,6 +613,7 @@ func (ws *WatchStream) Close() {
 	h.mu.Lock()
 	if !ws.closed {
 		ws.closed = true
+		h.stats.streams.Add(-1)
 		for _, w := range ws.watchers {
 			ws.dropLocked(w)
 		}
@@ -607,6 +653,7 @@ func (ws *WatchStream) addLagging(w *watcher) {
 	w.lagSlot = len(ws.lagging)
 	ws.lagging = append(ws.lagging, w)
 	ws.lagN.Store(int32(len(ws.lagging)))
+	ws.h.stats.lagging.Add(1)
 	ws.signal()
 }
 
@@ -618,6 +665,7 @@ func (ws *WatchStream) removeLagging(w *watcher) {
 	ws.lagging[last] = nil
 	ws.lagging = ws.lagging[:last]
 	ws.lagN.Store(int32(len(ws.lagging)))
+	ws.h.stats.lagging.Add(-1)
 }
 
 // Ready is signaled when Next has something to return.
@@ -629,10 +677,14 @@ func (ws *WatchStream) Ready() <-chan struct{} { return ws.ready }
 // waiting for Ready. An error means the change log could not be read; the
 // stream cannot continue.
 func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []WatchResponse, more bool, err error) {
+	n := len(buf)
 	if ws.lagN.Load() == 0 {
-		return ws.pop(buf), false, nil
+		out = ws.pop(buf)
+	} else {
+		out, more, err = ws.catchUp(ctx, buf)
 	}
-	return ws.catchUp(ctx, buf)
+	ws.h.stats.responsesSent.Add(int64(len(out) - n))
+	return out, more, err
 }
 
 func (ws *WatchStream) pop(buf []WatchResponse) []WatchResponse {
@@ -681,6 +733,7 @@ func (ws *WatchStream) catchUp(ctx context.Context, buf []WatchResponse) ([]Watc
 			out = append(out, WatchResponse{WatchID: w.id, CompactRevision: compactRev, Canceled: true, Tag: w.tag})
 			ws.removeLagging(w)
 			w.state = watcherCompacted
+			h.stats.compacted.Add(1)
 			continue
 		}
 		batch = append(batch, catchUpEntry{w: w, next: w.next})

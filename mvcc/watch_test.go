@@ -825,8 +825,11 @@ func TestWatchHammer(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-
-	// Reference: committed history per revision.
+	m := e.h.Metrics()
+	t.Logf("hub metrics: %+v", m)
+	if m.Overflows == 0 || m.ReadsMemory == 0 || m.ReadsStore == 0 || m.Compacted == 0 {
+		t.Errorf("the hammer did not exercise overflow, catch-up from memory and Pebble, and compaction: %+v", m)
+	}
 	byRev := map[int64][]mvccpb.Event{}
 	for _, re := range e.history {
 		byRev[re.Rev] = re.Events

@@ -646,7 +646,7 @@ func diffLines(want, got []string) string {
 // the committed history of its range from its start, in order, each
 // revision whole, unless canceled for compaction (then up to it).
 func TestWatchHammer(t *testing.T) {
-	writes := 1500
+	writes := 1000
 	if testing.Short() {
 		writes = 300
 	}
@@ -799,6 +799,13 @@ func TestWatchHammer(t *testing.T) {
 				}
 				if slow {
 					time.Sleep(time.Duration(rng.IntN(300)) * time.Microsecond)
+				}
+				if !finishing && rng.IntN(60) == 0 {
+					// a new watcher from a random recent revision, often
+					// below the compacted one
+					o := newOpts()
+					o.StartRev = max(1, e.s.Rev()-int64(rng.IntN(200)))
+					create(o)
 				}
 				if !finishing && rng.IntN(40) == 0 {
 					// cancel one watcher and resume it from where it was

@@ -69,9 +69,9 @@ type WatchResponse struct {
 	// creation.
 	WatchID int64
 	// Events are the watcher's events, oldest first; one revision's events
-	// are never split across responses. The slice may be shared with other
-	// responses and must not be modified.
-	Events []mvccpb.Event
+	// are never split across responses. The slice and the events may be
+	// shared with other responses and must not be modified.
+	Events []*mvccpb.Event
 	// Revision is the revision for the response header.
 	Revision int64
 	// CompactRevision is set when the watcher was canceled because the
@@ -258,16 +258,16 @@ func (h *Hub) dispatch(rec *recentRev) {
 		if w.prevKV {
 			src = rec.full
 		}
-		var evs []mvccpb.Event
+		var evs []*mvccpb.Event
 		if len(w.hits) == len(src) && !w.noPut && !w.noDelete {
 			evs = src // the whole revision: share it
 		} else {
 			for _, j := range w.hits {
-				if w.filtered(&src[j]) {
+				if w.filtered(src[j]) {
 					continue
 				}
 				if evs == nil {
-					evs = make([]mvccpb.Event, 0, len(w.hits))
+					evs = make([]*mvccpb.Event, 0, len(w.hits))
 				}
 				evs = append(evs, src[j])
 			}
@@ -276,7 +276,7 @@ func (h *Hub) dispatch(rec *recentRev) {
 			w.next = rec.rev + 1
 			continue
 		}
-		if w.stream.push(WatchResponse{WatchID: w.id, Events: evs, Revision: rec.rev, Tag: w.tag}, true) {
+		if w.stream.pushEvents(w, evs, rec.rev) {
 			w.next = rec.rev + 1
 			h.stats.eventsQueued.Add(int64(len(evs)))
 		} else {
@@ -298,12 +298,19 @@ func (h *Hub) unsync(w *watcher, next int64) {
 
 // remember appends a revision to the in-memory recent log.
 func (h *Hub) remember(re *RevisionEvents) *recentRev {
-	rec := &recentRev{rev: re.Rev, full: re.Events, bare: make([]mvccpb.Event, len(re.Events))}
+	n := len(re.Events)
+	rec := &recentRev{revEvents: revEvents{rev: re.Rev, full: make([]*mvccpb.Event, n), bare: make([]*mvccpb.Event, n)}}
+	var bare []mvccpb.Event
 	for i := range re.Events {
 		ev := &re.Events[i]
-		rec.bare[i] = mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+		rec.full[i], rec.bare[i] = ev, ev
 		rec.bytes += 64 + int64(len(ev.Kv.Key)+len(ev.Kv.Value))
 		if ev.PrevKv != nil {
+			if bare == nil {
+				bare = make([]mvccpb.Event, n)
+			}
+			bare[i] = mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+			rec.bare[i] = &bare[i]
 			rec.bytes += 64 + int64(len(ev.PrevKv.Key)+len(ev.PrevKv.Value))
 		}
 	}
@@ -314,14 +321,14 @@ func (h *Hub) remember(re *RevisionEvents) *recentRev {
 }
 
 // read returns committed revisions [from, to] with at least one event that
-// match accepts, at most maxRevs of them, and the first revision not
+// match accepts, at most catchUpMaxRevs of them, and the first revision not
 // covered. Recent revisions come from memory, whole (callers filter per
 // watcher); older ones from the change log in Pebble.
-func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool, prevKV bool) ([]RevisionEvents, int64, error) {
+func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool, prevKV bool) ([]revEvents, int64, error) {
 	h.recentMu.RLock()
 	first := h.recent.first
 	if from >= first {
-		var out []RevisionEvents
+		var out []revEvents
 		scanned := 0
 		r := from
 		for ; r <= to && len(out) < catchUpMaxRevs && scanned < h.opts.CatchUpScan; r++ {
@@ -330,9 +337,9 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 				break
 			}
 			scanned += len(rec.full)
-			for i := range rec.full {
-				if match(rec.full[i].Kv.Key) {
-					out = append(out, RevisionEvents{Rev: rec.rev, Events: rec.full})
+			for _, ev := range rec.full {
+				if match(ev.Kv.Key) {
+					out = append(out, rec.revEvents)
 					break
 				}
 			}
@@ -343,19 +350,48 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 	}
 	h.recentMu.RUnlock()
 	h.stats.readsStore.Add(1)
-	return h.s.History(ctx, HistoryRequest{
+	revs, next, err := h.s.History(ctx, HistoryRequest{
 		From: from, To: min(to, first-1), Match: match,
 		MaxRevs: catchUpMaxRevs, MaxScan: h.opts.CatchUpScan, PrevKV: prevKV,
 	})
+	if err != nil {
+		return nil, next, err
+	}
+	out := make([]revEvents, len(revs))
+	for i := range revs {
+		out[i] = sharedEvents(revs[i].Rev, revs[i].Events)
+	}
+	return out, next, nil
 }
 
-// recentRev is one revision in the recent log: its events as published
-// (with PrevKv) and the same events without PrevKv, each shared by every
-// response that carries the whole revision.
+// sharedEvents makes the full and bare views of one revision's events.
+func sharedEvents(rev int64, evs []mvccpb.Event) revEvents {
+	re := revEvents{rev: rev, full: make([]*mvccpb.Event, len(evs)), bare: make([]*mvccpb.Event, len(evs))}
+	var bare []mvccpb.Event
+	for i := range evs {
+		ev := &evs[i]
+		re.full[i], re.bare[i] = ev, ev
+		if ev.PrevKv != nil {
+			if bare == nil {
+				bare = make([]mvccpb.Event, len(evs))
+			}
+			bare[i] = mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
+			re.bare[i] = &bare[i]
+		}
+	}
+	return re
+}
+
+// revEvents is one revision's events as responses share them: with PrevKv
+// (full) and without (bare).
+type revEvents struct {
+	rev        int64
+	full, bare []*mvccpb.Event
+}
+
+// recentRev is one revision in the recent log.
 type recentRev struct {
-	rev   int64
-	full  []mvccpb.Event
-	bare  []mvccpb.Event
+	revEvents
 	bytes int64
 }
 
@@ -437,9 +473,15 @@ type watcher struct {
 	hits []int32
 	// events collected while catching up, not yet sent: pendingRevs
 	// revisions, the newest pendingLast
-	pending     []mvccpb.Event
+	pending     []*mvccpb.Event
 	pendingRevs int
 	pendingLast int64
+	// the watcher's newest event response in its stream's queue (an
+	// absolute position), which later revisions may join while the sender
+	// has not taken it
+	qPos   int64
+	qRevs  int
+	qOwned bool // the response's event slice is the watcher's own
 }
 
 func (w *watcher) filtered(ev *mvccpb.Event) bool {
@@ -468,18 +510,28 @@ type WatchStream struct {
 	// lagN mirrors len(lagging) for the sender's lock-free fast path.
 	lagN atomic.Int32
 
-	mu    sync.Mutex // guards queue
+	// The queue: responses waiting for the sender, queue[head:]. Positions
+	// are absolute (base is the position of queue[0]) so that a watcher can
+	// find its waiting response.
+	mu    sync.Mutex
 	queue []WatchResponse
-	ready chan struct{}
+	head  int
+	base  int64
+	// barrier is the position of the newest queued response that is not an
+	// event response: events may not join a response before it, or a
+	// progress notification would overtake them.
+	barrier int64
+	ready   chan struct{}
 
-	// sender-owned scratch
-	batch []catchUpEntry
+	// sender-owned
+	batch        []catchUpEntry
+	sinceCatchUp int
 }
 
 // NewStream opens a watch stream. Close it when done.
 func (h *Hub) NewStream() *WatchStream {
 	h.stats.streams.Add(1)
-	return &WatchStream{h: h, watchers: make(map[int64]*watcher), ready: make(chan struct{}, 1)}
+	return &WatchStream{h: h, watchers: make(map[int64]*watcher), ready: make(chan struct{}, 1), barrier: -1}
 }
 
 // Watch creates a watcher and queues its created response (or, if refused,
@@ -621,25 +673,102 @@ func (ws *WatchStream) Close() {
 	}
 	h.mu.Unlock()
 	ws.mu.Lock()
-	ws.queue = nil
+	ws.queue, ws.head = nil, 0
 	ws.mu.Unlock()
 }
 
-// push appends a response to the queue. With limit, it refuses when the
-// queue is full.
+// queued returns how many responses wait; ws.mu must be held.
+func (ws *WatchStream) queuedLocked() int { return len(ws.queue) - ws.head }
+
+// push appends a control or progress response to the queue. With limit,
+// it refuses when the queue is full.
 func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 	ws.mu.Lock()
-	if limit && len(ws.queue) >= ws.h.opts.StreamQueue {
+	if limit && ws.queuedLocked() >= ws.h.opts.StreamQueue {
 		ws.mu.Unlock()
 		return false
 	}
-	wake := len(ws.queue) == 0
+	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, r)
+	ws.barrier = ws.base + int64(len(ws.queue)-1)
 	ws.mu.Unlock()
 	if wake {
 		ws.signal()
 	}
 	return true
+}
+
+// mergeMaxEvents caps the events that later revisions may add to a queued
+// response.
+const mergeMaxEvents = 1024
+
+// pushEvents queues one revision's events for w. If w's previous response
+// still waits in the queue (the sender is behind), the events join it, so
+// a slow consumer gets fewer, larger responses, as etcd's catching-up
+// watchers do. It refuses when a new response is needed and the queue is
+// full.
+func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64) bool {
+	ws.mu.Lock()
+	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
+		w.qRevs < catchUpMaxRevs && len(ws.queue[i].Events)+len(evs) <= mergeMaxEvents {
+		r := &ws.queue[i]
+		if !w.qOwned {
+			// NB: the first response's events may be shared: copy them.
+			r.Events = append(make([]*mvccpb.Event, 0, 2*(len(r.Events)+len(evs))), r.Events...)
+			w.qOwned = true
+		}
+		r.Events = append(r.Events, evs...)
+		r.Revision = rev
+		w.qRevs++
+		ws.mu.Unlock()
+		return true
+	}
+	if ws.queuedLocked() >= ws.h.opts.StreamQueue {
+		ws.mu.Unlock()
+		return false
+	}
+	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, 1, false)
+	return true
+}
+
+// appendEventsLocked queues w's event response r, of revs revisions, and
+// unlocks ws.mu. owned says r's event slice belongs to w alone.
+func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int, owned bool) {
+	wake := ws.queuedLocked() == 0
+	ws.queue = append(ws.queue, r)
+	w.qPos, w.qRevs, w.qOwned = ws.base+int64(len(ws.queue)-1), revs, owned
+	ws.mu.Unlock()
+	if wake {
+		ws.signal()
+	}
+}
+
+// take moves up to max waiting responses to buf.
+func (ws *WatchStream) take(buf []WatchResponse, max int) []WatchResponse {
+	ws.mu.Lock()
+	end := min(len(ws.queue), ws.head+max)
+	buf = append(buf, ws.queue[ws.head:end]...)
+	clear(ws.queue[ws.head:end])
+	ws.head = end
+	switch {
+	case ws.head == len(ws.queue):
+		ws.base += int64(len(ws.queue))
+		ws.queue, ws.head = ws.queue[:0], 0
+	case ws.head >= 256 && ws.head*2 >= len(ws.queue):
+		// NB: keep the array from growing while the sender trails.
+		n := copy(ws.queue, ws.queue[ws.head:])
+		clear(ws.queue[n:])
+		ws.base += int64(ws.head)
+		ws.queue, ws.head = ws.queue[:n], 0
+	}
+	ws.mu.Unlock()
+	return buf
+}
+
+func (ws *WatchStream) queued() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.queuedLocked()
 }
 
 func (ws *WatchStream) signal() {
@@ -671,52 +800,54 @@ func (ws *WatchStream) removeLagging(w *watcher) {
 // Ready is signaled when Next has something to return.
 func (ws *WatchStream) Ready() <-chan struct{} { return ws.ready }
 
-// Next appends to buf, in order, every queued response and then what one
-// catch-up step produces for watchers that are behind. more reports that
-// watchers are still catching up, so Next should be called again without
-// waiting for Ready. An error means the change log could not be read; the
-// stream cannot continue.
-func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []WatchResponse, more bool, err error) {
-	n := len(buf)
-	if ws.lagN.Load() == 0 {
-		out = ws.pop(buf)
-	} else {
-		out, more, err = ws.catchUp(ctx, buf)
-	}
-	ws.h.stats.responsesSent.Add(int64(len(out) - n))
-	return out, more, err
-}
+// takeMax is how many responses Next hands out at once: few, so that
+// events for a watcher whose response is still waiting join it.
+const takeMax = 8
 
-func (ws *WatchStream) pop(buf []WatchResponse) []WatchResponse {
-	ws.mu.Lock()
-	buf = append(buf, ws.queue...)
-	clear(ws.queue)
-	ws.queue = ws.queue[:0]
-	ws.mu.Unlock()
-	return buf
+// catchUpEvery bounds how many responses Next hands out before it runs a
+// catch-up step even though the queue is not empty, so that lagging
+// watchers are not starved by busy ones.
+const catchUpEvery = 256
+
+// Next appends to buf, in order, the next responses to send. When
+// watchers are behind and the queue is (nearly) drained, it first runs one
+// catch-up step, which queues their next responses. more reports that Next
+// should be called again without waiting for Ready. An error means the
+// change log could not be read; the stream cannot continue.
+func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []WatchResponse, more bool, err error) {
+	if ws.lagN.Load() > 0 && (ws.sinceCatchUp >= catchUpEvery || ws.queued() == 0) {
+		ws.sinceCatchUp = 0
+		if err := ws.catchUp(ctx); err != nil {
+			return buf, false, err
+		}
+	}
+	n := len(buf)
+	out = ws.take(buf, takeMax)
+	ws.sinceCatchUp += len(out) - n
+	ws.h.stats.responsesSent.Add(int64(len(out) - n))
+	return out, ws.queued() > 0 || ws.lagN.Load() > 0, nil
 }
 
 // catchUpEntry is a lagging watcher's part of one catch-up step.
 type catchUpEntry struct {
 	w    *watcher
 	next int64
-	outs []WatchResponse // full responses made in this step
+	outs []WatchResponse // full responses (catchUpMaxRevs revisions) made in this step
 }
 
 // catchUp runs one step for the stream's lagging watchers: one read of at
 // most catchUpMaxRevs matching revisions (and CatchUpScan change-log
 // entries) from the oldest revision they need. Each watcher collects its
-// events and gets a response once it has catchUpMaxRevs revisions or has
-// reached the hub's revision, when it rejoins the live fan-out.
-func (ws *WatchStream) catchUp(ctx context.Context, buf []WatchResponse) ([]WatchResponse, bool, error) {
+// events and gets a response queued once it has catchUpMaxRevs revisions
+// or has reached the hub's revision, when it rejoins the live fan-out. As
+// a lagging watcher gets no live events, whatever this queues for it
+// follows everything queued for it before.
+func (ws *WatchStream) catchUp(ctx context.Context) error {
 	h := ws.h
 	h.mu.Lock()
-	// NB: popping under h.mu puts every created response of a lagging
-	// watcher (queued under h.mu) before what the step produces for it.
-	out := ws.pop(buf)
 	if ws.closed {
 		h.mu.Unlock()
-		return out, false, nil
+		return nil
 	}
 	head := h.rev
 	compactRev := h.s.CompactRev()
@@ -727,10 +858,8 @@ func (ws *WatchStream) catchUp(ctx context.Context, buf []WatchResponse) ([]Watc
 		if w.next < compactRev {
 			// etcd's order: created first, then canceled with the compacted
 			// revision; the id stays taken until the client cancels it.
-			if r, ok := w.takePending(head); ok {
-				out = append(out, r)
-			}
-			out = append(out, WatchResponse{WatchID: w.id, CompactRevision: compactRev, Canceled: true, Tag: w.tag})
+			ws.flushPending(w, head)
+			ws.push(WatchResponse{WatchID: w.id, CompactRevision: compactRev, Canceled: true, Tag: w.tag}, false)
 			ws.removeLagging(w)
 			w.state = watcherCompacted
 			h.stats.compacted.Add(1)
@@ -745,45 +874,45 @@ func (ws *WatchStream) catchUp(ctx context.Context, buf []WatchResponse) ([]Watc
 	ws.batch = batch
 	defer clear(batch)
 	if len(batch) == 0 {
-		return out, false, nil
+		return nil
 	}
 
 	m := newCatchUpMatcher(batch)
 	revs, through, err := h.read(ctx, from, head, m.matches, prevKV)
 	if errors.Is(err, ErrCompacted) {
-		return out, true, nil // the next step cancels whoever is below it
+		return nil // the next step cancels whoever is below it
 	}
 	if err != nil {
-		return out, false, err
+		return err
 	}
 	// NB: while a watcher lags only this goroutine touches its pending
 	// events; the hub's lock is not needed for them.
 	for _, re := range revs {
-		for i := range re.Events {
-			ev := &re.Events[i]
+		for i, ev := range re.full {
 			m.visit(ev.Kv.Key, func(e *catchUpEntry) {
 				w := e.w
-				if re.Rev < e.next || w.filtered(ev) {
+				if re.rev < e.next || w.filtered(ev) {
 					return
 				}
-				if w.pendingRevs == catchUpMaxRevs && re.Rev != w.pendingLast {
-					r, _ := w.takePending(head)
+				if w.pendingRevs == catchUpMaxRevs && re.rev != w.pendingLast {
+					r, _, _ := w.takePending(head)
 					e.outs = append(e.outs, r)
 				}
-				if re.Rev != w.pendingLast {
+				if re.rev != w.pendingLast {
 					w.pendingRevs++
-					w.pendingLast = re.Rev
+					w.pendingLast = re.rev
 				}
-				c := *ev
-				if !w.prevKV {
-					c.PrevKv = nil
+				if w.prevKV {
+					w.pending = append(w.pending, ev)
+				} else {
+					w.pending = append(w.pending, re.bare[i])
 				}
-				w.pending = append(w.pending, c)
 			})
 		}
 	}
 
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	for i := range batch {
 		e := &batch[i]
 		w := e.w
@@ -791,32 +920,41 @@ func (ws *WatchStream) catchUp(ctx context.Context, buf []WatchResponse) ([]Watc
 			w.pending = nil // canceled meanwhile
 			continue
 		}
-		out = append(out, e.outs...)
+		for _, r := range e.outs {
+			ws.mu.Lock()
+			ws.appendEventsLocked(w, r, catchUpMaxRevs, true)
+		}
 		// NB: the read started at the batch's oldest revision; a watcher
 		// further ahead stays where it is.
 		w.next = max(e.next, through)
 		if w.next == h.rev+1 {
-			if r, ok := w.takePending(head); ok {
-				out = append(out, r)
-			}
+			ws.flushPending(w, head)
 			ws.removeLagging(w)
 			w.state = watcherSynced
 			h.synced.add(w)
 		}
 	}
-	more := len(ws.lagging) > 0
-	h.mu.Unlock()
-	return out, more, nil
+	return nil
 }
 
-// takePending turns the events a lagging watcher collected into a response.
-func (w *watcher) takePending(rev int64) (WatchResponse, bool) {
+// flushPending queues the events a lagging watcher collected.
+func (ws *WatchStream) flushPending(w *watcher, rev int64) {
+	if r, revs, ok := w.takePending(rev); ok {
+		ws.mu.Lock()
+		ws.appendEventsLocked(w, r, revs, true)
+	}
+}
+
+// takePending turns the events a lagging watcher collected into a
+// response, and says how many revisions it holds.
+func (w *watcher) takePending(rev int64) (WatchResponse, int, bool) {
 	if len(w.pending) == 0 {
-		return WatchResponse{}, false
+		return WatchResponse{}, 0, false
 	}
 	r := WatchResponse{WatchID: w.id, Events: w.pending, Revision: rev, Tag: w.tag}
+	revs := w.pendingRevs
 	w.pending, w.pendingRevs, w.pendingLast = nil, 0, 0
-	return r, true
+	return r, revs, true
 }
 
 // catchUpMatcher finds the catch-up entries whose watchers watch a key.

@@ -142,8 +142,8 @@ func fmtResp(r WatchResponse) string {
 	if r.CancelReason != "" {
 		fmt.Fprintf(&b, " reason=%q", r.CancelReason)
 	}
-	for i := range r.Events {
-		b.WriteString("\n  " + fmtEvent(&r.Events[i], true))
+	for _, ev := range r.Events {
+		b.WriteString("\n  " + fmtEvent(ev, true))
 	}
 	return b.String()
 }
@@ -191,11 +191,14 @@ func TestWatchBasics(t *testing.T) {
 	if _, err := ws.Watch(WatchOptions{Key: []byte("b"), End: []byte{}, NoPut: true}); err != nil {
 		t.Fatal(err)
 	}
-	e.put("a", "2")   // rev 3
-	e.put("b", "1")   // rev 4
-	e.del("a", "zz")  // rev 5
-	e.put("zzz", "1") // rev 6
-	wantResps(t, drain(t, ws), `
+	var got []WatchResponse
+	step := func(f func()) { f(); got = append(got, drain(t, ws)...) }
+	step(func() {})
+	step(func() { e.put("a", "2") })   // rev 3
+	step(func() { e.put("b", "1") })   // rev 4
+	step(func() { e.del("a", "zz") })  // rev 5
+	step(func() { e.put("zzz", "1") }) // rev 6
+	wantResps(t, got, `
 id=0 rev=2 created
 id=1 rev=2 created
 id=2 rev=2 created
@@ -212,6 +215,40 @@ id=1 rev=5
   DELETE "b"="" c=0 m=5 v=0 l=0 prev "b"="1" c=4 m=4 v=1 l=0
 id=2 rev=5
   DELETE "b"="" c=0 m=5 v=0 l=0 prev -
+`)
+}
+
+// TestWatchMerge: while a watcher's response waits in the queue, later
+// revisions join it, but never across a progress notification.
+func TestWatchMerge(t *testing.T) {
+	e := newWatchEnv(t, HubOptions{})
+	ws := e.h.NewStream()
+	defer ws.Close()
+	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c")})
+	ws.Watch(WatchOptions{Key: []byte("b")})
+	drain(t, ws)
+	e.put("a", "1") // 2
+	e.put("b", "1") // 3
+	e.commit(func(tx *WriteTxn) { // 4
+		tx.Put([]byte("a"), []byte("2"), 0)
+		tx.Put([]byte("b"), []byte("2"), 0)
+	})
+	if !ws.RequestProgressAll() {
+		t.Fatal("no progress")
+	}
+	e.put("a", "3") // 5
+	wantResps(t, drain(t, ws), `
+id=0 rev=4
+  PUT "a"="1" c=2 m=2 v=1 l=0 prev -
+  PUT "b"="1" c=3 m=3 v=1 l=0 prev -
+  PUT "a"="2" c=2 m=4 v=2 l=0 prev -
+  PUT "b"="2" c=3 m=4 v=2 l=0 prev -
+id=1 rev=4
+  PUT "b"="1" c=3 m=3 v=1 l=0 prev -
+  PUT "b"="2" c=3 m=4 v=2 l=0 prev -
+id=-1 rev=4
+id=0 rev=5
+  PUT "a"="3" c=2 m=5 v=3 l=0 prev -
 `)
 }
 
@@ -650,7 +687,7 @@ func TestWatchHammer(t *testing.T) {
 	if testing.Short() {
 		writes = 300
 	}
-	e := newWatchEnv(t, HubOptions{StreamQueue: 16, RecentEvents: 200, CatchUpScan: 50})
+	e := newWatchEnv(t, HubOptions{StreamQueue: 3, RecentEvents: 200, CatchUpScan: 50})
 	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	type spec struct {
 		o     WatchOptions
@@ -777,8 +814,7 @@ func TestWatchHammer(t *testing.T) {
 						continue
 					}
 					prevRev := int64(0)
-					for i := range r.Events {
-						ev := &r.Events[i]
+					for _, ev := range r.Events {
 						rev := ev.Kv.ModRevision
 						if rev < prevRev {
 							t.Errorf("events out of order in one response")

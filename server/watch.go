@@ -252,18 +252,20 @@ func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
 		CancelReason:    r.CancelReason,
 	}
 	if len(r.Events) > 0 {
-		wr.Events = make([]*mvccpb.Event, len(r.Events))
+		wr.Events = r.Events
 		compactRev := s.store.CompactRev()
-		for i := range r.Events {
-			ev := &r.Events[i]
-			if ev.PrevKv != nil && ev.Kv.ModRevision <= compactRev {
-				// etcd looks the previous version up when it sends; once
-				// compaction covers rev-1 it is gone.
-				c := *ev
-				c.PrevKv = nil
-				ev = &c
+		// etcd looks the previous version up when it sends; once compaction
+		// covers rev-1 it is gone. (The first event is the oldest.)
+		if r.Events[0].Kv.ModRevision <= compactRev {
+			wr.Events = make([]*mvccpb.Event, len(r.Events))
+			for i, ev := range r.Events {
+				if ev.PrevKv != nil && ev.Kv.ModRevision <= compactRev {
+					c := *ev
+					c.PrevKv = nil
+					ev = &c
+				}
+				wr.Events[i] = ev
 			}
-			wr.Events[i] = ev
 		}
 		sws.mu.Lock()
 		if sws.progress[r.WatchID] {

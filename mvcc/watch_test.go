@@ -227,8 +227,8 @@ func TestWatchMerge(t *testing.T) {
 	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c")})
 	ws.Watch(WatchOptions{Key: []byte("b")})
 	drain(t, ws)
-	e.put("a", "1") // 2
-	e.put("b", "1") // 3
+	e.put("a", "1")               // 2
+	e.put("b", "1")               // 3
 	e.commit(func(tx *WriteTxn) { // 4
 		tx.Put([]byte("a"), []byte("2"), 0)
 		tx.Put([]byte("b"), []byte("2"), 0)

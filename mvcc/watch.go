@@ -122,7 +122,8 @@ type Hub struct {
 	rev    int64 // newest revision published to watchers
 	synced watcherIndex
 	gen    uint64 // dispatch generation, to collect each watcher's hits once
-	// scratch for dispatch, reused under mu
+	// scratch for Publish and dispatch, reused under mu
+	recs    []*recentRev
 	touched []*watcher
 	groups  []*watcherGroup
 	collect func(*watcherGroup)
@@ -197,20 +198,23 @@ func (h *Hub) Publish(revs []RevisionEvents) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	recs := h.recs[:0]
 	for i := range revs {
 		re := &revs[i]
 		if re.Rev <= h.rev {
 			continue // already published
 		}
 		if re.Rev != h.rev+1 {
+			h.dispatch(recs)
+			recs = recs[:0]
 			h.resyncAll(re.Rev)
 		}
-		rec := h.remember(re)
-		if h.synced.len() > 0 {
-			h.dispatch(rec)
-		}
+		recs = append(recs, h.remember(re))
 		h.rev = re.Rev
 	}
+	h.dispatch(recs)
+	clear(recs)
+	h.recs = recs[:0]
 }
 
 // resyncAll handles revisions that never reached the hub (nothing in the
@@ -227,64 +231,129 @@ func (h *Hub) resyncAll(next int64) {
 	h.recentMu.Unlock()
 }
 
-// dispatch queues rec's events for every in-sync watcher they match.
-func (h *Hub) dispatch(rec *recentRev) {
+// hit is one event of a published batch: recs[r].full[i].
+type hit struct{ r, i int32 }
+
+// dispatch queues the events of a batch of consecutive revisions for every
+// in-sync watcher they match: one response per watcher for the whole batch
+// (the applier commits many revisions at once under load), so that a busy
+// server sends fewer, larger responses. One revision's events always stay
+// together.
+func (h *Hub) dispatch(recs []*recentRev) {
+	if len(recs) == 0 || h.synced.len() == 0 {
+		return
+	}
 	h.gen++
 	touched := h.touched[:0]
-	for i := range rec.full {
-		key := rec.full[i].Kv.Key
-		h.groups = h.groups[:0]
-		if g := h.synced.keys[string(key)]; g != nil {
-			h.groups = append(h.groups, g)
-		}
-		h.synced.ranges.Stab(key, h.collect)
-		for _, g := range h.groups {
-			for _, w := range g.ws {
-				if w.next > rec.rev {
-					continue // starts at a later revision
+	total := 0
+	for ri, rec := range recs {
+		total += len(rec.full)
+		for i, ev := range rec.full {
+			h.groups = h.groups[:0]
+			if g := h.synced.keys[string(ev.Kv.Key)]; g != nil {
+				h.groups = append(h.groups, g)
+			}
+			h.synced.ranges.Stab(ev.Kv.Key, h.collect)
+			for _, g := range h.groups {
+				for _, w := range g.ws {
+					if w.next > rec.rev {
+						continue // starts at a later revision
+					}
+					if w.mark != h.gen {
+						w.mark = h.gen
+						w.hits = w.hits[:0]
+						touched = append(touched, w)
+					}
+					w.hits = append(w.hits, hit{int32(ri), int32(i)})
 				}
-				if w.mark != h.gen {
-					w.mark = h.gen
-					w.hits = w.hits[:0]
-					touched = append(touched, w)
-				}
-				w.hits = append(w.hits, int32(i))
 			}
 		}
 	}
-	for i, w := range touched {
-		touched[i] = nil
-		src := rec.bare
-		if w.prevKV {
-			src = rec.full
-		}
-		var evs []*mvccpb.Event
-		if len(w.hits) == len(src) && !w.noPut && !w.noDelete {
-			evs = src // the whole revision: share it
-		} else {
-			for _, j := range w.hits {
-				if w.filtered(src[j]) {
-					continue
-				}
-				if evs == nil {
-					evs = make([]*mvccpb.Event, 0, len(w.hits))
-				}
-				evs = append(evs, src[j])
+	end := recs[len(recs)-1].rev
+	var all [2][]*mvccpb.Event // every event of the batch, bare and full
+	for ti, w := range touched {
+		touched[ti] = nil
+		if len(w.hits) == total && !w.noPut && !w.noDelete && len(recs) <= catchUpMaxRevs {
+			// Every event of the batch: share one slice among such watchers.
+			v := 0
+			if w.prevKV {
+				v = 1
 			}
-		}
-		if len(evs) == 0 {
-			w.next = rec.rev + 1
+			if all[v] == nil {
+				all[v] = make([]*mvccpb.Event, 0, total)
+				for _, rec := range recs {
+					if v == 1 {
+						all[v] = append(all[v], rec.full...)
+					} else {
+						all[v] = append(all[v], rec.bare...)
+					}
+				}
+			}
+			h.deliver(w, all[v], end, len(recs), recs[w.hits[0].r].rev, end)
 			continue
 		}
-		if w.stream.pushEvents(w, evs, rec.rev) {
-			w.next = rec.rev + 1
-			h.stats.eventsQueued.Add(int64(len(evs)))
-		} else {
-			h.stats.overflows.Add(1)
-			h.unsync(w, rec.rev)
+		if len(recs) == 1 && len(w.hits) == total && !w.noPut && !w.noDelete {
+			src := recs[0].bare
+			if w.prevKV {
+				src = recs[0].full
+			}
+			h.deliver(w, src, end, 1, end, end)
+			continue
 		}
+		var (
+			evs      []*mvccpb.Event
+			revs     int
+			last     int64
+			firstRev int64
+		)
+		for _, ht := range w.hits {
+			rec := recs[ht.r]
+			ev := rec.bare[ht.i]
+			if w.prevKV {
+				ev = rec.full[ht.i]
+			}
+			if w.filtered(ev) {
+				continue
+			}
+			if rec.rev != last {
+				if revs == catchUpMaxRevs {
+					if !h.deliver(w, evs, last, revs, firstRev, last) {
+						break
+					}
+					evs, revs = nil, 0
+				}
+				if revs == 0 {
+					firstRev = rec.rev
+				}
+				revs++
+				last = rec.rev
+			}
+			evs = append(evs, ev)
+		}
+		if w.state != watcherSynced {
+			continue // fell behind on the way
+		}
+		if len(evs) == 0 {
+			w.next = end + 1
+			continue
+		}
+		h.deliver(w, evs, last, revs, firstRev, end)
 	}
 	h.touched = touched[:0]
+}
+
+// deliver queues an in-sync watcher's events of revisions [first, last]
+// (revs of them) and moves it past end; if its stream's queue is full, the
+// watcher falls back to catching up from first.
+func (h *Hub) deliver(w *watcher, evs []*mvccpb.Event, last int64, revs int, first, end int64) bool {
+	if w.stream.pushEvents(w, evs, last, revs) {
+		w.next = end + 1
+		h.stats.eventsQueued.Add(int64(len(evs)))
+		return true
+	}
+	h.stats.overflows.Add(1)
+	h.unsync(w, first)
+	return false
 }
 
 // unsync takes an in-sync watcher out of the live fan-out; its stream
@@ -470,7 +539,7 @@ type watcher struct {
 	lagSlot int
 	// dispatch scratch
 	mark uint64
-	hits []int32
+	hits []hit
 	// events collected while catching up, not yet sent: pendingRevs
 	// revisions, the newest pendingLast
 	pending     []*mvccpb.Event
@@ -522,6 +591,9 @@ type WatchStream struct {
 	// progress notification would overtake them.
 	barrier int64
 	ready   chan struct{}
+	// pushes counts the event deliveries queued (merged or not): the
+	// stream's demand, which the sender uses to decide to batch.
+	pushes atomic.Uint64
 
 	// sender-owned
 	batch        []catchUpEntry
@@ -707,10 +779,11 @@ const mergeMaxEvents = 1024
 // a slow consumer gets fewer, larger responses, as etcd's catching-up
 // watchers do. It refuses when a new response is needed and the queue is
 // full.
-func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64) bool {
+func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, revs int) bool {
+	ws.pushes.Add(1)
 	ws.mu.Lock()
 	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
-		w.qRevs < catchUpMaxRevs && len(ws.queue[i].Events)+len(evs) <= mergeMaxEvents {
+		w.qRevs+revs <= catchUpMaxRevs && len(ws.queue[i].Events)+len(evs) <= mergeMaxEvents {
 		r := &ws.queue[i]
 		if !w.qOwned {
 			// NB: the first response's events may be shared: copy them.
@@ -719,7 +792,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64) bo
 		}
 		r.Events = append(r.Events, evs...)
 		r.Revision = rev
-		w.qRevs++
+		w.qRevs += revs
 		ws.mu.Unlock()
 		return true
 	}
@@ -727,7 +800,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64) bo
 		ws.mu.Unlock()
 		return false
 	}
-	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, 1, false)
+	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, revs, false)
 	return true
 }
 
@@ -763,6 +836,18 @@ func (ws *WatchStream) take(buf []WatchResponse, max int) []WatchResponse {
 	}
 	ws.mu.Unlock()
 	return buf
+}
+
+// Pushes returns how many times events were queued for a watcher of the
+// stream so far (each revision batch a watcher receives counts once).
+func (ws *WatchStream) Pushes() uint64 { return ws.pushes.Load() }
+
+// Urgent reports whether a control response (created, canceled, progress)
+// waits in the queue: the sender should not hold it back to batch events.
+func (ws *WatchStream) Urgent() bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.barrier >= ws.base+int64(ws.head)
 }
 
 func (ws *WatchStream) queued() int {

@@ -156,16 +156,17 @@ func fmtResps(rs []WatchResponse) string {
 	return strings.Join(out, "\n")
 }
 
-// wantResps compares responses in order, except that event responses of
-// the same revision to different watchers, whose order is unspecified (as
-// in etcd), are compared sorted by watch id.
+// wantResps compares responses in order, except that consecutive event
+// responses to different watchers, whose relative order is unspecified (as
+// in etcd), are compared sorted by watch id (each watcher's own order
+// kept).
 func wantResps(t *testing.T, got []WatchResponse, want string) {
 	t.Helper()
 	got = slices.Clone(got)
 	for i := 0; i < len(got); {
 		j := i + 1
 		if len(got[i].Events) > 0 {
-			for j < len(got) && len(got[j].Events) > 0 && got[j].Revision == got[i].Revision {
+			for j < len(got) && len(got[j].Events) > 0 {
 				j++
 			}
 			slices.SortStableFunc(got[i:j], func(a, b WatchResponse) int { return int(a.WatchID - b.WatchID) })
@@ -204,17 +205,63 @@ id=1 rev=2 created
 id=2 rev=2 created
 id=0 rev=3
   PUT "a"="2" c=2 m=3 v=2 l=0 prev -
+id=0 rev=5
+  DELETE "a"="" c=0 m=5 v=0 l=0 prev -
 id=1 rev=3
   PUT "a"="2" c=2 m=3 v=2 l=0 prev "a"="1" c=2 m=2 v=1 l=0
 id=1 rev=4
   PUT "b"="1" c=4 m=4 v=1 l=0 prev -
-id=0 rev=5
-  DELETE "a"="" c=0 m=5 v=0 l=0 prev -
 id=1 rev=5
   DELETE "a"="" c=0 m=5 v=0 l=0 prev "a"="2" c=2 m=3 v=2 l=0
   DELETE "b"="" c=0 m=5 v=0 l=0 prev "b"="1" c=4 m=4 v=1 l=0
 id=2 rev=5
   DELETE "b"="" c=0 m=5 v=0 l=0 prev -
+`)
+}
+
+// TestWatchBatch: a batch of several revisions reaches each watcher as one
+// response (header at its newest revision), respecting start revisions and
+// filters.
+func TestWatchBatch(t *testing.T) {
+	e := newWatchEnv(t, HubOptions{})
+	ws := e.h.NewStream()
+	defer ws.Close()
+	ws.Watch(WatchOptions{Key: []byte("a")})
+	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c"), StartRev: 4, PrevKV: true})
+	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c"), NoDelete: true})
+	ws.Watch(WatchOptions{Key: []byte("b")})
+	drain(t, ws)
+	put := func(k, v string) func(*WriteTxn) {
+		return func(tx *WriteTxn) { tx.Put([]byte(k), []byte(v), 0) }
+	}
+	e.commit(put("a", "1"), put("b", "1"), put("a", "2"), func(tx *WriteTxn) { tx.DeleteRange([]byte("a"), nil) }, put("x", "1")) // 2..6
+	wantResps(t, drain(t, ws), `
+id=0 rev=5
+  PUT "a"="1" c=2 m=2 v=1 l=0 prev -
+  PUT "a"="2" c=2 m=4 v=2 l=0 prev -
+  DELETE "a"="" c=0 m=5 v=0 l=0 prev -
+id=1 rev=5
+  PUT "a"="2" c=2 m=4 v=2 l=0 prev "a"="1" c=2 m=2 v=1 l=0
+  DELETE "a"="" c=0 m=5 v=0 l=0 prev "a"="2" c=2 m=4 v=2 l=0
+id=2 rev=4
+  PUT "a"="1" c=2 m=2 v=1 l=0 prev -
+  PUT "b"="1" c=3 m=3 v=1 l=0 prev -
+  PUT "a"="2" c=2 m=4 v=2 l=0 prev -
+id=3 rev=3
+  PUT "b"="1" c=3 m=3 v=1 l=0 prev -
+`)
+	if !ws.RequestProgressAll() {
+		t.Error("no progress after the batch")
+	}
+	e.put("b", "2") // 7: every watcher moved past the batch
+	wantResps(t, drain(t, ws), `
+id=-1 rev=6
+id=1 rev=7
+  PUT "b"="2" c=3 m=7 v=2 l=0 prev "b"="1" c=3 m=3 v=1 l=0
+id=2 rev=7
+  PUT "b"="2" c=3 m=7 v=2 l=0 prev -
+id=3 rev=7
+  PUT "b"="2" c=3 m=7 v=2 l=0 prev -
 `)
 }
 
@@ -722,6 +769,18 @@ func TestWatchHammer(t *testing.T) {
 					tx.Put([]byte(keys[rng.IntN(4)]), []byte("t"), 0)
 					tx.Put([]byte(keys[4+rng.IntN(4)]), []byte("t"), 0)
 				})
+			case 2, 3:
+				// several revisions in one batch, as group commit makes them
+				var txns []func(*WriteTxn)
+				for j := range 1 + rng.IntN(6) {
+					k := []byte(keys[rng.IntN(len(keys))])
+					if j%3 == 2 {
+						txns = append(txns, func(tx *WriteTxn) { tx.DeleteRange(k, nil) })
+					} else {
+						txns = append(txns, func(tx *WriteTxn) { tx.Put(k, []byte(fmt.Sprint(i, j)), 0) })
+					}
+				}
+				e.commit(txns...)
 			default:
 				e.put(keys[rng.IntN(len(keys))], fmt.Sprint(i))
 			}

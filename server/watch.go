@@ -19,6 +19,20 @@ import (
 // minProgressNotifyInterval is etcd's floor for the progress interval.
 const minProgressNotifyInterval = 100 * time.Millisecond
 
+// A watch stream that sent more than busyStreamRate responses per second
+// over the last busyWindow becomes busy, and stays busy while its watchers
+// are handed events more often than that: it then sends a burst of
+// responses at most every busyBatchInterval, so that events arriving
+// meanwhile join the responses still queued and the client gets fewer,
+// larger messages (as etcd's watchers that fall behind get up to 100 ms of
+// revisions at a time). A stream below the rate sends each response at
+// once, and control responses are never held back.
+var (
+	busyStreamRate    = 10000.0
+	busyWindow        = 100 * time.Millisecond
+	busyBatchInterval = 50 * time.Millisecond
+)
+
 // defaultProgressNotifyInterval is etcd's interval when none is configured.
 const defaultProgressNotifyInterval = 10 * time.Minute
 
@@ -196,9 +210,35 @@ func (sws *serverWatchStream) sendLoop() error {
 	defer ticker.Stop()
 	var buf []mvcc.WatchResponse
 	ctx := sws.grpc.Context()
+	var (
+		lastBurst    time.Time
+		windowStart  = time.Now()
+		windowSent   int
+		windowPushes uint64
+		busy         bool
+	)
+	linger := time.NewTimer(0)
+	<-linger.C
 	for {
 		select {
 		case <-sws.stream.Ready():
+			if d := busyBatchInterval - time.Since(lastBurst); busy && d > 0 && !sws.stream.Urgent() {
+				linger.Reset(d)
+			wait:
+				for {
+					select {
+					case <-linger.C:
+						break wait
+					case <-sws.stream.Ready():
+						if sws.stream.Urgent() {
+							linger.Stop()
+							break wait
+						}
+					case <-sws.closec:
+						return nil
+					}
+				}
+			}
 		case <-ticker.C:
 			sws.mu.Lock()
 			for id, due := range sws.progress {
@@ -223,9 +263,21 @@ func (sws *serverWatchStream) sendLoop() error {
 					return nil // the client is gone; the handler ends with its context
 				}
 			}
+			windowSent += len(out)
 			clear(out)
 			buf = out
 			if !more {
+				lastBurst = time.Now()
+				if d := lastBurst.Sub(windowStart); d >= busyWindow {
+					limit := busyStreamRate * d.Seconds()
+					p := sws.stream.Pushes()
+					if busy {
+						busy = float64(p-windowPushes) > limit
+					} else {
+						busy = float64(windowSent) > limit
+					}
+					windowStart, windowSent, windowPushes = lastBurst, 0, p
+				}
 				break
 			}
 			select {

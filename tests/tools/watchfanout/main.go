@@ -57,7 +57,7 @@ func main() {
 	}
 
 	rssBefore := rss(*pid, "VmRSS")
-	var received atomic.Int64
+	var received, responses atomic.Int64
 	want := int64(*watchers) * int64(*puts)
 	allDone := make(chan struct{})
 	var doneOnce sync.Once
@@ -86,6 +86,7 @@ func main() {
 				got := 0
 				for wr := range wch {
 					got += len(wr.Events)
+					responses.Add(1)
 					if received.Add(int64(len(wr.Events))) == want {
 						lastEvent.Store(time.Now().UnixNano())
 						doneOnce.Do(func() { close(allDone) })
@@ -145,6 +146,7 @@ func main() {
 	fmt.Printf("watch creation: %.3f s (%.0f watches/s)\n", createTime.Seconds(), float64(*watchers)/createTime.Seconds())
 	fmt.Printf("puts took: %.3f s\n", putTime.Seconds())
 	fmt.Printf("delivery: %.3f s (first put to last event), %.0f events/s\n", delivery.Seconds(), float64(want)/delivery.Seconds())
+	fmt.Printf("responses: %d (%.1f events per response)\n", responses.Load(), float64(want)/float64(responses.Load()))
 	fmt.Printf("per-watcher completion: p50 %.3f s, p99 %.3f s, max %.3f s\n", pct(0.5).Seconds(), pct(0.99).Seconds(), pct(1).Seconds())
 	fmt.Printf("server rss: before %s, watching %s, peak %s\n", rssBefore, rssWatching, peakDuring)
 }

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz
+.PHONY: all build run test test-unit test-compat tools bench bench-auth bench-watch vet fmt lint clean soak fuzz
 
 all: build
 
@@ -60,6 +60,10 @@ bench: build tools
 # etcd and metastore side by side with auth enabled (docs/benchmarks-auth.md).
 bench-auth: build tools
 	./scripts/bench-auth.sh
+
+# Watch benchmarks, etcd and metastore side by side (docs/benchmarks-watch.md).
+bench-watch: build tools
+	./scripts/bench-watch.sh
 
 clean:
 	rm -rf $(BIN)

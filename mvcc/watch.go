@@ -140,6 +140,7 @@ type hubStats struct {
 	overflows, compacted        atomic.Int64
 	readsMemory, readsStore     atomic.Int64
 	eventsQueued, responsesSent atomic.Int64
+	eventsSent                  atomic.Int64
 }
 
 // HubMetrics describe a hub's watchers and work so far.
@@ -154,9 +155,9 @@ type HubMetrics struct {
 	// ReadsMemory and ReadsStore count catch-up reads served from the
 	// recent revisions in memory and from the change log in Pebble.
 	ReadsMemory, ReadsStore int64
-	// Responses counts responses handed to senders, EventsQueued the
-	// events the live fan-out queued.
-	Responses, EventsQueued int64
+	// Responses and EventsSent count the responses and events handed to
+	// senders; EventsQueued the events the live fan-out queued.
+	Responses, EventsSent, EventsQueued int64
 }
 
 // Metrics returns the hub's current metrics.
@@ -166,7 +167,7 @@ func (h *Hub) Metrics() HubMetrics {
 		Streams: st.streams.Load(), Watchers: st.watchers.Load(), Lagging: st.lagging.Load(),
 		Overflows: st.overflows.Load(), Compacted: st.compacted.Load(),
 		ReadsMemory: st.readsMemory.Load(), ReadsStore: st.readsStore.Load(),
-		Responses: st.responsesSent.Load(), EventsQueued: st.eventsQueued.Load(),
+		Responses: st.responsesSent.Load(), EventsSent: st.eventsSent.Load(), EventsQueued: st.eventsQueued.Load(),
 	}
 }
 
@@ -909,7 +910,12 @@ func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []Wat
 	n := len(buf)
 	out = ws.take(buf, takeMax)
 	ws.sinceCatchUp += len(out) - n
+	events := 0
+	for i := n; i < len(out); i++ {
+		events += len(out[i].Events)
+	}
 	ws.h.stats.responsesSent.Add(int64(len(out) - n))
+	ws.h.stats.eventsSent.Add(int64(events))
 	return out, ws.queued() > 0 || ws.lagN.Load() > 0, nil
 }
 

@@ -125,6 +125,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.registerStoreMetrics()
+	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
 	s.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, cfg.Limits.UserRateLimit, cfg.Limits.UserRateBurst)
 	if cfg.Server.HasTLS() {
 		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -63,6 +64,28 @@ func newWatchServer(s *Server) *watchServer {
 		interval = minProgressNotifyInterval
 	}
 	return &watchServer{s: s, maxRequestBytes: s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes, interval: interval}
+}
+
+// watchMetrics reports the hub's numbers under etcd's metric names, and
+// metastore's own for what etcd does not have.
+func watchMetrics(h *mvcc.Hub) []prometheus.Collector {
+	gauge := func(name, help string, f func(mvcc.HubMetrics) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(h.Metrics())) })
+	}
+	counter := func(name, help string, labels prometheus.Labels, f func(mvcc.HubMetrics) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return float64(f(h.Metrics())) })
+	}
+	return []prometheus.Collector{
+		gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", func(m mvcc.HubMetrics) int64 { return m.Streams }),
+		gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", func(m mvcc.HubMetrics) int64 { return m.Watchers }),
+		gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", func(m mvcc.HubMetrics) int64 { return m.Lagging }),
+		counter("etcd_debugging_mvcc_events_total", "Total number of events sent by this member.", nil, func(m mvcc.HubMetrics) int64 { return m.EventsSent }),
+		counter("metastore_watch_responses_total", "Watch responses handed to watch streams.", nil, func(m mvcc.HubMetrics) int64 { return m.Responses }),
+		counter("metastore_watch_overflows_total", "Times a watcher fell behind because its stream's queue was full.", nil, func(m mvcc.HubMetrics) int64 { return m.Overflows }),
+		counter("metastore_watch_compacted_total", "Watchers canceled because the revision they needed was compacted.", nil, func(m mvcc.HubMetrics) int64 { return m.Compacted }),
+		counter("metastore_watch_catchup_reads_total", "Catch-up reads, by where the history came from.", prometheus.Labels{"source": "memory"}, func(m mvcc.HubMetrics) int64 { return m.ReadsMemory }),
+		counter("metastore_watch_catchup_reads_total", "Catch-up reads, by where the history came from.", prometheus.Labels{"source": "store"}, func(m mvcc.HubMetrics) int64 { return m.ReadsStore }),
+	}
 }
 
 // watchTag is the server's part of one watcher, carried with its responses.
@@ -170,6 +193,12 @@ func (sws *serverWatchStream) create(r *pb.WatchCreateRequest) {
 	}
 	if r.StartRevision < 0 {
 		sws.stream.Reject(rpctypes.ErrCompacted.Error())
+		return
+	}
+	// etcd checks READ on the range as the client sent it ("\x00" end:
+	// every key from key), at creation only.
+	if err := sws.srv.s.authorizeWatch(sws.grpc.Context(), key, r.RangeEnd); err != nil {
+		sws.stream.Reject(watchCancelReason(err))
 		return
 	}
 	// etcd's range_end convention to the mvcc one: none is a single key,

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/grpc"
 )
 
 // wstream is a raw Watch stream of a scenario. Every response received is
@@ -27,8 +28,14 @@ type wstream struct {
 // the end of the test.
 func (e *env) openWatch(name string) *wstream {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cli, err := pb.NewWatchClient(e.cli.ActiveConnection()).Watch(ctx)
+	return e.openWatchOn(name, e.cli.ActiveConnection(), context.Background())
+}
+
+// openWatchOn opens a Watch stream on conn with ctx (e.g. carrying a token).
+func (e *env) openWatchOn(name string, conn *grpc.ClientConn, ctx context.Context) *wstream {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	cli, err := pb.NewWatchClient(conn).Watch(ctx)
 	if err != nil {
 		cancel()
 		e.t.Fatalf("open watch stream: %v", err)

@@ -1,13 +1,15 @@
 package compat
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"testing"
 	"time"
 
-	"testing"
-
+	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/metastore-dev/metastore/tests/framework"
 )
@@ -277,5 +279,50 @@ func TestWatchCatchUpLimit(t *testing.T) {
 		e.wantEqual("created", normWatch(got[0]), wCreated(0, 1101))
 		e.wantEqual("events per response", []int{len(got[1].Events), len(got[2].Events)}, []int{1000, 100})
 		e.wantEqual("first and last", []int64{got[1].Events[0].Kv.ModRevision, got[2].Events[99].Kv.ModRevision}, []int64{2, 1101})
+	})
+}
+
+// TestWatchAuth: with auth enabled a watch needs READ on its whole range,
+// checked at creation; refusals are created-and-canceled responses whose
+// reason is etcd's gRPC error text ("rpc error: code = ... desc = ...").
+func TestWatchAuth(t *testing.T) {
+	scenario(t, framework.Options{}, func(e *env) {
+		a := newAuthEnv(e)
+		root := a.setupRootAndEnable()
+		_, err := a.UserAdd(root, &pb.AuthUserAddRequest{Name: "u", Password: "upw"})
+		a.must(err)
+		_, err = a.RoleAdd(root, "r")
+		a.must(err)
+		_, err = a.RoleGrant(root, "r", authpb.READ, "a/", prefixEnd("a/"))
+		a.must(err)
+		_, err = a.UserGrantRole(root, "u", "r")
+		a.must(err)
+		u := a.as("u", "upw")
+		p, err := a.Put(root, &pb.PutRequest{Key: []byte("a/1"), Value: []byte("x")})
+		a.must(err)
+		rev := p.(*pb.PutResponse).Header.Revision
+
+		w := e.openWatchOn("u", a.conn, withToken(context.Background(), u.token))
+		w.create(&pb.WatchCreateRequest{Key: []byte("a/1")})
+		w.create(&pb.WatchCreateRequest{Key: []byte("a/"), RangeEnd: []byte(prefixEnd("a/"))})
+		w.create(&pb.WatchCreateRequest{Key: []byte("a/"), RangeEnd: []byte{0}}) // from key: beyond the grant
+		w.create(&pb.WatchCreateRequest{Key: []byte("b")})
+		w.create(&pb.WatchCreateRequest{}) // "\x00"
+		w.want(wCreated(0, rev), wCreated(1, rev),
+			wRefused(rev, rpctypes.ErrGRPCPermissionDenied.Error()), wRefused(rev, rpctypes.ErrGRPCPermissionDenied.Error()), wRefused(rev, rpctypes.ErrGRPCPermissionDenied.Error()))
+		_, err = a.Put(root, &pb.PutRequest{Key: []byte("a/1"), Value: []byte("y")})
+		a.must(err)
+		ev := evPut(kv("a/1", "y", rev, rev+1, 2))
+		w.want(wEvents(0, rev+1, ev), wEvents(1, rev+1, ev))
+
+		anonW := e.openWatchOn("anon", a.conn, context.Background())
+		anonW.create(&pb.WatchCreateRequest{Key: []byte("a/1")})
+		anonW.want(wRefused(rev+1, rpctypes.ErrGRPCUserEmpty.Error()))
+		bad := e.openWatchOn("bad-token", a.conn, withToken(context.Background(), "garbage.1"))
+		bad.create(&pb.WatchCreateRequest{Key: []byte("a/1")})
+		bad.want(wRefused(rev+1, rpctypes.ErrGRPCInvalidAuthToken.Error()))
+		rootW := e.openWatchOn("root", a.conn, withToken(context.Background(), root.token))
+		rootW.create(&pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}})
+		rootW.want(wCreated(0, rev+1))
 	})
 }

@@ -105,6 +105,16 @@ func TestWatchClientV3(t *testing.T) {
 			nch := cli.Watch(ctx, "a", clientv3.WithRev(-1))
 			wr = nextResp(t, nch)
 			rec("negative revision", wr)
+
+			// kube-apiserver asks etcd for progress only from 3.4.31, 3.5.13
+			// and 3.6 on; it learns the version from Status.
+			st, err := cli.Status(ctx, srv.Endpoint)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(st.Version, "3.6.") {
+				t.Errorf("Status.version = %q, want 3.6.x", st.Version)
+			}
 		})
 		outs = append(outs, out)
 	}

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth vet fmt lint clean soak fuzz policies bench-policy
+.PHONY: all build run test test-unit test-compat tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies
 
 all: build
 
@@ -78,6 +78,10 @@ bench-auth: build tools
 # The cost of a wasm policy in the chain end to end (docs/benchmarks-wasm.md).
 bench-policy: build tools
 	./scripts/bench-policy.sh
+
+# Watch benchmarks, etcd and metastore side by side (docs/benchmarks-watch.md).
+bench-watch: build tools
+	./scripts/bench-watch.sh
 
 clean:
 	rm -rf $(BIN)

@@ -8,9 +8,15 @@
 // keyspace (the change log) records which keys changed at each revision; it
 // serves watchers catching up from history and drives compaction.
 //
+// The Hub fans committed revisions out to watchers (etcd's watch
+// semantics): the applier publishes each durable batch to it, watchers in
+// sync get their events queued on their stream at once, and watchers that
+// are behind are caught up by their stream's sender from recent revisions in
+// memory or from the change log (Store.History).
+//
 // Reads (Store.Read, Store.Range) run concurrently from any goroutine.
 // Writes go through a Batch: the single writer (the applier) opens one,
 // runs each request as a WriteTxn that gets the next revision, and commits
 // them all with one fsync. The package owns no goroutine but the background
-// compactor, which Close stops.
+// compactor, which Close stops; the hub owns none.
 package mvcc

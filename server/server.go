@@ -45,6 +45,8 @@ type Server struct {
 	lg  *slog.Logger
 
 	store   *mvcc.Store
+	hub     *mvcc.Hub
+	watch   *watchServer
 	applier *apply.Applier
 	loop    *apply.Loop
 
@@ -125,10 +127,15 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants)}); err != nil {
 		return nil, err
 	}
-	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnBatch: s.metrics.observeBatch}); err != nil {
+	// The hub starts at the store's revision; every batch the loop commits
+	// reaches it before the batch's callers are answered.
+	s.hub = mvcc.NewHub(store, mvcc.HubOptions{})
+	s.watch = newWatchServer(s)
+	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
 		return nil, err
 	}
 	s.registerStoreMetrics()
+	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
 	s.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, cfg.Limits.UserRateLimit, cfg.Limits.UserRateBurst)
 	if cfg.Server.HasTLS() {
 		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
@@ -215,6 +222,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
 	pb.RegisterAuthServer(g, &authServer{s: s})
+	pb.RegisterWatchServer(g, s.watch)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)

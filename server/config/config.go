@@ -14,6 +14,7 @@ type Config struct {
 	GRPC        GRPC        `yaml:"grpc"`
 	Limits      Limits      `yaml:"limits"`
 	Auth        Auth        `yaml:"auth"`
+	Watch       Watch       `yaml:"watch"`
 	Maintenance Maintenance `yaml:"maintenance"`
 	Reliability Reliability `yaml:"reliability"`
 	Logging     Logging     `yaml:"logging"`
@@ -112,6 +113,16 @@ type Auth struct {
 	BcryptCost int `yaml:"bcrypt_cost"`
 }
 
+// Watch holds settings of the Watch service.
+type Watch struct {
+	// ProgressNotifyInterval is how often a watcher created with
+	// progress_notify that received no event since the last interval is
+	// sent an empty response carrying the current revision (etcd's
+	// --watch-progress-notify-interval). 0 means the default, 10m;
+	// values below 100ms are raised to 100ms, as etcd does.
+	ProgressNotifyInterval time.Duration `yaml:"progress_notify_interval"`
+}
+
 // Maintenance holds background housekeeping settings.
 type Maintenance struct {
 	// AutoCompactionMode is "periodic" or "revision" (etcd's --auto-compaction-mode).
@@ -165,6 +176,7 @@ func Default() *Config {
 			QuotaBackendBytes: 2 << 30,
 		},
 		Auth:        Auth{Token: "simple", TokenTTL: 300 * time.Second, BcryptCost: 10},
+		Watch:       Watch{ProgressNotifyInterval: 10 * time.Minute},
 		Maintenance: Maintenance{AutoCompactionMode: "periodic", AutoCompactionRetention: "0"},
 		Reliability: Reliability{PanicRecovery: true},
 		Logging:     Logging{Level: "info", Format: "text"},

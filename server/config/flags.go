@@ -39,13 +39,14 @@ const (
 	groupGRPC        = "gRPC"
 	groupLimits      = "Limits"
 	groupAuth        = "Auth"
+	groupWatch       = "Watch"
 	groupMaintenance = "Maintenance"
 	groupPolicies    = "Policies (the policies and tenants lists are set in the YAML file)"
 	groupLogging     = "Logging and monitoring"
 	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
 )
 
-var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupPolicies, groupMaintenance, groupLogging, groupCompat}
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupPolicies, groupWatch, groupMaintenance, groupLogging, groupCompat}
 
 var flagDefs = []flagDef{
 	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
@@ -82,6 +83,13 @@ var flagDefs = []flagDef{
 
 	{name: "authorization-chain", group: groupPolicies, key: "authorization.chain", usage: "Comma-separated authorizers in order: policies (wasm policies with the authorize hook) and rbac."},
 	{name: "policy-watch-interval", group: groupPolicies, key: "authorization.policy_watch_interval", usage: "How often policy modules are checked for changes and reloaded; 0 disables (SIGHUP still reloads)."},
+	{name: "watch-progress-notify-interval", group: groupWatch, key: "watch.progress_notify_interval", usage: "Duration of periodic watch progress notifications (0 means 10m; at least 100ms)."},
+	{name: "experimental-watch-progress-notify-interval", group: groupWatch, def: "10m0s",
+		usage: "Deprecated (as in etcd 3.6) name of --watch-progress-notify-interval.",
+		apply: func(l *loader, source, v string) error {
+			l.note(slog.LevelWarn, source+" is deprecated (as in etcd 3.6); use --watch-progress-notify-interval")
+			return leafByKey["watch.progress_notify_interval"].set(l.cfg, v)
+		}},
 
 	{name: "auto-compaction-mode", group: groupMaintenance, key: "maintenance.auto_compaction_mode", usage: "Interpret --auto-compaction-retention as 'periodic' (a duration; bare numbers are hours) or 'revision' (a revision count)."},
 	{name: "auto-compaction-retention", group: groupMaintenance, key: "maintenance.auto_compaction_retention", usage: "Auto compaction retention; 0 disables auto compaction."},

@@ -58,6 +58,8 @@ func (c *Config) Validate() error {
 
 	c.Auth.validate(&p)
 
+	p.nonNegative("watch.progress_notify_interval", c.Watch.ProgressNotifyInterval)
+
 	if _, _, err := c.Maintenance.CompactionRetention(); err != nil {
 		p = append(p, fmt.Errorf("maintenance.%w", err))
 	}

@@ -339,7 +339,11 @@ func compareTranscripts(t *testing.T, want, got []entry) {
 			diffs++
 			continue
 		}
-		if d := respDiff(normalize(w.resp), normalize(g.resp)); d != "" {
+		wn, gn := normalize(w.resp), normalize(g.resp)
+		if reflect.DeepEqual(wn, gn) {
+			continue // comparing large equal responses with cmp is slow
+		}
+		if d := respDiff(wn, gn); d != "" {
 			t.Errorf("%s: response differs (-etcd +metastore):\n%s", w.label, d)
 			diffs++
 		}

@@ -55,6 +55,12 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 		cfg.AuthTokenTTL = uint(o.AuthTokenTTL / time.Second)
 	}
 	cfg.BcryptCost = uint(o.bcryptCost())
+	if o.MaxRequestBytes > 0 {
+		cfg.MaxRequestBytes = uint(o.MaxRequestBytes)
+	}
+	if o.WatchProgressNotifyInterval > 0 {
+		cfg.WatchProgressNotifyInterval = o.WatchProgressNotifyInterval
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

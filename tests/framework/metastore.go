@@ -30,6 +30,12 @@ func StartMetastore(t testing.TB, o Options) *Server {
 		cfg.Auth.TokenTTL = o.AuthTokenTTL
 	}
 	cfg.Auth.BcryptCost = o.bcryptCost()
+	if o.MaxRequestBytes > 0 {
+		cfg.Limits.MaxRequestBytes = o.MaxRequestBytes
+	}
+	if o.WatchProgressNotifyInterval > 0 {
+		cfg.Watch.ProgressNotifyInterval = o.WatchProgressNotifyInterval
+	}
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)

@@ -27,6 +27,13 @@ type Options struct {
 	// BcryptCost is --bcrypt-cost; 0 means the minimum (4), so that tests
 	// that add users stay fast.
 	BcryptCost int
+	// MaxRequestBytes is --max-request-bytes; 0 keeps the default (1.5 MiB).
+	MaxRequestBytes int
+	// WatchProgressNotifyInterval is --watch-progress-notify-interval; 0
+	// keeps the default (10m). NB: etcd keeps it in a process-wide
+	// variable, so an in-process etcd started with it changes it for every
+	// in-process etcd started after.
+	WatchProgressNotifyInterval time.Duration
 }
 
 func (o Options) bcryptCost() int {

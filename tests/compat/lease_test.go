@@ -367,4 +367,3 @@ func waitFor(e *env, d time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-

@@ -65,7 +65,7 @@ type lease struct {
 	// yet (ns); checkpoints leave it out so restarts cannot add up.
 	grace atomic.Int64
 	// persisted is the remaining TTL (seconds) last checkpointed in the
-	// store, 0 for none (the full TTL).
+	// store: 0 for none (the full TTL), -1 for expired.
 	persisted atomic.Int64
 	revoked   atomic.Bool
 
@@ -161,18 +161,23 @@ func (le *Lessor) Grant(id, ttl int64) {
 	le.add(id, ttl, le.now()+seconds(ttl), 0, 0)
 }
 
-// Restore registers a lease read from the store at start-up. It expires
-// after its remaining TTL (remaining seconds, or ttl if remaining is 0)
-// plus the restart grace.
+// Restore registers a lease read from the store at start-up: remaining is
+// its last checkpointed remaining TTL in seconds (0 for none: the full TTL;
+// negative: it had expired). A live lease expires after its remaining TTL
+// plus the restart grace; an expired one is due at once, without grace (no
+// renewal could have saved it).
 func (le *Lessor) Restore(id, ttl, remaining int64) {
-	rem := ttl
-	if remaining > 0 && remaining < ttl {
-		rem = remaining
-	} else {
-		remaining = 0
+	now := le.now()
+	switch {
+	case remaining < 0:
+		le.add(id, ttl, now, 0, -1)
+	case remaining == 0 || remaining >= ttl:
+		grace := int64(le.cfg.RestartGrace)
+		le.add(id, ttl, now+seconds(ttl)+grace, grace, 0)
+	default:
+		grace := int64(le.cfg.RestartGrace)
+		le.add(id, ttl, now+seconds(remaining)+grace, grace, remaining)
 	}
-	grace := int64(le.cfg.RestartGrace)
-	le.add(id, ttl, le.now()+seconds(rem)+grace, grace, remaining)
 }
 
 func (le *Lessor) add(id, ttl, expiry, grace, persisted int64) {
@@ -216,7 +221,7 @@ func (le *Lessor) remove(l *lease) {
 }
 
 // Checkpointed records that the store now holds remaining (seconds; 0 for
-// the full TTL) as the lease's remaining TTL.
+// the full TTL, -1 for expired) as the lease's remaining TTL.
 func (le *Lessor) Checkpointed(id, remaining int64) {
 	if l, ok := le.leases.Load(id); ok {
 		l.persisted.Store(remaining)
@@ -365,7 +370,8 @@ func (le *Lessor) Leases() []Info {
 // Checkpoint is a remaining TTL to persist for a lease.
 type Checkpoint struct {
 	ID int64
-	// RemainingTTL is in seconds, at least 1; 0 means the full TTL.
+	// RemainingTTL is in seconds: 0 means the full TTL, -1 that the lease
+	// has expired.
 	RemainingTTL int64
 }
 
@@ -383,12 +389,17 @@ func (le *Lessor) Checkpoints() []Checkpoint {
 			exp = -exp
 		}
 		rem := exp - now - l.grace.Load()
-		secs := (rem + int64(time.Second) - 1) / int64(time.Second) // ceil, as etcd
-		if secs < 1 {
-			secs = 1 // expired and not yet revoked: keep it due right after a restart
-		}
-		if secs >= l.ttl {
+		var secs int64
+		switch {
+		case rem <= 0:
+			secs = -1 // expired, not yet revoked: due at once after a restart
+		case rem >= seconds(l.ttl):
 			secs = 0
+		default:
+			secs = (rem + int64(time.Second) - 1) / int64(time.Second) // ceil, as etcd
+			if secs >= l.ttl {
+				secs = 0
+			}
 		}
 		if secs != l.persisted.Load() {
 			out = append(out, Checkpoint{ID: id, RemainingTTL: secs})

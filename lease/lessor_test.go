@@ -355,8 +355,17 @@ func TestCheckpointsOfExpiredLease(t *testing.T) {
 	}
 	c.Advance(time.Hour)
 	expireNow(le)
-	if got := le.Checkpoints(); !slices.Equal(got, []Checkpoint{{1, 1}}) {
-		t.Fatalf("Checkpoints() of an expired lease = %v, want 1s", got)
+	if got := le.Checkpoints(); !slices.Equal(got, []Checkpoint{{1, -1}}) {
+		t.Fatalf("Checkpoints() of an expired lease = %v, want -1 (expired)", got)
+	}
+	// Restored as expired: due at once, without the restart grace.
+	le2, _ := newManual(t, Config{RestartGrace: time.Minute})
+	le2.Restore(1, 10, -1)
+	if ids := expireNow(le2); !slices.Equal(ids, []int64{1}) {
+		t.Fatalf("lease restored as expired not due at once: %v", ids)
+	}
+	if got := le2.Checkpoints(); len(got) != 0 {
+		t.Fatalf("Checkpoints() after restoring an expired lease = %v, want none", got)
 	}
 }
 

@@ -34,7 +34,7 @@ type Lessor interface {
 	// Revoke forgets a revoked lease.
 	Revoke(id int64)
 	// Checkpointed records the remaining TTL now persisted for a lease
-	// (seconds; 0 means the full TTL).
+	// (seconds; 0 means the full TTL, -1 expired).
 	Checkpointed(id, remaining int64)
 }
 
@@ -106,15 +106,16 @@ func (a *Applier) finishLeases(committed bool) {
 	a.pending.ops = a.pending.ops[:0]
 }
 
-// Lease record in the store: format(1) uvarint(ttl) uvarint(remaining).
-// remaining is the last checkpointed remaining TTL in seconds, 0 for none.
+// Lease record in the store: format(1) uvarint(ttl) varint(remaining).
+// remaining is the last checkpointed remaining TTL in seconds: 0 for none
+// (the full TTL), -1 when the lease had expired.
 const leaseRecordV1 byte = 1
 
 func encodeLease(ttl, remaining int64) []byte {
 	b := make([]byte, 0, 1+2*binary.MaxVarintLen64)
 	b = append(b, leaseRecordV1)
 	b = binary.AppendUvarint(b, uint64(ttl))
-	return binary.AppendUvarint(b, uint64(remaining))
+	return binary.AppendVarint(b, remaining)
 }
 
 func decodeLease(b []byte) (ttl, remaining int64, err error) {
@@ -126,16 +127,16 @@ func decodeLease(b []byte) (ttl, remaining int64, err error) {
 	if n <= 0 {
 		return 0, 0, fmt.Errorf("apply: corrupt lease record")
 	}
-	r, m := binary.Uvarint(b[n:])
+	r, m := binary.Varint(b[n:])
 	if m <= 0 {
 		return 0, 0, fmt.Errorf("apply: corrupt lease record")
 	}
-	return int64(t), int64(r), nil
+	return int64(t), r, nil
 }
 
 // LoadLeases calls f with every lease persisted in s: its TTL (raised to
 // minTTL, as etcd does on recovery when the minimum grew) and its last
-// checkpointed remaining TTL (0 if none).
+// checkpointed remaining TTL (0 if none, -1 if it had expired).
 func LoadLeases(s *mvcc.Store, minTTL int64, f func(id, ttl, remaining int64)) error {
 	return s.ForEachLease(func(id int64, rec []byte) error {
 		ttl, rem, err := decodeLease(rec)
@@ -219,7 +220,10 @@ func (a *Applier) leaseCheckpoint(b *mvcc.Batch, r *pb.LeaseCheckpointRequest) (
 			return nil, err
 		}
 		rem := c.Remaining_TTL
-		if rem <= 0 || rem >= ttl {
+		switch {
+		case rem < 0:
+			rem = -1 // expired
+		case rem >= ttl:
 			rem = 0 // the full TTL
 		}
 		if err := b.SetLease(c.ID, encodeLease(ttl, rem)); err != nil {

@@ -215,21 +215,21 @@ func TestLeaseCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	applyBatch(t, s, a, true, grant(1, 100), grant(2, 100))
+	applyBatch(t, s, a, true, grant(1, 100), grant(2, 100), grant(3, 100))
 	le.log = nil
 	cp := &pb.LeaseCheckpointRequest{Checkpoints: []*pb.LeaseCheckpoint{
-		{ID: 1, Remaining_TTL: 40}, {ID: 2, Remaining_TTL: 500}, {ID: 7, Remaining_TTL: 5},
+		{ID: 1, Remaining_TTL: 40}, {ID: 2, Remaining_TTL: 500}, {ID: 7, Remaining_TTL: 5}, {ID: 3, Remaining_TTL: -1},
 	}}
 	res, _ := applyBatch(t, s, a, true, &Request{LeaseCheckpoint: cp})
 	if res[0].Err != nil {
 		t.Fatal(res[0].Err)
 	}
-	if want := []string{"checkpoint 1 40", "checkpoint 2 0"}; !slices.Equal(le.log, want) {
+	if want := []string{"checkpoint 1 40", "checkpoint 2 0", "checkpoint 3 -1"}; !slices.Equal(le.log, want) {
 		t.Errorf("lessor told %v, want %v", le.log, want)
 	}
 	var loaded []string
 	LoadLeases(s, 2, func(id, ttl, rem int64) { loaded = append(loaded, fmt.Sprint(id, ttl, rem)) })
-	if want := []string{"1 100 40", "2 100 0"}; !slices.Equal(loaded, want) {
+	if want := []string{"1 100 40", "2 100 0", "3 100 -1"}; !slices.Equal(loaded, want) {
 		t.Errorf("persisted %v, want %v", loaded, want)
 	}
 }

@@ -89,5 +89,10 @@ bench-policy: build tools
 bench-watch: build tools
 	./scripts/bench-watch.sh
 
+# Lease keep-alive throughput (etcd's lease-keepalive workload) and memory
+# with 50,000 live leases, etcd and metastore side by side.
+bench-lease: build tools
+	./scripts/bench-lease.sh
+
 clean:
 	rm -rf $(BIN)

@@ -12,6 +12,8 @@
 #
 # Environment:
 #   BENCH_SCALE     multiplies every --total (default 1; e.g. 0.1 for a quick run)
+#   BENCH_ROUNDS    runs of each keep-alive workload per server, alternating
+#                   which server goes first; medians reported (default 3)
 #   BENCH_LEASES    leases held for the memory measurement (default 50000)
 #   BENCH_RESULTS   results directory (default bench-results/lease-<UTC timestamp>)
 #   BENCH_TIMEOUT   seconds one benchmark run may take before it is killed (default 600)
@@ -27,6 +29,8 @@ GO=${GO:-go}
 METASTORE_BIN=${METASTORE_BIN:-$BIN/metastore}
 BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_LEASES=${BENCH_LEASES:-50000}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+[[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_ROUNDS must be a positive integer" >&2; exit 2; }
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/lease-$STAMP}
@@ -121,6 +125,7 @@ log "results: $RESULTS"
 	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "bench_scale: $BENCH_SCALE"
 	echo "bench_leases: $BENCH_LEASES"
+	echo "bench_rounds: $BENCH_ROUNDS"
 	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
@@ -171,29 +176,67 @@ WORKLOADS=(
 )
 
 declare -A RPS=() P99=() ERRS=()
-run_one() { # target name args...
-	local t=$1 name=$2 rc=0
-	shift 2
-	local out="$RESULTS/$name.$t.txt"
+run_one() { # target name round args...
+	local t=$1 name=$2 r=$3 rc=0
+	shift 3
+	local out="$RESULTS/$name.$t.r$r.txt" k=$name.$t.$r
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
-	log "$name → $t: benchmark $*"
-	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" >>"$out" 2>"$RESULTS/$name.$t.stderr" &
+	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
+	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" >>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" &
 	CHILD=$!
 	wait "$CHILD" || rc=$?
 	CHILD=
 	((rc == 0)) || log "  benchmark exited with status $rc (see $out)"
-	RPS[$name.$t]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
-	P99[$name.$t]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
-	ERRS[$name.$t]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
-	[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
-	log "  $t: ${RPS[$name.$t]} req/s, p99 ${P99[$name.$t]:-?} ms, errors ${ERRS[$name.$t]}"
+	RPS[$k]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
+	P99[$k]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
+	ERRS[$k]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, errors ${ERRS[$k]}"
 }
 
+median() {
+	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+		awk -v f="$MEDIAN_FMT" '{a[NR] = $1} END { if (NR == 0) exit; m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf f, m }'
+}
+
+for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+	order=(etcd metastore)
+	((r % 2 == 1)) || order=(metastore etcd) # neither always runs second
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name _ args <<<"$w"
+		for t in "${order[@]}"; do
+			# shellcheck disable=SC2086
+			run_one "$t" "$name" "$r" $args
+		done
+	done
+done
+
+{
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\terrors\n'
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r name _ _ <<<"$w"
+		for t in "${TARGETS[@]}"; do
+			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+				k=$name.$t.$r
+				printf '%s\t%s\t%d\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${ERRS[$k]:-}"
+			done
+		done
+	done
+} >"$RESULTS/runs.tsv"
+
 for w in "${WORKLOADS[@]}"; do
-	IFS='|' read -r name _ args <<<"$w"
+	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		# shellcheck disable=SC2086
-		run_one "$t" "$name" $args
+		rs=() ps=() errs=0
+		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+			k=$name.$t.$r
+			[[ -n ${RPS[$k]} ]] && rs+=("${RPS[$k]}")
+			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
+			errs=$((errs + ${ERRS[$k]:-0}))
+		done
+		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
+		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
+		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
+		ERRS[$name.$t]=$errs
 	done
 done
 
@@ -254,6 +297,8 @@ done
 		done
 		echo "| $name$note | $e | $m | $ratio | ${P99[$name.etcd]:-?} ms | ${P99[$name.metastore]:-?} ms |"
 	done
+	echo
+	echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."
 	echo
 	echo "Memory with $BENCH_LEASES leases kept alive by one client (TTL 30s):"
 	echo

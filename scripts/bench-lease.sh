@@ -175,22 +175,32 @@ WORKLOADS=(
 	"lease-keepalive-100c|KeepAliveOnce, 100 clients / 10 conns, $N100 requests|--conns 10 --clients 100 lease-keepalive --total $N100"
 )
 
-declare -A RPS=() P99=() ERRS=()
+# cpu_ticks pid: user+system CPU time of a process, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+declare -A RPS=() P99=() ERRS=() CPU=()
 run_one() { # target name round args...
 	local t=$1 name=$2 r=$3 rc=0
 	shift 3
 	local out="$RESULTS/$name.$t.r$r.txt" k=$name.$t.$r
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
 	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
+	local c0 total
+	c0=$(cpu_ticks "${PID[$t]}")
 	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" >>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" &
 	CHILD=$!
 	wait "$CHILD" || rc=$?
 	CHILD=
 	((rc == 0)) || log "  benchmark exited with status $rc (see $out)"
+	# server CPU per request: less sensitive to other load on the machine
+	# than req/s (the runs share two cores with the benchmark client)
+	total=$(awk -v a="$*" 'BEGIN { n = split(a, f, " "); for (i = 1; i < n; i++) if (f[i] == "--total") print f[i+1] }')
+	CPU[$k]=$(awk -v c0="$c0" -v c1="$(cpu_ticks "${PID[$t]}")" -v tck="$TCK" -v n="$total" 'BEGIN { printf "%.1f", (c1 - c0) / tck / n * 1e6 }')
 	RPS[$k]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
 	P99[$k]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
 	ERRS[$k]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
-	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, errors ${ERRS[$k]}"
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]} µs/req, errors ${ERRS[$k]}"
 }
 
 median() {
@@ -211,13 +221,13 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 done
 
 {
-	printf 'workload\tserver\tround\treq_per_s\tp99_ms\terrors\n'
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\n'
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		for t in "${TARGETS[@]}"; do
 			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 				k=$name.$t.$r
-				printf '%s\t%s\t%d\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${ERRS[$k]:-}"
+				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}"
 			done
 		done
 	done
@@ -226,15 +236,17 @@ done
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		rs=() ps=() errs=0
+		rs=() ps=() cs=() errs=0
 		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 			k=$name.$t.$r
+			[[ -n ${CPU[$k]} ]] && cs+=("${CPU[$k]}")
 			[[ -n ${RPS[$k]} ]] && rs+=("${RPS[$k]}")
 			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
 			errs=$((errs + ${ERRS[$k]:-0}))
 		done
 		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
 		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
+		CPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${cs[@]}")
 		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
 		ERRS[$name.$t]=$errs
 	done
@@ -285,8 +297,8 @@ done
 # ------------------------------------------------------------------ table ---
 
 {
-	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 |"
-	echo "|---|---:|---:|---:|---:|---:|"
+	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		e=${RPS[$name.etcd]} m=${RPS[$name.metastore]}
@@ -295,7 +307,7 @@ done
 		for t in "${TARGETS[@]}"; do
 			[[ ${ERRS[$name.$t]:-0} == 0 ]] || note+=" ($t: ${ERRS[$name.$t]} errors)"
 		done
-		echo "| $name$note | $e | $m | $ratio | ${P99[$name.etcd]:-?} ms | ${P99[$name.metastore]:-?} ms |"
+		echo "| $name$note | $e | $m | $ratio | ${P99[$name.etcd]:-?} ms | ${P99[$name.metastore]:-?} ms | ${CPU[$name.etcd]:-?} | ${CPU[$name.metastore]:-?} |"
 	done
 	echo
 	echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."

@@ -239,3 +239,54 @@ func TestEtcdctlElect(t *testing.T) {
 		c.run("get", "--prefix", "myelection/")
 	})
 }
+
+// TestEtcdctlLeaseKeepAliveStream runs `etcdctl lease keep-alive` (one
+// stream, renewing every third of the TTL) past the lease's TTL, then
+// interrupts it; the lease and its key outlived the TTL.
+func TestEtcdctlLeaseKeepAliveStream(t *testing.T) {
+	ctlSessionScenario(t, func(c *ctlSession) {
+		id := c.grant("2")
+		c.run("put", "--lease="+id, "kept", "1")
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, framework.EtcdctlBinary(c.t), "--endpoints="+c.endpoint, "lease", "keep-alive", id)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			c.t.Fatal(err)
+		}
+		lines := make(chan string, 100)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		n := 0
+		var first string
+		for deadline := time.After(3500 * time.Millisecond); n >= 0; {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					c.t.Fatalf("etcdctl lease keep-alive ended after %d lines", n)
+				}
+				if n == 0 {
+					first = c.norm(l)
+				}
+				n++
+			case <-deadline:
+				if n < 3 {
+					c.t.Fatalf("only %d keep-alives in 3.5s", n)
+				}
+				n = -1
+			}
+		}
+		c.log = append(c.log, "$ etcdctl lease keep-alive "+c.norm(id)+" (first line)\n"+first)
+		c.run("get", "kept")
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	})
+}

@@ -11,6 +11,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/server/apply"
 )
@@ -30,6 +31,10 @@ var _ pb.LeaseServer = (*leaseServer)(nil)
 const grantAttempts = 3
 
 func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	// As etcd's: any authenticated user may grant.
+	if err := l.s.requireUser(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	chosen := r.ID == 0
 	for attempt := 1; ; attempt++ {
 		if chosen {
@@ -52,7 +57,11 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 }
 
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	res, err := l.s.propose(ctx, &apply.Request{LeaseRevoke: r})
+	// As etcd's: revoking deletes the lease's keys, so it needs WRITE on
+	// every one of them.
+	res, err := l.s.proposeAuthorized(ctx, &apply.Request{LeaseRevoke: r}, func(id identity) error {
+		return l.s.authorizeLease(ctx, id, auth.PermWrite, r.ID)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +102,15 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		// is never newer than the state the renewal saw.
 		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: &pb.ResponseHeader{}}
 		l.s.fillHeader(resp.Header)
+		// As etcd's: renewing keeps the lease's keys alive, so it needs
+		// WRITE on every one of them; an error ends the stream.
+		id, err := l.s.identify(ctx)
+		if err == nil {
+			err = l.s.authorizeLease(ctx, id, auth.PermWrite, req.ID)
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
 		ttl, err := l.s.lessor.Renew(ctx, req.ID)
 		if errors.Is(err, lease.ErrLeaseNotFound) {
 			ttl, err = 0, nil
@@ -108,37 +126,78 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	s := l.s
 	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: r.ID, TTL: -1}
-	info, ok := l.s.lessor.Lookup(r.ID)
-	if ok {
+	// As etcd's: an authenticated user; listing the keys needs READ on each.
+	err := s.readAuthorized(ctx, func(id identity) error {
+		if id.rev != 0 && id.user == "" {
+			return auth.ErrUserEmpty
+		}
+		if !r.Keys {
+			return nil
+		}
+		return s.authorizeLease(ctx, id, auth.PermRead, r.ID)
+	}, func() error {
+		info, ok := s.lessor.Lookup(r.ID)
+		if !ok {
+			return nil
+		}
 		// etcd truncates the remaining time to whole seconds.
 		resp.TTL = int64(info.Remaining.Seconds())
 		resp.GrantedTTL = info.TTL
-		if r.Keys {
-			tx, err := l.s.store.Read()
-			if err != nil {
-				return nil, toGRPCError(err)
-			}
-			keys, err := tx.LeaseKeys(r.ID)
-			tx.End()
-			if err != nil {
-				return nil, toGRPCError(err)
-			}
-			resp.Keys = keys
+		if !r.Keys {
+			return nil
 		}
+		tx, err := s.store.Read()
+		if err != nil {
+			return err
+		}
+		defer tx.End()
+		resp.Keys, err = tx.LeaseKeys(r.ID)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	l.s.fillHeader(resp.Header)
+	s.fillHeader(resp.Header)
 	return resp, nil
 }
 
 func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	infos := l.s.lessor.Leases()
+	s := l.s
+	infos := s.lessor.Leases()
+	// As etcd's: READ on the keys of every lease, unless root.
+	id, err := s.identify(ctx)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	var keys [][]byte
+	if id.rev != 0 && id.user != "" && s.auth.IsAdmin(id.user) != nil {
+		for _, info := range infos {
+			keys = append(keys, s.leaseKeysOf(info.ID)...)
+		}
+	}
+	if err := s.authorizeLeaseKeysAs(ctx, id, auth.PermRead, keys); err != nil {
+		return nil, toGRPCError(err)
+	}
 	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}, Leases: make([]*pb.LeaseStatus, len(infos))}
 	for i := range infos {
 		resp.Leases[i] = &pb.LeaseStatus{ID: infos[i].ID}
 	}
-	l.s.fillHeader(resp.Header)
+	s.fillHeader(resp.Header)
 	return resp, nil
+}
+
+// authorizeLease is etcd's check of a lease's keys: perm on every key
+// attached to lease leaseID unless the caller is root. The keys are read
+// only when the check needs them, so with auth disabled a keep-alive costs
+// no store read.
+func (s *Server) authorizeLease(ctx context.Context, id identity, perm auth.Perm, leaseID int64) error {
+	var keys [][]byte
+	if id.rev != 0 && id.user != "" && s.auth.IsAdmin(id.user) != nil {
+		keys = s.leaseKeysOf(leaseID)
+	}
+	return s.authorizeLeaseKeysAs(ctx, id, perm, keys)
 }
 
 // leaseIDGen hands out lease ids for grants without one, as etcd's request

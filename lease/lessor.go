@@ -107,6 +107,11 @@ type Lessor struct {
 	tokens   float64
 	tokensAt int64
 
+	// Counters for Stats; renewals use a striped counter because every
+	// keep-alive stream increments it.
+	granted, revoked atomic.Uint64
+	renewed          *xsync.Counter
+
 	kick     chan struct{}
 	expiredc chan []int64
 	stopc    chan struct{}
@@ -123,6 +128,7 @@ func New(cfg Config) *Lessor {
 		clock:    cfg.Clock,
 		epoch:    cfg.Clock.Now(),
 		leases:   xsync.NewMap[int64, *lease](),
+		renewed:  xsync.NewCounter(),
 		revokedc: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		expiredc: make(chan []int64),
@@ -158,6 +164,7 @@ func seconds(s int64) int64 {
 // Grant registers a lease just granted in the store: it expires ttl
 // seconds from now.
 func (le *Lessor) Grant(id, ttl int64) {
+	le.granted.Add(1)
 	le.add(id, ttl, le.now()+seconds(ttl), 0, 0)
 }
 
@@ -203,6 +210,7 @@ func (le *Lessor) add(id, ttl, expiry, grace, persisted int64) {
 // for it learn it is gone.
 func (le *Lessor) Revoke(id int64) {
 	if l, ok := le.leases.LoadAndDelete(id); ok {
+		le.revoked.Add(1)
 		le.remove(l)
 	}
 }
@@ -237,6 +245,18 @@ func (le *Lessor) Exists(id int64) bool {
 // Len returns the number of live leases.
 func (le *Lessor) Len() int { return le.leases.Size() }
 
+// Stats are the lessor's counters since it was created.
+type Stats struct {
+	// Granted and Revoked count leases granted and revoked (by a client or
+	// on expiry); Renewed counts successful renewals.
+	Granted, Revoked, Renewed uint64
+}
+
+// Stats returns the lessor's counters.
+func (le *Lessor) Stats() Stats {
+	return Stats{Granted: le.granted.Load(), Revoked: le.revoked.Load(), Renewed: uint64(le.renewed.Value())}
+}
+
 // Renew extends a lease to its full TTL from now and returns the TTL. A
 // lease that has expired is not renewed: as etcd, Renew waits until its
 // revocation is applied and returns ErrLeaseNotFound (or ctx's error, or
@@ -267,6 +287,7 @@ func (le *Lessor) Renew(ctx context.Context, id int64) (int64, error) {
 			// be renewed to an earlier deadline than its heap entry's.
 			le.reschedule(l, next)
 		}
+		le.renewed.Inc()
 		return l.ttl, nil
 	}
 }

@@ -265,6 +265,9 @@ func (s *Server) runLeaseExpiry(ctx context.Context) {
 				if err == nil {
 					err = res.Err
 				}
+				if err == nil {
+					s.metrics.leaseExpired.Inc()
+				}
 				// Not found: revoked by a client meanwhile. Anything else is
 				// retried when the lessor reports the lease again.
 				if err != nil && !errors.Is(err, apply.ErrLeaseNotFound) && ctx.Err() == nil {

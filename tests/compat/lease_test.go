@@ -3,6 +3,9 @@ package compat
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -341,6 +344,16 @@ func TestLeaseExpiry(t *testing.T) {
 		e.wantEqual("keep-alive TTL", e.keepAlive(0x5001)[0].TTL, int64(0))
 		if ids := e.Leases(); !slices.Equal(ids, []int64{0x5002}) {
 			e.t.Errorf("Leases() = %x, want only the kept-alive lease", ids)
+		}
+		// etcd's metric for expiries, on the client port's /metrics.
+		resp, err := http.Get("http://" + e.srv.Endpoint + "/metrics")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !regexp.MustCompile(`(?m)^etcd_debugging_server_lease_expired_total 1$`).Match(body) {
+			e.t.Errorf("/metrics lacks etcd_debugging_server_lease_expired_total 1")
 		}
 	})
 }

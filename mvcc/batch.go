@@ -30,6 +30,7 @@ type Batch struct {
 	events   []RevisionEvents
 	buf      []byte
 	done     bool
+	hooks    []func(committed bool)
 }
 
 // NewBatch starts a write batch at the newest committed revision.
@@ -82,8 +83,10 @@ func (b *Batch) Commit() error {
 	if b.done {
 		return fmt.Errorf("mvcc: batch already finished")
 	}
-	defer b.release()
+	committed := false
+	defer func() { b.release(committed) }()
 	if b.b.Empty() && !b.compacts {
+		committed = true
 		return nil
 	}
 	var revBuf [8]byte
@@ -111,20 +114,27 @@ func (b *Batch) Commit() error {
 		b.s.compactRev.Store(b.compact)
 		b.s.compactor.schedule(b.compact)
 	}
+	committed = true
 	return nil
 }
 
 // Abort discards the batch.
 func (b *Batch) Abort() {
 	if !b.done {
-		b.release()
+		b.release(false)
 	}
 }
 
-func (b *Batch) release() {
+func (b *Batch) release(committed bool) {
 	b.done = true
 	b.it.Close()
 	b.b.Close()
+	// NB: hooks run before the next batch can start, so state they publish
+	// is in place for every request of the next batch.
+	for _, f := range b.hooks {
+		f(committed)
+	}
+	b.hooks = nil
 	b.s.writeMu.Unlock()
 }
 
@@ -208,7 +218,9 @@ func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
 }
 
 // Put writes a new version of key and returns the revision it was written
-// at and the previous live version (nil if none).
+// at and the previous live version (nil if none). A lease other than the
+// previous version's moves the key's attachment (as etcd's put detaches the
+// old lease and attaches the new one).
 func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error) {
 	rev := t.writeRev()
 	prev, err := t.latest(key)
@@ -228,6 +240,18 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 	if err := t.logChange(key); err != nil {
 		return 0, nil, err
 	}
+	if prevLease := prevLeaseOf(prev); prevLease != lease {
+		if prevLease != 0 {
+			if err := t.detach(prevLease, key); err != nil {
+				return 0, nil, err
+			}
+		}
+		if lease != 0 {
+			if err := t.attach(lease, key); err != nil {
+				return 0, nil, err
+			}
+		}
+	}
 	kv := &mvccpb.KeyValue{
 		Key:            key,
 		Value:          value,
@@ -240,8 +264,15 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 	return rev, prev, nil
 }
 
-// DeleteRange writes a tombstone for every live key in [key, end) and returns
-// the deleted key-values.
+func prevLeaseOf(prev *mvccpb.KeyValue) int64 {
+	if prev == nil {
+		return 0
+	}
+	return prev.Lease
+}
+
+// DeleteRange writes a tombstone for every live key in [key, end), detaches
+// them from their leases and returns the deleted key-values.
 func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 	rr, err := t.Range(context.Background(), key, end, RangeOptions{})
 	if err != nil {
@@ -256,6 +287,11 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		}
 		if err := t.logChange(prev.Key); err != nil {
 			return nil, err
+		}
+		if prev.Lease != 0 {
+			if err := t.detach(prev.Lease, prev.Key); err != nil {
+				return nil, err
+			}
 		}
 		t.changes = append(t.changes, mvccpb.Event{
 			Type:   mvccpb.DELETE,

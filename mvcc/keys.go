@@ -11,6 +11,8 @@ import (
 //	'k' esc(userKey) 0x00 0x01 ^rev(8, big-endian)   one version of a user key
 //	'r' rev(8) sub(4)                                  change log: what changed at rev
 //	'm' name                                           store metadata
+//	'L' id(8)                                          a lease's record (opaque to mvcc)
+//	'A' id(8) userKey                                  a key attached to lease id
 //
 // esc() doubles as an order-preserving escape: 0x00 becomes 0x00 0xFF and the
 // key ends with the terminator 0x00 0x01, so encoded user keys sort exactly as
@@ -21,6 +23,8 @@ const (
 	prefixKey    = 'k'
 	prefixLog    = 'r'
 	prefixMeta   = 'm'
+	prefixLease  = 'L'
+	prefixAttach = 'A'
 	escByte      = 0x00
 	escEscaped   = 0xFF
 	escTerm      = 0x01
@@ -121,6 +125,35 @@ func appendLogKey(dst []byte, rev int64, sub int) []byte {
 // logKeyRev decodes the revision of a change-log key.
 func logKeyRev(k []byte) int64 {
 	return int64(binary.BigEndian.Uint64(k[1:9]))
+}
+
+// appendLeaseKey appends the key of lease id's record. Ids are signed on
+// the wire; the two's-complement bits keep one record per id.
+func appendLeaseKey(dst []byte, id int64) []byte {
+	dst = append(dst, prefixLease)
+	return binary.BigEndian.AppendUint64(dst, uint64(id))
+}
+
+// appendAttachKey appends the key recording that key is attached to lease
+// id. The id is fixed-length, so the user key needs no escaping: the keys
+// attached to one lease are one contiguous, byte-ordered range.
+func appendAttachKey(dst []byte, id int64, key []byte) []byte {
+	dst = append(dst, prefixAttach)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(id))
+	return append(dst, key...)
+}
+
+// attachBounds returns the bounds of every attachment of lease id.
+func attachBounds(id int64) (lower, upper []byte) {
+	lower = appendAttachKey(nil, id, nil)
+	upper = append([]byte(nil), lower...)
+	for i := len(upper) - 1; i >= 0; i-- { // lower+1 as a 9-byte big-endian number
+		upper[i]++
+		if upper[i] != 0 {
+			break
+		}
+	}
+	return lower, upper
 }
 
 func metaKey(name string) []byte {

@@ -1,6 +1,7 @@
 package mvcc
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -293,9 +294,15 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, en
 	if rev < firstRev {
 		return &RangeResult{Count: -1}, ErrCompacted
 	}
+	res := &RangeResult{Rev: curRev}
+	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
+		// An empty range. NB: Pebble does not support an iterator whose lower
+		// bound is above its upper bound; positioning one can leave an
+		// indexed batch's iterator misplaced for the next seek.
+		return res, nil
+	}
 	lower, upper := rangeBounds(key, end)
 	setBounds(it, batchView, lower, upper)
-	res := &RangeResult{Rev: curRev}
 	var seekBuf, nextBuf []byte
 	ok := it.First()
 	for n := 0; ok; n++ {

@@ -2,6 +2,7 @@ package mvcc
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,6 +32,11 @@ func TestMain(m *testing.M) {
 //	versions                             every stored version, raw
 //	log                                  the change log
 //	reopen                               close and reopen the store
+//	set-lease id=N rec=R / del-lease id=N   write or delete a lease record
+//	leases                               every lease record
+//	lease-keys id=N [batch]              keys attached to lease N (committed
+//	                                     view, or inside a new batch)
+//	attachments                          every lease → key attachment, raw
 //
 // In keys, "\0" stands for a zero byte and "*" for an empty non-nil end
 // (every key >= key).
@@ -70,7 +76,11 @@ func TestDataDriven(t *testing.T) {
 						f := strings.Fields(line)
 						switch f[0] {
 						case "put":
-							rev, _, err := tx.Put(unq(f[1]), []byte(f[2]), 0)
+							var lease int64
+							if len(f) > 3 {
+								lease, _ = strconv.ParseInt(f[3], 10, 64)
+							}
+							rev, _, err := tx.Put(unq(f[1]), []byte(f[2]), lease)
 							fmt.Fprintf(&out, "put %s rev=%d err=%v\n", f[1], rev, err)
 						case "del":
 							var end []byte
@@ -109,6 +119,64 @@ func TestDataDriven(t *testing.T) {
 				}
 				<-done
 				return fmt.Sprintf("ok compact-rev=%d", s.CompactRev())
+			case "set-lease", "del-lease":
+				b, err := s.NewBatch()
+				if err != nil {
+					return err.Error()
+				}
+				if d.Cmd == "set-lease" {
+					err = b.SetLease(int64(argInt(d, "id")), []byte(argStr(d, "rec")))
+				} else {
+					err = b.DeleteLease(int64(argInt(d, "id")))
+				}
+				if err != nil {
+					b.Abort()
+					return err.Error()
+				}
+				if err := b.Commit(); err != nil {
+					return err.Error()
+				}
+				return "ok\n"
+			case "leases":
+				var out strings.Builder
+				err := s.ForEachLease(func(id int64, rec []byte) error {
+					fmt.Fprintf(&out, "%d %q\n", id, rec)
+					return nil
+				})
+				if err != nil {
+					return err.Error()
+				}
+				if out.Len() == 0 {
+					return "(none)\n"
+				}
+				return out.String()
+			case "lease-keys":
+				id := int64(argInt(d, "id"))
+				var keys [][]byte
+				if d.HasArg("batch") {
+					b, err := s.NewBatch()
+					if err != nil {
+						return err.Error()
+					}
+					keys, err = b.Txn().LeaseKeys(id)
+					b.Abort()
+					if err != nil {
+						return err.Error()
+					}
+				} else {
+					tx, err := s.Read()
+					if err != nil {
+						return err.Error()
+					}
+					keys, err = tx.LeaseKeys(id)
+					tx.End()
+					if err != nil {
+						return err.Error()
+					}
+				}
+				return fmt.Sprintf("%q\n", keys)
+			case "attachments":
+				return dumpPrefix(t, s, prefixAttach)
 			case "versions":
 				return dumpPrefix(t, s, prefixKey)
 			case "log":
@@ -156,6 +224,10 @@ func dumpPrefix(t *testing.T, s *Store, prefix byte) string {
 	var out strings.Builder
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
+		if prefix == prefixAttach {
+			fmt.Fprintf(&out, "lease=%d key=%q\n", int64(binary.BigEndian.Uint64(k[1:9])), k[9:])
+			continue
+		}
 		if prefix == prefixLog {
 			fmt.Fprintf(&out, "rev=%d key=%q\n", logKeyRev(k), it.Value())
 			continue

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 )
@@ -34,6 +35,10 @@ var grpcErrors = []struct {
 	{mvcc.ErrFailed, errStorageFailed},
 	{apply.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
 	{apply.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+	{apply.ErrLeaseExist, rpctypes.ErrGRPCLeaseExist},
+	{apply.ErrLeaseTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
+	{lease.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
+	{lease.ErrStopped, rpctypes.ErrGRPCStopped},
 	{apply.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
 	{apply.ErrStopped, rpctypes.ErrGRPCStopped},
 	{auth.ErrRootUserNotExist, rpctypes.ErrGRPCRootUserNotExist},

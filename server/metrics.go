@@ -38,6 +38,7 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	applyFailed   prometheus.Counter
 	defragLatency prometheus.Histogram
+	leaseExpired  prometheus.Counter
 }
 
 // methodMetrics caches the label-bound children of one method so the hot
@@ -106,9 +107,12 @@ func newMetrics() *metrics {
 		Name: "metastore_defragment_duration_seconds", Help: "Duration of online defragmentation (Pebble manual compaction).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 	})
+	m.leaseExpired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
+	})
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
-		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency,
+		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -214,6 +218,14 @@ func (s *Server) registerStoreMetrics() {
 			return 0
 		}),
 		newPebbleCollector(s.store.DB),
+		// etcd's lease metrics.
+		gauge("metastore_leases", "The number of live leases.", func() float64 { return float64(s.lessor.Len()) }),
+		counter("etcd_debugging_lease_granted_total", "The total number of granted leases.",
+			func() float64 { return float64(s.lessor.Stats().Granted) }),
+		counter("etcd_debugging_lease_revoked_total", "The total number of revoked leases.",
+			func() float64 { return float64(s.lessor.Stats().Revoked) }),
+		counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
+			func() float64 { return float64(s.lessor.Stats().Renewed) }),
 	)
 }
 

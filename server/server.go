@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
@@ -44,11 +45,13 @@ type Server struct {
 	cfg *config.Config
 	lg  *slog.Logger
 
-	store   *mvcc.Store
-	hub     *mvcc.Hub
-	watch   *watchServer
-	applier *apply.Applier
-	loop    *apply.Loop
+	store    *mvcc.Store
+	hub      *mvcc.Hub
+	watch    *watchServer
+	applier  *apply.Applier
+	loop     *apply.Loop
+	lessor   *lease.Lessor
+	leaseIDs *leaseIDGen
 
 	auth   *auth.Store
 	tokens *auth.Tokens
@@ -80,6 +83,7 @@ type Server struct {
 	tenants      *tenantSet   // nil: no tenants configured
 
 	stopOnce sync.Once
+	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
 	bg       sync.WaitGroup // background loops, stopped before storage closes
 	bgCancel context.CancelFunc
 }
@@ -107,7 +111,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, lg: lg, store: store, metrics: newMetrics()}
+	s := &Server{cfg: cfg, lg: lg, store: store, metrics: newMetrics(), stopping: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -117,6 +121,13 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.ids, err = bootstrapIDs(store); err != nil {
 		return nil, err
 	}
+	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
+	s.lessor = lease.New(lease.Config{RevokeRate: cfg.Lease.RevokeRate, RestartGrace: cfg.Lease.RestartGrace})
+	minTTL := int64(cfg.Lease.MinTTL / time.Second)
+	if err := apply.LoadLeases(store, minTTL, s.lessor.Restore); err != nil {
+		return nil, err
+	}
+	s.leaseKeys = s.readLeaseKeys
 	if err := s.openAuth(); err != nil {
 		return nil, err
 	}
@@ -124,7 +135,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.tenants = newTenantSet(cfg.Tenants)
-	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants)}); err != nil {
+	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL}); err != nil {
 		return nil, err
 	}
 	// The hub starts at the store's revision; every batch the loop commits
@@ -223,6 +234,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
 	pb.RegisterAuthServer(g, &authServer{s: s})
 	pb.RegisterWatchServer(g, s.watch)
+	pb.RegisterLeaseServer(g, &leaseServer{s: s})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -306,10 +318,18 @@ func (s *Server) startBackground(ctx context.Context) {
 		defer s.bg.Done()
 		s.watchPolicies(ctx, s.Reload)
 	}()
-	s.bg.Add(1)
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
 		s.runQuota(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.runLeaseExpiry(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.runLeaseCheckpoints(ctx)
 	}()
 	period, retention, _ := s.cfg.Maintenance.CompactionRetention() // validated in New
 	if period > 0 || retention > 0 {
@@ -337,6 +357,7 @@ func (s *Server) startBackground(ctx context.Context) {
 
 func (s *Server) stop() {
 	s.stopOnce.Do(func() {
+		close(s.stopping)
 		done := make(chan struct{})
 		go func() {
 			var wg sync.WaitGroup
@@ -368,11 +389,20 @@ func (s *Server) stop() {
 			s.bgCancel()
 		}
 		s.bg.Wait()
+		// Persist every remaining TTL, so the restart restores them exactly.
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if err := s.checkpointLeases(cctx); err != nil {
+			s.lg.Warn("final lease checkpoint failed", "component", "lease", "err", err)
+		}
 		s.closeStorage()
 	})
 }
 
 func (s *Server) closeStorage() {
+	if s.lessor != nil {
+		s.lessor.Stop()
+	}
 	if s.loop != nil {
 		s.loop.Stop()
 	}

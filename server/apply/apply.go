@@ -35,9 +35,11 @@ type Result struct {
 // Applier applies requests to the store. Apply is deterministic given the
 // store's state: no clocks, randomness or I/O besides the batch.
 type Applier struct {
-	leases  LeaseChecker
-	auth    *auth.Store
-	tenants *tenantUsage
+	leases      Lessor
+	minLeaseTTL int64
+	pending     pendingLeases // lease changes of the batch being applied
+	auth        *auth.Store
+	tenants     *tenantUsage
 	// alarms is replaced, never mutated, so readers outside the applier
 	// (Status, health) need no lock.
 	alarms atomic.Pointer[[]*pb.AlarmMember]
@@ -45,8 +47,13 @@ type Applier struct {
 
 // Options wire the optional collaborators of an Applier.
 type Options struct {
-	// Leases checks lease existence for puts; nil means no lease exists.
-	Leases LeaseChecker
+	// Leases is the lease registry; nil means none (every put with a lease
+	// fails, grants are applied to the store only).
+	Leases Lessor
+	// MinLeaseTTL is the smallest TTL, in seconds, a lease is granted with;
+	// shorter requests are raised to it (etcd derives it from its election
+	// timeout: 2s by default).
+	MinLeaseTTL int64
 	// Auth is the auth store the Auth requests mutate; nil refuses them.
 	Auth *auth.Store
 	// Tenants are counted: live keys and bytes per prefix, kept with every
@@ -58,7 +65,7 @@ const metaAlarms = "alarms"
 
 // New loads the applier's persistent state (alarms) from the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
-	a := &Applier{leases: opts.Leases, auth: opts.Auth}
+	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth}
 	if len(opts.Tenants) > 0 {
 		u, err := loadTenants(s, opts.Tenants)
 		if err != nil {
@@ -142,6 +149,12 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 	case r.Alarm != nil:
 		resp, err := a.alarm(b, r.Alarm)
 		return result(resp, err)
+	case r.LeaseGrant != nil:
+		return result(a.leaseGrant(b, r.LeaseGrant))
+	case r.LeaseRevoke != nil:
+		return result(a.leaseRevoke(b, r.LeaseRevoke))
+	case r.LeaseCheckpoint != nil:
+		return result(a.leaseCheckpoint(b, r.LeaseCheckpoint))
 	}
 	return Result{Err: fmt.Errorf("apply: unsupported request %s", r.String())}
 }

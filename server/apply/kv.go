@@ -19,13 +19,6 @@ var (
 	ErrNoSpace       = errors.New("apply: database space exceeded")
 )
 
-// LeaseChecker tells whether a lease exists. The lessor implements it; with
-// none configured no lease exists, so a put with a lease fails as etcd's does
-// for an unknown lease.
-type LeaseChecker interface {
-	LeaseExists(id int64) bool
-}
-
 // WriteView is what the KV operations need from a write transaction.
 type WriteView interface {
 	mvcc.ReadView
@@ -172,7 +165,7 @@ func (a *Applier) checkPut(rv mvcc.ReadView, r *pb.PutRequest) error {
 			return ErrKeyNotFound
 		}
 	}
-	if r.Lease != 0 && (a.leases == nil || !a.leases.LeaseExists(r.Lease)) {
+	if r.Lease != 0 && !a.leaseExists(r.Lease) {
 		return ErrLeaseNotFound
 	}
 	return nil

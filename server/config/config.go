@@ -13,6 +13,7 @@ type Config struct {
 	Server      Server      `yaml:"server"`
 	GRPC        GRPC        `yaml:"grpc"`
 	Limits      Limits      `yaml:"limits"`
+	Lease       Lease       `yaml:"lease"`
 	Auth        Auth        `yaml:"auth"`
 	Watch       Watch       `yaml:"watch"`
 	Maintenance Maintenance `yaml:"maintenance"`
@@ -100,6 +101,28 @@ type Limits struct {
 	UserRateBurst int `yaml:"user_rate_burst"`
 }
 
+// Lease configures leases.
+type Lease struct {
+	// MinTTL is the shortest TTL a lease is granted with; shorter requests
+	// are raised to it. etcd derives it from its election timeout
+	// (1.5 × election timeout, rounded up to a second: 2s by default).
+	// Whole seconds.
+	MinTTL time.Duration `yaml:"min_ttl"`
+	// RevokeRate is how many expired leases are revoked per second at most
+	// (etcd: 1000), so that a mass expiry does not crowd out writes.
+	RevokeRate int `yaml:"revoke_rate"`
+	// CheckpointInterval is how often the remaining TTLs of leases are
+	// persisted, so that a restart after a crash restores them rather than
+	// the full TTLs (etcd's lease checkpoint interval, 5m). A graceful
+	// shutdown persists them too.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// RestartGrace is added to every lease's remaining TTL after a restart,
+	// so clients can reconnect and renew (etcd extends leases by its
+	// election timeout when a leader takes over). It is never persisted:
+	// a lease nobody renews does not gain time across restarts.
+	RestartGrace time.Duration `yaml:"restart_grace"`
+}
+
 // Auth configures etcd's authentication (enabled at run time by the
 // AuthEnable RPC, as in etcd).
 type Auth struct {
@@ -174,6 +197,12 @@ func Default() *Config {
 			MaxTxnOps:         128,
 			MaxRequestBytes:   1536 * 1024,
 			QuotaBackendBytes: 2 << 30,
+		},
+		Lease: Lease{
+			MinTTL:             2 * time.Second,
+			RevokeRate:         1000,
+			CheckpointInterval: 5 * time.Minute,
+			RestartGrace:       2 * time.Second,
 		},
 		Auth:        Auth{Token: "simple", TokenTTL: 300 * time.Second, BcryptCost: 10},
 		Watch:       Watch{ProgressNotifyInterval: 10 * time.Minute},

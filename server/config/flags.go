@@ -38,6 +38,7 @@ const (
 	groupSecurity    = "Security"
 	groupGRPC        = "gRPC"
 	groupLimits      = "Limits"
+	groupLease       = "Lease (metastore's own flags; etcd has none for these)"
 	groupAuth        = "Auth"
 	groupWatch       = "Watch"
 	groupMaintenance = "Maintenance"
@@ -46,7 +47,7 @@ const (
 	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
 )
 
-var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupAuth, groupPolicies, groupWatch, groupMaintenance, groupLogging, groupCompat}
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupLease, groupAuth, groupPolicies, groupWatch, groupMaintenance, groupLogging, groupCompat}
 
 var flagDefs = []flagDef{
 	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
@@ -76,6 +77,11 @@ var flagDefs = []flagDef{
 	{name: "user-rate-limit", group: groupLimits, key: "limits.user_rate_limit", usage: "Requests per second per user (auth user or client certificate CN); 0 means no limit."},
 	{name: "user-rate-burst", group: groupLimits, key: "limits.user_rate_burst", usage: "Burst size of --user-rate-limit; 0 means the rate."},
 	{name: "quota-backend-bytes", group: groupLimits, key: "limits.quota_backend_bytes", usage: "Database size that raises the NOSPACE alarm; 0 means the default 2GiB."},
+
+	{name: "lease-min-ttl", group: groupLease, key: "lease.min_ttl", translate: secondsOrDuration, usage: "Shortest lease TTL granted; shorter requests are raised to it (seconds, or a duration such as 5s)."},
+	{name: "lease-revoke-rate", group: groupLease, key: "lease.revoke_rate", usage: "Maximum number of expired leases revoked per second."},
+	{name: "lease-checkpoint-interval", group: groupLease, key: "lease.checkpoint_interval", usage: "How often remaining lease TTLs are persisted, so a restart after a crash restores them."},
+	{name: "lease-restart-grace", group: groupLease, key: "lease.restart_grace", usage: "Time added to every lease's remaining TTL after a restart so clients can reconnect (never persisted)."},
 
 	{name: "auth-token", group: groupAuth, key: "auth.token", usage: "Token type: 'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=ALG[,ttl=DURATION]'."},
 	{name: "auth-token-ttl", group: groupAuth, key: "auth.token_ttl", translate: secondsOrDuration, usage: "Lifetime of a simple auth token, in seconds (or a duration such as 5m)."},

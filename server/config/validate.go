@@ -56,6 +56,7 @@ func (c *Config) Validate() error {
 		p.check(v >= 0, key, "must be >= 0 (0 means no limit), got %d", v)
 	}
 
+	c.Lease.validate(&p)
 	c.Auth.validate(&p)
 
 	p.nonNegative("watch.progress_notify_interval", c.Watch.ProgressNotifyInterval)
@@ -301,4 +302,12 @@ func (s *Server) HasTLS() bool {
 		}
 	}
 	return false
+}
+
+func (l *Lease) validate(p *problems) {
+	p.check(l.MinTTL >= time.Second && l.MinTTL%time.Second == 0,
+		"lease.min_ttl", "must be a whole number of seconds, at least 1s, got %v", l.MinTTL)
+	p.check(l.RevokeRate > 0, "lease.revoke_rate", "must be > 0, got %d", l.RevokeRate)
+	p.check(l.CheckpointInterval >= time.Second, "lease.checkpoint_interval", "must be at least 1s, got %v", l.CheckpointInterval)
+	p.nonNegative("lease.restart_grace", l.RestartGrace)
 }

@@ -31,6 +31,7 @@ type env struct {
 	kv      pb.KVClient
 	maint   pb.MaintenanceClient
 	cluster pb.ClusterClient
+	lease   pb.LeaseClient
 	log     *[]entry
 	base    string // name of the backend's test; transcript labels are relative to it
 }
@@ -51,6 +52,7 @@ func newEnv(t *testing.T, backend string, srv *framework.Server) *env {
 		kv:      pb.NewKVClient(conn),
 		maint:   pb.NewMaintenanceClient(conn),
 		cluster: pb.NewClusterClient(conn),
+		lease:   pb.NewLeaseClient(conn),
 		log:     new([]entry),
 		base:    t.Name(),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -459,4 +460,77 @@ func TestLeaseKeepAliveMany(t *testing.T) {
 			stop()
 		})
 	}
+}
+
+// TestLeaseWatchEvents: a watcher sees a lease's revocation, and its expiry,
+// as one response holding a DELETE event for every attached key, all at one
+// revision, in key order.
+func TestLeaseWatchEvents(t *testing.T) {
+	eachBackend(t, func(t *testing.T, cli *clientv3.Client) {
+		ctx := testCtx(t)
+		if !watchAvailable(t, cli) {
+			t.Skip("no Watch service")
+		}
+		revoked, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expiring, err := cli.Grant(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"lw/c", "lw/a", "lw/b"} {
+			if _, err := cli.Put(ctx, k, "v", clientv3.WithLease(revoked.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, k := range []string{"lx/2", "lx/1"} {
+			if _, err := cli.Put(ctx, k, "v", clientv3.WithLease(expiring.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wch := cli.Watch(ctx, "l", clientv3.WithPrefix(), clientv3.WithPrevKV())
+		// Let the watch register before the changes.
+		if _, err := cli.Put(ctx, "l-sync", "x"); err != nil {
+			t.Fatal(err)
+		}
+		next := func() clientv3.WatchResponse {
+			t.Helper()
+			select {
+			case r := <-wch:
+				if err := r.Err(); err != nil {
+					t.Fatal(err)
+				}
+				return r
+			case <-time.After(15 * time.Second):
+				t.Fatal("no watch response")
+			}
+			return clientv3.WatchResponse{}
+		}
+		if r := next(); len(r.Events) != 1 || string(r.Events[0].Kv.Key) != "l-sync" {
+			t.Fatalf("first response %+v", r.Events)
+		}
+		rr, err := cli.Revoke(ctx, revoked.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(r clientv3.WatchResponse, rev int64, lease clientv3.LeaseID, keys ...string) {
+			t.Helper()
+			var got []string
+			for _, ev := range r.Events {
+				if ev.Type != clientv3.EventTypeDelete || ev.Kv.ModRevision != rev || ev.PrevKv == nil || ev.PrevKv.Lease != int64(lease) {
+					t.Errorf("event %v: want a DELETE at revision %d of a key of lease %x", ev, rev, lease)
+				}
+				got = append(got, string(ev.Kv.Key))
+			}
+			if !slices.Equal(got, keys) {
+				t.Errorf("deleted %q, want %q (one response, key order)", got, keys)
+			}
+		}
+		check(next(), rr.Header.Revision, revoked.ID, "lw/a", "lw/b", "lw/c")
+		r := next() // the expiry, about two seconds later
+		if len(r.Events) > 0 {
+			check(r, r.Events[0].Kv.ModRevision, expiring.ID, "lx/1", "lx/2")
+		}
+	})
 }

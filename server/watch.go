@@ -142,6 +142,10 @@ func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 			err = rpctypes.ErrGRPCWatchCanceled
 		}
 	case err = <-sws.sendc:
+	case <-sws.srv.s.stopping:
+		// Shutdown: end the stream now (clients reconnect and resume)
+		// rather than hold graceful stop for its full timeout.
+		err = rpctypes.ErrGRPCStopped
 	case <-stream.Context().Done():
 		err = stream.Context().Err()
 		if errors.Is(err, context.Canceled) {

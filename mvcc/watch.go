@@ -549,9 +549,8 @@ type watcher struct {
 	// the watcher's newest event response in its stream's queue (an
 	// absolute position), which later revisions may join while the sender
 	// has not taken it
-	qPos   int64
-	qRevs  int
-	qOwned bool // the response's event slice is the watcher's own
+	qPos  int64
+	qRevs int
 }
 
 func (w *watcher) filtered(ev *mvccpb.Event) bool {
@@ -584,7 +583,7 @@ type WatchStream struct {
 	// are absolute (base is the position of queue[0]) so that a watcher can
 	// find its waiting response.
 	mu    sync.Mutex
-	queue []WatchResponse
+	queue []queued
 	head  int
 	base  int64
 	// barrier is the position of the newest queued response that is not an
@@ -750,7 +749,18 @@ func (ws *WatchStream) Close() {
 	ws.mu.Unlock()
 }
 
-// queued returns how many responses wait; ws.mu must be held.
+// queued is a response waiting in a stream's queue. Events that joined it
+// later are kept as more chunks, each possibly shared with other watchers'
+// responses, and joined into one slice only when the sender takes it, so a
+// waiting response costs a slice header per batch rather than a copy of its
+// events.
+type queued struct {
+	WatchResponse
+	more    [][]*mvccpb.Event
+	nEvents int
+}
+
+// queuedLocked returns how many responses wait; ws.mu must be held.
 func (ws *WatchStream) queuedLocked() int { return len(ws.queue) - ws.head }
 
 // push appends a control or progress response to the queue. With limit,
@@ -762,7 +772,7 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 		return false
 	}
 	wake := ws.queuedLocked() == 0
-	ws.queue = append(ws.queue, r)
+	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events)})
 	ws.barrier = ws.base + int64(len(ws.queue)-1)
 	ws.mu.Unlock()
 	if wake {
@@ -775,24 +785,20 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 // response.
 const mergeMaxEvents = 1024
 
-// pushEvents queues one revision's events for w. If w's previous response
-// still waits in the queue (the sender is behind), the events join it, so
-// a slow consumer gets fewer, larger responses, as etcd's catching-up
-// watchers do. It refuses when a new response is needed and the queue is
-// full.
+// pushEvents queues one revision batch's events for w. If w's previous
+// response still waits in the queue (the sender is behind), the events join
+// it, so a slow consumer gets fewer, larger responses, as etcd's
+// catching-up watchers do. It refuses when a new response is needed and the
+// queue is full.
 func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, revs int) bool {
 	ws.pushes.Add(1)
 	ws.mu.Lock()
 	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
-		w.qRevs+revs <= catchUpMaxRevs && len(ws.queue[i].Events)+len(evs) <= mergeMaxEvents {
-		r := &ws.queue[i]
-		if !w.qOwned {
-			// NB: the first response's events may be shared: copy them.
-			r.Events = append(make([]*mvccpb.Event, 0, 2*(len(r.Events)+len(evs))), r.Events...)
-			w.qOwned = true
-		}
-		r.Events = append(r.Events, evs...)
-		r.Revision = rev
+		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents {
+		q := &ws.queue[i]
+		q.more = append(q.more, evs)
+		q.nEvents += len(evs)
+		q.Revision = rev
 		w.qRevs += revs
 		ws.mu.Unlock()
 		return true
@@ -801,16 +807,16 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 		ws.mu.Unlock()
 		return false
 	}
-	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, revs, false)
+	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, revs)
 	return true
 }
 
 // appendEventsLocked queues w's event response r, of revs revisions, and
-// unlocks ws.mu. owned says r's event slice belongs to w alone.
-func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int, owned bool) {
+// unlocks ws.mu.
+func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int) {
 	wake := ws.queuedLocked() == 0
-	ws.queue = append(ws.queue, r)
-	w.qPos, w.qRevs, w.qOwned = ws.base+int64(len(ws.queue)-1), revs, owned
+	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events)})
+	w.qPos, w.qRevs = ws.base+int64(len(ws.queue)-1), revs
 	ws.mu.Unlock()
 	if wake {
 		ws.signal()
@@ -821,7 +827,19 @@ func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int,
 func (ws *WatchStream) take(buf []WatchResponse, max int) []WatchResponse {
 	ws.mu.Lock()
 	end := min(len(ws.queue), ws.head+max)
-	buf = append(buf, ws.queue[ws.head:end]...)
+	for i := ws.head; i < end; i++ {
+		q := &ws.queue[i]
+		r := q.WatchResponse
+		if len(q.more) > 0 {
+			evs := make([]*mvccpb.Event, 0, q.nEvents)
+			evs = append(evs, r.Events...)
+			for _, m := range q.more {
+				evs = append(evs, m...)
+			}
+			r.Events = evs
+		}
+		buf = append(buf, r)
+	}
 	clear(ws.queue[ws.head:end])
 	ws.head = end
 	switch {
@@ -1013,7 +1031,7 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 		}
 		for _, r := range e.outs {
 			ws.mu.Lock()
-			ws.appendEventsLocked(w, r, catchUpMaxRevs, true)
+			ws.appendEventsLocked(w, r, catchUpMaxRevs)
 		}
 		// NB: the read started at the batch's oldest revision; a watcher
 		// further ahead stays where it is.
@@ -1032,7 +1050,7 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 func (ws *WatchStream) flushPending(w *watcher, rev int64) {
 	if r, revs, ok := w.takePending(rev); ok {
 		ws.mu.Lock()
-		ws.appendEventsLocked(w, r, revs, true)
+		ws.appendEventsLocked(w, r, revs)
 	}
 }
 

@@ -20,18 +20,17 @@ import (
 // minProgressNotifyInterval is etcd's floor for the progress interval.
 const minProgressNotifyInterval = 100 * time.Millisecond
 
-// A watch stream that sent more than busyStreamRate responses per second
-// over the last busyWindow becomes busy, and stays busy while its watchers
-// are handed events more often than that: it then sends a burst of
-// responses at most every busyBatchInterval, so that events arriving
-// meanwhile join the responses still queued and the client gets fewer,
-// larger messages (as etcd's watchers that fall behind get up to 100 ms of
-// revisions at a time). A stream below the rate sends each response at
-// once, and control responses are never held back.
+// A watch stream is busy when, since its previous burst of responses,
+// events were queued for its watchers more than busyBacklog times (etcd's
+// watch streams overflow their 128-response channel at that point, and the
+// watchers then get up to 100 ms of revisions at a time). A busy stream
+// sends its next burst no sooner than busyBatchInterval after the previous
+// one, so that events arriving meanwhile join the responses still queued
+// and the client gets fewer, larger messages. A stream that keeps up sends
+// each response at once, and control responses are never held back.
 var (
-	busyStreamRate    = 10000.0
-	busyWindow        = 100 * time.Millisecond
-	busyBatchInterval = 50 * time.Millisecond
+	busyBacklog       uint64 = 128
+	busyBatchInterval        = 50 * time.Millisecond
 )
 
 // defaultProgressNotifyInterval is etcd's interval when none is configured.
@@ -244,11 +243,9 @@ func (sws *serverWatchStream) sendLoop() error {
 	var buf []mvcc.WatchResponse
 	ctx := sws.grpc.Context()
 	var (
-		lastBurst    time.Time
-		windowStart  = time.Now()
-		windowSent   int
-		windowPushes uint64
-		busy         bool
+		lastBurst time.Time
+		endPushes uint64 // the stream's pushes when the last burst ended
+		busy      bool
 	)
 	linger := time.NewTimer(0)
 	<-linger.C
@@ -285,6 +282,7 @@ func (sws *serverWatchStream) sendLoop() error {
 		case <-sws.closec:
 			return nil
 		}
+		busy = sws.stream.Pushes()-endPushes >= busyBacklog
 		for {
 			out, more, err := sws.stream.Next(ctx, buf[:0])
 			if err != nil {
@@ -296,21 +294,10 @@ func (sws *serverWatchStream) sendLoop() error {
 					return nil // the client is gone; the handler ends with its context
 				}
 			}
-			windowSent += len(out)
 			clear(out)
 			buf = out
 			if !more {
-				lastBurst = time.Now()
-				if d := lastBurst.Sub(windowStart); d >= busyWindow {
-					limit := busyStreamRate * d.Seconds()
-					p := sws.stream.Pushes()
-					if busy {
-						busy = float64(p-windowPushes) > limit
-					} else {
-						busy = float64(windowSent) > limit
-					}
-					windowStart, windowSent, windowPushes = lastBurst, 0, p
-				}
+				lastBurst, endPushes = time.Now(), sws.stream.Pushes()
 				break
 			}
 			select {

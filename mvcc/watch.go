@@ -823,8 +823,9 @@ func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int)
 	}
 }
 
-// take moves up to max waiting responses to buf.
-func (ws *WatchStream) take(buf []WatchResponse, max int) []WatchResponse {
+// take moves up to max waiting responses to buf and says how many still
+// wait.
+func (ws *WatchStream) take(buf []WatchResponse, max int) ([]WatchResponse, int) {
 	ws.mu.Lock()
 	end := min(len(ws.queue), ws.head+max)
 	for i := ws.head; i < end; i++ {
@@ -853,8 +854,9 @@ func (ws *WatchStream) take(buf []WatchResponse, max int) []WatchResponse {
 		ws.base += int64(ws.head)
 		ws.queue, ws.head = ws.queue[:n], 0
 	}
+	left := ws.queuedLocked()
 	ws.mu.Unlock()
-	return buf
+	return buf, left
 }
 
 // Pushes returns how many times events were queued for a watcher of the
@@ -926,7 +928,7 @@ func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []Wat
 		}
 	}
 	n := len(buf)
-	out = ws.take(buf, takeMax)
+	out, left := ws.take(buf, takeMax)
 	ws.sinceCatchUp += len(out) - n
 	events := 0
 	for i := n; i < len(out); i++ {
@@ -934,7 +936,7 @@ func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []Wat
 	}
 	ws.h.stats.responsesSent.Add(int64(len(out) - n))
 	ws.h.stats.eventsSent.Add(int64(events))
-	return out, ws.queued() > 0 || ws.lagN.Load() > 0, nil
+	return out, left > 0 || ws.lagN.Load() > 0, nil
 }
 
 // catchUpEntry is a lagging watcher's part of one catch-up step.

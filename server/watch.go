@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +91,11 @@ func watchMetrics(h *mvcc.Hub) []prometheus.Collector {
 // watchTag is the server's part of one watcher, carried with its responses.
 type watchTag struct {
 	fragment bool
+	// progress is set for a watcher created with progress_notify; quiet
+	// means no event was sent to it since the last tick (etcd's
+	// bookkeeping: the next tick then sends it a progress notification).
+	progress bool
+	quiet    atomic.Bool
 }
 
 // serverWatchStream is one Watch RPC.
@@ -98,11 +104,9 @@ type serverWatchStream struct {
 	grpc   pb.Watch_WatchServer
 	stream *mvcc.WatchStream
 
-	// progress holds the watchers created with progress_notify; a value of
-	// true means no event was sent to it since the last tick (etcd's
-	// bookkeeping: the next tick sends it a progress notification).
+	// progress holds the watchers created with progress_notify.
 	mu       sync.Mutex
-	progress map[int64]bool
+	progress map[int64]*watchTag
 
 	closec chan struct{}
 	sendc  chan error // the send loop's failure, if any
@@ -115,7 +119,7 @@ func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		srv:      ws,
 		grpc:     stream,
 		stream:   ws.s.hub.NewStream(),
-		progress: make(map[int64]bool),
+		progress: make(map[int64]*watchTag),
 		closec:   make(chan struct{}),
 		sendc:    make(chan error, 1),
 	}
@@ -223,13 +227,16 @@ func (sws *serverWatchStream) create(r *pb.WatchCreateRequest) {
 			o.NoDelete = true
 		}
 	}
-	if r.Fragment {
-		o.Tag = &watchTag{fragment: true}
+	var tag *watchTag
+	if r.Fragment || r.ProgressNotify {
+		tag = &watchTag{fragment: r.Fragment, progress: r.ProgressNotify}
+		tag.quiet.Store(true)
+		o.Tag = tag
 	}
 	sws.mu.Lock()
 	id, err := sws.stream.Watch(o)
 	if err == nil && r.ProgressNotify {
-		sws.progress[id] = true
+		sws.progress[id] = tag
 	}
 	sws.mu.Unlock()
 }
@@ -271,11 +278,10 @@ func (sws *serverWatchStream) sendLoop() error {
 			}
 		case <-ticker.C:
 			sws.mu.Lock()
-			for id, due := range sws.progress {
-				if due {
+			for id, tag := range sws.progress {
+				if tag.quiet.Swap(true) {
 					sws.stream.RequestProgress(id)
 				}
-				sws.progress[id] = true
 			}
 			sws.mu.Unlock()
 			continue
@@ -313,10 +319,17 @@ func (sws *serverWatchStream) sendLoop() error {
 // them and it is too large.
 func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
 	s := sws.srv.s
-	wr := &pb.WatchResponse{
-		// NB: etcd's header revision is the one the response was made at;
-		// a compaction cancellation carries 0.
-		Header:          &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term, Revision: r.Revision},
+	// one allocation for the response and its header
+	m := &struct {
+		pb.WatchResponse
+		hdr pb.ResponseHeader
+	}{}
+	// NB: etcd's header revision is the one the response was made at; a
+	// compaction cancellation carries 0.
+	m.hdr = pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term, Revision: r.Revision}
+	wr := &m.WatchResponse
+	*wr = pb.WatchResponse{
+		Header:          &m.hdr,
 		WatchId:         r.WatchID,
 		Created:         r.Created,
 		Canceled:        r.Canceled,
@@ -339,13 +352,12 @@ func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
 				wr.Events[i] = ev
 			}
 		}
-		sws.mu.Lock()
-		if sws.progress[r.WatchID] {
-			sws.progress[r.WatchID] = false // events count as progress
-		}
-		sws.mu.Unlock()
 	}
-	if tag, ok := r.Tag.(*watchTag); ok && tag.fragment {
+	tag, _ := r.Tag.(*watchTag)
+	if tag != nil && tag.progress && len(r.Events) > 0 {
+		tag.quiet.Store(false) // events count as progress
+	}
+	if tag != nil && tag.fragment {
 		return sendFragments(wr, sws.srv.maxRequestBytes, sws.grpc.Send)
 	}
 	return sws.grpc.Send(wr)

@@ -56,3 +56,27 @@ func TestGogoCodec(t *testing.T) {
 		t.Errorf("health round trip: %v %v", back.Status, err)
 	}
 }
+
+// TestGogoCodecUnpooled: a watch response as sent encodes to the same bytes
+// as the plain message, from a plain allocation.
+func TestGogoCodecUnpooled(t *testing.T) {
+	c := newGogoCodec()
+	big := bytes.Repeat([]byte("v"), 64<<10)
+	m := &wireWatchResponse{}
+	m.hdr = pb.ResponseHeader{Revision: 9}
+	m.WatchResponse = pb.WatchResponse{Header: &m.hdr, WatchId: 3, Events: []*mvccpb.Event{{Kv: &mvccpb.KeyValue{Key: []byte("k"), Value: big}}}}
+	want, err := m.WatchResponse.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !bytes.Equal(got.Materialize(), want) {
+		t.Fatalf("encoding differs from the message's own")
+	}
+	if _, ok := got[0].(mem.SliceBuffer); !ok {
+		t.Errorf("buffer is %T, want a plain mem.SliceBuffer", got[0])
+	}
+}

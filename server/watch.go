@@ -319,11 +319,7 @@ func (sws *serverWatchStream) sendLoop() error {
 // them and it is too large.
 func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
 	s := sws.srv.s
-	// one allocation for the response and its header
-	m := &struct {
-		pb.WatchResponse
-		hdr pb.ResponseHeader
-	}{}
+	m := &wireWatchResponse{}
 	// NB: etcd's header revision is the one the response was made at; a
 	// compaction cancellation carries 0.
 	m.hdr = pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term, Revision: r.Revision}
@@ -358,10 +354,23 @@ func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
 		tag.quiet.Store(false) // events count as progress
 	}
 	if tag != nil && tag.fragment {
-		return sendFragments(wr, sws.srv.maxRequestBytes, sws.grpc.Send)
+		return sendFragments(wr, sws.srv.maxRequestBytes, func(part *pb.WatchResponse) error {
+			return sws.grpc.SendMsg(&wireWatchResponse{WatchResponse: *part})
+		})
 	}
-	return sws.grpc.Send(wr)
+	return sws.grpc.SendMsg(m)
 }
+
+// wireWatchResponse is a WatchResponse as sent: with its header in the same
+// allocation, and encoded without the codec's buffer pool (see unpooled).
+type wireWatchResponse struct {
+	pb.WatchResponse
+	hdr pb.ResponseHeader
+}
+
+func (*wireWatchResponse) unpooled() {}
+
+var _ unpooled = (*wireWatchResponse)(nil)
 
 // sendFragments sends wr whole if it is under max bytes or has one event;
 // otherwise in pieces that each stay under max (or hold a single event),

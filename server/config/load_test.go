@@ -366,3 +366,36 @@ func TestEveryKeyHasFlagAndEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchProgressNotifyInterval: etcd's flag, its deprecated 3.5 name (with
+// a note), the environment variables and the YAML key all set the interval.
+func TestWatchProgressNotifyInterval(t *testing.T) {
+	yamlFile := writeFile(t, "m.yaml", "watch:\n  progress_notify_interval: 7s\n")
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want time.Duration
+		note bool
+	}{
+		{want: 10 * time.Minute},
+		{args: []string{"--watch-progress-notify-interval", "5s"}, want: 5 * time.Second},
+		{args: []string{"--experimental-watch-progress-notify-interval", "2s"}, want: 2 * time.Second, note: true},
+		{env: []string{"ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL=3s"}, want: 3 * time.Second},
+		{env: []string{"METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL=4s"}, want: 4 * time.Second},
+		{args: []string{"--config-file", yamlFile}, want: 7 * time.Second},
+	} {
+		cfg, notes, err := Load(tc.args, tc.env)
+		if err != nil {
+			t.Fatalf("Load(%v, %v): %v", tc.args, tc.env, err)
+		}
+		if cfg.Watch.ProgressNotifyInterval != tc.want {
+			t.Errorf("Load(%v, %v): interval %v, want %v", tc.args, tc.env, cfg.Watch.ProgressNotifyInterval, tc.want)
+		}
+		if got := len(notes) > 0; got != tc.note {
+			t.Errorf("Load(%v, %v): notes %v", tc.args, tc.env, notes)
+		}
+	}
+	if _, _, err := Load([]string{"--watch-progress-notify-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "watch.progress_notify_interval: must be >= 0") {
+		t.Errorf("negative interval: %v", err)
+	}
+}

@@ -634,6 +634,7 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 	w := &watcher{
 		id: id, key: o.Key, end: o.End, stream: ws, startRev: o.StartRev,
 		prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, tag: o.Tag,
+		qPos: -1,
 	}
 	ws.watchers[id] = w
 	h.stats.watchers.Add(1)

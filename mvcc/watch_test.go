@@ -500,6 +500,37 @@ id=-1 rev=4
 `)
 }
 
+// TestWatchPublishGap: revisions that never reached the hub (a bug
+// elsewhere) are not lost: watchers in sync fall back to the change log.
+func TestWatchPublishGap(t *testing.T) {
+	e := newWatchEnv(t, HubOptions{})
+	ws := e.h.NewStream()
+	defer ws.Close()
+	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c")})
+	drain(t, ws)
+	b, err := e.s.NewBatch() // committed but never published: rev 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := b.Txn()
+	tx.Put([]byte("a"), []byte("hidden"), 0)
+	tx.End()
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e.put("b", "1") // 3, published
+	wantResps(t, drain(t, ws), `
+id=0 rev=3
+  PUT "a"="hidden" c=2 m=2 v=1 l=0 prev -
+  PUT "b"="1" c=3 m=3 v=1 l=0 prev -
+`)
+	e.put("a", "2") // 4: live again
+	wantResps(t, drain(t, ws), `
+id=0 rev=4
+  PUT "a"="2" c=2 m=4 v=2 l=0 prev -
+`)
+}
+
 // TestWatchSlowStream fills a stream's queue: its watchers fall back to
 // catching up, deliver every event exactly once in order, and rejoin the
 // live fan-out; another stream is unaffected.

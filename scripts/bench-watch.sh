@@ -190,6 +190,8 @@ run_one() { # target name cmd
 	wait "$RUN_PID" || rc=$?
 	RUN_PID=
 	((rc == 0)) || log "  exited with status $rc (see $out)"
+	# server CPU time (user+system) over the run, fresh server included
+	record "$t" "$name" "server cpu s" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$SERVER_PID/stat")"
 	case $name in
 	watch)
 		record "$t" "$name" "events/s" "$(summary_field "$out" "Watch events received summary:" "Requests/sec")"
@@ -224,7 +226,7 @@ done
 
 # ------------------------------------------------------------------ table ---
 
-median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END { if (NR == 0) print "-"; else if (NR % 2) printf "%.4g\n", a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
 {
 	echo "| workload | metric | etcd | metastore | metastore/etcd | runs (etcd; metastore) |"
@@ -239,7 +241,8 @@ median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{a[NR]=$1} END { if (
 			e=$(median "${VALS[etcd.$nm]:-}")
 			m=$(median "${VALS[metastore.$nm]:-}")
 			ratio=$(awk -v e="$e" -v m="$m" 'BEGIN { if (e+0 > 0 && m ~ /^[0-9.e+]+$/) printf "%.2f", m / e; else print "-" }')
-			printf '| %s | %s | %s | %s | %s | %s; %s |\n' "$name" "$metric" "$e" "$m" "$ratio" "${VALS[etcd.$nm]:-}" "${VALS[metastore.$nm]:-}"
+			runs() { tr ' ' '\n' <<<"$1" | awk 'NF { printf "%s%.4g", (n++ ? " " : ""), $1 }'; }
+			printf '| %s | %s | %s | %s | %s | %s; %s |\n' "$name" "$metric" "$e" "$m" "$ratio" "$(runs "${VALS[etcd.$nm]:-}")" "$(runs "${VALS[metastore.$nm]:-}")"
 		done
 	done
 	echo

@@ -271,16 +271,29 @@ func (h *Hub) dispatch(recs []*recentRev) {
 		}
 	}
 	end := recs[len(recs)-1].rev
-	var all [2][]*mvccpb.Event // every event of the batch, bare and full
+	var (
+		all      [2][]*mvccpb.Event // every event of the batch, bare and full
+		allBytes [2]int
+	)
+	for _, rec := range recs {
+		allBytes[0] += rec.bareBytes
+		allBytes[1] += rec.fullBytes
+	}
 	for ti, w := range touched {
 		touched[ti] = nil
-		if len(w.hits) == total && !w.noPut && !w.noDelete && len(recs) <= catchUpMaxRevs {
+		v := 0
+		if w.prevKV {
+			v = 1
+		}
+		whole := len(w.hits) == total && !w.noPut && !w.noDelete
+		if whole && len(recs) <= catchUpMaxRevs && (len(recs) == 1 || allBytes[v] <= mergeMaxBytes) {
 			// Every event of the batch: share one slice among such watchers.
-			v := 0
-			if w.prevKV {
-				v = 1
-			}
-			if all[v] == nil {
+			if len(recs) == 1 {
+				all[v] = recs[0].bare
+				if v == 1 {
+					all[v] = recs[0].full
+				}
+			} else if all[v] == nil {
 				all[v] = make([]*mvccpb.Event, 0, total)
 				for _, rec := range recs {
 					if v == 1 {
@@ -290,20 +303,13 @@ func (h *Hub) dispatch(recs []*recentRev) {
 					}
 				}
 			}
-			h.deliver(w, all[v], end, len(recs), recs[w.hits[0].r].rev, end)
-			continue
-		}
-		if len(recs) == 1 && len(w.hits) == total && !w.noPut && !w.noDelete {
-			src := recs[0].bare
-			if w.prevKV {
-				src = recs[0].full
-			}
-			h.deliver(w, src, end, 1, end, end)
+			h.deliver(w, all[v], end, len(recs), allBytes[v], recs[w.hits[0].r].rev, end)
 			continue
 		}
 		var (
 			evs      []*mvccpb.Event
 			revs     int
+			bytes    int
 			last     int64
 			firstRev int64
 		)
@@ -317,11 +323,15 @@ func (h *Hub) dispatch(recs []*recentRev) {
 				continue
 			}
 			if rec.rev != last {
-				if revs == catchUpMaxRevs {
-					if !h.deliver(w, evs, last, revs, firstRev, last) {
+				next := rec.bareBytes // at most this much joins for rec
+				if w.prevKV {
+					next = rec.fullBytes
+				}
+				if revs > 0 && (revs == catchUpMaxRevs || bytes+next > mergeMaxBytes) {
+					if !h.deliver(w, evs, last, revs, bytes, firstRev, last) {
 						break
 					}
-					evs, revs = nil, 0
+					evs, revs, bytes = nil, 0, 0
 				}
 				if revs == 0 {
 					firstRev = rec.rev
@@ -330,6 +340,7 @@ func (h *Hub) dispatch(recs []*recentRev) {
 				last = rec.rev
 			}
 			evs = append(evs, ev)
+			bytes += eventBytes(ev)
 		}
 		if w.state != watcherSynced {
 			continue // fell behind on the way
@@ -338,16 +349,16 @@ func (h *Hub) dispatch(recs []*recentRev) {
 			w.next = end + 1
 			continue
 		}
-		h.deliver(w, evs, last, revs, firstRev, end)
+		h.deliver(w, evs, last, revs, bytes, firstRev, end)
 	}
 	h.touched = touched[:0]
 }
 
 // deliver queues an in-sync watcher's events of revisions [first, last]
-// (revs of them) and moves it past end; if its stream's queue is full, the
+// (revs of them, about bytes bytes) and moves it past end; if its stream's queue is full, the
 // watcher falls back to catching up from first.
-func (h *Hub) deliver(w *watcher, evs []*mvccpb.Event, last int64, revs int, first, end int64) bool {
-	if w.stream.pushEvents(w, evs, last, revs) {
+func (h *Hub) deliver(w *watcher, evs []*mvccpb.Event, last int64, revs, bytes int, first, end int64) bool {
+	if w.stream.pushEvents(w, evs, last, revs, bytes) {
 		w.next = end + 1
 		h.stats.eventsQueued.Add(int64(len(evs)))
 		return true
@@ -375,6 +386,8 @@ func (h *Hub) remember(re *RevisionEvents) *recentRev {
 		ev := &re.Events[i]
 		rec.full[i], rec.bare[i] = ev, ev
 		rec.bytes += 64 + int64(len(ev.Kv.Key)+len(ev.Kv.Value))
+		rec.fullBytes += eventBytes(ev)
+		rec.bareBytes += 16 + len(ev.Kv.Key) + len(ev.Kv.Value)
 		if ev.PrevKv != nil {
 			if bare == nil {
 				bare = make([]mvccpb.Event, n)
@@ -463,6 +476,8 @@ type revEvents struct {
 type recentRev struct {
 	revEvents
 	bytes int64
+	// sizes of the bare and full events, as eventsBytes counts them
+	bareBytes, fullBytes int
 }
 
 // recentLog is a window of consecutive revisions, oldest first.
@@ -759,6 +774,7 @@ type queued struct {
 	WatchResponse
 	more    [][]*mvccpb.Event
 	nEvents int
+	bytes   int
 }
 
 // queuedLocked returns how many responses wait; ws.mu must be held.
@@ -782,23 +798,46 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 	return true
 }
 
-// mergeMaxEvents caps the events that later revisions may add to a queued
-// response.
-const mergeMaxEvents = 1024
+// mergeMaxEvents and mergeMaxBytes cap what later revisions may add to a
+// queued response, and what one batch puts in one response: many clients
+// refuse messages over 4 MiB, and etcd sends a watcher in sync one revision
+// per response. (One revision always goes whole, whatever its size.)
+const (
+	mergeMaxEvents = 1024
+	mergeMaxBytes  = 1 << 20
+)
+
+// eventBytes estimates an event's encoded size.
+func eventBytes(ev *mvccpb.Event) int {
+	n := 16 + len(ev.Kv.Key) + len(ev.Kv.Value)
+	if ev.PrevKv != nil {
+		n += 16 + len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
+	}
+	return n
+}
+
+func eventsBytes(evs []*mvccpb.Event) int {
+	n := 0
+	for _, ev := range evs {
+		n += eventBytes(ev)
+	}
+	return n
+}
 
 // pushEvents queues one revision batch's events for w. If w's previous
 // response still waits in the queue (the sender is behind), the events join
 // it, so a slow consumer gets fewer, larger responses, as etcd's
 // catching-up watchers do. It refuses when a new response is needed and the
 // queue is full.
-func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, revs int) bool {
+func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, revs, bytes int) bool {
 	ws.pushes.Add(1)
 	ws.mu.Lock()
 	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
-		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents {
+		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents && ws.queue[i].bytes+bytes <= mergeMaxBytes {
 		q := &ws.queue[i]
 		q.more = append(q.more, evs)
 		q.nEvents += len(evs)
+		q.bytes += bytes
 		q.Revision = rev
 		w.qRevs += revs
 		ws.mu.Unlock()
@@ -808,15 +847,15 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 		ws.mu.Unlock()
 		return false
 	}
-	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, revs)
+	ws.appendEventsLocked(w, WatchResponse{WatchID: w.id, Events: evs, Revision: rev, Tag: w.tag}, revs, bytes)
 	return true
 }
 
-// appendEventsLocked queues w's event response r, of revs revisions, and
-// unlocks ws.mu.
-func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs int) {
+// appendEventsLocked queues w's event response r, of revs revisions and
+// about bytes bytes, and unlocks ws.mu.
+func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs, bytes int) {
 	wake := ws.queuedLocked() == 0
-	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events)})
+	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events), bytes: bytes})
 	w.qPos, w.qRevs = ws.base+int64(len(ws.queue)-1), revs
 	ws.mu.Unlock()
 	if wake {
@@ -1034,7 +1073,7 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 		}
 		for _, r := range e.outs {
 			ws.mu.Lock()
-			ws.appendEventsLocked(w, r, catchUpMaxRevs)
+			ws.appendEventsLocked(w, r, catchUpMaxRevs, eventsBytes(r.Events))
 		}
 		// NB: the read started at the batch's oldest revision; a watcher
 		// further ahead stays where it is.
@@ -1053,7 +1092,7 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 func (ws *WatchStream) flushPending(w *watcher, rev int64) {
 	if r, revs, ok := w.takePending(rev); ok {
 		ws.mu.Lock()
-		ws.appendEventsLocked(w, r, revs)
+		ws.appendEventsLocked(w, r, revs, eventsBytes(r.Events))
 	}
 }
 

@@ -265,6 +265,43 @@ id=3 rev=7
 `)
 }
 
+// TestWatchResponseSizeCap: a batch or merged responses stay under
+// mergeMaxBytes at revision boundaries; a revision bigger than that still
+// goes whole.
+func TestWatchResponseSizeCap(t *testing.T) {
+	e := newWatchEnv(t, HubOptions{})
+	ws := e.h.NewStream()
+	defer ws.Close()
+	ws.Watch(WatchOptions{Key: []byte("a"), End: []byte("c")})
+	drain(t, ws)
+	big := strings.Repeat("v", 400<<10)
+	var txns []func(*WriteTxn)
+	for i := range 5 {
+		txns = append(txns, func(tx *WriteTxn) { tx.Put([]byte("a"), []byte(fmt.Sprint(i, big)), 0) })
+	}
+	txns = append(txns, func(tx *WriteTxn) { // one revision of 1.6 MiB
+		for _, k := range []string{"b1", "b2", "b3", "b4"} {
+			tx.Put([]byte(k), []byte(big), 0)
+		}
+	})
+	e.commit(txns...) // revs 2..7
+	e.put("a", big)   // 8: may join the last response if it fits
+	var revs [][]int64
+	for _, r := range drain(t, ws) {
+		var rs []int64
+		for _, ev := range r.Events {
+			if len(rs) == 0 || rs[len(rs)-1] != ev.Kv.ModRevision {
+				rs = append(rs, ev.Kv.ModRevision)
+			}
+		}
+		revs = append(revs, rs)
+	}
+	want := [][]int64{{2, 3}, {4, 5}, {6}, {7}, {8}}
+	if fmt.Sprint(revs) != fmt.Sprint(want) {
+		t.Errorf("revisions per response %v, want %v", revs, want)
+	}
+}
+
 // TestWatchMerge: while a watcher's response waits in the queue, later
 // revisions join it, but never across a progress notification.
 func TestWatchMerge(t *testing.T) {

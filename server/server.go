@@ -73,6 +73,7 @@ type Server struct {
 	grpc    *grpc.Server // plaintext listeners
 	grpcTLS *grpc.Server // https listeners; nil without any
 	http    *http.Server
+	gw      *gateway // the JSON gateway; nil when disabled
 	// metricsHTTPs serve --listen-metrics-urls; set by Run.
 	metricsHTTPs []*http.Server
 	tlsCfg       *tls.Config // nil without https listeners
@@ -115,6 +116,9 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if s.gw != nil {
+				s.gw.close()
+			}
 			s.closeStorage()
 		}
 	}()
@@ -157,7 +161,12 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.tlsCfg != nil {
 		s.grpcTLS = s.newGRPCServer(tlsAfterMux{})
 	}
-	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.Server.EnableGRPCGateway {
+		if s.gw, err = newGateway(lg); err != nil {
+			return nil, err
+		}
+	}
+	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: withConnTLS}
 	for _, u := range cfg.Server.ListenClientURLs {
 		cl, err := s.listen(u, false)
 		if err != nil {
@@ -250,7 +259,10 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
-	errc := make(chan error, 3*len(s.lns))
+	errc := make(chan error, 3*len(s.lns)+1)
+	if s.gw != nil {
+		go func() { errc <- s.gw.serve(s.grpc) }()
+	}
 	for _, cl := range s.lns {
 		if cl.metrics {
 			hs := s.metricsHTTP()
@@ -382,6 +394,9 @@ func (s *Server) stop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.http.Shutdown(ctx)
+		if s.gw != nil {
+			s.gw.close()
+		}
 		for _, hs := range s.metricsHTTPs {
 			hs.Shutdown(ctx)
 		}

@@ -45,6 +45,9 @@ type Server struct {
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
 	// TLS secures every https:// client and metrics listener.
 	TLS TLS `yaml:"tls"`
+	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, /v3/watch
+	// …) on the client URLs (etcd's --enable-grpc-gateway).
+	EnableGRPCGateway bool `yaml:"enable_grpc_gateway"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -186,6 +189,7 @@ func Default() *Config {
 		Server: Server{
 			ListenClientURLs:  []string{"http://127.0.0.1:2379"},
 			AdvertisePeerURLs: []string{"http://localhost:2380"},
+			EnableGRPCGateway: true,
 		},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,

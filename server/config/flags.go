@@ -58,6 +58,7 @@ var flagDefs = []flagDef{
 	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
 	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},
 	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
+	{name: "enable-grpc-gateway", group: groupClients, key: "server.enable_grpc_gateway", isBool: true, usage: "Serve etcd's JSON gateway (/v3/kv/range, /v3/watch, ...) on the client URLs."},
 
 	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
 	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},
@@ -148,7 +149,6 @@ var flagDefs = []flagDef{
 	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
-	{name: "enable-grpc-gateway", group: groupCompat, def: "true", isBool: true, usage: "Ignored: the JSON gateway is always served.", apply: ignoreBool},
 	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},

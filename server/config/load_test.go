@@ -148,6 +148,18 @@ logging: {level: debug, format: json}
 			c.Monitoring.SlowRequestThreshold = 300 * time.Millisecond
 		},
 	}, {
+		name: "gateway off by flag",
+		args: []string{"--enable-grpc-gateway=false"},
+		want: func(c *Config) { c.Server.EnableGRPCGateway = false },
+	}, {
+		name: "gateway off by env",
+		env:  []string{"ETCD_ENABLE_GRPC_GATEWAY=false"},
+		want: func(c *Config) { c.Server.EnableGRPCGateway = false },
+	}, {
+		name: "gateway off by metastore env",
+		env:  []string{"METASTORE_SERVER_ENABLE_GRPC_GATEWAY=false"},
+		want: func(c *Config) { c.Server.EnableGRPCGateway = false },
+	}, {
 		name: "etcd env",
 		env:  []string{"ETCD_NAME=s1", "ETCD_DATA_DIR=/d", "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379", "ETCD_INITIAL_CLUSTER=s1=http://127.0.0.1:2380"},
 		want: func(c *Config) {

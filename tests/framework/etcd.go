@@ -61,6 +61,7 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 	if o.WatchProgressNotifyInterval > 0 {
 		cfg.WatchProgressNotifyInterval = o.WatchProgressNotifyInterval
 	}
+	cfg.EnableGRPCGateway = !o.DisableGRPCGateway
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

@@ -36,6 +36,7 @@ func StartMetastore(t testing.TB, o Options) *Server {
 	if o.WatchProgressNotifyInterval > 0 {
 		cfg.Watch.ProgressNotifyInterval = o.WatchProgressNotifyInterval
 	}
+	cfg.Server.EnableGRPCGateway = !o.DisableGRPCGateway
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)

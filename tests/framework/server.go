@@ -34,6 +34,8 @@ type Options struct {
 	// variable, so an in-process etcd started with it changes it for every
 	// in-process etcd started after.
 	WatchProgressNotifyInterval time.Duration
+	// DisableGRPCGateway is --enable-grpc-gateway=false.
+	DisableGRPCGateway bool
 }
 
 func (o Options) bcryptCost() int {

@@ -129,6 +129,11 @@ func (s *Server) metricsHTTP() *http.Server {
 // 503 with the reason when an alarm is raised (unless excluded with
 // ?exclude=NOSPACE) or a read of the store fails.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
 	health, reason := "true", ""
 	excluded := map[string]bool{}
 	for _, e := range r.URL.Query()["exclude"] {
@@ -148,9 +153,12 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 			health, reason = "false", "RANGE ERROR"
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
+	// NB: etcd sets no content type (net/http sniffs text/plain) and ends
+	// the body without a newline; a failure goes through http.Error.
+	d, _ := json.Marshal(map[string]string{"health": health, "reason": reason})
 	if health != "true" {
-		w.WriteHeader(http.StatusServiceUnavailable)
+		http.Error(w, string(d), http.StatusServiceUnavailable)
+		return
 	}
-	json.NewEncoder(w).Encode(map[string]string{"health": health, "reason": reason})
+	w.Write(d)
 }

@@ -82,9 +82,8 @@ func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 	took := time.Since(start)
 	m.s.metrics.defragLatency.Observe(took.Seconds())
 	m.s.lg.Info("finished online defragmentation", "took", took, "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
-	hdr := &pb.ResponseHeader{}
-	m.s.fillHeader(hdr)
-	return &pb.DefragmentResponse{Header: hdr}, nil
+	// NB: etcd answers Defragment without a header.
+	return &pb.DefragmentResponse{}, nil
 }
 
 // MoveLeader on a single member: it is already the leader, so moving to

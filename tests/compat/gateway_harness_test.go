@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/gorilla/websocket"
 
 	"github.com/metastore-dev/metastore/tests/framework"
 )
@@ -277,4 +278,49 @@ func str(v any) string {
 		return ""
 	}
 	return fmt.Sprint(v)
+}
+
+// gwWebsocket is a stream over a websocket: wsproxy turns each message into
+// one request of the stream and each answer into one message.
+type gwWebsocket struct {
+	g     *gwEnv
+	label string
+	conn  *websocket.Conn
+}
+
+func (g *gwEnv) openWebsocket(label, path string) *gwWebsocket {
+	g.t.Helper()
+	h := http.Header{}
+	if g.token != "" {
+		h.Set("Authorization", g.token)
+	}
+	conn, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(g.base, "http")+path, h)
+	if err != nil {
+		g.t.Fatalf("%s: %v", label, err)
+	}
+	g.record(gwEntry{Label: label + " (open)", Status: resp.StatusCode})
+	g.t.Cleanup(func() { conn.Close() })
+	return &gwWebsocket{g: g, label: label, conn: conn}
+}
+
+func (w *gwWebsocket) send(msg string) {
+	w.g.t.Helper()
+	if err := w.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		w.g.t.Fatalf("%s: send: %v", w.label, err)
+	}
+}
+
+// next records the next message (within 10s), masked like a stream line.
+func (w *gwWebsocket) next(mask ...string) {
+	w.g.t.Helper()
+	w.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, msg, err := w.conn.ReadMessage()
+	if err != nil {
+		w.g.t.Fatalf("%s: %v", w.label, err)
+	}
+	var v any
+	if err := json.Unmarshal(msg, &v); err != nil {
+		w.g.t.Fatalf("%s: %v in %q", w.label, err, msg)
+	}
+	w.g.record(gwEntry{Label: w.label, Body: maskJSON(v, mask)})
 }

@@ -74,6 +74,9 @@ type Server struct {
 	grpcTLS *grpc.Server // https listeners; nil without any
 	http    *http.Server
 	gw      *gateway // the JSON gateway; nil when disabled
+	// h2 serves HTTP/2 requests that are not gRPC on https listeners;
+	// nil without any.
+	h2 *h2Server
 	// metricsHTTPs serve --listen-metrics-urls; set by Run.
 	metricsHTTPs []*http.Server
 	tlsCfg       *tls.Config // nil without https listeners
@@ -167,6 +170,11 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		}
 	}
 	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: withConnTLS}
+	if s.tlsCfg != nil {
+		if s.h2, err = newH2Server(s.http, cfg.GRPC.MaxConcurrentStreams); err != nil {
+			return nil, err
+		}
+	}
 	for _, u := range cfg.Server.ListenClientURLs {
 		cl, err := s.listen(u, false)
 		if err != nil {
@@ -259,7 +267,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
-	errc := make(chan error, 3*len(s.lns)+1)
+	errc := make(chan error, 4*len(s.lns)+1)
 	if s.gw != nil {
 		go func() { errc <- s.gw.serve(s.grpc) }()
 	}
@@ -274,12 +282,17 @@ func (s *Server) Run(ctx context.Context) error {
 		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
 		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
 		m := cmux.New(cl.ln)
-		grpcL := m.Match(cmux.HTTP2())
-		httpL := m.Match(cmux.HTTP1())
-		g := s.grpc
+		g, grpcL := s.grpc, net.Listener(nil)
 		if cl.secure {
+			// Every TLS client speaks h2: split by content-type (see h2.go).
 			g = s.grpcTLS
+			grpcL = m.MatchWithWriters(matchGRPC)
+			h2L := m.Match(cmux.HTTP2())
+			go func() { errc <- s.h2.serve(h2L) }()
+		} else {
+			grpcL = m.Match(cmux.HTTP2())
 		}
+		httpL := m.Match(cmux.HTTP1())
 		go func() { errc <- g.Serve(grpcL) }()
 		go func() { errc <- s.http.Serve(httpL) }()
 		go func() { errc <- m.Serve() }()
@@ -394,6 +407,9 @@ func (s *Server) stop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.http.Shutdown(ctx)
+		if s.h2 != nil {
+			s.h2.close()
+		}
 		if s.gw != nil {
 			s.gw.close()
 		}

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -38,6 +39,9 @@ func TestGatewayTLS(t *testing.T) {
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca, certFile, keyFile)}, Timeout: 10 * time.Second}
 	}
 	alice, anon := httpsClient(aliceCert, aliceKey), httpsClient(anonCert, anonKey)
+	// curl and browsers negotiate h2 on https: those requests share the
+	// ALPN protocol with gRPC and must still reach the HTTP handler.
+	anonH2 := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(t, ca, anonCert, anonKey), ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
 	post := func(hc *http.Client, path, token, body string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, ep+path, strings.NewReader(body))
@@ -99,12 +103,46 @@ func TestGatewayTLS(t *testing.T) {
 	if code, body = post(anon, "/v3/kv/range", token, rangeK); code != 200 || body["count"] != "1" {
 		t.Fatalf("range with a token over https: %d %v", code, body)
 	}
+	req, _ := http.NewRequest(http.MethodPost, ep+"/v3/kv/range", strings.NewReader(rangeK))
+	req.Header.Set("Authorization", token)
+	resp, err = anonH2.Do(req)
+	if err != nil {
+		t.Fatalf("range over h2: %v", err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || !strings.Contains(string(raw), `"count":"1"`) {
+		t.Fatalf("range over h2: %s %d %s", resp.Proto, resp.StatusCode, raw)
+	}
+	// A stream over h2: a watch sees a put made through gRPC.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, ep+"/v3/watch", strings.NewReader(fmt.Sprintf(`{"create_request":{"key":%q}}`, key)))
+	req.Header.Set("Authorization", token)
+	wresp, err := anonH2.Do(req)
+	if err != nil || wresp.ProtoMajor != 2 {
+		t.Fatalf("watch over h2: %v %v", wresp, err)
+	}
+	defer wresp.Body.Close()
+	lines := bufio.NewReader(wresp.Body)
+	if line, err := lines.ReadString('\n'); err != nil || !strings.Contains(line, `"created":true`) {
+		t.Fatalf("watch over h2: %q %v", line, err)
+	}
+	if code, body = post(anon, "/v3/kv/put", token, fmt.Sprintf(`{"key":%q,"value":"eA=="}`, key)); code != 200 {
+		t.Fatalf("put: %d %v", code, body)
+	}
+	if line, err := lines.ReadString('\n'); err != nil || !strings.Contains(line, `"value":"eA=="`) {
+		t.Fatalf("watch event over h2: %q %v", line, err)
+	}
+	hresp, err := anonH2.Get(ep + "/health")
+	if err != nil || hresp.ProtoMajor != 2 || hresp.StatusCode != 200 {
+		t.Fatalf("/health over h2: %v %v", hresp, err)
+	}
+	hresp.Body.Close()
 
 	// gRPC over the same port still takes the CN as the user: alice has
 	// no permission on k.
 	cli := tlsClient(t, ep, clientTLS(t, ca, aliceCert, aliceKey))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if _, err := cli.Get(ctx, "k"); err == nil || !strings.Contains(err.Error(), rpctypes.ErrPermissionDenied.Error()) {
 		t.Fatalf("gRPC get as alice by CN: %v, want %v", err, rpctypes.ErrPermissionDenied)
 	}

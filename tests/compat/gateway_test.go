@@ -127,7 +127,6 @@ func TestGatewayWatch(t *testing.T) {
 		c.next() // created
 		c.next() // canceled with compact_revision
 
-
 		// Over a websocket (etcd wraps the gateway in wsproxy), a stream is
 		// interactive: each message is one request, each answer one message.
 		ws := g.openWebsocket("websocket watch", "/v3/watch")

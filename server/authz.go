@@ -74,14 +74,14 @@ func (s *Server) identify(ctx context.Context) (identity, error) {
 	id := identity{rev: rev, epoch: epoch}
 	// NB: "authorization" is looked up only without "token": a missing key
 	// costs a scan of all the metadata.
-	tok, ok := "", false
-	if v := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC); len(v) > 0 {
-		tok, ok = v[0], true
-	} else if v := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger); len(v) > 0 {
-		tok, ok = strings.TrimPrefix(v[0], "Bearer "), true
+	// The JSON gateway forwards the HTTP Authorization header as
+	// "authorization"; etcd strips a "Bearer " prefix from either key.
+	v := metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameGRPC)
+	if len(v) == 0 {
+		v = metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger)
 	}
-	if ok {
-		user, err := s.tokens.Resolve(tok)
+	if len(v) > 0 {
+		user, err := s.tokens.Resolve(strings.TrimPrefix(v[0], "Bearer "))
 		if err != nil {
 			return id, err
 		}

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -97,7 +98,13 @@ func (s *Server) logSlowRequest(ctx context.Context, method string, req, resp an
 	s.metrics.slowRequests.Inc()
 	attrs := []any{"method", method, "took", took, "threshold", s.cfg.Monitoring.SlowRequestThreshold}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		attrs = append(attrs, "remote", p.Addr.String())
+		remote := p.Addr.String()
+		// A JSON gateway request arrives over the in-memory connection;
+		// the gateway forwards the HTTP client's address.
+		if v := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(v) > 0 && remote == "bufconn" {
+			remote = v[0]
+		}
+		attrs = append(attrs, "remote", remote)
 	}
 	if r, ok := req.(sizer); ok {
 		attrs = append(attrs, "request-size", r.Size())

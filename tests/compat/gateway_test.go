@@ -183,6 +183,9 @@ func TestGatewayAuth(t *testing.T) {
 		req := g.request(context.Background(), "/v3/kv/range", fmt.Sprintf(`{"key":%q}`, b64("k")))
 		req.Header.Set("Grpc-Metadata-Token", alice)
 		g.do("token as gRPC metadata", req)
+		req = g.request(context.Background(), "/v3/kv/range", fmt.Sprintf(`{"key":%q}`, b64("k")))
+		req.Header.Set("Grpc-Metadata-Token", "Bearer "+alice)
+		g.do("bearer token as gRPC metadata", req)
 
 		r := g.post("authenticate root", "/v3/auth/authenticate", `{"name":"root","password":"rootpw"}`, "token")
 		g.token = str(r["token"])

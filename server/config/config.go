@@ -22,10 +22,25 @@ type Config struct {
 	Monitoring  Monitoring  `yaml:"monitoring"`
 
 	Authorization Authorization `yaml:"authorization"`
-	// Policies are the WebAssembly policies (YAML only).
+	// Policies are the WebAssembly policies: the `policies:` list of the
+	// config file, or of PolicyConfig when that is set.
 	Policies []Policy `yaml:"policies"`
-	// Tenants own key prefixes, with quotas and rate limits (YAML only).
+	// Tenants own key prefixes, with quotas and rate limits: the
+	// `tenants:` list of the config file, or of TenantConfig when set.
 	Tenants []Tenant `yaml:"tenants"`
+	// PolicyConfig names a YAML file holding a `policies:` list, or a
+	// directory of such files (*.yaml and *.yml, in name order; hidden
+	// entries such as a Kubernetes volume's ..data are skipped). When set,
+	// its policies replace the config file's list. Module paths in it are
+	// relative to the file that lists them.
+	PolicyConfig string `yaml:"policy_config"`
+	// TenantConfig names a YAML file (or directory) holding a `tenants:`
+	// list, as PolicyConfig does for policies.
+	TenantConfig string `yaml:"tenant_config"`
+
+	// ConfigFile is the YAML file Load read, if any (not a setting: the
+	// server watches it for changes to policies and tenants).
+	ConfigFile string `yaml:"-"`
 }
 
 // Server holds listen addresses.

@@ -42,7 +42,7 @@ const (
 	groupAuth        = "Auth"
 	groupWatch       = "Watch"
 	groupMaintenance = "Maintenance"
-	groupPolicies    = "Policies (the policies and tenants lists are set in the YAML file)"
+	groupPolicies    = "Policies and tenants (the lists themselves are YAML: in the config file, or in the files named here)"
 	groupLogging     = "Logging and monitoring"
 	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
 )
@@ -89,7 +89,9 @@ var flagDefs = []flagDef{
 	{name: "bcrypt-cost", group: groupAuth, key: "auth.bcrypt_cost", usage: "bcrypt cost factor for password hashing (4-31)."},
 
 	{name: "authorization-chain", group: groupPolicies, key: "authorization.chain", usage: "Comma-separated authorizers in order: policies (wasm policies with the authorize hook) and rbac."},
-	{name: "policy-watch-interval", group: groupPolicies, key: "authorization.policy_watch_interval", usage: "How often policy modules are checked for changes and reloaded; 0 disables (SIGHUP still reloads)."},
+	{name: "policy-watch-interval", group: groupPolicies, key: "authorization.policy_watch_interval", usage: "How often the config file, policy and tenant files and policy modules are checked for changes and reloaded; 0 disables (SIGHUP still reloads)."},
+	{name: "policy-config", group: groupPolicies, key: "policy_config", usage: "YAML file, or directory of *.yaml files, holding a 'policies:' list; replaces the config file's list."},
+	{name: "tenant-config", group: groupPolicies, key: "tenant_config", usage: "YAML file, or directory of *.yaml files, holding a 'tenants:' list; replaces the config file's list."},
 	{name: "watch-progress-notify-interval", group: groupWatch, key: "watch.progress_notify_interval", usage: "Duration of periodic watch progress notifications (0 means 10m; at least 100ms)."},
 	{name: "experimental-watch-progress-notify-interval", group: groupWatch, def: "10m0s",
 		usage: "Deprecated (as in etcd 3.6) name of --watch-progress-notify-interval.",

@@ -37,8 +37,10 @@ type Note struct {
 // Load builds the configuration in layers, each overriding the one before:
 // Default(), the YAML file named by --config-file (or METASTORE_CONFIG_FILE,
 // or etcd's ETCD_CONFIG_FILE), etcd's ETCD_<FLAG> variables, METASTORE_<KEY>
-// variables, and finally the flags in args. args excludes the program name;
-// env is in os.Environ form.
+// variables, and finally the flags in args. Then the policies and tenants
+// lists are read from policy_config and tenant_config, if the final
+// configuration names them. args excludes the program name; env is in
+// os.Environ form.
 //
 // It returns ErrHelp when args ask for help, a *UsageError when args do not
 // parse, and otherwise a single error listing every problem found in any
@@ -71,6 +73,7 @@ func Load(args, env []string) (*Config, []Note, error) {
 	vars := parseEnv(env)
 
 	if path := l.configFile(setFlags, vars); path != "" {
+		l.cfg.ConfigFile = path
 		if data, err := os.ReadFile(path); err != nil {
 			l.errs = append(l.errs, fmt.Errorf("config file: %w", err))
 		} else {
@@ -82,6 +85,7 @@ func Load(args, env []string) (*Config, []Note, error) {
 	for _, f := range setFlags {
 		l.applyFlag(f.def, "--"+f.def.name, f.value)
 	}
+	l.loadLists()
 	l.checkInitialCluster()
 
 	if err := l.cfg.Validate(); err != nil {

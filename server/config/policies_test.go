@@ -156,3 +156,102 @@ policies:
 		t.Logf("full error:\n%s", msg)
 	}
 }
+
+// TestPolicyAndTenantConfig: policies and tenants from files named by
+// policy_config and tenant_config (YAML, METASTORE_ variable or flag, the
+// usual precedence), a directory read as a Kubernetes ConfigMap volume is
+// laid out, and the errors a wrong file gets.
+func TestPolicyAndTenantConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, body string) string {
+		t.Helper()
+		path := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	write("pol/mods/a.wasm", "\x00asm")
+	write("pol/mods/b.wasm", "\x00asm")
+	entry := func(name, mod string) string {
+		return "  - {name: " + name + ", module: " + mod + ", sha256: " + goodSHA + ", hooks: [authorize]}\n"
+	}
+	// A ConfigMap volume: the keys are links into a hidden timestamped dir.
+	write("pol/..2026_01_01/b.yaml", "policies:\n"+entry("b", "mods/b.wasm"))
+	write("pol/..2026_01_01/a.yaml", "policies:\n"+entry("a", "mods/a.wasm"))
+	for _, name := range []string{"a.yaml", "b.yaml"} {
+		if err := os.Symlink(filepath.Join("..2026_01_01", name), filepath.Join(dir, "pol", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("pol/README.md", "not a list")
+	single := write("one/policies.yaml", "policies:\n"+entry("single", "../pol/mods/a.wasm"))
+	tenants := write("tenants.yml", "tenants:\n  - {name: t1, prefix: /t1/, quota: {max_keys: 5}}\n")
+	main := write("metastore.yaml", "policies:\n"+entry("inline", "pol/mods/a.wasm")+"tenant_config: "+tenants+"\n")
+
+	names := func(c *Config) string {
+		var out []string
+		for _, p := range c.Policies {
+			out = append(out, p.Name+"="+filepath.Base(p.Module))
+		}
+		return strings.Join(out, ",")
+	}
+	cfg, notes, err := Load([]string{"--config-file", main}, []string{"METASTORE_POLICY_CONFIG=" + filepath.Join(dir, "pol")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(cfg); got != "a=a.wasm,b=b.wasm" {
+		t.Errorf("policies from the directory: %s", got)
+	}
+	if cfg.Policies[0].Module != filepath.Join(dir, "pol", "mods", "a.wasm") {
+		t.Errorf("module path %s, want it relative to the listing file", cfg.Policies[0].Module)
+	}
+	if len(cfg.Tenants) != 1 || cfg.Tenants[0].Name != "t1" || cfg.Tenants[0].Quota.MaxKeys != 5 {
+		t.Errorf("tenants %+v", cfg.Tenants)
+	}
+	if cfg.ConfigFile != main {
+		t.Errorf("ConfigFile %q", cfg.ConfigFile)
+	}
+	found := false
+	for _, n := range notes {
+		found = found || strings.Contains(n.Msg, "replaces the 1 policies listed in the config file")
+	}
+	if !found {
+		t.Errorf("no note that the inline list was replaced: %+v", notes)
+	}
+	src := strings.Join(cfg.Sources(), " ")
+	for _, want := range []string{main, filepath.Join(dir, "pol"), filepath.Join(dir, "pol", "b.yaml"), tenants, "b.wasm"} {
+		if !strings.Contains(src, want) {
+			t.Errorf("Sources() %s lacks %s", src, want)
+		}
+	}
+
+	// The flag wins over the variable.
+	cfg, _, err = Load([]string{"--config-file", main, "--policy-config", single}, []string{"METASTORE_POLICY_CONFIG=" + filepath.Join(dir, "pol")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(cfg); got != "single=a.wasm" {
+		t.Errorf("--policy-config: %s", got)
+	}
+
+	// Errors name the file and the problem.
+	bad := write("bad/p.yaml", "policies:\n"+entry("x", "nope.wasm")+"limits: {max_txn_ops: 1}\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--policy-config", bad}, bad + ":3: limits: only \"policies\" belongs in a policy_config file"},
+		{[]string{"--policy-config", filepath.Join(dir, "missing")}, "policy_config: stat " + filepath.Join(dir, "missing")},
+		{[]string{"--tenant-config", write("bad/t.yaml", "tenants: 3\n")}, "expected a list"},
+		{[]string{"--policy-config", write("bad2/p.yaml", "policies:\n"+entry("y", "nope.wasm"))}, "policies[0] (y).module"},
+	} {
+		_, _, err := Load(tc.args, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -39,7 +39,9 @@ type Applier struct {
 	minLeaseTTL int64
 	pending     pendingLeases // lease changes of the batch being applied
 	auth        *auth.Store
-	tenants     *tenantUsage
+	// tenants is replaced whole by SetTenants (on the apply goroutine);
+	// readers outside the applier load it.
+	tenants atomic.Pointer[tenantUsage]
 	// alarms is replaced, never mutated, so readers outside the applier
 	// (Status, health) need no lock.
 	alarms atomic.Pointer[[]*pb.AlarmMember]
@@ -71,7 +73,7 @@ func New(s *mvcc.Store, opts Options) (*Applier, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.tenants = u
+		a.tenants.Store(u)
 	}
 	a.alarms.Store(&[]*pb.AlarmMember{})
 	raw, err := s.Meta(metaAlarms)
@@ -164,7 +166,7 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 // it).
 func (a *Applier) counted(b *mvcc.Batch, tx WriteView, resp any, err error) Result {
 	if err == nil {
-		err = a.tenants.account(b, tx.Changes())
+		err = a.tenants.Load().account(b, tx.Changes())
 	}
 	if err != nil {
 		return Result{Err: err}

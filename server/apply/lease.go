@@ -191,7 +191,7 @@ func (a *Applier) leaseRevoke(b *mvcc.Batch, r *pb.LeaseRevokeRequest) (*pb.Leas
 		}
 	}
 	// The deleted keys leave their tenants' usage, like any other delete.
-	if err := a.tenants.account(b, tx.Changes()); err != nil {
+	if err := a.tenants.Load().account(b, tx.Changes()); err != nil {
 		return nil, err
 	}
 	if err := b.DeleteLease(r.ID); err != nil {

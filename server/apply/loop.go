@@ -61,6 +61,7 @@ type BatchStats struct {
 
 type proposal struct {
 	req  *Request
+	fn   func(*mvcc.Batch) error // Do's function, instead of req
 	res  Result
 	done chan struct{}
 }
@@ -127,6 +128,32 @@ func (l *Loop) Propose(ctx context.Context, r *Request) (Result, error) {
 	}
 }
 
+// Do runs fn on the apply goroutine, between batches, in a batch of its own
+// that commits with whatever fn wrote: for changes of configuration that
+// must see every write before them and none after (recounting a tenant).
+// It waits for the commit; if ctx ends first, fn may still run.
+func (l *Loop) Do(ctx context.Context, fn func(*mvcc.Batch) error) error {
+	p := &proposal{fn: fn, done: make(chan struct{})}
+	l.mu.RLock()
+	if l.stopped {
+		l.mu.RUnlock()
+		return ErrStopped
+	}
+	select {
+	case l.queue <- p:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return ctx.Err()
+	}
+	l.mu.RUnlock()
+	select {
+	case <-p.done:
+		return p.res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Stop refuses new requests, applies every request already queued and waits
 // for the loop to exit.
 func (l *Loop) Stop() {
@@ -165,7 +192,7 @@ func (l *Loop) run() {
 				if len(batch) == 0 {
 					return
 				}
-				l.applyBatch(batch)
+				l.applySplit(batch)
 			}
 		}
 	fill:
@@ -177,8 +204,40 @@ func (l *Loop) run() {
 				break fill
 			}
 		}
-		l.applyBatch(batch)
+		l.applySplit(batch)
 	}
+}
+
+// applySplit applies a batch of proposals, Do's functions each in a batch
+// of their own at their place in the queue.
+func (l *Loop) applySplit(batch []*proposal) {
+	from := 0
+	for i, p := range batch {
+		if p.fn == nil {
+			continue
+		}
+		if i > from {
+			l.applyBatch(batch[from:i])
+		}
+		l.applyFn(p)
+		from = i + 1
+	}
+	if from < len(batch) {
+		l.applyBatch(batch[from:])
+	}
+}
+
+func (l *Loop) applyFn(p *proposal) {
+	b, err := l.store.NewBatch()
+	if err == nil {
+		if err = p.fn(b); err == nil {
+			err = b.Commit()
+		} else {
+			b.Abort()
+		}
+	}
+	p.res = Result{Err: err}
+	close(p.done)
 }
 
 func (l *Loop) applyBatch(batch []*proposal) {

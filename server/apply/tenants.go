@@ -186,7 +186,7 @@ func (u *tenantUsage) account(b *mvcc.Batch, changes []mvccpb.Event) error {
 // TenantUsage returns the tenant owning key and its current usage; name is
 // "" when no tenant owns key.
 func (a *Applier) TenantUsage(key []byte) (name string, keys, bytes int64) {
-	if t := a.tenants.of(key); t != nil {
+	if t := a.tenants.Load().of(key); t != nil {
 		return t.Name, t.keys.Load(), t.bytes.Load()
 	}
 	return "", 0, 0
@@ -194,12 +194,68 @@ func (a *Applier) TenantUsage(key []byte) (name string, keys, bytes int64) {
 
 // Usage returns a tenant's usage by name.
 func (a *Applier) Usage(name string) (keys, bytes int64, err error) {
-	if a.tenants != nil {
-		for _, t := range a.tenants.list {
+	if u := a.tenants.Load(); u != nil {
+		for _, t := range u.list {
 			if t.Name == name {
 				return t.keys.Load(), t.bytes.Load(), nil
 			}
 		}
 	}
 	return 0, 0, ErrTenantUnknown
+}
+
+// SetTenants replaces the counted tenants, keeping the counts of every
+// tenant whose name and prefix are unchanged; a new tenant, or one whose
+// prefix moved, is counted from the store and persisted in b, and a
+// removed tenant's record is deleted; the new list counts from b's commit
+// on. It must run on the apply goroutine
+// between batches (Loop.Do), so that the count sees every write before it
+// and accounting picks it up from the next write on.
+func (a *Applier) SetTenants(s *mvcc.Store, b *mvcc.Batch, tenants []Tenant) error {
+	old := a.tenants.Load()
+	byName := map[string]*tenantCounter{}
+	if old != nil {
+		for _, c := range old.list {
+			byName[c.Name] = c
+		}
+	}
+	u := &tenantUsage{}
+	kept := map[string]bool{}
+	for _, t := range tenants {
+		kept[t.Name] = true
+		if c := byName[t.Name]; c != nil && bytes.Equal(c.Prefix, t.Prefix) {
+			u.list = append(u.list, c)
+			continue
+		}
+		keys, byts, err := countPrefix(s, t.Prefix)
+		if err != nil {
+			return fmt.Errorf("apply: count tenant %q: %w", t.Name, err)
+		}
+		c := &tenantCounter{Tenant: Tenant{Name: t.Name, Prefix: bytes.Clone(t.Prefix)}}
+		c.keys.Store(keys)
+		c.bytes.Store(byts)
+		if err := b.SetMeta(metaTenant(t.Name), encodeUsage(c)); err != nil {
+			return err
+		}
+		u.list = append(u.list, c)
+	}
+	for name := range byName {
+		if !kept[name] {
+			// A record left behind would be trusted if the tenant came back
+			// later with the same prefix, after writes it did not count.
+			if err := b.DeleteMeta(metaTenant(name)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(u.list) == 0 {
+		u = nil
+	}
+	// Published only once the records are durable, before the next batch.
+	b.OnFinish(func(committed bool) {
+		if committed {
+			a.tenants.Store(u)
+		}
+	})
+	return nil
 }

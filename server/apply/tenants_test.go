@@ -134,3 +134,54 @@ func TestTenantUsageMatchesCount(t *testing.T) {
 	f.want("t", keys, byts)
 	f.store.Close()
 }
+
+// TestSetTenants: a reload keeps the counts of unchanged tenants (even
+// ones the store could not recount cheaply), counts a new tenant and a
+// moved prefix from the store through Loop.Do, forgets a removed one (its
+// record too), and the counts survive a restart.
+func TestSetTenants(t *testing.T) {
+	dir := t.TempDir()
+	f := openTenants(t, dir, []Tenant{{Name: "a", Prefix: []byte("/a/")}, {Name: "gone", Prefix: []byte("/g/")}})
+	l, err := NewLoop(f.store, f.a, LoopOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	propose := func(r *Request) {
+		t.Helper()
+		if res, err := l.Propose(ctx, r); err != nil || res.Err != nil {
+			t.Fatalf("propose: %v %v", err, res.Err)
+		}
+	}
+	propose(putReq("/a/x", "12345")) // 9
+	propose(putReq("/b/x", "1"))     // 5: no tenant yet
+	propose(putReq("/g/x", "1"))
+	// Mark a's counter so a recount would show: a kept tenant is not recounted.
+	f.a.tenants.Load().of([]byte("/a/")).bytes.Add(1000)
+	next := []Tenant{{Name: "a", Prefix: []byte("/a/")}, {Name: "b", Prefix: []byte("/b/")}}
+	if err := l.Do(ctx, func(b *mvcc.Batch) error { return f.a.SetTenants(f.store, b, next) }); err != nil {
+		t.Fatal(err)
+	}
+	f.want("a", 1, 1009)
+	f.want("b", 1, 5)
+	if _, _, err := f.a.Usage("gone"); err != ErrTenantUnknown {
+		t.Fatalf("removed tenant: %v", err)
+	}
+	if raw, _ := f.store.Meta(metaTenant("gone")); raw != nil {
+		t.Fatal("the removed tenant's record is left")
+	}
+	propose(putReq("/b/y", "22")) // accounted from the next write on: 4+2
+	f.want("b", 2, 11)
+	// A moved prefix is recounted.
+	moved := []Tenant{{Name: "a", Prefix: []byte("/a/")}, {Name: "b", Prefix: []byte("/g/")}}
+	if err := l.Do(ctx, func(b *mvcc.Batch) error { return f.a.SetTenants(f.store, b, moved) }); err != nil {
+		t.Fatal(err)
+	}
+	f.want("b", 1, 5)
+	l.Stop()
+	f.store.Close()
+	f = openTenants(t, dir, moved)
+	defer f.store.Close()
+	f.want("a", 1, 9) // as last persisted (the marker above never was)
+	f.want("b", 1, 5)
+}

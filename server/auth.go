@@ -35,8 +35,6 @@ func (s *Server) openAuth() error {
 	}
 	s.auth = as
 	s.tokens = auth.NewTokens(as, topts)
-	s.authz = auth.Chain{as}
-	s.rbacOnly = true
 	return nil
 }
 

@@ -56,6 +56,10 @@ type identity struct {
 	rev uint64
 	// epoch is the auth store's epoch at identification.
 	epoch uint64
+	// chain is the policy generation the request decides with, held for
+	// the whole of a check (proposeAuthorized, readAuthorized); nil makes
+	// each decision take the current one.
+	chain *policyChain
 }
 
 // metadata key gRPC-gateway adds to proxied requests; their client
@@ -126,13 +130,18 @@ var authRequests = sync.Pool{New: func() any { return new(auth.Request) }}
 // authorizeKV runs the chain on a request that fill describes. With auth
 // disabled and only the built-in RBAC configured it costs nothing.
 func (s *Server) authorizeKV(ctx context.Context, id identity, op auth.Op, fill func(*auth.Request)) error {
-	if id.rev == 0 && s.rbacOnly {
+	c := id.chain
+	if c == nil {
+		c = s.acquireChain()
+		defer c.release()
+	}
+	if id.rev == 0 && c.rbacOnly {
 		return nil
 	}
 	ar := authRequests.Get().(*auth.Request)
 	ar.Reset(op, id.user)
 	fill(ar)
-	err := auth.Check(ctx, s.authz, ar)
+	err := auth.Check(ctx, c.authz, ar)
 	ar.Release()
 	authRequests.Put(ar)
 	return err
@@ -289,7 +298,7 @@ func (s *Server) proposeAuthorized(ctx context.Context, r *apply.Request, check 
 		if err != nil {
 			return apply.Result{}, toGRPCError(err)
 		}
-		if err := check(id); err != nil {
+		if err := s.checkHolding(id, check); err != nil {
 			return apply.Result{}, toGRPCError(err)
 		}
 		hdr.Username, hdr.AuthRevision = id.user, id.rev
@@ -316,7 +325,7 @@ func (s *Server) readAuthorized(ctx context.Context, check func(identity) error,
 	if err != nil {
 		return toGRPCError(err)
 	}
-	if err := check(id); err != nil {
+	if err := s.checkHolding(id, check); err != nil {
 		return toGRPCError(err)
 	}
 	if err := read(); err != nil {
@@ -326,9 +335,17 @@ func (s *Server) readAuthorized(ctx context.Context, check func(identity) error,
 		if id, err = s.identify(ctx); err != nil {
 			return toGRPCError(err)
 		}
-		if err := check(id); err != nil {
+		if err := s.checkHolding(id, check); err != nil {
 			return toGRPCError(err)
 		}
 	}
 	return nil
+}
+
+// checkHolding runs check with one policy generation held throughout, so
+// that its authorization and admission decide with the same policies.
+func (s *Server) checkHolding(id identity, check func(identity) error) error {
+	id.chain = s.acquireChain()
+	defer id.chain.release()
+	return check(id)
 }

@@ -91,7 +91,7 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 			return err
 		}
 		areq.Put = r
-		if s.hasAdmission() {
+		if hasAdmission(id) {
 			// Admission starts from the client's request on every attempt.
 			final, err := s.admitPut(ctx, id, r)
 			if err != nil {
@@ -128,7 +128,7 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 				ar.Flags = auth.FlagPrevKV
 				ar.Add(auth.PermRead, r.Key, r.RangeEnd)
 			}
-		}); err != nil || !s.hasAdmission() {
+		}); err != nil || !hasAdmission(id) {
 			return err
 		}
 		final, err := s.admitDeleteRange(ctx, id, r)
@@ -190,7 +190,7 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 			return err
 		}
 		areq.Txn = r
-		if s.hasAdmission() {
+		if hasAdmission(id) {
 			// Both branches are admitted up front, as one message.
 			final, err := s.admitTxn(ctx, id, r)
 			if err != nil {

@@ -39,6 +39,8 @@ type metrics struct {
 	applyFailed   prometheus.Counter
 	defragLatency prometheus.Histogram
 	leaseExpired  prometheus.Counter
+	reloads       *prometheus.CounterVec
+	reloadOK      prometheus.Gauge
 }
 
 // methodMetrics caches the label-bound children of one method so the hot
@@ -110,9 +112,17 @@ func newMetrics() *metrics {
 	m.leaseExpired = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
 	})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_config_reloads_total", Help: "Reloads of the policies and tenants (SIGHUP or a changed file), by result: ok or failed (the previous configuration kept serving).",
+	}, []string{"result"})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "metastore_config_last_reload_successful", Help: "1 if the last reload was applied, 0 if it was refused.",
+	})
+	m.reloadOK.Set(1)
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
 		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
+		m.reloads, m.reloadOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -277,4 +287,15 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.memtable, prometheus.GaugeValue, float64(m.MemTable.Size))
 	ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(m.Flush.Count))
 	ch <- prometheus.MustNewConstMetric(c.diskUsage, prometheus.GaugeValue, float64(m.DiskSpaceUsage()))
+}
+
+// reloaded counts a reload of the configuration.
+func (m *metrics) reloaded(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("ok").Inc()
+		m.reloadOK.Set(1)
+		return
+	}
+	m.reloads.WithLabelValues("failed").Inc()
+	m.reloadOK.Set(0)
 }

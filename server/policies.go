@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"maps"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -24,45 +28,113 @@ import (
 // wasmCacheDir is where compiled policies are cached, under the data dir.
 const wasmCacheDir = "wasm-cache"
 
-// policySet is the server's WebAssembly policies: the host, each loaded
-// policy, and the chain members built from them.
+// policySet is what the server's WebAssembly policies share across
+// reloads: the host (created with the first policy), the metrics, and the
+// reload lock. The policies themselves are in the current policyChain.
 type policySet struct {
-	host       *wasmhost.Host
-	loaded     []*loadedPolicy
-	byName     map[string]*loadedPolicy
-	admitters  []*wasmpolicy.Admitter
-	env        *wasmpolicy.Env
-	metrics    *policyMetrics
-	reloadMu   sync.Mutex
-	lastStamps map[string]fileStamp
+	host    *wasmhost.Host
+	env     *wasmpolicy.Env
+	metrics *policyMetrics
+	// reloadMu serialises reloads (SIGHUP, the file watcher, tests).
+	reloadMu sync.Mutex
+	// watched are the stamps of the configuration's sources as of the
+	// last reload (the file watcher compares them).
+	watched map[string]fileStamp
+	// cfg is the configuration of the last successful reload (or start).
+	cfg *config.Config
+}
+
+// policyChain is one generation of the configuration's policies: the
+// authorization chain and the admission list built from them. A request
+// acquires the current generation once (acquireChain) and uses it for every
+// decision it makes, so a reload never shows it half of each; a reload builds
+// the next generation off the request path and swaps it in. The policies the
+// next generation dropped or replaced are closed when the last request
+// holding the old generation releases it.
+type policyChain struct {
+	authz auth.Authorizer
+	// rbacOnly is set when authz is the RBAC alone, which allows everything
+	// while auth is disabled: requests then skip authorization entirely.
+	rbacOnly  bool
+	admitters []*wasmpolicy.Admitter
+	loaded    []*loadedPolicy // configuration order
+	byName    map[string]*loadedPolicy
+	// chainCfg is the authorization.chain it was built with.
+	chainCfg []string
+
+	// Requests holding this generation; counted only when it has policies
+	// (nothing to close otherwise).
+	refs      atomic.Int64
+	retired   atomic.Bool
+	onDrained func() // set before retired
+	drained   sync.Once
 }
 
 type loadedPolicy struct {
 	cfg config.Policy
 	p   *wasmhost.Policy
+	// stamp is the module file's as it was read (stat before reading), so
+	// that a change during the load is noticed by the next reload.
+	stamp fileStamp
 }
 
-// fileStamp is what the watcher compares to notice a changed module.
+// fileStamp is what the watcher compares to notice a changed file.
 type fileStamp struct {
 	size    int64
 	modTime time.Time
+	exists  bool
+}
+
+func stampOf(path string) fileStamp {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{size: st.Size(), modTime: st.ModTime(), exists: true}
+}
+
+// acquireChain returns the current generation, held until release.
+func (s *Server) acquireChain() *policyChain {
+	for {
+		c := s.chain.Load()
+		if len(c.loaded) == 0 {
+			return c
+		}
+		c.refs.Add(1)
+		// Checked after counting: a generation retired meanwhile may have
+		// been found unused and its policies closed.
+		if s.chain.Load() == c {
+			return c
+		}
+		c.release()
+	}
+}
+
+// release ends a request's hold; the last one of a retired generation
+// closes what it alone used.
+func (c *policyChain) release() {
+	if len(c.loaded) == 0 {
+		return
+	}
+	if c.refs.Add(-1) == 0 && c.retired.Load() {
+		c.drained.Do(c.onDrained)
+	}
+}
+
+// retire marks a generation replaced; drained runs once no request holds
+// it (at once if none does).
+func (c *policyChain) retire(drained func()) {
+	c.onDrained = drained
+	c.retired.Store(true)
+	if c.refs.Load() == 0 {
+		c.drained.Do(drained)
+	}
 }
 
 // openPolicies loads every configured policy (failing start-up with an
-// error naming the file and problem) and builds the authorization chain in
-// the configured order.
+// error naming the file and problem) and builds the first generation.
 func (s *Server) openPolicies() error {
-	chain := auth.Chain{}
-	if len(s.cfg.Policies) == 0 {
-		for _, m := range s.cfg.Authorization.Chain {
-			if m == "rbac" {
-				chain = append(chain, s.auth)
-			}
-		}
-		s.authz, s.rbacOnly = chain, len(chain) == 1
-		return nil
-	}
-	ps := &policySet{byName: map[string]*loadedPolicy{}, metrics: s.newPolicyMetrics()}
+	ps := &policySet{metrics: s.newPolicyMetrics(), cfg: s.cfg}
 	ps.env = &wasmpolicy.Env{
 		Roles:  s.auth.UserRoles,
 		Tenant: s.tenantOf,
@@ -73,56 +145,137 @@ func (s *Server) openPolicies() error {
 			}
 		},
 	}
-	host, err := wasmhost.NewHost(wasmhost.Options{
-		CacheDir: filepath.Join(s.cfg.DataDir, wasmCacheDir),
-		Events:   ps.metrics.events(s.lg.With("component", "policy")),
-	})
+	s.policies = ps
+	s.chain.Store(&policyChain{}) // for the loader's "previous generation"
+	next, _, err := s.loadChain(context.Background(), s.cfg)
 	if err != nil {
 		return err
 	}
-	ps.host = host
-	s.policies = ps
+	for _, lp := range next.loaded {
+		ps.metrics.bind(lp.cfg.Name, lp.p)
+	}
+	s.chain.Store(next)
+	ps.watched = stampAll(s.cfg.Sources())
+	return nil
+}
+
+// loadChain builds the generation cfg describes. A policy whose module,
+// digest, settings, limits and on_error are unchanged, and whose file is
+// unchanged on disk, keeps its loaded module (and its warm pool); any other
+// is loaded afresh, off the request path. Hooks, match and mode belong to
+// the generation, not the module. On any failure every fresh module is
+// closed and the errors (each naming the policy, file and problem) are
+// returned joined: nothing changes.
+func (s *Server) loadChain(ctx context.Context, cfg *config.Config) (*policyChain, []*loadedPolicy, error) {
+	ps, old := s.policies, s.chain.Load()
+	var fresh []*loadedPolicy
+	var errs []error
+	loaded := make([]*loadedPolicy, 0, len(cfg.Policies))
+	for i := range cfg.Policies {
+		pc := cfg.Policies[i]
+		if prev := old.byName[pc.Name]; prev != nil && sameModule(&prev.cfg, &pc) && stampOf(pc.Module) == prev.stamp {
+			lp := &loadedPolicy{cfg: pc, p: prev.p, stamp: prev.stamp}
+			if err := checkHooks(lp); err != nil {
+				errs = append(errs, err)
+			}
+			loaded = append(loaded, lp)
+			continue
+		}
+		lp, err := s.loadPolicy(ctx, pc, cfg.Limits.MaxRequestBytes)
+		if err != nil {
+			errs = append(errs, err)
+			if old.byName[pc.Name] != nil {
+				ps.metrics.reloaded(pc.Name, false)
+			}
+			continue
+		}
+		fresh = append(fresh, lp)
+		loaded = append(loaded, lp)
+	}
+	if len(errs) > 0 {
+		for _, lp := range fresh {
+			lp.p.Close()
+		}
+		return nil, nil, errors.Join(errs...)
+	}
+	return s.buildChain(cfg, loaded), fresh, nil
+}
+
+// sameModule reports whether b can keep a's loaded module.
+func sameModule(a, b *config.Policy) bool {
+	return a.Module == b.Module && strings.EqualFold(a.SHA256, b.SHA256) && string(a.Settings) == string(b.Settings) &&
+		a.Limits == b.Limits && a.OnError == b.OnError
+}
+
+func (s *Server) loadPolicy(ctx context.Context, pc config.Policy, maxReq int) (*loadedPolicy, error) {
+	hc, err := policycmd.HostConfig(&pc, maxReq)
+	if err != nil {
+		return nil, fmt.Errorf("policy %q: %w", pc.Name, err)
+	}
+	ps := s.policies
+	if ps.host == nil {
+		host, err := wasmhost.NewHost(wasmhost.Options{
+			CacheDir: filepath.Join(s.cfg.DataDir, wasmCacheDir),
+			Events:   ps.metrics.events(s.lg.With("component", "policy")),
+		})
+		if err != nil {
+			return nil, err
+		}
+		ps.host = host
+	}
+	stamp := stampOf(pc.Module)
+	start := time.Now()
+	p, err := ps.host.Load(ctx, hc)
+	if err != nil {
+		return nil, err
+	}
+	lp := &loadedPolicy{cfg: pc, p: p, stamp: stamp}
+	if err := checkHooks(lp); err != nil {
+		p.Close()
+		return nil, err
+	}
+	s.lg.Info("loaded policy", "policy", pc.Name, "module", pc.Module, "sha256", p.SHA256(),
+		"hooks", pc.Hooks, "mode", pc.Mode, "took", time.Since(start))
+	return lp, nil
+}
+
+// checkHooks refuses a policy configured for a hook its module lacks.
+func checkHooks(lp *loadedPolicy) error {
+	for _, hook := range lp.cfg.Hooks {
+		h := wasmhost.HookAuthorize
+		if hook == "admit" {
+			h = wasmhost.HookAdmit
+		}
+		if !lp.p.Has(h) {
+			return fmt.Errorf("policy %q (%s): configured for %s but the module does not export policy_%s", lp.cfg.Name, lp.cfg.Module, hook, hook)
+		}
+	}
+	return nil
+}
+
+// buildChain puts loaded policies into the authorization chain in the
+// configured order, and their admission hooks into the admission list.
+func (s *Server) buildChain(cfg *config.Config, loaded []*loadedPolicy) *policyChain {
+	c := &policyChain{loaded: loaded, byName: make(map[string]*loadedPolicy, len(loaded)), chainCfg: cfg.Authorization.Chain}
+	env := s.policies.env
 	var authorizers auth.Chain
-	for i := range s.cfg.Policies {
-		pc := s.cfg.Policies[i]
-		hc, err := policycmd.HostConfig(&pc, s.cfg.Limits.MaxRequestBytes)
-		if err != nil {
-			return fmt.Errorf("policy %q: %w", pc.Name, err)
-		}
-		start := time.Now()
-		p, err := host.Load(context.Background(), hc)
-		if err != nil {
-			return err
-		}
-		for _, hook := range pc.Hooks {
-			h := wasmhost.HookAuthorize
-			if hook == "admit" {
-				h = wasmhost.HookAdmit
-			}
-			if !p.Has(h) {
-				p.Close()
-				return fmt.Errorf("policy %q (%s): configured for %s but the module does not export policy_%s", pc.Name, pc.Module, hook, hook)
-			}
-		}
-		lp := &loadedPolicy{cfg: pc, p: p}
-		ps.loaded = append(ps.loaded, lp)
-		ps.byName[pc.Name] = lp
-		ps.metrics.loaded(pc.Name, p)
+	for _, lp := range loaded {
+		c.byName[lp.cfg.Name] = lp
+		pc := &lp.cfg
 		match := wasmpolicy.Match{Users: pc.Match.Users, Roles: pc.Match.Roles}
 		for _, pre := range pc.Match.Prefixes {
 			match.Prefixes = append(match.Prefixes, []byte(pre))
 		}
 		audit := pc.Mode == "audit"
 		if pc.HasHook("authorize") {
-			authorizers = append(authorizers, &wasmpolicy.Authorizer{Policy: p, Match: match, Audit: audit, Env: ps.env})
+			authorizers = append(authorizers, &wasmpolicy.Authorizer{Policy: lp.p, Match: match, Audit: audit, Env: env})
 		}
 		if pc.HasHook("admit") {
-			ps.admitters = append(ps.admitters, &wasmpolicy.Admitter{Policy: p, Match: match, Audit: audit, Env: ps.env})
+			c.admitters = append(c.admitters, &wasmpolicy.Admitter{Policy: lp.p, Match: match, Audit: audit, Env: env})
 		}
-		s.lg.Info("loaded policy", "policy", pc.Name, "module", pc.Module, "sha256", p.SHA256(),
-			"hooks", pc.Hooks, "mode", pc.Mode, "took", time.Since(start))
 	}
-	for _, m := range s.cfg.Authorization.Chain {
+	chain := auth.Chain{}
+	for _, m := range cfg.Authorization.Chain {
 		switch m {
 		case "policies":
 			chain = append(chain, authorizers...)
@@ -130,108 +283,138 @@ func (s *Server) openPolicies() error {
 			chain = append(chain, s.auth)
 		}
 	}
-	s.authz = chain
-	s.rbacOnly = len(chain) == 1 && len(authorizers) == 0 && slices.Contains(s.cfg.Authorization.Chain, "rbac")
-	ps.lastStamps = ps.stamps()
-	return nil
+	c.authz = chain
+	c.rbacOnly = len(chain) == 1 && len(authorizers) == 0 && slices.Contains(cfg.Authorization.Chain, "rbac")
+	return c
 }
 
-func (ps *policySet) close() {
+// sameChain reports whether two generations would decide alike: the same
+// modules in the same order with the same configuration.
+func sameChain(a, b *policyChain) bool {
+	if len(a.loaded) != len(b.loaded) || !slices.Equal(a.chainCfg, b.chainCfg) {
+		return false
+	}
+	for i := range a.loaded {
+		if a.loaded[i].p != b.loaded[i].p || !reflect.DeepEqual(a.loaded[i].cfg, b.loaded[i].cfg) {
+			return false
+		}
+	}
+	return true
+}
+
+func (ps *policySet) close(c *policyChain) {
 	if ps == nil {
 		return
 	}
-	for _, lp := range ps.loaded {
-		lp.p.Close()
+	if c != nil {
+		for _, lp := range c.loaded {
+			lp.p.Close()
+		}
 	}
-	ps.host.Close(context.Background())
+	if ps.host != nil {
+		ps.host.Close(context.Background())
+	}
 }
 
-func (ps *policySet) stamps() map[string]fileStamp {
-	m := make(map[string]fileStamp, len(ps.loaded))
-	for _, lp := range ps.loaded {
-		if st, err := os.Stat(lp.cfg.Module); err == nil {
-			m[lp.cfg.Name] = fileStamp{size: st.Size(), modTime: st.ModTime()}
+// ReloadConfig applies the policies, authorization chain and tenants of cfg
+// (a re-read configuration; nil re-reads the current policies' files)
+// without a restart and without dropping a request: policies are added,
+// removed and changed (module, settings, limits, on_error, hooks, match,
+// mode), each changed module compiled, checked and initialised off the
+// request path; then the new generation is swapped in at once. Requests in
+// flight finish on the generation they started with; modules no longer used
+// are closed when the last of them ends. Tenants' quotas and rate limits
+// change in place and their usage counts are kept (a new tenant is counted).
+// If anything in cfg fails to load, nothing changes: the old configuration
+// keeps serving and the errors, each naming the policy, file and problem, are
+// logged, counted and returned joined. Other settings take a restart.
+func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
+	ps := s.policies
+	ps.reloadMu.Lock()
+	defer ps.reloadMu.Unlock()
+	if cfg == nil {
+		c := *ps.cfg
+		cfg = &c
+	}
+	err := s.reload(ctx, cfg)
+	s.metrics.reloaded(err == nil)
+	return err
+}
+
+func (s *Server) reload(ctx context.Context, cfg *config.Config) error {
+	ps := s.policies
+	old := s.chain.Load()
+	next, fresh, err := s.loadChain(ctx, cfg)
+	if err != nil {
+		s.lg.Error("reload refused; the previous policies and tenants keep serving", "err", err)
+		return err
+	}
+	if err := s.reloadTenants(ctx, cfg.Tenants); err != nil {
+		for _, lp := range fresh {
+			lp.p.Close()
 		}
+		s.lg.Error("reload refused; the previous policies and tenants keep serving", "err", err)
+		return err
+	}
+	ps.cfg = cfg
+	if sameChain(old, next) {
+		s.lg.Info("reload: policies unchanged")
+		return nil
+	}
+	var added, changed, removed []string
+	for _, lp := range fresh {
+		ps.metrics.bind(lp.cfg.Name, lp.p)
+		if prev := old.byName[lp.cfg.Name]; prev != nil {
+			changed = append(changed, lp.cfg.Name)
+			ps.metrics.reloaded(lp.cfg.Name, true)
+			s.lg.Info("reloaded policy", "policy", lp.cfg.Name, "module", lp.cfg.Module, "sha256", lp.p.SHA256())
+		} else {
+			added = append(added, lp.cfg.Name)
+		}
+	}
+	inNext := make(map[*wasmhost.Policy]bool, len(next.loaded))
+	for _, lp := range next.loaded {
+		inNext[lp.p] = true
+		if prev := old.byName[lp.cfg.Name]; prev != nil && prev.p == lp.p && !reflect.DeepEqual(prev.cfg, lp.cfg) {
+			changed = append(changed, lp.cfg.Name)
+		}
+	}
+	var retire []*wasmhost.Policy
+	for _, lp := range old.loaded {
+		if !inNext[lp.p] {
+			retire = append(retire, lp.p)
+		}
+		if next.byName[lp.cfg.Name] == nil {
+			removed = append(removed, lp.cfg.Name)
+			ps.metrics.unbind(lp.cfg.Name)
+		}
+	}
+	s.chain.Store(next)
+	old.retire(func() {
+		for _, p := range retire {
+			p.Close()
+		}
+	})
+	s.lg.Info("reloaded policies", "added", added, "changed", changed, "removed", removed, "chain", cfg.Authorization.Chain)
+	return nil
+}
+
+// stampAll stamps each path.
+func stampAll(paths []string) map[string]fileStamp {
+	m := make(map[string]fileStamp, len(paths))
+	for _, p := range paths {
+		m[p] = stampOf(p)
 	}
 	return m
 }
 
-// ReloadPolicies reloads the policies from cfg (the re-read configuration;
-// nil reloads the policies as currently configured): each policy whose module, digest, settings,
-// limits or on_error changed, or whose file changed on disk, is compiled,
-// checked and initialised off the request path and swapped in; a module
-// that fails leaves the old one serving, and the failure is logged and
-// counted. Adding or removing policies, or changing hooks, match or mode,
-// takes a restart (the chain is fixed at start-up); those differences are
-// logged. It returns the errors joined.
-func (s *Server) ReloadPolicies(ctx context.Context, cfg *config.Config) error {
-	ps := s.policies
-	if ps == nil {
-		if cfg != nil && len(cfg.Policies) > 0 {
-			s.lg.Warn("policies were added to the configuration; they take effect after a restart")
-		}
-		return nil
-	}
-	ps.reloadMu.Lock()
-	defer ps.reloadMu.Unlock()
-	// Without a fresh configuration, the policies as loaded now are
-	// reloaded (their files may have changed).
-	pols, maxReq := make([]config.Policy, 0, len(ps.loaded)), s.cfg.Limits.MaxRequestBytes
-	if cfg != nil {
-		pols, maxReq = cfg.Policies, cfg.Limits.MaxRequestBytes
-	} else {
-		for _, lp := range ps.loaded {
-			pols = append(pols, lp.cfg)
-		}
-	}
-	stamps := ps.stamps()
-	var errs []error
-	seen := map[string]bool{}
-	for i := range pols {
-		pc := pols[i]
-		seen[pc.Name] = true
-		lp := ps.byName[pc.Name]
-		if lp == nil {
-			s.lg.Warn("policy added to the configuration; it takes effect after a restart", "policy", pc.Name)
-			continue
-		}
-		if !slices.Equal(pc.Hooks, lp.cfg.Hooks) || pc.Mode != lp.cfg.Mode || !slices.Equal(pc.Match.Prefixes, lp.cfg.Match.Prefixes) ||
-			!slices.Equal(pc.Match.Users, lp.cfg.Match.Users) || !slices.Equal(pc.Match.Roles, lp.cfg.Match.Roles) {
-			s.lg.Warn("policy hooks, match or mode changed; they take effect after a restart", "policy", pc.Name)
-		}
-		changed := pc.Module != lp.cfg.Module || pc.SHA256 != lp.cfg.SHA256 || string(pc.Settings) != string(lp.cfg.Settings) ||
-			pc.Limits != lp.cfg.Limits || pc.OnError != lp.cfg.OnError || stamps[pc.Name] != ps.lastStamps[pc.Name]
-		if !changed {
-			continue
-		}
-		hc, err := policycmd.HostConfig(&pc, maxReq)
-		if err == nil {
-			err = lp.p.Reload(ctx, hc)
-		}
-		if err != nil {
-			s.lg.Error("policy reload failed; the previous module keeps serving", "policy", pc.Name, "err", err)
-			errs = append(errs, err)
-			continue
-		}
-		s.lg.Info("reloaded policy", "policy", pc.Name, "module", pc.Module, "sha256", lp.p.SHA256())
-		// Hooks, match and mode stay as started.
-		pc.Hooks, pc.Match, pc.Mode = lp.cfg.Hooks, lp.cfg.Match, lp.cfg.Mode
-		lp.cfg = pc
-	}
-	for name := range ps.byName {
-		if !seen[name] {
-			s.lg.Warn("policy removed from the configuration; it keeps running until a restart", "policy", name)
-		}
-	}
-	ps.lastStamps = stamps
-	return errors.Join(errs...)
-}
-
-// watchPolicies polls the module files and reloads (through reload, which
-// re-reads the configuration) when one changed.
+// watchPolicies polls the configuration's sources (the config file, the
+// policy and tenant files and directories, the modules) and reloads
+// (through reload, which re-reads the configuration) when one changed. A
+// change that fails to load is not retried until a source changes again.
 func (s *Server) watchPolicies(ctx context.Context, reload func(context.Context) error) {
 	every := s.cfg.Authorization.PolicyWatchInterval
-	if s.policies == nil || every <= 0 {
+	if every <= 0 {
 		return
 	}
 	t := time.NewTicker(every)
@@ -242,29 +425,34 @@ func (s *Server) watchPolicies(ctx context.Context, reload func(context.Context)
 			return
 		case <-t.C:
 		}
-		s.policies.reloadMu.Lock()
-		now := s.policies.stamps()
-		changed := !mapsEqual(now, s.policies.lastStamps)
-		s.policies.reloadMu.Unlock()
-		if changed {
-			s.lg.Info("a policy module changed on disk; reloading")
-			if err := reload(ctx); err != nil {
-				s.lg.Error("policy reload after a file change", "err", err)
+		ps := s.policies
+		ps.reloadMu.Lock()
+		before := ps.watched
+		now := stampAll(ps.cfg.Sources())
+		ps.watched = now
+		ps.reloadMu.Unlock()
+		if maps.Equal(now, before) {
+			continue
+		}
+		s.lg.Info("a configuration file or policy module changed; reloading")
+		if err := reload(ctx); err != nil {
+			s.lg.Error("reload after a file change", "err", err)
+			continue
+		}
+		// Watch the sources of the configuration now serving (those read
+		// for this reload keep the stamps taken before it).
+		ps.reloadMu.Lock()
+		watched := map[string]fileStamp{}
+		for _, p := range ps.cfg.Sources() {
+			if st, ok := now[p]; ok {
+				watched[p] = st
+			} else {
+				watched[p] = stampOf(p)
 			}
 		}
+		ps.watched = watched
+		ps.reloadMu.Unlock()
 	}
-}
-
-func mapsEqual(a, b map[string]fileStamp) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Admission. Each admit policy in configuration order sees the write as
@@ -276,7 +464,8 @@ func mapsEqual(a, b map[string]fileStamp) bool {
 // admitted type.
 var errBadMutation = errors.New("invalid mutation")
 
-func (s *Server) hasAdmission() bool { return s.policies != nil && len(s.policies.admitters) > 0 }
+// hasAdmission reports whether id's generation has admission policies.
+func hasAdmission(id identity) bool { return id.chain != nil && len(id.chain.admitters) > 0 }
 
 // admission runs the admit chain over a message. fill adds the message's
 // ranges to an auth.Request; decode parses a mutation and check validates
@@ -286,7 +475,7 @@ func admission[M interface {
 	Size() int
 }](ctx context.Context, s *Server, id identity, op auth.Op, kind wasmhost.AdmitKind, cur M,
 	fill func(*auth.Request, M), decode func([]byte) (M, error), check func(M) error) (M, error) {
-	for _, ad := range s.policies.admitters {
+	for _, ad := range id.chain.admitters {
 		msg, err := cur.Marshal()
 		if err != nil {
 			return cur, err

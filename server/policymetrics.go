@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,8 +29,18 @@ type policyMetrics struct {
 	logLines  *prometheus.CounterVec
 
 	// children are bound per policy at load, before any call: the call
-	// path indexes arrays instead of hashing labels. Read-only afterwards.
-	children map[string]*policyChildren
+	// path indexes arrays instead of hashing labels. The map is replaced
+	// whole (under the reload lock), never changed.
+	children atomic.Pointer[map[string]*policyChildren]
+	// gauges pull each policy's stats at scrape time; reload lock only.
+	gauges map[string]*policyGauges
+}
+
+// policyGauges are one policy name's scrape-time gauges, pointed at the
+// module serving under that name now.
+type policyGauges struct {
+	p    atomic.Pointer[wasmhost.Policy]
+	cols []prometheus.Collector
 }
 
 type policyChildren struct {
@@ -37,7 +49,8 @@ type policyChildren struct {
 }
 
 func (s *Server) newPolicyMetrics() *policyMetrics {
-	m := &policyMetrics{reg: s.metrics.reg, children: map[string]*policyChildren{}}
+	m := &policyMetrics{reg: s.metrics.reg, gauges: map[string]*policyGauges{}}
+	m.children.Store(&map[string]*policyChildren{})
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metastore_policy_calls_total", Help: "Policy calls by hook and verdict (after on_error).",
 	}, []string{"policy", "hook", "verdict"})
@@ -80,9 +93,14 @@ func (s *Server) newPolicyMetrics() *policyMetrics {
 
 var verdictNames = [4]string{"deny", "allow", "no_opinion", "mutated"}
 
-// loaded binds p's children and registers the metrics pulled from its
-// stats.
-func (m *policyMetrics) loaded(name string, p *wasmhost.Policy) {
+// bind points name's metrics at p: the call counters' children are bound
+// and the gauges pulled from p's stats registered, the first time a policy
+// of that name is loaded.
+func (m *policyMetrics) bind(name string, p *wasmhost.Policy) {
+	if g := m.gauges[name]; g != nil {
+		g.p.Store(p)
+		return
+	}
 	c := &policyChildren{}
 	for h, hook := range []string{"authorize", "admit"} {
 		for v, verdict := range verdictNames {
@@ -90,11 +108,17 @@ func (m *policyMetrics) loaded(name string, p *wasmhost.Policy) {
 		}
 		c.latency[h] = m.latency.WithLabelValues(name, hook)
 	}
-	m.children[name] = c
+	next := maps.Clone(*m.children.Load())
+	next[name] = c
+	m.children.Store(&next)
+	g := &policyGauges{}
+	g.p.Store(p)
 	labels := prometheus.Labels{"policy": name}
 	gauge := func(metric, help string, f func(wasmhost.Stats) float64) {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metric, Help: help, ConstLabels: labels},
-			func() float64 { return f(p.Stats()) }))
+		col := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metric, Help: help, ConstLabels: labels},
+			func() float64 { return f(g.p.Load().Stats()) })
+		m.reg.MustRegister(col)
+		g.cols = append(g.cols, col)
 	}
 	gauge("metastore_policy_pool_instances", "Live instances of the policy.", func(s wasmhost.Stats) float64 { return float64(s.Instances) })
 	gauge("metastore_policy_pool_misses", "Calls that found no idle instance (cumulative).", func(s wasmhost.Stats) float64 { return float64(s.Misses) })
@@ -105,6 +129,32 @@ func (m *policyMetrics) loaded(name string, p *wasmhost.Policy) {
 		}
 		return 0
 	})
+	m.gauges[name] = g
+}
+
+// unbind drops a removed policy's gauges (its counters stay, as counters
+// do).
+func (m *policyMetrics) unbind(name string) {
+	g := m.gauges[name]
+	if g == nil {
+		return
+	}
+	for _, col := range g.cols {
+		m.reg.Unregister(col)
+	}
+	delete(m.gauges, name)
+	next := maps.Clone(*m.children.Load())
+	delete(next, name)
+	m.children.Store(&next)
+}
+
+// reloaded counts a reload of one policy's module.
+func (m *policyMetrics) reloaded(name string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.reloads.WithLabelValues(name, result).Inc()
 }
 
 func (m *policyMetrics) audit(name string, hook wasmhost.Hook, v wasmhost.Verdict) {
@@ -117,7 +167,7 @@ func (m *policyMetrics) mutated(name string) { m.mutations.WithLabelValues(name)
 func (m *policyMetrics) events(lg *slog.Logger) wasmhost.Events {
 	return wasmhost.Events{
 		Call: func(name string, hook wasmhost.Hook, v wasmhost.Verdict, d time.Duration) {
-			c := m.children[name]
+			c := (*m.children.Load())[name]
 			if c == nil || v < 0 || v > 3 {
 				return
 			}
@@ -152,12 +202,6 @@ func (m *policyMetrics) events(lg *slog.Logger) wasmhost.Events {
 				lg.Info("policy recovered", "policy", name)
 			}
 		},
-		Reloaded: func(name string, err error) {
-			result := "ok"
-			if err != nil {
-				result = "failed"
-			}
-			m.reloads.WithLabelValues(name, result).Inc()
-		},
+		Reloaded: func(name string, err error) { m.reloaded(name, err == nil) },
 	}
 }

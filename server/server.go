@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soheilhy/cmux"
@@ -55,13 +56,11 @@ type Server struct {
 
 	auth   *auth.Store
 	tokens *auth.Tokens
-	// authz decides every request: configured policies first, the
-	// built-in RBAC (auth) last.
-	authz auth.Authorizer
-	// rbacOnly is set when authz is the RBAC alone, which allows everything
-	// while auth is disabled: requests then skip authorization entirely.
-	rbacOnly bool
-	// policies are the WebAssembly policies; nil when none are configured.
+	// chain is the current generation of the authorization chain
+	// (configured policies, then the built-in RBAC) and admission list;
+	// requests hold one with acquireChain. Replaced whole by a reload.
+	chain atomic.Pointer[policyChain]
+	// policies is what the WebAssembly policies share across reloads.
 	policies *policySet
 	// reloadConfig re-reads the configuration for a policy reload (set by
 	// the command; nil reloads with the current one).
@@ -84,7 +83,7 @@ type Server struct {
 	addrs        []string
 	metrics      *metrics
 	limiter      *rateLimiter // nil: no rate limits
-	tenants      *tenantSet   // nil: no tenants configured
+	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
 
 	stopOnce sync.Once
 	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
@@ -141,7 +140,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err := s.openPolicies(); err != nil {
 		return nil, err
 	}
-	s.tenants = newTenantSet(cfg.Tenants)
+	s.tenants.Store(newTenantSet(cfg.Tenants, nil))
 	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL}); err != nil {
 		return nil, err
 	}
@@ -317,23 +316,25 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // SetConfigReloader gives the server the function that re-reads the
-// configuration when policies are reloaded (on SIGHUP or a changed module
-// file). Call it before Run.
+// configuration when it is reloaded (on SIGHUP or a changed file). Call it
+// before Run.
 func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.reloadConfig = f }
 
 // Reload re-reads the configuration (through the reloader, if set) and
-// reloads the policies; see ReloadPolicies.
+// applies its policies and tenants; see ReloadConfig. An invalid
+// configuration changes nothing; it is logged and counted.
 func (s *Server) Reload(ctx context.Context) error {
 	var cfg *config.Config
 	if s.reloadConfig != nil {
 		c, err := s.reloadConfig()
 		if err != nil {
-			s.lg.Error("reload: the configuration is invalid; nothing reloaded", "err", err)
+			s.lg.Error("reload refused: the configuration is invalid; the previous policies and tenants keep serving", "err", err)
+			s.metrics.reloaded(false)
 			return err
 		}
 		cfg = c
 	}
-	return s.ReloadPolicies(ctx, cfg)
+	return s.ReloadConfig(ctx, cfg)
 }
 
 // startBackground starts the loops that run beside request handling.
@@ -437,7 +438,7 @@ func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
 	}
-	s.policies.close()
+	s.policies.close(s.chain.Load())
 	if s.tokens != nil {
 		s.tokens.Close()
 	}

@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"golang.org/x/time/rate"
@@ -27,22 +30,73 @@ type tenantSet struct {
 	hasQuota bool            // some tenant has a quota: writes are checked
 }
 
-func newTenantSet(ts []config.Tenant) *tenantSet {
+// newTenantSet builds the set for ts. A tenant of prev (the set being
+// replaced by a reload) that still has a rate limit keeps its bucket, with
+// the new rate and burst, so a reload neither refills nor empties it.
+func newTenantSet(ts []config.Tenant, prev *tenantSet) *tenantSet {
 	if len(ts) == 0 {
 		return nil
 	}
 	set := &tenantSet{list: ts, limiters: make([]*rate.Limiter, len(ts))}
 	for i, t := range ts {
 		set.hasQuota = set.hasQuota || t.Quota.MaxKeys > 0 || t.Quota.MaxBytes > 0
-		if t.RateLimit.QPS > 0 {
-			burst := t.RateLimit.Burst
-			if burst <= 0 {
-				burst = int(math.Ceil(t.RateLimit.QPS))
-			}
-			set.limiters[i] = rate.NewLimiter(rate.Limit(t.RateLimit.QPS), burst)
+		if t.RateLimit.QPS <= 0 {
+			continue
 		}
+		burst := t.RateLimit.Burst
+		if burst <= 0 {
+			burst = int(math.Ceil(t.RateLimit.QPS))
+		}
+		if lim := prev.limiter(t.Name); lim != nil {
+			lim.SetLimit(rate.Limit(t.RateLimit.QPS))
+			lim.SetBurst(burst)
+			set.limiters[i] = lim
+			continue
+		}
+		set.limiters[i] = rate.NewLimiter(rate.Limit(t.RateLimit.QPS), burst)
 	}
 	return set
+}
+
+// limiter returns the named tenant's bucket, or nil.
+func (ts *tenantSet) limiter(name string) *rate.Limiter {
+	if ts == nil {
+		return nil
+	}
+	for i := range ts.list {
+		if ts.list[i].Name == name {
+			return ts.limiters[i]
+		}
+	}
+	return nil
+}
+
+// reloadTenants applies a reloaded tenants list: apply's counted tenants
+// first (a new tenant, or a moved prefix, is counted between two batches;
+// unchanged ones keep their counts), then the quotas and rate limits the
+// edge enforces.
+func (s *Server) reloadTenants(ctx context.Context, ts []config.Tenant) error {
+	old := s.tenants.Load()
+	var oldList []config.Tenant
+	if old != nil {
+		oldList = old.list
+	}
+	if reflect.DeepEqual(oldList, ts) || (len(oldList) == 0 && len(ts) == 0) {
+		return nil
+	}
+	if !slices.EqualFunc(oldList, ts, func(a, b config.Tenant) bool { return a.Name == b.Name && a.Prefix == b.Prefix }) {
+		err := s.loop.Do(ctx, func(b *mvcc.Batch) error { return s.applier.SetTenants(s.store, b, applyTenants(ts)) })
+		if err != nil {
+			return fmt.Errorf("tenants: %w", err)
+		}
+	}
+	s.tenants.Store(newTenantSet(ts, old))
+	names := make([]string, len(ts))
+	for i := range ts {
+		names[i] = ts[i].Name
+	}
+	s.lg.Info("reloaded tenants", "tenants", names)
+	return nil
 }
 
 func applyTenants(ts []config.Tenant) []apply.Tenant {
@@ -70,11 +124,12 @@ func (ts *tenantSet) index(key []byte) int {
 // checkTenantRate takes a token from the bucket of the tenant owning key
 // (the request's first key): etcd's too-many-requests error when empty.
 func (s *Server) checkTenantRate(key []byte) error {
-	i := s.tenants.index(key)
-	if i < 0 || s.tenants.limiters[i] == nil {
+	ts := s.tenants.Load()
+	i := ts.index(key)
+	if i < 0 || ts.limiters[i] == nil {
 		return nil
 	}
-	if !s.tenants.limiters[i].Allow() {
+	if !ts.limiters[i].Allow() {
 		s.metrics.rateLimited.WithLabelValues("tenant").Inc()
 		return errTooManyRequests
 	}
@@ -102,12 +157,12 @@ type quotaDelta struct {
 
 // addPut adds a put's effect: a new key counts one key plus its bytes, an
 // overwrite the change in value size.
-func (s *Server) quotaAddPut(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.PutRequest) error {
-	i := s.tenants.index(r.Key)
+func (s *Server) quotaAddPut(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.PutRequest) error {
+	i := ts.index(r.Key)
 	if i < 0 {
 		return nil
 	}
-	q := s.tenants.list[i].Quota
+	q := ts.list[i].Quota
 	if q.MaxKeys == 0 && q.MaxBytes == 0 {
 		return nil
 	}
@@ -128,17 +183,17 @@ func (s *Server) quotaAddPut(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelt
 	return nil
 }
 
-func (s *Server) quotaAddTxn(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.TxnRequest) error {
+func (s *Server) quotaAddTxn(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.TxnRequest) error {
 	// Both branches count: which one runs is known only at apply.
 	for _, ops := range [2][]*pb.RequestOp{r.Success, r.Failure} {
 		for _, op := range ops {
 			switch v := op.Request.(type) {
 			case *pb.RequestOp_RequestPut:
-				if err := s.quotaAddPut(ctx, tx, d, v.RequestPut); err != nil {
+				if err := s.quotaAddPut(ctx, ts, tx, d, v.RequestPut); err != nil {
 					return err
 				}
 			case *pb.RequestOp_RequestTxn:
-				if err := s.quotaAddTxn(ctx, tx, d, v.RequestTxn); err != nil {
+				if err := s.quotaAddTxn(ctx, ts, tx, d, v.RequestTxn); err != nil {
 					return err
 				}
 			}
@@ -152,29 +207,33 @@ func (s *Server) quotaAddTxn(ctx context.Context, tx *mvcc.ReadTxn, d *quotaDelt
 // usage always pass. Concurrent writes are checked against the same counts,
 // so a burst may overshoot by what is in flight, as etcd's space quota does.
 func (s *Server) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.TxnRequest) error {
-	if s.tenants == nil || !s.tenants.hasQuota {
+	ts := s.tenants.Load()
+	if ts == nil || !ts.hasQuota {
 		return nil
 	}
-	d := &quotaDelta{keys: make([]int64, len(s.tenants.list)), bytes: make([]int64, len(s.tenants.list))}
+	d := &quotaDelta{keys: make([]int64, len(ts.list)), bytes: make([]int64, len(ts.list))}
 	tx, err := s.store.Read()
 	if err != nil {
 		return err
 	}
 	defer tx.End()
 	if put != nil {
-		err = s.quotaAddPut(ctx, tx, d, put)
+		err = s.quotaAddPut(ctx, ts, tx, d, put)
 	} else {
-		err = s.quotaAddTxn(ctx, tx, d, txn)
+		err = s.quotaAddTxn(ctx, ts, tx, d, txn)
 	}
 	if err != nil {
 		return err
 	}
-	for i := range s.tenants.list {
-		t := &s.tenants.list[i]
+	for i := range ts.list {
+		t := &ts.list[i]
 		if d.keys[i] <= 0 && d.bytes[i] <= 0 {
 			continue
 		}
 		keys, byts, err := s.applier.Usage(t.Name)
+		if errors.Is(err, apply.ErrTenantUnknown) {
+			continue // a reload is adding or removing it: not counted here yet (or any more)
+		}
 		if err != nil {
 			return err
 		}

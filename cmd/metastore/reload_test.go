@@ -89,7 +89,7 @@ func TestSIGHUPReloadsPolicies(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("policy reload failed; the previous module keeps serving")
+	waitFor("reload refused; the previous policies and tenants keep serving")
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())

@@ -350,7 +350,7 @@ func TestReload(t *testing.T) {
 	next := *m.Config
 	allow := module(t, dir, "gate", mods["allow"], []string{"admit"}, nil) // same file, new contents
 	next.Policies = []config.Policy{allow}
-	if err := m.Srv.ReloadPolicies(ctx, &next); err != nil {
+	if err := m.Srv.ReloadConfig(ctx, &next); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Put(ctx, "a", "1"); err != nil {
@@ -360,7 +360,7 @@ func TestReload(t *testing.T) {
 	bad := allow
 	bad.SHA256 = strings.Repeat("0", 64)
 	next.Policies = []config.Policy{bad}
-	if err := m.Srv.ReloadPolicies(ctx, &next); err == nil || !strings.Contains(err.Error(), "sha256 mismatch") {
+	if err := m.Srv.ReloadConfig(ctx, &next); err == nil || !strings.Contains(err.Error(), "sha256 mismatch") {
 		t.Fatalf("bad reload: %v", err)
 	}
 	if _, err := c.Put(ctx, "a", "2"); err != nil {

@@ -36,11 +36,36 @@ func StartMetastoreConfig(t testing.TB, configure func(*config.Config)) *Metasto
 	if configure != nil {
 		configure(cfg)
 	}
+	return startMetastore(t, cfg, nil)
+}
+
+// StartMetastoreArgs starts metastore in-process configured as the command
+// is, from command-line args and environment (config.Load), with the
+// command's reloader: Reload and the file watcher re-read the same args and
+// environment, as SIGHUP does for the command. args should name a data dir
+// and a loopback port (--data-dir, --listen-client-urls http://127.0.0.1:0).
+func StartMetastoreArgs(t testing.TB, args, env []string) *Metastore {
+	t.Helper()
+	cfg, _, err := config.Load(args, env)
+	if err != nil {
+		t.Fatalf("metastore: config: %v", err)
+	}
+	return startMetastore(t, cfg, func() (*config.Config, error) {
+		c, _, err := config.Load(args, env)
+		return c, err
+	})
+}
+
+func startMetastore(t testing.TB, cfg *config.Config, reloader func() (*config.Config, error)) *Metastore {
+	t.Helper()
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)
 	if err != nil {
 		t.Fatalf("metastore: server.New: %v", err)
+	}
+	if reloader != nil {
+		s.SetConfigReloader(reloader)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Metastore{

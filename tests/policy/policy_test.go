@@ -287,6 +287,81 @@ func TestAdmission(t *testing.T) {
 	}
 }
 
+// TestHostileContainedMore: the rest of the hostile fixtures through the
+// server — a garbage verdict, an oversized reason, an oversized mutation
+// and a Go guest's panic — each answered with its on_error verdict (the
+// default, fail closed, or fail open) while the server keeps serving.
+// Modules that must not load (wrong ABI marker, missing marker, a
+// non-granted import, a sha256 mismatch) are refused at start-up
+// (TestStartupErrors) and on reload with the old policies serving
+// (TestReloadUnderLoad*).
+func TestHostileContainedMore(t *testing.T) {
+	dir := t.TempDir()
+	mods := wasmtest.Modules()
+	garbage := module(t, dir, "garbage", mods["garbage-verdict"], []string{"authorize", "admit"}, nil)
+	garbage.Match.Prefixes = []string{"/garbage/"}
+	reason := module(t, dir, "reason", mods["oversized-reason"], []string{"authorize"}, nil)
+	reason.Match.Prefixes = []string{"/reason/"}
+	mutation := module(t, dir, "mutation", mods["oversized-mutation"], []string{"admit"}, nil)
+	mutation.Match.Prefixes = []string{"/mutation/"}
+	open := module(t, dir, "mutation-open", mods["oversized-mutation"], []string{"admit"}, nil)
+	open.Match.Prefixes = []string{"/mutation-open/"}
+	open.OnError = "ignore"
+	gopanic := module(t, dir, "gopanic", wasmtest.GoPolicy(t, "testdata/hostile/gohostile"), []string{"authorize", "admit"},
+		map[string]any{"mode": "panic"})
+	gopanic.Match.Prefixes = []string{"/gopanic/"}
+	gopanic.Limits.AuthorizeTimeout, gopanic.Limits.AdmitTimeout = 10*time.Second, 10*time.Second // -race on a busy machine
+	goopen := gopanic
+	goopen.Name, goopen.OnError = "gopanic-open", "no_opinion"
+	goopen.Match.Prefixes = []string{"/gopanic-open/"}
+	m := start(t, []config.Policy{garbage, reason, mutation, open, gopanic, goopen}, func(c *config.Config) {
+		// The oversized mutation (100,000 bytes) is over this limit.
+		c.Limits.MaxRequestBytes = 64 << 10
+	})
+	c := m.Client(t)
+	ctx := context.Background()
+	serving := func(after string) {
+		t.Helper()
+		if _, err := c.Put(ctx, "/fine", after); err != nil {
+			t.Fatalf("after %s the server does not serve: %v", after, err)
+		}
+	}
+
+	_, err := c.Put(ctx, "/garbage/a", "1")
+	wantCode(t, err, codes.PermissionDenied, `policy "garbage" failed (bad_result)`)
+	_, err = c.Get(ctx, "/garbage/a")
+	wantCode(t, err, codes.PermissionDenied, `policy "garbage" failed (bad_result)`)
+	serving("garbage")
+	_, err = c.Get(ctx, "/reason/a")
+	wantCode(t, err, codes.PermissionDenied, `policy "reason" failed (bad_result)`)
+	serving("reason")
+	_, err = c.Put(ctx, "/mutation/a", "1")
+	wantCode(t, err, codes.FailedPrecondition, `policy "mutation" failed (bad_result)`)
+	if _, err := c.Put(ctx, "/mutation-open/a", "1"); err != nil {
+		t.Fatalf("oversized mutation with on_error ignore: %v", err)
+	}
+	serving("mutation")
+	_, err = c.Put(ctx, "/gopanic/a", "1")
+	wantCode(t, err, codes.PermissionDenied, `policy "gopanic" failed (trap)`)
+	if _, err := c.Put(ctx, "/gopanic-open/a", "1"); err != nil {
+		t.Fatalf("Go panic with on_error no_opinion: %v", err)
+	}
+	serving("gopanic")
+	body := scrape(t, m)
+	for _, want := range []string{
+		`metastore_policy_errors_total{hook="authorize",kind="bad_result",policy="garbage"} 2`,
+		`metastore_policy_errors_total{hook="authorize",kind="bad_result",policy="reason"} 1`,
+		`metastore_policy_errors_total{hook="admit",kind="bad_result",policy="mutation"} 1`,
+		`metastore_policy_errors_total{hook="admit",kind="bad_result",policy="mutation-open"} 1`,
+		`metastore_policy_errors_total{hook="authorize",kind="trap",policy="gopanic"} 1`,
+		`metastore_policy_errors_total{hook="authorize",kind="trap",policy="gopanic-open"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
 // TestHostileContained: a guest that loops forever and one that traps, each
 // with its on_error verdict, while the server keeps serving.
 func TestHostileContained(t *testing.T) {

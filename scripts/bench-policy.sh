@@ -57,7 +57,7 @@ declare -A EP=()
 for t in plain policy; do
 	p=$(port)
 	extra=()
-	[[ $t == policy ]] && extra=(--config-file "$RESULTS/policy.yaml")
+	[[ $t == policy ]] && extra=(--policy-config "$RESULTS/policy.yaml")
 	"$BIN/metastore" --name "bench-$t" --data-dir "$WORK/$t" --listen-client-urls "http://127.0.0.1:$p" \
 		--log-level warn --bcrypt-cost 4 "${extra[@]}" >"$RESULTS/$t.log" 2>&1 &
 	PIDS+=($!)

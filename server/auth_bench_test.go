@@ -2,8 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -11,14 +16,18 @@ import (
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
 // newBenchServer opens a server (not serving) on a temporary directory.
-func newBenchServer(tb testing.TB) *Server {
+func newBenchServer(tb testing.TB, configure ...func(*config.Config)) *Server {
 	cfg := config.Default()
 	cfg.DataDir = tb.TempDir()
 	cfg.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
 	cfg.Auth.BcryptCost = 4
+	for _, f := range configure {
+		f(cfg)
+	}
 	s, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
@@ -57,8 +66,28 @@ func enableAuth(tb testing.TB, s *Server) context.Context {
 	return metadata.NewIncomingContext(ctx, metadata.Pairs("token", resp.Token))
 }
 
-func benchRange(b *testing.B, withAuth bool) {
-	s := newBenchServer(b)
+// withTenantIsolation configures the tenant-isolation Go policy first in
+// the chain, matching every request, as scripts/bench-policy.sh does: for
+// keys outside /tenants/ it answers no_opinion and RBAC decides, so every
+// request pays the whole policy call.
+func withTenantIsolation(tb testing.TB) func(*config.Config) {
+	bin := wasmtest.GoPolicy(tb, "policies/tenantisolation")
+	path := filepath.Join(tb.TempDir(), "tenantisolation.wasm")
+	if err := os.WriteFile(path, bin, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	return func(c *config.Config) {
+		c.Policies = []config.Policy{{Name: "tenant-isolation", Module: path, SHA256: hex.EncodeToString(sum[:]),
+			Hooks: []string{"authorize"}, Settings: []byte(`{"root":"/tenants/"}`),
+			// A benchmark measures cost; a descheduled thread must not time out.
+			Limits: config.PolicyLimits{AuthorizeTimeout: time.Second}}}
+		os.CopyFS(filepath.Join(c.DataDir, wasmCacheDir), os.DirFS(wasmtest.CacheDir()))
+	}
+}
+
+func benchRange(b *testing.B, withAuth bool, configure ...func(*config.Config)) {
+	s := newBenchServer(b, configure...)
 	ctx := context.Background()
 	kv := &kvServer{s: s}
 	if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("bench-key"), Value: make([]byte, 256)}); err != nil {
@@ -84,6 +113,7 @@ func benchRange(b *testing.B, withAuth bool) {
 func BenchmarkRange(b *testing.B) {
 	b.Run("auth=off", func(b *testing.B) { benchRange(b, false) })
 	b.Run("auth=on", func(b *testing.B) { benchRange(b, true) })
+	b.Run("auth=on,policy=tenant-isolation", func(b *testing.B) { benchRange(b, true, withTenantIsolation(b)) })
 }
 
 // BenchmarkAuthorizeRange is identification plus the permission check of a

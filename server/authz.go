@@ -59,7 +59,8 @@ type identity struct {
 	// chain is the policy generation the request decides with, held for
 	// the whole of a check (proposeAuthorized, readAuthorized); nil makes
 	// each decision take the current one.
-	chain *policyChain
+	chain       *policyChain
+	chainStripe uint32
 }
 
 // metadata key gRPC-gateway adds to proxied requests; their client
@@ -132,8 +133,9 @@ var authRequests = sync.Pool{New: func() any { return new(auth.Request) }}
 func (s *Server) authorizeKV(ctx context.Context, id identity, op auth.Op, fill func(*auth.Request)) error {
 	c := id.chain
 	if c == nil {
-		c = s.acquireChain()
-		defer c.release()
+		var stripe uint32
+		c, stripe = s.acquireChain()
+		defer c.release(stripe)
 	}
 	if id.rev == 0 && c.rbacOnly {
 		return nil
@@ -345,7 +347,7 @@ func (s *Server) readAuthorized(ctx context.Context, check func(identity) error,
 // checkHolding runs check with one policy generation held throughout, so
 // that its authorization and admission decide with the same policies.
 func (s *Server) checkHolding(id identity, check func(identity) error) error {
-	id.chain = s.acquireChain()
-	defer id.chain.release()
+	id.chain, id.chainStripe = s.acquireChain()
+	defer id.chain.release(id.chainStripe)
 	return check(id)
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -62,12 +63,22 @@ type policyChain struct {
 	// chainCfg is the authorization.chain it was built with.
 	chainCfg []string
 
-	// Requests holding this generation; counted only when it has policies
-	// (nothing to close otherwise).
-	refs      atomic.Int64
+	// Requests holding this generation, counted only when it has policies
+	// (nothing to close otherwise), on striped counters: one counter that
+	// every request on every core increments would bounce its cache line
+	// between cores on each request.
+	refs      [chainStripes]chainRefs
 	retired   atomic.Bool
 	onDrained func() // set before retired
 	drained   sync.Once
+}
+
+// chainStripes is the number of counters a generation's holders spread over.
+const chainStripes = 32
+
+type chainRefs struct {
+	n atomic.Int64
+	_ [120]byte // one counter per cache line (and its prefetched neighbour)
 }
 
 type loadedPolicy struct {
@@ -93,32 +104,48 @@ func stampOf(path string) fileStamp {
 	return fileStamp{size: st.Size(), modTime: st.ModTime(), exists: true}
 }
 
-// acquireChain returns the current generation, held until release.
-func (s *Server) acquireChain() *policyChain {
+// acquireChain returns the current generation and the stripe it is held
+// on, until release.
+func (s *Server) acquireChain() (*policyChain, uint32) {
 	for {
 		c := s.chain.Load()
 		if len(c.loaded) == 0 {
-			return c
+			return c, 0
 		}
-		c.refs.Add(1)
+		stripe := rand.Uint32() % chainStripes
+		c.refs[stripe].n.Add(1)
 		// Checked after counting: a generation retired meanwhile may have
 		// been found unused and its policies closed.
 		if s.chain.Load() == c {
-			return c
+			return c, stripe
 		}
-		c.release()
+		c.release(stripe)
 	}
 }
 
 // release ends a request's hold; the last one of a retired generation
 // closes what it alone used.
-func (c *policyChain) release() {
+//
+// NB: the sum over the stripes is not a snapshot, but it cannot miss a
+// holder: every holder counted before the generation was swapped out, so
+// before retire, and every release after retire sums again, so the last
+// one sees zero.
+func (c *policyChain) release(stripe uint32) {
 	if len(c.loaded) == 0 {
 		return
 	}
-	if c.refs.Add(-1) == 0 && c.retired.Load() {
+	c.refs[stripe].n.Add(-1)
+	if c.retired.Load() && c.held() == 0 {
 		c.drained.Do(c.onDrained)
 	}
+}
+
+func (c *policyChain) held() int64 {
+	var n int64
+	for i := range c.refs {
+		n += c.refs[i].n.Load()
+	}
+	return n
 }
 
 // retire marks a generation replaced; drained runs once no request holds
@@ -126,7 +153,7 @@ func (c *policyChain) release() {
 func (c *policyChain) retire(drained func()) {
 	c.onDrained = drained
 	c.retired.Store(true)
-	if c.refs.Load() == 0 {
+	if c.held() == 0 {
 		c.drained.Do(drained)
 	}
 }

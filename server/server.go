@@ -82,7 +82,7 @@ type Server struct {
 	lns          []clientListener
 	addrs        []string
 	metrics      *metrics
-	limiter      *rateLimiter // nil: no rate limits
+	limiter      *rateLimiter              // nil: no rate limits
 	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
 
 	stopOnce sync.Once

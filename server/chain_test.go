@@ -1,0 +1,58 @@
+package server
+
+import "testing"
+
+// BenchmarkAcquireChain is what holding a policy generation costs a
+// request.
+func BenchmarkAcquireChain(b *testing.B) {
+	s := &Server{}
+	s.chain.Store(&policyChain{loaded: []*loadedPolicy{{}}})
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, stripe := s.acquireChain()
+			c.release(stripe)
+		}
+	})
+}
+
+// TestChainRetireWaitsForHolders: a replaced generation's modules are
+// closed only when the last request holding it releases it, and a request
+// that acquires after the swap gets the new generation.
+func TestChainRetireWaitsForHolders(t *testing.T) {
+	s := &Server{}
+	old := &policyChain{loaded: []*loadedPolicy{{}}}
+	s.chain.Store(old)
+	var holds [3]uint32
+	for i := range holds {
+		c, stripe := s.acquireChain()
+		if c != old {
+			t.Fatal("acquired another generation")
+		}
+		holds[i] = stripe
+	}
+	next := &policyChain{loaded: []*loadedPolicy{{}}}
+	s.chain.Store(next)
+	closed := 0
+	old.retire(func() { closed++ })
+	if c, stripe := s.acquireChain(); c != next {
+		t.Fatal("a request after the swap got the old generation")
+	} else {
+		c.release(stripe)
+	}
+	for i, stripe := range holds {
+		if closed != 0 {
+			t.Fatalf("closed with %d holders left", len(holds)-i)
+		}
+		old.release(stripe)
+	}
+	if closed != 1 {
+		t.Fatalf("closed %d times after the last release, want once", closed)
+	}
+	// A generation nobody holds is closed at once.
+	idle := &policyChain{loaded: []*loadedPolicy{{}}}
+	n := 0
+	idle.retire(func() { n++ })
+	if n != 1 {
+		t.Fatal("an unheld generation was not closed at retire")
+	}
+}

@@ -35,8 +35,9 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestSIGHUPReloadsPolicies: SIGHUP re-reads the configuration file and
-// reloads a policy whose module changed; a configuration that became
-// invalid is refused and the old module keeps serving.
+// reloads a policy whose module changed, adds a policy and removes one; a
+// configuration that became invalid is refused and the old policies keep
+// serving.
 func TestSIGHUPReloadsPolicies(t *testing.T) {
 	dir := t.TempDir()
 	mods := wasmtest.Modules()
@@ -84,6 +85,31 @@ func TestSIGHUPReloadsPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("msg=\"reloaded policy\" policy=gate")
+
+	// Add a policy, then remove the first: no restart.
+	sum := sha256.Sum256(mods["noopinion"])
+	if err := os.WriteFile(filepath.Join(dir, "noopinion.wasm"), mods["noopinion"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("  - {name: extra, module: noopinion.wasm, sha256: %s, hooks: [authorize]}\n", hex.EncodeToString(sum[:]))
+	cur, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(cur, extra...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(`msg="reloaded policies" added=[extra] changed=[] removed=[]`)
+	if err := os.WriteFile(cfgPath, []byte("authorization: {policy_watch_interval: 0s}\npolicies:\n"+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(`msg="reloaded policies" added=[] changed=[] removed=[gate]`)
 
 	writeConfig("deny", strings.Repeat("0", 64)) // the digest no longer matches
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {

@@ -21,6 +21,10 @@
 // result and reports every problem at once, each naming its YAML key, so an
 // operator fixes a configuration in one pass.
 //
+// The policies and tenants lists are YAML only: in the config file, or in
+// the files policy_config and tenant_config name (lists.go), read once the
+// layers above have settled which files those are.
+//
 // configs/metastore.yaml is the documented template of every setting; a
 // test keeps it equal to Default().
 package config

@@ -16,13 +16,14 @@ type Authorization struct {
 	// "rbac" (etcd's built-in RBAC). The first Allow or Deny wins; when
 	// every member has no opinion the request is denied.
 	Chain []string `yaml:"chain"`
-	// PolicyWatchInterval is how often policy module files are checked for
-	// changes (a changed file is reloaded as on SIGHUP); 0 disables.
+	// PolicyWatchInterval is how often the config file, the policy and
+	// tenant files and the policy modules are checked for changes (a change
+	// reloads the policies and tenants as SIGHUP does); 0 disables.
 	PolicyWatchInterval time.Duration `yaml:"policy_watch_interval"`
 }
 
-// Policy configures one WebAssembly policy (a `policies:` entry). Policies
-// and tenants are set in the YAML file only.
+// Policy configures one WebAssembly policy (a `policies:` entry, in the
+// config file or in PolicyConfig's files).
 type Policy struct {
 	// Name tags the policy's metrics and log lines.
 	Name string `yaml:"name"`

@@ -208,7 +208,7 @@ func (s *Server) loadChain(ctx context.Context, cfg *config.Config) (*policyChai
 			loaded = append(loaded, lp)
 			continue
 		}
-		lp, err := s.loadPolicy(ctx, pc, cfg.Limits.MaxRequestBytes)
+		lp, err := s.loadPolicy(ctx, pc, s.cfg.Limits.MaxRequestBytes) // limits take a restart
 		if err != nil {
 			errs = append(errs, err)
 			if old.byName[pc.Name] != nil {

@@ -379,6 +379,30 @@ func exerciseReloads(t *testing.T, e *reloadEnv) {
 	if e.putCode("/t2/0") != codes.OK {
 		t.Fatal("an overwrite within t2's quota was refused")
 	}
+	// A rate limit added, then raised: the bucket is kept, with the new rate.
+	get := func() codes.Code {
+		_, err := e.c.Get(ctx, "/t2/0")
+		return codeOf(err)
+	}
+	e.writeTenants("  - {name: t1, prefix: /t1/, quota: {max_keys: 3}}\n  - {name: t2, prefix: /t2/, quota: {max_keys: 2}, rate_limit: {qps: 0.001, burst: 1}}\n")
+	e.trigger()
+	e.eventually("t2 rate-limited", func() error {
+		get() // the one token
+		if c := get(); c != codes.ResourceExhausted {
+			return fmt.Errorf("second get: %v", c)
+		}
+		return nil
+	})
+	e.writeTenants("  - {name: t1, prefix: /t1/, quota: {max_keys: 3}}\n  - {name: t2, prefix: /t2/, quota: {max_keys: 2}, rate_limit: {qps: 100000, burst: 10}}\n")
+	e.trigger()
+	e.eventually("t2's rate raised", func() error {
+		for range 5 {
+			if c := get(); c != codes.OK {
+				return fmt.Errorf("get: %v", c)
+			}
+		}
+		return nil
+	})
 	// Removed: no quota any more.
 	e.writeTenants("  - {name: t2, prefix: /t2/, quota: {max_keys: 2}}\n")
 	e.trigger()

@@ -32,6 +32,8 @@ type reloadEnv struct {
 	dir     string
 	polDir  string
 	tenants string
+	cfgFile string
+	watch   time.Duration
 	m       *framework.Metastore
 	c       *clientv3.Client
 	// trigger makes the server notice the files just written: a reload as
@@ -41,7 +43,8 @@ type reloadEnv struct {
 
 func newReloadEnv(t *testing.T, watch time.Duration) *reloadEnv {
 	dir := t.TempDir()
-	e := &reloadEnv{t: t, dir: dir, polDir: filepath.Join(dir, "policies.d"), tenants: filepath.Join(dir, "tenants.yaml")}
+	e := &reloadEnv{t: t, dir: dir, polDir: filepath.Join(dir, "policies.d"), tenants: filepath.Join(dir, "tenants.yaml"),
+		cfgFile: filepath.Join(dir, "metastore.yaml"), watch: watch}
 	mods := wasmtest.Modules()
 	for _, name := range []string{"allow", "deny", "noopinion", "wrong-abi", "ungranted-import", "missing-marker"} {
 		if err := os.WriteFile(filepath.Join(dir, name+".wasm"), mods[name], 0o644); err != nil {
@@ -55,9 +58,8 @@ func newReloadEnv(t *testing.T, watch time.Duration) *reloadEnv {
 	// No warmCache: these fixtures compile in milliseconds, and 57 MB of
 	// copied cache makes the first fsyncs wait for its writeback.
 	dataDir := filepath.Join(dir, "data")
-	cfgFile := filepath.Join(dir, "metastore.yaml")
-	e.write(cfgFile, fmt.Sprintf("authorization:\n  policy_watch_interval: %s\n", watch))
-	e.m = framework.StartMetastoreArgs(t, []string{"--config-file", cfgFile, "--data-dir", dataDir,
+	e.writeChain("policies, rbac")
+	e.m = framework.StartMetastoreArgs(t, []string{"--config-file", e.cfgFile, "--data-dir", dataDir,
 		"--listen-client-urls", "http://127.0.0.1:0", "--policy-config", e.polDir},
 		[]string{"METASTORE_TENANT_CONFIG=" + e.tenants})
 	e.c = e.m.Client(t)
@@ -67,6 +69,11 @@ func newReloadEnv(t *testing.T, watch time.Duration) *reloadEnv {
 		e.trigger = func() {}
 	}
 	return e
+}
+
+// writeChain writes the config file with the given authorization chain.
+func (e *reloadEnv) writeChain(chain string) {
+	e.write(e.cfgFile, fmt.Sprintf("authorization:\n  policy_watch_interval: %s\n  chain: [%s]\n", e.watch, chain))
 }
 
 func (e *reloadEnv) write(path, body string) {
@@ -283,6 +290,28 @@ func exerciseReloads(t *testing.T, e *reloadEnv) {
 		_, err := e.c.Get(context.Background(), "/blocked/a")
 		if codeOf(err) != codes.PermissionDenied {
 			return fmt.Errorf("get: %v", err)
+		}
+		return nil
+	})
+	// The chain's order, from the config file itself: RBAC first allows
+	// everything while auth is off, so the gate is never asked.
+	getCode := func(key string) codes.Code {
+		_, err := e.c.Get(context.Background(), key)
+		return codeOf(err)
+	}
+	e.writeChain("rbac, policies")
+	e.trigger()
+	e.eventually("RBAC first", func() error {
+		if c := getCode("/blocked/a"); c != codes.OK {
+			return fmt.Errorf("get: %v", c)
+		}
+		return nil
+	})
+	e.writeChain("policies, rbac")
+	e.trigger()
+	e.eventually("policies first again", func() error {
+		if c := getCode("/blocked/a"); c != codes.PermissionDenied {
+			return fmt.Errorf("get: %v", c)
 		}
 		return nil
 	})

@@ -1,6 +1,10 @@
 package server
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/metastore-dev/metastore/server/config"
+)
 
 // BenchmarkAcquireChain is what holding a policy generation costs a
 // request.
@@ -54,5 +58,23 @@ func TestChainRetireWaitsForHolders(t *testing.T) {
 	idle.retire(func() { n++ })
 	if n != 1 {
 		t.Fatal("an unheld generation was not closed at retire")
+	}
+}
+
+// TestRestartOnly: a reload tells settings it applies from those that take
+// a restart.
+func TestRestartOnly(t *testing.T) {
+	running := config.Default()
+	next := config.Default()
+	next.Policies = []config.Policy{{Name: "p"}}
+	next.Tenants = []config.Tenant{{Name: "t"}}
+	next.Authorization.Chain = []string{"rbac"}
+	next.PolicyConfig, next.ConfigFile = "/etc/p.yaml", "/etc/m.yaml"
+	if restartOnly(running, next) {
+		t.Error("policies, tenants and the chain are reloaded")
+	}
+	next.Limits.MaxTxnOps++
+	if !restartOnly(running, next) {
+		t.Error("a changed limit takes a restart")
 	}
 }

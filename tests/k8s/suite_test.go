@@ -41,17 +41,31 @@ func TestSuiteGet(t *testing.T) {
 
 func TestSuiteDelete(t *testing.T) {
 	for name, run := range map[string]func(*testing.T, *env){
-		"Unconditional":                     func(t *testing.T, e *env) { storagetesting.RunTestUnconditionalDelete(t.Context(), t, e.store) },
-		"Conditional":                       func(t *testing.T, e *env) { storagetesting.RunTestConditionalDelete(t.Context(), t, e.store) },
-		"WithSuggestion":                    func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithSuggestion(t.Context(), t, e.store) },
-		"WithSuggestionAndConflict":         func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithSuggestionAndConflict(t.Context(), t, e.store) },
-		"WithSuggestionOfDeletedObject":     func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(t.Context(), t, e.store) },
-		"ValidateDeletionWithSuggestion":    func(t *testing.T, e *env) { storagetesting.RunTestValidateDeletionWithSuggestion(t.Context(), t, e.store) },
-		"ValidateDeletionOnlySuggestion":    func(t *testing.T, e *env) { storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(t.Context(), t, e.store) },
-		"WithConflict":                      func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithConflict(t.Context(), t, e.store) },
-		"PreconditionalWithSuggestion":      func(t *testing.T, e *env) { storagetesting.RunTestPreconditionalDeleteWithSuggestion(t.Context(), t, e.store) },
-		"PreconditionalWithSuggestionPass":  func(t *testing.T, e *env) { storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(t.Context(), t, e.store) },
-		"WithSuggestionAndMissingUndecoded": func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithSuggestionAndMissingExpectedTransformOrDecodeError(t.Context(), t, e.store) },
+		"Unconditional":  func(t *testing.T, e *env) { storagetesting.RunTestUnconditionalDelete(t.Context(), t, e.store) },
+		"Conditional":    func(t *testing.T, e *env) { storagetesting.RunTestConditionalDelete(t.Context(), t, e.store) },
+		"WithSuggestion": func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithSuggestion(t.Context(), t, e.store) },
+		"WithSuggestionAndConflict": func(t *testing.T, e *env) {
+			storagetesting.RunTestDeleteWithSuggestionAndConflict(t.Context(), t, e.store)
+		},
+		"WithSuggestionOfDeletedObject": func(t *testing.T, e *env) {
+			storagetesting.RunTestDeleteWithSuggestionOfDeletedObject(t.Context(), t, e.store)
+		},
+		"ValidateDeletionWithSuggestion": func(t *testing.T, e *env) {
+			storagetesting.RunTestValidateDeletionWithSuggestion(t.Context(), t, e.store)
+		},
+		"ValidateDeletionOnlySuggestion": func(t *testing.T, e *env) {
+			storagetesting.RunTestValidateDeletionWithOnlySuggestionValid(t.Context(), t, e.store)
+		},
+		"WithConflict": func(t *testing.T, e *env) { storagetesting.RunTestDeleteWithConflict(t.Context(), t, e.store) },
+		"PreconditionalWithSuggestion": func(t *testing.T, e *env) {
+			storagetesting.RunTestPreconditionalDeleteWithSuggestion(t.Context(), t, e.store)
+		},
+		"PreconditionalWithSuggestionPass": func(t *testing.T, e *env) {
+			storagetesting.RunTestPreconditionalDeleteWithOnlySuggestionPass(t.Context(), t, e.store)
+		},
+		"WithSuggestionAndMissingUndecoded": func(t *testing.T, e *env) {
+			storagetesting.RunTestDeleteWithSuggestionAndMissingExpectedTransformOrDecodeError(t.Context(), t, e.store)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.AllowUnsafeMalformedObjectDeletion, true)
@@ -221,20 +235,30 @@ func TestSuiteStats(t *testing.T) {
 
 func TestSuiteWatch(t *testing.T) {
 	plain := map[string]func(*testing.T, *env){
-		"Watch":                              func(t *testing.T, e *env) { storagetesting.RunTestWatch(t.Context(), t, e.store) },
-		"ClusterScopedWatch":                 func(t *testing.T, e *env) { storagetesting.RunTestClusterScopedWatch(t.Context(), t, e.store) },
-		"NamespaceScopedWatch":               func(t *testing.T, e *env) { storagetesting.RunTestNamespaceScopedWatch(t.Context(), t, e.store) },
-		"DeleteTriggerWatch":                 func(t *testing.T, e *env) { storagetesting.RunTestDeleteTriggerWatch(t.Context(), t, e.store) },
-		"WatchFromZero":                      func(t *testing.T, e *env) { storagetesting.RunTestWatchFromZero(t.Context(), t, e.store, e.compaction()) },
-		"WatchFromNonZero":                   func(t *testing.T, e *env) { storagetesting.RunTestWatchFromNonZero(t.Context(), t, e.store) },
-		"DelayedWatchDelivery":               func(t *testing.T, e *env) { storagetesting.RunTestDelayedWatchDelivery(t.Context(), t, e.store) },
-		"WatchError":                         func(t *testing.T, e *env) { storagetesting.RunTestWatchError(t.Context(), t, e.withPrefixTransformer()) },
-		"WatchContextCancel":                 func(t *testing.T, e *env) { storagetesting.RunTestWatchContextCancel(t.Context(), t, e.store) },
-		"WatcherTimeout":                     func(t *testing.T, e *env) { storagetesting.RunTestWatcherTimeout(t.Context(), t, e.store) },
-		"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, e *env) { storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(t.Context(), t, e.store) },
-		"WatchInitializationSignal":          func(t *testing.T, e *env) { storagetesting.RunTestWatchInitializationSignal(t.Context(), t, e.store) },
-		"SendInitialEventsBackwardCompat":    func(t *testing.T, e *env) { storagetesting.RunSendInitialEventsBackwardCompatibility(t.Context(), t, e.store) },
-		"WatchErrorIsBlockingFurtherEvents":  func(t *testing.T, e *env) { storagetesting.RunWatchErrorIsBlockingFurtherEvents(t.Context(), t, e.withPrefixTransformer()) },
+		"Watch":                func(t *testing.T, e *env) { storagetesting.RunTestWatch(t.Context(), t, e.store) },
+		"ClusterScopedWatch":   func(t *testing.T, e *env) { storagetesting.RunTestClusterScopedWatch(t.Context(), t, e.store) },
+		"NamespaceScopedWatch": func(t *testing.T, e *env) { storagetesting.RunTestNamespaceScopedWatch(t.Context(), t, e.store) },
+		"DeleteTriggerWatch":   func(t *testing.T, e *env) { storagetesting.RunTestDeleteTriggerWatch(t.Context(), t, e.store) },
+		"WatchFromZero": func(t *testing.T, e *env) {
+			storagetesting.RunTestWatchFromZero(t.Context(), t, e.store, e.compaction())
+		},
+		"WatchFromNonZero":     func(t *testing.T, e *env) { storagetesting.RunTestWatchFromNonZero(t.Context(), t, e.store) },
+		"DelayedWatchDelivery": func(t *testing.T, e *env) { storagetesting.RunTestDelayedWatchDelivery(t.Context(), t, e.store) },
+		"WatchError": func(t *testing.T, e *env) {
+			storagetesting.RunTestWatchError(t.Context(), t, e.withPrefixTransformer())
+		},
+		"WatchContextCancel": func(t *testing.T, e *env) { storagetesting.RunTestWatchContextCancel(t.Context(), t, e.store) },
+		"WatcherTimeout":     func(t *testing.T, e *env) { storagetesting.RunTestWatcherTimeout(t.Context(), t, e.store) },
+		"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, e *env) {
+			storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(t.Context(), t, e.store)
+		},
+		"WatchInitializationSignal": func(t *testing.T, e *env) { storagetesting.RunTestWatchInitializationSignal(t.Context(), t, e.store) },
+		"SendInitialEventsBackwardCompat": func(t *testing.T, e *env) {
+			storagetesting.RunSendInitialEventsBackwardCompatibility(t.Context(), t, e.store)
+		},
+		"WatchErrorIsBlockingFurtherEvents": func(t *testing.T, e *env) {
+			storagetesting.RunWatchErrorIsBlockingFurtherEvents(t.Context(), t, e.withPrefixTransformer())
+		},
 	}
 	for name, run := range plain {
 		t.Run(name, func(t *testing.T) {
@@ -254,9 +278,11 @@ func TestSuiteWatch(t *testing.T) {
 	for _, rangeStream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("RangeStream=%v", rangeStream), func(t *testing.T) {
 			semantics := map[string]func(*testing.T, *env){
-				"WatchSemantics":                     func(t *testing.T, e *env) { storagetesting.RunWatchSemantics(t.Context(), t, e.store) },
-				"WatchSemanticInitialEventsExtended": func(t *testing.T, e *env) { storagetesting.RunWatchSemanticInitialEventsExtended(t.Context(), t, e.store) },
-				"WatchListMatchSingle":               func(t *testing.T, e *env) { storagetesting.RunWatchListMatchSingle(t.Context(), t, e.store) },
+				"WatchSemantics": func(t *testing.T, e *env) { storagetesting.RunWatchSemantics(t.Context(), t, e.store) },
+				"WatchSemanticInitialEventsExtended": func(t *testing.T, e *env) {
+					storagetesting.RunWatchSemanticInitialEventsExtended(t.Context(), t, e.store)
+				},
+				"WatchListMatchSingle": func(t *testing.T, e *env) { storagetesting.RunWatchListMatchSingle(t.Context(), t, e.store) },
 				"WatchSemanticsWithConcurrentDecode": func(t *testing.T, e *env) {
 					featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.ConcurrentWatchObjectDecode, true)
 					storagetesting.RunWatchSemantics(t.Context(), t, e.store)

@@ -379,3 +379,7 @@ func (e *env) keysFunc(resourcePrefix string) storage.KeysFunc {
 		return keys, nil
 	}
 }
+
+func setupCodec() runtime.Codec {
+	return apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion)
+}

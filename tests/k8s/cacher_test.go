@@ -162,14 +162,30 @@ func TestCacherSuite(t *testing.T) {
 		"GetListNonRecursive": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
 			storagetesting.RunTestGetListNonRecursive(ctx, t, e.increaseRV(), d)
 		},
-		"Watch":                              func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatch(ctx, t, d) },
-		"DeleteTriggerWatch":                 func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestDeleteTriggerWatch(ctx, t, d) },
-		"WatchFromNonZero":                   func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatchFromNonZero(ctx, t, d) },
-		"DelayedWatchDelivery":               func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestDelayedWatchDelivery(ctx, t, d) },
-		"WatcherTimeout":                     func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatcherTimeout(ctx, t, d) },
-		"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, d) },
-		"WatchInitializationSignal":          func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatchInitializationSignal(ctx, t, d) },
-		"WatchDispatchBookmarkEvents":        func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) { storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, d, true) },
+		"Watch": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatch(ctx, t, d)
+		},
+		"DeleteTriggerWatch": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestDeleteTriggerWatch(ctx, t, d)
+		},
+		"WatchFromNonZero": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatchFromNonZero(ctx, t, d)
+		},
+		"DelayedWatchDelivery": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestDelayedWatchDelivery(ctx, t, d)
+		},
+		"WatcherTimeout": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatcherTimeout(ctx, t, d)
+		},
+		"WatchDeleteEventObjectHaveLatestRV": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatchDeleteEventObjectHaveLatestRV(ctx, t, d)
+		},
+		"WatchInitializationSignal": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatchInitializationSignal(ctx, t, d)
+		},
+		"WatchDispatchBookmarkEvents": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
+			storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, d, true)
+		},
 		"WatchBookmarksWithCorrectResourceVersion": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
 			storagetesting.RunTestOptionalWatchBookmarksWithCorrectResourceVersion(ctx, t, d)
 		},

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
+.PHONY: all build run test test-unit test-compat test-k8s soak-k8s tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
 
 all: build
 
@@ -21,13 +21,32 @@ tools:
 	cd tests && $(GO) build -o ../$(BIN)/ ./tools/etcdctl ./tools/etcd
 	cd tests/tools/benchmark && $(GO) build -o ../../../$(BIN)/ .
 
-test: vet test-unit test-compat
+test: vet test-unit test-compat test-k8s
 
 test-unit:
 	$(GO) test -race -count=1 ./...
 
 test-compat:
 	cd tests && $(GO) test -race -count=1 -timeout 15m ./...
+
+# Kubernetes' storage layer (k8s.io/apiserver's etcd3 store, its generic
+# storage suite and the watch cache) against the metastore binary, which is
+# built with -race; tests/k8s is its own module (see its go.mod). The test
+# binary itself is not built with -race: its thousand Kubernetes packages
+# would take far longer to compile, and the code under test is the server's.
+test-k8s:
+	cd tests/k8s && $(GO) test -count=1 -timeout 10m ./...
+
+# A kube-apiserver-like workload against metastore (not part of make test):
+# SOAK_DURATION of writes, watches on every resource prefix, paged lists,
+# the apiserver's compactor every SOAK_COMPACT and event leases, then every
+# watcher's view checked. The server is built without -race for throughput.
+SOAK_DURATION ?= 2m
+SOAK_COMPACT ?= 10s
+soak-k8s:
+	cd tests/k8s && METASTORE_K8S_SOAK=1 METASTORE_K8S_SOAK_DURATION=$(SOAK_DURATION) \
+		METASTORE_K8S_SOAK_COMPACT=$(SOAK_COMPACT) METASTORE_K8S_SERVER_RACE=0 \
+		$(GO) test -count=1 -timeout 3h -v -run TestSoakKubeWorkload .
 
 # Long forms of the reliability tests (tests/reliability, tests/e2e): 100
 # SIGKILL/restart cycles and longer linearizability runs.
@@ -59,6 +78,7 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd tests && $(GO) vet ./...
+	cd tests/k8s && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -68,8 +68,8 @@ func names(l *example.PodList) []string {
 
 // TestPagedListPinnedToFirstPage: a paged LIST reads every page at the first
 // page's revision (the continue token carries it); the next page starts at
-// lastKey+"\x00"; remainingItemCount comes from Range's count; writes made
-// between pages are not seen.
+// lastKey+"\x00"; remainingItemCount comes from Range's count from the start
+// key; writes made between pages are not seen.
 func TestPagedListPinnedToFirstPage(t *testing.T) {
 	ctx, e := setup(t)
 	for i := range 25 {
@@ -101,6 +101,11 @@ func TestPagedListPinnedToFirstPage(t *testing.T) {
 			}
 		} else if out.ResourceVersion != rev {
 			t.Errorf("page %d at resourceVersion %s, want the first page's %s", page, out.ResourceVersion, rev)
+		}
+		// Range's count runs from the continue key, so the second page's
+		// remainder is what follows it as of the first page's revision.
+		if page == 1 && (out.RemainingItemCount == nil || *out.RemainingItemCount != 5) {
+			t.Errorf("second page remainingItemCount = %v, want 5", out.RemainingItemCount)
 		}
 		all = append(all, names(out)...)
 		cont = out.Continue

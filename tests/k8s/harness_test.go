@@ -32,6 +32,13 @@ import (
 // building ./cmd/metastore from the root module.
 const metastoreBinEnv = "METASTORE_BIN"
 
+// serverRaceEnv set to "0" builds the metastore binary without -race (the
+// soak does, for throughput). By default it is built with -race, whether or
+// not this test binary is: data races in the server are caught under the
+// apiserver's access patterns, and make test has already compiled the root
+// module's packages that way.
+const serverRaceEnv = "METASTORE_K8S_SERVER_RACE"
+
 var (
 	metastoreBin string
 
@@ -79,7 +86,7 @@ func buildMetastore(dir string) (string, error) {
 	}
 	out := filepath.Join(dir, "metastore")
 	args := []string{"build", "-o", out}
-	if raceEnabled {
+	if raceEnabled || os.Getenv(serverRaceEnv) != "0" {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/metastore")

@@ -85,7 +85,7 @@ func withPrefix(prefix, resourcePrefix string) setupOption {
 // store_test.go) with metastore in place of the embedded etcd: the same
 // codec, example Pod types, prefix transformer, lease reuse of 1s and a
 // compactor that never compacts by itself.
-func setup(t testing.TB, opts ...setupOption) (context.Context, *env) {
+func setup(t *testing.T, opts ...setupOption) (context.Context, *env) {
 	t.Helper()
 	o := setupOptions{
 		codec:          apitesting.TestCodec(codecs, examplev1.SchemeGroupVersion),
@@ -101,9 +101,7 @@ func setup(t testing.TB, opts ...setupOption) (context.Context, *env) {
 	e.server = startMetastore(t, o.serverArgs...)
 	e.client = newClient(t, e.server.Endpoint)
 	e.rawKV = e.client.KV
-	if tt, ok := t.(*testing.T); ok {
-		adaptToRangeStream(tt, e.rawKV)
-	}
+	adaptToRangeStream(t, e.rawKV)
 	e.lists = storagetesting.NewKubernetesRecorder(e.client.Kubernetes)
 	e.kv = storagetesting.NewKVRecorder(e.client.KV, e.lists)
 	e.client.KV = e.kv

@@ -186,7 +186,7 @@ func TestSoakKubeWorkload(t *testing.T) {
 							r.ack(soakEvent{key: ns + "/" + name, gen: g, lost: true})
 							continue
 						}
-						r.ack(soakEvent{rev: rvOf(t, out), key: ns + "/" + name, typ: watch.Added, gen: g})
+						r.ack(soakEvent{rev: revOf(out), key: ns + "/" + name, typ: watch.Added, gen: g})
 						continue
 					}
 					name := fmt.Sprintf("obj%03d", rng.IntN(60))
@@ -197,7 +197,7 @@ func TestSoakKubeWorkload(t *testing.T) {
 						p := &example.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"gen": g}}}
 						err := r.store.Create(ctx, key, p, out, 0)
 						if err == nil {
-							r.ack(soakEvent{rev: rvOf(t, out), key: ns + "/" + name, typ: watch.Added, gen: g})
+							r.ack(soakEvent{rev: revOf(out), key: ns + "/" + name, typ: watch.Added, gen: g})
 							continue
 						}
 						if !storage.IsExist(err) {
@@ -214,7 +214,7 @@ func TestSoakKubeWorkload(t *testing.T) {
 						}), nil)
 						switch {
 						case err == nil:
-							r.ack(soakEvent{rev: rvOf(t, out), key: ns + "/" + name, typ: watch.Modified, gen: g})
+							r.ack(soakEvent{rev: revOf(out), key: ns + "/" + name, typ: watch.Modified, gen: g})
 						case storage.IsNotFound(err):
 							conflicts.Add(1)
 						default:
@@ -225,7 +225,7 @@ func TestSoakKubeWorkload(t *testing.T) {
 						err := r.store.Delete(ctx, key, out, nil, storage.ValidateAllObjectFunc, nil, storage.DeleteOptions{})
 						switch {
 						case err == nil:
-							r.ack(soakEvent{rev: rvOf(t, out), key: ns + "/" + name, typ: watch.Deleted, gen: out.Labels["gen"]})
+							r.ack(soakEvent{rev: revOf(out), key: ns + "/" + name, typ: watch.Deleted, gen: out.Labels["gen"]})
 						case storage.IsNotFound(err):
 							conflicts.Add(1)
 						default:
@@ -312,6 +312,14 @@ func TestSoakKubeWorkload(t *testing.T) {
 	if duration >= 3*compactEvery && compactor.CompactRevision() == 0 {
 		t.Error("the compactor never compacted")
 	}
+}
+
+// revOf is a written object's resourceVersion (writers run outside the
+// test goroutine, where t.Fatal must not be called; the store always sets a
+// numeric one).
+func revOf(obj metav1.Object) int64 {
+	rv, _ := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+	return rv
 }
 
 // pagedList lists a resource in pages of limit from the latest revision.

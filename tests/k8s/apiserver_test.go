@@ -349,6 +349,7 @@ func TestProgressRequest(t *testing.T) {
 // of a paged LIST, a WATCH from an old resourceVersion. At the wire, etcd's
 // exact ErrCompacted is what the apiserver matches.
 func TestCompactionAndGone(t *testing.T) {
+	t.Parallel() // waits; sets no feature gate
 	ctx, e := setup(t)
 	first := mustCreate(ctx, t, e.store, pod("ns", "a"), 0)
 	mustCreate(ctx, t, e.store, pod("ns", "b"), 0)
@@ -428,6 +429,7 @@ func TestCompactionAndGone(t *testing.T) {
 // expiry deletes every key on it in one revision, which watchers see as
 // DELETED events.
 func TestEventLeases(t *testing.T) {
+	t.Parallel() // waits; sets no feature gate
 	ctx, e := setup(t)
 	// Reuse: 5% of a 20s TTL is the 1s reuse window of the test config.
 	var leases = map[int64]bool{}
@@ -513,6 +515,7 @@ func TestEventLeases(t *testing.T) {
 // health check (a Range on <prefix>/health), its monitor (Status for the
 // db-size metric) and the object count (a count_only Range).
 func TestFactoryHealthStatsAndDBSize(t *testing.T) {
+	t.Parallel() // waits; sets no feature gate
 	s := startMetastore(t)
 	cfg := storagebackend.Config{
 		Type:               storagebackend.StorageTypeETCD3,
@@ -575,5 +578,29 @@ func TestFactoryHealthStatsAndDBSize(t *testing.T) {
 	defer prober.Close()
 	if err := prober.Probe(ctx); err != nil {
 		t.Errorf("Probe: %v", err)
+	}
+}
+
+// TestGetCurrentResourceVersion (upstream's test of the same name): the
+// store's current resourceVersion, which the watch cache's consistent reads
+// wait for, is the header revision of a Range on the resource prefix: it
+// moves with writes anywhere, and objects keep their own.
+func TestGetCurrentResourceVersion(t *testing.T) {
+	ctx, e := setup(t)
+	created := mustCreate(ctx, t, e.store, pod("ns", "pod-1"), 0)
+	cur, err := e.store.GetCurrentResourceVersion(ctx)
+	if err != nil || int64(cur) != rvOf(t, created) {
+		t.Fatalf("GetCurrentResourceVersion = %d, %v; want the pod's %s", cur, err, created.ResourceVersion)
+	}
+	resp, err := e.client.KV.Put(ctx, "compact_rev_key", created.ResourceVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err = e.store.GetCurrentResourceVersion(ctx); err != nil || int64(cur) != resp.Header.Revision {
+		t.Errorf("after an unrelated write: %d, %v; want %d", cur, err, resp.Header.Revision)
+	}
+	got := &example.Pod{}
+	if err := e.store.Get(ctx, podKey("ns", "pod-1"), storage.GetOptions{}, got); err != nil || got.ResourceVersion != created.ResourceVersion {
+		t.Errorf("pod resourceVersion %s, %v; want unchanged %s", got.ResourceVersion, err, created.ResourceVersion)
 	}
 }

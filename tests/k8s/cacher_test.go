@@ -192,22 +192,27 @@ func TestCacherSuite(t *testing.T) {
 		"SendInitialEventsBackwardCompatibility": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
 			storagetesting.RunSendInitialEventsBackwardCompatibility(ctx, t, d)
 		},
-		// WatchList (sendInitialEvents): the cache refuses it unless the
-		// server supports progress requests.
-		"WatchSemantics": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
-			storagetesting.RunWatchSemantics(ctx, t, &cacheCreateWrapper{d})
-		},
-		"WatchSemanticInitialEventsExtended": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
-			storagetesting.RunWatchSemanticInitialEventsExtended(ctx, t, &cacheCreateWrapper{d})
-		},
-		"WatchListMatchSingle": func(t *testing.T, ctx context.Context, d *cacher.CacheDelegator, e *env) {
-			storagetesting.RunWatchListMatchSingle(ctx, t, &cacheCreateWrapper{d})
-		},
 	}
+	// These set no feature gate, and several of them wait: run them
+	// together.
 	for name, run := range tests {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			ctx, d, e, _ := setupCacher(t)
 			run(t, ctx, d, e)
+		})
+	}
+	// WatchList (sendInitialEvents), which the cache refuses unless the
+	// server supports progress requests; these set the WatchList gate.
+	watchList := map[string]func(context.Context, *testing.T, storage.Interface){
+		"WatchSemantics":                     storagetesting.RunWatchSemantics,
+		"WatchSemanticInitialEventsExtended": storagetesting.RunWatchSemanticInitialEventsExtended,
+		"WatchListMatchSingle":               storagetesting.RunWatchListMatchSingle,
+	}
+	for name, run := range watchList {
+		t.Run(name, func(t *testing.T) {
+			ctx, d, _, _ := setupCacher(t)
+			run(ctx, t, &cacheCreateWrapper{d})
 		})
 	}
 }

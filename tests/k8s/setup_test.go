@@ -21,7 +21,6 @@ import (
 	"k8s.io/apiserver/pkg/features"
 	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/etcd3"
-	etcdfeature "k8s.io/apiserver/pkg/storage/feature"
 	storagetesting "k8s.io/apiserver/pkg/storage/testing"
 	"k8s.io/apiserver/pkg/storage/value"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -155,32 +154,25 @@ func rangeStreamSupported(t testing.TB, kv clientv3.KV) bool {
 	}
 }
 
-// adaptToRangeStream makes the test independent of whether the server has
-// KV.RangeStream: the apiserver enables EtcdRangeStream by default, tries a
+// adaptToRangeStream makes the tests independent of whether the server has
+// KV.RangeStream. The apiserver enables EtcdRangeStream by default, tries a
 // stream and falls back on Unimplemented, marking the feature unsupported in
-// a process-wide checker. The suite's call counting assumes no failed probe,
-// so a server without RangeStream gets the feature gate off for the test (as
-// an apiserver that has already learnt it) and a fresh checker either way.
+// a process-wide checker for ten minutes. The suite's call counting assumes
+// no failed probe, so on the first setup a server without RangeStream turns
+// the gate off for the whole test binary (as an apiserver that has already
+// learnt it); with the gate untouched per test, tests can run in parallel.
 func adaptToRangeStream(t *testing.T, kv clientv3.KV) {
-	resetFeatureSupportChecker(t)
-	if !rangeStreamSupported(t, kv) {
-		featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.EtcdRangeStream, false)
-	}
-}
-
-var checkerMu sync.Mutex
-
-func resetFeatureSupportChecker(t *testing.T) {
-	checkerMu.Lock()
-	old := etcdfeature.DefaultFeatureSupportChecker
-	etcdfeature.DefaultFeatureSupportChecker = etcdfeature.NewDefaultFeatureSupportChecker()
-	checkerMu.Unlock()
-	t.Cleanup(func() {
-		checkerMu.Lock()
-		etcdfeature.DefaultFeatureSupportChecker = old
-		checkerMu.Unlock()
+	rangeStreamOnce.Do(func() {
+		if rangeStreamSupported(t, kv) {
+			return
+		}
+		if err := utilfeature.DefaultMutableFeatureGate.Set(string(features.EtcdRangeStream) + "=false"); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
+
+var rangeStreamOnce sync.Once
 
 // requireRangeStream skips a test that is about RangeStream when the server
 // answers it with Unimplemented, and otherwise turns the gate on.

@@ -25,6 +25,7 @@ func TestSuiteCreate(t *testing.T) {
 }
 
 func TestSuiteCreateWithTTL(t *testing.T) {
+	t.Parallel() // sleeps; sets no feature gate
 	ctx, e := setup(t)
 	storagetesting.RunTestCreateWithTTL(ctx, t, e.store)
 }
@@ -120,6 +121,7 @@ func TestSuiteGuaranteedUpdate(t *testing.T) {
 }
 
 func TestSuiteGuaranteedUpdateWithTTL(t *testing.T) {
+	t.Parallel() // sleeps; sets no feature gate
 	ctx, e := setup(t)
 	storagetesting.RunTestGuaranteedUpdateWithTTL(ctx, t, e.store)
 }
@@ -210,6 +212,7 @@ func TestSuiteNamespaceScopedList(t *testing.T) {
 }
 
 func TestSuiteListInconsistentContinuation(t *testing.T) {
+	t.Parallel() // sleeps; sets no feature gate
 	ctx, e := setup(t)
 	storagetesting.RunTestListInconsistentContinuation(ctx, t, e.store, e.compaction())
 }
@@ -260,18 +263,22 @@ func TestSuiteWatch(t *testing.T) {
 			storagetesting.RunWatchErrorIsBlockingFurtherEvents(t.Context(), t, e.withPrefixTransformer())
 		},
 	}
+	// These set no feature gate, and most of them wait: run them together.
 	for name, run := range plain {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			_, e := setup(t)
 			run(t, e)
 		})
 	}
 	// Progress notifications every second, as upstream configures its etcd.
 	t.Run("ProgressNotify", func(t *testing.T) {
+		t.Parallel()
 		ctx, e := setup(t, withServerArgs("--watch-progress-notify-interval", "1s"))
 		storagetesting.RunOptionalTestProgressNotify(ctx, t, e.store, e.increaseRV())
 	})
 	t.Run("WatchDispatchBookmarkEvents", func(t *testing.T) {
+		t.Parallel()
 		ctx, e := setup(t, withServerArgs("--watch-progress-notify-interval", "1s"))
 		storagetesting.RunTestWatchDispatchBookmarkEvents(ctx, t, e.store, false)
 	})

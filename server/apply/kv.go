@@ -42,6 +42,18 @@ func rangeEnd(end []byte) []byte {
 // limit, sort and the revision filters. It is used for plain reads, for
 // ranges inside transactions and for compares.
 func Range(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return rangeKVs(ctx, rv, r, true)
+}
+
+// RangePiece is Range without the total count (etcd's txn.Range with
+// withTotalCount=false), for reading a range in pieces: the read stops after
+// limit+1 keys and Count is the number of keys it read. Everything else
+// (keys_only, the sort options' quirks) is Range's.
+func RangePiece(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return rangeKVs(ctx, rv, r, false)
+}
+
+func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total bool) (*pb.RangeResponse, error) {
 	limit := r.Limit
 	sortOrder := r.SortOrder
 	// Sorting on anything but ascending key order, and every revision filter,
@@ -55,7 +67,12 @@ func Range(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.Range
 	if limit > 0 {
 		limit++ // one extra tells whether there is more
 	}
-	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), mvcc.RangeOptions{Limit: limit, Rev: r.Revision, Count: r.CountOnly})
+	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), mvcc.RangeOptions{
+		Limit: limit, Rev: r.Revision, Count: r.CountOnly,
+		StopAtLimit: !total && limit > 0,
+		// A value sort needs the values it then drops.
+		KeysOnly: r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -34,12 +34,16 @@ type RangeStreamResponse struct {
 	RangeResponse *pb.RangeResponse `protobuf:"bytes,1,opt,name=range_response,json=rangeResponse,proto3" json:"range_response,omitempty"`
 }
 
-// Reset, String and ProtoMessage make it a (v1) proto.Message, so gRPC's
-// default codec can carry it too.
+// Reset clears m. With String and ProtoMessage it makes the type a (v1)
+// proto.Message, so gRPC's default codec can carry it too.
 func (m *RangeStreamResponse) Reset() { *m = RangeStreamResponse{} }
+
+// String is a debugging form of m.
 func (m *RangeStreamResponse) String() string {
 	return fmt.Sprintf("range_response:<%v>", m.RangeResponse)
 }
+
+// ProtoMessage marks the type as a protobuf message.
 func (*RangeStreamResponse) ProtoMessage() {}
 
 // Size is the encoded size.
@@ -173,9 +177,9 @@ func rangeStreamHandler(srv any, stream grpc.ServerStream) error {
 	return srv.(kvService).RangeStream(r, stream)
 }
 
-// RangeStream errors for what etcd 3.7 does not stream: orders other than
-// ascending keys need the whole range before the first key is sent, and the
-// revision filters would make a limit meaningless per piece.
+// RangeStream's refusals, etcd 3.7's: an order other than ascending keys
+// would need the whole range before the first key is sent, and etcd does not
+// stream the revision filters either.
 var (
 	errStreamSort      = status.Error(codes.Unimplemented, "RangeStream does not support custom sort orders")
 	errStreamRevFilter = status.Error(codes.Unimplemented, "RangeStream does not support revision filters")

@@ -30,8 +30,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	metastoreBin = filepath.Join(dir, "metastore")
-	// NB: not built with -race: the memory test measures the server.
-	build := exec.Command("go", "build", "-o", metastoreBin, "./cmd/metastore")
+	args := []string{"build", "-o", metastoreBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/metastore")...)
 	build.Dir = filepath.Join("..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building metastore: %v\n%s", err, out)
@@ -82,12 +85,13 @@ func (s *syncBuffer) String() string {
 func startMetastore(t testing.TB, maxRequestBytes int, env ...string) *server {
 	t.Helper()
 	ep := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	args := []string{"--data-dir", t.TempDir(), "--listen-client-urls", ep, "--advertise-client-urls", ep, "--log-level", "warn"}
+	args := []string{"--data-dir", t.TempDir(), "--listen-client-urls", ep, "--advertise-client-urls", ep, "--log-level", "warn", "--bcrypt-cost", "4"}
 	if maxRequestBytes > 0 {
 		args = append(args, "--max-request-bytes", strconv.Itoa(maxRequestBytes))
 	}
 	cmd := exec.Command(metastoreBin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	// A -race binary otherwise sleeps a second at exit.
+	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

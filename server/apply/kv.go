@@ -57,8 +57,11 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 	limit := r.Limit
 	sortOrder := r.SortOrder
 	// Sorting on anything but ascending key order, and every revision filter,
-	// need the whole range before the limit applies.
-	needAll := sortOrder != pb.RangeRequest_NONE ||
+	// need the whole range before the limit applies. NB: as etcd's
+	// rangeLimit, a target without an order counts as key order here (and is
+	// then sorted within what was read).
+	needAll := !(sortOrder == pb.RangeRequest_NONE ||
+		r.SortTarget == pb.RangeRequest_KEY && sortOrder == pb.RangeRequest_ASCEND) ||
 		r.MinModRevision != 0 || r.MaxModRevision != 0 ||
 		r.MinCreateRevision != 0 || r.MaxCreateRevision != 0
 	if needAll {

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat test-k8s soak-k8s tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
+.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
 
 all: build
 
@@ -21,7 +21,7 @@ tools:
 	cd tests && $(GO) build -o ../$(BIN)/ ./tools/etcdctl ./tools/etcd
 	cd tests/tools/benchmark && $(GO) build -o ../../../$(BIN)/ .
 
-test: vet test-unit test-compat test-k8s
+test: vet test-unit test-compat test-k8s test-rangestream
 
 test-unit:
 	$(GO) test -race -count=1 ./...
@@ -48,6 +48,17 @@ soak-k8s:
 	cd tests/k8s && METASTORE_K8S_SOAK=1 METASTORE_K8S_SOAK_DURATION=$(SOAK_DURATION) \
 		METASTORE_K8S_SOAK_COMPACT=$(SOAK_COMPACT) METASTORE_K8S_SERVER_RACE=0 \
 		$(GO) test -count=1 -timeout 3h -v -run TestSoakKubeWorkload .
+
+# KV.RangeStream with etcd 3.7's client, differential against an embedded
+# etcd 3.7 (its own module: etcd 3.7's API cannot share a build with 3.6's).
+test-rangestream:
+	cd tests/rangestream && $(GO) test -race -count=1 -timeout 10m ./...
+
+# The memory check streaming 200,000 keys of 2,500 bytes (500 MB), with a
+# unary Range of the same list logged for comparison.
+test-rangestream-large:
+	cd tests/rangestream && METASTORE_RANGESTREAM_KEYS=200000 METASTORE_RANGESTREAM_CONTRAST=1 \
+		$(GO) test -count=1 -timeout 15m -run TestRangeStreamMemory -v ./...
 
 # Long forms of the reliability tests (tests/reliability, tests/e2e): 100
 # SIGKILL/restart cycles and longer linearizability runs.
@@ -80,6 +91,8 @@ vet:
 	$(GO) vet ./...
 	cd tests && $(GO) vet ./...
 	cd tests/k8s && $(GO) vet ./...
+
+	cd tests/rangestream && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -14,7 +14,9 @@
 // are behind are caught up by their stream's sender from recent revisions in
 // memory or from the change log (Store.History).
 //
-// Reads (Store.Read, Store.Range) run concurrently from any goroutine.
+// Reads (Store.Read, Store.Range) run concurrently from any goroutine;
+// Store.ReadPinned is a point-in-time view for reads spread over a long time
+// (a range streamed in pieces), holding a Pebble snapshot, not an iterator.
 // Writes go through a Batch: the single writer (the applier) opens one,
 // runs each request as a WriteTxn that gets the next revision, and commits
 // them all with one fsync. The package owns no goroutine but the background

@@ -211,6 +211,12 @@ type RangeOptions struct {
 	Rev int64
 	// Count asks for the count only; no KVs are returned.
 	Count bool
+	// StopAtLimit ends the scan at the Limit-th live key instead of counting
+	// the rest of the range; Count is then the number of KVs returned. A
+	// range read in pieces (RangeStream) pays for each piece only.
+	StopAtLimit bool
+	// KeysOnly leaves values out of the returned KVs.
+	KeysOnly bool
 }
 
 // RangeResult is the outcome of a Range.
@@ -281,6 +287,48 @@ func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (
 // End releases the view.
 func (t *ReadTxn) End() { t.it.Close() }
 
+// PinnedView is a point-in-time read view that holds a Pebble snapshot rather
+// than an iterator, for reads spread over a long time (a range streamed to a
+// slow client): each Range opens and closes its own iterator, so memtables
+// and files are not pinned between reads, only the snapshot's sequence
+// number (which keeps versions a compaction deletes meanwhile readable, so
+// the view never turns compacted). Safe for concurrent use; End it once.
+type PinnedView struct {
+	snap     *pebble.Snapshot
+	rev      int64
+	firstRev int64
+}
+
+var _ ReadView = (*PinnedView)(nil)
+
+// ReadPinned returns a PinnedView at the newest committed revision.
+func (s *Store) ReadPinned() *PinnedView {
+	rev := s.rev.Load()
+	snap := s.db.NewSnapshot()
+	// NB: as in Read, the compacted revision is loaded after the point in
+	// time is fixed.
+	return &PinnedView{snap: snap, rev: rev, firstRev: s.compactRev.Load()}
+}
+
+// Rev returns the revision of the view.
+func (v *PinnedView) Rev() int64 { return v.rev }
+
+// FirstRev returns the compacted revision as of the view's creation.
+func (v *PinnedView) FirstRev() int64 { return v.firstRev }
+
+// Range reads [key, end) at ro.Rev (or the view's revision).
+func (v *PinnedView) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
+	it, err := v.snap.NewIter(&pebble.IterOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	return rangeKeys(ctx, it, false, key, end, v.rev, v.firstRev, ro)
+}
+
+// End releases the view.
+func (v *PinnedView) End() { v.snap.Close() }
+
 // rangeKeys is the one read algorithm: for each user key in range, one seek to
 // its newest version at or below the read revision.
 func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, end []byte, curRev, firstRev int64, ro RangeOptions) (*RangeResult, error) {
@@ -337,11 +385,17 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, en
 		if !rec.tombstone {
 			res.Count++
 			if !ro.Count && (ro.Limit <= 0 || int64(len(res.KVs)) < ro.Limit) {
+				if ro.KeysOnly {
+					rec.value = nil
+				}
 				kv, err := recordToKV(k, rec)
 				if err != nil {
 					return nil, err
 				}
 				res.KVs = append(res.KVs, kv)
+				if ro.StopAtLimit && int64(len(res.KVs)) == ro.Limit {
+					break
+				}
 			}
 		}
 		nextBuf = nextUserKeyBound(nextBuf, prefix)

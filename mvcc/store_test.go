@@ -27,7 +27,10 @@ func TestMain(m *testing.M) {
 //	del key=K [end=E]                    delete range, committed
 //	txn                                  body: one op per line, all in one txn
 //	                                     ("put K V", "del K [E]", "range K [E]")
-//	range key=K [end=E] [rev=R] [limit=N] [count]
+//	range key=K [end=E] [rev=R] [limit=N] [count] [stop] [keys-only] [pinned]
+//	                                     stop: StopAtLimit; pinned: read the
+//	                                     view taken by the last "pin"
+//	pin / unpin                          take / release a PinnedView
 //	compact rev=R                        schedule and wait for compaction
 //	versions                             every stored version, raw
 //	log                                  the change log
@@ -50,7 +53,13 @@ func TestDataDriven(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer func() { s.Close() }()
+		var pinned *PinnedView
+		defer func() {
+			if pinned != nil {
+				pinned.End()
+			}
+			s.Close()
+		}()
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			switch d.Cmd {
 			case "put":
@@ -101,9 +110,20 @@ func TestDataDriven(t *testing.T) {
 					return out.String()
 				})
 			case "range":
-				ro := RangeOptions{Rev: int64(argInt(d, "rev")), Limit: int64(argInt(d, "limit")), Count: d.HasArg("count")}
-				rr, err := s.Range(context.Background(), arg(d, "key"), argEnd(d), ro)
+				ro := RangeOptions{Rev: int64(argInt(d, "rev")), Limit: int64(argInt(d, "limit")), Count: d.HasArg("count"), StopAtLimit: d.HasArg("stop"), KeysOnly: d.HasArg("keys-only")}
+				rangeFn := s.Range
+				if d.HasArg("pinned") {
+					rangeFn = pinned.Range
+				}
+				rr, err := rangeFn(context.Background(), arg(d, "key"), argEnd(d), ro)
 				return fmtRange(rr, err)
+			case "pin":
+				pinned = s.ReadPinned()
+				return fmt.Sprintf("rev=%d first-rev=%d", pinned.Rev(), pinned.FirstRev())
+			case "unpin":
+				pinned.End()
+				pinned = nil
+				return "ok"
 			case "compact":
 				b, err := s.NewBatch()
 				if err != nil {

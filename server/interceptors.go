@@ -26,7 +26,7 @@ type sizer interface{ Size() int }
 // outermost (so they see rate-limit refusals and recovered panics), then
 // panic recovery, then the rate limits.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	mm := s.metrics.method(info.FullMethod, false)
+	mm := s.metrics.method(info.FullMethod, grpcUnary)
 	mm.started.Inc()
 	mm.msgRecv.Inc()
 	start := time.Now()
@@ -57,7 +57,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 // streamInterceptor does for streams what unaryInterceptor does for unary
 // calls; the rate limit applies when the stream opens.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	mm := s.metrics.method(info.FullMethod, true)
+	mm := s.metrics.method(info.FullMethod, streamType(info))
 	mm.started.Inc()
 	start := time.Now()
 	defer func() { mm.done(status.Code(err), time.Since(start)) }()

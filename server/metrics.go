@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/metastore-dev/metastore/server/apply"
@@ -129,21 +130,31 @@ func newMetrics() *metrics {
 	return m
 }
 
-// method returns the cached children for a full gRPC method name.
-func (m *metrics) method(full string, stream bool) *methodMetrics {
+// Values of the grpc_type label, as go-grpc-prometheus names them.
+const (
+	grpcUnary        = "unary"
+	grpcServerStream = "server_stream"
+	grpcBidiStream   = "bidi_stream"
+)
+
+// streamType is the grpc_type of a stream: etcd's streams are bidirectional
+// but Snapshot and RangeStream, which only the server streams.
+func streamType(info *grpc.StreamServerInfo) string {
+	if info.IsClientStream {
+		return grpcBidiStream
+	}
+	return grpcServerStream
+}
+
+// method returns the cached children for a full gRPC method name; typ is
+// its grpc_type.
+func (m *metrics) method(full, typ string) *methodMetrics {
 	if mm, ok := m.methods.Load(full); ok {
 		return mm.(*methodMetrics)
 	}
 	service, method := "unknown", "unknown"
 	if i := strings.LastIndexByte(full, '/'); i > 0 {
 		service, method = strings.TrimPrefix(full[:i], "/"), full[i+1:]
-	}
-	typ := "unary"
-	if stream {
-		typ = "bidi_stream" // every etcd stream but Snapshot is bidirectional
-		if method == "Snapshot" {
-			typ = "server_stream"
-		}
 	}
 	mm := &methodMetrics{
 		started:  m.started.WithLabelValues(typ, service, method),

@@ -245,7 +245,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		opts = append(opts, grpc.Creds(creds))
 	}
 	g := grpc.NewServer(opts...)
-	pb.RegisterKVServer(g, &kvServer{s: s})
+	g.RegisterService(&kvServiceDesc, &kvServer{s: s}) // etcd 3.7's KV, with RangeStream
 	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
 	pb.RegisterClusterServer(g, &clusterServer{s: s})
 	pb.RegisterAuthServer(g, &authServer{s: s})

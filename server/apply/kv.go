@@ -42,11 +42,26 @@ func rangeEnd(end []byte) []byte {
 // limit, sort and the revision filters. It is used for plain reads, for
 // ranges inside transactions and for compares.
 func Range(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return rangeKVs(ctx, rv, r, true)
+}
+
+// RangePiece is Range without the total count (etcd's txn.Range with
+// withTotalCount=false), for reading a range in pieces: the read stops after
+// limit+1 keys and Count is the number of keys it read. Everything else
+// (keys_only, the sort options' quirks) is Range's.
+func RangePiece(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return rangeKVs(ctx, rv, r, false)
+}
+
+func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total bool) (*pb.RangeResponse, error) {
 	limit := r.Limit
 	sortOrder := r.SortOrder
 	// Sorting on anything but ascending key order, and every revision filter,
-	// need the whole range before the limit applies.
-	needAll := sortOrder != pb.RangeRequest_NONE ||
+	// need the whole range before the limit applies. NB: as etcd's
+	// rangeLimit, a target without an order counts as key order here (and is
+	// then sorted within what was read).
+	needAll := !(sortOrder == pb.RangeRequest_NONE ||
+		r.SortTarget == pb.RangeRequest_KEY && sortOrder == pb.RangeRequest_ASCEND) ||
 		r.MinModRevision != 0 || r.MaxModRevision != 0 ||
 		r.MinCreateRevision != 0 || r.MaxCreateRevision != 0
 	if needAll {
@@ -55,7 +70,12 @@ func Range(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest) (*pb.Range
 	if limit > 0 {
 		limit++ // one extra tells whether there is more
 	}
-	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), mvcc.RangeOptions{Limit: limit, Rev: r.Revision, Count: r.CountOnly})
+	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), mvcc.RangeOptions{
+		Limit: limit, Rev: r.Revision, Count: r.CountOnly,
+		StopAtLimit: !total && limit > 0,
+		// A value sort needs the values it then drops.
+		KeysOnly: r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE,
+	})
 	if err != nil {
 		return nil, err
 	}

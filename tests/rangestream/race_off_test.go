@@ -1,0 +1,5 @@
+//go:build !race
+
+package rangestream
+
+const raceEnabled = false

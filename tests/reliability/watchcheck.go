@@ -84,9 +84,9 @@ func CheckWatch(c *Committed, rec WatchRecording, through int64) []WatchViolatio
 		return vs
 	}
 	want := c.expected(rec.Spec, rec.Start, through)
-	next := 0               // index in want of the next revision to deliver
-	delivered := int64(0)   // newest revision delivered
-	known := rec.Start - 1  // newest revision delivered or vouched for by progress
+	next := 0              // index in want of the next revision to deliver
+	delivered := int64(0)  // newest revision delivered
+	known := rec.Start - 1 // newest revision delivered or vouched for by progress
 	seen := map[[2]int64]bool{}
 	incarnation := 0
 	resumed := false // a re-created watcher that has not had an event yet

@@ -30,15 +30,22 @@ func stubs(t *testing.T, endpoint string, n int) ([]Conn, Conn) {
 // watchers are the recorded watchers of the runs: two streams, each with
 // a watcher on every key of the workload and one on part of it, with and
 // without prev_kv and progress_notify.
+//
+// NB: a stream answers RequestProgress only when none of its watchers
+// waits for a future start revision (etcd and metastore alike), and a
+// watcher resumed after a crash from the revision after the newest is in
+// that state until the next write. So a watcher that may not see the last
+// revision as an event (one on part of the keys) has progress_notify, to
+// learn that it reached the end.
 var watchers = [][]WatchSpec{
 	{
 		{Name: "all+prev", Key: KeyPrefix, End: KeyPrefixEnd, PrevKV: true},
-		{Name: "key0", Key: KeyName(0)},
+		{Name: "key0+notify", Key: KeyName(0), ProgressNotify: true},
 	},
 	{
 		{Name: "keys1-2+prev+notify", Key: KeyName(1), End: KeyName(3), PrevKV: true, ProgressNotify: true},
-		{Name: "all+notify", Key: KeyPrefix, End: KeyPrefixEnd, ProgressNotify: true},
-		{Name: "key3", Key: KeyName(3)},
+		{Name: "all", Key: KeyPrefix, End: KeyPrefixEnd},
+		{Name: "key3+notify", Key: KeyName(3), ProgressNotify: true},
 	},
 }
 

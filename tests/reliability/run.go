@@ -249,7 +249,7 @@ type LeaseCheck struct {
 // VerifyLeases checks the leases at the end of a run against what the
 // server acknowledged: a lease whose grant was acknowledged and that no
 // later revoke may have removed exists, with its granted TTL and a
-// remaining TTL in (0, granted]; a lease whose revoke was acknowledged and
+// remaining TTL in (0, granted+RestartTTLSlack]; a lease whose revoke was acknowledged and
 // that no later grant may have re-created does not exist, and no key is
 // attached to it.
 func VerifyLeases(ctx context.Context, c Conn, segs []Segment) (LeaseCheck, error) {
@@ -305,7 +305,7 @@ func VerifyLeases(ctx context.Context, c Conn, segs []Segment) (LeaseCheck, erro
 			if err != nil {
 				return res, err
 			}
-			if out.GrantedTTL != LeaseTTL || out.TTL <= 0 || out.TTL > LeaseTTL {
+			if out.GrantedTTL != LeaseTTL || out.TTL <= 0 || out.TTL > LeaseTTL+RestartTTLSlack {
 				problems = append(problems, fmt.Sprintf("lease %x: acknowledged grant, TTL %d/%d now", id, out.TTL, out.GrantedTTL))
 			}
 			res.Alive++

@@ -163,7 +163,31 @@ func TestLinearizableAcrossCrashes(t *testing.T) {
 	}
 	clients, control := stubs(t, p.Endpoint, 6)
 	kills := 0
+	// After every cycle: the segment's acknowledged writes read back at
+	// their revisions, its acknowledged grants exist and its acknowledged
+	// revokes stayed revoked, their keys gone.
+	var leases LeaseCheck
+	afterSegment := func(segs []Segment) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		seg := segs[len(segs)-1]
+		if err := VerifyAcked(ctx, control.KV, AckedWrites(seg.Ops)); err != nil {
+			return err
+		}
+		since := int64(0)
+		if len(seg.Ops) > 0 {
+			since = seg.Ops[0].Call
+			for _, op := range seg.Ops {
+				since = min(since, op.Call)
+			}
+		}
+		lc, err := VerifyLeases(ctx, control, segs, since)
+		leases.Alive += lc.Alive
+		leases.Revoked += lc.Revoked
+		return err
+	}
 	res, err := Run(RunOptions{
+		AfterSegment: afterSegment,
 		Clients: clients, Control: control, Segments: cycles, SegmentTime: 500 * time.Millisecond, Seed: 2,
 		// Watchers see their streams break at every kill and resume from
 		// the revision after the newest they saw.
@@ -199,12 +223,12 @@ func TestLinearizableAcrossCrashes(t *testing.T) {
 	if err := VerifyAcked(ctx, control.KV, acked); err != nil {
 		t.Fatal(err)
 	}
-	lc, err := VerifyLeases(ctx, control, res.Segments)
+	lc, err := VerifyLeases(ctx, control, res.Segments, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d SIGKILL/restart cycles; %d acknowledged key writes all read back at their revisions; %d acknowledged grants alive with sensible TTLs, %d acknowledged revokes gone with their keys",
-		kills, len(acked), lc.Alive, lc.Revoked)
+	t.Logf("%d SIGKILL/restart cycles; %d acknowledged key writes all read back at their revisions (after their cycle and at the end); after each cycle %d checks of acknowledged grants alive with sensible TTLs and %d of acknowledged revokes gone with their keys; at the end %d and %d",
+		kills, len(acked), leases.Alive, leases.Revoked, lc.Alive, lc.Revoked)
 	if err := p.Stop(); err != nil {
 		t.Errorf("graceful stop: %v", err)
 	}

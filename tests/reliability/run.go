@@ -40,6 +40,9 @@ type RunOptions struct {
 	// Resume, if set, runs once every client is parked after Interrupt
 	// (e.g. restart the server).
 	Resume func(segment int) error
+	// AfterSegment, if set, runs after each segment's closing state read,
+	// with every segment so far (e.g. verify what was acknowledged).
+	AfterSegment func(segs []Segment) error
 	// Seed makes the operation mix and timings reproducible (the
 	// interleaving is still up to the scheduler).
 	Seed uint64
@@ -145,6 +148,11 @@ func Run(opts RunOptions) (*RunResult, error) {
 			Call: call, Output: Output{Rev: end.Rev, All: end.Keys, Leases: end.Leases}, Return: ret})
 		res.Segments = append(res.Segments, Segment{Name: fmt.Sprintf("segment-%03d", seg), Init: init, Ops: ops})
 		init = end
+		if opts.AfterSegment != nil {
+			if err := opts.AfterSegment(res.Segments); err != nil {
+				return res, fmt.Errorf("after segment %d: %w", seg, err)
+			}
+		}
 	}
 	for _, c := range clients {
 		res.Ops += c.Ops
@@ -252,7 +260,11 @@ type LeaseCheck struct {
 // remaining TTL in (0, granted+RestartTTLSlack]; a lease whose revoke was acknowledged and
 // that no later grant may have re-created does not exist, and no key is
 // attached to it.
-func VerifyLeases(ctx context.Context, c Conn, segs []Segment) (LeaseCheck, error) {
+//
+// Only leases whose newest acknowledged grant or revoke was called at or
+// after since are checked (0: all), so that checking after every segment
+// costs the segment's leases, not the run's.
+func VerifyLeases(ctx context.Context, c Conn, segs []Segment, since int64) (LeaseCheck, error) {
 	var ops []porcupine.Operation
 	for _, s := range segs {
 		ops = append(ops, s.Ops...)
@@ -299,6 +311,9 @@ func VerifyLeases(ctx context.Context, c Conn, segs []Segment) (LeaseCheck, erro
 	var res LeaseCheck
 	var problems []string
 	for id, m := range marks {
+		if max(m.grant, m.revoke) < since {
+			continue
+		}
 		switch {
 		case m.grant > m.revoke && !attempted(OpRevoke, id, m.grant):
 			out, err := Execute(ctx, c, Input{Kind: OpTimeToLive, Lease: id})

@@ -188,7 +188,7 @@ func TestLinearizableAcrossCrashes(t *testing.T) {
 	}
 	res, err := Run(RunOptions{
 		AfterSegment: afterSegment,
-		Clients: clients, Control: control, Segments: cycles, SegmentTime: 500 * time.Millisecond, Seed: 2,
+		Clients:      clients, Control: control, Segments: cycles, SegmentTime: 500 * time.Millisecond, Seed: 2,
 		// Watchers see their streams break at every kill and resume from
 		// the revision after the newest they saw.
 		Watchers: watchers, WatchClients: watchConns(t, p.Endpoint),

@@ -187,11 +187,11 @@ func TestLinearizableAcrossCrashes(t *testing.T) {
 		return err
 	}
 	res, err := Run(RunOptions{
-		AfterSegment: afterSegment,
-		Clients:      clients, Control: control, Segments: cycles, SegmentTime: 500 * time.Millisecond, Seed: 2,
+		Clients: clients, Control: control, Segments: cycles, SegmentTime: 500 * time.Millisecond, Seed: 2,
 		// Watchers see their streams break at every kill and resume from
 		// the revision after the newest they saw.
 		Watchers: watchers, WatchClients: watchConns(t, p.Endpoint),
+		AfterSegment: afterSegment,
 		// Calls still in flight when the kill lands may be queued for the
 		// group commit, committed but unanswered, or lost: their outcome is
 		// unknown and porcupine may linearize them either way.

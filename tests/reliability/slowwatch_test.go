@@ -89,67 +89,20 @@ func TestSlowWatchers(t *testing.T) {
 	}
 	start := r0.Header.Revision + 1
 
-	type slowClient struct {
-		conn  *grpc.ClientConn
-		stall *stallConn
-		st    pb.Watch_WatchClient
-	}
-	var slow []*slowClient
+	var slow []*slowWatch
 	for i := 0; i < streams; i++ {
-		sc := &slowClient{}
-		conn, err := grpc.NewClient(p.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-				if err != nil {
-					return nil, err
-				}
-				sc.stall = &stallConn{Conn: c, budget: 64 << 10, release: make(chan struct{})}
-				return sc.stall, nil
-			}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc.conn = conn
-		st, err := pb.NewWatchClient(conn).Watch(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Half the streams ask for prev_kv (the server then holds twice the
-		// bytes per event), one watches a single key of the range too.
-		req := &pb.WatchCreateRequest{Key: []byte("slow/"), RangeEnd: []byte("slow0"), StartRevision: start, PrevKv: i%2 == 0}
-		if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: req}}); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := st.Recv()
-		if err != nil || !resp.Created {
-			t.Fatalf("watch create: %v %v", resp, err)
-		}
-		sc.st = st
-		slow = append(slow, sc)
-		t.Cleanup(func() { sc.stall.Close(); conn.Close() })
+		// Half the streams ask for prev_kv: the server then holds twice
+		// the bytes per event.
+		slow = append(slow, stalledWatch(t, p.Endpoint, start, i%2 == 0))
 	}
 	rss0, heap0 := rssKiB(t, p.Pid()), heapInuseMiB(t, p.Endpoint)
 
-	// The writer: one txn per revision, overwriting the same keys so that
-	// every event after the first round has a prev_kv.
 	var committed []committedTxn
-	val := bytes.Repeat([]byte("v"), valSize)
 	var peakRSS, peakHeap int
 	var worst time.Duration
 	begin := time.Now()
 	for i := 0; i < txns; i++ {
-		ops := make([]*pb.RequestOp, keysPerTxn)
-		keys := make([]string, keysPerTxn)
-		v := append([]byte(fmt.Sprintf("%06d-", i)), val...)
-		for k := range ops {
-			keys[k] = fmt.Sprintf("slow/%02d", k)
-			ops[k] = &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(keys[k]), Value: v}}}
-		}
-		r, err := good.Txn(context.Background(), &pb.TxnRequest{Success: ops})
-		if err != nil {
-			t.Fatalf("txn %d: %v", i, err)
-		}
-		committed = append(committed, committedTxn{rev: r.Header.Revision, keys: keys, val: v})
+		committed = append(committed, writeSlowTxn(t, good, i, keysPerTxn, valSize))
 		if i%32 == 31 {
 			t0 := time.Now()
 			servedWithin(t, good, 5*time.Second, "during-writes")
@@ -183,13 +136,18 @@ func TestSlowWatchers(t *testing.T) {
 	// The slow clients read again: each must get exactly the history.
 	var wg sync.WaitGroup
 	errs := make([]error, streams)
-	last := committed[len(committed)-1].rev
 	for i, sc := range slow {
 		wg.Add(1)
-		go func(i int, sc *slowClient) {
+		go func(i int, sc *slowWatch) {
 			defer wg.Done()
 			sc.stall.Resume()
-			errs[i] = readHistory(sc.st, committed, i%2 == 0, last)
+			n, compactRev, err := readHistory(sc.st, committed, i%2 == 0)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case compactRev != 0:
+				errs[i] = fmt.Errorf("canceled for compaction at %d after %d revisions, without a compaction", compactRev, n)
+			}
 		}(i, sc)
 	}
 	done := make(chan struct{})
@@ -206,6 +164,41 @@ func TestSlowWatchers(t *testing.T) {
 	}
 	t.Logf("%d slow streams caught up with all %d revisions once they read; server RSS now %d MiB, heap %d MiB",
 		streams, txns, rssKiB(t, p.Pid())>>10, heapInuseMiB(t, p.Endpoint))
+
+	// A watcher that fell behind and whose next revision is then
+	// compacted is canceled with the compacted revision once it reads, as
+	// etcd cancels it: after exactly the committed revisions before it.
+	t.Run("compacted while not reading", func(t *testing.T) {
+		r, err := good.Range(context.Background(), &pb.RangeRequest{Key: []byte("slow/"), RangeEnd: []byte("slow0")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// NB: without prev_kv, which the server leaves out of events at or
+		// below the compacted revision when it sends them, as etcd does.
+		sw := stalledWatch(t, p.Endpoint, r.Header.Revision+1, false)
+		// Twice the stream's queue bound (16 MiB) and what its sender
+		// holds, so the watcher must fall back to catching up.
+		var more []committedTxn
+		for i := 0; i < 160; i++ {
+			more = append(more, writeSlowTxn(t, good, txns+i, keysPerTxn, valSize))
+		}
+		compactRev := more[len(more)-1].rev
+		if _, err := good.Compact(context.Background(), &pb.CompactionRequest{Revision: compactRev}); err != nil {
+			t.Fatal(err)
+		}
+		sw.stall.Resume()
+		n, got, err := readHistory(sw.st, more, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != compactRev {
+			t.Fatalf("after %d of %d revisions: canceled with compact revision %d, want %d", n, len(more), got, compactRev)
+		}
+		if n == 0 || n == len(more) {
+			t.Fatalf("%d of %d revisions before the cancellation: the watcher should have received its queue, and no more", n, len(more))
+		}
+		t.Logf("canceled with compact_revision %d after exactly the first %d of %d committed revisions", got, n, len(more))
+	})
 	servedWithin(t, good, 5*time.Second, "end")
 	if !p.Running() {
 		t.Fatal("server exited")
@@ -215,46 +208,112 @@ func TestSlowWatchers(t *testing.T) {
 	}
 }
 
-// readHistory reads a watch stream until revision last and requires the
-// events to be exactly the committed txns, each revision whole in one
-// response, in order, with prev_kv when asked (every key of a txn after
-// the first was written by the txn before). A cancellation for compaction
-// would be etcd's answer to a watcher that fell behind a compaction; this
-// test does not compact, so any cancellation fails.
-func readHistory(st pb.Watch_WatchClient, committed []committedTxn, prevKV bool, last int64) error {
+// slowWatch is a watch stream whose connection stops being read after the
+// handshake and the created response, until its stall is resumed.
+type slowWatch struct {
+	stall *stallConn
+	st    pb.Watch_WatchClient
+}
+
+// stalledWatch opens a watch on slow/ from start on its own connection,
+// which stops being read once the watch is created.
+func stalledWatch(t *testing.T, endpoint string, start int64, prevKV bool) *slowWatch {
+	t.Helper()
+	sw := &slowWatch{}
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			sw.stall = &stallConn{Conn: c, budget: 64 << 10, release: make(chan struct{})}
+			return sw.stall, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pb.NewWatchClient(conn).Watch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &pb.WatchCreateRequest{Key: []byte("slow/"), RangeEnd: []byte("slow0"), StartRevision: start, PrevKv: prevKV}
+	if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: req}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil || !resp.Created {
+		t.Fatalf("watch create: %v %v", resp, err)
+	}
+	sw.st = st
+	t.Cleanup(func() { sw.stall.Close(); conn.Close() })
+	return sw
+}
+
+// writeSlowTxn commits txn i: one revision putting n values of size bytes
+// to slow/00.., overwriting the same keys every time so that every event
+// after the first round has a prev_kv.
+func writeSlowTxn(t *testing.T, kv pb.KVClient, i, n, size int) committedTxn {
+	t.Helper()
+	ops := make([]*pb.RequestOp, n)
+	keys := make([]string, n)
+	v := append([]byte(fmt.Sprintf("%06d-", i)), bytes.Repeat([]byte("v"), size)...)
+	for k := range ops {
+		keys[k] = fmt.Sprintf("slow/%02d", k)
+		ops[k] = &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(keys[k]), Value: v}}}
+	}
+	r, err := kv.Txn(context.Background(), &pb.TxnRequest{Success: ops})
+	if err != nil {
+		t.Fatalf("txn %d: %v", i, err)
+	}
+	return committedTxn{rev: r.Header.Revision, keys: keys, val: v}
+}
+
+// readHistory reads a watch stream until it has every committed txn or is
+// canceled for compaction, and requires the events to be exactly the
+// committed txns up to there, each revision whole in one response, in
+// order, with prev_kv when asked (every key of a txn after the first was
+// written by the txn before). It returns how many revisions came and the
+// compact revision of a cancellation (0 if none).
+func readHistory(st pb.Watch_WatchClient, committed []committedTxn, prevKV bool) (int, int64, error) {
 	next := 0
 	for next < len(committed) {
 		resp, err := st.Recv()
 		if err != nil {
-			return fmt.Errorf("after %d of %d revisions: %w", next, len(committed), err)
+			return next, 0, fmt.Errorf("after %d of %d revisions: %w", next, len(committed), err)
 		}
 		if resp.Canceled {
-			return fmt.Errorf("canceled after %d of %d revisions (compact revision %d): %s", next, len(committed), resp.CompactRevision, resp.CancelReason)
+			if resp.CompactRevision == 0 {
+				return next, 0, fmt.Errorf("canceled after %d of %d revisions: %q", next, len(committed), resp.CancelReason)
+			}
+			if c := committed[next]; c.rev >= resp.CompactRevision {
+				return next, 0, fmt.Errorf("canceled for compaction at %d, but revision %d was not compacted", resp.CompactRevision, c.rev)
+			}
+			return next, resp.CompactRevision, nil
 		}
 		evs := resp.Events
 		for len(evs) > 0 {
 			c := committed[next]
 			if len(evs) < len(c.keys) {
-				return fmt.Errorf("revision %d split: %d events left in the response, %d committed", c.rev, len(evs), len(c.keys))
+				return next, 0, fmt.Errorf("revision %d split: %d events left in the response, %d committed", c.rev, len(evs), len(c.keys))
 			}
 			for k, key := range c.keys {
 				ev := evs[k]
 				if ev.Type != mvccpb.PUT || string(ev.Kv.Key) != key || ev.Kv.ModRevision != c.rev || !bytes.Equal(ev.Kv.Value, c.val) {
-					return fmt.Errorf("revision %d event %d: got %s %q@%d, want put %q@%d", c.rev, k, ev.Type, ev.Kv.Key, ev.Kv.ModRevision, key, c.rev)
+					return next, 0, fmt.Errorf("revision %d event %d: got %s %q@%d, want put %q@%d", c.rev, k, ev.Type, ev.Kv.Key, ev.Kv.ModRevision, key, c.rev)
 				}
 				if prevKV && next > 0 && (ev.PrevKv == nil || ev.PrevKv.ModRevision != committed[next-1].rev) {
-					return fmt.Errorf("revision %d event %d: prev_kv %v, want the value of revision %d", c.rev, k, ev.PrevKv, committed[next-1].rev)
+					return next, 0, fmt.Errorf("revision %d event %d: prev_kv %v, want the value of revision %d", c.rev, k, ev.PrevKv, committed[next-1].rev)
 				}
 				if !prevKV && ev.PrevKv != nil {
-					return fmt.Errorf("revision %d event %d: prev_kv sent unasked", c.rev, k)
+					return next, 0, fmt.Errorf("revision %d event %d: prev_kv sent unasked", c.rev, k)
 				}
 			}
 			evs = evs[len(c.keys):]
 			next++
 			if next == len(committed) && len(evs) > 0 {
-				return fmt.Errorf("%d events past the last committed revision %d", len(evs), last)
+				return next, 0, fmt.Errorf("%d events past the last committed revision %d", len(evs), c.rev)
 			}
 		}
 	}
-	return nil
+	return next, 0, nil
 }

@@ -248,21 +248,15 @@ func (r *WatchRecorder) add(i int, rec WatchRecord) {
 }
 
 func toWatchEvent(ev *mvccpb.Event) WatchEvent {
-	k, _ := keyIndex(string(ev.Kv.Key))
-	we := WatchEvent{Rev: ev.Kv.ModRevision, Key: k, Delete: ev.Type == mvccpb.DELETE}
-	if !keyOK(string(ev.Kv.Key)) {
-		we.Key = -1
+	k, ok := keyIndex(string(ev.Kv.Key))
+	if !ok {
+		k = -1 // not a key of the workload: no committed event matches it
 	}
-	we.KV = toKV(ev.Kv)
+	we := WatchEvent{Rev: ev.Kv.ModRevision, Key: k, Delete: ev.Type == mvccpb.DELETE, KV: toKV(ev.Kv)}
 	if ev.PrevKv != nil {
 		we.Prev = toKV(ev.PrevKv)
 	}
 	return we
-}
-
-func keyOK(k string) bool {
-	_, ok := keyIndex(k)
-	return ok
 }
 
 // Finish waits until every watcher has seen revision rev (by an event or a

@@ -176,10 +176,11 @@ func TestSlowWatchers(t *testing.T) {
 		// NB: without prev_kv, which the server leaves out of events at or
 		// below the compacted revision when it sends them, as etcd does.
 		sw := stalledWatch(t, p.Endpoint, r.Header.Revision+1, false)
-		// Twice the stream's queue bound (16 MiB) and what its sender
-		// holds, so the watcher must fall back to catching up.
+		// 64 MiB: far more than the stream's queue bound (16 MiB), what its
+		// sender holds (about 8 MiB) and the socket buffers, so the
+		// watcher must fall back to catching up.
 		var more []committedTxn
-		for i := 0; i < 160; i++ {
+		for i := 0; i < 256; i++ {
 			more = append(more, writeSlowTxn(t, good, txns+i, keysPerTxn, valSize))
 		}
 		compactRev := more[len(more)-1].rev

@@ -785,7 +785,7 @@ func TestHistoryMatchesLive(t *testing.T) {
 		}
 		var got []string
 		for next := from; next <= e.s.Rev(); {
-			revs, n, err := e.s.History(context.Background(), HistoryRequest{From: next, To: e.s.Rev(), Match: match, MaxRevs: 17, MaxScan: 40, PrevKV: prev})
+			revs, n, err := e.s.History(context.Background(), HistoryRequest{From: next, To: e.s.Rev(), Match: match, MaxRevs: 17, MaxScan: 40, MaxBytes: 24, PrevKV: prev})
 			if err != nil {
 				t.Fatal(err)
 			}

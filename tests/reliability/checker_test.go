@@ -194,10 +194,20 @@ func TestCheckerDetectsCorruptedHistory(t *testing.T) {
 	}
 	srv := b.Start(t, framework.Options{})
 	clients, control := stubs(t, srv.Endpoint, 4)
-	res, err := Run(RunOptions{Clients: clients, Control: control, Segments: 1, SegmentTime: 300 * time.Millisecond, Seed: 3,
-		Watchers: watchers, WatchClients: watchConns(t, srv.Endpoint)})
-	if err != nil {
-		t.Fatal(err)
+	// A loaded machine may record a short history: run longer until it has
+	// every kind of operation and response the corruptions below need.
+	var res *RunResult
+	for d := 300 * time.Millisecond; ; d *= 2 {
+		var err error
+		res, err = Run(RunOptions{Clients: clients, Control: control, Segments: 1, SegmentTime: d, Seed: 3,
+			Watchers: watchers, WatchClients: watchConns(t, srv.Endpoint)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if corruptible(res) || d > 10*time.Second {
+			break
+		}
+		t.Logf("a %v history lacks something to corrupt; recording a longer one", d)
 	}
 	t.Run("watch", func(t *testing.T) { corruptWatches(t, res) })
 	seg := res.Segments[0]
@@ -354,7 +364,8 @@ func corruptWatches(t *testing.T, res *RunResult) {
 			// As if the stream broke before an event response and the
 			// watcher came back one revision too late.
 			i := events(recs, 3, any)
-			return slices.Insert(slices.Delete(recs, i, i+1), i, WatchRecord{Kind: RecCreated, Start: recs[i].Events[0].Rev + 1})
+			start := recs[i].Events[0].Rev + 1
+			return slices.Insert(slices.Delete(recs, i, i+1), i, WatchRecord{Kind: RecCreated, Start: start})
 		}},
 	}
 	for _, c := range corruptions {
@@ -368,4 +379,44 @@ func corruptWatches(t *testing.T, res *RunResult) {
 			t.Logf("rejected: %v", vs[0])
 		})
 	}
+}
+
+// corruptible reports whether a recorded run has everything the
+// corruptions of TestCheckerDetectsCorruptedHistory need.
+func corruptible(res *RunResult) bool {
+	ops := res.Segments[0].Ops
+	final := State{Leases: ops[len(ops)-1].Output.(Output).Leases}
+	var get, put, failedCAS, revoked, revoke bool
+	for _, op := range ops[:len(ops)-1] {
+		in, out := op.Input.(Input), op.Output.(Output)
+		if out.Unknown || out.Err != "" {
+			continue
+		}
+		switch in.Kind {
+		case OpGet:
+			get = get || out.KV.Version > 0
+		case OpPut:
+			put = true
+		case OpCAS:
+			failedCAS = failedCAS || !out.Succeeded
+		case OpRevoke:
+			revoke = true
+			revoked = revoked || !final.HasLease(in.Lease)
+		}
+	}
+	leaseLeft := len(final.LeaseIDs()) > 0
+	var responses int
+	var multi bool
+	for _, w := range res.Watches {
+		if w.Spec.Name != watchers[0][0].Name {
+			continue
+		}
+		for _, r := range w.Records {
+			if r.Kind == RecEvents {
+				responses++
+				multi = multi || len(r.Events) > 1 && r.Events[0].Rev == r.Events[1].Rev
+			}
+		}
+	}
+	return get && put && failedCAS && revoke && revoked && leaseLeft && responses >= 4 && multi
 }

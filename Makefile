@@ -63,7 +63,7 @@ test-rangestream-large:
 # Long forms of the reliability tests (tests/reliability, tests/e2e): 100
 # SIGKILL/restart cycles and longer linearizability runs.
 soak:
-	cd tests && METASTORE_SOAK=1 $(GO) test -race -count=1 -timeout 3h -v -run 'Linearizable|Crash' ./reliability ./e2e
+	cd tests && METASTORE_SOAK=1 $(GO) test -race -count=1 -timeout 3h -v -run 'Linearizable|Crash|SlowWatchers|BadClients' ./reliability ./e2e
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a
 # time). New corpus entries land in the Go build cache; the committed seed

@@ -22,6 +22,11 @@ type HistoryRequest struct {
 	// or not, at a revision boundary; 0 means no limit. It keeps one call
 	// short when the log is long and few entries match.
 	MaxScan int
+	// MaxBytes stops the read at a revision boundary once the events read
+	// hold this many bytes of keys and values (previous versions
+	// included); 0 means no limit. It bounds the memory one call takes
+	// when values are large.
+	MaxBytes int
 	// PrevKV fills each event's PrevKv with the key's version at rev-1, as
 	// etcd's watch does. It is left out for revisions at or below the
 	// compacted one, whose previous versions compaction may have removed.
@@ -69,6 +74,7 @@ func (s *Store) History(ctx context.Context, req HistoryRequest) ([]RevisionEven
 		cur     RevisionEvents // the revision being collected
 		curRev  int64          // revision of the entries being scanned
 		scanned int
+		size    int // bytes of keys and values in out and cur
 		seekBuf []byte
 	)
 	flush := func() {
@@ -93,6 +99,9 @@ func (s *Store) History(ctx context.Context, req HistoryRequest) ([]RevisionEven
 			if req.MaxScan > 0 && scanned >= req.MaxScan {
 				return out, rev, nil
 			}
+			if req.MaxBytes > 0 && size >= req.MaxBytes && len(out) > 0 {
+				return out, rev, nil
+			}
 			if scanned&1023 == 1023 {
 				if err := ctx.Err(); err != nil {
 					return nil, req.From, err
@@ -112,6 +121,10 @@ func (s *Store) History(ctx context.Context, req HistoryRequest) ([]RevisionEven
 		ev, err := historyEvent(verIt, &seekBuf, key, rev, req.PrevKV && rev > firstRev)
 		if err != nil {
 			return nil, req.From, err
+		}
+		size += len(ev.Kv.Key) + len(ev.Kv.Value)
+		if ev.PrevKv != nil {
+			size += len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
 		}
 		cur.Events = append(cur.Events, ev)
 	}

@@ -29,6 +29,12 @@ const ProgressWatchID int64 = -1
 // catching up carries (etcd's watchBatchMaxRevs). A variable for tests.
 var catchUpMaxRevs = 1000
 
+// catchUpMaxBytes bounds the event bytes one catch-up step reads (at a
+// revision boundary; one revision is always read whole), so a stream
+// catching up through large values holds a few MiB at a time rather than
+// up to catchUpMaxRevs revisions of them. A variable for tests.
+var catchUpMaxBytes = 4 << 20
+
 // HubOptions tune a Hub. Zero values mean the defaults.
 type HubOptions struct {
 	// RecentEvents and RecentBytes bound the newest events the hub keeps in
@@ -41,6 +47,13 @@ type HubOptions struct {
 	// receiving live events and catches up from history once the sender
 	// has drained the queue. Default 1024.
 	StreamQueue int
+	// StreamQueueBytes bounds the event bytes (as eventBytes estimates
+	// them) waiting for one stream's sender, with the same fallback: a
+	// client that stops reading holds at most this much in its queue,
+	// however much is written, and catches up from the change log when it
+	// reads again. A response is always queued when the queue is empty,
+	// however large. Default 16 MiB.
+	StreamQueueBytes int
 	// CatchUpScan bounds the change-log entries one catch-up step reads
 	// from Pebble. Default 16384.
 	CatchUpScan int
@@ -55,6 +68,9 @@ func (o *HubOptions) ensureDefaults() {
 	}
 	if o.StreamQueue <= 0 {
 		o.StreamQueue = 1024
+	}
+	if o.StreamQueueBytes <= 0 {
+		o.StreamQueueBytes = 16 << 20
 	}
 	if o.CatchUpScan <= 0 {
 		o.CatchUpScan = 16384
@@ -412,9 +428,9 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 	first := h.recent.first
 	if from >= first {
 		var out []revEvents
-		scanned := 0
+		scanned, size := 0, 0
 		r := from
-		for ; r <= to && len(out) < catchUpMaxRevs && scanned < h.opts.CatchUpScan; r++ {
+		for ; r <= to && len(out) < catchUpMaxRevs && scanned < h.opts.CatchUpScan && size < catchUpMaxBytes; r++ {
 			rec := h.recent.at(r)
 			if rec == nil {
 				break
@@ -423,6 +439,11 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 			for _, ev := range rec.full {
 				if match(ev.Kv.Key) {
 					out = append(out, rec.revEvents)
+					if prevKV {
+						size += rec.fullBytes
+					} else {
+						size += rec.bareBytes
+					}
 					break
 				}
 			}
@@ -435,7 +456,7 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 	h.stats.readsStore.Add(1)
 	revs, next, err := h.s.History(ctx, HistoryRequest{
 		From: from, To: min(to, first-1), Match: match,
-		MaxRevs: catchUpMaxRevs, MaxScan: h.opts.CatchUpScan, PrevKV: prevKV,
+		MaxRevs: catchUpMaxRevs, MaxScan: h.opts.CatchUpScan, MaxBytes: catchUpMaxBytes, PrevKV: prevKV,
 	})
 	if err != nil {
 		return nil, next, err
@@ -558,9 +579,10 @@ type watcher struct {
 	hits []hit
 	// events collected while catching up, not yet sent: pendingRevs
 	// revisions, the newest pendingLast
-	pending     []*mvccpb.Event
-	pendingRevs int
-	pendingLast int64
+	pending      []*mvccpb.Event
+	pendingRevs  int
+	pendingLast  int64
+	pendingBytes int
 	// the watcher's newest event response in its stream's queue (an
 	// absolute position), which later revisions may join while the sender
 	// has not taken it
@@ -601,6 +623,8 @@ type WatchStream struct {
 	queue []queued
 	head  int
 	base  int64
+	// qBytes is the event bytes of queue[head:].
+	qBytes int
 	// barrier is the position of the newest queued response that is not an
 	// event response: events may not join a response before it, or a
 	// progress notification would overtake them.
@@ -761,7 +785,7 @@ func (ws *WatchStream) Close() {
 	}
 	h.mu.Unlock()
 	ws.mu.Lock()
-	ws.queue, ws.head = nil, 0
+	ws.queue, ws.head, ws.qBytes = nil, 0, 0
 	ws.mu.Unlock()
 }
 
@@ -827,11 +851,15 @@ func eventsBytes(evs []*mvccpb.Event) int {
 // pushEvents queues one revision batch's events for w. If w's previous
 // response still waits in the queue (the sender is behind), the events join
 // it, so a slow consumer gets fewer, larger responses, as etcd's
-// catching-up watchers do. It refuses when a new response is needed and the
-// queue is full.
+// catching-up watchers do. It refuses when the queue's bytes would pass
+// StreamQueueBytes, or when a new response is needed and the queue is full.
 func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, revs, bytes int) bool {
 	ws.pushes.Add(1)
 	ws.mu.Lock()
+	if ws.queuedLocked() > 0 && ws.qBytes+bytes > ws.h.opts.StreamQueueBytes {
+		ws.mu.Unlock()
+		return false
+	}
 	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
 		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents && ws.queue[i].bytes+bytes <= mergeMaxBytes {
 		q := &ws.queue[i]
@@ -840,6 +868,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 		q.bytes += bytes
 		q.Revision = rev
 		w.qRevs += revs
+		ws.qBytes += bytes
 		ws.mu.Unlock()
 		return true
 	}
@@ -856,6 +885,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs, bytes int) {
 	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events), bytes: bytes})
+	ws.qBytes += bytes
 	w.qPos, w.qRevs = ws.base+int64(len(ws.queue)-1), revs
 	ws.mu.Unlock()
 	if wake {
@@ -879,6 +909,7 @@ func (ws *WatchStream) take(buf []WatchResponse, max int) ([]WatchResponse, int)
 			}
 			r.Events = evs
 		}
+		ws.qBytes -= q.bytes
 		buf = append(buf, r)
 	}
 	clear(ws.queue[ws.head:end])
@@ -1045,7 +1076,9 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 				if re.rev < e.next || w.filtered(ev) {
 					return
 				}
-				if w.pendingRevs == catchUpMaxRevs && re.rev != w.pendingLast {
+				// A response holds at most catchUpMaxRevs revisions and,
+				// past one revision, about mergeMaxBytes.
+				if re.rev != w.pendingLast && (w.pendingRevs == catchUpMaxRevs || w.pendingRevs > 0 && w.pendingBytes >= mergeMaxBytes) {
 					r, _, _ := w.takePending(head)
 					e.outs = append(e.outs, r)
 				}
@@ -1053,11 +1086,12 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 					w.pendingRevs++
 					w.pendingLast = re.rev
 				}
-				if w.prevKV {
-					w.pending = append(w.pending, ev)
-				} else {
-					w.pending = append(w.pending, re.bare[i])
+				out := ev
+				if !w.prevKV {
+					out = re.bare[i]
 				}
+				w.pending = append(w.pending, out)
+				w.pendingBytes += eventBytes(out)
 			})
 		}
 	}
@@ -1104,7 +1138,7 @@ func (w *watcher) takePending(rev int64) (WatchResponse, int, bool) {
 	}
 	r := WatchResponse{WatchID: w.id, Events: w.pending, Revision: rev, Tag: w.tag}
 	revs := w.pendingRevs
-	w.pending, w.pendingRevs, w.pendingLast = nil, 0, 0
+	w.pending, w.pendingRevs, w.pendingLast, w.pendingBytes = nil, 0, 0, 0
 	return r, revs, true
 }
 

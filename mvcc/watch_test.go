@@ -628,6 +628,51 @@ id=0 rev=52
 `)
 }
 
+// TestWatchStreamQueueBytes: a stream whose client stops reading holds at
+// most StreamQueueBytes of events however much is written; its watcher
+// then catches up from history in responses of about mergeMaxBytes and
+// gets every revision exactly once, in order.
+func TestWatchStreamQueueBytes(t *testing.T) {
+	const limit = 64 << 10
+	e := newWatchEnv(t, HubOptions{StreamQueueBytes: limit, RecentBytes: 1 << 20})
+	ws := e.h.NewStream()
+	defer ws.Close()
+	ws.Watch(WatchOptions{Key: []byte("k"), End: []byte("l"), PrevKV: true})
+	drain(t, ws) // the created response
+	val := strings.Repeat("v", 4<<10)
+	const n = 400 // 1.6 MiB of values, twice that with prev_kv
+	for i := range n {
+		e.put(fmt.Sprintf("k%d", i%4), val)
+		ws.mu.Lock()
+		q := ws.qBytes
+		ws.mu.Unlock()
+		if q > limit+eventsBytes(nil)+2*(len(val)+64) { // one revision may go past the limit into an empty queue
+			t.Fatalf("after %d puts %d bytes queued, limit %d", i+1, q, limit)
+		}
+	}
+	if m := e.h.Metrics(); m.Overflows == 0 || m.Lagging != 1 {
+		t.Fatalf("metrics %+v: the watcher should have overflowed and be catching up", m)
+	}
+	next := int64(2)
+	for _, r := range drain(t, ws) {
+		if size := eventsBytes(r.Events); size > mergeMaxBytes+2*(len(val)+64) {
+			t.Errorf("a catch-up response of %d bytes", size)
+		}
+		for _, ev := range r.Events {
+			if ev.Kv.ModRevision != next {
+				t.Fatalf("got revision %d, want %d", ev.Kv.ModRevision, next)
+			}
+			if next > 5 && ev.PrevKv == nil {
+				t.Fatalf("revision %d without prev_kv", next)
+			}
+			next++
+		}
+	}
+	if next != n+2 {
+		t.Fatalf("delivered through %d, want %d", next-1, n+1)
+	}
+}
+
 // TestWatchProgressNeverAhead requests progress between publishes and
 // checks that no notification ever claims a revision whose events come
 // after it on the stream (kine #731, etcd #15220).
@@ -740,7 +785,7 @@ func TestHistoryMatchesLive(t *testing.T) {
 		}
 		var got []string
 		for next := from; next <= e.s.Rev(); {
-			revs, n, err := e.s.History(context.Background(), HistoryRequest{From: next, To: e.s.Rev(), Match: match, MaxRevs: 17, MaxScan: 40, PrevKV: prev})
+			revs, n, err := e.s.History(context.Background(), HistoryRequest{From: next, To: e.s.Rev(), Match: match, MaxRevs: 17, MaxScan: 40, MaxBytes: 24, PrevKV: prev})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -258,6 +258,7 @@ type stallConn struct {
 	budget  int
 	release chan struct{}
 	once    sync.Once
+	resumed bool
 }
 
 func (s *stallConn) Close() error {
@@ -265,12 +266,29 @@ func (s *stallConn) Close() error {
 	return s.Conn.Close()
 }
 
+// Resume makes the connection read normally again.
+func (s *stallConn) Resume() {
+	s.mu.Lock()
+	s.resumed = true
+	s.mu.Unlock()
+	s.once.Do(func() { close(s.release) })
+}
+
 func (s *stallConn) Read(b []byte) (int, error) {
 	s.mu.Lock()
-	left := s.budget
+	left, resumed := s.budget, s.resumed
 	s.mu.Unlock()
+	if resumed {
+		return s.Conn.Read(b)
+	}
 	if left <= 0 {
 		<-s.release
+		s.mu.Lock()
+		resumed = s.resumed
+		s.mu.Unlock()
+		if resumed {
+			return s.Conn.Read(b)
+		}
 		return 0, net.ErrClosed
 	}
 	if len(b) > left {

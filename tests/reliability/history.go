@@ -35,7 +35,7 @@ func (h *History) Now() int64 { return int64(time.Since(h.start)) }
 // it changed nothing and observed nothing.
 func (h *History) Add(client int, in Input, call int64, out Output, ret int64) {
 	if out.Unknown {
-		if in.Kind == OpGet || in.Kind == OpRangeAll {
+		if in.Kind.readOnly() {
 			return
 		}
 		ret = never
@@ -43,6 +43,15 @@ func (h *History) Add(client int, in Input, call int64, out Output, ret int64) {
 	h.mu.Lock()
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
 	h.mu.Unlock()
+}
+
+// readOnly reports whether an operation kind changes nothing.
+func (k OpKind) readOnly() bool {
+	switch k {
+	case OpGet, OpRangeAll, OpKeepAlive, OpTimeToLive, OpState:
+		return true
+	}
+	return false
 }
 
 // Take returns the recorded operations and starts a new, empty segment.

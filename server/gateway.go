@@ -42,7 +42,7 @@ type gateway struct {
 }
 
 // newGateway connects a gRPC client to an in-memory listener that Run
-// serves with the plaintext gRPC server, and registers etcd's six services
+// serves with the plaintext gRPC server, and registers etcd's six services and its lock and election routes
 // on a grpc-gateway mux with etcd's marshaler options.
 func newGateway(lg *slog.Logger) (*gateway, error) {
 	lis := bufconn.Listen(gatewayPipeBytes)
@@ -82,6 +82,11 @@ func newGateway(lg *slog.Logger) (*gateway, error) {
 			lis.Close()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
+	}
+	if err := registerConcurrencyGateway(mux, conn); err != nil {
+		conn.Close()
+		lis.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	handler := wsproxy.WebsocketProxy(mux,
 		// A websocket carries a stream; the gateway maps streams to POST.

@@ -30,6 +30,7 @@ import (
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
+	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
 	"github.com/metastore-dev/metastore/server/config"
 )
 
@@ -251,6 +252,9 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 	pb.RegisterAuthServer(g, &authServer{s: s})
 	pb.RegisterWatchServer(g, s.watch)
 	pb.RegisterLeaseServer(g, &leaseServer{s: s})
+	conc := &concurrency{s: s, kv: &kvServer{s: s}, lease: &leaseServer{s: s}}
+	cpb.RegisterLockServer(g, &lockServer{c: conc})
+	cpb.RegisterElectionServer(g, &electionServer{c: conc})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)

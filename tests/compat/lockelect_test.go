@@ -350,3 +350,35 @@ func TestConcurrencyWireTypes(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayLockElection(t *testing.T) {
+	runGatewayScenario(t, framework.Options{}, func(g *gwEnv) {
+		g.post("grant", "/v3/lease/grant", `{"TTL":60,"ID":4096}`)
+		g.post("grant 2", "/v3/lease/grant", `{"TTL":60,"ID":8192}`)
+		lk := g.post("lock", "/v3/lock/lock", fmt.Sprintf(`{"name":%q,"lease":4096}`, b64("gl")))
+		g.post("lock unknown lease", "/v3/lock/lock", fmt.Sprintf(`{"name":%q,"lease":7}`, b64("gl")))
+		g.post("lock malformed", "/v3/lock/lock", `{"name":`)
+		g.post("unlock", "/v3/lock/unlock", fmt.Sprintf(`{"key":%q}`, str(lk["key"])))
+		g.post("unlock empty", "/v3/lock/unlock", `{}`)
+		g.post("v3beta lock", "/v3beta/lock/lock", fmt.Sprintf(`{"name":%q,"lease":8192}`, b64("gl")))
+
+		g.post("leader none", "/v3/election/leader", fmt.Sprintf(`{"name":%q}`, b64("ge")))
+		c := g.post("campaign", "/v3/election/campaign", fmt.Sprintf(`{"name":%q,"lease":4096,"value":%q}`, b64("ge"), b64("v1")))
+		// The answer's headers come with its first line: open once there
+		// is a leader.
+		obs := g.openStream("observe", "/v3/election/observe", fmt.Sprintf(`{"name":%q}`, b64("ge")))
+		obs.next(headerIDs...)
+		g.post("leader", "/v3/election/leader", fmt.Sprintf(`{"name":%q}`, b64("ge")), headerIDs...)
+		leader := c["leader"].(map[string]any)
+		lj := fmt.Sprintf(`{"name":%q,"key":%q,"rev":%q,"lease":%q}`, str(leader["name"]), str(leader["key"]), str(leader["rev"]), str(leader["lease"]))
+		g.post("proclaim", "/v3/election/proclaim", fmt.Sprintf(`{"leader":%s,"value":%q}`, lj, b64("v2")), headerIDs...)
+		obs.next(headerIDs...)
+		g.post("proclaim without leader", "/v3/election/proclaim", `{"value":"eA=="}`)
+		g.post("proclaim not leader", "/v3/election/proclaim", fmt.Sprintf(`{"leader":{"key":%q,"rev":"1","lease":4096},"value":"eA=="}`, b64("ge/1")))
+		g.post("resign", "/v3/election/resign", fmt.Sprintf(`{"leader":%s}`, lj), headerIDs...)
+		g.post("leader after resign", "/v3/election/leader", fmt.Sprintf(`{"name":%q}`, b64("ge")))
+		g.post("campaign again", "/v3/election/campaign", fmt.Sprintf(`{"name":%q,"lease":8192,"value":%q}`, b64("ge"), b64("w")), headerIDs...)
+		obs.next(headerIDs...)
+		obs.close()
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	gogoproto "github.com/gogo/protobuf/proto"
+	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
@@ -380,5 +381,106 @@ func TestGatewayLockElection(t *testing.T) {
 		g.post("campaign again", "/v3/election/campaign", fmt.Sprintf(`{"name":%q,"lease":8192,"value":%q}`, b64("ge"), b64("w")), headerIDs...)
 		obs.next(headerIDs...)
 		obs.close()
+	})
+}
+
+// TestAuthLockElection: with auth enabled, Lock and Election run as their
+// caller (etcd's in-process client forwards the caller's token), and the
+// release of an abandoned wait runs as nobody, so it is refused.
+func TestAuthLockElection(t *testing.T) {
+	scenario(t, framework.Options{}, func(e *env) {
+		a := newAuthEnv(e)
+		lc, ec := v3lockpb.NewLockClient(a.conn), v3electionpb.NewElectionClient(a.conn)
+		leases := pb.NewLeaseClient(a.conn)
+		a.setupRootAndEnable()
+		root := a.as("root", "rootpw")
+		for _, u := range []string{"alice", "bob"} {
+			_, err := a.UserAdd(root, &pb.AuthUserAddRequest{Name: u, Password: u + "pw"})
+			a.must(err)
+			_, err = a.RoleAdd(root, "r"+u)
+			a.must(err)
+			_, err = a.UserGrantRole(root, u, "r"+u)
+			a.must(err)
+		}
+		for _, p := range []string{"lk/", "el/"} {
+			_, err := a.RoleGrant(root, "ralice", authpb.READWRITE, p, prefixEnd(p))
+			a.must(err)
+			_, err = a.RoleGrant(root, "rbob", authpb.READ, p, prefixEnd(p))
+			a.must(err)
+		}
+		for _, id := range []int64{0x10, 0x20, 0x30} {
+			_, err := a.do(root, fmt.Sprintf("LeaseGrant %x", id), func(ctx context.Context) (any, error) {
+				return leases.LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: 60})
+			})
+			a.must(err)
+		}
+		alice, bob := a.as("alice", "alicepw"), a.as("bob", "bobpw")
+		bad := caller{name: "malformed", token: "not-a-token"}
+		lock := func(c caller, name string, lease int64) (any, error) {
+			return a.do(c, fmt.Sprintf("Lock(%s, %x)", name, lease), func(ctx context.Context) (any, error) {
+				return lc.Lock(ctx, &v3lockpb.LockRequest{Name: []byte(name), Lease: lease})
+			})
+		}
+		for _, c := range []caller{anon, bad, bob} {
+			lock(c, "lk", 0x10)
+		}
+		lock(alice, "other", 0x10)
+		if _, err := lock(alice, "lk", 0x10); err != nil {
+			e.t.Fatal(err)
+		}
+		// alice gives up waiting: her queued key cannot be withdrawn.
+		ctx, cancel := context.WithTimeout(withToken(context.Background(), alice.token), 500*time.Millisecond)
+		_, err := lc.Lock(ctx, &v3lockpb.LockRequest{Name: []byte("lk"), Lease: 0x20})
+		cancel()
+		if err == nil {
+			e.t.Fatal("a held lock was granted")
+		}
+		time.Sleep(300 * time.Millisecond)
+		left, err := a.Range(root, &pb.RangeRequest{Key: []byte("lk/"), RangeEnd: []byte(prefixEnd("lk/")), KeysOnly: true})
+		a.must(err)
+		e.wantKeys(left.(*pb.RangeResponse).Kvs, "lk/10", "lk/20")
+		for _, c := range []caller{anon, bob, alice} {
+			a.do(c, "Unlock lk/10", func(ctx context.Context) (any, error) {
+				return lc.Unlock(ctx, &v3lockpb.UnlockRequest{Key: []byte("lk/10")})
+			})
+		}
+
+		campaign := func(c caller, name string, lease int64) (any, error) {
+			return a.do(c, fmt.Sprintf("Campaign(%s, %x)", name, lease), func(ctx context.Context) (any, error) {
+				return ec.Campaign(ctx, &v3electionpb.CampaignRequest{Name: []byte(name), Lease: lease, Value: []byte("v")})
+			})
+		}
+		for _, c := range []caller{anon, bob} {
+			campaign(c, "el", 0x30)
+		}
+		r, err := campaign(alice, "el", 0x30)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		lk := r.(*v3electionpb.CampaignResponse).Leader
+		for _, c := range []caller{anon, bad, bob, alice} {
+			a.do(c, "Leader el", func(ctx context.Context) (any, error) {
+				return ec.Leader(ctx, &v3electionpb.LeaderRequest{Name: []byte("el")})
+			})
+			a.do(c, "Proclaim el", func(ctx context.Context) (any, error) {
+				return ec.Proclaim(ctx, &v3electionpb.ProclaimRequest{Leader: lk, Value: []byte("w")})
+			})
+			// Observe ends without an error when its first read is refused.
+			_, err := a.do(c, "Observe el", func(ctx context.Context) (any, error) {
+				s, err := ec.Observe(ctx, &v3electionpb.LeaderRequest{Name: []byte("el")})
+				if err != nil {
+					return nil, err
+				}
+				return s.Recv()
+			})
+			if (err == nil) != (c == alice || c == bob) {
+				e.t.Errorf("Observe as %s: %v", c.name, err)
+			}
+		}
+		for _, c := range []caller{anon, bob, alice} {
+			a.do(c, "Resign el", func(ctx context.Context) (any, error) {
+				return ec.Resign(ctx, &v3electionpb.ResignRequest{Leader: lk})
+			})
+		}
 	})
 }

@@ -29,6 +29,7 @@ type Batch struct {
 	compacts bool
 	events   []RevisionEvents
 	buf      []byte
+	sc       scratch // for reads through it
 	done     bool
 	hooks    []func(committed bool)
 }
@@ -190,13 +191,12 @@ func (t *WriteTxn) readRev() int64 {
 // Range reads [key, end), seeing the writes made earlier in the batch and
 // in this transaction.
 func (t *WriteTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
-	return rangeKeys(ctx, t.b.it, true, key, end, t.readRev(), t.FirstRev(), ro)
+	return rangeKeys(ctx, t.b.it, true, &t.b.sc, key, end, t.readRev(), t.FirstRev(), ro)
 }
 
 // latest returns the newest live version of key, or nil.
 func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
-	lower := appendUserKey(nil, key)
-	upper := nextUserKeyBound(nil, lower)
+	lower, upper := t.b.sc.keyBounds(key)
 	setBounds(t.b.it, true, lower, upper)
 	if !t.b.it.First() {
 		return nil, t.b.it.Error()

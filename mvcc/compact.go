@@ -98,6 +98,10 @@ func (c *compactor) run() {
 		select {
 		case <-c.stopc:
 			return
+		case <-c.s.readStale:
+			// Pebble replaced memtables or files that idle read views pin.
+			c.s.reads.dropStale(c.s.currentTag())
+			continue
 		case <-c.kick:
 		}
 		for {

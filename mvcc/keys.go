@@ -83,36 +83,61 @@ func decodeUserKey(k []byte) ([]byte, error) {
 		return nil, errCorruptKey
 	}
 	enc := k[1 : len(k)-revSuffixLen-2]
-	if bytes.IndexByte(enc, escByte) < 0 {
-		return append([]byte(nil), enc...), nil
-	}
-	out := make([]byte, 0, len(enc))
-	for i := 0; i < len(enc); i++ {
-		out = append(out, enc[i])
-		if enc[i] == escByte {
-			if i+1 >= len(enc) || enc[i+1] != escEscaped {
-				return nil, errCorruptKey
-			}
-			i++
+	return appendDecodedUserKey(make([]byte, 0, len(enc)), enc)
+}
+
+// appendDecodedUserKey appends the raw user key whose escaped form is enc.
+func appendDecodedUserKey(dst, enc []byte) ([]byte, error) {
+	for {
+		i := bytes.IndexByte(enc, escByte)
+		if i < 0 {
+			return append(dst, enc...), nil
 		}
+		if i+1 >= len(enc) || enc[i+1] != escEscaped {
+			return nil, errCorruptKey
+		}
+		dst = append(dst, enc[:i+1]...)
+		enc = enc[i+2:]
 	}
-	return out, nil
+}
+
+// scratch holds the buffers of an iterator that is repositioned again and
+// again (a pooled read view, a batch's iterator), so reads build their
+// bounds and seek keys without allocating.
+type scratch struct {
+	// bounds alternate: Pebble may compare new bounds with the previous
+	// ones, which must stay intact until SetBounds returns.
+	bounds [2][]byte
+	flip   int
+	seek   []byte
+	next   []byte
 }
 
 // rangeBounds returns Pebble iterator bounds covering user keys in etcd's
 // [key, end) convention as the mvcc layer sees it: end == nil means the single
-// key; an empty non-nil end means every key >= key.
-func rangeBounds(key, end []byte) (lower, upper []byte) {
-	lower = appendUserKey(nil, key)
+// key; an empty non-nil end means every key >= key. The bounds are valid
+// until the next call but one.
+func (sc *scratch) rangeBounds(key, end []byte) (lower, upper []byte) {
+	sc.flip ^= 1
+	buf := appendUserKey(sc.bounds[sc.flip][:0], key)
+	n := len(buf)
 	switch {
 	case end == nil:
-		upper = nextUserKeyBound(nil, lower)
+		buf = append(buf, buf...)
+		buf[len(buf)-1] = escNextKey
 	case len(end) == 0:
-		upper = []byte{prefixKey + 1}
+		buf = append(buf, prefixKey+1)
 	default:
-		upper = appendUserKey(nil, end)
+		buf = appendUserKey(buf, end)
 	}
-	return lower, upper
+	sc.bounds[sc.flip] = buf
+	return buf[:n:n], buf[n:]
+}
+
+// keyBounds returns the bounds of every version of key (valid as those of
+// rangeBounds).
+func (sc *scratch) keyBounds(key []byte) (lower, upper []byte) {
+	return sc.rangeBounds(key, nil)
 }
 
 // appendLogKey appends the change-log key of (rev, sub).

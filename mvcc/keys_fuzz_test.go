@@ -65,10 +65,23 @@ func FuzzKeyEncoding(f *testing.F) {
 			}
 		}
 		// Range bounds cover exactly the keys in [a, b).
-		lower, upper := rangeBounds(a, b)
+		var sc scratch
+		lower, upper := sc.rangeBounds(a, b)
 		inRange := bytes.Compare(lower, ka) <= 0 && bytes.Compare(ka, upper) < 0
 		if want := bytes.Compare(a, b) < 0; len(b) > 0 && inRange != want {
 			t.Fatalf("version of %x within rangeBounds(%x, %x) = %v, want %v", a, a, b, inRange, want)
+		}
+		// Single-key bounds cover every version of a and no other key's,
+		// and leave the previous bounds intact (Pebble may compare them).
+		kl, ku := sc.keyBounds(a)
+		if !(bytes.Compare(kl, ka) <= 0 && bytes.Compare(ka, ku) < 0) {
+			t.Fatalf("version of %x outside its own key bounds", a)
+		}
+		if in := bytes.Compare(kl, kb) <= 0 && bytes.Compare(kb, ku) < 0; in != bytes.Equal(a, b) {
+			t.Fatalf("version of %x within the key bounds of %x = %v", b, a, in)
+		}
+		if l2, u2 := (&scratch{}).rangeBounds(a, b); !bytes.Equal(l2, lower) || !bytes.Equal(u2, upper) {
+			t.Fatalf("rangeBounds(%x, %x) overwritten by the next call", a, b)
 		}
 		// Garbage never panics the decoders.
 		_, _ = decodeUserKey(a)

@@ -73,6 +73,10 @@ type Store struct {
 	writeMu sync.Mutex // one Batch (or compaction step commit) at a time
 
 	compactor *compactor
+
+	reads     readPool      // idle read views (readpool.go)
+	readGen   atomic.Uint64 // advanced by Pebble flushes and compactions
+	readStale chan struct{} // tells the compactor goroutine to drop stale views
 }
 
 // Open opens (or creates) a store in dir.
@@ -80,7 +84,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	opts.ensureDefaults()
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
-	s := &Store{opts: opts}
+	s := &Store{opts: opts, readStale: make(chan struct{}, 1)}
 	po := &pebble.Options{
 		Cache:                       cache,
 		FS:                          opts.FS,
@@ -89,6 +93,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
 		Logger:                      pebbleLogger{lg: opts.Logger, s: s},
+		EventListener:               s.readEvents(),
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -128,6 +133,7 @@ func Open(dir string, opts Options) (*Store, error) {
 // at the next Open.
 func (s *Store) Close() error {
 	s.compactor.stop()
+	s.reads.close()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	return s.db.Close()
@@ -241,17 +247,30 @@ type ReadView interface {
 }
 
 // Read returns a consistent read-only view at the newest committed revision.
-// The caller must End it.
+// The caller must End it and not use it afterwards (views are reused).
 func (s *Store) Read() (*ReadTxn, error) {
-	rev := s.rev.Load()
-	// NB: the iterator fixes the point in time; the compact revision is read
-	// after it, so versions a concurrent compaction deletes stay visible to
-	// every read the check lets through.
-	it, err := s.db.NewIter(&pebble.IterOptions{})
-	if err != nil {
-		return nil, err
+	for {
+		tag := s.currentTag()
+		t := s.reads.get(tag)
+		if t == nil {
+			it, err := s.db.NewIter(&pebble.IterOptions{})
+			if err != nil {
+				return nil, err
+			}
+			t = &ReadTxn{s: s, it: it, tag: tag}
+		}
+		// NB: the iterator fixes the point in time; the compact revision is
+		// read after it was created, so versions a concurrent compaction
+		// deletes stay visible to every read the check lets through.
+		t.firstRev = s.compactRev.Load()
+		if t.firstRev <= t.tag.rev {
+			return t, nil
+		}
+		// Revisions past the view's and a compaction beyond it committed
+		// meanwhile: a read at the view's own revision would fail as
+		// compacted. The view is stale; take a newer one.
+		t.it.Close()
 	}
-	return &ReadTxn{it: it, rev: rev, firstRev: s.compactRev.Load()}, nil
 }
 
 // Range is a one-shot read at the newest committed revision.
@@ -266,26 +285,33 @@ func (s *Store) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*R
 
 // ReadTxn is a point-in-time read view. Not safe for concurrent use.
 type ReadTxn struct {
+	s        *Store
 	it       *pebble.Iterator
-	rev      int64
+	tag      viewTag
 	firstRev int64
+	sc       scratch
 }
 
 var _ ReadView = (*ReadTxn)(nil)
 
 // Rev returns the revision of the view.
-func (t *ReadTxn) Rev() int64 { return t.rev }
+func (t *ReadTxn) Rev() int64 { return t.tag.rev }
 
 // FirstRev returns the compacted revision as of the view's creation.
 func (t *ReadTxn) FirstRev() int64 { return t.firstRev }
 
 // Range reads [key, end) at ro.Rev (or the view's revision).
 func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
-	return rangeKeys(ctx, t.it, false, key, end, t.rev, t.firstRev, ro)
+	return rangeKeys(ctx, t.it, false, &t.sc, key, end, t.tag.rev, t.firstRev, ro)
 }
 
-// End releases the view.
-func (t *ReadTxn) End() { t.it.Close() }
+// End releases the view: it is kept for reuse while it is still current.
+func (t *ReadTxn) End() {
+	if t.it.Error() == nil && t.tag == t.s.currentTag() && t.s.reads.put(t) {
+		return
+	}
+	t.it.Close()
+}
 
 // PinnedView is a point-in-time read view that holds a Pebble snapshot rather
 // than an iterator, for reads spread over a long time (a range streamed to a
@@ -323,7 +349,8 @@ func (v *PinnedView) Range(ctx context.Context, key, end []byte, ro RangeOptions
 		return nil, err
 	}
 	defer it.Close()
-	return rangeKeys(ctx, it, false, key, end, v.rev, v.firstRev, ro)
+	var sc scratch // per call: the view is used concurrently
+	return rangeKeys(ctx, it, false, &sc, key, end, v.rev, v.firstRev, ro)
 }
 
 // End releases the view.
@@ -331,7 +358,7 @@ func (v *PinnedView) End() { v.snap.Close() }
 
 // rangeKeys is the one read algorithm: for each user key in range, one seek to
 // its newest version at or below the read revision.
-func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, end []byte, curRev, firstRev int64, ro RangeOptions) (*RangeResult, error) {
+func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, sc *scratch, key, end []byte, curRev, firstRev int64, ro RangeOptions) (*RangeResult, error) {
 	rev := ro.Rev
 	if rev > curRev {
 		return &RangeResult{Rev: curRev, Count: -1}, ErrFutureRev
@@ -349,9 +376,8 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, en
 		// indexed batch's iterator misplaced for the next seek.
 		return res, nil
 	}
-	lower, upper := rangeBounds(key, end)
+	lower, upper := sc.rangeBounds(key, end)
 	setBounds(it, batchView, lower, upper)
-	var seekBuf, nextBuf []byte
 	ok := it.First()
 	for n := 0; ok; n++ {
 		if n&1023 == 1023 {
@@ -364,12 +390,12 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, en
 		if versionKeyRev(k) > rev {
 			// Newer than the read revision: seek to the newest version <= rev.
 			// NB: k is invalid after the seek; seekBuf keeps the prefix.
-			seekBuf = binary.BigEndian.AppendUint64(append(seekBuf[:0], prefix...), ^uint64(rev))
-			if !it.SeekGE(seekBuf) {
+			sc.seek = binary.BigEndian.AppendUint64(append(sc.seek[:0], prefix...), ^uint64(rev))
+			if !it.SeekGE(sc.seek) {
 				break
 			}
 			k = it.Key()
-			if !bytesHasPrefix(k, seekBuf[:len(seekBuf)-revSuffixLen]) {
+			if !bytesHasPrefix(k, sc.seek[:len(sc.seek)-revSuffixLen]) {
 				continue // no version of this key at or below rev
 			}
 			prefix = versionKeyPrefix(k)
@@ -398,8 +424,11 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, key, en
 				}
 			}
 		}
-		nextBuf = nextUserKeyBound(nextBuf, prefix)
-		ok = it.SeekGE(nextBuf)
+		if end == nil {
+			break // a single key: its versions were the whole range
+		}
+		sc.next = nextUserKeyBound(sc.next, prefix)
+		ok = it.SeekGE(sc.next)
 	}
 	if err := it.Error(); err != nil {
 		return nil, err
@@ -422,21 +451,29 @@ func bytesHasPrefix(b, p []byte) bool {
 	return len(b) >= len(p) && string(b[:len(p)]) == string(p)
 }
 
-// recordToKV copies a version into a KeyValue that owns its memory.
+// recordToKV copies a version into a KeyValue that owns its memory: key and
+// value share one allocation (each capped, so appending to one never
+// writes into the other).
 func recordToKV(k []byte, rec versionRecord) (mvccpb.KeyValue, error) {
-	uk, err := decodeUserKey(k)
+	if len(k) < 1+2+revSuffixLen || k[0] != prefixKey {
+		return mvccpb.KeyValue{}, errCorruptKey
+	}
+	enc := k[1 : len(k)-revSuffixLen-2]
+	buf := make([]byte, 0, len(enc)+len(rec.value))
+	buf, err := appendDecodedUserKey(buf, enc)
 	if err != nil {
 		return mvccpb.KeyValue{}, err
 	}
+	n := len(buf)
 	kv := mvccpb.KeyValue{
-		Key:            uk,
+		Key:            buf[:n:n],
 		CreateRevision: rec.create,
 		ModRevision:    versionKeyRev(k),
 		Version:        rec.version,
 		Lease:          rec.lease,
 	}
 	if len(rec.value) > 0 {
-		kv.Value = append([]byte(nil), rec.value...)
+		kv.Value = append(buf, rec.value...)[n:]
 	}
 	return kv, nil
 }

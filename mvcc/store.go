@@ -369,7 +369,7 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, sc *scr
 	if rev < firstRev {
 		return &RangeResult{Count: -1}, ErrCompacted
 	}
-	res := &RangeResult{Rev: curRev}
+	res := newRangeResult(curRev, end == nil)
 	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
 		// An empty range. NB: Pebble does not support an iterator whose lower
 		// bound is above its upper bound; positioning one can leave an
@@ -445,6 +445,21 @@ func setBounds(it *pebble.Iterator, batchView bool, lower, upper []byte) {
 		return
 	}
 	it.SetBounds(lower, upper)
+}
+
+// oneKeyResult is a result with room for one KV, in one allocation.
+type oneKeyResult struct {
+	res RangeResult
+	kv  [1]mvccpb.KeyValue
+}
+
+func newRangeResult(rev int64, oneKey bool) *RangeResult {
+	if !oneKey {
+		return &RangeResult{Rev: rev}
+	}
+	r := &oneKeyResult{res: RangeResult{Rev: rev}}
+	r.res.KVs = r.kv[:0]
+	return &r.res
 }
 
 func bytesHasPrefix(b, p []byte) bool {

@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -51,12 +52,13 @@ type methodMetrics struct {
 	handling prometheus.Observer
 	msgRecv  prometheus.Counter
 	msgSent  prometheus.Counter
-	handled  [codes.Unauthenticated + 1]prometheus.Counter
-	typ      string
-	service  string
-	method   string
-	parent   *metrics
-	mu       sync.Mutex
+	// handled is filled per code on first use; read without a lock on
+	// every request.
+	handled [codes.Unauthenticated + 1]atomic.Pointer[prometheus.Counter]
+	typ     string
+	service string
+	method  string
+	parent  *metrics
 }
 
 func newMetrics() *metrics {
@@ -177,12 +179,13 @@ func (mm *methodMetrics) done(code codes.Code, took time.Duration) {
 }
 
 func (mm *methodMetrics) handledCounter(code codes.Code) prometheus.Counter {
-	mm.mu.Lock()
-	defer mm.mu.Unlock()
-	if mm.handled[code] == nil {
-		mm.handled[code] = mm.parent.handled.WithLabelValues(mm.typ, mm.service, mm.method, code.String())
+	if c := mm.handled[code].Load(); c != nil {
+		return *c
 	}
-	return mm.handled[code]
+	// WithLabelValues returns the same counter to concurrent first callers.
+	c := mm.parent.handled.WithLabelValues(mm.typ, mm.service, mm.method, code.String())
+	mm.handled[code].Store(&c)
+	return c
 }
 
 // RegisterMetrics adds collectors to the server's registry. Services built

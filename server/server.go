@@ -233,6 +233,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
+		grpc.NumStreamWorkers(s.cfg.GRPC.StreamWorkers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             s.cfg.GRPC.KeepaliveMinTime,
 			PermitWithoutStream: false,

@@ -112,12 +112,19 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 		}
 	}
 
-	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: rr.Rev}, Count: int64(rr.Count)}
+	ra := &rangeResponseAlloc{}
+	resp := &ra.resp
+	ra.hdr.Revision = rr.Rev
+	resp.Header, resp.Count = &ra.hdr, int64(rr.Count)
 	if r.Limit > 0 && int64(len(kvs)) > r.Limit {
 		kvs = kvs[:r.Limit]
 		resp.More = true
 	}
-	resp.Kvs = make([]*mvccpb.KeyValue, len(kvs))
+	if len(kvs) == 1 {
+		resp.Kvs = ra.kv[:]
+	} else {
+		resp.Kvs = make([]*mvccpb.KeyValue, len(kvs))
+	}
 	for i := range kvs {
 		if r.KeysOnly {
 			kvs[i].Value = nil
@@ -125,6 +132,14 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 		resp.Kvs[i] = &kvs[i]
 	}
 	return resp, nil
+}
+
+// rangeResponseAlloc is a response, its header and room for one KV
+// pointer in one allocation (a Get answers one key).
+type rangeResponseAlloc struct {
+	resp pb.RangeResponse
+	hdr  pb.ResponseHeader
+	kv   [1]*mvccpb.KeyValue
 }
 
 func filterKVs(kvs []mvccpb.KeyValue, keep func(*mvccpb.KeyValue) bool) []mvccpb.KeyValue {

@@ -92,6 +92,12 @@ type GRPC struct {
 	// KeepaliveTimeout closes a connection whose ping is not answered in
 	// this time; 0 disables (etcd's --grpc-keepalive-timeout).
 	KeepaliveTimeout time.Duration `yaml:"keepalive_timeout"`
+	// StreamWorkers is how many goroutines serve incoming RPCs (gRPC's
+	// NumStreamWorkers); a new goroutine takes an RPC while all are busy.
+	// Reused goroutines keep their grown stacks: a fresh goroutine per RPC
+	// grew and copied its stack on every request. 0 means a new goroutine
+	// per RPC, as etcd.
+	StreamWorkers uint32 `yaml:"stream_workers"`
 }
 
 // Limits bound what one request or the whole store may use.
@@ -211,6 +217,7 @@ func Default() *Config {
 			KeepaliveMinTime:     5 * time.Second,
 			KeepaliveInterval:    2 * time.Hour,
 			KeepaliveTimeout:     20 * time.Second,
+			StreamWorkers:        128,
 		},
 		Limits: Limits{
 			MaxTxnOps:         128,

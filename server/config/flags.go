@@ -69,6 +69,7 @@ var flagDefs = []flagDef{
 	{name: "grpc-keepalive-min-time", group: groupGRPC, key: "grpc.keepalive_min_time", usage: "Minimum interval a client should wait before pinging the server."},
 	{name: "grpc-keepalive-interval", group: groupGRPC, key: "grpc.keepalive_interval", usage: "Frequency of server-to-client pings to check a connection is alive (0 to disable)."},
 	{name: "grpc-keepalive-timeout", group: groupGRPC, key: "grpc.keepalive_timeout", usage: "Additional wait before closing a non-responsive connection (0 to disable)."},
+	{name: "grpc-stream-workers", group: groupGRPC, key: "grpc.stream_workers", usage: "Goroutines kept to serve RPCs (a new one serves an RPC while all are busy); 0 starts a goroutine per RPC."},
 
 	{name: "max-txn-ops", group: groupLimits, key: "limits.max_txn_ops", usage: "Maximum number of operations permitted in a transaction."},
 	{name: "max-request-bytes", group: groupLimits, key: "limits.max_request_bytes", usage: "Maximum client request size in bytes (units such as 4MiB accepted)."},

@@ -160,6 +160,13 @@ logging: {level: debug, format: json}
 		env:  []string{"METASTORE_SERVER_ENABLE_GRPC_GATEWAY=false"},
 		want: func(c *Config) { c.Server.EnableGRPCGateway = false },
 	}, {
+		name: "stream workers from env and flag",
+		args: []string{"--grpc-stream-workers", "0"},
+		env:  []string{"METASTORE_GRPC_STREAM_WORKERS=16", "METASTORE_GRPC_KEEPALIVE_TIMEOUT=1s"},
+		want: func(c *Config) {
+			c.GRPC.StreamWorkers, c.GRPC.KeepaliveTimeout = 0, time.Second
+		},
+	}, {
 		name: "etcd env",
 		env:  []string{"ETCD_NAME=s1", "ETCD_DATA_DIR=/d", "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379", "ETCD_INITIAL_CLUSTER=s1=http://127.0.0.1:2380"},
 		want: func(c *Config) {

@@ -120,3 +120,17 @@ func TestServeStopsOnCancel(t *testing.T) {
 		}
 	}
 }
+
+func TestHeapFloorYieldsToGCSettings(t *testing.T) {
+	env := func(kv map[string]string) func(string) string {
+		return func(k string) string { return kv[k] }
+	}
+	if b := heapFloor(env(nil)); len(b) != heapFloorBytes {
+		t.Fatalf("no GC settings: floor of %d bytes, want %d", len(b), heapFloorBytes)
+	}
+	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
+		if b := heapFloor(env(map[string]string{k: "200"})); b != nil {
+			t.Fatalf("%s set: floor of %d bytes, want none", k, len(b))
+		}
+	}
+}

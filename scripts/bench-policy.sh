@@ -14,21 +14,18 @@
 #   BENCH_RESULTS  results directory (default bench-results/policy-<UTC timestamp>)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
-GO=${GO:-go}
+LOG_TAG=bench-policy
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/policy-$STAMP}
 
-log() { printf '[bench-policy] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[[ -x "$BIN/benchmark" ]] || (cd "$ROOT/tests/tools/benchmark" && "$GO" build -o "$BIN/benchmark" .)
-[[ -x "$BIN/etcdctl" ]] || (cd "$ROOT/tests" && "$GO" build -o "$BIN/" ./tools/etcdctl)
-(cd "$ROOT/tests" && "$GO" build -o "$BIN/authbench" ./tools/authbench)
-(cd "$ROOT" && "$GO" build -o "$BIN/metastore" ./cmd/metastore)
+build_tools authbench
+log "building $METASTORE_BIN"
+(cd "$ROOT" && "$GO" build -o "$METASTORE_BIN" ./cmd/metastore)
 mkdir -p "$RESULTS"
 WASM="$RESULTS/tenantisolation.wasm"
 (cd "$ROOT" && GOOS=wasip1 GOARCH=wasm "$GO" build -buildmode=c-shared -trimpath -ldflags=-s -o "$WASM" ./policies/tenantisolation)
@@ -42,35 +39,19 @@ policies:
     settings: { root: /tenants/ }
 YAML
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/metastore-bench-policy.XXXXXX")
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+make_work bench-policy
 declare -A EP=()
 for t in plain policy; do
-	p=$(port)
 	extra=()
 	[[ $t == policy ]] && extra=(--policy-config "$RESULTS/policy.yaml")
-	"$BIN/metastore" --name "bench-$t" --data-dir "$WORK/$t" --listen-client-urls "http://127.0.0.1:$p" \
-		--log-level warn --bcrypt-cost 4 "${extra[@]}" >"$RESULTS/$t.log" 2>&1 &
-	PIDS+=($!)
-	EP[$t]="127.0.0.1:$p"
-	for _ in $(seq 1 120); do
-		"$BIN/etcdctl" --endpoints="${EP[$t]}" --dial-timeout=1s endpoint health >/dev/null 2>&1 && break
-		sleep 0.25
-	done
+	launch_metastore "bench-$t" "$WORK/$t" "$RESULTS/$t.log" --log-level warn --bcrypt-cost 4 "${extra[@]}"
+	PIDS+=("$LAUNCHED_PID")
+	EP[$t]=$LAUNCHED_EP
+	wait_healthy "$t" "$LAUNCHED_PID" "${EP[$t]}" || die "$t did not start (log: $RESULTS/$t.log)"
 	"$BIN/etcdctl" --endpoints="${EP[$t]}" put bench-range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null || die "put on $t"
 	"$BIN/authbench" setup --endpoint "${EP[$t]}" >"$RESULTS/setup.$t.txt" 2>&1 || die "auth setup on $t"
 done
 
-scaled() { awk -v n="$1" -v s="$BENCH_SCALE" 'BEGIN { v = int(n * s + 0.5); if (v < 100) v = 100; print v }'; }
 N_PUT=$(scaled 300000)
 N_RANGE=$(scaled 500000)
 U="--user bench:bench"
@@ -78,7 +59,6 @@ WORKLOADS=(
 	"put|$U --conns 10 --clients 100 put --total $N_PUT --key-size 8 --val-size 256 --sequential-keys --key-space-size $N_PUT"
 	"range-l|$U --conns 10 --clients 100 range bench-range-key --consistency l --total $N_RANGE"
 )
-rps() { awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
 : >"$RESULTS/runs.tsv"
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	order=(plain policy)
@@ -89,7 +69,7 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 			out="$RESULTS/$name.$t.$r.txt"
 			# shellcheck disable=SC2086
 			"$BIN/benchmark" --endpoints="${EP[$t]}" --precise $args >"$out" 2>/dev/null || log "benchmark failed"
-			v=$(rps "$out")
+			v=$(bench_rps "$out")
 			log "round $r $name $t: $v req/s"
 			printf '%s\t%s\t%s\t%s\n' "$r" "$name" "$t" "$v" >>"$RESULTS/runs.tsv"
 		done

@@ -20,10 +20,10 @@
 # run with fsync, as in production.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
-GO=${GO:-go}
-METASTORE_BIN=${METASTORE_BIN:-$BIN/metastore}
+LOG_TAG=bench-watch
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_TARGETS=${BENCH_TARGETS:-etcd metastore}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-600}
@@ -32,120 +32,39 @@ FANOUT_PUTS=${FANOUT_PUTS:-1000}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/watch-$STAMP}
 
-log() { printf '[bench-watch] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+build_tools watchfanout
+build_metastore
+make_work bench-watch
 
-# ---------------------------------------------------------------- tools ---
-
-if [[ ! -x "$BIN/benchmark" ]]; then
-	log "building etcd's benchmark tool (tests/tools/benchmark)"
-	(cd "$ROOT/tests/tools/benchmark" && "$GO" build -o "$BIN/benchmark" .)
-fi
-if [[ ! -x "$BIN/etcd" || ! -x "$BIN/etcdctl" ]]; then
-	log "building etcd and etcdctl (tests/tools)"
-	(cd "$ROOT/tests" && "$GO" build -o "$BIN/" ./tools/etcdctl ./tools/etcd)
-fi
-log "building watchfanout (tests/tools/watchfanout)"
-(cd "$ROOT/tests" && "$GO" build -o "$BIN/" ./tools/watchfanout)
-if [[ ! -x "$METASTORE_BIN" ]]; then
-	log "building $METASTORE_BIN"
-	(cd "$ROOT" && "$GO" build -o "$METASTORE_BIN" ./cmd/metastore)
-fi
-
-# ------------------------------------------------------------ processes ---
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/metastore-bench-watch.XXXXXX")
+# One server at a time, fresh for every run.
 SERVER_PID=
-RUN_PID=
-
 stop_server() {
 	[[ -n $SERVER_PID ]] || return 0
-	kill "$SERVER_PID" 2>/dev/null || true
-	for _ in $(seq 1 50); do
-		kill -0 "$SERVER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -9 "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
+	stop_pid "$SERVER_PID"
+	PIDS=()
 	SERVER_PID=
-}
-
-cleanup() {
-	if [[ -n $RUN_PID ]]; then
-		kill "$RUN_PID" 2>/dev/null || true
-		wait "$RUN_PID" 2>/dev/null || true
-	fi
-	stop_server
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-USED_PORTS=" "
-free_port() {
-	local lo hi p
-	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
-	((lo > 20000)) || lo=32768
-	for _ in $(seq 1 200); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % (lo - 20000)))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			USED_PORTS+="$p "
-			PORT=$p
-			return 0
-		fi
-	done
-	die "no free port found"
 }
 
 # start_server target: starts a fresh server; sets SERVER_PID and EP.
 start_server() {
-	local t=$1 dir cport pport
-	dir="$WORK/$t-data"
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	free_port; cport=$PORT
+	local t=$1
+	rm -rf "$WORK/$t-data"
 	case $t in
-	etcd)
-		free_port; pport=$PORT
-		"$BIN/etcd" --name bench --data-dir "$dir" \
-			--listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
-			--listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-			--initial-cluster "bench=http://127.0.0.1:$pport" --initial-cluster-state new \
-			--log-level warn >>"$RESULTS/etcd.log" 2>&1 &
-		;;
-	metastore)
-		"$METASTORE_BIN" --name bench --data-dir "$dir" \
-			--listen-client-urls "http://127.0.0.1:$cport" \
-			--log-level warn >>"$RESULTS/metastore.log" 2>&1 &
-		;;
+	etcd) launch_etcd bench "$WORK/$t-data" "$RESULTS/etcd.log" --log-level warn ;;
+	metastore) launch_metastore bench "$WORK/$t-data" "$RESULTS/metastore.log" --log-level warn ;;
 	esac
-	SERVER_PID=$!
-	EP="127.0.0.1:$cport"
-	for _ in $(seq 1 120); do
-		if "$BIN/etcdctl" --endpoints="$EP" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1; then
-			return 0
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || die "$t exited during start-up (see $RESULTS/$t.log)"
-		sleep 0.25
-	done
-	die "$t did not become healthy"
+	SERVER_PID=$LAUNCHED_PID
+	PIDS=("$SERVER_PID")
+	EP=$LAUNCHED_EP
+	wait_healthy "$t" "$SERVER_PID" "$EP" || die "$t did not start (see $RESULTS/$t.log)"
 }
 
 mkdir -p "$RESULTS"
 log "results: $RESULTS"
 {
-	echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "host: $(uname -srm)"
-	echo "cpus: $(nproc)"
-	echo "cpu_model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-	echo "mem: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	env_lines
 	echo "tmp_fs: $(df -PT "$WORK" | awk 'NR==2 {print $2" on "$1}')"
-	echo "go: $("$GO" version 2>/dev/null || echo unknown)"
-	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "bench_repeat: $BENCH_REPEAT"
-	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
 } >"$RESULTS/env.txt"
@@ -185,10 +104,7 @@ run_one() { # target name cmd
 	echo "# $cmd (load $(cut -d' ' -f1-3 /proc/loadavg))" >"$out"
 	log "$name → $t: $cmd"
 	# shellcheck disable=SC2086
-	timeout "$BENCH_TIMEOUT" "$BIN/"$cmd >>"$out" 2>"$out.stderr" &
-	RUN_PID=$!
-	wait "$RUN_PID" || rc=$?
-	RUN_PID=
+	run_child timeout "$BENCH_TIMEOUT" "$BIN/"$cmd >>"$out" 2>"$out.stderr" || rc=$?
 	((rc == 0)) || log "  exited with status $rc (see $out)"
 	# server CPU time (user+system) over the run, fresh server included
 	record "$t" "$name" "server cpu s" "$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$SERVER_PID/stat")"

@@ -22,10 +22,9 @@
 # measured.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
-GO=${GO:-go}
-METASTORE_BIN=${METASTORE_BIN:-$BIN/metastore}
+LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_TARGETS=${BENCH_TARGETS:-etcd metastore}
@@ -35,111 +34,21 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-1}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${BENCH_RESULTS:-$ROOT/bench-results/$STAMP}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# ---------------------------------------------------------------- tools ---
-
-if [[ ! -x "$BIN/benchmark" ]]; then
-	log "building etcd's benchmark tool into bin/ (tests/tools/benchmark)"
-	(cd "$ROOT/tests/tools/benchmark" && "$GO" build -o "$BIN/benchmark" .)
-fi
-if [[ ! -x "$BIN/etcd" || ! -x "$BIN/etcdctl" ]]; then
-	log "building etcd and etcdctl into bin/ (tests/tools)"
-	(cd "$ROOT/tests" && "$GO" build -o "$BIN/" ./tools/etcdctl ./tools/etcd)
-fi
-
-# ------------------------------------------------------------ processes ---
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/metastore-bench.XXXXXX")
-PIDS=()
-BENCH_PID=
-
-cleanup() {
-	local pid
-	if [[ -n $BENCH_PID ]]; then
-		kill "$BENCH_PID" 2>/dev/null || true
-		wait "$BENCH_PID" 2>/dev/null || true
-	fi
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		# give each server a few seconds to stop, then force it
-		for _ in $(seq 1 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -9 "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# free_port sets PORT to a loopback TCP port nothing listens on, below the
-# kernel's ephemeral range and distinct from the ports handed out before.
-USED_PORTS=" "
-free_port() {
-	local lo hi p
-	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
-	((lo > 20000)) || lo=32768
-	for _ in $(seq 1 200); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % (lo - 20000)))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			USED_PORTS+="$p "
-			PORT=$p
-			return 0
-		fi
-	done
-	die "no free port found"
-}
-
-healthy() { # endpoint
-	"$BIN/etcdctl" --endpoints="$1" --dial-timeout=1s --command-timeout=2s \
-		endpoint health >/dev/null 2>&1
-}
-
-# wait_healthy name pid endpoint seconds
-wait_healthy() {
-	local name=$1 pid=$2 ep=$3 secs=$4
-	local deadline=$((SECONDS + secs))
-	while ((SECONDS < deadline)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "$name exited during start-up (log: $RESULTS/$name.log)"
-			return 1
-		fi
-		if healthy "$ep"; then
-			return 0
-		fi
-		sleep 0.25
-	done
-	log "$name did not become healthy on $ep within ${secs}s (log: $RESULTS/$name.log)"
-	return 1
-}
+build_tools
+make_work bench
 
 mkdir -p "$RESULTS"
 log "results: $RESULTS"
 
 # ------------------------------------------------------ environment info ---
 {
-	echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "host: $(uname -srm)"
-	echo "cpus: $(nproc)"
-	echo "cpu_model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-	echo "mem: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	env_lines
 	echo "tmp_fs: $(df -PT "$WORK" | awk 'NR==2 {print $2" on "$1}')"
-	echo "go: $("$GO" version 2>/dev/null || echo unknown)"
-	echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	# bin/metastore is built from the work tree, which may differ from HEAD
 	echo "git_uncommitted_files: $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l)"
 	echo "metastore_bin_mtime: $(date -u -r "$METASTORE_BIN" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo missing)"
 	echo "bench_scale: $BENCH_SCALE"
 	echo "bench_rounds: $BENCH_ROUNDS"
-	echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "--- etcd --version"
 	"$BIN/etcd" --version 2>&1 || true
 	if [[ -x "$METASTORE_BIN" ]]; then
@@ -151,34 +60,19 @@ log "results: $RESULTS"
 # ---------------------------------------------------------------- servers ---
 
 QUOTA=$((8 * 1024 * 1024 * 1024)) # 8 GiB: no NOSPACE alarm during a run
-declare -A EP=()
+declare -A EP=() PID=()
 TARGETS=()
 
 start_etcd() {
-	local cport pport
-	free_port; cport=$PORT
-	free_port; pport=$PORT
-	mkdir -p "$WORK/etcd"
 	# shellcheck disable=SC2086
-	"$BIN/etcd" \
-		--name bench-etcd \
-		--data-dir "$WORK/etcd" \
-		--listen-client-urls "http://127.0.0.1:$cport" \
-		--advertise-client-urls "http://127.0.0.1:$cport" \
-		--listen-peer-urls "http://127.0.0.1:$pport" \
-		--initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-		--initial-cluster "bench-etcd=http://127.0.0.1:$pport" \
-		--initial-cluster-state new \
-		--quota-backend-bytes "$QUOTA" \
-		--log-level warn \
-		${ETCD_EXTRA_ARGS:-} \
-		>"$RESULTS/etcd.log" 2>&1 &
-	local pid=$!
-	PIDS+=("$pid")
-	if wait_healthy etcd "$pid" "127.0.0.1:$cport" 30; then
-		EP[etcd]="127.0.0.1:$cport"
+	launch_etcd bench-etcd "$WORK/etcd" "$RESULTS/etcd.log" \
+		--quota-backend-bytes "$QUOTA" --log-level warn ${ETCD_EXTRA_ARGS:-}
+	PIDS+=("$LAUNCHED_PID")
+	if wait_healthy etcd "$LAUNCHED_PID" "$LAUNCHED_EP" 30; then
+		EP[etcd]=$LAUNCHED_EP
+		PID[etcd]=$LAUNCHED_PID
 		TARGETS+=(etcd)
-		log "etcd healthy on 127.0.0.1:$cport (pid $pid)"
+		log "etcd healthy on $LAUNCHED_EP (pid $LAUNCHED_PID)"
 	else
 		die "the reference etcd did not start; see $RESULTS/etcd.log"
 	fi
@@ -192,9 +86,7 @@ start_metastore() {
 			return 0
 		fi
 	fi
-	local cport help
-	free_port; cport=$PORT
-	mkdir -p "$WORK/metastore"
+	local help
 	# the same quota and log level as etcd, where this build has the flags
 	local -a opt=()
 	help=$(timeout 10 "$METASTORE_BIN" --help 2>&1 || true)
@@ -205,22 +97,17 @@ start_metastore() {
 		opt+=(--log-level warn)
 	fi
 	# shellcheck disable=SC2086
-	"$METASTORE_BIN" \
-		--name bench-metastore \
-		--data-dir "$WORK/metastore" \
-		--listen-client-urls "http://127.0.0.1:$cport" \
-		"${opt[@]}" \
-		${METASTORE_EXTRA_ARGS:-} \
-		>"$RESULTS/metastore.log" 2>&1 &
-	local pid=$!
-	PIDS+=("$pid")
-	if wait_healthy metastore "$pid" "127.0.0.1:$cport" 30; then
-		EP[metastore]="127.0.0.1:$cport"
+	launch_metastore bench-metastore "$WORK/metastore" "$RESULTS/metastore.log" \
+		"${opt[@]}" ${METASTORE_EXTRA_ARGS:-}
+	PIDS+=("$LAUNCHED_PID")
+	if wait_healthy metastore "$LAUNCHED_PID" "$LAUNCHED_EP" 30; then
+		EP[metastore]=$LAUNCHED_EP
+		PID[metastore]=$LAUNCHED_PID
 		TARGETS+=(metastore)
-		log "metastore healthy on 127.0.0.1:$cport (pid $pid)"
+		log "metastore healthy on $LAUNCHED_EP (pid $LAUNCHED_PID)"
 	else
-		log "SKIPPING metastore: $METASTORE_BIN does not answer 'etcdctl endpoint health' yet"
-		kill "$pid" 2>/dev/null || true
+		log "SKIPPING metastore: $METASTORE_BIN does not answer 'etcdctl endpoint health' yet (log: $RESULTS/metastore.log)"
+		kill "$LAUNCHED_PID" 2>/dev/null || true
 	fi
 }
 
@@ -234,9 +121,6 @@ done
 ((${#TARGETS[@]} > 0)) || die "no server to measure"
 
 # -------------------------------------------------------------- workloads ---
-
-# scaled N → N*BENCH_SCALE rounded, at least 100
-scaled() { awk -v n="$1" -v s="$BENCH_SCALE" 'BEGIN { v = int(n * s + 0.5); if (v < 100) v = 100; print v }'; }
 
 # Totals at BENCH_SCALE=1 are sized so that each run against etcd takes
 # roughly 10 s on the 2-core machine in docs/benchmarks.md.
@@ -262,7 +146,7 @@ for t in "${TARGETS[@]}"; do
 		|| die "could not write $RANGE_KEY to $t"
 done
 
-declare -A RPS=() P99=() ERRS=() FAILED=()
+declare -A RPS=() P99=() ERRS=() FAILED=() CPU=()
 
 # run_one target name round args...
 run_one() {
@@ -271,30 +155,20 @@ run_one() {
 	local out="$RESULTS/$name.$t.r$r.txt"
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
 	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
-	local rc=0
+	local rc=0 c0
+	c0=$(cpu_ticks "${PID[$t]}")
 	# --precise: full float precision, so sub-millisecond p99s are not rounded
-	# run in the background and wait, so that a signal stops the run at once
-	timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" \
-		>>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" &
-	BENCH_PID=$!
-	wait "$BENCH_PID" || rc=$?
-	BENCH_PID=
+	run_child timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" \
+		>>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" || rc=$?
 	if ((rc != 0)); then
 		log "  benchmark exited with status $rc (see $out)"
 	fi
 	local k=$name.$t.$r
-	RPS[$k]=$(awk -F'\t' '/^ *Requests\/sec:/ {printf "%.0f", $2}' "$out")
-	# "  99% in 0.0123 secs." → milliseconds
-	P99[$k]=$(awk '$1 == "99%" && $2 == "in" {printf "%.2f", $3 * 1000}' "$out")
-	# errors are listed under "Error distribution:" as "  [count]\tmessage"
-	ERRS[$k]=$(awk '/^Error distribution:/ {e=1; next} e && match($0, /\[[0-9]+\]/) {n += substr($0, RSTART+1, RLENGTH-2)} END {print n+0}' "$out")
-	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, errors ${ERRS[$k]}"
-}
-
-# median of the numeric arguments (empty if there are none)
-median() {
-	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
-		awk -v f="$MEDIAN_FMT" '{a[NR] = $1} END { if (NR == 0) exit; m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf f, m }'
+	CPU[$k]=$(cpu_us_per_req "$c0" "$(cpu_ticks "${PID[$t]}")" "$(total_of "$@")")
+	RPS[$k]=$(bench_rps "$out")
+	P99[$k]=$(bench_p99 "$out")
+	ERRS[$k]=$(bench_errors "$out")
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]:-?} µs/req, errors ${ERRS[$k]}"
 }
 
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
@@ -316,13 +190,13 @@ echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/env.txt"
 
 # every run, one line each
 {
-	printf 'workload\tserver\tround\treq_per_s\tp99_ms\terrors\n'
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\n'
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		for t in "${TARGETS[@]}"; do
 			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 				k=$name.$t.$r
-				printf '%s\t%s\t%d\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${ERRS[$k]:-}"
+				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}"
 			done
 		done
 	done
@@ -332,15 +206,17 @@ echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/env.txt"
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		rs=() ps=() errs=0 failed=0
+		rs=() ps=() cs=() errs=0 failed=0
 		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 			k=$name.$t.$r
 			if [[ -n ${RPS[$k]} ]]; then rs+=("${RPS[$k]}"); else failed=$((failed + 1)); fi
 			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
+			[[ -n ${CPU[$k]} ]] && cs+=("${CPU[$k]}")
 			errs=$((errs + ${ERRS[$k]:-0}))
 		done
 		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
 		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
+		CPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${cs[@]}")
 		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
 		ERRS[$name.$t]=$errs
 		FAILED[$name.$t]=$failed
@@ -365,12 +241,13 @@ cell() { # target name field
 	case $3 in
 	rps) echo "${RPS[$k]}" ;;
 	p99) if [[ -n ${P99[$k]} ]]; then echo "${P99[$k]} ms"; else echo "-"; fi ;;
+	cpu) echo "${CPU[$k]:--}" ;;
 	esac
 }
 
 {
-	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 |"
-	echo "|---|---:|---:|---:|---:|---:|"
+	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		e=$(cell etcd "$name" rps)
@@ -381,13 +258,15 @@ cell() { # target name field
 			if [[ ${ERRS[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${ERRS[$name.$t]} errors)"; fi
 			if [[ ${FAILED[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${FAILED[$name.$t]} failed runs)"; fi
 		done
-		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) |"
+		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) | $(cell etcd "$name" cpu) | $(cell metastore "$name" cpu) |"
 	done
 	echo
 	if ((BENCH_ROUNDS > 1)); then
 		echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."
 		echo
 	fi
+	echo "CPU µs/req: the server process's user+system CPU time during the run divided by its requests."
+	echo
 	echo "Workloads (BENCH_SCALE=$BENCH_SCALE):"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name desc args <<<"$w"

@@ -14,7 +14,9 @@
 // are behind are caught up by their stream's sender from recent revisions in
 // memory or from the change log (Store.History).
 //
-// Reads (Store.Read, Store.Range) run concurrently from any goroutine;
+// Reads (Store.Read, Store.Range) run concurrently from any goroutine. A
+// read view is reused by later reads while the store's revision stands still
+// (readpool.go), so a caller must not touch a view after ending it.
 // Store.ReadPinned is a point-in-time view for reads spread over a long time
 // (a range streamed in pieces), holding a Pebble snapshot, not an iterator.
 // Writes go through a Batch: the single writer (the applier) opens one,

@@ -39,6 +39,8 @@ func (c *Config) Validate() error {
 	p.nonNegative("grpc.keepalive_min_time", c.GRPC.KeepaliveMinTime)
 	p.nonNegative("grpc.keepalive_interval", c.GRPC.KeepaliveInterval)
 	p.nonNegative("grpc.keepalive_timeout", c.GRPC.KeepaliveTimeout)
+	// Every worker is a goroutine started with the server.
+	p.check(c.GRPC.StreamWorkers <= maxStreamWorkers, "grpc.stream_workers", "must be at most %d, got %d", maxStreamWorkers, c.GRPC.StreamWorkers)
 
 	p.check(c.Limits.MaxTxnOps > 0, "limits.max_txn_ops", "must be > 0, got %d", c.Limits.MaxTxnOps)
 	// gRPC sizes messages with an int32.
@@ -80,6 +82,9 @@ func (c *Config) Validate() error {
 
 // problems collects validation failures, each naming its key.
 type problems []error
+
+// maxStreamWorkers bounds grpc.stream_workers.
+const maxStreamWorkers = 65536
 
 func (p *problems) add(key, format string, args ...any) {
 	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))

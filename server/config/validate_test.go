@@ -16,6 +16,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 	c.Limits.QuotaBackendBytes = -5
 	c.GRPC.MaxConcurrentStreams = 0
 	c.GRPC.KeepaliveTimeout = -time.Second
+	c.GRPC.StreamWorkers = 1 << 20
 	c.Auth.BcryptCost = 3
 	c.Maintenance.AutoCompactionMode = "daily"
 	c.Logging = Logging{Level: "trace", Format: "xml"}
@@ -29,6 +30,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		"name: must not be empty",
 		"grpc.max_concurrent_streams: must be > 0, got 0",
 		"grpc.keepalive_timeout: must be >= 0, got -1s",
+		"grpc.stream_workers: must be at most 65536, got 1048576",
 		"limits.max_txn_ops: must be > 0, got -1",
 		"limits.max_request_bytes: must be > 0 and <= 2147483647, got 0",
 		"limits.quota_backend_bytes: must be >= 0 (0 means the default 2GiB), got -5",

@@ -58,6 +58,22 @@ var grpcErrors = []struct {
 	{auth.ErrInvalidAuthToken, rpctypes.ErrGRPCInvalidAuthToken},
 	{auth.ErrInvalidAuthMgmt, rpctypes.ErrGRPCInvalidAuthMgmt},
 	{auth.ErrAuthOldRevision, rpctypes.ErrGRPCAuthOldRevision},
+	{apply.ErrIDRemoved, rpctypes.ErrGRPCMemberNotFound},
+	{apply.ErrIDNotFound, rpctypes.ErrGRPCMemberNotFound},
+	{apply.ErrIDExists, rpctypes.ErrGRPCMemberExist},
+	{apply.ErrPeerURLExists, rpctypes.ErrGRPCPeerURLExist},
+	{apply.ErrMemberNotLearner, rpctypes.ErrGRPCMemberNotLearner},
+	{apply.ErrTooManyLearners, rpctypes.ErrGRPCTooManyLearners},
+	// NB: etcd maps this one to rpctypes.ErrMemberNotEnoughStarted, the
+	// client-side error value rather than its gRPC status, so gRPC sends it
+	// as Unknown with the message.
+	{errNotEnoughStartedMembers, status.Error(codes.Unknown, rpctypes.ErrMemberNotEnoughStarted.Error())},
+	{errLearnerNotReady, rpctypes.ErrGRPCLearnerNotReady},
+	{errUnhealthy, rpctypes.ErrGRPCUnhealthy},
+	{errWrongDowngradeVersionFormat, rpctypes.ErrGRPCWrongDowngradeVersionFormat},
+	{errInvalidDowngradeTargetVersion, rpctypes.ErrGRPCInvalidDowngradeTargetVersion},
+	{errDowngradeInProcess, rpctypes.ErrGRPCDowngradeInProcess},
+	{errNoInflightDowngrade, rpctypes.ErrGRPCNoInflightDowngrade},
 	{context.Canceled, rpctypes.ErrGRPCCanceled},
 	{context.DeadlineExceeded, rpctypes.ErrGRPCDeadlineExceeded},
 }

@@ -30,8 +30,9 @@ func (s *Server) newHTTPHandler() http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		cv := s.clusterVersion().String()
 		json.NewEncoder(w).Encode(map[string]string{
-			"etcdserver": EtcdVersion, "etcdcluster": EtcdVersion, "storage": EtcdVersion,
+			"etcdserver": EtcdVersion, "etcdcluster": cv, "storage": cv,
 		})
 	})
 	mux.Handle("/metrics", s.metricsHandler())

@@ -39,8 +39,13 @@ func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		RaftAppliedIndex: applied,
 		RaftTerm:         s.ids.term,
 		DbSizeQuota:      s.cfg.Limits.QuotaBackendBytes,
-		StorageVersion:   EtcdVersion,
-		DowngradeInfo:    &pb.DowngradeInfo{},
+		// The storage version follows the cluster version (see
+		// apply.Versions).
+		StorageVersion: s.clusterVersion().String(),
+		DowngradeInfo:  &pb.DowngradeInfo{},
+	}
+	if vs := s.applier.Versions(); vs.DowngradeEnabled {
+		resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: true, TargetVersion: vs.DowngradeTarget}
 	}
 	for _, a := range s.applier.Alarms() {
 		resp.Errors = append(resp.Errors, a.String())

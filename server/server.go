@@ -142,7 +142,11 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.tenants.Store(newTenantSet(cfg.Tenants, nil))
-	if s.applier, err = apply.New(store, apply.Options{Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL}); err != nil {
+	if s.applier, err = apply.New(store, apply.Options{
+		Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
+		Self:           &pb.Member{ID: s.ids.member, PeerURLs: cfg.Server.AdvertisePeerURLs},
+		ClusterVersion: initialClusterVersion,
+	}); err != nil {
 		return nil, err
 	}
 	// The hub starts at the store's revision; every batch the loop commits
@@ -349,10 +353,14 @@ func (s *Server) startBackground(ctx context.Context) {
 		defer s.bg.Done()
 		s.watchPolicies(ctx, s.Reload)
 	}()
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() {
 		defer s.bg.Done()
 		s.runQuota(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.runVersionMonitor(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()

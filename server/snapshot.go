@@ -14,6 +14,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/metastore-dev/metastore/mvcc"
+	"github.com/metastore-dev/metastore/server/apply"
 )
 
 // snapshotTmpDir is where snapshots are checkpointed inside the data
@@ -108,6 +109,19 @@ func RestoreSnapshot(file, dataDir string) (rev int64, err error) {
 	}()
 	ids := newMemberIDs()
 	if err := writeIDs(store, ids); err != nil {
+		return 0, err
+	}
+	// The restored member starts a new one-member cluster: the old member
+	// set goes, and the first start makes one of the new member.
+	b, err := store.NewBatch()
+	if err != nil {
+		return 0, err
+	}
+	if err := apply.ClearMembers(b); err != nil {
+		b.Abort()
+		return 0, err
+	}
+	if err := b.Commit(); err != nil {
 		return 0, err
 	}
 	return store.Rev(), nil

@@ -45,6 +45,10 @@ type Applier struct {
 	// alarms is replaced, never mutated, so readers outside the applier
 	// (Status, health) need no lock.
 	alarms atomic.Pointer[[]*pb.AlarmMember]
+	// members and versions are replaced, never mutated, as alarms.
+	members     atomic.Pointer[Membership]
+	maxLearners int
+	versions    atomic.Pointer[Versions]
 }
 
 // Options wire the optional collaborators of an Applier.
@@ -61,13 +65,36 @@ type Options struct {
 	// Tenants are counted: live keys and bytes per prefix, kept with every
 	// write and persisted with it.
 	Tenants []Tenant
+	// Self is this member (ID and peer URLs): a store without a member set
+	// gets a one-member set of it. Nil leaves such a store without members.
+	Self *pb.Member
+	// MaxLearners caps the learner members (etcd's --max-learners);
+	// 0 means DefaultMaxLearners.
+	MaxLearners int
+	// ClusterVersion is the cluster version ("major.minor.0") of a store
+	// that has none recorded yet.
+	ClusterVersion string
 }
 
 const metaAlarms = "alarms"
 
-// New loads the applier's persistent state (alarms) from the store.
+// New loads the applier's persistent state (alarms, members, versions) from
+// the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
-	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth}
+	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth, maxLearners: opts.MaxLearners}
+	if a.maxLearners <= 0 {
+		a.maxLearners = DefaultMaxLearners
+	}
+	members, err := loadMembers(s, opts.Self)
+	if err != nil {
+		return nil, err
+	}
+	a.members.Store(members)
+	versions, err := loadVersions(s, opts.ClusterVersion)
+	if err != nil {
+		return nil, err
+	}
+	a.versions.Store(versions)
 	if len(opts.Tenants) > 0 {
 		u, err := loadTenants(s, opts.Tenants)
 		if err != nil {
@@ -157,6 +184,10 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 		return result(a.leaseRevoke(b, r.LeaseRevoke))
 	case r.LeaseCheckpoint != nil:
 		return result(a.leaseCheckpoint(b, r.LeaseCheckpoint))
+	case r.ClusterVersionSet != nil:
+		return a.clusterVersionSet(b, r.ClusterVersionSet)
+	case r.DowngradeInfoSet != nil:
+		return a.downgradeInfoSet(b, r.DowngradeInfoSet)
 	}
 	return Result{Err: fmt.Errorf("apply: unsupported request %s", r.String())}
 }

@@ -62,6 +62,7 @@ type BatchStats struct {
 type proposal struct {
 	req  *Request
 	fn   func(*mvcc.Batch) error // Do's function, instead of req
+	conf *ConfChange             // a membership change, instead of req
 	res  Result
 	done chan struct{}
 }
@@ -107,7 +108,17 @@ func (l *Loop) Pending() int { return len(l.queue) }
 // Propose queues r and waits until it is applied and durable. If ctx ends
 // first, Propose returns ctx's error; the request may still be applied.
 func (l *Loop) Propose(ctx context.Context, r *Request) (Result, error) {
-	p := &proposal{req: r, done: make(chan struct{})}
+	return l.propose(ctx, &proposal{req: r, done: make(chan struct{})})
+}
+
+// ProposeConfChange is Propose for a membership change (etcd's
+// ProposeConfChange): it is applied in order with the requests and counts
+// toward the applied index, as a raft configuration-change entry does.
+func (l *Loop) ProposeConfChange(ctx context.Context, cc *ConfChange) (Result, error) {
+	return l.propose(ctx, &proposal{conf: cc, done: make(chan struct{})})
+}
+
+func (l *Loop) propose(ctx context.Context, p *proposal) (Result, error) {
 	l.mu.RLock()
 	if l.stopped {
 		l.mu.RUnlock()
@@ -133,25 +144,11 @@ func (l *Loop) Propose(ctx context.Context, r *Request) (Result, error) {
 // must see every write before them and none after (recounting a tenant).
 // It waits for the commit; if ctx ends first, fn may still run.
 func (l *Loop) Do(ctx context.Context, fn func(*mvcc.Batch) error) error {
-	p := &proposal{fn: fn, done: make(chan struct{})}
-	l.mu.RLock()
-	if l.stopped {
-		l.mu.RUnlock()
-		return ErrStopped
+	res, err := l.propose(ctx, &proposal{fn: fn, done: make(chan struct{})})
+	if err != nil {
+		return err
 	}
-	select {
-	case l.queue <- p:
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		return ctx.Err()
-	}
-	l.mu.RUnlock()
-	select {
-	case <-p.done:
-		return p.res.Err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return res.Err
 }
 
 // Stop refuses new requests, applies every request already queued and waits
@@ -257,6 +254,10 @@ func (l *Loop) applyBatch(batch []*proposal) {
 		return
 	}
 	for _, p := range batch {
+		if p.conf != nil {
+			p.res = l.applier.ApplyConfChange(b, p.conf)
+			continue
+		}
 		p.res = l.applier.Apply(b, p.req)
 	}
 	applied := l.applied.Load() + uint64(len(batch))

@@ -146,6 +146,26 @@ func matrixRPCs() []matrixRPC {
 		{name: "MemberList", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
 			return a.clus.MemberList(ctx, &pb.MemberListRequest{})
 		}},
+		// Membership changes need root; an invalid peer URL is refused
+		// before the permission check.
+		{name: "MemberAdd no URLs", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.clus.MemberAdd(ctx, &pb.MemberAddRequest{IsLearner: true})
+		}},
+		{name: "MemberRemove unknown", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.clus.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: 12345})
+		}},
+		{name: "MemberUpdate unknown", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.clus.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: 12345, PeerURLs: []string{"http://10.0.0.1:2380"}})
+		}},
+		{name: "MemberPromote unknown", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.clus.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: 12345})
+		}},
+		{name: "Downgrade VALIDATE", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.maint.Downgrade(ctx, &pb.DowngradeRequest{Action: pb.DowngradeRequest_VALIDATE, Version: "3.5"})
+		}},
+		{name: "Downgrade CANCEL", errOnly: true, call: func(a *authEnv, ctx context.Context, _ string) (any, error) {
+			return a.maint.Downgrade(ctx, &pb.DowngradeRequest{Action: pb.DowngradeRequest_CANCEL})
+		}},
 		kv("AuthStatus", func(a *authEnv, ctx context.Context) (any, error) {
 			return a.auth.AuthStatus(ctx, &pb.AuthStatusRequest{})
 		}),

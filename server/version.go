@@ -208,9 +208,14 @@ func (s *Server) runVersionMonitor(ctx context.Context) {
 	}
 }
 
-// decideClusterVersion is etcd's decision with this member as the only
-// member (so the minimal server version is this server's).
+// decideClusterVersion is etcd's decision. It needs every member's server
+// version: etcd asks each member over its peer URLs, and a member that
+// never started does not answer, so with any member besides this one the
+// cluster version stays as it is.
 func (s *Server) decideClusterVersion() (*version, error) {
+	if len(s.applier.Members().Members) > 1 {
+		return nil, nil
+	}
 	cv := majorMinor(s.clusterVersion())
 	sv := majorMinor(serverVersion)
 	vs := s.applier.Versions()

@@ -94,9 +94,9 @@ func (c *memberCtl) run(sorted bool, args ...string) string {
 	})
 	out = c.norm(out)
 	if sorted {
-		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		lines := strings.Split(strings.TrimSuffix(normalizeWidths(out), "\n"), "\n")
 		sort.Strings(lines)
-		out = normalizeWidths(strings.Join(lines, "\n")) + "\n"
+		out = strings.Join(lines, "\n") + "\n"
 	}
 	errOut := c.norm(normalizeOutput(r.Stderr, c.endpoint, nil))
 	c.log = append(c.log, fmt.Sprintf("$ etcdctl %s\n[exit %d]\n%s%s", c.norm(strings.Join(args, " ")), r.ExitCode, out, stderrBlock(errOut)))

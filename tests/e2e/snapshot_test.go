@@ -45,6 +45,11 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: 100, Physical: true}); err != nil {
 		t.Fatal(err)
 	}
+	// The member set is not restored: the restored member starts a new
+	// one-member cluster, as etcdutl's restore makes one.
+	if _, err := pb.NewClusterClient(cli.ActiveConnection()).MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{"http://10.0.0.9:2380"}, IsLearner: true}); err != nil {
+		t.Fatal(err)
+	}
 	mc := pb.NewMaintenanceClient(cli.ActiveConnection())
 	before, err := mc.HashKV(ctx, &pb.HashKVRequest{})
 	if err != nil {
@@ -101,6 +106,13 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 	if st2.Header.MemberId == st.Header.MemberId || st2.Header.ClusterId == st.Header.ClusterId {
 		t.Errorf("restore must create a new cluster: ids %x/%x unchanged", st2.Header.ClusterId, st2.Header.MemberId)
+	}
+	ml, err := pb.NewClusterClient(framework.NewClient(t, q.Endpoint).ActiveConnection()).MemberList(ctx, &pb.MemberListRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ml.Members) != 1 || ml.Members[0].ID != st2.Header.MemberId || ml.Members[0].IsLearner {
+		t.Errorf("restored members = %v, want only the new member %x", ml.Members, st2.Header.MemberId)
 	}
 	got := framework.Etcdctl(t, q.Endpoint, "", "get", "key/005")
 	if got.ExitCode != 0 || !strings.Contains(got.Stdout, "key/005") {

@@ -145,6 +145,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.applier, err = apply.New(store, apply.Options{
 		Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
 		Self:           &pb.Member{ID: s.ids.member, PeerURLs: cfg.Server.AdvertisePeerURLs},
+		MaxLearners:    cfg.Cluster.MaxLearners,
 		ClusterVersion: initialClusterVersion,
 	}); err != nil {
 		return nil, err

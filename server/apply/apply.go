@@ -68,8 +68,7 @@ type Options struct {
 	// Self is this member (ID and peer URLs): a store without a member set
 	// gets a one-member set of it. Nil leaves such a store without members.
 	Self *pb.Member
-	// MaxLearners caps the learner members (etcd's --max-learners);
-	// 0 means DefaultMaxLearners.
+	// MaxLearners caps the learner members (etcd's --max-learners).
 	MaxLearners int
 	// ClusterVersion is the cluster version ("major.minor.0") of a store
 	// that has none recorded yet.
@@ -82,9 +81,6 @@ const metaAlarms = "alarms"
 // the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
 	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth, maxLearners: opts.MaxLearners}
-	if a.maxLearners <= 0 {
-		a.maxLearners = DefaultMaxLearners
-	}
 	members, err := loadMembers(s, opts.Self)
 	if err != nil {
 		return nil, err

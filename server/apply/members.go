@@ -99,9 +99,6 @@ const (
 	metaMembersRemoved = "members_removed"
 )
 
-// DefaultMaxLearners is etcd's --max-learners default.
-const DefaultMaxLearners = 1
-
 // Members returns the current member set.
 func (a *Applier) Members() *Membership { return a.members.Load() }
 

@@ -18,7 +18,7 @@ func openMembers(t *testing.T, dir string) (*mvcc.Store, *Applier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(st, Options{Self: &pb.Member{ID: 100, PeerURLs: []string{"http://self:2380"}}, ClusterVersion: "3.6.0"})
+	a, err := New(st, Options{Self: &pb.Member{ID: 100, PeerURLs: []string{"http://self:2380"}}, MaxLearners: 1, ClusterVersion: "3.6.0"})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)

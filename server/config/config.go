@@ -11,6 +11,7 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 
 	Server      Server      `yaml:"server"`
+	Cluster     Cluster     `yaml:"cluster"`
 	GRPC        GRPC        `yaml:"grpc"`
 	Limits      Limits      `yaml:"limits"`
 	Lease       Lease       `yaml:"lease"`
@@ -63,6 +64,13 @@ type Server struct {
 	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, /v3/watch
 	// …) on the client URLs (etcd's --enable-grpc-gateway).
 	EnableGRPCGateway bool `yaml:"enable_grpc_gateway"`
+}
+
+// Cluster holds the membership rules.
+type Cluster struct {
+	// MaxLearners caps the learner members in the cluster (etcd's
+	// --max-learners).
+	MaxLearners int `yaml:"max_learners"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -212,6 +220,7 @@ func Default() *Config {
 			AdvertisePeerURLs: []string{"http://localhost:2380"},
 			EnableGRPCGateway: true,
 		},
+		Cluster: Cluster{MaxLearners: 1},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,
 			KeepaliveMinTime:     5 * time.Second,

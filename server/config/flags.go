@@ -54,6 +54,7 @@ var flagDefs = []flagDef{
 		apply: func(*loader, string, string) error { return nil }},
 	{name: "name", group: groupMember, key: "name", usage: "Human-readable name for this member."},
 	{name: "data-dir", group: groupMember, key: "data_dir", usage: "Path to the data directory."},
+	{name: "max-learners", group: groupMember, key: "cluster.max_learners", usage: "Sets the maximum number of learners that can be available in the cluster membership."},
 
 	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
 	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},

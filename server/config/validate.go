@@ -42,6 +42,7 @@ func (c *Config) Validate() error {
 	// Every worker is a goroutine started with the server.
 	p.check(c.GRPC.StreamWorkers <= maxStreamWorkers, "grpc.stream_workers", "must be at most %d, got %d", maxStreamWorkers, c.GRPC.StreamWorkers)
 
+	p.check(c.Cluster.MaxLearners >= 0, "cluster.max_learners", "must be >= 0, got %d", c.Cluster.MaxLearners)
 	p.check(c.Limits.MaxTxnOps > 0, "limits.max_txn_ops", "must be > 0, got %d", c.Limits.MaxTxnOps)
 	// gRPC sizes messages with an int32.
 	p.check(c.Limits.MaxRequestBytes > 0 && c.Limits.MaxRequestBytes <= math.MaxInt32,

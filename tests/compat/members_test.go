@@ -3,7 +3,9 @@ package compat
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -27,6 +29,7 @@ type memberEnv struct {
 	cl         pb.ClusterClient
 	mt         pb.MaintenanceClient
 	kv         pb.KVClient
+	endpoint   string
 	names      map[uint64]string
 	ids        map[string]uint64
 	selfPeer   []string
@@ -39,7 +42,7 @@ func newMemberEnv(t *testing.T, srv *framework.Server) *memberEnv {
 	conn := cli.ActiveConnection()
 	m := &memberEnv{
 		t: t, cl: pb.NewClusterClient(conn), mt: pb.NewMaintenanceClient(conn), kv: pb.NewKVClient(conn),
-		names: map[uint64]string{}, ids: map[string]uint64{},
+		names: map[uint64]string{}, ids: map[string]uint64{}, endpoint: srv.Endpoint,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -356,7 +359,23 @@ func TestDowngrade(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		}
+		// versions records etcd's /version, without the server's own.
+		versions := func(label string) {
+			m.t.Helper()
+			c := &http.Client{Timeout: 10 * time.Second}
+			resp, err := c.Get("http://" + m.endpoint + "/version")
+			if err != nil {
+				m.t.Fatalf("GET /version: %v", err)
+			}
+			defer resp.Body.Close()
+			var v map[string]string
+			if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+				m.t.Fatalf("/version: %v", err)
+			}
+			m.record("/version "+label, fmt.Sprintf("etcdcluster=%q storage=%q", v["etcdcluster"], v["storage"]), nil)
+		}
 		V, E, C := pb.DowngradeRequest_VALIDATE, pb.DowngradeRequest_ENABLE, pb.DowngradeRequest_CANCEL
+		versions("initial")
 		st("initial")
 		dg(C, "")
 		for _, v := range []string{"3.5", "3.5.7", "3.5.0-alpha.1+meta", "3.4", "3.6", "4.5", "x", "", "3", "3.5.x", "v3.5"} {
@@ -371,12 +390,14 @@ func TestDowngrade(t *testing.T) {
 		dg(99, "3.5")
 		waitStorage("3.5.0")
 		st("downgraded")
+		versions("downgraded")
 		dg(V, "3.5")
 		dg(V, "3.4")
 		dg(C, "")
 		st("canceled")
 		waitStorage("3.6.0")
 		st("upgraded")
+		versions("upgraded")
 		dg(C, "")
 		dg(V, "3.5")
 	})

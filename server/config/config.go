@@ -52,9 +52,10 @@ type Server struct {
 	// AdvertiseClientURLs are reported in MemberList (etcd's
 	// --advertise-client-urls). Defaults to ListenClientURLs.
 	AdvertiseClientURLs []string `yaml:"advertise_client_urls"`
-	// AdvertisePeerURLs are reported as the member's peer URLs in
-	// MemberList (etcd's --initial-advertise-peer-urls). metastore has no peer
-	// listener until clustering; the default is etcd's.
+	// AdvertisePeerURLs are the member's peer URLs when its data directory
+	// is new (etcd's --initial-advertise-peer-urls); afterwards the stored
+	// member set, which MemberUpdate changes, is what MemberList reports.
+	// metastore has no peer listener until clustering; the default is etcd's.
 	AdvertisePeerURLs []string `yaml:"advertise_peer_urls"`
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.

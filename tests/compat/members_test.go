@@ -13,6 +13,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/tests/framework"
@@ -401,4 +403,68 @@ func TestDowngrade(t *testing.T) {
 		dg(C, "")
 		dg(V, "3.5")
 	})
+}
+
+// TestMemberClientErrors: through clientv3's member API, every refusal comes
+// back as the very rpctypes value etcd gives (clients compare by identity),
+// including etcd's not-enough-started error, which travels as code Unknown.
+func TestMemberClientErrors(t *testing.T) {
+	t.Parallel()
+	for _, b := range framework.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			srv := b.Start(t, framework.Options{})
+			cli := srv.Client(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			want := func(what string, err, w error) {
+				t.Helper()
+				if err != w { //nolint:errorlint // identity is the point
+					t.Errorf("%s: err = %#v, want %#v (identical)", what, err, w)
+				}
+			}
+			l, err := cli.MemberList(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			self := l.Members[0].ID
+			add, err := cli.MemberAddAsLearner(ctx, []string{"http://10.0.0.9:2380"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !add.Member.IsLearner || len(add.Members) != 2 {
+				t.Errorf("MemberAddAsLearner = %v", add)
+			}
+			_, err = cli.MemberAddAsLearner(ctx, []string{"http://10.0.0.8:2380"})
+			want("second learner", err, rpctypes.ErrTooManyLearners)
+			_, err = cli.MemberAddAsLearner(ctx, []string{"http://10.0.0.7:2380", "http://10.0.0.9:2380"})
+			want("peer URL taken", err, rpctypes.ErrPeerURLExist)
+			_, err = cli.MemberPromote(ctx, add.Member.ID)
+			want("promote unsynced learner", err, rpctypes.ErrMemberLearnerNotReady)
+			_, err = cli.MemberPromote(ctx, self)
+			want("promote voting member", err, rpctypes.ErrMemberNotLearner)
+			_, err = cli.MemberPromote(ctx, 12345)
+			want("promote unknown", err, rpctypes.ErrMemberNotFound)
+			_, err = cli.MemberUpdate(ctx, 12345, []string{"http://10.0.0.1:2380"})
+			want("update unknown", err, rpctypes.ErrMemberNotFound)
+			_, err = cli.MemberRemove(ctx, self)
+			want("remove the only voting member", err, rpctypes.ErrMemberNotEnoughStarted)
+			if _, err := cli.MemberRemove(ctx, add.Member.ID); err != nil {
+				t.Fatal(err)
+			}
+			_, err = cli.MemberRemove(ctx, add.Member.ID)
+			want("remove removed", err, rpctypes.ErrMemberNotFound)
+			_, err = cli.Downgrade(ctx, clientv3.DowngradeValidate, "3.4")
+			want("downgrade to 3.4", err, rpctypes.ErrInvalidDowngradeTargetVersion)
+			_, err = cli.Downgrade(ctx, clientv3.DowngradeValidate, "three")
+			want("downgrade to three", err, rpctypes.ErrWrongDowngradeVersionFormat)
+			if _, err := cli.Downgrade(ctx, clientv3.DowngradeEnable, "3.5"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = cli.Downgrade(ctx, clientv3.DowngradeEnable, "3.5")
+			want("downgrade twice", err, rpctypes.ErrDowngradeInProcess)
+			if _, err := cli.Downgrade(ctx, clientv3.DowngradeCancel, ""); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

@@ -153,6 +153,17 @@ var flagDefs = []flagDef{
 	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
+	{name: "strict-reconfig-check", group: groupCompat, def: "true", isBool: true, usage: "Accepted for etcd compatibility; only true: membership changes are always checked as etcd's strict check does.",
+		apply: func(_ *loader, _, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("invalid boolean %q (want true or false)", v)
+			}
+			if !b {
+				return fmt.Errorf("unsupported: metastore always checks reconfigurations (only true is accepted)")
+			}
+			return nil
+		}},
 	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},

@@ -133,9 +133,11 @@ logging: {level: debug, format: json}
 			"--initial-cluster-token", "tok", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 			"--listen-peer-urls", "http://127.0.0.1:2380", "--heartbeat-interval", "100",
 			"--election-timeout", "1000", "--snapshot-count", "5000", "--enable-grpc-gateway",
+			"--strict-reconfig-check", "--max-learners", "2",
 		},
 		want: func(c *Config) {
 			c.Name, c.DataDir = "s1", "/d"
+			c.Cluster.MaxLearners = 2
 			c.Server.ListenClientURLs = []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}
 			c.Server.AdvertisePeerURLs = []string{"http://127.0.0.1:2380"}
 			c.Server.AdvertiseClientURLs = []string{"http://10.0.0.1:2379"}
@@ -256,6 +258,13 @@ func TestLoadErrors(t *testing.T) {
 			`ETCD_BCRYPT_COST: invalid integer "x"`,
 			`limits.max_txn_ops: must be > 0, got -1`,
 			`logging.format: unknown format "xml"`,
+		},
+	}, {
+		name: "reconfiguration checks cannot be turned off",
+		args: []string{"--strict-reconfig-check=false", "--max-learners=-1"},
+		want: []string{
+			"--strict-reconfig-check: unsupported: metastore always checks reconfigurations",
+			"cluster.max_learners: must be >= 0, got -1",
 		},
 	}, {
 		name: "multi-member initial cluster",

@@ -233,6 +233,8 @@ func (s *Server) registerStoreMetrics() {
 			Name: "etcd_server_version", Help: "Which version is running. 1 for 'server_version' label with current version.",
 			ConstLabels: prometheus.Labels{"server_version": EtcdVersion},
 		}, one),
+		gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", func() float64 { return 0 }),
+		clusterVersionCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": "NOSPACE"},
 		}, func() float64 {
@@ -312,4 +314,21 @@ func (m *metrics) reloaded(ok bool) {
 	}
 	m.reloads.WithLabelValues("failed").Inc()
 	m.reloadOK.Set(0)
+}
+
+var clusterVersionDesc = prometheus.NewDesc("etcd_cluster_version",
+	"Which version is running. 1 for 'cluster_version' label with current cluster version", []string{"cluster_version"}, nil)
+
+// clusterVersionCollector reports etcd's etcd_cluster_version: 1 for the
+// current cluster version ("major.minor"), which a downgrade changes.
+type clusterVersionCollector struct{ s *Server }
+
+var _ prometheus.Collector = clusterVersionCollector{}
+
+// Describe implements prometheus.Collector.
+func (c clusterVersionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- clusterVersionDesc }
+
+// Collect implements prometheus.Collector.
+func (c clusterVersionCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, 1, c.s.clusterVersion().cluster())
 }

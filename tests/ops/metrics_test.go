@@ -79,11 +79,13 @@ func TestMetrics(t *testing.T) {
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`: 5,
 		`grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:              1,
 		`grpc_server_handling_seconds_count{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}`:       5,
-		"etcd_debugging_mvcc_current_revision": 6,
-		"etcd_debugging_mvcc_compact_revision": 3,
-		"etcd_server_has_leader":               1,
-		"etcd_server_is_leader":                1,
-		"etcd_server_quota_backend_bytes":      2 << 30,
+		"etcd_debugging_mvcc_current_revision":        6,
+		"etcd_debugging_mvcc_compact_revision":        3,
+		"etcd_server_has_leader":                      1,
+		"etcd_server_is_leader":                       1,
+		"etcd_server_quota_backend_bytes":             2 << 30,
+		"etcd_server_is_learner":                      0,
+		`etcd_cluster_version{cluster_version="3.6"}`: 1,
 	}
 	for name, v := range want {
 		if got := scrape(t, a.Endpoint, name); got != v {

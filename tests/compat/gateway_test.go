@@ -221,6 +221,13 @@ func TestGatewayMaintenance(t *testing.T) {
 		g.post("move leader to self", "/v3/maintenance/transfer-leadership", `{"targetID":1}`)
 		g.post("member list", "/v3/cluster/member/list", `{}`, "ID", "peerURLs", "clientURLs")
 		g.post("member list linearizable", "/v3/cluster/member/list", `{"linearizable":true}`, "ID", "peerURLs", "clientURLs")
+		g.post("member add bad URL", "/v3/cluster/member/add", `{"peerURLs":["bad"],"isLearner":true}`)
+		g.post("member promote unknown", "/v3/cluster/member/promote", `{"ID":12345}`)
+		g.post("member update unknown", "/v3/cluster/member/update", `{"ID":12345,"peerURLs":["http://10.0.0.1:2380"]}`)
+		g.post("member remove unknown", "/v3/cluster/member/remove", `{"ID":12345}`)
+		g.post("downgrade validate", "/v3/maintenance/downgrade", `{"action":"VALIDATE","version":"3.5"}`)
+		g.post("downgrade validate 3.4", "/v3/maintenance/downgrade", `{"action":"VALIDATE","version":"3.4"}`)
+		g.post("downgrade cancel", "/v3/maintenance/downgrade", `{"action":"CANCEL"}`)
 
 		// A snapshot arrives as one JSON object a line, the database in
 		// base64 blobs; the reassembled file is etcd's size rule: 512·n + 32.

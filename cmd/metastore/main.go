@@ -80,8 +80,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		// NB: new subcommands (snapshot restore, policy eval) go here.
 		switch args[0] {
 		case "version", "--version", "-version":
-			printVersion(stdout)
-			return 0
+			return versionCmd(args[1:], stdout, stderr)
 		case "help":
 			printUsage(stdout)
 			return 0
@@ -186,6 +185,37 @@ func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "Git SHA: %s\n", revision())
 	fmt.Fprintf(w, "Go Version: %s\n", runtime.Version())
 	fmt.Fprintf(w, "Go OS/Arch: %s/%s\n", runtime.GOOS, runtime.GOARCH)
+}
+
+const versionUsage = `Usage:
+
+  metastore version | --version
+    Print the version (etcd's --version layout) and exit.
+`
+
+// versionCmd runs `metastore version ARGS`: no arguments, or a request for
+// help.
+func versionCmd(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		printVersion(stdout)
+		return 0
+	case isHelp(args[0]):
+		fmt.Fprint(stdout, versionUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "metastore version: unexpected argument %q\n%s", args[0], versionUsage)
+	return 2
+}
+
+// isHelp reports whether a command-line word asks for help, as Go's flag
+// package and etcdctl take it.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 // revision is gitSHA, else the VCS revision the go command stamped.

@@ -50,6 +50,61 @@ func TestRun(t *testing.T) {
 		stdout:     []string{"--listen-client-urls 'http://127.0.0.1:2379'"},
 		emptyError: true,
 	}, {
+		name:       "help of every command",
+		args:       []string{"-h"},
+		stdout:     []string{"Usage:"},
+		emptyError: true,
+	}, {
+		name:       "version --help",
+		args:       []string{"version", "--help"},
+		stdout:     []string{"Usage:", "metastore version"},
+		emptyError: true,
+	}, {
+		name:   "version with an argument",
+		args:   []string{"version", "now"},
+		code:   2,
+		stderr: []string{`unexpected argument "now"`},
+	}, {
+		name:       "snapshot --help",
+		args:       []string{"snapshot", "--help"},
+		stdout:     []string{"metastore snapshot restore FILE --data-dir DIR"},
+		emptyError: true,
+	}, {
+		name:       "snapshot restore --help",
+		args:       []string{"snapshot", "restore", "--help"},
+		stdout:     []string{"metastore snapshot restore FILE --data-dir DIR"},
+		emptyError: true,
+	}, {
+		name:       "snapshot restore FILE -h",
+		args:       []string{"snapshot", "restore", "x.db", "-h"},
+		stdout:     []string{"metastore snapshot restore FILE --data-dir DIR"},
+		emptyError: true,
+	}, {
+		name:   "snapshot restore with an unknown flag",
+		args:   []string{"snapshot", "restore", "--datadir", "x"},
+		code:   2,
+		stderr: []string{"flag provided but not defined: -datadir", "Usage:"},
+	}, {
+		name:       "policy --help",
+		args:       []string{"policy", "--help"},
+		stdout:     []string{"metastore policy eval"},
+		emptyError: true,
+	}, {
+		name:       "policy eval --help",
+		args:       []string{"policy", "eval", "--help"},
+		stdout:     []string{"metastore policy eval", "--settings JSON"},
+		emptyError: true,
+	}, {
+		name:       "policy bench -h",
+		args:       []string{"policy", "bench", "-h"},
+		stdout:     []string{"metastore policy bench", "--cache-dir DIR"},
+		emptyError: true,
+	}, {
+		name:   "policy eval with an unknown flag",
+		args:   []string{"policy", "eval", "--modul", "m.wasm"},
+		code:   2,
+		stderr: []string{"flag provided but not defined: -modul"},
+	}, {
 		name: "bad config lists every problem",
 		args: []string{"--max-txn-ops=-1", "--log-format=xml", "--listen-client-urls=127.0.0.1:2379"},
 		env:  []string{"METASTORE_LIMITS_MAX_TXN_OP=5"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ const snapshotUsage = `Usage:
 
 // snapshotCmd runs `metastore snapshot ...` and returns the exit status.
 func snapshotCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprint(stdout, snapshotUsage)
 		if len(args) == 0 {
 			return 2
@@ -32,13 +33,20 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs := flag.NewFlagSet("snapshot restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// NB: the flag package would print its own usage to stderr on -h and
+	// on errors; ours goes to stdout on a request for help (exit 0), to
+	// stderr with the error otherwise (exit 2).
+	fs.SetOutput(io.Discard)
 	dataDir := fs.String("data-dir", "", "directory to restore into (must not exist or be empty)")
 	// The file may come before or after the flags, as in etcdutl.
 	var file string
 	rest := args[1:]
 	for len(rest) > 0 {
-		if err := fs.Parse(rest); err != nil {
+		if err := fs.Parse(rest); errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, snapshotUsage)
+			return 0
+		} else if err != nil {
+			fmt.Fprintf(stderr, "metastore snapshot restore: %v\n%s", err, snapshotUsage)
 			return 2
 		}
 		rest = fs.Args()

@@ -68,7 +68,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cacheDir := fs.String("cache-dir", defaultCacheDir(), "")
 	n := fs.Int("n", 100_000, "")
 	conc := fs.Int("concurrency", 1, "")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		// -h and --help after the subcommand ask for help, not an error.
+		fmt.Fprint(stdout, Usage)
+		return 0
+	} else if err != nil {
 		fmt.Fprintf(stderr, "metastore policy %s: %v\n%s", sub, err, Usage)
 		return 2
 	}

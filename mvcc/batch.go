@@ -110,6 +110,7 @@ func (b *Batch) Commit() error {
 	if err := b.s.Failed(); err != nil {
 		return err
 	}
+	b.s.written.Add(int64(b.b.Len()))
 	b.s.rev.Store(b.rev)
 	if b.compacts {
 		b.s.compactRev.Store(b.compact)

@@ -67,6 +67,7 @@ type Store struct {
 	opts Options
 
 	rev        atomic.Int64          // newest committed revision
+	written    atomic.Int64          // bytes of the batches committed since Open
 	compactRev atomic.Int64          // reads below this fail with ErrCompacted
 	failErr    atomic.Pointer[error] // ErrFailed wrapping the first cause; nil while healthy
 
@@ -148,6 +149,14 @@ func (s *Store) CompactRev() int64 { return s.compactRev.Load() }
 
 // DB exposes Pebble for maintenance (size, manual compaction, snapshots).
 func (s *Store) DB() *pebble.DB { return s.db }
+
+// WrittenBytes returns the bytes of every Batch committed since the store
+// was opened, as Pebble encodes them (versions, change log, metadata). It
+// only grows, and costs an atomic load: a caller that measures the
+// database's size now and then (Pebble's metrics are too costly to read on
+// every request) adds the growth since its last measurement, so that data
+// still in the memtable and WAL counts as soon as it is committed.
+func (s *Store) WrittenBytes() int64 { return s.written.Load() }
 
 // Meta returns the stored metadata value for name, or nil.
 func (s *Store) Meta(name string) ([]byte, error) {

@@ -67,6 +67,11 @@ func rangeFlags(r *pb.RangeRequest) uint8 {
 
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
 	s := k.s
+	cost := quotaCostPut(r)
+	if err := s.reserveSpace(ctx, cost); err != nil {
+		return nil, err
+	}
+	defer s.quota.release(cost)
 	if err := checkPutRequest(r); err != nil {
 		return nil, err
 	}
@@ -145,6 +150,11 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 
 func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
 	s := k.s
+	cost := quotaCostTxn(r)
+	if err := s.reserveSpace(ctx, cost); err != nil {
+		return nil, err
+	}
+	defer s.quota.release(cost)
 	if err := checkTxnRequest(r, s.cfg.Limits.MaxTxnOps); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,10 @@ var _ pb.LeaseServer = (*leaseServer)(nil)
 const grantAttempts = 3
 
 func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := l.s.reserveSpace(ctx, quotaLeaseOverhead); err != nil {
+		return nil, err
+	}
+	defer l.s.quota.release(quotaLeaseOverhead)
 	// As etcd's: any authenticated user may grant.
 	if err := l.s.requireUser(ctx); err != nil {
 		return nil, toGRPCError(err)

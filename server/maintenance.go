@@ -113,6 +113,12 @@ func (s *Server) dbSize() (size, inUse int64) {
 	// Pebble reuses or frees, not growth; counting them would keep a store
 	// over its quota after its data is deleted and defragmented.
 	size = int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize)
+	// NB: Pebble reports the current WAL at its size when it was opened
+	// (often 0); WAL.Size is what the live WALs hold, the data not yet
+	// flushed to tables. etcd's size counts a write once committed.
+	if m.WAL.Size > m.WAL.PhysicalSize {
+		size += int64(m.WAL.Size - m.WAL.PhysicalSize)
+	}
 	if live, err := s.store.DB().EstimateDiskUsage([]byte{0}, []byte{0xff}); err == nil {
 		inUse = int64(live)
 	}

@@ -50,10 +50,10 @@ func (s *Server) runQuota(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		size := s.measureSpace()
 		if s.hasAlarm(pb.AlarmType_NOSPACE) {
 			continue
 		}
-		size, _ := s.dbSize()
 		quota := s.quotaBytes()
 		if size <= quota {
 			continue

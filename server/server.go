@@ -85,6 +85,7 @@ type Server struct {
 	metrics      *metrics
 	limiter      *rateLimiter              // nil: no rate limits
 	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
+	quota        *spaceQuota               // etcd's backend quota (spacequota.go)
 
 	stopOnce sync.Once
 	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
@@ -153,6 +154,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
 	s.hub = mvcc.NewHub(store, mvcc.HubOptions{})
+	s.quota = newSpaceQuota(store, s.quotaBytes(), func() int64 { size, _ := s.dbSize(); return size })
 	s.watch = newWatchServer(s)
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
 		return nil, err

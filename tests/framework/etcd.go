@@ -62,6 +62,7 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 		cfg.WatchProgressNotifyInterval = o.WatchProgressNotifyInterval
 	}
 	cfg.EnableGRPCGateway = !o.DisableGRPCGateway
+	cfg.QuotaBackendBytes = o.QuotaBackendBytes
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,9 @@ func StartMetastore(t testing.TB, o Options) *Server {
 		cfg.Watch.ProgressNotifyInterval = o.WatchProgressNotifyInterval
 	}
 	cfg.Server.EnableGRPCGateway = !o.DisableGRPCGateway
+	if o.QuotaBackendBytes > 0 {
+		cfg.Limits.QuotaBackendBytes = o.QuotaBackendBytes
+	}
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)

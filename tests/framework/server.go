@@ -36,6 +36,9 @@ type Options struct {
 	WatchProgressNotifyInterval time.Duration
 	// DisableGRPCGateway is --enable-grpc-gateway=false.
 	DisableGRPCGateway bool
+	// QuotaBackendBytes is --quota-backend-bytes; 0 keeps the default
+	// (2 GiB).
+	QuotaBackendBytes int64
 }
 
 func (o Options) bcryptCost() int {

@@ -157,6 +157,7 @@ type hubStats struct {
 	readsMemory, readsStore     atomic.Int64
 	eventsQueued, responsesSent atomic.Int64
 	eventsSent                  atomic.Int64
+	eventsPending               atomic.Int64 // events in streams' queues
 }
 
 // HubMetrics describe a hub's watchers and work so far.
@@ -174,6 +175,9 @@ type HubMetrics struct {
 	// Responses and EventsSent count the responses and events handed to
 	// senders; EventsQueued the events the live fan-out queued.
 	Responses, EventsSent, EventsQueued int64
+	// EventsPending is the events waiting in streams' queues for their
+	// senders (etcd's pending events: handed to a watcher, not yet sent).
+	EventsPending int64
 }
 
 // Metrics returns the hub's current metrics.
@@ -184,6 +188,7 @@ func (h *Hub) Metrics() HubMetrics {
 		Overflows: st.overflows.Load(), Compacted: st.compacted.Load(),
 		ReadsMemory: st.readsMemory.Load(), ReadsStore: st.readsStore.Load(),
 		Responses: st.responsesSent.Load(), EventsSent: st.eventsSent.Load(), EventsQueued: st.eventsQueued.Load(),
+		EventsPending: st.eventsPending.Load(),
 	}
 }
 
@@ -623,8 +628,8 @@ type WatchStream struct {
 	queue []queued
 	head  int
 	base  int64
-	// qBytes is the event bytes of queue[head:].
-	qBytes int
+	// qBytes is the event bytes of queue[head:], qEvents its events.
+	qBytes, qEvents int
 	// barrier is the position of the newest queued response that is not an
 	// event response: events may not join a response before it, or a
 	// progress notification would overtake them.
@@ -785,7 +790,8 @@ func (ws *WatchStream) Close() {
 	}
 	h.mu.Unlock()
 	ws.mu.Lock()
-	ws.queue, ws.head, ws.qBytes = nil, 0, 0
+	h.stats.eventsPending.Add(-int64(ws.qEvents))
+	ws.queue, ws.head, ws.qBytes, ws.qEvents = nil, 0, 0, 0
 	ws.mu.Unlock()
 }
 
@@ -814,6 +820,7 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 	}
 	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events)})
+	ws.addPendingLocked(len(r.Events))
 	ws.barrier = ws.base + int64(len(ws.queue)-1)
 	ws.mu.Unlock()
 	if wake {
@@ -869,6 +876,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 		q.Revision = rev
 		w.qRevs += revs
 		ws.qBytes += bytes
+		ws.addPendingLocked(len(evs))
 		ws.mu.Unlock()
 		return true
 	}
@@ -886,10 +894,20 @@ func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs, byt
 	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events), bytes: bytes})
 	ws.qBytes += bytes
+	ws.addPendingLocked(len(r.Events))
 	w.qPos, w.qRevs = ws.base+int64(len(ws.queue)-1), revs
 	ws.mu.Unlock()
 	if wake {
 		ws.signal()
+	}
+}
+
+// addPendingLocked counts n events into (or, negative, out of) the queue;
+// ws.mu must be held.
+func (ws *WatchStream) addPendingLocked(n int) {
+	if n != 0 {
+		ws.qEvents += n
+		ws.h.stats.eventsPending.Add(int64(n))
 	}
 }
 
@@ -910,6 +928,7 @@ func (ws *WatchStream) take(buf []WatchResponse, max int) ([]WatchResponse, int)
 			r.Events = evs
 		}
 		ws.qBytes -= q.bytes
+		ws.addPendingLocked(-q.nEvents)
 		buf = append(buf, r)
 	}
 	clear(ws.queue[ws.head:end])

@@ -80,6 +80,7 @@ func watchMetrics(h *mvcc.Hub) []prometheus.Collector {
 		gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", func(m mvcc.HubMetrics) int64 { return m.Watchers }),
 		gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", func(m mvcc.HubMetrics) int64 { return m.Lagging }),
 		counter("etcd_debugging_mvcc_events_total", "Total number of events sent by this member.", nil, func(m mvcc.HubMetrics) int64 { return m.EventsSent }),
+		gauge("etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent.", func(m mvcc.HubMetrics) int64 { return m.EventsPending }),
 		counter("metastore_watch_responses_total", "Watch responses handed to watch streams.", nil, func(m mvcc.HubMetrics) int64 { return m.Responses }),
 		counter("metastore_watch_overflows_total", "Times a watcher fell behind because its stream's queue was full.", nil, func(m mvcc.HubMetrics) int64 { return m.Overflows }),
 		counter("metastore_watch_compacted_total", "Watchers canceled because the revision they needed was compacted.", nil, func(m mvcc.HubMetrics) int64 { return m.Compacted }),

@@ -116,6 +116,11 @@ type WatchOptions struct {
 	PrevKV bool
 	// NoPut and NoDelete drop PUT and DELETE events.
 	NoPut, NoDelete bool
+	// Fragment says the caller splits large responses into fragments
+	// that the client merges (etcd's fragment option): a watcher catching
+	// up then gets up to catchUpMaxRevs revisions per response, as etcd's,
+	// bounded by fragmentMaxBytes rather than mergeMaxBytes.
+	Fragment bool
 	// Tag is the caller's own value, returned with the watcher's responses.
 	Tag any
 }
@@ -571,8 +576,8 @@ type watcher struct {
 	next     int64 // first revision not yet delivered (in sync: not yet published)
 	state    watcherState
 
-	prevKV, noPut, noDelete bool
-	tag                     any
+	prevKV, noPut, noDelete, fragment bool
+	tag                               any
 
 	// membership in the hub's index of in-sync watchers
 	group *watcherGroup
@@ -677,7 +682,7 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 	}
 	w := &watcher{
 		id: id, key: o.Key, end: o.End, stream: ws, startRev: o.StartRev,
-		prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, tag: o.Tag,
+		prevKV: o.PrevKV, noPut: o.NoPut, noDelete: o.NoDelete, fragment: o.Fragment, tag: o.Tag,
 		qPos: -1,
 	}
 	ws.watchers[id] = w
@@ -837,6 +842,22 @@ const (
 	mergeMaxEvents = 1024
 	mergeMaxBytes  = 1 << 20
 )
+
+// fragmentMaxBytes bounds one catch-up response of a watcher whose
+// responses are sent in fragments. etcd bounds it by revisions only (a
+// thousand revisions of 1.5 MiB values is 1.5 GiB); past this size the
+// events continue in the next response, as they do past catchUpMaxRevs.
+// A variable for tests.
+var fragmentMaxBytes = 64 << 20
+
+// responseMaxBytes is about the most event bytes a catch-up response to w
+// holds past its first revision.
+func (w *watcher) responseMaxBytes() int {
+	if w.fragment {
+		return fragmentMaxBytes
+	}
+	return mergeMaxBytes
+}
 
 // eventBytes estimates an event's encoded size.
 func eventBytes(ev *mvccpb.Event) int {
@@ -1096,8 +1117,8 @@ func (ws *WatchStream) catchUp(ctx context.Context) error {
 					return
 				}
 				// A response holds at most catchUpMaxRevs revisions and,
-				// past one revision, about mergeMaxBytes.
-				if re.rev != w.pendingLast && (w.pendingRevs == catchUpMaxRevs || w.pendingRevs > 0 && w.pendingBytes >= mergeMaxBytes) {
+				// past one revision, about responseMaxBytes.
+				if re.rev != w.pendingLast && (w.pendingRevs == catchUpMaxRevs || w.pendingRevs > 0 && w.pendingBytes >= w.responseMaxBytes()) {
 					r, _, _ := w.takePending(head)
 					e.outs = append(e.outs, r)
 				}

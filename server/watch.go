@@ -219,7 +219,7 @@ func (sws *serverWatchStream) create(r *pb.WatchCreateRequest) {
 	default:
 		end = r.RangeEnd
 	}
-	o := mvcc.WatchOptions{ID: r.WatchId, Key: key, End: end, StartRev: r.StartRevision, PrevKV: r.PrevKv}
+	o := mvcc.WatchOptions{ID: r.WatchId, Key: key, End: end, StartRev: r.StartRevision, PrevKV: r.PrevKv, Fragment: r.Fragment}
 	for _, f := range r.Filters {
 		switch f {
 		case pb.WatchCreateRequest_NOPUT:

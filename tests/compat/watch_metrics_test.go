@@ -205,7 +205,7 @@ func watchMetricsScenario(t *testing.T, srv *framework.Server) []string {
 	// A stream whose client stops reading: its watcher falls behind (etcd:
 	// a victim once the stream's channel is full; metastore: lagging once
 	// its queue is) and catches up when the client reads again.
-	const stalledRevs, stalledValue = 400, 100 << 10
+	const stalledRevs, stalledValue = 500, 100 << 10
 	rawCtx, rawCancel := context.WithCancel(ctx)
 	defer rawCancel()
 	// NB: etcd catches the victim up in one message of every revision it

@@ -154,7 +154,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
 	s.hub = mvcc.NewHub(store, mvcc.HubOptions{})
-	s.quota = newSpaceQuota(store, s.quotaBytes(), func() int64 { size, _ := s.dbSize(); return size })
+	s.quota = newSpaceQuota(store, s.quotaBytes(), s.liveDBSize)
 	s.watch = newWatchServer(s)
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
 		return nil, err

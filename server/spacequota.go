@@ -125,6 +125,10 @@ func (s *Server) reserveSpace(ctx context.Context, cost int64) error {
 }
 
 // measureSpace measures the database's size for the quota and returns it.
-func (s *Server) measureSpace() int64 {
-	return s.quota.remeasure(func() int64 { size, _ := s.dbSize(); return size })
+func (s *Server) measureSpace() int64 { return s.quota.remeasure(s.liveDBSize) }
+
+// liveDBSize is dbSize's size: what the database holds, flushed or not.
+func (s *Server) liveDBSize() int64 {
+	size, _ := s.dbSize()
+	return size
 }

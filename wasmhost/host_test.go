@@ -182,8 +182,6 @@ func TestHostileContained(t *testing.T) {
 		{"garbage-verdict", HookAuthorize, KindBadResult},
 		{"garbage-verdict", HookAdmit, KindBadResult},
 		{"mutate-authorize", HookAuthorize, KindBadResult},
-		{"oversized-reason", HookAuthorize, KindBadResult},
-		{"reason-oob", HookAuthorize, KindBadResult},
 		{"oversized-mutation", HookAdmit, KindBadResult},
 	} {
 		for _, onErr := range []OnError{FailClosed, FailOpen} {

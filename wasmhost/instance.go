@@ -343,6 +343,9 @@ func (inst *instance) readReason() (string, *callError) {
 	if cerr != nil {
 		return "", cerr
 	}
+	if len(b) == 0 {
+		return "", badResult("%s is empty", ExportReason)
+	}
 	if !utf8.Valid(b) {
 		return "", badResult("%s is not UTF-8", ExportReason)
 	}

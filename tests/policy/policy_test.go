@@ -292,8 +292,9 @@ func TestAdmission(t *testing.T) {
 		t.Fatalf("raw: %v", err)
 	}
 
-	// The mutation moves a write to "k": alice's role (every key) covers it;
-	// bob, confined to /bob/, is refused on the re-check.
+	// move-anywhere moves a write to "k": carol's role (every key) covers
+	// it; bob, confined to /bob/, is refused on the re-check. move-key,
+	// matched on /move/, may not move alice's write out of /move/.
 	root := cl["root"]
 	if _, err := root.RoleAdd(ctx, "mover"); err != nil {
 		t.Fatal(err)

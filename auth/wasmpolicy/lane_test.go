@@ -158,3 +158,32 @@ func TestAdmitterChecksLane(t *testing.T) {
 		t.Fatalf("bad mutations counted: %v", kinds)
 	}
 }
+
+// FuzzCheckMutation: arbitrary mutations never panic, and one accepted
+// with a prefix set has every range it touches under the prefix or kept
+// from the original.
+func FuzzCheckMutation(f *testing.F) {
+	for _, m := range wasmtest.Mutations {
+		f.Add(uint8(1), m)
+		f.Add(uint8(2), m)
+		f.Add(uint8(3), m)
+	}
+	orig := &pb.TxnRequest{Success: []*pb.RequestOp{put("/u/keep", "v")}}
+	origTxn, _ := orig.Marshal()
+	f.Fuzz(func(t *testing.T, kind uint8, mut []byte) {
+		k := wasmhost.AdmitKind(kind % 4)
+		err := CheckMutation(k, origTxn, mut, [][]byte{[]byte("/t/")})
+		if err != nil || k != wasmhost.AdmitTxn {
+			return
+		}
+		items, lerr := laneItems(k, mut, true)
+		if lerr != nil {
+			t.Fatalf("accepted a mutation that does not decode: %v", lerr)
+		}
+		for _, it := range items {
+			if !rangeWithin(it.key, it.end, []byte("/t/")) && !(it.what == "put" && string(it.key) == "/u/keep") {
+				t.Fatalf("accepted %s of [%q, %q)", it.what, it.key, it.end)
+			}
+		}
+	})
+}

@@ -303,6 +303,9 @@ func wasiWrite(inst *instance, m api.Module, s []uint64) uint32 {
 			forwarded += k
 		}
 	}
+	if total > 1<<32-1 { // nwritten is a u32, as writev's sum may not overflow
+		return errnoInval
+	}
 	if !mem.WriteUint32Le(out, uint32(total)) {
 		return errnoFault
 	}

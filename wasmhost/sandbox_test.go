@@ -312,3 +312,21 @@ func TestGoHostCalls(t *testing.T) {
 }
 
 var _ = wasmtest.Page1
+
+// TestExamplePoliciesLink: every example policy, built by the standard Go
+// toolchain for wasip1, links against the host's own WASI, initialises and
+// answers.
+func TestExamplePoliciesLink(t *testing.T) {
+	h := newHost(t, nil)
+	admitReq, err := AppendAdmission(nil, &Request{Op: OpPut, User: "alice",
+		Ranges: []Range{{Perm: PermWrite, Key: []byte("/x")}}}, AdmitPut, []byte("\x0a\x02/x\x12\x01v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range []string{"policies/freeze", "policies/valuerules", "policies/stampowner", "policies/tenantisolation"} {
+		p := loadGo(t, h, pkg, `{}`, relaxed)
+		if d := p.Admit(context.Background(), admitReq); d.Err != nil {
+			t.Errorf("%s: %+v", pkg, d)
+		}
+	}
+}

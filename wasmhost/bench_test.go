@@ -201,7 +201,7 @@ func BenchmarkInstantiate(b *testing.B) {
 	v := p.cur.Load()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		inst, err := v.newInstance(context.Background())
+		inst, err := v.newInstance()
 		if err != nil {
 			b.Fatal(err)
 		}

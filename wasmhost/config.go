@@ -61,6 +61,13 @@ type Limits struct {
 	AuthorizeTimeout time.Duration
 	AdmitTimeout     time.Duration
 	InitTimeout      time.Duration
+	// Fuel is a per-call work budget (authorize and admit; 0: none), in
+	// fuel units: about one loop iteration or call of guest code each, and
+	// for host functions one per 16 bytes or 8 per element they handle. It
+	// is deterministic where the deadline is not (a descheduled thread),
+	// counted in quanta of 10,000 guest units. A call over it fails with
+	// KindFuel.
+	Fuel int64
 	// Instances is the number of warm instances kept (default GOMAXPROCS).
 	Instances int
 	// RecycleCalls retires an instance after that many calls.
@@ -132,6 +139,9 @@ func (l Limits) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if l.ModuleBytes < 0 {
 		bad("module size limit %d is negative", l.ModuleBytes)
+	}
+	if l.Fuel < 0 {
+		bad("fuel budget %d is negative", l.Fuel)
 	}
 	if l.MemoryBytes < 0 || (l.MemoryBytes > 0 && l.MemoryBytes < 1<<16) || l.MemoryBytes > 4<<30 {
 		bad("memory limit %d must be between 64KiB and 4GiB", l.MemoryBytes)

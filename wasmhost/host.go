@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -24,6 +25,8 @@ type Options struct {
 type Host struct {
 	cache  wazero.CompilationCache
 	events Events
+	// background counts abandoned loads still finishing (Close waits).
+	background sync.WaitGroup
 }
 
 // NewHost creates a host. Close it after every policy.
@@ -46,7 +49,9 @@ func NewHost(opts Options) (*Host, error) {
 	return h, nil
 }
 
-// Close releases the compilation cache (the files on disk stay).
+// Close releases the compilation cache (the files on disk stay), after
+// any abandoned load has finished (each is bounded by its limits).
 func (h *Host) Close(ctx context.Context) error {
+	h.background.Wait()
 	return h.cache.Close(ctx)
 }

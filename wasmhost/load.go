@@ -13,7 +13,6 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
 )
@@ -125,7 +124,7 @@ func sameTypes(a, b []api.ValueType) bool {
 
 // checkImports refuses any import other than metastore.log and WASI preview
 // 1 functions.
-func checkImports(m *wasmbin.Module, wasi map[string]bool) error {
+func checkImports(m *wasmbin.Module) error {
 	imports, err := m.Imports()
 	if err != nil {
 		return err
@@ -135,10 +134,10 @@ func checkImports(m *wasmbin.Module, wasi map[string]bool) error {
 		case imp.Kind != wasmbin.KindFunc:
 			return fmt.Errorf("import %s.%s is not a function; only functions may be imported", imp.Module, imp.Name)
 		case imp.Module == ImportModule && imp.Name == ImportLog:
-		case imp.Module == wasi_snapshot_preview1.ModuleName && wasi[imp.Name]:
+		case imp.Module == wasiModule && wasiNames[imp.Name]:
 		default:
 			return fmt.Errorf("import %s.%s is not granted (allowed: %s.%s and %s functions)",
-				imp.Module, imp.Name, ImportModule, ImportLog, wasi_snapshot_preview1.ModuleName)
+				imp.Module, imp.Name, ImportModule, ImportLog, wasiModule)
 		}
 	}
 	return nil
@@ -181,14 +180,10 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 			rt.Close(ctx)
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt); err != nil {
 		return fail(fmt.Errorf("wasi: %w", err))
 	}
-	wasiFuncs := map[string]bool{}
-	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
-		wasiFuncs[name] = true
-	}
-	if err := checkImports(parsed, wasiFuncs); err != nil {
+	if err := checkImports(parsed); err != nil {
 		return fail(err)
 	}
 	if err := wasmbin.AddMetering(parsed, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
@@ -213,19 +208,17 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if f := p.host.events.Compiled; f != nil {
 		f(cfg.Name, v.compileTime)
 	}
-	// No filesystem, environment, arguments or real clock: wazero's
-	// defaults are a fake wall clock and nanotime, a no-op sleep and a
-	// deterministic random source; stdout is discarded.
+	// The sandbox (no filesystem, environment, arguments or real clock) is
+	// the host's own WASI (wasi.go); no _start is called.
 	v.modCfg = wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions().
-		WithStdout(io.Discard)
+		WithStartFunctions()
 	// The whole pool is warmed here, off the request path: a reloaded
 	// version must not meet its first burst of calls with one instance.
 	v.pool = newPool(v)
 	warm := make([]*instance, 0, v.pool.target)
 	for range v.pool.target {
-		inst, err := v.newInstance(ctx)
+		inst, err := v.newInstance()
 		if err != nil {
 			for _, w := range warm {
 				w.close()

@@ -72,6 +72,9 @@ type PolicyLimits struct {
 	Instances int `yaml:"instances"`
 	// ReasonBytes caps a denial reason (default 1KiB).
 	ReasonBytes int `yaml:"reason_bytes" unit:"bytes"`
+	// Fuel is a per-call work budget in fuel units (about one guest loop
+	// iteration each; 0 = none, the deadline alone).
+	Fuel int64 `yaml:"fuel"`
 }
 
 // Tenant is a configured tenant (a `tenants:` entry): the owner of a key
@@ -175,6 +178,7 @@ func (c *Config) validatePolicies(p *problems) {
 		p.nonNegative(key+".limits.init_timeout", l.InitTimeout)
 		p.check(l.Instances >= 0, key+".limits.instances", "must be >= 0, got %d", l.Instances)
 		p.check(l.ReasonBytes >= 0, key+".limits.reason_bytes", "must be >= 0, got %d", l.ReasonBytes)
+		p.check(l.Fuel >= 0, key+".limits.fuel", "must be >= 0, got %d", l.Fuel)
 	}
 
 	tnames := map[string]bool{}

@@ -40,6 +40,8 @@ type instance struct {
 	callStart int64
 	timeout   int64
 	timedOut  bool
+	// limitHit is the limit the current call reached (see hostLimit).
+	limitHit ErrorKind
 
 	stderr lineWriter
 }
@@ -226,7 +228,7 @@ func badResult(format string, args ...any) *callError {
 // call runs one hook with req and reads the guest's answer.
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
-	inst.callStart, inst.timedOut = 0, false
+	inst.callStart, inst.timedOut, inst.limitHit = 0, false, ""
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)
 	} else {
@@ -262,6 +264,8 @@ func (inst *instance) classify(err error) *callError {
 	switch {
 	case inst.timedOut:
 		return &callError{kind: KindTimeout, err: inst.describe(err)}
+	case inst.limitHit != "":
+		return &callError{kind: inst.limitHit, err: inst.describe(err)}
 	case strings.Contains(inst.stderr.last, "out of memory") ||
 		uint64(inst.mem.Size()) >= uint64(inst.v.limits.MemoryBytes)*9/10:
 		return &callError{kind: KindOOM, err: inst.describe(err)}

@@ -165,12 +165,28 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if cfg.SHA256 != "" && !strings.EqualFold(cfg.SHA256, digest) {
 		return fail(fmt.Errorf("%w: file has %s, config says %s", ErrSHA256Mismatch, digest, cfg.SHA256))
 	}
+	pages := uint32(limits.MemoryBytes >> 16)
+	// Structure first (cheap, and it keeps a 100k-function module from
+	// costing seconds in the validator), then the validator on the bytes as
+	// submitted, then the rewriting. A module our decoder refuses gets the
+	// validator's message when the validator refuses it too.
 	parsed, err := wasmbin.Parse(bin)
+	var info *wasmbin.Info
+	if err == nil {
+		info, err = wasmbin.Inspect(parsed)
+	}
 	if err != nil {
+		if verr := validate(ctx, bin, pages); verr != nil {
+			return fail(verr)
+		}
 		return fail(err)
 	}
-
-	pages := uint32(limits.MemoryBytes >> 16)
+	if err := checkStructure(info, limits); err != nil {
+		return fail(err)
+	}
+	if err := validate(ctx, bin, pages); err != nil {
+		return fail(err)
+	}
 	rtCfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(p.host.cache).
 		WithMemoryLimitPages(pages).
@@ -191,13 +207,10 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if err := checkImports(parsed, wasiFuncs); err != nil {
 		return fail(err)
 	}
-	if err := wasmbin.AddMetering(parsed, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
-		return fail(err)
+	if err := wasmbin.AddMetering(parsed, metering(limits)); err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
 	}
-	if _, err := rt.NewHostModuleBuilder(ImportModule).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog), []api.ValueType{i32, i32, i32}, nil).Export(ImportLog).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel).
-		Instantiate(ctx); err != nil {
+	if err := instantiateHostModule(ctx, rt); err != nil {
 		return fail(fmt.Errorf("host module: %w", err))
 	}
 	compiled, err := rt.CompileModule(ctx, parsed.Encode())

@@ -151,7 +151,8 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 // failed reports a failed call and applies on_error.
 func (p *Policy) failed(v *version, hook Hook, ce *callError) Decision {
 	p.reportError(hook, ce.kind, ce.err)
-	if ce.kind == KindTrap || ce.kind == KindTimeout || ce.kind == KindOOM || ce.kind == KindBadResult {
+	if ce.kind == KindTrap || ce.kind == KindTimeout || ce.kind == KindOOM || ce.kind == KindBadResult ||
+		ce.kind == KindTable || ce.kind == KindStack {
 		p.guard.failure(p)
 	}
 	return Decision{

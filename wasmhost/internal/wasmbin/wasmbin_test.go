@@ -91,7 +91,7 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := AddMetering(m, Metering{Module: "host", Name: "fuel", BulkCost: 10}); err != nil {
+			if err := AddMetering(m, Metering{Module: "host", Fuel: "fuel", Bulk: "bulk", Limit: "limit", BulkCost: 10, StackBytes: 1 << 20, MinFrame: 64, TableElements: 1000}); err != nil {
 				t.Fatal(err)
 			}
 			b = m.Encode()
@@ -113,6 +113,8 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 		}
 		if _, err := r.NewHostModuleBuilder("host").NewFunctionBuilder().
 			WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 3 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+			NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 3 }), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+			NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { panic("limit") }), []api.ValueType{api.ValueTypeI32}, nil).Export("limit").
 			Instantiate(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +134,8 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 	}
 }
 
+var testMetering = Metering{Module: "h", Fuel: "f", Bulk: "b", Limit: "l", BulkCost: 1, StackBytes: 1 << 20, MinFrame: 64, TableElements: 1000}
+
 func TestUnsupportedOpcodeRefused(t *testing.T) {
 	b := &Builder{}
 	b.Export("f", KindFunc, b.Func(nil, nil, nil, []byte{0xf0, 0x0b}))
@@ -139,7 +143,7 @@ func TestUnsupportedOpcodeRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := AddMetering(m, Metering{Module: "h", Name: "f"}); err == nil {
+	if err := AddMetering(m, testMetering); err == nil {
 		t.Fatal("unknown opcode accepted")
 	}
 }
@@ -160,6 +164,6 @@ func FuzzParseAndMeter(f *testing.F) {
 				t.Fatal("encode is not stable")
 			}
 		}
-		_ = AddMetering(m, Metering{Module: "h", Name: "f", BulkCost: 1})
+		_ = AddMetering(m, testMetering)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -24,6 +25,10 @@ type Options struct {
 type Host struct {
 	cache  wazero.CompilationCache
 	events Events
+	// validated remembers modules the validator accepted (limits.go);
+	// cacheDir, when set, keeps that across restarts.
+	validated sync.Map
+	cacheDir  string
 }
 
 // NewHost creates a host. Close it after every policy.
@@ -37,6 +42,7 @@ func NewHost(opts Options) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}
+		h.cacheDir = dir
 		if h.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}

@@ -184,7 +184,7 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if err := checkStructure(info, limits); err != nil {
 		return fail(err)
 	}
-	if err := validate(ctx, bin, pages); err != nil {
+	if err := p.host.validate(ctx, bin, digest, pages); err != nil {
 		return fail(err)
 	}
 	rtCfg := wazero.NewRuntimeConfigCompiler().

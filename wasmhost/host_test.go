@@ -273,7 +273,7 @@ func TestLoadErrors(t *testing.T) {
 		{"wasi-unknown", Config{Path: write("s.wasm", modules["wasi-unknown"])}, "wasi_snapshot_preview1.sock_open is not granted"},
 		{"sha-mismatch", Config{Path: write("a.wasm", allow), SHA256: strings.Repeat("0", 64)}, "sha256 mismatch: file has " + good},
 		{"too-big", Config{Path: write("b.wasm", allow), Limits: Limits{ModuleBytes: 100}}, "over the 100-byte limit"},
-		{"garbage", Config{Path: write("g.wasm", []byte("not wasm at all"))}, "invalid magic number"},
+		{"garbage", Config{Path: write("g.wasm", []byte("not wasm at all"))}, "bad magic"},
 		{"missing-file", Config{Path: filepath.Join(dir, "nope.wasm")}, "no such file"},
 		{"init-rejects", Config{Path: write("r.wasm", modules["init-rejects"])}, "policy_init rejected the settings: " + wasmtest.ReasonText},
 		{"init-loops", Config{Path: write("l.wasm", modules["init-loops"]), Limits: Limits{InitTimeout: 20 * time.Millisecond}}, "deadline of 20ms exceeded"},

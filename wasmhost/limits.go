@@ -153,9 +153,19 @@ func (h *Host) validate(ctx context.Context, bin []byte, digest string, pages ui
 	return nil
 }
 
-func validate(ctx context.Context, bin []byte, pages uint32) error {
+// errValidatorPanic: wazero v1.12's validator panics on some invalid
+// modules (e.g. a function whose type index is out of range; found by
+// FuzzParseAndMeter). Such a module is refused, never loaded.
+var errValidatorPanic = errors.New("the validator failed on it")
+
+func validate(ctx context.Context, bin []byte, pages uint32) (err error) {
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().WithMemoryLimitPages(pages))
 	defer rt.Close(ctx)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid module: %w (%v)", errValidatorPanic, r)
+		}
+	}()
 	if _, err := rt.CompileModule(ctx, bin); err != nil {
 		return fmt.Errorf("invalid module: %w", err)
 	}

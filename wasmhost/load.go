@@ -166,20 +166,19 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 		return fail(fmt.Errorf("%w: file has %s, config says %s", ErrSHA256Mismatch, digest, cfg.SHA256))
 	}
 	pages := uint32(limits.MemoryBytes >> 16)
-	// Structure first (cheap, and it keeps a 100k-function module from
-	// costing seconds in the validator), then the validator on the bytes as
-	// submitted, then the rewriting. A module our decoder refuses gets the
-	// validator's message when the validator refuses it too.
+	// Our own decoder and the structural limits first: they are cheap, keep
+	// a 100k-function module from costing seconds in the validator, and
+	// keep from wazero's decoder what it cannot take (a vector count larger
+	// than its section makes it allocate that count up front; a locals
+	// count of 2^32 too). Then the validator on the bytes as submitted, then
+	// the rewriting.
 	parsed, err := wasmbin.Parse(bin)
 	var info *wasmbin.Info
 	if err == nil {
 		info, err = wasmbin.Inspect(parsed)
 	}
 	if err != nil {
-		if verr := validate(ctx, bin, pages); verr != nil {
-			return fail(verr)
-		}
-		return fail(err)
+		return fail(fmt.Errorf("invalid module: %w", err))
 	}
 	if err := checkStructure(info, limits); err != nil {
 		return fail(err)

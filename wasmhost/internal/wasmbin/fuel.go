@@ -613,7 +613,7 @@ func (rw *rewriter) body(dst []byte, fidx uint32, fn []byte) ([]byte, error) {
 	r := &reader{b: fn}
 	groups := r.u32()
 	groupsEnd := r.off
-	for i := uint32(0); i < groups; i++ {
+	for i := uint32(0); i < groups && r.err == nil; i++ {
 		r.u32()
 		r.byte()
 	}

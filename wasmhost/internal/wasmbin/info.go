@@ -1,6 +1,9 @@
 package wasmbin
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // FuncType is a function signature: value type bytes of params and results.
 type FuncType struct {
@@ -43,7 +46,17 @@ func (in *Info) Funcs() uint32 { return uint32(len(in.FuncTypes)) }
 // Inspect decodes the parts of m that Info describes. It does not validate
 // the module (wazero does), but never trusts a count: every read is bounds
 // checked, so hostile input yields an error, not a huge allocation.
+//
+// It also refuses every vector whose count is larger than the bytes left,
+// in every section wazero's decoder sizes an allocation by (the vectors of
+// the known sections, element segments and the name section): wazero v1.12
+// makes a slice or map of the claimed count before reading it, so an
+// 8-byte export section claiming 2^32 exports would take the process down
+// in the validator itself. A module Inspect refuses never reaches wazero.
 func Inspect(m *Module) (*Info, error) {
+	if err := checkCounts(m); err != nil {
+		return nil, err
+	}
 	in := &Info{}
 	if s := m.Section(SecType); s != nil {
 		r := &reader{b: s.Payload}
@@ -250,4 +263,101 @@ func (in *Info) blockArity(bt int64) (params, results int, err error) {
 	}
 	t := in.Types[bt]
 	return len(t.Params), len(t.Results), nil
+}
+
+var errCount = errors.New("vector longer than its section")
+
+// count reads a vector's length and fails if the vector cannot fit in what
+// is left (every element takes at least a byte).
+func (r *reader) count() uint32 {
+	n := r.u32()
+	if r.err == nil && uint64(n) > uint64(len(r.b)-r.off) {
+		r.fail(fmt.Errorf("%w: %d elements in %d bytes", errCount, n, len(r.b)-r.off))
+		return 0
+	}
+	return n
+}
+
+// checkCounts checks the leading count of every known section, the
+// nested vectors of element segments and the name section's maps.
+func checkCounts(m *Module) error {
+	for _, s := range m.Sections {
+		r := &reader{b: s.Payload}
+		switch s.ID {
+		case SecType, SecImport, SecFunction, SecTable, SecMemory, SecGlobal, SecExport, SecCode, SecData, SecTag:
+			r.count()
+		case SecElement:
+			n := r.count()
+			for i := uint32(0); i < n && r.err == nil; i++ {
+				flags := r.u32()
+				if flags > 7 {
+					r.fail(fmt.Errorf("element segment %d: bad flags %d", i, flags))
+					break
+				}
+				if flags == 2 || flags == 6 {
+					r.u32()
+				}
+				if flags&1 == 0 {
+					skipConstExpr(r)
+				}
+				if flags&3 != 0 {
+					r.byte()
+				}
+				k := r.count()
+				for j := uint32(0); j < k && r.err == nil; j++ {
+					if flags&4 == 0 {
+						r.u32()
+					} else {
+						skipConstExpr(r)
+					}
+				}
+			}
+		case SecCustom:
+			if s.Name == "name" {
+				if err := checkNameCounts(s.Payload); err != nil {
+					return fmt.Errorf("name section: %w", err)
+				}
+			}
+			continue
+		default:
+			continue
+		}
+		if r.err != nil {
+			return fmt.Errorf("section %d: %w", s.ID, r.err)
+		}
+	}
+	return nil
+}
+
+// checkNameCounts fails a name section whose maps claim more entries than
+// bytes. wazero ignores a malformed name section otherwise, so only counts
+// matter here; the errors of the rest are wazero's to report or ignore.
+func checkNameCounts(p []byte) error {
+	r := &reader{b: p}
+	for !r.done() {
+		id := r.byte()
+		sub := r.bytes(int(r.u32()))
+		if r.err != nil {
+			return nil
+		}
+		sr := &reader{b: sub}
+		switch id {
+		case 1:
+			sr.count()
+		case 2:
+			n := sr.count()
+			for i := uint32(0); i < n && sr.err == nil; i++ {
+				sr.u32()
+				k := sr.count()
+				for j := uint32(0); j < k && sr.err == nil; j++ {
+					sr.u32()
+					sr.name()
+				}
+			}
+		}
+		if sr.err != nil && errors.Is(sr.err, errCount) {
+			return sr.err
+		}
+	}
+	return nil
 }

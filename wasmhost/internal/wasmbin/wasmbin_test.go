@@ -3,6 +3,8 @@ package wasmbin
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
@@ -148,22 +150,69 @@ func TestUnsupportedOpcodeRefused(t *testing.T) {
 	}
 }
 
+// FuzzParseAndMeter: for any bytes, either the module is refused (by
+// wazero's validator, which the host runs first, or by the rewriter), or it
+// is valid both before and after metering. Parse/Encode must also be exact.
+// The seeds are generated modules and the hostile fixtures (testdata/fuzz).
 func FuzzParseAndMeter(f *testing.F) {
 	f.Add(meteredModule())
 	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	for seed := uint64(1000); seed < 1010; seed++ {
+		f.Add(genModule(seed))
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	f.Cleanup(func() { rt.Close(ctx) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(b)
 		if err != nil {
 			return
 		}
-		enc := m.Encode()
-		if !bytes.Equal(enc, b) {
-			// Parse/Encode is exact for well-framed input.
+		if enc := m.Encode(); !bytes.Equal(enc, b) {
+			// Parse/Encode is exact for well-framed input but for a
+			// non-minimal section size.
 			m2, err := Parse(enc)
 			if err != nil || !bytes.Equal(m2.Encode(), enc) {
 				t.Fatal("encode is not stable")
 			}
 		}
-		_ = AddMetering(m, testMetering)
+		// The host's order: Inspect and the locals limit, then the
+		// validator, then the rewriter.
+		info, err := Inspect(m)
+		if err != nil || info.MaxLocals > 10_000 {
+			return
+		}
+		compiled, err := compile(ctx, rt, b)
+		if errors.Is(err, errPanicked) {
+			// wazero's validator panics on some invalid modules (the host
+			// recovers and refuses them); it must not run out of memory.
+			return
+		}
+		if err != nil {
+			// Refused by the validator: the host never rewrites it. The
+			// rewriter must still not panic on it.
+			_ = AddMetering(m, testMetering)
+			return
+		}
+		compiled.Close(ctx)
+		if err := AddMetering(m, testMetering); err != nil {
+			return // refused by the rewriter
+		}
+		metered, err := compile(ctx, rt, m.Encode())
+		if err != nil {
+			t.Fatalf("valid module invalid after metering: %v", err)
+		}
+		metered.Close(ctx)
 	})
+}
+
+var errPanicked = errors.New("the validator panicked")
+
+func compile(ctx context.Context, rt wazero.Runtime, b []byte) (c wazero.CompiledModule, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return rt.CompileModule(ctx, b)
 }

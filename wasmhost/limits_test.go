@@ -58,6 +58,7 @@ func TestStructuralLimits(t *testing.T) {
 		want string
 	}{
 		{"table", modules["table-declared-huge"], Limits{}, "table 0 size 50000000 is over the limit of 100000"},
+		{"huge-vector", modules["huge-vector"], Limits{}, "invalid module: section 7: vector longer than its section: 4294967295 elements"},
 		{"tables", modules["table-grow-ok"], Limits{Tables: 1, TableElements: 0}, ""},
 		{"code", allow, Limits{CodeBytes: 10}, "code section size"},
 		{"funcs", allow, Limits{Functions: 5}, "function count 7 is over the limit of 5"},

@@ -95,6 +95,7 @@ func limitModules() map[string][]byte {
 		"grow-in-call":    Build(Spec{Authorize: wasmbin.Code(wasmbin.I32Const(BigPages-2), []byte{0x40, 0x00, 0x1a}, loopForever, wasmbin.I32Const(1), end)}),
 		"many-functions":  manyFunctions(100_000),
 		"oob-block-type":  oobBlockType(),
+		"huge-vector":     hugeVector(),
 		"fill-small-once": Build(Spec{Authorize: wasmbin.Code(wasmbin.I32Const(0), wasmbin.I32Const(0), wasmbin.I32Const(4096), memFill(), wasmbin.I32Const(1), end)}),
 	}
 	return mods
@@ -125,4 +126,20 @@ func oobBlockType() []byte {
 	n := len(info.Types)
 	body := wasmbin.Code([]byte{0x02}, wasmbin.AppendS64(nil, int64(n)), wasmbin.I32Const(1), end, end)
 	return Build(Spec{Authorize: body})
+}
+
+// hugeVector is an allowing policy whose export section claims 2^32-1
+// exports in a few bytes: wazero v1.12's decoder would make a slice and a
+// map of that size before reading the first.
+func hugeVector() []byte {
+	m, err := wasmbin.Parse(Build(Spec{Authorize: Return(1)}))
+	if err != nil {
+		panic(err)
+	}
+	for i := range m.Sections {
+		if m.Sections[i].ID == wasmbin.SecExport {
+			m.Sections[i].Payload = append(wasmbin.AppendU32(nil, 1<<32-1), m.Sections[i].Payload[1:]...)
+		}
+	}
+	return m.Encode()
 }

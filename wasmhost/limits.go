@@ -115,7 +115,6 @@ func checkStructure(in *wasmbin.Info, l Limits) error {
 	for i, t := range in.Tables {
 		over(fmt.Sprintf("table %d size", i), uint64(t.Min), int64(l.TableElements))
 	}
-	over("data segments' size", in.DataBytes, l.ModuleBytes)
 	return errors.Join(errs...)
 }
 

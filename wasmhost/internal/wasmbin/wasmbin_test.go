@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
@@ -215,4 +216,72 @@ func compile(ctx context.Context, rt wazero.Runtime, b []byte) (c wazero.Compile
 		}
 	}()
 	return rt.CompileModule(ctx, b)
+}
+
+// TestBulkChargeAndTableClamp: a memory.fill of 2^32-1 bytes reaches the
+// bulk import with the exact debt (no wrap) before it runs; a table's
+// maximum is clamped so a grow past the limit returns -1 and is reported.
+func TestBulkChargeAndTableClamp(t *testing.T) {
+	b := &Builder{}
+	b.Memory(1, -1)
+	b.Table(1, -1)
+	fill := b.Func(nil, nil, nil, Code(I32Const(0), I32Const(0), I32Const(-1), []byte{0xfc, 11, 0x00, 0x0b}))
+	grow := b.Func([]byte{I32}, []byte{I32}, nil, Code([]byte{0xd0, 0x70, 0x20, 0x00, 0xfc, 15, 0x00, 0x0b}))
+	b.Export("fill", KindFunc, fill)
+	b.Export("grow", KindFunc, grow)
+	m, err := Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Metering{Module: "m", Fuel: "fuel", Bulk: "bulk", Limit: "limit", BulkCost: 1000, StackBytes: 1 << 20, TableElements: 100}
+	if err := AddMetering(m, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	var debts []int32
+	var limits []uint64
+	_, err = rt.NewHostModuleBuilder("m").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 10 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) {
+			debts = append(debts, int32(st[0]))
+			if int32(st[0]) < -1<<20 {
+				panic("refused")
+			}
+			st[0] = 10
+		}), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { limits = append(limits, st[0]) }),
+			[]api.ValueType{api.ValueTypeI32}, nil).Export("limit").
+		Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mod.ExportedFunction("fill").Call(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("fill: %v", err)
+	}
+	// Fuel starts at 0: 0 - (2^32-1)>>4 - 1000.
+	if want := int32(-(1<<28 - 1) - 1000); len(debts) != 1 || debts[0] != want {
+		t.Fatalf("debts %v, want [%d]", debts, want)
+	}
+	// The refused instance keeps its debt (the host discards it): a fresh
+	// one for the grows.
+	mod.Close(ctx)
+	if mod, err = rt.Instantiate(ctx, m.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n, want uint64
+		limit   bool
+	}{{50, 1, false}, {60, 0xffffffff, true}, {49, 51, false}, {1, 0xffffffff, true}, {0x7fffffff, 0xffffffff, true}} {
+		limits = limits[:0]
+		res, err := mod.ExportedFunction("grow").Call(ctx, tc.n)
+		if err != nil || uint32(res[0]) != uint32(tc.want) || (len(limits) == 1) != tc.limit {
+			t.Errorf("grow(%d) = %v, %v, limit calls %v; want %d, limit %v", tc.n, res, err, limits, int32(tc.want), tc.limit)
+		}
+	}
 }

@@ -245,14 +245,14 @@ func TestBulkChargeAndTableClamp(t *testing.T) {
 	_, err = rt.NewHostModuleBuilder("m").
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 10 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) {
-			debts = append(debts, int32(st[0]))
-			if int32(st[0]) < -1<<20 {
-				panic("refused")
-			}
-			st[0] = 10
-		}), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+		debts = append(debts, int32(st[0]))
+		if int32(st[0]) < -1<<20 {
+			panic("refused")
+		}
+		st[0] = 10
+	}), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { limits = append(limits, st[0]) }),
-			[]api.ValueType{api.ValueTypeI32}, nil).Export("limit").
+		[]api.ValueType{api.ValueTypeI32}, nil).Export("limit").
 		Instantiate(ctx)
 	if err != nil {
 		t.Fatal(err)

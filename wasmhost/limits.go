@@ -99,21 +99,21 @@ func hostLimit(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 // checkStructure refuses a module over a structural limit; in is the module
-// as submitted.
+// as submitted. Each message names the limit's configuration key.
 func checkStructure(in *wasmbin.Info, l Limits) error {
 	var errs []error
-	over := func(what string, n uint64, limit int64) {
+	over := func(what string, n uint64, limit int64, key string) {
 		if n > uint64(limit) {
-			errs = append(errs, fmt.Errorf("%s %d is over the limit of %d", what, n, limit))
+			errs = append(errs, fmt.Errorf("%s %d is over the limit of %d (limits.%s)", what, n, limit, key))
 		}
 	}
-	over("code section size", uint64(in.CodeBytes), l.CodeBytes)
-	over("function count", uint64(in.Funcs()), int64(l.Functions))
-	over("global count", uint64(in.Globals), int64(l.Globals))
-	over("locals of one function", in.MaxLocals, int64(l.LocalsPerFunction))
-	over("table count", uint64(len(in.Tables)), int64(l.Tables))
+	over("code section size", uint64(in.CodeBytes), l.CodeBytes, "code_size")
+	over("function count", uint64(in.Funcs()), int64(l.Functions), "functions")
+	over("global count", uint64(in.Globals), int64(l.Globals), "globals")
+	over("locals of one function", in.MaxLocals, int64(l.LocalsPerFunction), "locals_per_function")
+	over("table count", uint64(len(in.Tables)), int64(l.Tables), "tables")
 	for i, t := range in.Tables {
-		over(fmt.Sprintf("table %d size", i), uint64(t.Min), int64(l.TableElements))
+		over(fmt.Sprintf("table %d size", i), uint64(t.Min), int64(l.TableElements), "table_elements")
 	}
 	return errors.Join(errs...)
 }

@@ -46,7 +46,9 @@ var ErrSHA256Mismatch = errors.New("sha256 mismatch")
 // for a spinning guest.
 const fuelQuantum = 10_000
 
-// bulkFuel is what one bulk memory instruction costs in fuel.
+// bulkFuel is the fixed part of what a bulk memory or table instruction
+// costs in fuel; the rest is in proportion to its size (see
+// wasmbin.MemoryShift and TableShift).
 const bulkFuel = 1_000
 
 // version is one loaded module of a policy: its runtime, compiled code and

@@ -152,7 +152,7 @@ func runBinaryen(t *testing.T, ctx context.Context, rcfg wazero.RuntimeConfig, b
 			NewFunctionBuilder().WithGoFunction(refuel, nil, []api.ValueType{api.ValueTypeI32}).Export(cfg.Fuel).
 			NewFunctionBuilder().WithGoFunction(refuel, []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export(cfg.Bulk).
 			NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) {
-			if st[0] == LimitStack {
+			if uint32(st[0]) == LimitStack {
 				panic("stack limit")
 			}
 		}), []api.ValueType{api.ValueTypeI32}, nil).Export(cfg.Limit).

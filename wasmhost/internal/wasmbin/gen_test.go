@@ -298,7 +298,7 @@ func TestDifferentialMetering(t *testing.T) {
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 5 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 5 }), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
 		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) {
-		if st[0] == LimitStack {
+		if uint32(st[0]) == LimitStack {
 			panic("stack limit")
 		}
 	}), []api.ValueType{api.ValueTypeI32}, nil).Export("limit").

@@ -167,6 +167,19 @@ func TestLimitsContained(t *testing.T) {
 		c.Limits.Instances = 1
 		c.Limits.AuthorizeTimeout = deadline
 	}
+	// The 1 MiB fill loop runs up to its deadline moving memory at full
+	// speed: on a loaded machine the last fills are slower than the host's
+	// estimate; a longer deadline keeps that noise under the 2× bound.
+	bigLong := func(c *Config) {
+		big(c)
+		c.Limits.AuthorizeTimeout = 25 * time.Millisecond
+	}
+	// Reaching the stack limit takes 10,000 calls: a deadline that a slow
+	// (race-enabled, loaded) run cannot hit first.
+	deep := func(c *Config) {
+		c.Limits.Instances = 1
+		c.Limits.AuthorizeTimeout = 10 * deadline
+	}
 	heap0 := heapInuse()
 	var worst time.Duration
 	var times []time.Duration
@@ -178,16 +191,17 @@ func TestLimitsContained(t *testing.T) {
 	}{
 		{"table-grow-huge", KindTable, small},
 		{"table-grow-steps", KindTable, small},
-		{"deep-recursion", KindStack, small},
-		{"huge-frame-recursion", KindStack, small},
+		{"deep-recursion", KindStack, deep},
+		{"huge-frame-recursion", KindStack, deep},
 		{"recursion", KindTimeout, small},
 		{"loop", KindTimeout, small},
 		{"fill-loop", KindTimeout, big},
-		{"fill-loop-1mib", KindTimeout, big},
+		{"fill-loop-1mib", KindTimeout, bigLong},
 		{"copy-loop", KindTimeout, big},
 		{"grow-in-call", KindTimeout, big},
 	} {
 		p := load(t, h, tc.name, tc.cfg)
+		deadline := p.cur.Load().limits.AuthorizeTimeout
 		before := rec.errCount(tc.kind)
 		for i := 0; i < 5; i++ {
 			waitIdle(t, p)
@@ -211,13 +225,14 @@ func TestLimitsContained(t *testing.T) {
 		if med := times[len(times)/2]; med > 2*deadline {
 			t.Errorf("%s: median call %v against a %v deadline", tc.name, med, deadline)
 		}
+		t.Logf("%s: median %v, worst %v against a %v deadline", tc.name, times[len(times)/2], times[len(times)-1], deadline)
 		times = times[:0]
 		if got := rec.errCount(tc.kind) - before; got != 5 {
 			t.Errorf("%s: %d %s errors reported, want 5", tc.name, got, tc.kind)
 		}
 		p.Close()
 	}
-	t.Logf("worst call: %v (%s) against a %v deadline", worst, worstName, deadline)
+	t.Logf("worst call: %v (%s)", worst, worstName)
 	if grown := int64(heapInuse()) - int64(heap0); grown > 64<<20 {
 		t.Errorf("heap grew by %d MiB", grown>>20)
 	}

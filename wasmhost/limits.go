@@ -30,6 +30,11 @@ var ErrStackLimit = errors.New("wasmhost: policy call stack limit exceeded")
 // whose charge alone would take the call past its deadline, before it runs.
 const bulkNanosPerFuel = 2
 
+// A charge is below 2^30 and fuel at most fuelQuantum before one, so the
+// guest's i32 fuel cannot wrap from negative to positive as long as the
+// quantum stays below 2^30 (this fails to compile otherwise).
+const _ = uint32(1<<30 - fuelQuantum - bulkFuel)
+
 // metering is how the host rewrites modules under l.
 func metering(l Limits) wasmbin.Metering {
 	m := wasmbin.Metering{

@@ -191,6 +191,7 @@ func TestLimitsContained(t *testing.T) {
 	}{
 		{"table-grow-huge", KindTable, small},
 		{"table-grow-steps", KindTable, small},
+		{"table-fill-loop", KindTimeout, small},
 		{"deep-recursion", KindStack, deep},
 		{"huge-frame-recursion", KindStack, deep},
 		{"recursion", KindTimeout, small},

@@ -65,6 +65,9 @@ func limitModules() map[string][]byte {
 		return wasmbin.Code([]byte{0x03, 0x40}, wasmbin.I32Const(0), wasmbin.I32Const(0x55), wasmbin.I32Const(n), memFill(),
 			[]byte{0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
 	}
+	// table.fill of a whole 100,000-entry table, forever.
+	tableFillLoop := wasmbin.Code([]byte{0x03, 0x40}, wasmbin.I32Const(0), refNullFunc, wasmbin.I32Const(100_000),
+		[]byte{0xfc, 17, 0x00, 0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
 	copyLoop := wasmbin.Code([]byte{0x03, 0x40}, wasmbin.I32Const(0), wasmbin.I32Const(big/2), wasmbin.I32Const(big/2), memCopy(),
 		[]byte{0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
 	// Invalid as submitted, valid after metering: global 0 and 1 would be
@@ -84,6 +87,7 @@ func limitModules() map[string][]byte {
 		"table-grow-steps":    Build(Spec{Authorize: growSteps, Table: &[2]int64{1, -1}}),
 		"table-declared-huge": Build(Spec{Authorize: Return(1), Table: &[2]int64{50_000_000, -1}}),
 		"table-grow-ok":       Build(Spec{Authorize: growOrTrap(1000), Table: &[2]int64{1, -1}}),
+		"table-fill-loop":     Build(Spec{Authorize: tableFillLoop, Table: &[2]int64{100_000, -1}}),
 
 		"deep-recursion":       Build(Spec{Authorize: callFirst(0), Funcs: [][]byte{deep}}),
 		"huge-frame-recursion": Build(Spec{Authorize: callFirst(0), Funcs: [][]byte{wide}}),

@@ -10,6 +10,8 @@ const (
 	KindTrap      ErrorKind = "trap"       // the guest trapped, panicked or exited
 	KindTimeout   ErrorKind = "timeout"    // the call ran past its deadline
 	KindOOM       ErrorKind = "oom"        // the guest failed at its memory limit
+	KindTable     ErrorKind = "table"      // the guest failed after a table.grow refused at the table limit
+	KindStack     ErrorKind = "stack"      // the call's stack passed its depth or bytes limit (ErrStackLimit)
 	KindBadResult ErrorKind = "bad_result" // unknown verdict, bad buffer, oversized reason or mutation
 	KindInit      ErrorKind = "init"       // instantiation or policy_init failed; no instance to call
 	KindLoad      ErrorKind = "load"       // the module was refused at load or reload

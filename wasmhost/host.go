@@ -27,6 +27,10 @@ type Host struct {
 	events Events
 	// background counts abandoned loads still finishing (Close waits).
 	background sync.WaitGroup
+	// validated remembers modules the validator accepted (limits.go);
+	// cacheDir, when set, keeps that across restarts.
+	validated sync.Map
+	cacheDir  string
 }
 
 // NewHost creates a host. Close it after every policy.
@@ -40,6 +44,7 @@ func NewHost(opts Options) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}
+		h.cacheDir = dir
 		if h.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}

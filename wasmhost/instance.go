@@ -41,6 +41,8 @@ type instance struct {
 	callStart int64
 	timeout   int64
 	timedOut  bool
+	// limitHit is the limit the current call reached (see hostLimit).
+	limitHit ErrorKind
 
 	// Fuel budget of the current call (0: none): fuel spent by the guest
 	// (a quantum per check-in) and charged by host functions.
@@ -271,7 +273,7 @@ func badResult(format string, args ...any) *callError {
 // call runs one hook with req and reads the guest's answer.
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
-	inst.callStart, inst.timedOut = 0, false
+	inst.callStart, inst.timedOut, inst.limitHit = 0, false, ""
 	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)
@@ -315,6 +317,8 @@ func (inst *instance) classify(err error) *callError {
 		return &callError{kind: KindTimeout, err: inst.describe(err)}
 	case inst.fuelOut:
 		return &callError{kind: KindFuel, err: inst.describe(err)}
+	case inst.limitHit != "":
+		return &callError{kind: inst.limitHit, err: inst.describe(err)}
 	case strings.Contains(inst.stderr.last, "out of memory") ||
 		uint64(inst.mem.Size()) >= uint64(inst.v.limits.MemoryBytes)*9/10:
 		return &callError{kind: KindOOM, err: inst.describe(err)}

@@ -45,7 +45,9 @@ var ErrSHA256Mismatch = errors.New("sha256 mismatch")
 // for a spinning guest.
 const fuelQuantum = 10_000
 
-// bulkFuel is what one bulk memory instruction costs in fuel.
+// bulkFuel is the fixed part of what a bulk memory or table instruction
+// costs in fuel; the rest is in proportion to its size (see
+// wasmbin.MemoryShift and TableShift).
 const bulkFuel = 1_000
 
 // version is one loaded module of a policy: its runtime, compiled code and
@@ -164,12 +166,27 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if cfg.SHA256 != "" && !strings.EqualFold(cfg.SHA256, digest) {
 		return fail(fmt.Errorf("%w: file has %s, config says %s", ErrSHA256Mismatch, digest, cfg.SHA256))
 	}
+	pages := uint32(limits.MemoryBytes >> 16)
+	// Our own decoder and the structural limits first: they are cheap, keep
+	// a 100k-function module from costing seconds in the validator, and
+	// keep from wazero's decoder what it cannot take (a vector count larger
+	// than its section makes it allocate that count up front; a locals
+	// count of 2^32 too). Then the validator on the bytes as submitted, then
+	// the rewriting.
 	parsed, err := wasmbin.Parse(bin)
+	var info *wasmbin.Info
+	if err == nil {
+		info, err = wasmbin.Inspect(parsed)
+	}
 	if err != nil {
+		return fail(fmt.Errorf("invalid module: %w", err))
+	}
+	if err := checkStructure(info, limits); err != nil {
 		return fail(err)
 	}
-
-	pages := uint32(limits.MemoryBytes >> 16)
+	if err := p.host.validate(ctx, bin, digest, pages); err != nil {
+		return fail(err)
+	}
 	rtCfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(p.host.cache).
 		WithMemoryLimitPages(pages).
@@ -186,13 +203,10 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if err := checkImports(parsed); err != nil {
 		return fail(err)
 	}
-	if err := wasmbin.AddMetering(parsed, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
-		return fail(err)
+	if err := wasmbin.AddMetering(parsed, metering(limits)); err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
 	}
-	if _, err := rt.NewHostModuleBuilder(ImportModule).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog), []api.ValueType{i32, i32, i32}, nil).Export(ImportLog).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel).
-		Instantiate(ctx); err != nil {
+	if err := instantiateHostModule(ctx, rt); err != nil {
 		return fail(fmt.Errorf("host module: %w", err))
 	}
 	compiled, err := rt.CompileModule(ctx, parsed.Encode())

@@ -193,7 +193,7 @@ func (p *Policy) Fail(hook Hook, kind ErrorKind, err error) Decision {
 func (p *Policy) failed(v *version, hook Hook, ce *callError) Decision {
 	p.reportError(hook, ce.kind, ce.err)
 	switch ce.kind {
-	case KindTrap, KindTimeout, KindOOM, KindBadResult, KindFuel, KindBadMutation:
+	case KindTrap, KindTimeout, KindOOM, KindBadResult, KindFuel, KindBadMutation, KindTable, KindStack:
 		p.guard.failure(p)
 	}
 	return Decision{

@@ -252,6 +252,9 @@ func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error
 			ModuleBytes: l.ModuleSize, MemoryBytes: l.Memory,
 			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout,
 			Instances: l.Instances, ReasonBytes: l.ReasonBytes, Fuel: l.Fuel,
+			CodeBytes: l.CodeSize, Functions: l.Functions, Globals: l.Globals, LocalsPerFunction: l.LocalsPerFunction,
+			Tables: l.Tables, TableElements: l.TableElements, StackBytes: l.StackSize, CallDepth: l.CallDepth,
+			TotalMemoryBytes: l.TotalMemory,
 			// A request is at most the largest client request plus the
 			// header; a mutation replaces a client request.
 			RequestBytes: maxRequestBytes + 64<<10, MutationBytes: maxRequestBytes,

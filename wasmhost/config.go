@@ -61,6 +61,13 @@ type Limits struct {
 	AuthorizeTimeout time.Duration
 	AdmitTimeout     time.Duration
 	InitTimeout      time.Duration
+	// PoolWait bounds how long a call queues for an idle instance (the
+	// caller's context may end it sooner). It is not part of the guest's
+	// deadline: a waiter's time depends on the load (callers ahead of it,
+	// an instance being re-created after a discard or a recycle), not on
+	// what one guest does, and every guest call it waits behind is itself
+	// bounded by its deadline.
+	PoolWait time.Duration
 	// Fuel is a per-call work budget (authorize and admit; 0: none), in
 	// fuel units: about one loop iteration or call of guest code each, and
 	// for host functions one per 16 bytes or 8 per element they handle. It
@@ -116,6 +123,7 @@ func DefaultLimits() Limits {
 		AuthorizeTimeout:     5 * time.Millisecond,
 		AdmitTimeout:         20 * time.Millisecond,
 		InitTimeout:          time.Second,
+		PoolWait:             time.Second,
 		Instances:            runtime.GOMAXPROCS(0),
 		RecycleCalls:         100_000,
 		RecycleMemoryPercent: 75,
@@ -169,6 +177,7 @@ func (l Limits) withDefaults() Limits {
 	setd(&l.AuthorizeTimeout, d.AuthorizeTimeout)
 	setd(&l.AdmitTimeout, d.AdmitTimeout)
 	setd(&l.InitTimeout, d.InitTimeout)
+	setd(&l.PoolWait, d.PoolWait)
 	set(&l.CodeBytes, d.CodeBytes)
 	seti(&l.Functions, d.Functions)
 	seti(&l.Globals, d.Globals)
@@ -239,7 +248,7 @@ func (l Limits) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"authorize timeout", l.AuthorizeTimeout}, {"admit timeout", l.AdmitTimeout}, {"init timeout", l.InitTimeout}, {"degraded window", l.DegradedWindow}} {
+	}{{"authorize timeout", l.AuthorizeTimeout}, {"admit timeout", l.AdmitTimeout}, {"init timeout", l.InitTimeout}, {"pool wait", l.PoolWait}, {"degraded window", l.DegradedWindow}} {
 		if f.v < 0 {
 			bad("%s %v is negative", f.name, f.v)
 		}

@@ -71,16 +71,17 @@ func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 // bulkNanosPerFuel, would end past the deadline.
 func hostBulk(ctx context.Context, _ api.Module, stack []uint64) {
 	inst, _ := ctx.Value(instanceKey{}).(*instance)
+	if inst == nil {
+		panic(errNoInstance) // as hostFuel: no deadline to honour
+	}
 	debt := -int64(int32(stack[0]))
-	if inst != nil && inst.timeout > 0 {
-		now := monotonic()
-		if inst.callStart == 0 {
-			inst.callStart = now
-		}
-		if now-inst.callStart+debt*bulkNanosPerFuel > inst.timeout {
-			inst.timedOut = true
-			panic(errDeadline)
-		}
+	// The quantum spent plus the debt count against the fuel budget, and
+	// the deadline is checked as at any check-in; then the debt itself must
+	// fit in what is left of the deadline.
+	inst.charge(fuelQuantum + debt)
+	if inst.timeout > 0 && monotonic()-inst.callStart+debt*bulkNanosPerFuel > inst.timeout {
+		inst.timedOut = true
+		panic(errDeadline)
 	}
 	stack[0] = fuelQuantum
 }

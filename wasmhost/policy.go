@@ -101,16 +101,20 @@ var (
 	errClosed = errors.New("wasmhost: policy closed")
 )
 
-// waitFor is how long a call queues for an idle instance: its own deadline
-// (the caller's context may end it sooner). Every busy instance is back
-// within its call's deadline, so a waiter on a pool that can serve gets one
-// in time; a call therefore ends within twice its deadline, queueing
-// included, whatever the guests of its policy do.
+// waitFor is how long a call queues for an idle instance: PoolWait, but
+// never less than the call's own deadline (the caller's context may end
+// it sooner).
+//
+// NB: bounding the wait by the deadline alone made benign calls fail under
+// load: with more callers than instances, or right after an instance was
+// discarded or recycled while its replacement was being made, a waiter
+// timed out in a few milliseconds and on_error decided the request.
 func (l *Limits) waitFor(hook Hook) time.Duration {
+	d := l.AuthorizeTimeout
 	if hook == HookAdmit {
-		return l.AdmitTimeout
+		d = l.AdmitTimeout
 	}
-	return l.AuthorizeTimeout
+	return max(d, l.PoolWait)
 }
 
 // Call runs one hook. A failure of any kind yields the on_error verdict with

@@ -249,13 +249,15 @@ func TestBadReasonKeepsDeny(t *testing.T) {
 	}
 }
 
-// TestPoolWaitBoundedByDeadline: callers queueing for the one instance of a
-// looping policy each end within twice the deadline (the wait, then the
-// call), not after the old fixed second.
-func TestPoolWaitBoundedByDeadline(t *testing.T) {
+// TestPoolWaitBounded: callers queueing for the one instance of a looping
+// policy each end within the configured pool wait plus the deadline (the
+// wait, then the call), not after the default second.
+func TestPoolWaitBounded(t *testing.T) {
 	h := newHost(t, nil)
 	const deadline = 20 * time.Millisecond
-	p := load(t, h, "loop", func(c *Config) { c.Limits = Limits{AuthorizeTimeout: deadline, Instances: 1} })
+	p := load(t, h, "loop", func(c *Config) {
+		c.Limits = Limits{AuthorizeTimeout: deadline, PoolWait: deadline, Instances: 1}
+	})
 	req := testRequest(t)
 	var mu sync.Mutex
 	var worst time.Duration

@@ -68,6 +68,9 @@ type PolicyLimits struct {
 	AuthorizeTimeout time.Duration `yaml:"authorize_timeout"`
 	AdmitTimeout     time.Duration `yaml:"admit_timeout"`
 	InitTimeout      time.Duration `yaml:"init_timeout"`
+	// PoolWait bounds how long a call queues for an idle instance
+	// (default 1s); the guest's deadline counts from when it runs.
+	PoolWait time.Duration `yaml:"pool_wait"`
 	// Instances is the warm pool size (default GOMAXPROCS).
 	Instances int `yaml:"instances"`
 	// ReasonBytes caps a denial reason (default 1KiB).
@@ -192,6 +195,7 @@ func (c *Config) validatePolicies(p *problems) {
 		p.nonNegative(key+".limits.authorize_timeout", l.AuthorizeTimeout)
 		p.nonNegative(key+".limits.admit_timeout", l.AdmitTimeout)
 		p.nonNegative(key+".limits.init_timeout", l.InitTimeout)
+		p.nonNegative(key+".limits.pool_wait", l.PoolWait)
 		p.check(l.Instances >= 0, key+".limits.instances", "must be >= 0, got %d", l.Instances)
 		p.check(l.ReasonBytes >= 0, key+".limits.reason_bytes", "must be >= 0, got %d", l.ReasonBytes)
 		p.check(l.Fuel >= 0, key+".limits.fuel", "must be >= 0, got %d", l.Fuel)

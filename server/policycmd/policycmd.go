@@ -250,7 +250,7 @@ func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error
 		Name: pol.Name, Path: pol.Module, SHA256: pol.SHA256, Settings: pol.Settings, OnError: onErr,
 		Limits: wasmhost.Limits{
 			ModuleBytes: l.ModuleSize, MemoryBytes: l.Memory,
-			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout,
+			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout, PoolWait: l.PoolWait,
 			Instances: l.Instances, ReasonBytes: l.ReasonBytes, Fuel: l.Fuel,
 			CodeBytes: l.CodeSize, Functions: l.Functions, Globals: l.Globals, LocalsPerFunction: l.LocalsPerFunction,
 			Tables: l.Tables, TableElements: l.TableElements, StackBytes: l.StackSize, CallDepth: l.CallDepth,

@@ -23,9 +23,9 @@ const writeBatch = 8192
 // Writer builds an etcd database file. It is not safe for concurrent use.
 // Records may come in any order; bbolt sorts them.
 type Writer struct {
-	db   *bolt.DB
-	tx   *bolt.Tx
-	n    int
+	db *bolt.DB
+	tx *bolt.Tx
+	n  int
 }
 
 // Create creates a new etcd database at path (which must not exist) with

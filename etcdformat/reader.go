@@ -69,7 +69,7 @@ func Open(file string, opts OpenOptions) (r *Reader, err error) {
 	size := st.Size()
 	hasHash := HasTrailer(size)
 	if !hasHash && !opts.SkipHashCheck {
-		return nil, fmt.Errorf("%w: snapshot missing hash but --skip-hash-check=false (a member/snap/db file has none: pass --skip-hash-check)", ErrInvalid)
+		return nil, fmt.Errorf("%w: snapshot missing hash but --skip-hash-check=false: the file is truncated, or it is a member/snap/db file (then pass --skip-hash-check)", ErrInvalid)
 	}
 	dbSize := size
 	if hasHash {

@@ -3,9 +3,14 @@ package mvcc
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
+	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/metastore-dev/metastore/etcdformat"
 )
 
 // castagnoli is the CRC-32 table etcd hashes with.
@@ -23,25 +28,28 @@ type KVHash struct {
 }
 
 // HashKV hashes the key-value history up to rev (0 means the current
-// revision), as etcd's HashKV: every version with a mod revision in
-// (compacted, rev], plus each key's newest version at or below the compacted
-// revision unless that version is a tombstone. The selection is logical, not
-// physical, so the result does not depend on how far the background
-// compactor has got: two stores with the same history and compaction give the
-// same hash, across restarts. The numbers differ from etcd's, which hashes
-// its bbolt encoding.
+// revision) with etcd's algorithm, so that a store holding the same history
+// as an etcd member (a migrated one, or one fed the same writes) reports
+// the same number at every revision. The bytes are etcd's: a CRC-32C
+// seeded with "key", then for each selected version in revision order its
+// key-bucket key (main, sub, tombstone mark) and its marshalled
+// mvccpb.KeyValue (etcdformat.KVHasher).
+//
+// The selection is etcd 3.6's (kvHasher with the index's Keep(rev)), stated
+// logically so that it does not depend on how far the background compactor
+// has got: every version with a mod revision in (compacted, rev]; and from
+// at or below the compacted revision, each key's newest version there if it
+// is not a tombstone and — as long as any key is live at rev — the key has
+// not changed since up to rev.
 //
 // It also returns the current revision (etcd's header revision). rev below the
 // compacted revision is ErrCompacted; above the current one, ErrFutureRev.
 func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
-	// NB: as in Read: the revision before the iterator (which may then see
+	// NB: as in Read: the revision before the snapshot (which may then see
 	// more, never less), the compacted revision after it.
 	cur := s.rev.Load()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
-	if err != nil {
-		return KVHash{}, 0, err
-	}
-	defer it.Close()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
 	compactRev := s.compactRev.Load()
 	if rev > 0 && rev < compactRev {
 		return KVHash{}, 0, ErrCompacted
@@ -52,55 +60,182 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 	if rev <= 0 {
 		rev = cur
 	}
-	h := crc32.New(castagnoli)
-	var vlen [binary.MaxVarintLen64]byte
-	var prevPrefix []byte
-	sawOld := false // a version <= compactRev of the current key was seen
-	var n int
+	h := etcdformat.NewKVHasher()
+	var kvbuf []byte
+	write := func(k []byte, main, sub int64, rec versionRecord) error {
+		kv, err := recordToKV(k, rec)
+		if err != nil {
+			return err
+		}
+		if kvbuf, err = etcdformat.MarshalKV(kvbuf[:0], rec.tombstone, &kv); err != nil {
+			return err
+		}
+		h.Write(main, sub, rec.tombstone, kvbuf)
+		return nil
+	}
+	old, err := hashOldVersions(ctx, snap, rev, compactRev)
+	if err != nil {
+		return KVHash{}, 0, err
+	}
+	for i, o := range old {
+		if i&4095 == 4095 {
+			if err := ctx.Err(); err != nil {
+				return KVHash{}, 0, err
+			}
+		}
+		rec, err := getVersion(snap, o.key)
+		if err != nil {
+			return KVHash{}, 0, err
+		}
+		if err := write(o.key, o.main, rec.sub, rec); err != nil {
+			return KVHash{}, 0, err
+		}
+	}
+	// Everything after the compacted revision, in order, from the change log.
+	it, err := snap.NewIter(&pebble.IterOptions{
+		LowerBound: appendLogKey(nil, max(compactRev+1, 0), 0),
+		UpperBound: appendLogKey(nil, rev+1, 0),
+	})
+	if err != nil {
+		return KVHash{}, 0, err
+	}
+	defer it.Close()
+	var vk []byte
+	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
 				return KVHash{}, 0, err
 			}
 		}
-		k := it.Key()
-		prefix := versionKeyPrefix(k)
-		if string(prefix) != string(prevPrefix) {
-			prevPrefix = append(prevPrefix[:0], prefix...)
-			sawOld = false
+		lk := it.Key()
+		if len(lk) != logKeyLen {
+			return KVHash{}, 0, errCorruptKey
 		}
-		r := versionKeyRev(k)
-		if r > rev {
-			continue
-		}
-		v, err := it.ValueAndErr()
+		main, sub := logKeyRev(lk), int64(binary.BigEndian.Uint32(lk[9:]))
+		vk = appendVersionKey(vk[:0], it.Value(), main)
+		rec, err := getVersion(snap, vk)
 		if err != nil {
 			return KVHash{}, 0, err
 		}
-		if r <= compactRev {
-			// Only the newest version at or below the compacted revision
-			// survives compaction, and only if it is not a tombstone.
-			if sawOld {
-				continue
-			}
-			sawOld = true
-			rec, err := decodeVersionValue(v)
-			if err != nil {
-				return KVHash{}, 0, err
-			}
-			if rec.tombstone {
-				continue
-			}
+		if err := write(vk, main, sub, rec); err != nil {
+			return KVHash{}, 0, err
 		}
-		// A version key is self-delimiting; the value is length-prefixed.
-		h.Write(k)
-		h.Write(vlen[:binary.PutUvarint(vlen[:], uint64(len(v)))])
-		h.Write(v)
 	}
 	if err := it.Error(); err != nil {
 		return KVHash{}, 0, err
 	}
 	return KVHash{Hash: h.Sum32(), CompactRevision: compactRev, Revision: rev}, cur, nil
+}
+
+// oldVersion is a version at or below the compacted revision that HashKV
+// hashes: its Pebble key, revision and sub-revision.
+type oldVersion struct {
+	key       []byte
+	main, sub int64
+}
+
+// hashOldVersions returns, in revision order, the versions at or below
+// compactRev that etcd's HashKV at rev selects (see HashKV).
+func hashOldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) ([]oldVersion, error) {
+	if compactRev < 0 {
+		return nil, nil
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var (
+		kept, changed []oldVersion // candidates of keys unchanged / changed in (compactRev, rev]
+		liveAtRev     bool
+		prefix        []byte
+		seenRev       bool // a version <= rev of the current key was seen
+		touched       bool // ... and one in (compactRev, rev]
+		n             int
+	)
+	for ok := it.First(); ok; ok = it.Next() {
+		if n++; n&4095 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		k := it.Key()
+		if p := versionKeyPrefix(k); string(p) != string(prefix) {
+			prefix = append(prefix[:0], p...)
+			seenRev, touched = false, false
+		} else if seenRev && !touched {
+			continue // the newest version <= compactRev is behind us
+		}
+		r := versionKeyRev(k)
+		if r > rev {
+			continue
+		}
+		var rec versionRecord
+		if !seenRev || r <= compactRev {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return nil, err
+			}
+			if rec, err = decodeVersionValue(v); err != nil {
+				return nil, err
+			}
+		}
+		first := !seenRev
+		seenRev = true
+		if first && !rec.tombstone {
+			liveAtRev = true
+		}
+		if r > compactRev {
+			touched = true
+			continue
+		}
+		// The newest version <= compactRev of this key; older ones are
+		// compacted away.
+		if !rec.tombstone {
+			o := oldVersion{key: append([]byte(nil), k...), main: r, sub: rec.sub}
+			if touched {
+				changed = append(changed, o)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		touched = false // skip the rest of this key
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	if !liveAtRev {
+		// NB: etcd filters old versions by its index's Keep(rev) only when
+		// that set is not empty; with no live key at rev it hashes every
+		// stored one.
+		kept = append(kept, changed...)
+	}
+	sort.Slice(kept, func(i, j int) bool {
+		if kept[i].main != kept[j].main {
+			return kept[i].main < kept[j].main
+		}
+		return kept[i].sub < kept[j].sub
+	})
+	return kept, nil
+}
+
+// getVersion reads and decodes one version.
+func getVersion(snap *pebble.Snapshot, key []byte) (versionRecord, error) {
+	v, closer, err := snap.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return versionRecord{}, fmt.Errorf("mvcc: change log names a missing version %x: %w", key, errCorruptKey)
+	}
+	if err != nil {
+		return versionRecord{}, err
+	}
+	defer closer.Close()
+	rec, err := decodeVersionValue(v)
+	if err != nil {
+		return versionRecord{}, err
+	}
+	rec.value = append([]byte(nil), rec.value...)
+	return rec, nil
 }
 
 // Hash hashes the store's whole physical state (versions, change log and

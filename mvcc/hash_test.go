@@ -2,14 +2,17 @@ package mvcc
 
 import (
 	"context"
-	"encoding/binary"
+
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"sort"
+
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/metastore-dev/metastore/etcdformat"
 )
 
 // hashHistory writes a history with overwrites, deletes and multi-key
@@ -62,24 +65,72 @@ func compactAndWait(t *testing.T, s *Store, rev int64) {
 	<-done
 }
 
-// physicalHashKV hashes every stored version at or below rev, with the same
-// encoding as HashKV but no selection: after a completed compaction the
-// physical data must be exactly HashKV's logical selection.
-func physicalHashKV(t *testing.T, s *Store, rev int64) uint32 {
+// physicalHashKV is etcd's hashByRev written out literally over the
+// versions physically stored (a completed compaction leaves what etcd's
+// leaves, but for the tombstone at the compacted revision, which etcd skips
+// anyway): the stored versions in revision order, each hashed unless it is
+// above rev, or at or below the compacted revision and not in Keep(rev)
+// (each key's newest version <= rev unless a tombstone) while Keep is not
+// empty, or a tombstone at the compacted revision.
+func physicalHashKV(t *testing.T, s *Store, rev, compactRev int64) uint32 {
 	t.Helper()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	h := crc32.New(castagnoli)
+	type stored struct {
+		main, sub int64
+		tomb      bool
+		val       []byte
+	}
+	var all []stored
+	keep := map[[2]int64]bool{}
+	var prefix []byte
+	done := false
 	for ok := it.First(); ok; ok = it.Next() {
-		if versionKeyRev(it.Key()) > rev {
-			continue
+		k := it.Key()
+		rec, err := decodeVersionValue(it.Value())
+		if err != nil {
+			t.Fatal(err)
 		}
-		h.Write(it.Key())
-		h.Write(binary.AppendUvarint(nil, uint64(len(it.Value()))))
-		h.Write(it.Value())
+		r := versionKeyRev(k)
+		newKey := string(versionKeyPrefix(k)) != string(prefix)
+		if newKey {
+			prefix = append(prefix[:0], versionKeyPrefix(k)...)
+		}
+		kv, err := recordToKV(k, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		val, err := etcdformat.MarshalKV(nil, rec.tombstone, &kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, stored{r, rec.sub, rec.tombstone, val})
+		// Keep(rev): the first (newest) version <= rev of each key.
+		if newKey {
+			done = false
+		}
+		if !done && r <= rev {
+			done = true
+			if !rec.tombstone {
+				keep[[2]int64{r, rec.sub}] = true
+			}
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		return all[i].main < all[j].main || all[i].main == all[j].main && all[i].sub < all[j].sub
+	})
+	h := etcdformat.NewKVHasher()
+	for _, v := range all {
+		switch {
+		case v.main > rev:
+		case v.main <= compactRev && len(keep) > 0 && !keep[[2]int64{v.main, v.sub}]:
+		case v.main == compactRev && v.tomb:
+		default:
+			h.Write(v.main, v.sub, v.tomb, v.val)
+		}
 	}
 	return h.Sum32()
 }
@@ -147,7 +198,7 @@ func TestHashKV(t *testing.T) {
 		if h.CompactRevision != at {
 			t.Fatalf("compact revision %d", h.CompactRevision)
 		}
-		if p := physicalHashKV(t, a, rev); p != h.Hash {
+		if p := physicalHashKV(t, a, rev, at); p != h.Hash {
 			t.Fatalf("rev %d: logical %d != physical %d", rev, h.Hash, p)
 		}
 		after[rev] = h.Hash
@@ -170,5 +221,42 @@ func TestHashKV(t *testing.T) {
 	}
 	for _, s := range []*Store{a, b, c} {
 		s.Close()
+	}
+}
+
+// TestHashKVNoLiveKey: with no key live at the hashed revision, etcd hashes
+// every stored version at or below the compacted revision (its Keep set is
+// empty and filters nothing).
+func TestHashKVNoLiveKey(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open("db", Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	step := func(f func(tx *WriteTxn)) {
+		b, err := s.NewBatch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx := b.Txn()
+		f(tx)
+		tx.End()
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(func(tx *WriteTxn) { tx.Put([]byte("a"), []byte("1"), 0); tx.Put([]byte("b"), []byte("1"), 0) }) // 2
+	step(func(tx *WriteTxn) { tx.Put([]byte("a"), []byte("2"), 0) })                                      // 3
+	compactAndWait(t, s, 3)
+	step(func(tx *WriteTxn) { tx.DeleteRange([]byte("a"), []byte("c")) }) // 4
+	for rev := int64(3); rev <= 4; rev++ {
+		h, _, err := s.HashKV(ctx, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := physicalHashKV(t, s, rev, 3); p != h.Hash {
+			t.Fatalf("rev %d: %d != etcd's %d", rev, h.Hash, p)
+		}
 	}
 }

@@ -21,7 +21,8 @@ const StorageVersion = "3.6.0"
 const writeBatch = 8192
 
 // Writer builds an etcd database file. It is not safe for concurrent use.
-// Records may come in any order; bbolt sorts them.
+// Records may come in any order (bbolt sorts them), but versions in
+// revision order are appended, which is much faster and keeps pages full.
 type Writer struct {
 	db *bolt.DB
 	tx *bolt.Tx
@@ -67,6 +68,8 @@ func (w *Writer) put(bucket, k, v []byte) error {
 		w.tx = tx
 	}
 	b := w.tx.Bucket(bucket)
+	// As etcd's backend: revisions arrive in order, so pages split near full.
+	b.FillPercent = 0.9
 	if err := b.Put(k, v); err != nil {
 		return err
 	}

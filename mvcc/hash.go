@@ -73,10 +73,17 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 		h.Write(main, sub, rec.tombstone, kvbuf)
 		return nil
 	}
-	old, err := hashOldVersions(ctx, snap, rev, compactRev)
+	old, changed, liveAtRev, err := oldVersions(ctx, snap, rev, compactRev)
 	if err != nil {
 		return KVHash{}, 0, err
 	}
+	if !liveAtRev {
+		// NB: etcd filters old versions by its index's Keep(rev) only when
+		// that set is not empty; with no live key at rev it hashes every
+		// stored one.
+		old = append(old, changed...)
+	}
+	sortByRevision(old)
 	for i, o := range old {
 		if i&4095 == 4095 {
 			if err := ctx.Err(); err != nil {
@@ -135,29 +142,29 @@ type oldVersion struct {
 	main, sub int64
 }
 
-// hashOldVersions returns, in revision order, the versions at or below
-// compactRev that etcd's HashKV at rev selects (see HashKV).
-func hashOldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) ([]oldVersion, error) {
+// oldVersions returns each key's newest version at or below compactRev
+// (what reads at or above compactRev can see of the compacted past) unless
+// it is a tombstone: kept for keys with no version in (compactRev, rev],
+// changed for the others; and whether any key is live at rev.
+func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) (kept, changed []oldVersion, liveAtRev bool, err error) {
 	if compactRev < 0 {
-		return nil, nil
+		return nil, nil, false, nil
 	}
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
 	if err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
 	defer it.Close()
 	var (
-		kept, changed []oldVersion // candidates of keys unchanged / changed in (compactRev, rev]
-		liveAtRev     bool
-		prefix        []byte
-		seenRev       bool // a version <= rev of the current key was seen
-		touched       bool // ... and one in (compactRev, rev]
-		n             int
+		prefix  []byte
+		seenRev bool // a version <= rev of the current key was seen
+		touched bool // ... and one in (compactRev, rev]
+		n       int
 	)
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return nil, nil, false, err
 			}
 		}
 		k := it.Key()
@@ -175,10 +182,10 @@ func hashOldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev
 		if !seenRev || r <= compactRev {
 			v, err := it.ValueAndErr()
 			if err != nil {
-				return nil, err
+				return nil, nil, false, err
 			}
 			if rec, err = decodeVersionValue(v); err != nil {
-				return nil, err
+				return nil, nil, false, err
 			}
 		}
 		first := !seenRev
@@ -202,22 +209,16 @@ func hashOldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev
 		}
 		touched = false // skip the rest of this key
 	}
-	if err := it.Error(); err != nil {
-		return nil, err
-	}
-	if !liveAtRev {
-		// NB: etcd filters old versions by its index's Keep(rev) only when
-		// that set is not empty; with no live key at rev it hashes every
-		// stored one.
-		kept = append(kept, changed...)
-	}
-	sort.Slice(kept, func(i, j int) bool {
-		if kept[i].main != kept[j].main {
-			return kept[i].main < kept[j].main
+	return kept, changed, liveAtRev, it.Error()
+}
+
+func sortByRevision(vs []oldVersion) {
+	sort.Slice(vs, func(i, j int) bool {
+		if vs[i].main != vs[j].main {
+			return vs[i].main < vs[j].main
 		}
-		return kept[i].sub < kept[j].sub
+		return vs[i].sub < vs[j].sub
 	})
-	return kept, nil
 }
 
 // getVersion reads and decodes one version.

@@ -70,59 +70,65 @@ func (e *ExportView) Close() error { return e.snap.Close() }
 
 // Versions calls f with every version a read at or above the compacted
 // revision can see — all versions after it, and each key's newest version
-// at or below it unless that is a tombstone — key by key, newest first.
-// kv (a tombstone carries only Key and ModRevision) is valid only during
-// the call.
+// at or below it unless that is a tombstone — in revision order (as etcd's
+// key bucket holds them, so a bbolt writer appends). kv (a tombstone carries
+// only Key and ModRevision) is valid only during the call.
 func (e *ExportView) Versions(ctx context.Context, f func(kv *mvccpb.KeyValue, sub int64, tombstone bool) error) error {
-	it, err := e.snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
+	kept, changed, _, err := oldVersions(ctx, e.snap, e.rev, e.compactRev)
+	if err != nil {
+		return err
+	}
+	old := append(kept, changed...)
+	sortByRevision(old)
+	emit := func(k []byte, sub int64, rec versionRecord) error {
+		kv, err := recordToKV(k, rec)
+		if err != nil {
+			return err
+		}
+		return f(&kv, sub, rec.tombstone)
+	}
+	for i, o := range old {
+		if i&4095 == 4095 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		rec, err := getVersion(e.snap, o.key)
+		if err != nil {
+			return err
+		}
+		if err := emit(o.key, rec.sub, rec); err != nil {
+			return err
+		}
+	}
+	// After the compacted revision: the change log names every version.
+	it, err := e.snap.NewIter(&pebble.IterOptions{
+		LowerBound: appendLogKey(nil, max(e.compactRev+1, 0), 0),
+		UpperBound: appendLogKey(nil, e.rev+1, 0),
+	})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
-	var prefix []byte
-	skip := false // the rest of the current key is compacted away
+	var vk []byte
 	n := 0
-	var kv mvccpb.KeyValue
-	var key []byte
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		k := it.Key()
-		if p := versionKeyPrefix(k); string(p) != string(prefix) {
-			prefix = append(prefix[:0], p...)
-			skip = false
-			if key, err = appendDecodedUserKey(key[:0], k[1:len(k)-revSuffixLen-2]); err != nil {
-				return err
-			}
-		} else if skip {
-			continue
+		lk := it.Key()
+		if len(lk) != logKeyLen {
+			return errCorruptKey
 		}
-		r := versionKeyRev(k)
-		if r > e.rev {
-			continue // committed after the revision the view reports
-		}
-		v, err := it.ValueAndErr()
+		main := logKeyRev(lk)
+		vk = appendVersionKey(vk[:0], it.Value(), main)
+		rec, err := getVersion(e.snap, vk)
 		if err != nil {
 			return err
 		}
-		rec, err := decodeVersionValue(v)
-		if err != nil {
-			return err
-		}
-		if r <= e.compactRev {
-			skip = true
-			if rec.tombstone {
-				continue
-			}
-		}
-		kv = mvccpb.KeyValue{Key: key, ModRevision: r}
-		if !rec.tombstone {
-			kv.CreateRevision, kv.Version, kv.Lease, kv.Value = rec.create, rec.version, rec.lease, rec.value
-		}
-		if err := f(&kv, rec.sub, rec.tombstone); err != nil {
+		if err := emit(vk, int64(binary.BigEndian.Uint32(lk[9:])), rec); err != nil {
 			return err
 		}
 	}

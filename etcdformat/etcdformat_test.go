@@ -21,7 +21,7 @@ type rec struct {
 
 // writeSample builds a database with versions, leases and auth, and
 // returns its path and what was written.
-func writeSample(t *testing.T, dir string) (string, []rec) {
+func writeSample(t testing.TB, dir string) (string, []rec) {
 	t.Helper()
 	path := filepath.Join(dir, "db")
 	w, err := Create(path)
@@ -52,7 +52,7 @@ func writeSample(t *testing.T, dir string) (string, []rec) {
 	return path, want
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func must(t *testing.T, err error) {
 }
 
 // withTrailer copies db to a snapshot file with etcd's SHA-256 trailer.
-func withTrailer(t *testing.T, db, out string) {
+func withTrailer(t testing.TB, db, out string) {
 	b, err := os.ReadFile(db)
 	must(t, err)
 	sum := sha256.Sum256(b)

@@ -112,6 +112,12 @@ func (b *Batch) Commit() error {
 	}
 	b.s.rev.Store(b.rev)
 	if b.compacts {
+		// As etcd: a compaction's hash is taken only when the previous
+		// compaction had completed; over a snapshot of now, before any
+		// version it removes is gone.
+		if prev := b.s.compactRev.Load(); b.s.compactor.isDone(prev) {
+			b.s.compactor.addHashJob(compactionHashJob{snap: b.s.db.NewSnapshot(), prev: prev, rev: b.compact})
+		}
 		b.s.compactRev.Store(b.compact)
 		b.s.compactor.schedule(b.compact)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sort"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -42,12 +43,22 @@ type KVHash struct {
 // is not a tombstone and — as long as any key is live at rev — the key has
 // not changed since up to rev.
 //
-// It also returns the current revision (etcd's header revision). rev below the
-// compacted revision is ErrCompacted; above the current one, ErrFutureRev.
+// At the revision of one of the last 10 compactions since the store opened
+// it answers, as etcd, with the hash taken while compacting there (against
+// the previous compaction; see compactionHashes).
+//
+// It also returns the current revision (etcd's header revision). Any other
+// rev below the compacted revision is ErrCompacted; above the current one,
+// ErrFutureRev.
 func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 	// NB: as in Read: the revision before the snapshot (which may then see
 	// more, never less), the compacted revision after it.
 	cur := s.rev.Load()
+	// As etcd's hashStorage: a revision at which a compaction ran is
+	// answered with the hash taken then, even below the compacted revision.
+	if h, ok := s.compactHashes.get(rev); ok && rev > 0 {
+		return h, cur, nil
+	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	compactRev := s.compactRev.Load()
@@ -60,6 +71,18 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 	if rev <= 0 {
 		rev = cur
 	}
+	h, err := hashView(ctx, snap, rev, compactRev, false)
+	if err != nil {
+		return KVHash{}, 0, err
+	}
+	return KVHash{Hash: h, CompactRevision: compactRev, Revision: rev}, cur, nil
+}
+
+// hashView computes etcd's HashKV over snap at rev with compactRev as the
+// compacted revision. atCompaction selects the variant etcd computes while
+// compacting at rev (its kvHasher with the index's Compact(rev) set, which
+// keeps tombstones at rev, instead of Keep(rev)).
+func hashView(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64, atCompaction bool) (uint32, error) {
 	h := etcdformat.NewKVHasher()
 	var kvbuf []byte
 	write := func(k []byte, main, sub int64, rec versionRecord) error {
@@ -73,29 +96,30 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 		h.Write(main, sub, rec.tombstone, kvbuf)
 		return nil
 	}
-	old, changed, liveAtRev, err := oldVersions(ctx, snap, rev, compactRev)
+	ov, err := oldVersions(ctx, snap, rev, compactRev)
 	if err != nil {
-		return KVHash{}, 0, err
+		return 0, err
 	}
-	if !liveAtRev {
-		// NB: etcd filters old versions by its index's Keep(rev) only when
-		// that set is not empty; with no live key at rev it hashes every
-		// stored one.
-		old = append(old, changed...)
+	old := ov.kept
+	if !ov.liveAtRev && !(atCompaction && ov.tombAtRev) {
+		// NB: etcd filters old versions by its index's Keep(rev) (or
+		// Compact(rev)) set only when that set is not empty; with no key
+		// live (or, compacting, deleted) at rev it hashes every stored one.
+		old = append(old, ov.changed...)
 	}
 	sortByRevision(old)
 	for i, o := range old {
 		if i&4095 == 4095 {
 			if err := ctx.Err(); err != nil {
-				return KVHash{}, 0, err
+				return 0, err
 			}
 		}
 		rec, err := getVersion(snap, o.key)
 		if err != nil {
-			return KVHash{}, 0, err
+			return 0, err
 		}
 		if err := write(o.key, o.main, rec.sub, rec); err != nil {
-			return KVHash{}, 0, err
+			return 0, err
 		}
 	}
 	// Everything after the compacted revision, in order, from the change log.
@@ -104,7 +128,7 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 		UpperBound: appendLogKey(nil, rev+1, 0),
 	})
 	if err != nil {
-		return KVHash{}, 0, err
+		return 0, err
 	}
 	defer it.Close()
 	var vk []byte
@@ -112,27 +136,65 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
-				return KVHash{}, 0, err
+				return 0, err
 			}
 		}
 		lk := it.Key()
 		if len(lk) != logKeyLen {
-			return KVHash{}, 0, errCorruptKey
+			return 0, errCorruptKey
 		}
 		main, sub := logKeyRev(lk), int64(binary.BigEndian.Uint32(lk[9:]))
 		vk = appendVersionKey(vk[:0], it.Value(), main)
 		rec, err := getVersion(snap, vk)
 		if err != nil {
-			return KVHash{}, 0, err
+			return 0, err
 		}
 		if err := write(vk, main, sub, rec); err != nil {
-			return KVHash{}, 0, err
+			return 0, err
 		}
 	}
 	if err := it.Error(); err != nil {
-		return KVHash{}, 0, err
+		return 0, err
 	}
-	return KVHash{Hash: h.Sum32(), CompactRevision: compactRev, Revision: rev}, cur, nil
+	return h.Sum32(), nil
+}
+
+// compactionHashes keeps the hashes taken at the last compactions, as
+// etcd's hashStorage: HashKV at such a revision answers with it (with the
+// previous compaction as CompactRevision). In memory only, as etcd's.
+type compactionHashes struct {
+	mu     sync.Mutex
+	hashes []KVHash // by Revision
+}
+
+const compactionHashesMax = 10 // etcd's hashStorageMaxSize
+
+func (c *compactionHashes) store(h KVHash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hashes = append(c.hashes, h)
+	sort.Slice(c.hashes, func(i, j int) bool { return c.hashes[i].Revision < c.hashes[j].Revision })
+	if len(c.hashes) > compactionHashesMax {
+		c.hashes = c.hashes[len(c.hashes)-compactionHashesMax:]
+	}
+}
+
+func (c *compactionHashes) get(rev int64) (KVHash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hashes {
+		if h.Revision == rev {
+			return h, true
+		}
+	}
+	return KVHash{}, false
+}
+
+// compactionHashJob is a compaction's hash to take: over the snapshot taken
+// when it was committed (so before any of its versions are removed).
+type compactionHashJob struct {
+	snap      *pebble.Snapshot
+	prev, rev int64
 }
 
 // oldVersion is a version at or below the compacted revision that HashKV
@@ -142,17 +204,27 @@ type oldVersion struct {
 	main, sub int64
 }
 
-// oldVersions returns each key's newest version at or below compactRev
-// (what reads at or above compactRev can see of the compacted past) unless
-// it is a tombstone: kept for keys with no version in (compactRev, rev],
-// changed for the others; and whether any key is live at rev.
-func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) (kept, changed []oldVersion, liveAtRev bool, err error) {
+// oldSet is what oldVersions finds.
+type oldSet struct {
+	// kept and changed are each key's newest version at or below the
+	// compacted revision (what reads at or above it can see of the
+	// compacted past) unless it is a tombstone: kept for keys with no
+	// version in (compacted, rev], changed for the others.
+	kept, changed []oldVersion
+	// liveAtRev: some key's newest version at or below rev is live;
+	// tombAtRev: some key was deleted exactly at rev.
+	liveAtRev, tombAtRev bool
+}
+
+// oldVersions scans every key once (see oldSet).
+func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) (oldSet, error) {
+	var ov oldSet
 	if compactRev < 0 {
-		return nil, nil, false, nil
+		return ov, nil // nothing is old; the flags matter only for old versions
 	}
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
 	if err != nil {
-		return nil, nil, false, err
+		return oldSet{}, err
 	}
 	defer it.Close()
 	var (
@@ -164,7 +236,7 @@ func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, nil, false, err
+				return oldSet{}, err
 			}
 		}
 		k := it.Key()
@@ -182,16 +254,19 @@ func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int
 		if !seenRev || r <= compactRev {
 			v, err := it.ValueAndErr()
 			if err != nil {
-				return nil, nil, false, err
+				return oldSet{}, err
 			}
 			if rec, err = decodeVersionValue(v); err != nil {
-				return nil, nil, false, err
+				return oldSet{}, err
 			}
 		}
 		first := !seenRev
 		seenRev = true
 		if first && !rec.tombstone {
-			liveAtRev = true
+			ov.liveAtRev = true
+		}
+		if first && rec.tombstone && r == rev {
+			ov.tombAtRev = true
 		}
 		if r > compactRev {
 			touched = true
@@ -202,14 +277,14 @@ func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int
 		if !rec.tombstone {
 			o := oldVersion{key: append([]byte(nil), k...), main: r, sub: rec.sub}
 			if touched {
-				changed = append(changed, o)
+				ov.changed = append(ov.changed, o)
 			} else {
-				kept = append(kept, o)
+				ov.kept = append(ov.kept, o)
 			}
 		}
 		touched = false // skip the rest of this key
 	}
-	return kept, changed, liveAtRev, it.Error()
+	return ov, it.Error()
 }
 
 func sortByRevision(vs []oldVersion) {

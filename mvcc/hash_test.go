@@ -74,6 +74,15 @@ func compactAndWait(t *testing.T, s *Store, rev int64) {
 // empty, or a tombstone at the compacted revision.
 func physicalHashKV(t *testing.T, s *Store, rev, compactRev int64) uint32 {
 	t.Helper()
+	return physicalEtcdHash(t, s, rev, compactRev, false)
+}
+
+// physicalEtcdHash is physicalHashKV, or with atCompaction the hash etcd's
+// scheduleCompaction takes when compacting at rev over the versions stored
+// before (compactRev is then the previous compaction): the filter set is
+// then the index's Compact(rev), which also holds a tombstone exactly at rev.
+func physicalEtcdHash(t *testing.T, s *Store, rev, compactRev int64, atCompaction bool) uint32 {
+	t.Helper()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +123,7 @@ func physicalHashKV(t *testing.T, s *Store, rev, compactRev int64) uint32 {
 		}
 		if !done && r <= rev {
 			done = true
-			if !rec.tombstone {
+			if !rec.tombstone || atCompaction && r == rev {
 				keep[[2]int64{r, rec.sub}] = true
 			}
 		}
@@ -183,14 +192,20 @@ func TestHashKV(t *testing.T) {
 	}
 
 	// Compaction: after it completes, the stored versions are exactly the
-	// logical selection; the hash survives a restart.
+	// logical selection; the hash survives a restart. At the compaction's
+	// own revision HashKV answers, as etcd, with the hash taken while
+	// compacting (against the previous compaction), until a restart.
 	const at = 23
+	atHash := physicalEtcdHash(t, a, at, -1, true)
 	compactAndWait(t, a, at)
 	if _, _, err := a.HashKV(ctx, at-1); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("below compaction: %v", err)
 	}
+	if h, _, err := a.HashKV(ctx, at); err != nil || h != (KVHash{Hash: atHash, CompactRevision: -1, Revision: at}) {
+		t.Fatalf("at the compaction: %+v %v, want etcd's compaction hash %d", h, err, atHash)
+	}
 	after := map[int64]uint32{}
-	for rev := int64(at); rev <= a.Rev(); rev++ {
+	for rev := int64(at + 1); rev <= a.Rev(); rev++ {
 		h, _, err := a.HashKV(ctx, rev)
 		if err != nil {
 			t.Fatal(err)
@@ -203,11 +218,29 @@ func TestHashKV(t *testing.T) {
 		}
 		after[rev] = h.Hash
 	}
+	// A second compaction: its hash is against the first; the first's is
+	// still answered though below the compacted revision.
+	const at2 = at + 6
+	at2Hash := physicalEtcdHash(t, a, at2, at, true)
+	compactAndWait(t, a, at2)
+	if h, _, err := a.HashKV(ctx, at2); err != nil || h != (KVHash{Hash: at2Hash, CompactRevision: at, Revision: at2}) {
+		t.Fatalf("at the second compaction: %+v %v, want %d", h, err, at2Hash)
+	}
+	if h, _, err := a.HashKV(ctx, at); err != nil || h.Hash != atHash {
+		t.Fatalf("the first compaction's hash: %+v %v", h, err)
+	}
+	if _, _, err := a.HashKV(ctx, at+1); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("below the second compaction: %v", err)
+	}
 	a.Close()
 	a = open(fsA)
-	for rev, want := range after {
-		if h, _, _ := a.HashKV(ctx, rev); h.Hash != want {
-			t.Fatalf("rev %d after reopen: %d != %d", rev, h.Hash, want)
+	for rev := int64(at2); rev <= a.Rev(); rev++ {
+		h, _, err := a.HashKV(ctx, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := physicalHashKV(t, a, rev, at2); p != h.Hash || h.CompactRevision != at2 {
+			t.Fatalf("rev %d after reopen: %+v, want %d (no compaction hashes kept)", rev, h, p)
 		}
 	}
 	whole1, _, err := a.Hash(ctx)
@@ -229,11 +262,12 @@ func TestHashKV(t *testing.T) {
 // empty and filters nothing).
 func TestHashKVNoLiveKey(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open("db", Options{FS: vfs.NewMem()})
+	fs := vfs.NewMem()
+	s, err := Open("db", Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { s.Close() }()
 	step := func(f func(tx *WriteTxn)) {
 		b, err := s.NewBatch()
 		if err != nil {
@@ -250,12 +284,30 @@ func TestHashKVNoLiveKey(t *testing.T) {
 	step(func(tx *WriteTxn) { tx.Put([]byte("a"), []byte("2"), 0) })                                      // 3
 	compactAndWait(t, s, 3)
 	step(func(tx *WriteTxn) { tx.DeleteRange([]byte("a"), []byte("c")) }) // 4
-	for rev := int64(3); rev <= 4; rev++ {
+	if h, _, err := s.HashKV(ctx, 4); err != nil || h.Hash != physicalHashKV(t, s, 4, 3) {
+		t.Fatalf("rev 4: %+v %v, want etcd's %d", h, err, physicalHashKV(t, s, 4, 3))
+	}
+	if h, _, _ := s.HashKV(ctx, 4); h.Hash == physicalEtcdHash(t, s, 4, 3, true) {
+		t.Fatal("the reference does not tell Keep from Compact here")
+	}
+	step(func(tx *WriteTxn) { tx.Put([]byte("c"), []byte("1"), 0) }) // 5
+	step(func(tx *WriteTxn) { tx.DeleteRange([]byte("c"), nil) })    // 6
+	// Compacting at a deletion: etcd's Compact set holds the tombstone.
+	want := physicalEtcdHash(t, s, 6, 3, true)
+	compactAndWait(t, s, 6)
+	if h, _, err := s.HashKV(ctx, 6); err != nil || h.Hash != want || h.CompactRevision != 3 {
+		t.Fatalf("compaction hash at a deletion: %+v %v, want %d", h, err, want)
+	}
+	s.Close()
+	if s, err = Open("db", Options{FS: fs}); err != nil {
+		t.Fatal(err)
+	}
+	for rev := int64(6); rev <= 6; rev++ {
 		h, _, err := s.HashKV(ctx, rev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p := physicalHashKV(t, s, rev, 3); p != h.Hash {
+		if p := physicalHashKV(t, s, rev, 6); p != h.Hash {
 			t.Fatalf("rev %d: %d != etcd's %d", rev, h.Hash, p)
 		}
 	}

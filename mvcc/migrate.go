@@ -74,11 +74,11 @@ func (e *ExportView) Close() error { return e.snap.Close() }
 // key bucket holds them, so a bbolt writer appends). kv (a tombstone carries
 // only Key and ModRevision) is valid only during the call.
 func (e *ExportView) Versions(ctx context.Context, f func(kv *mvccpb.KeyValue, sub int64, tombstone bool) error) error {
-	kept, changed, _, err := oldVersions(ctx, e.snap, e.rev, e.compactRev)
+	ov, err := oldVersions(ctx, e.snap, e.rev, e.compactRev)
 	if err != nil {
 		return err
 	}
-	old := append(kept, changed...)
+	old := append(ov.kept, ov.changed...)
 	sortByRevision(old)
 	emit := func(k []byte, sub int64, rec versionRecord) error {
 		kv, err := recordToKV(k, rec)

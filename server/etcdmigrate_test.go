@@ -231,19 +231,17 @@ func TestEtcdRoundTrip(t *testing.T) {
 	// Every revision: the same history reads and hashes the same, and the
 	// hash is etcd's over the exported database.
 	for r := wantCompact; r <= wantRev; r++ {
-		h1, _, err := src.HashKV(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
 		h2, _, err := s2.HashKV(ctx, r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h1 != h2 {
-			t.Fatalf("rev %d: HashKV %+v after restore, %+v before", r, h2, h1)
+		if e := etcdHashKV(t, snap, r, wantCompact); e != h2.Hash {
+			t.Fatalf("rev %d: HashKV %d, etcd's algorithm over the file %d", r, h2.Hash, e)
 		}
-		if e := etcdHashKV(t, snap, r, wantCompact); e != h1.Hash {
-			t.Fatalf("rev %d: HashKV %d, etcd's algorithm over the file %d", r, h1.Hash, e)
+		// The source answers its compaction revision from the hash it took
+		// while compacting, as etcd; a restored store has none.
+		if h1, _, err := src.HashKV(ctx, r); err != nil || (r != wantCompact && h1 != h2) {
+			t.Fatalf("rev %d: HashKV %+v after restore, %+v before (%v)", r, h2, h1, err)
 		}
 		a, err := src.Range(ctx, []byte{0}, []byte{}, mvcc.RangeOptions{Rev: r})
 		if err != nil {

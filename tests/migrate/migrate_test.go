@@ -379,8 +379,9 @@ func TestMigrateRoundTrip(t *testing.T) {
 		t.Fatalf("source: compacted %d (want %d), %d leases, auth %v", want.Compact, compactAt, len(want.Leases), want.Auth)
 	}
 	// etcd answers HashKV at its last compaction from the hash it took
-	// while compacting (against the previous one); a restored etcd has no
-	// such cache, so that revision is compared between restored stores only.
+	// while compacting (against the previous one); a restored store (etcd
+	// or metastore) has no such cache, so that revision is compared between
+	// restored stores only.
 	live := map[int64]bool{compactAt: true}
 
 	dir := t.TempDir()
@@ -509,7 +510,8 @@ func TestMigrateRefusesDamage(t *testing.T) {
 }
 
 // TestHashKVMatchesEtcd: the same writes and compactions on etcd and on a
-// fresh metastore give the same HashKV at every revision.
+// fresh metastore give the same HashKV at every revision, the compaction
+// revisions' cached hashes included.
 func TestHashKVMatchesEtcd(t *testing.T) {
 	if framework.OnlyEtcd() {
 		t.Skip("compares metastore with etcd")
@@ -559,7 +561,14 @@ func TestHashKVMatchesEtcd(t *testing.T) {
 	if he.CompactRevision != last {
 		t.Fatalf("etcd compacted at %d, want %d", he.CompactRevision, last)
 	}
+	// Every compaction revision (answered by both from the hash taken while
+	// compacting, against the previous compaction), then every revision
+	// from the last compaction on.
+	revs := append([]int64(nil), compactions[:len(compactions)-1]...)
 	for r := last; r <= he.Header.Revision; r++ {
+		revs = append(revs, r)
+	}
+	for _, r := range revs {
 		a, err := ec.HashKV(ctx, &pb.HashKVRequest{Revision: r})
 		if err != nil {
 			t.Fatal(err)
@@ -568,11 +577,11 @@ func TestHashKVMatchesEtcd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r == last {
-			continue // etcd's compaction-time cache, see TestMigrateRoundTrip
-		}
 		if a.Hash != b.Hash || a.CompactRevision != b.CompactRevision || a.HashRevision != b.HashRevision || a.Header.Revision != b.Header.Revision {
 			t.Errorf("revision %d: metastore %d/%d/%d, etcd %d/%d/%d", r, b.Hash, b.CompactRevision, b.Header.Revision, a.Hash, a.CompactRevision, a.Header.Revision)
 		}
+	}
+	if a, _ := ec.HashKV(ctx, &pb.HashKVRequest{Revision: compactions[0]}); a == nil || a.CompactRevision != -1 {
+		t.Fatalf("etcd's first compaction hash: %+v", a)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -353,6 +354,47 @@ func TestEtcdRestoreRefusesDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := RestoreSnapshot(filepath.Join(dir, "db"), filepath.Join(dir, "ok"), RestoreOptions{SkipHashCheck: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreEarlierFormat: snapshots of metastore's earlier format (a tar
+// of a Pebble checkpoint with a SHA-256 trailer) still restore.
+func TestRestoreEarlierFormat(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := buildHistory(t, filepath.Join(dir, "src"))
+	defer src.Close()
+	want, _, _, rev, compact := exportAll(t, src)
+	snap, err := src.Snapshot(filepath.Join(dir, "ckpt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	f, err := os.Create(filepath.Join(dir, "old.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := snap.WriteTo(io.MultiWriter(f, h)); err != nil {
+		t.Fatal(err)
+	}
+	f.Write(h.Sum(nil))
+	f.Close()
+	got, err := RestoreSnapshot(f.Name(), filepath.Join(dir, "dst"), RestoreOptions{})
+	if err != nil || got != rev {
+		t.Fatalf("restore of the earlier format: rev %d, %v", got, err)
+	}
+	s2, err := mvcc.Open(filepath.Join(dir, "dst"), mvcc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	gotV, _, _, _, gotCompact := exportAll(t, s2)
+	if !reflect.DeepEqual(gotV, want) || gotCompact != compact {
+		t.Fatal("earlier format: restored history differs")
+	}
+	if _, _, err := s2.HashKV(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -263,6 +263,14 @@ func (im *Importer) Put(key []byte, main, sub int64, tombstone bool, create, ver
 // Versions returns how many versions were imported.
 func (im *Importer) Versions() int { return im.importedKV }
 
+// Rev returns the newest revision imported or marked so far.
+func (im *Importer) Rev() int64 { return im.rev }
+
+// ScheduleCompaction makes the store compacted at rev (at least) once
+// finished; the versions it removes go in the background, as after any
+// compaction.
+func (im *Importer) ScheduleCompaction(rev int64) { im.scheduled = max(im.scheduled, rev) }
+
 // MarkRev raises the store's revision to at least rev (a revision that
 // changed nothing, such as etcd's bumped revision marker).
 func (im *Importer) MarkRev(rev int64) { im.rev = max(im.rev, rev) }

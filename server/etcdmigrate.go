@@ -28,6 +28,20 @@ type RestoreOptions struct {
 	// saved snapshot (member/snap/db) and skips verifying one, as etcdutl's
 	// --skip-hash-check.
 	SkipHashCheck bool
+	// BumpRevision raises the restored revision by this much and
+	// MarkCompacted compacts at the raised revision, as etcdutl's
+	// --bump-revision and --mark-compacted (for a restore from an older
+	// snapshot: clients never see revisions go back, and watchers from
+	// before are told to start over). etcdutl requires both or neither.
+	BumpRevision  uint64
+	MarkCompacted bool
+}
+
+func (o RestoreOptions) validate() error {
+	if (o.BumpRevision > 0) != o.MarkCompacted {
+		return errors.New("restore: --bump-revision and --mark-compacted go together (as etcdutl's)")
+	}
+	return nil
 }
 
 // isEtcdDB reports whether file starts like a bbolt database.
@@ -50,6 +64,9 @@ func isEtcdDB(file string) (bool, error) {
 // directory beside dataDir and renamed into place at the end, so a refused
 // or failed restore leaves nothing behind.
 func restoreEtcd(file, dataDir string, opts RestoreOptions) (rev int64, err error) {
+	if err := opts.validate(); err != nil {
+		return 0, err
+	}
 	if ents, err := os.ReadDir(dataDir); err == nil && len(ents) > 0 {
 		return 0, fmt.Errorf("restore: %s is not empty", dataDir)
 	}
@@ -73,7 +90,7 @@ func restoreEtcd(file, dataDir string, opts RestoreOptions) (rev int64, err erro
 	if err != nil {
 		return 0, err
 	}
-	rev, err = importEtcd(r, store)
+	rev, err = importEtcd(r, store, opts)
 	if cerr := store.Close(); err == nil {
 		err = cerr
 	}
@@ -99,7 +116,7 @@ func syncDir(dir string) error {
 }
 
 // importEtcd copies r's history, leases and auth into the empty store.
-func importEtcd(r *etcdformat.Reader, store *mvcc.Store) (int64, error) {
+func importEtcd(r *etcdformat.Reader, store *mvcc.Store, opts RestoreOptions) (int64, error) {
 	meta, err := r.Meta()
 	if err != nil {
 		return 0, err
@@ -147,6 +164,11 @@ func importEtcd(r *etcdformat.Reader, store *mvcc.Store) (int64, error) {
 	st := &auth.State{Enabled: a.Enabled, Revision: max(a.Revision, 1), Users: a.Users, Roles: a.Roles}
 	if err := auth.WriteState(importMetaWriter{im}, st); err != nil {
 		return 0, err
+	}
+	if opts.BumpRevision > 0 {
+		bumped := im.Rev() + int64(opts.BumpRevision)
+		im.MarkRev(bumped)
+		im.ScheduleCompaction(bumped)
 	}
 	if err := im.Finish(0); err != nil {
 		return 0, err

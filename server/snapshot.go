@@ -94,6 +94,9 @@ func RestoreSnapshot(file, dataDir string, opts RestoreOptions) (rev int64, err 
 	} else if etcd {
 		return restoreEtcd(file, dataDir, opts)
 	}
+	if opts.BumpRevision > 0 || opts.MarkCompacted {
+		return 0, errors.New("restore: --bump-revision and --mark-compacted apply to etcd snapshots only")
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return 0, err

@@ -105,8 +105,16 @@ func (c *compactor) isDone(rev int64) bool {
 
 func (c *compactor) addHashJob(j compactionHashJob) {
 	c.mu.Lock()
-	c.hashJobs = append(c.hashJobs, j)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.stopc:
+		// NB: checked under mu: once stopped, run has dropped its jobs (or
+		// will, after this append); a job added later would leak its
+		// snapshot and keep Pebble from closing.
+		j.snap.Close()
+	default:
+		c.hashJobs = append(c.hashJobs, j)
+	}
 }
 
 // takeHashes takes the pending compactions' hashes (before the versions

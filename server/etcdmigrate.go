@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
@@ -67,14 +69,25 @@ func restoreEtcd(file, dataDir string, opts RestoreOptions) (rev int64, err erro
 	if err := opts.validate(); err != nil {
 		return 0, err
 	}
-	if ents, err := os.ReadDir(dataDir); err == nil && len(ents) > 0 {
-		return 0, fmt.Errorf("restore: %s is not empty", dataDir)
+	// An existing (empty) dataDir may be a mount point: the restore is
+	// staged inside it, on its file system, and its files moved up at the
+	// end. Otherwise it is staged beside it and renamed into place at once.
+	exists := false
+	if ents, err := os.ReadDir(dataDir); err == nil {
+		if len(ents) > 0 {
+			return 0, fmt.Errorf("restore: %s is not empty", dataDir)
+		}
+		exists = true
 	}
 	parent := filepath.Dir(filepath.Clean(dataDir))
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return 0, err
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dataDir)+".restore-")
+	stageIn, prefix := parent, "."+filepath.Base(dataDir)+".restore-"
+	if exists {
+		stageIn, prefix = dataDir, ".restore-"
+	}
+	tmp, err := os.MkdirTemp(stageIn, prefix)
 	if err != nil {
 		return 0, err
 	}
@@ -97,13 +110,35 @@ func restoreEtcd(file, dataDir string, opts RestoreOptions) (rev int64, err erro
 	if err != nil {
 		return 0, err
 	}
-	if err := os.Remove(dataDir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, err
+	if exists {
+		return rev, moveInto(staged, dataDir)
 	}
 	if err := os.Rename(staged, dataDir); err != nil {
 		return 0, err
 	}
 	return rev, syncDir(parent)
+}
+
+// moveInto moves the files of a staged store into dir, Pebble's marker
+// files (which name the current manifest) last, so a store is only there
+// once all its files are.
+func moveInto(staged, dir string) error {
+	ents, err := os.ReadDir(staged)
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(ents, func(i, j int) bool {
+		return !strings.HasPrefix(ents[i].Name(), "marker.") && strings.HasPrefix(ents[j].Name(), "marker.")
+	})
+	for i, e := range ents {
+		if err := os.Rename(filepath.Join(staged, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			for _, moved := range ents[:i] { // leave dir empty, as it was
+				os.Remove(filepath.Join(dir, moved.Name()))
+			}
+			return err
+		}
+	}
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -349,6 +350,37 @@ func TestEtcdRestoreRefusesDamage(t *testing.T) {
 	if len(ents) != 3 { // src, snap.db, bad
 		t.Fatalf("leftovers: %v", ents)
 	}
+	// An existing empty directory (a mount point, say) stays, empty.
+	mount := filepath.Join(dir, "mount")
+	if err := os.Mkdir(mount, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bad"), cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSnapshot(filepath.Join(dir, "bad"), mount, RestoreOptions{SkipHashCheck: true}); err == nil {
+		t.Fatal("restored a damaged file")
+	}
+	if ents, err := os.ReadDir(mount); err != nil || len(ents) != 0 {
+		t.Fatalf("the existing directory after a refused restore: %v %v", ents, err)
+	}
+	if _, err := RestoreSnapshot(snap, mount, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ = os.ReadDir(mount)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".restore-") {
+			t.Fatalf("staging left in %s: %v", mount, ents)
+		}
+	}
+	s3, err := mvcc.Open(mount, mvcc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3.Rev() != src.Rev() {
+		t.Fatalf("restored into an existing directory at %d, want %d", s3.Rev(), src.Rev())
+	}
+	s3.Close()
 	// member/snap/db: no trailer, accepted with SkipHashCheck.
 	if err := os.WriteFile(filepath.Join(dir, "db"), body, 0o600); err != nil {
 		t.Fatal(err)

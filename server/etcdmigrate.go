@@ -46,16 +46,19 @@ func (o RestoreOptions) validate() error {
 	return nil
 }
 
-// isEtcdDB reports whether file starts like a bbolt database.
+// isEtcdDB reports whether file starts like a bbolt database: either of
+// its two meta pages (the second at 4 KiB, etcd's page size) will do, so a
+// damaged first page is still reported as a damaged etcd database.
 func isEtcdDB(file string) (bool, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	head := make([]byte, 64)
+	head := make([]byte, 4096+64)
 	n, _ := io.ReadFull(f, head)
-	return etcdformat.LooksLikeBolt(head[:n]), nil
+	head = head[:n]
+	return etcdformat.LooksLikeBolt(head) || len(head) > 4096 && etcdformat.LooksLikeBolt(head[4096:]), nil
 }
 
 // restoreEtcd restores an etcd database file into dataDir (which must not

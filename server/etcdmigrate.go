@@ -64,8 +64,9 @@ func isEtcdDB(file string) (bool, error) {
 // restoreEtcd restores an etcd database file into dataDir (which must not
 // exist or be empty): every version with its revisions, the compaction,
 // leases with their TTLs (attached keys follow from the versions' leases),
-// and auth. Alarms are dropped and the member starts a new one-member
-// cluster, as after etcdutl's restore. Everything is built in a temporary
+// and auth. The member starts a new one-member cluster, as after etcdutl's
+// restore. Alarms are dropped: they were about the old member's disk
+// (etcdutl keeps them, keyed to a member id that no longer exists). Everything is built in a temporary
 // directory beside dataDir and renamed into place at the end, so a refused
 // or failed restore leaves nothing behind.
 func restoreEtcd(file, dataDir string, opts RestoreOptions) (rev int64, err error) {

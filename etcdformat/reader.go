@@ -386,16 +386,3 @@ func (r *Reader) Auth() (*Auth, error) {
 	})
 	return a, err
 }
-
-// AlarmCount returns how many alarms the database holds (a restore drops
-// them, as a restored etcd member starts without).
-func (r *Reader) AlarmCount() (int, error) {
-	n := 0
-	err := r.view(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(BucketAlarm); b != nil {
-			n = b.Stats().KeyN
-		}
-		return nil
-	})
-	return n, err
-}

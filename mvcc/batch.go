@@ -113,6 +113,12 @@ func (b *Batch) Commit() error {
 	b.s.written.Add(int64(b.b.Len()))
 	b.s.rev.Store(b.rev)
 	if b.compacts {
+		// As etcd: a compaction's hash is taken only when the previous
+		// compaction had completed; over a snapshot of now, before any
+		// version it removes is gone.
+		if prev := b.s.compactRev.Load(); b.s.compactor.isDone(prev) {
+			b.s.compactor.addHashJob(compactionHashJob{snap: b.s.db.NewSnapshot(), prev: prev, rev: b.compact})
+		}
 		b.s.compactRev.Store(b.compact)
 		b.s.compactor.schedule(b.compact)
 	}
@@ -234,7 +240,7 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 	}
 	b := t.b
 	b.buf = appendVersionKey(b.buf[:0], key, rev)
-	val := appendVersionValue(make([]byte, 0, len(value)+16), create, version, lease, value)
+	val := appendVersionValue(make([]byte, 0, len(value)+20), len(t.changes), create, version, lease, value)
 	if err := b.b.Set(b.buf, val, nil); err != nil {
 		return 0, nil, err
 	}
@@ -283,7 +289,7 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 	for i := range rr.KVs {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
-		if err := t.b.b.Set(t.b.buf, tombstoneValue, nil); err != nil {
+		if err := t.b.b.Set(t.b.buf, appendTombstoneValue(nil, len(t.changes)), nil); err != nil {
 			return nil, err
 		}
 		if err := t.logChange(prev.Key); err != nil {

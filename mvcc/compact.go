@@ -1,8 +1,10 @@
 package mvcc
 
 import (
+	"context"
 	"encoding/binary"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -19,6 +21,8 @@ type compactor struct {
 	done    int64 // compaction finished through this revision
 	target  int64 // newest scheduled compaction
 	waiters []compactWaiter
+	// hashJobs are the compactions whose etcd hash is still to be taken.
+	hashJobs []compactionHashJob
 
 	kick  chan struct{}
 	stopc chan struct{}
@@ -92,8 +96,75 @@ func (c *compactor) finish(rev int64) {
 	c.waiters = kept
 }
 
+// isDone reports whether compaction through rev is finished.
+func (c *compactor) isDone(rev int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done >= rev
+}
+
+func (c *compactor) addHashJob(j compactionHashJob) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.stopc:
+		// NB: checked under mu: once stopped, run has dropped its jobs (or
+		// will, after this append); a job added later would leak its
+		// snapshot and keep Pebble from closing.
+		j.snap.Close()
+	default:
+		c.hashJobs = append(c.hashJobs, j)
+	}
+}
+
+// takeHashes takes the pending compactions' hashes (before the versions
+// they cover are removed; each works on its own snapshot anyway).
+func (c *compactor) takeHashes() {
+	c.mu.Lock()
+	jobs := c.hashJobs
+	c.hashJobs = nil
+	c.mu.Unlock()
+	for _, j := range jobs {
+		h, err := hashView(stopContext(c.stopc), j.snap, j.rev, j.prev, true)
+		j.snap.Close()
+		if err != nil {
+			if err != context.Canceled {
+				c.s.opts.Logger.Error("compaction hash failed", "revision", j.rev, "err", err)
+			}
+			continue
+		}
+		c.s.compactHashes.store(KVHash{Hash: h, CompactRevision: j.prev, Revision: j.rev})
+	}
+}
+
+// dropHashJobs releases the snapshots of hashes not taken.
+func (c *compactor) dropHashJobs() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, j := range c.hashJobs {
+		j.snap.Close()
+	}
+	c.hashJobs = nil
+}
+
+// stopContext is a context canceled when stopc closes.
+type stopContext <-chan struct{}
+
+func (stopContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c stopContext) Done() <-chan struct{}     { return c }
+func (stopContext) Value(any) any               { return nil }
+func (c stopContext) Err() error {
+	select {
+	case <-c:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
 func (c *compactor) run() {
 	defer close(c.donec)
+	defer c.dropHashJobs()
 	for {
 		select {
 		case <-c.stopc:
@@ -111,6 +182,7 @@ func (c *compactor) run() {
 			if target <= from {
 				break
 			}
+			c.takeHashes()
 			if err := c.compact(from, target); err != nil {
 				if err != errStopped {
 					c.s.opts.Logger.Error("compaction failed; will retry at next schedule", "target", target, "err", err)

@@ -3,9 +3,15 @@ package mvcc
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/crc32"
+	"sort"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/metastore-dev/metastore/etcdformat"
 )
 
 // castagnoli is the CRC-32 table etcd hashes with.
@@ -23,25 +29,38 @@ type KVHash struct {
 }
 
 // HashKV hashes the key-value history up to rev (0 means the current
-// revision), as etcd's HashKV: every version with a mod revision in
-// (compacted, rev], plus each key's newest version at or below the compacted
-// revision unless that version is a tombstone. The selection is logical, not
-// physical, so the result does not depend on how far the background
-// compactor has got: two stores with the same history and compaction give the
-// same hash, across restarts. The numbers differ from etcd's, which hashes
-// its bbolt encoding.
+// revision) with etcd's algorithm, so that a store holding the same history
+// as an etcd member (a migrated one, or one fed the same writes) reports
+// the same number at every revision. The bytes are etcd's: a CRC-32C
+// seeded with "key", then for each selected version in revision order its
+// key-bucket key (main, sub, tombstone mark) and its marshalled
+// mvccpb.KeyValue (etcdformat.KVHasher).
 //
-// It also returns the current revision (etcd's header revision). rev below the
-// compacted revision is ErrCompacted; above the current one, ErrFutureRev.
+// The selection is etcd 3.6's (kvHasher with the index's Keep(rev)), stated
+// logically so that it does not depend on how far the background compactor
+// has got: every version with a mod revision in (compacted, rev]; and from
+// at or below the compacted revision, each key's newest version there if it
+// is not a tombstone and — as long as any key is live at rev — the key has
+// not changed since up to rev.
+//
+// At the revision of one of the last 10 compactions since the store opened
+// it answers, as etcd, with the hash taken while compacting there (against
+// the previous compaction; see compactionHashes).
+//
+// It also returns the current revision (etcd's header revision). Any other
+// rev below the compacted revision is ErrCompacted; above the current one,
+// ErrFutureRev.
 func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
-	// NB: as in Read: the revision before the iterator (which may then see
+	// NB: as in Read: the revision before the snapshot (which may then see
 	// more, never less), the compacted revision after it.
 	cur := s.rev.Load()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
-	if err != nil {
-		return KVHash{}, 0, err
+	// As etcd's hashStorage: a revision at which a compaction ran is
+	// answered with the hash taken then, even below the compacted revision.
+	if h, ok := s.compactHashes.get(rev); ok && rev > 0 {
+		return h, cur, nil
 	}
-	defer it.Close()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
 	compactRev := s.compactRev.Load()
 	if rev > 0 && rev < compactRev {
 		return KVHash{}, 0, ErrCompacted
@@ -52,55 +71,247 @@ func (s *Store) HashKV(ctx context.Context, rev int64) (KVHash, int64, error) {
 	if rev <= 0 {
 		rev = cur
 	}
-	h := crc32.New(castagnoli)
-	var vlen [binary.MaxVarintLen64]byte
-	var prevPrefix []byte
-	sawOld := false // a version <= compactRev of the current key was seen
-	var n int
+	h, err := hashView(ctx, snap, rev, compactRev, false)
+	if err != nil {
+		return KVHash{}, 0, err
+	}
+	return KVHash{Hash: h, CompactRevision: compactRev, Revision: rev}, cur, nil
+}
+
+// hashView computes etcd's HashKV over snap at rev with compactRev as the
+// compacted revision. atCompaction selects the variant etcd computes while
+// compacting at rev (its kvHasher with the index's Compact(rev) set, which
+// keeps tombstones at rev, instead of Keep(rev)).
+func hashView(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64, atCompaction bool) (uint32, error) {
+	h := etcdformat.NewKVHasher()
+	var kvbuf []byte
+	write := func(k []byte, main, sub int64, rec versionRecord) error {
+		kv, err := recordToKV(k, rec)
+		if err != nil {
+			return err
+		}
+		if kvbuf, err = etcdformat.MarshalKV(kvbuf[:0], rec.tombstone, &kv); err != nil {
+			return err
+		}
+		h.Write(main, sub, rec.tombstone, kvbuf)
+		return nil
+	}
+	ov, err := oldVersions(ctx, snap, rev, compactRev)
+	if err != nil {
+		return 0, err
+	}
+	old := ov.kept
+	if !ov.liveAtRev && !(atCompaction && ov.tombAtRev) {
+		// NB: etcd filters old versions by its index's Keep(rev) (or
+		// Compact(rev)) set only when that set is not empty; with no key
+		// live (or, compacting, deleted) at rev it hashes every stored one.
+		old = append(old, ov.changed...)
+	}
+	sortByRevision(old)
+	for i, o := range old {
+		if i&4095 == 4095 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+		rec, err := getVersion(snap, o.key)
+		if err != nil {
+			return 0, err
+		}
+		if err := write(o.key, o.main, rec.sub, rec); err != nil {
+			return 0, err
+		}
+	}
+	// Everything after the compacted revision, in order, from the change log.
+	it, err := snap.NewIter(&pebble.IterOptions{
+		LowerBound: appendLogKey(nil, max(compactRev+1, 0), 0),
+		UpperBound: appendLogKey(nil, rev+1, 0),
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	var vk []byte
+	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		if n++; n&4095 == 0 {
 			if err := ctx.Err(); err != nil {
-				return KVHash{}, 0, err
+				return 0, err
+			}
+		}
+		lk := it.Key()
+		if len(lk) != logKeyLen {
+			return 0, errCorruptKey
+		}
+		main, sub := logKeyRev(lk), int64(binary.BigEndian.Uint32(lk[9:]))
+		vk = appendVersionKey(vk[:0], it.Value(), main)
+		rec, err := getVersion(snap, vk)
+		if err != nil {
+			return 0, err
+		}
+		if err := write(vk, main, sub, rec); err != nil {
+			return 0, err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	return h.Sum32(), nil
+}
+
+// compactionHashes keeps the hashes taken at the last compactions, as
+// etcd's hashStorage: HashKV at such a revision answers with it (with the
+// previous compaction as CompactRevision). In memory only, as etcd's.
+type compactionHashes struct {
+	mu     sync.Mutex
+	hashes []KVHash // by Revision
+}
+
+const compactionHashesMax = 10 // etcd's hashStorageMaxSize
+
+func (c *compactionHashes) store(h KVHash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hashes = append(c.hashes, h)
+	sort.Slice(c.hashes, func(i, j int) bool { return c.hashes[i].Revision < c.hashes[j].Revision })
+	if len(c.hashes) > compactionHashesMax {
+		c.hashes = c.hashes[len(c.hashes)-compactionHashesMax:]
+	}
+}
+
+func (c *compactionHashes) get(rev int64) (KVHash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hashes {
+		if h.Revision == rev {
+			return h, true
+		}
+	}
+	return KVHash{}, false
+}
+
+// compactionHashJob is a compaction's hash to take: over the snapshot taken
+// when it was committed (so before any of its versions are removed).
+type compactionHashJob struct {
+	snap      *pebble.Snapshot
+	prev, rev int64
+}
+
+// oldVersion is a version at or below the compacted revision that HashKV
+// hashes: its Pebble key, revision and sub-revision.
+type oldVersion struct {
+	key       []byte
+	main, sub int64
+}
+
+// oldSet is what oldVersions finds.
+type oldSet struct {
+	// kept and changed are each key's newest version at or below the
+	// compacted revision (what reads at or above it can see of the
+	// compacted past) unless it is a tombstone: kept for keys with no
+	// version in (compacted, rev], changed for the others.
+	kept, changed []oldVersion
+	// liveAtRev: some key's newest version at or below rev is live;
+	// tombAtRev: some key was deleted exactly at rev.
+	liveAtRev, tombAtRev bool
+}
+
+// oldVersions scans every key once (see oldSet).
+func oldVersions(ctx context.Context, snap *pebble.Snapshot, rev, compactRev int64) (oldSet, error) {
+	var ov oldSet
+	if compactRev < 0 {
+		return ov, nil // nothing is old; the flags matter only for old versions
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixKey}, UpperBound: []byte{prefixKey + 1}})
+	if err != nil {
+		return oldSet{}, err
+	}
+	defer it.Close()
+	var (
+		prefix  []byte
+		seenRev bool // a version <= rev of the current key was seen
+		touched bool // ... and one in (compactRev, rev]
+		n       int
+	)
+	for ok := it.First(); ok; ok = it.Next() {
+		if n++; n&4095 == 0 {
+			if err := ctx.Err(); err != nil {
+				return oldSet{}, err
 			}
 		}
 		k := it.Key()
-		prefix := versionKeyPrefix(k)
-		if string(prefix) != string(prevPrefix) {
-			prevPrefix = append(prevPrefix[:0], prefix...)
-			sawOld = false
+		if p := versionKeyPrefix(k); string(p) != string(prefix) {
+			prefix = append(prefix[:0], p...)
+			seenRev, touched = false, false
+		} else if seenRev && !touched {
+			continue // the newest version <= compactRev is behind us
 		}
 		r := versionKeyRev(k)
 		if r > rev {
 			continue
 		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return KVHash{}, 0, err
-		}
-		if r <= compactRev {
-			// Only the newest version at or below the compacted revision
-			// survives compaction, and only if it is not a tombstone.
-			if sawOld {
-				continue
-			}
-			sawOld = true
-			rec, err := decodeVersionValue(v)
+		var rec versionRecord
+		if !seenRev || r <= compactRev {
+			v, err := it.ValueAndErr()
 			if err != nil {
-				return KVHash{}, 0, err
+				return oldSet{}, err
 			}
-			if rec.tombstone {
-				continue
+			if rec, err = decodeVersionValue(v); err != nil {
+				return oldSet{}, err
 			}
 		}
-		// A version key is self-delimiting; the value is length-prefixed.
-		h.Write(k)
-		h.Write(vlen[:binary.PutUvarint(vlen[:], uint64(len(v)))])
-		h.Write(v)
+		first := !seenRev
+		seenRev = true
+		if first && !rec.tombstone {
+			ov.liveAtRev = true
+		}
+		if first && rec.tombstone && r == rev {
+			ov.tombAtRev = true
+		}
+		if r > compactRev {
+			touched = true
+			continue
+		}
+		// The newest version <= compactRev of this key; older ones are
+		// compacted away.
+		if !rec.tombstone {
+			o := oldVersion{key: append([]byte(nil), k...), main: r, sub: rec.sub}
+			if touched {
+				ov.changed = append(ov.changed, o)
+			} else {
+				ov.kept = append(ov.kept, o)
+			}
+		}
+		touched = false // skip the rest of this key
 	}
-	if err := it.Error(); err != nil {
-		return KVHash{}, 0, err
+	return ov, it.Error()
+}
+
+func sortByRevision(vs []oldVersion) {
+	sort.Slice(vs, func(i, j int) bool {
+		if vs[i].main != vs[j].main {
+			return vs[i].main < vs[j].main
+		}
+		return vs[i].sub < vs[j].sub
+	})
+}
+
+// getVersion reads and decodes one version.
+func getVersion(snap *pebble.Snapshot, key []byte) (versionRecord, error) {
+	v, closer, err := snap.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return versionRecord{}, fmt.Errorf("mvcc: change log names a missing version %x: %w", key, errCorruptKey)
 	}
-	return KVHash{Hash: h.Sum32(), CompactRevision: compactRev, Revision: rev}, cur, nil
+	if err != nil {
+		return versionRecord{}, err
+	}
+	defer closer.Close()
+	rec, err := decodeVersionValue(v)
+	if err != nil {
+		return versionRecord{}, err
+	}
+	rec.value = append([]byte(nil), rec.value...)
+	return rec, nil
 }
 
 // Hash hashes the store's whole physical state (versions, change log and

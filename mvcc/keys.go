@@ -185,26 +185,35 @@ func metaKey(name string) []byte {
 	return append([]byte{prefixMeta}, name...)
 }
 
-// Version record: kind(1) uvarint(create) uvarint(version) varint(lease) value.
-// The mod revision is in the key. A tombstone carries no fields after kind.
+// Version record: kind(1) uvarint(sub) uvarint(create) uvarint(version)
+// varint(lease) value; a tombstone is kind(1) uvarint(sub). The mod
+// revision is in the key. The sub-revision (the change's index within its
+// revision) is what etcd's key bucket and HashKV encode; records written
+// before it was kept (kinds 1 and 2) decode with sub 0.
 const (
-	kindPut       byte = 1
-	kindTombstone byte = 2
+	kindPut          byte = 1 // without sub: kind create version lease value
+	kindTombstone    byte = 2 // without sub: kind
+	kindPutSub       byte = 3
+	kindTombstoneSub byte = 4
 )
 
-func appendVersionValue(dst []byte, create, version, lease int64, value []byte) []byte {
-	dst = append(dst, kindPut)
+func appendVersionValue(dst []byte, sub int, create, version, lease int64, value []byte) []byte {
+	dst = append(dst, kindPutSub)
+	dst = binary.AppendUvarint(dst, uint64(sub))
 	dst = binary.AppendUvarint(dst, uint64(create))
 	dst = binary.AppendUvarint(dst, uint64(version))
 	dst = binary.AppendVarint(dst, lease)
 	return append(dst, value...)
 }
 
-var tombstoneValue = []byte{kindTombstone}
+func appendTombstoneValue(dst []byte, sub int) []byte {
+	return binary.AppendUvarint(append(dst, kindTombstoneSub), uint64(sub))
+}
 
 // versionRecord is a decoded version; Value aliases the source buffer.
 type versionRecord struct {
 	tombstone bool
+	sub       int64
 	create    int64
 	version   int64
 	lease     int64
@@ -215,14 +224,24 @@ func decodeVersionValue(b []byte) (versionRecord, error) {
 	if len(b) == 0 {
 		return versionRecord{}, errCorruptKey
 	}
-	switch b[0] {
-	case kindTombstone:
-		return versionRecord{tombstone: true}, nil
-	case kindPut:
+	var rec versionRecord
+	kind := b[0]
+	b = b[1:]
+	if kind == kindPutSub || kind == kindTombstoneSub {
+		sub, n := binary.Uvarint(b)
+		if n <= 0 {
+			return versionRecord{}, errCorruptKey
+		}
+		rec.sub, b = int64(sub), b[n:]
+	}
+	switch kind {
+	case kindTombstone, kindTombstoneSub:
+		rec.tombstone = true
+		return rec, nil
+	case kindPut, kindPutSub:
 	default:
 		return versionRecord{}, errCorruptKey
 	}
-	b = b[1:]
 	create, n := binary.Uvarint(b)
 	if n <= 0 {
 		return versionRecord{}, errCorruptKey
@@ -237,5 +256,6 @@ func decodeVersionValue(b []byte) (versionRecord, error) {
 	if n <= 0 {
 		return versionRecord{}, errCorruptKey
 	}
-	return versionRecord{create: int64(create), version: int64(version), lease: lease, value: b[n:]}, nil
+	rec.create, rec.version, rec.lease, rec.value = int64(create), int64(version), lease, b[n:]
+	return rec, nil
 }

@@ -87,10 +87,14 @@ func FuzzKeyEncoding(f *testing.F) {
 		_, _ = decodeUserKey(a)
 		_, _ = decodeVersionValue(b)
 		// Version values round-trip.
-		v := appendVersionValue(nil, ra, rb, ra-rb, a)
+		sub := int(uint32(ra))
+		v := appendVersionValue(nil, sub, ra, rb, ra-rb, a)
 		rec, err := decodeVersionValue(v)
-		if err != nil || rec.tombstone || rec.create != ra || rec.version != rb || rec.lease != ra-rb || !bytes.Equal(rec.value, a) {
+		if err != nil || rec.tombstone || rec.sub != int64(sub) || rec.create != ra || rec.version != rb || rec.lease != ra-rb || !bytes.Equal(rec.value, a) {
 			t.Fatalf("version value round trip: %+v, %v", rec, err)
+		}
+		if rec, err := decodeVersionValue(appendTombstoneValue(nil, sub)); err != nil || !rec.tombstone || rec.sub != int64(sub) {
+			t.Fatalf("tombstone round trip: %+v, %v", rec, err)
 		}
 		// Change-log keys order by revision, then sub-revision.
 		la, lb := appendLogKey(nil, ra, int(uint32(rb))), appendLogKey(nil, rb, int(uint32(ra)))

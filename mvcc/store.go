@@ -73,7 +73,8 @@ type Store struct {
 
 	writeMu sync.Mutex // one Batch (or compaction step commit) at a time
 
-	compactor *compactor
+	compactor     *compactor
+	compactHashes compactionHashes // etcd's hashes taken at compactions
 
 	reads     readPool      // idle read views (readpool.go)
 	readGen   atomic.Uint64 // advanced by Pebble flushes and compactions

@@ -21,9 +21,8 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	return resp, nil
 }
 
-// HashKV answers etcd's HashKV: a hash of the key-value history up to
-// r.Revision (0 = current), equal on every store with the same history and
-// compaction. The numbers differ from etcd's, which hashes bbolt's encoding.
+// HashKV answers etcd's HashKV with etcd's algorithm (mvcc.Store.HashKV):
+// equal to etcd's for the same history and compaction.
 func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)

@@ -27,10 +27,11 @@ const snapshotChunk = 32 * 1024
 
 var snapshotSeq atomic.Int64
 
-// Snapshot streams a consistent copy of the store in the format described in
-// mvcc/snapshot.go, then its SHA-256 as a last message, exactly as etcd
-// streams a bbolt file: `etcdctl snapshot save` accepts it and
-// `metastore snapshot restore` brings it back.
+// Snapshot streams a consistent copy of the store as an etcd database
+// (etcdmigrate.go), then its SHA-256 as a last message, exactly as etcd
+// streams its bbolt file: `etcdctl snapshot save` stores it, etcd's
+// `snapshot status` and `snapshot restore` read it, and `metastore snapshot
+// restore` brings it back.
 func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_SnapshotServer) error {
 	s := m.s
 	if err := s.requireAdmin(srv.Context()); err != nil {
@@ -40,7 +41,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_S
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return toGRPCError(err)
 	}
-	snap, err := s.store.Snapshot(dir)
+	snap, err := newEtcdSnapshot(srv.Context(), s.store, dir)
 	if err != nil {
 		return toGRPCError(err)
 	}
@@ -82,10 +83,20 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_S
 }
 
 // RestoreSnapshot restores a snapshot file (as saved by `etcdctl snapshot
-// save`) into dataDir, which must not exist or be empty. As etcdutl's
-// restore, the result is a new one-member cluster: it gets fresh cluster and
-// member ids; the data, revisions, compaction and alarms are the snapshot's.
-func RestoreSnapshot(file, dataDir string) (rev int64, err error) {
+// save` from etcd or metastore, or etcd's member/snap/db with
+// SkipHashCheck) into dataDir, which must not exist or be empty. As
+// etcdutl's restore, the result is a new one-member cluster: it gets fresh
+// cluster and member ids; the data, revisions and compaction are the
+// snapshot's (and alarms too for metastore's earlier archive format).
+func RestoreSnapshot(file, dataDir string, opts RestoreOptions) (rev int64, err error) {
+	if etcd, err := isEtcdDB(file); err != nil {
+		return 0, err
+	} else if etcd {
+		return restoreEtcd(file, dataDir, opts)
+	}
+	if opts.BumpRevision > 0 || opts.MarkCompacted {
+		return 0, errors.New("restore: --bump-revision and --mark-compacted apply to etcd snapshots only")
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return 0, err

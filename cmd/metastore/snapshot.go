@@ -11,12 +11,22 @@ import (
 
 const snapshotUsage = `Usage:
 
-  metastore snapshot restore FILE --data-dir DIR
-    Restore a snapshot saved with 'etcdctl snapshot save' from a metastore
-    server into DIR, which must not exist or be empty. Start metastore with
-    --data-dir DIR afterwards. As etcdutl's restore, the restored member is a
-    new one-member cluster (new cluster and member ids) with the snapshot's
-    data, revisions and compaction.
+  metastore snapshot restore FILE --data-dir DIR [--skip-hash-check]
+                             [--bump-revision N --mark-compacted]
+    Restore a snapshot saved with 'etcdctl snapshot save' from etcd (3.4 to
+    3.6) or metastore, or an etcd member's member/snap/db file (with
+    --skip-hash-check), into DIR, which must not exist or be empty. Start
+    metastore with --data-dir DIR afterwards. Every revision of every key is
+    kept, with the compaction, leases and auth; alarms are dropped. As
+    etcdutl's restore, the restored member is a new one-member cluster (new
+    cluster and member ids). A damaged file is refused and DIR left as it
+    was.
+
+    --skip-hash-check  accept a file without the SHA-256 trailer of a saved
+                       snapshot (member/snap/db), and do not verify one
+    --bump-revision N  raise the restored revision by N, and with
+    --mark-compacted   compact at it (as etcdutl: for restoring an older
+                       backup; watchers from before must start over)
 `
 
 // snapshotCmd runs `metastore snapshot ...` and returns the exit status.
@@ -38,6 +48,9 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 	// stderr with the error otherwise (exit 2).
 	fs.SetOutput(io.Discard)
 	dataDir := fs.String("data-dir", "", "directory to restore into (must not exist or be empty)")
+	skipHash := fs.Bool("skip-hash-check", false, "accept a file without a SHA-256 trailer (etcd's member/snap/db) and do not verify one")
+	bump := fs.Uint64("bump-revision", 0, "raise the restored revision by this much (needs --mark-compacted)")
+	markCompacted := fs.Bool("mark-compacted", false, "compact at the restored revision (needs --bump-revision)")
 	// The file may come before or after the flags, as in etcdutl.
 	var file string
 	rest := args[1:]
@@ -62,7 +75,7 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "metastore snapshot restore: FILE and --data-dir are required\n%s", snapshotUsage)
 		return 2
 	}
-	rev, err := server.RestoreSnapshot(file, *dataDir)
+	rev, err := server.RestoreSnapshot(file, *dataDir, server.RestoreOptions{SkipHashCheck: *skipHash, BumpRevision: *bump, MarkCompacted: *markCompacted})
 	if err != nil {
 		fmt.Fprintf(stderr, "metastore snapshot restore: %v\n", err)
 		return 1

@@ -54,15 +54,42 @@ func watchFragmentBytes(l config.Limits) int {
 	return n
 }
 
-// watchSendError turns a watch response that gRPC refused for its size
-// into the error the stream ends with; any other send error means the
-// client is gone (nil: the handler ends with the stream's context).
+// watchSendError is the error a watch stream ends with when a send
+// failed: a response over the send limit ends it with ResourceExhausted;
+// any other failure means the client is gone (nil: the handler ends with
+// the stream's context).
 func watchSendError(err error) error {
 	if status.Code(err) != codes.ResourceExhausted {
 		return nil
 	}
-	return status.Errorf(codes.ResourceExhausted,
-		"etcdserver: watch response exceeds the server's max_send_msg_size (%s); create the watch with fragment to have large responses split", status.Convert(err).Message())
+	return err
+}
+
+// limitWatchSend checks each watch response against the send limit before
+// gRPC does, so that the stream ends with an error that names the setting
+// and the way around it (gRPC's reads "trying to send message larger than
+// max"). Every watcher of the stream gets it, as clientv3 reports any
+// stream error to all of them.
+func (s *Server) limitWatchSend(st pb.Watch_WatchServer) pb.Watch_WatchServer {
+	if s.cfg.Limits.MaxSendMsgSize <= 0 {
+		return st
+	}
+	return &sizeCheckedWatchStream{Watch_WatchServer: st, limit: s.cfg.Limits.MaxSendMsgSize}
+}
+
+type sizeCheckedWatchStream struct {
+	pb.Watch_WatchServer
+	limit int
+}
+
+func (w *sizeCheckedWatchStream) SendMsg(m any) error {
+	if r, ok := m.(sizer); ok {
+		if n := r.Size(); n > w.limit {
+			return status.Errorf(codes.ResourceExhausted,
+				"etcdserver: watch response of %d bytes exceeds the server's max_send_msg_size of %d bytes; create the watch with fragment to have large responses split", n, w.limit)
+		}
+	}
+	return w.Watch_WatchServer.SendMsg(m)
 }
 
 // rangePieceTarget is the size RangeStream aims each piece at (etcd's

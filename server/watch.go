@@ -118,7 +118,7 @@ type serverWatchStream struct {
 func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	sws := &serverWatchStream{
 		srv:      ws,
-		grpc:     stream,
+		grpc:     ws.s.limitWatchSend(stream), // sendlimit.go
 		stream:   ws.s.hub.NewStream(),
 		progress: make(map[int64]*watchTag),
 		closec:   make(chan struct{}),

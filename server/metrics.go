@@ -84,7 +84,7 @@ func newMetrics() *metrics {
 		Name: "metastore_server_slow_requests_total", Help: "Requests slower than the slow-request threshold.",
 	})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "metastore_server_rate_limited_total", Help: "Requests refused by a rate limit, by scope (global or user).",
+		Name: "metastore_server_rate_limited_total", Help: "Requests refused by a rate limit, by the bucket that refused: global, user, unary, stream (a stream or watch creation) or tenant.",
 	}, []string{"scope"})
 	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "metastore_server_connections_refused_total", Help: "Client connections closed because the connection limit was reached.",

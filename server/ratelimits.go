@@ -80,8 +80,8 @@ func newRateLimits(l config.Limits, refused *prometheus.CounterVec, reg promethe
 	r := &rateLimits{
 		refused: refused,
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "metastore_rate_limit",
-			Help: "Configured rate of each token bucket (global, user, unary, stream) in requests per second; 0 means no limit. Refusals are metastore_rate_limited_total by the same scope.",
+			Name: "metastore_server_rate_limit",
+			Help: "Configured rate of each token bucket (global, user, unary, stream) in requests per second; 0 means no limit. Refusals are metastore_server_rate_limited_total by the same scope.",
 		}, []string{"scope"}),
 	}
 	reg.MustRegister(r.limit)

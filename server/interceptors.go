@@ -77,7 +77,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 }
 
 func (s *Server) checkRate(ctx context.Context, method string, kind callKind) error {
-	return s.rates.check(kind, method, s.requestUser(ctx))
+	return s.rates.check(ctx, kind, method, s)
 }
 
 func (s *Server) recovered(method string, r any) {

@@ -116,9 +116,20 @@ func (r *rateLimits) set(l config.Limits) {
 	}
 }
 
-// userBucket returns user's bucket, or nil without a per-user limit.
-func (r *rateLimits) userBucket(user string) *rate.Limiter {
-	if user == "" || r.userRate.Load() == 0 {
+// callerNamer names the user a request is rate-limited as (the Server).
+type callerNamer interface {
+	requestUser(ctx context.Context) string
+}
+
+// userBucket returns the bucket of the caller of ctx, or nil without a
+// per-user limit (then the caller is not looked up: that costs a token
+// lookup).
+func (r *rateLimits) userBucket(ctx context.Context, who callerNamer) *rate.Limiter {
+	if r.userRate.Load() == 0 {
+		return nil
+	}
+	user := who.requestUser(ctx)
+	if user == "" {
 		return nil
 	}
 	if l, ok := r.users.Load(user); ok {
@@ -134,10 +145,10 @@ func (r *rateLimits) userBucket(user string) *rate.Limiter {
 	return l.(*rate.Limiter)
 }
 
-// allow takes a token from user's bucket, the kind's and the global one,
-// in that order, and returns the scope that refused, or "".
-func (r *rateLimits) allow(kind callKind, user string) string {
-	if l := r.userBucket(user); l != nil && !l.Allow() {
+// allow takes a token from the caller's bucket, the kind's and the global
+// one, in that order, and returns the scope that refused, or "".
+func (r *rateLimits) allow(ctx context.Context, kind callKind, who callerNamer) string {
+	if l := r.userBucket(ctx, who); l != nil && !l.Allow() {
 		return "user"
 	}
 	switch {
@@ -154,12 +165,12 @@ func (r *rateLimits) allow(kind callKind, user string) string {
 
 // check is allow for a call of method: errTooManyRequests when a bucket is
 // empty. Health checks are never limited: probes must see a busy server
-// as alive.
-func (r *rateLimits) check(kind callKind, method, user string) error {
-	if strings.HasPrefix(method, healthService) {
+// as alive. A nil *rateLimits limits nothing.
+func (r *rateLimits) check(ctx context.Context, kind callKind, method string, who callerNamer) error {
+	if r == nil || strings.HasPrefix(method, healthService) {
 		return nil
 	}
-	if scope := r.allow(kind, user); scope != "" {
+	if scope := r.allow(ctx, kind, who); scope != "" {
 		r.refused.WithLabelValues(scope).Inc()
 		return errTooManyRequests
 	}
@@ -180,7 +191,7 @@ func streamKind(method string) callKind {
 // turns into rpctypes.ErrTooManyRequests; the stream and its other
 // watchers carry on.
 func (s *Server) allowWatchCreate(ctx context.Context) (cancelReason string) {
-	if err := s.rates.check(kindStream, watchMethod, s.requestUser(ctx)); err != nil {
+	if err := s.rates.check(ctx, kindStream, watchMethod, s); err != nil {
 		return rpctypes.ErrorDesc(err)
 	}
 	return ""

@@ -58,7 +58,7 @@ func (s *Server) applyLive(next *config.Config) {
 		if err := s.live.logging(next.Logging); err != nil {
 			s.lg.Error("reload: cannot change the log settings", "err", err)
 		} else {
-			s.lg.Info("reload: log settings changed", "level", next.Logging.Level, "format", next.Logging.Format)
+			s.lg.Info("reload: log settings changed", "log-level", next.Logging.Level, "log-format", next.Logging.Format)
 		}
 	}
 	applied := *running

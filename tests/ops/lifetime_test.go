@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/tests/framework"
@@ -90,22 +92,36 @@ func TestMaxConnectionAgeWatchResumes(t *testing.T) {
 }
 
 // TestMaxConnectionIdle: a connection with no RPC for max_connection_idle
-// is sent GOAWAY (the client's channel leaves READY); the client's next
-// call reconnects.
+// is sent GOAWAY; the client dials a new one (counted by its dialer) and
+// its calls keep working.
 func TestMaxConnectionIdle(t *testing.T) {
 	t.Parallel()
 	m := framework.StartMetastoreConfig(t, func(c *config.Config) { c.GRPC.MaxConnectionIdle = 300 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cli := m.Client(t)
+	var dials atomic.Int64
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{m.Endpoint},
+		Logger:    zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
 	if _, err := cli.Put(ctx, "k", "v"); err != nil {
 		t.Fatal(err)
 	}
-	conn := cli.ActiveConnection()
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d dials before the connection was idle", n)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for conn.GetState() == connectivity.Ready {
+	for dials.Load() < 2 {
 		if time.Now().After(deadline) {
-			t.Fatal("an idle connection stayed open past max_connection_idle")
+			t.Fatal("an idle connection stayed open past max_connection_idle (no new dial)")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -72,7 +72,8 @@ FUZZTIME ?= 1m
 FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation \
 	./server/config:FuzzLoad ./auth:FuzzDecodeUser ./auth:FuzzPermCheck \
 	./wasmhost:FuzzDecodeRequest ./wasmhost/internal/wasmbin:FuzzParseAndMeter \
-	./policies/policy:FuzzDecodeTxn ./policies/policy:FuzzRequest
+	./policies/policy:FuzzDecodeTxn ./policies/policy:FuzzRequest \
+	./auth/wasmpolicy:FuzzCheckMutation
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

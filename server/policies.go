@@ -29,6 +29,10 @@ import (
 // wasmCacheDir is where compiled policies are cached, under the data dir.
 const wasmCacheDir = "wasm-cache"
 
+// policyReloadTimeout abandons a reload that has not finished (compiling a
+// large Go module takes seconds, ~30 s under the race detector).
+const policyReloadTimeout = 2 * time.Minute
+
 // policySet is what the server's WebAssembly policies share across
 // reloads: the host (created with the first policy), the metrics, and the
 // reload lock. The policies themselves are in the current policyChain.
@@ -359,6 +363,11 @@ func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
 	ps := s.policies
 	ps.reloadMu.Lock()
 	defer ps.reloadMu.Unlock()
+	// NB: every step of a load is bounded (the init deadline covers start,
+	// _initialize and policy_init), but a reload that still cannot finish
+	// is abandoned rather than holding reloadMu, which the next one waits on.
+	ctx, cancel := context.WithTimeout(ctx, policyReloadTimeout)
+	defer cancel()
 	if cfg == nil {
 		c := *ps.cfg
 		cfg = &c

@@ -55,7 +55,7 @@ func (s *Server) newPolicyMetrics() *policyMetrics {
 		Name: "metastore_policy_calls_total", Help: "Policy calls by hook and verdict (after on_error).",
 	}, []string{"policy", "hook", "verdict"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "metastore_policy_errors_total", Help: "Failed policy calls and loads by kind: trap, timeout, oom, bad_result, init, load.",
+		Name: "metastore_policy_errors_total", Help: "Failed policy calls and loads, and counted problems, by kind: trap, timeout, oom, fuel, table, stack, bad_result, bad_reason (the DENY stood), bad_mutation, init, load.",
 	}, []string{"policy", "hook", "kind"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "metastore_policy_call_duration_seconds", Help: "Latency of policy calls, pool wait included.",

@@ -99,11 +99,13 @@ func BenchmarkDeadlineGuard(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := wasmbin.AddMetering(m, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
+				if err := wasmbin.AddMetering(m, metering(DefaultLimits())); err != nil {
 					b.Fatal(err)
 				}
 				bin = m.Encode()
-				hb = hb.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel)
+				hb = hb.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel).
+					NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostBulk), []api.ValueType{i32}, []api.ValueType{i32}).Export(importBulk).
+					NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLimit), []api.ValueType{i32}, nil).Export(importLimit)
 			}
 			if _, err := hb.Instantiate(ctx); err != nil {
 				b.Fatal(err)
@@ -201,7 +203,7 @@ func BenchmarkInstantiate(b *testing.B) {
 	v := p.cur.Load()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		inst, err := v.newInstance(context.Background())
+		inst, err := v.newInstance()
 		if err != nil {
 			b.Fatal(err)
 		}

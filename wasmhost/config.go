@@ -61,6 +61,13 @@ type Limits struct {
 	AuthorizeTimeout time.Duration
 	AdmitTimeout     time.Duration
 	InitTimeout      time.Duration
+	// Fuel is a per-call work budget (authorize and admit; 0: none), in
+	// fuel units: about one loop iteration or call of guest code each, and
+	// for host functions one per 16 bytes or 8 per element they handle. It
+	// is deterministic where the deadline is not (a descheduled thread),
+	// counted in quanta of 10,000 guest units. A call over it fails with
+	// KindFuel.
+	Fuel int64
 	// Instances is the number of warm instances kept (default GOMAXPROCS).
 	Instances int
 	// RecycleCalls retires an instance after that many calls.
@@ -71,6 +78,31 @@ type Limits struct {
 	// DegradedErrors errors within DegradedWindow mark the policy degraded.
 	DegradedErrors int
 	DegradedWindow time.Duration
+
+	// Structural limits, checked on the module as submitted before it is
+	// compiled (a module over one is refused with a LoadError naming it).
+	// CodeBytes caps the code section, Functions the function count
+	// (imported and defined), Globals the global count, LocalsPerFunction
+	// one function's params plus locals, Tables the table count and
+	// TableElements each table's size: a table's maximum is clamped to it, so
+	// table.grow past it fails (-1) and the call's failure is counted as
+	// KindTable.
+	CodeBytes         int64
+	Functions         int
+	Globals           int
+	LocalsPerFunction int
+	Tables            int
+	TableElements     int
+	// StackBytes bounds the estimated frame bytes of the functions on a
+	// call's stack and CallDepth its depth; past either the call fails with
+	// KindStack (ErrStackLimit).
+	StackBytes int64
+	CallDepth  int
+	// TotalMemoryBytes bounds what the policy's warm instances may hold
+	// together: Instances × (MemoryBytes + Tables × TableElements × 8 +
+	// 4 × StackBytes). With Instances left at its default, the instance
+	// count is lowered to fit.
+	TotalMemoryBytes int64
 }
 
 // DefaultLimits returns the defaults of policy ABI v1.
@@ -89,7 +121,26 @@ func DefaultLimits() Limits {
 		RecycleMemoryPercent: 75,
 		DegradedErrors:       5,
 		DegradedWindow:       10 * time.Second,
+		// The example Go policies have ~2,200 functions, 2 MiB of code, 8
+		// globals, 21 locals at most and a 6,300-entry table; the defaults
+		// leave them 5-15× room.
+		CodeBytes:         16 << 20,
+		Functions:         20_000,
+		Globals:           1_000,
+		LocalsPerFunction: 10_000,
+		Tables:            8,
+		TableElements:     100_000,
+		StackBytes:        2 << 20,
+		CallDepth:         10_000,
+		TotalMemoryBytes:  4 << 30,
 	}
+}
+
+// instanceBytes is the most one instance may hold under l: its memory,
+// tables (8 bytes an element) and stacks (wazero keeps one per exported
+// function it calls, grown by doubling).
+func (l Limits) instanceBytes() int64 {
+	return l.MemoryBytes + int64(l.Tables)*int64(l.TableElements)*8 + 4*l.StackBytes
 }
 
 // withDefaults fills zero fields from DefaultLimits.
@@ -118,7 +169,21 @@ func (l Limits) withDefaults() Limits {
 	setd(&l.AuthorizeTimeout, d.AuthorizeTimeout)
 	setd(&l.AdmitTimeout, d.AdmitTimeout)
 	setd(&l.InitTimeout, d.InitTimeout)
-	seti(&l.Instances, d.Instances)
+	set(&l.CodeBytes, d.CodeBytes)
+	seti(&l.Functions, d.Functions)
+	seti(&l.Globals, d.Globals)
+	seti(&l.LocalsPerFunction, d.LocalsPerFunction)
+	seti(&l.Tables, d.Tables)
+	seti(&l.TableElements, d.TableElements)
+	set(&l.StackBytes, d.StackBytes)
+	seti(&l.CallDepth, d.CallDepth)
+	set(&l.TotalMemoryBytes, d.TotalMemoryBytes)
+	if l.Instances == 0 {
+		l.Instances = d.Instances
+		if per := l.instanceBytes(); per > 0 && l.TotalMemoryBytes/per < int64(l.Instances) {
+			l.Instances = int(max(l.TotalMemoryBytes/per, 1))
+		}
+	}
 	seti(&l.RecycleCalls, d.RecycleCalls)
 	seti(&l.RecycleMemoryPercent, d.RecycleMemoryPercent)
 	seti(&l.DegradedErrors, d.DegradedErrors)
@@ -133,6 +198,9 @@ func (l Limits) Validate() error {
 	if l.ModuleBytes < 0 {
 		bad("module size limit %d is negative", l.ModuleBytes)
 	}
+	if l.Fuel < 0 {
+		bad("fuel budget %d is negative", l.Fuel)
+	}
 	if l.MemoryBytes < 0 || (l.MemoryBytes > 0 && l.MemoryBytes < 1<<16) || l.MemoryBytes > 4<<30 {
 		bad("memory limit %d must be between 64KiB and 4GiB", l.MemoryBytes)
 	}
@@ -140,10 +208,30 @@ func (l Limits) Validate() error {
 		name string
 		v    int
 	}{{"request bytes", l.RequestBytes}, {"mutation bytes", l.MutationBytes}, {"reason bytes", l.ReasonBytes},
-		{"instances", l.Instances}, {"recycle calls", l.RecycleCalls}, {"degraded errors", l.DegradedErrors}} {
+		{"instances", l.Instances}, {"recycle calls", l.RecycleCalls}, {"degraded errors", l.DegradedErrors},
+		{"functions", l.Functions}, {"globals", l.Globals}, {"locals per function", l.LocalsPerFunction},
+		{"tables", l.Tables}, {"table elements", l.TableElements}, {"call depth", l.CallDepth}} {
 		if f.v < 0 {
 			bad("%s %d is negative", f.name, f.v)
 		}
+	}
+	if l.CodeBytes < 0 {
+		bad("code size limit %d is negative", l.CodeBytes)
+	}
+	if l.TableElements > 1<<28 {
+		bad("table elements %d is over 2^28", l.TableElements)
+	}
+	if l.StackBytes < 0 || l.StackBytes > 1<<30 {
+		bad("stack bytes %d must be within 0..1GiB", l.StackBytes)
+	}
+	if l.CallDepth > 0 && l.StackBytes > 0 && l.StackBytes/int64(l.CallDepth) < 1 {
+		bad("call depth %d is over stack bytes %d", l.CallDepth, l.StackBytes)
+	}
+	if l.TotalMemoryBytes < 0 {
+		bad("total memory %d is negative", l.TotalMemoryBytes)
+	} else if l.TotalMemoryBytes > 0 && float64(l.Instances)*float64(l.instanceBytes()) > float64(l.TotalMemoryBytes) {
+		bad("%d instances × %d bytes (memory, tables, stack) is over the total memory limit %d",
+			l.Instances, l.instanceBytes(), l.TotalMemoryBytes)
 	}
 	if l.RecycleMemoryPercent < 0 || l.RecycleMemoryPercent > 100 {
 		bad("recycle memory percent %d must be within 0..100", l.RecycleMemoryPercent)

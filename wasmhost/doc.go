@@ -10,7 +10,14 @@
 // deadline, exhausts its memory or returns garbage never takes the caller
 // down: the instance is thrown away and the Decision carries the policy's
 // on_error verdict. Policy.Reload swaps in a new module without dropping
-// calls; a module that fails to load leaves the old one serving.
+// calls; a module that fails to load leaves the old one serving, and a load
+// that does not finish in time is abandoned.
+//
+// Every path of a call has a deadline: guest code is metered (fuel
+// check-ins), the start function and init run under the init deadline, and
+// the host's own wasi_snapshot_preview1 (wasi.go) charges work that grows
+// with an argument by size. A DENY is final once returned, whatever its
+// reason; auth/wasmpolicy keeps mutations in their lane.
 //
 // wasmhost imports no other package of metastore. It reports what happens
 // through Events, a struct of optional callbacks, and Policy.Stats; the

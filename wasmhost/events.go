@@ -10,9 +10,23 @@ const (
 	KindTrap      ErrorKind = "trap"       // the guest trapped, panicked or exited
 	KindTimeout   ErrorKind = "timeout"    // the call ran past its deadline
 	KindOOM       ErrorKind = "oom"        // the guest failed at its memory limit
+	KindTable     ErrorKind = "table"      // the guest failed after a table.grow refused at the table limit
+	KindStack     ErrorKind = "stack"      // the call's stack passed its depth or bytes limit (ErrStackLimit)
 	KindBadResult ErrorKind = "bad_result" // unknown verdict, bad buffer, oversized reason or mutation
 	KindInit      ErrorKind = "init"       // instantiation or policy_init failed; no instance to call
 	KindLoad      ErrorKind = "load"       // the module was refused at load or reload
+
+	// KindFuel: the call spent its fuel budget (Limits.Fuel), a
+	// deterministic work limit beside the deadline.
+	KindFuel ErrorKind = "fuel"
+	// KindBadReason: a DENY came with a missing, oversized, non-UTF-8 or
+	// out-of-bounds reason. The verdict stands with a host-written reason;
+	// the kind is only counted, never turned into on_error.
+	KindBadReason ErrorKind = "bad_reason"
+	// KindBadMutation: an admission mutation left its lane (changed the
+	// request's kind, or wrote or deleted outside the policy's prefixes);
+	// reported by the adapter that checks it (auth/wasmpolicy).
+	KindBadMutation ErrorKind = "bad_mutation"
 )
 
 // Events are optional callbacks the host invokes; nil fields are skipped.

@@ -112,7 +112,7 @@ func TestGoHostileContained(t *testing.T) {
 		{"oom", HookAuthorize, KindOOM},
 		{"exit", HookAuthorize, KindTrap},
 		{"garbage", HookAuthorize, KindBadResult},
-		{"bigreason", HookAuthorize, KindBadResult},
+		{"bigreason", HookAuthorize, KindBadReason}, // the DENY stands
 		{"bigmutation", HookAdmit, KindBadResult},
 	} {
 		p := loadGo(t, h, "testdata/hostile/gohostile", `{"mode": "`+tc.mode+`"}`, func(c *Config) {
@@ -133,7 +133,7 @@ func TestGoHostileContained(t *testing.T) {
 		}
 		start := time.Now()
 		d := p.Call(context.Background(), tc.hook, r)
-		if d.Kind != tc.kind || d.Verdict != Deny || d.Err == nil {
+		if d.Kind != tc.kind || d.Verdict != Deny || (d.Err == nil) != (tc.kind == KindBadReason) {
 			t.Errorf("%s: got %+v (%v), want on_error deny with kind %s", tc.mode, d, d.Err, tc.kind)
 		}
 		if took := time.Since(start); took > 10*time.Second {

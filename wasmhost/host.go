@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -24,6 +25,12 @@ type Options struct {
 type Host struct {
 	cache  wazero.CompilationCache
 	events Events
+	// background counts abandoned loads still finishing (Close waits).
+	background sync.WaitGroup
+	// validated remembers modules the validator accepted (limits.go);
+	// cacheDir, when set, keeps that across restarts.
+	validated sync.Map
+	cacheDir  string
 }
 
 // NewHost creates a host. Close it after every policy.
@@ -37,6 +44,7 @@ func NewHost(opts Options) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}
+		h.cacheDir = dir
 		if h.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}
@@ -46,7 +54,9 @@ func NewHost(opts Options) (*Host, error) {
 	return h, nil
 }
 
-// Close releases the compilation cache (the files on disk stay).
+// Close releases the compilation cache (the files on disk stay), after
+// any abandoned load has finished (each is bounded by its limits).
 func (h *Host) Close(ctx context.Context) error {
+	h.background.Wait()
 	return h.cache.Close(ctx)
 }

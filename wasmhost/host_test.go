@@ -182,8 +182,6 @@ func TestHostileContained(t *testing.T) {
 		{"garbage-verdict", HookAuthorize, KindBadResult},
 		{"garbage-verdict", HookAdmit, KindBadResult},
 		{"mutate-authorize", HookAuthorize, KindBadResult},
-		{"oversized-reason", HookAuthorize, KindBadResult},
-		{"reason-oob", HookAuthorize, KindBadResult},
 		{"oversized-mutation", HookAdmit, KindBadResult},
 	} {
 		for _, onErr := range []OnError{FailClosed, FailOpen} {
@@ -209,9 +207,18 @@ func TestHostileContained(t *testing.T) {
 			if took > time.Second {
 				t.Errorf("%s: took %v", name, took)
 			}
-			// The failed instance was replaced and the policy answers again
-			// (with the same failure).
-			if d2 := p.Call(context.Background(), tc.hook, r); d2.Kind != tc.kind {
+			// The failed instance is replaced and the policy answers again
+			// (with the same failure). NB: a call waits for an idle instance
+			// only up to its own deadline, so on a loaded machine the calls
+			// right after the discard may time out while the pool refills.
+			var d2 Decision
+			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+				if d2 = p.Call(context.Background(), tc.hook, r); d2.Kind != KindTimeout || tc.kind == KindTimeout {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if d2.Kind != tc.kind {
 				t.Errorf("%s: second call %+v", name, d2)
 			}
 			if d := good.Authorize(context.Background(), req); d.Verdict != Allow {
@@ -302,7 +309,11 @@ func TestLoadErrors(t *testing.T) {
 func TestReload(t *testing.T) {
 	rec := &recorder{}
 	h := newHost(t, rec)
-	p := load(t, h, "allow", nil)
+	// The hammering goroutines never block, so the scheduler may preempt
+	// one holding an instance for a whole time slice (10 ms) while the
+	// others queue: a deadline that the machine cannot miss keeps this test
+	// about reloads, not about scheduling.
+	p := load(t, h, "allow", relaxed)
 	req := testRequest(t)
 	ctx := context.Background()
 
@@ -311,6 +322,7 @@ func TestReload(t *testing.T) {
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var calls, failures atomic.Int64
+	var lastFailure atomic.Value
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func() {
@@ -320,6 +332,7 @@ func TestReload(t *testing.T) {
 				calls.Add(1)
 				if d.Err != nil {
 					failures.Add(1)
+					lastFailure.Store(d.Err.Error())
 				}
 			}
 		}()
@@ -329,7 +342,9 @@ func TestReload(t *testing.T) {
 		if i%2 == 1 {
 			name = "allow"
 		}
-		if err := p.Reload(ctx, Config{Path: name + ".wasm", Binary: modules[name]}); err != nil {
+		cfg := Config{Path: name + ".wasm", Binary: modules[name]}
+		relaxed(&cfg)
+		if err := p.Reload(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -337,7 +352,7 @@ func TestReload(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	if failures.Load() != 0 {
-		t.Fatalf("%d of %d calls failed during reloads", failures.Load(), calls.Load())
+		t.Fatalf("%d of %d calls failed during reloads (%v)", failures.Load(), calls.Load(), lastFailure.Load())
 	}
 	if d := p.Authorize(ctx, req); d.Verdict != Allow {
 		t.Fatalf("after reloads: %+v", d)
@@ -412,7 +427,7 @@ func TestRecycle(t *testing.T) {
 
 func TestConcurrentCalls(t *testing.T) {
 	h := newHost(t, nil)
-	p := load(t, h, "allow", func(c *Config) { c.Limits.Instances = 2 })
+	p := load(t, h, "allow", func(c *Config) { relaxed(c); c.Limits.Instances = 2 })
 	req := testRequest(t)
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -40,6 +41,18 @@ type instance struct {
 	callStart int64
 	timeout   int64
 	timedOut  bool
+	// limitHit is the limit the current call reached (see hostLimit).
+	limitHit ErrorKind
+
+	// Fuel budget of the current call (0: none): fuel spent by the guest
+	// (a quantum per check-in) and charged by host functions.
+	fuelBudget int64
+	fuelUsed   int64
+	fuelOut    bool
+
+	// The sandbox's fake clocks and random source (wasi.go).
+	wall, nano int64
+	rng        *rand.ChaCha8
 
 	stderr lineWriter
 }
@@ -51,13 +64,39 @@ var clockBase = time.Now()
 
 func monotonic() int64 { return int64(time.Since(clockBase)) }
 
-var errDeadline = errors.New("wasmhost: policy call deadline exceeded")
+var (
+	errDeadline = errors.New("wasmhost: policy call deadline exceeded")
+	errFuel     = errors.New("wasmhost: policy call fuel budget exhausted")
+)
 
-// hostFuel is the metering check-in (see wasmbin.AddMetering): it traps the
-// guest when the current call is past its deadline.
+// hostFuel is the metering check-in (see wasmbin.AddMetering): the guest
+// spent a quantum of fuel; it traps the guest when the current call is past
+// its deadline or its fuel budget.
 func hostFuel(ctx context.Context, _ api.Module, stack []uint64) {
 	inst, _ := ctx.Value(instanceKey{}).(*instance)
-	if inst != nil && inst.timeout > 0 {
+	if inst == nil {
+		// Every guest entry carries its instance (newInstance, call); a
+		// check-in without one has no deadline to honour, so stop it.
+		panic(errNoInstance)
+	}
+	inst.charge(fuelQuantum)
+	stack[0] = fuelQuantum
+}
+
+// charge accounts units of work done by the current call (by the guest, or
+// by a host function on its behalf) and stops the call, by a panic that
+// wazero turns into a trap, when it is past its deadline or fuel budget.
+// Host functions whose work grows with an argument call it per chunk, so
+// the deadline holds inside them too.
+func (inst *instance) charge(units int64) {
+	if inst.fuelBudget > 0 {
+		inst.fuelUsed += units
+		if inst.fuelUsed > inst.fuelBudget {
+			inst.fuelOut = true
+			panic(errFuel)
+		}
+	}
+	if inst.timeout > 0 {
 		now := monotonic()
 		if inst.callStart == 0 {
 			inst.callStart = now
@@ -66,7 +105,6 @@ func hostFuel(ctx context.Context, _ api.Module, stack []uint64) {
 			panic(errDeadline)
 		}
 	}
-	stack[0] = fuelQuantum
 }
 
 // maxLogLine bounds one guest log line.
@@ -123,17 +161,20 @@ func (w *lineWriter) emit(line []byte) {
 	w.inst.v.policy.log(3, line)
 }
 
-// newInstance instantiates the module and runs _initialize and
-// policy_init under the init deadline.
-func (v *version) newInstance(ctx context.Context) (*instance, error) {
+// newInstance instantiates the module and runs its start function,
+// _initialize and policy_init, all under the one init deadline: the start
+// function runs inside InstantiateModule, with the instance's context, so
+// its check-ins see the deadline like any call's.
+func (v *version) newInstance() (*instance, error) {
 	start := time.Now()
 	inst := &instance{v: v}
 	inst.ctx = context.WithValue(context.Background(), instanceKey{}, inst)
 	inst.stderr.inst = inst
 	inst.timeout = int64(v.limits.InitTimeout)
-	mod, err := v.rt.InstantiateModule(ctx, v.compiled, v.modCfg.WithStderr(&inst.stderr))
+	inst.callStart = monotonic() // init is long anyway; count from now
+	mod, err := v.rt.InstantiateModule(inst.ctx, v.compiled, v.modCfg)
 	if err != nil {
-		return nil, fmt.Errorf("instantiate: %w", err)
+		return nil, fmt.Errorf("instantiate (start function): %w", inst.describe(err))
 	}
 	inst.mod = mod
 	fail := func(err error) (*instance, error) {
@@ -182,6 +223,9 @@ func (inst *instance) describe(err error) error {
 	if inst.timedOut {
 		return fmt.Errorf("deadline of %v exceeded", time.Duration(inst.timeout))
 	}
+	if inst.fuelOut {
+		return fmt.Errorf("fuel budget of %d units exhausted", inst.fuelBudget)
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) && inst.stderr.last != "" {
 		return fmt.Errorf("%w (stderr: %s)", err, inst.stderr.last)
@@ -214,6 +258,9 @@ func (inst *instance) buf(n int) (uint32, error) {
 type callError struct {
 	kind ErrorKind
 	err  error
+	// broken (KindBadReason only): reading the reason trapped, so the
+	// instance must go although the verdict stands.
+	broken bool
 }
 
 func (e *callError) Error() string { return fmt.Sprintf("%s: %v", e.kind, e.err) }
@@ -226,7 +273,8 @@ func badResult(format string, args ...any) *callError {
 // call runs one hook with req and reads the guest's answer.
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
-	inst.callStart, inst.timedOut = 0, false
+	inst.callStart, inst.timedOut, inst.limitHit = 0, false, ""
+	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)
 	} else {
@@ -247,8 +295,13 @@ func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *cal
 	case v == Allow || v == NoOpinion:
 		return v, "", nil, nil
 	case v == Deny:
+		// The verdict is final: a reason that cannot be used is replaced
+		// by the caller (Policy.call), never turned into a failed call.
 		reason, cerr := inst.readReason()
-		return Deny, reason, nil, cerr
+		if cerr != nil {
+			return Deny, "", nil, &callError{kind: KindBadReason, err: cerr, broken: cerr.kind != KindBadResult}
+		}
+		return Deny, reason, nil, nil
 	case v == Mutated && hook == HookAdmit:
 		mut, cerr := inst.readMutation()
 		return Mutated, "", mut, cerr
@@ -262,6 +315,10 @@ func (inst *instance) classify(err error) *callError {
 	switch {
 	case inst.timedOut:
 		return &callError{kind: KindTimeout, err: inst.describe(err)}
+	case inst.fuelOut:
+		return &callError{kind: KindFuel, err: inst.describe(err)}
+	case inst.limitHit != "":
+		return &callError{kind: inst.limitHit, err: inst.describe(err)}
 	case strings.Contains(inst.stderr.last, "out of memory") ||
 		uint64(inst.mem.Size()) >= uint64(inst.v.limits.MemoryBytes)*9/10:
 		return &callError{kind: KindOOM, err: inst.describe(err)}
@@ -289,6 +346,9 @@ func (inst *instance) readReason() (string, *callError) {
 	b, cerr := inst.readSlice(inst.reason, ExportReason, inst.v.limits.ReasonBytes)
 	if cerr != nil {
 		return "", cerr
+	}
+	if len(b) == 0 {
+		return "", badResult("%s is empty", ExportReason)
 	}
 	if !utf8.Valid(b) {
 		return "", badResult("%s is not UTF-8", ExportReason)

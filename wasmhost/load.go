@@ -13,7 +13,6 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
 )
@@ -46,7 +45,9 @@ var ErrSHA256Mismatch = errors.New("sha256 mismatch")
 // for a spinning guest.
 const fuelQuantum = 10_000
 
-// bulkFuel is what one bulk memory instruction costs in fuel.
+// bulkFuel is the fixed part of what a bulk memory or table instruction
+// costs in fuel; the rest is in proportion to its size (see
+// wasmbin.MemoryShift and TableShift).
 const bulkFuel = 1_000
 
 // version is one loaded module of a policy: its runtime, compiled code and
@@ -125,7 +126,7 @@ func sameTypes(a, b []api.ValueType) bool {
 
 // checkImports refuses any import other than metastore.log and WASI preview
 // 1 functions.
-func checkImports(m *wasmbin.Module, wasi map[string]bool) error {
+func checkImports(m *wasmbin.Module) error {
 	imports, err := m.Imports()
 	if err != nil {
 		return err
@@ -135,10 +136,10 @@ func checkImports(m *wasmbin.Module, wasi map[string]bool) error {
 		case imp.Kind != wasmbin.KindFunc:
 			return fmt.Errorf("import %s.%s is not a function; only functions may be imported", imp.Module, imp.Name)
 		case imp.Module == ImportModule && imp.Name == ImportLog:
-		case imp.Module == wasi_snapshot_preview1.ModuleName && wasi[imp.Name]:
+		case imp.Module == wasiModule && wasiNames[imp.Name]:
 		default:
 			return fmt.Errorf("import %s.%s is not granted (allowed: %s.%s and %s functions)",
-				imp.Module, imp.Name, ImportModule, ImportLog, wasi_snapshot_preview1.ModuleName)
+				imp.Module, imp.Name, ImportModule, ImportLog, wasiModule)
 		}
 	}
 	return nil
@@ -165,12 +166,27 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if cfg.SHA256 != "" && !strings.EqualFold(cfg.SHA256, digest) {
 		return fail(fmt.Errorf("%w: file has %s, config says %s", ErrSHA256Mismatch, digest, cfg.SHA256))
 	}
+	pages := uint32(limits.MemoryBytes >> 16)
+	// Our own decoder and the structural limits first: they are cheap, keep
+	// a 100k-function module from costing seconds in the validator, and
+	// keep from wazero's decoder what it cannot take (a vector count larger
+	// than its section makes it allocate that count up front; a locals
+	// count of 2^32 too). Then the validator on the bytes as submitted, then
+	// the rewriting.
 	parsed, err := wasmbin.Parse(bin)
+	var info *wasmbin.Info
+	if err == nil {
+		info, err = wasmbin.Inspect(parsed)
+	}
 	if err != nil {
+		return fail(fmt.Errorf("invalid module: %w", err))
+	}
+	if err := checkStructure(info, limits); err != nil {
 		return fail(err)
 	}
-
-	pages := uint32(limits.MemoryBytes >> 16)
+	if err := p.host.validate(ctx, bin, digest, pages); err != nil {
+		return fail(err)
+	}
 	rtCfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(p.host.cache).
 		WithMemoryLimitPages(pages).
@@ -181,23 +197,16 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 			rt.Close(ctx)
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt); err != nil {
 		return fail(fmt.Errorf("wasi: %w", err))
 	}
-	wasiFuncs := map[string]bool{}
-	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
-		wasiFuncs[name] = true
-	}
-	if err := checkImports(parsed, wasiFuncs); err != nil {
+	if err := checkImports(parsed); err != nil {
 		return fail(err)
 	}
-	if err := wasmbin.AddMetering(parsed, wasmbin.Metering{Module: ImportModule, Name: importFuel, BulkCost: bulkFuel}); err != nil {
-		return fail(err)
+	if err := wasmbin.AddMetering(parsed, metering(limits)); err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
 	}
-	if _, err := rt.NewHostModuleBuilder(ImportModule).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog), []api.ValueType{i32, i32, i32}, nil).Export(ImportLog).
-		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostFuel), nil, []api.ValueType{i32}).Export(importFuel).
-		Instantiate(ctx); err != nil {
+	if err := instantiateHostModule(ctx, rt); err != nil {
 		return fail(fmt.Errorf("host module: %w", err))
 	}
 	compiled, err := rt.CompileModule(ctx, parsed.Encode())
@@ -213,19 +222,17 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if f := p.host.events.Compiled; f != nil {
 		f(cfg.Name, v.compileTime)
 	}
-	// No filesystem, environment, arguments or real clock: wazero's
-	// defaults are a fake wall clock and nanotime, a no-op sleep and a
-	// deterministic random source; stdout is discarded.
+	// The sandbox (no filesystem, environment, arguments or real clock) is
+	// the host's own WASI (wasi.go); no _start is called.
 	v.modCfg = wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions().
-		WithStdout(io.Discard)
+		WithStartFunctions()
 	// The whole pool is warmed here, off the request path: a reloaded
 	// version must not meet its first burst of calls with one instance.
 	v.pool = newPool(v)
 	warm := make([]*instance, 0, v.pool.target)
 	for range v.pool.target {
-		inst, err := v.newInstance(ctx)
+		inst, err := v.newInstance()
 		if err != nil {
 			for _, w := range warm {
 				w.close()

@@ -12,6 +12,10 @@ import (
 )
 
 // Decision is the outcome of one policy call.
+//
+// Kind may be set while Err is nil: a problem that was counted but did not
+// change the guest's verdict (KindBadReason: a DENY whose reason could not
+// be used keeps its DENY, with a host-written Reason).
 type Decision struct {
 	Verdict Verdict
 	// Reason explains a Deny (from the guest, or the failure when on_error
@@ -31,9 +35,13 @@ type Policy struct {
 	host *Host
 	name string
 
-	cur      atomic.Pointer[version]
-	reloadMu sync.Mutex
-	closed   atomic.Bool
+	cur atomic.Pointer[version]
+	// reloadMu guards the swap (not the load); swapped is the sequence
+	// number of the reload whose version serves.
+	reloadMu  sync.Mutex
+	reloadSeq atomic.Uint64
+	swapped   uint64
+	closed    atomic.Bool
 
 	guard  guard
 	misses atomic.Uint64
@@ -52,7 +60,7 @@ const (
 // returned policy has a warm pool. The error names the file and problem.
 func (h *Host) Load(ctx context.Context, cfg Config) (*Policy, error) {
 	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst)}
-	v, err := p.compile(ctx, cfg)
+	v, err := p.compileWithin(ctx, cfg)
 	if err != nil {
 		h.reportLoad(cfg.Name, err)
 		return nil, err
@@ -93,11 +101,17 @@ var (
 	errClosed = errors.New("wasmhost: policy closed")
 )
 
-// instanceWait bounds how long a call queues for an idle instance (the
-// caller's context may end it sooner). Queueing is not guest time: with
-// GOMAXPROCS instances a waiter normally gets one within a call's length,
-// so this only ends waits on a pool that cannot refill.
-const instanceWait = time.Second
+// waitFor is how long a call queues for an idle instance: its own deadline
+// (the caller's context may end it sooner). Every busy instance is back
+// within its call's deadline, so a waiter on a pool that can serve gets one
+// in time; a call therefore ends within twice its deadline, queueing
+// included, whatever the guests of its policy do.
+func (l *Limits) waitFor(hook Hook) time.Duration {
+	if hook == HookAdmit {
+		return l.AdmitTimeout
+	}
+	return l.AuthorizeTimeout
+}
 
 // Call runs one hook. A failure of any kind yields the on_error verdict with
 // Err set; the instance that failed is discarded.
@@ -123,7 +137,7 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 		if len(req) > v.limits.RequestBytes {
 			return p.failed(v, hook, badResult("request is %d bytes, over the %d-byte limit", len(req), v.limits.RequestBytes))
 		}
-		inst, err := v.pool.get(ctx, instanceWait)
+		inst, err := v.pool.get(ctx, v.limits.waitFor(hook))
 		if err == errRetired {
 			if p.cur.Load() != v {
 				continue // a reload swapped versions; use the new one
@@ -138,6 +152,9 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 			return p.failed(v, hook, ce)
 		}
 		verdict, reason, mutation, cerr := inst.call(hook, req)
+		if cerr != nil && cerr.kind == KindBadReason {
+			return p.badReason(v, inst, hook, cerr)
+		}
 		if cerr != nil {
 			v.pool.put(inst, "error")
 			return p.failed(v, hook, cerr)
@@ -148,10 +165,35 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 	}
 }
 
+// badReason keeps a DENY whose reason could not be read: the verdict is
+// final once returned. The reason is written by the host, the problem
+// counted; the instance goes only if reading the reason trapped.
+func (p *Policy) badReason(v *version, inst *instance, hook Hook, ce *callError) Decision {
+	discard := inst.recycleReason()
+	if ce.broken {
+		discard = "error"
+	}
+	v.pool.put(inst, discard)
+	p.reportError(hook, KindBadReason, ce.err)
+	return Decision{
+		Verdict: Deny,
+		Reason:  fmt.Sprintf("denied by policy %q (its reason was unusable: %v)", p.name, ce.err),
+		Kind:    KindBadReason,
+	}
+}
+
+// Fail reports a failure found outside the guest call (an adapter's check
+// of the result, such as a mutation that leaves its lane: KindBadMutation)
+// and returns the on_error decision, as a failed call would.
+func (p *Policy) Fail(hook Hook, kind ErrorKind, err error) Decision {
+	return p.failed(p.cur.Load(), hook, &callError{kind: kind, err: err})
+}
+
 // failed reports a failed call and applies on_error.
 func (p *Policy) failed(v *version, hook Hook, ce *callError) Decision {
 	p.reportError(hook, ce.kind, ce.err)
-	if ce.kind == KindTrap || ce.kind == KindTimeout || ce.kind == KindOOM || ce.kind == KindBadResult {
+	switch ce.kind {
+	case KindTrap, KindTimeout, KindOOM, KindBadResult, KindFuel, KindBadMutation, KindTable, KindStack:
 		p.guard.failure(p)
 	}
 	return Decision{
@@ -187,14 +229,19 @@ func (p *Policy) log(level int32, msg []byte) {
 // initialise it off the request path, swap it in atomically, then drain the
 // old version (calls in flight finish on it). If the new module fails, the
 // old one keeps serving and the error is returned and reported.
+//
+// A reload that does not finish before ctx ends is abandoned: Reload
+// returns a LoadError at once, and the load, left to finish in the
+// background (every guest step of it is bounded by the init deadline), is
+// thrown away. Reloads never wait for each other's loads; of two that
+// overlap, the one started last wins.
 func (p *Policy) Reload(ctx context.Context, cfg Config) error {
-	p.reloadMu.Lock()
-	defer p.reloadMu.Unlock()
 	if p.closed.Load() {
 		return errClosed
 	}
+	seq := p.reloadSeq.Add(1)
 	cfg.Name = p.name
-	v, err := p.compile(ctx, cfg)
+	v, err := p.compileWithin(ctx, cfg)
 	if err != nil {
 		p.host.reportLoad(p.name, err)
 		if f := p.host.events.Reloaded; f != nil {
@@ -202,13 +249,56 @@ func (p *Policy) Reload(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	p.reloadMu.Lock()
+	if p.closed.Load() || p.swapped >= seq {
+		// Closed meanwhile, or a later reload already swapped its
+		// version in: this one is stale.
+		p.reloadMu.Unlock()
+		v.pool.retire()
+		if p.closed.Load() {
+			return errClosed
+		}
+		return &LoadError{Policy: p.name, Path: cfg.Path, Err: errSuperseded}
+	}
+	p.swapped = seq
 	p.guard.init(v.limits)
 	old := p.cur.Swap(v)
+	p.reloadMu.Unlock()
 	old.pool.retire()
 	if f := p.host.events.Reloaded; f != nil {
 		f(p.name, nil)
 	}
 	return nil
+}
+
+var errSuperseded = errors.New("a later reload of the policy finished first")
+
+// compileWithin runs compile, giving up when ctx ends first: the load goes
+// on in the background and its version, if any, is retired when it ends.
+func (p *Policy) compileWithin(ctx context.Context, cfg Config) (*version, error) {
+	type result struct {
+		v   *version
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := p.compile(context.Background(), cfg)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		p.host.background.Add(1)
+		go func() {
+			defer p.host.background.Done()
+			if r := <-done; r.v != nil {
+				r.v.pool.retire()
+			}
+		}()
+		return nil, &LoadError{Policy: cfg.Name, Path: cfg.Path,
+			Err: fmt.Errorf("load abandoned: %w (it is left to finish in the background and is discarded)", context.Cause(ctx))}
+	}
 }
 
 // Close retires the pool; calls in flight finish first.

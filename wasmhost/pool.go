@@ -200,7 +200,7 @@ func (p *pool) fill() {
 				case <-time.After(backoff):
 				}
 			}
-			inst, err := p.v.newInstance(context.Background())
+			inst, err := p.v.newInstance()
 			if err != nil {
 				p.initErr.Store(&err)
 				p.v.policy.reportError(HookAuthorize, KindInit, err)

@@ -182,8 +182,10 @@ type Admitter struct {
 // Admit runs the policy on a write: r describes its ranges (as for
 // authorization) and msg is its protobuf encoding of kind. It returns the
 // decision, with a DenyError for a denial; for Mutated, Decision.Mutation
-// holds the replacement message. A request the policy does not match, and a
-// policy in audit mode, get Allow.
+// holds the replacement message, already checked to stay in its lane
+// (CheckMutation; one that does not is a failed call: KindBadMutation and
+// on_error). A request the policy does not match, and a policy in audit
+// mode, get Allow.
 func (a *Admitter) Admit(ctx context.Context, r *auth.Request, kind wasmhost.AdmitKind, msg []byte) (wasmhost.Decision, error) {
 	if !a.Match.Matches(r, a.Env.Roles) {
 		return wasmhost.Decision{Verdict: wasmhost.Allow}, nil
@@ -203,6 +205,13 @@ func (a *Admitter) Admit(ctx context.Context, r *auth.Request, kind wasmhost.Adm
 			a.Env.Audit(a.Policy.Name(), wasmhost.HookAdmit, d)
 		}
 		return wasmhost.Decision{Verdict: wasmhost.Allow}, nil
+	}
+	if d.Verdict == wasmhost.Mutated {
+		if err := CheckMutation(kind, msg, d.Mutation, a.Match.Prefixes); err != nil {
+			// A failed admission: counted, and on_error decides (reject,
+			// or ignore: the write goes on unchanged).
+			d = a.Policy.Fail(wasmhost.HookAdmit, wasmhost.KindBadMutation, err)
+		}
 	}
 	if d.Verdict == wasmhost.Deny {
 		return d, &DenyError{Policy: a.Policy.Name(), Hook: wasmhost.HookAdmit, Reason: d.Reason}

@@ -72,6 +72,25 @@ type PolicyLimits struct {
 	Instances int `yaml:"instances"`
 	// ReasonBytes caps a denial reason (default 1KiB).
 	ReasonBytes int `yaml:"reason_bytes" unit:"bytes"`
+	// Fuel is a per-call work budget in fuel units (about one guest loop
+	// iteration each; 0 = none, the deadline alone).
+	Fuel int64 `yaml:"fuel"`
+	// Structural limits on the module (checked before it is compiled):
+	// code section size (default 16MiB), functions (20000), globals
+	// (1000), locals of one function (10000), tables (8) and elements of
+	// one table (100000; table.grow past it fails).
+	CodeSize          int64 `yaml:"code_size" unit:"bytes"`
+	Functions         int   `yaml:"functions"`
+	Globals           int   `yaml:"globals"`
+	LocalsPerFunction int   `yaml:"locals_per_function"`
+	Tables            int   `yaml:"tables"`
+	TableElements     int   `yaml:"table_elements"`
+	// StackSize and CallDepth bound a call's stack (defaults 2MiB, 10000).
+	StackSize int64 `yaml:"stack_size" unit:"bytes"`
+	CallDepth int   `yaml:"call_depth"`
+	// TotalMemory bounds instances × (memory + tables + stack) (default
+	// 4GiB; with instances 0 the pool shrinks to fit).
+	TotalMemory int64 `yaml:"total_memory" unit:"bytes"`
 }
 
 // Tenant is a configured tenant (a `tenants:` entry): the owner of a key
@@ -175,6 +194,18 @@ func (c *Config) validatePolicies(p *problems) {
 		p.nonNegative(key+".limits.init_timeout", l.InitTimeout)
 		p.check(l.Instances >= 0, key+".limits.instances", "must be >= 0, got %d", l.Instances)
 		p.check(l.ReasonBytes >= 0, key+".limits.reason_bytes", "must be >= 0, got %d", l.ReasonBytes)
+		p.check(l.Fuel >= 0, key+".limits.fuel", "must be >= 0, got %d", l.Fuel)
+		p.check(l.CodeSize >= 0, key+".limits.code_size", "must be >= 0, got %d", l.CodeSize)
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"functions", l.Functions}, {"globals", l.Globals}, {"locals_per_function", l.LocalsPerFunction},
+			{"tables", l.Tables}, {"table_elements", l.TableElements}, {"call_depth", l.CallDepth}} {
+			p.check(f.v >= 0, key+".limits."+f.name, "must be >= 0, got %d", f.v)
+		}
+		p.check(l.TableElements <= 1<<28, key+".limits.table_elements", "must be at most 268435456, got %d", l.TableElements)
+		p.check(l.StackSize >= 0 && l.StackSize <= 1<<30, key+".limits.stack_size", "must be between 0 and 1GiB, got %d", l.StackSize)
+		p.check(l.TotalMemory >= 0, key+".limits.total_memory", "must be >= 0, got %d", l.TotalMemory)
 	}
 
 	tnames := map[string]bool{}

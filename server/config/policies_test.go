@@ -40,7 +40,7 @@ policies:
     settings: { users_own_prefix: true, admin_roles: [root], nested: { n: 1.5 } }
     on_error: no_opinion
     mode: audit
-    limits: { memory: 8MiB, authorize_timeout: 2ms, instances: 4 }
+    limits: { memory: 8MiB, authorize_timeout: 2ms, instances: 4, table_elements: 5000, stack_size: 1MiB, functions: 30000 }
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -80,7 +80,8 @@ policies:
 	}
 	if !p.HasHook("authorize") || p.HasHook("admit") || p.OnError != "no_opinion" || p.Mode != "audit" ||
 		p.Match.Prefixes[0] != "/tenants/" || p.Match.Roles[0] != "dev" ||
-		p.Limits.Memory != 8<<20 || p.Limits.AuthorizeTimeout != 2*time.Millisecond || p.Limits.Instances != 4 {
+		p.Limits.Memory != 8<<20 || p.Limits.AuthorizeTimeout != 2*time.Millisecond || p.Limits.Instances != 4 ||
+		p.Limits.TableElements != 5000 || p.Limits.StackSize != 1<<20 || p.Limits.Functions != 30000 {
 		t.Errorf("policy %+v", p)
 	}
 }
@@ -109,7 +110,7 @@ policies:
     hooks: [authorise]
     on_error: explode
     mode: loud
-    limits: { memory: 1KiB, authorize_timeout: -1ms }
+    limits: { memory: 1KiB, authorize_timeout: -1ms, stack_size: 2GiB, functions: -1 }
   - name: p
     module: p.wasm
     sha256: ` + goodSHA + `
@@ -143,6 +144,8 @@ policies:
 		`policies[0] (p).mode: unknown mode "loud"`,
 		"policies[0] (p).limits.memory: must be between 64KiB and 4GiB, got 1024",
 		"policies[0] (p).limits.authorize_timeout: must be >= 0, got -1ms",
+		"policies[0] (p).limits.stack_size: must be between 0 and 1GiB, got 2147483648",
+		"policies[0] (p).limits.functions: must be >= 0, got -1",
 		`policies[1] (p).name: duplicate policy name "p"`,
 		"policies[1] (p).hooks: must list authorize and/or admit",
 		"policies[1] (p).match.prefixes: must not contain an empty prefix",

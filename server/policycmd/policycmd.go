@@ -17,6 +17,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
@@ -27,7 +28,9 @@ const Usage = `Usage:
   metastore policy bench --module M.wasm --request R.yaml [options] [--n N] [--concurrency C]
 
 eval runs every request of R.yaml through the module and prints the
-verdict, reason and mutation; bench times the first request.
+verdict, reason and mutation; bench times the first request. Both apply
+the server's limits (deadlines, memory, fuel, init deadline) and exit 1,
+naming the failure, when the module cannot load or a call fails.
 
 Options:
   --settings JSON       settings handed to policy_init (or @file)
@@ -36,13 +39,16 @@ Options:
                         take module, sha256, settings, limits and on_error from
                         a policies: entry of a metastore config file
   --timeout D           per-call deadline (default: the policy's, 5ms/20ms)
+  --fuel N              per-call fuel budget (default: the policy's, none)
   --cache-dir DIR       compilation cache (default: the user cache directory;
                         "" compiles in memory every time)
 `
 
 // Run executes `metastore policy ARGS` and returns the exit status: 0 when
 // every request was evaluated (whatever the verdicts), 1 when the module
-// or a request could not be used, 2 on a malformed command line.
+// or a request could not be used or a call failed (a timeout, trap, fuel,
+// memory, bad result or bad mutation: the same limits as the server's,
+// and the message says which), 2 on a malformed command line.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, Usage)
@@ -65,6 +71,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfgFile := fs.String("config", "", "")
 	policyName := fs.String("policy", "", "")
 	timeout := fs.Duration("timeout", 0, "")
+	fuel := fs.Int64("fuel", 0, "")
 	cacheDir := fs.String("cache-dir", defaultCacheDir(), "")
 	n := fs.Int("n", 100_000, "")
 	conc := fs.Int("concurrency", 1, "")
@@ -81,8 +88,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	pcfg := wasmhost.Config{Name: "eval", Path: *module, SHA256: *sha}
+	var prefixes [][]byte // the policy's lane, when taken from a config
 	if *cfgFile != "" || *policyName != "" {
-		if err := fromConfig(&pcfg, *cfgFile, *policyName); err != nil {
+		var err error
+		if prefixes, err = fromConfig(&pcfg, *cfgFile, *policyName); err != nil {
 			fmt.Fprintf(stderr, "metastore policy %s: %v\n", sub, err)
 			return 1
 		}
@@ -110,6 +119,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *timeout > 0 {
 		pcfg.Limits.AuthorizeTimeout, pcfg.Limits.AdmitTimeout = *timeout, *timeout
+	}
+	if *fuel > 0 {
+		pcfg.Limits.Fuel = *fuel
 	}
 	reqs, err := ReadRequests(*request)
 	if err != nil {
@@ -153,16 +165,32 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	loadTime := time.Since(start)
 
 	if sub == "eval" {
+		failed := 0
 		for i, c := range compiled {
 			name := c.Name
 			if name == "" {
 				name = fmt.Sprintf("request %d", i)
 			}
-			printDecision(stdout, name, c, p.Call(ctx, c.Hook, c.Encoded))
+			d := p.Call(ctx, c.Hook, c.Encoded)
+			if d.Verdict == wasmhost.Mutated && prefixes != nil {
+				// As the server does: a mutation must stay in its lane.
+				if err := wasmpolicy.CheckMutation(c.Kind, c.Message, d.Mutation, prefixes); err != nil {
+					d = p.Fail(c.Hook, wasmhost.KindBadMutation, err)
+				}
+			}
+			printDecision(stdout, name, c, d)
+			if d.Err != nil {
+				failed++
+				fmt.Fprintf(stderr, "metastore policy eval: %s: %s\n", name, d.Reason)
+			}
+		}
+		if failed > 0 {
+			fmt.Fprintf(stderr, "metastore policy eval: %d of %d requests failed; the verdicts shown are on_error's\n", failed, len(compiled))
+			return 1
 		}
 		return 0
 	}
-	return bench(ctx, stdout, p, compiled[0], *n, *conc, loadTime, time.Duration(compileTime.Load()), time.Duration(initTime.Load()))
+	return bench(ctx, stdout, stderr, p, compiled[0], *n, *conc, loadTime, time.Duration(compileTime.Load()), time.Duration(initTime.Load()))
 }
 
 // defaultCacheDir keeps compiled policies between runs of eval and bench.
@@ -186,23 +214,28 @@ func levelName(l int32) string {
 	return "error"
 }
 
-// fromConfig fills cfg from a policies: entry of a metastore config file.
-func fromConfig(cfg *wasmhost.Config, file, name string) error {
+// fromConfig fills cfg from a policies: entry of a metastore config file
+// and returns the prefixes it matches (non-nil: a mutation's lane).
+func fromConfig(cfg *wasmhost.Config, file, name string) ([][]byte, error) {
 	if file == "" || name == "" {
-		return errors.New("--config and --policy go together")
+		return nil, errors.New("--config and --policy go together")
 	}
 	c, _, err := config.Load([]string{"--config-file", file}, nil)
 	if err != nil {
-		return fmt.Errorf("config %s:\n%w", file, err)
+		return nil, fmt.Errorf("config %s:\n%w", file, err)
 	}
 	for _, pol := range c.Policies {
 		if pol.Name != name {
 			continue
 		}
+		prefixes := [][]byte{}
+		for _, pre := range pol.Match.Prefixes {
+			prefixes = append(prefixes, []byte(pre))
+		}
 		*cfg, err = HostConfig(&pol, c.Limits.MaxRequestBytes)
-		return err
+		return prefixes, err
 	}
-	return fmt.Errorf("config %s has no policy %q", file, name)
+	return nil, fmt.Errorf("config %s has no policy %q", file, name)
 }
 
 // HostConfig converts a policies: entry into the host's Config (the server
@@ -218,7 +251,10 @@ func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error
 		Limits: wasmhost.Limits{
 			ModuleBytes: l.ModuleSize, MemoryBytes: l.Memory,
 			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout,
-			Instances: l.Instances, ReasonBytes: l.ReasonBytes,
+			Instances: l.Instances, ReasonBytes: l.ReasonBytes, Fuel: l.Fuel,
+			CodeBytes: l.CodeSize, Functions: l.Functions, Globals: l.Globals, LocalsPerFunction: l.LocalsPerFunction,
+			Tables: l.Tables, TableElements: l.TableElements, StackBytes: l.StackSize, CallDepth: l.CallDepth,
+			TotalMemoryBytes: l.TotalMemory,
 			// A request is at most the largest client request plus the
 			// header; a mutation replaces a client request.
 			RequestBytes: maxRequestBytes + 64<<10, MutationBytes: maxRequestBytes,
@@ -233,6 +269,8 @@ func printDecision(w io.Writer, name string, c *Compiled, d wasmhost.Decision) {
 	}
 	if d.Err != nil {
 		fmt.Fprintf(w, "  error: %s (on_error decided the verdict)\n", d.Kind)
+	} else if d.Kind != "" {
+		fmt.Fprintf(w, "  note: %s (counted; the verdict stands)\n", d.Kind)
 	}
 	if d.Mutation != nil {
 		fmt.Fprintf(w, "  mutation: %s\n", describeMutation(c.Kind, d.Mutation))
@@ -260,12 +298,16 @@ func describeMutation(kind wasmhost.AdmitKind, b []byte) string {
 	return fmt.Sprintf("%T{%s}", m, m.String())
 }
 
-func bench(ctx context.Context, w io.Writer, p *wasmhost.Policy, c *Compiled, n, conc int, load, compile, init time.Duration) int {
+// bench times n calls; it stops at the first failed call (a timeout, a
+// trap…): the numbers of a policy that fails are not its speed, and a
+// runaway guest would otherwise hold the command for n deadlines.
+func bench(ctx context.Context, w, errw io.Writer, p *wasmhost.Policy, c *Compiled, n, conc int, load, compile, init time.Duration) int {
 	conc = max(conc, 1)
 	per := max(n/conc, 1)
 	lat := make([][]time.Duration, conc)
 	verdicts := make([]map[wasmhost.Verdict]int, conc)
 	var wg sync.WaitGroup
+	var failed atomic.Pointer[wasmhost.Decision]
 	start := time.Now()
 	for g := range conc {
 		wg.Add(1)
@@ -273,17 +315,29 @@ func bench(ctx context.Context, w io.Writer, p *wasmhost.Policy, c *Compiled, n,
 			defer wg.Done()
 			l := make([]time.Duration, 0, per)
 			v := map[wasmhost.Verdict]int{}
-			for i := 0; i < per; i++ {
+			for i := 0; i < per && failed.Load() == nil; i++ {
 				t := time.Now()
 				d := p.Call(ctx, c.Hook, c.Encoded)
 				l = append(l, time.Since(t))
 				v[d.Verdict]++
+				if d.Err != nil {
+					failed.CompareAndSwap(nil, &d)
+				}
 			}
 			lat[g], verdicts[g] = l, v
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	if d := failed.Load(); d != nil {
+		calls := 0
+		for g := range conc {
+			calls += len(lat[g])
+		}
+		fmt.Fprintf(errw, "metastore policy bench: stopped after %d calls in %v: %s\n",
+			calls, elapsed.Round(time.Millisecond), d.Reason)
+		return 1
+	}
 	var all []time.Duration
 	total := map[wasmhost.Verdict]int{}
 	for g := range conc {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -81,10 +82,12 @@ func TestEvalErrors(t *testing.T) {
 	if code, out, _ := run(t, "eval", "--module", allow, "--request", req); code != 0 || !strings.Contains(out, "verdict: allow") {
 		t.Fatalf("allow: %d %s", code, out)
 	}
-	// A runaway guest: the on_error verdict, and the kind.
-	if code, out, _ := run(t, "eval", "--module", loop, "--request", req); code != 0 ||
-		!strings.Contains(out, "verdict: deny") || !strings.Contains(out, "error: timeout") {
-		t.Fatalf("loop: %d %s", code, out)
+	// A runaway guest: the on_error verdict and the kind, and exit 1 with
+	// the failure named.
+	if code, out, errs := run(t, "eval", "--module", loop, "--request", req); code != 1 ||
+		!strings.Contains(out, "verdict: deny") || !strings.Contains(out, "error: timeout") ||
+		!strings.Contains(errs, "failed (timeout): deadline of 5ms exceeded") {
+		t.Fatalf("loop: %d %s %s", code, out, errs)
 	}
 	// A module that does not load names the file and the problem.
 	if code, _, errs := run(t, "eval", "--module", bad, "--request", req); code != 1 || !strings.Contains(errs, bad) ||
@@ -182,5 +185,75 @@ func TestCompileTxnRanges(t *testing.T) {
 	var txn pb.TxnRequest
 	if err := txn.Unmarshal(adm.Message); err != nil || len(txn.Compare) != 1 || len(txn.Failure) != 1 {
 		t.Fatalf("txn message: %v %v", err, txn.String())
+	}
+}
+
+// TestHostileModules: eval and bench apply the server's limits to the
+// hostile fixtures and end, in bounded time, with exit 1 and a message
+// naming the failure; none hangs or kills the process.
+func TestHostileModules(t *testing.T) {
+	dir := t.TempDir()
+	mods := wasmtest.Modules()
+	req := write(t, dir, "r.yaml", []byte("user: u\nrange: {key: /a}\n"))
+	admit := write(t, dir, "a.yaml", []byte("user: u\nput: {key: /t/a, value: v}\n"))
+	for _, tc := range []struct {
+		sub, module, req string
+		want             string
+		args             []string
+	}{
+		{"eval", "start-loop", req, "deadline of 1s exceeded", nil},
+		{"eval", "initrt-loop", req, "deadline of 1s exceeded", nil},
+		{"eval", "init-loops", req, "deadline of 1s exceeded", nil},
+		{"eval", "random-loop", req, "failed (timeout)", nil},
+		{"eval", "fdwrite-iovecs", req, "failed (timeout)", nil},
+		{"eval", "poll-subs", admit, "failed (timeout)", nil},
+		{"eval", "memory-bomb", req, "failed (oom)", nil},
+		{"eval", "loop", req, "failed (fuel): fuel budget of 1000000 units exhausted", []string{"--timeout", "1m", "--fuel", "1000000"}},
+		{"bench", "loop", req, "stopped after", nil},
+		{"bench", "random-loop", admit, "stopped after", nil},
+		{"bench", "start-loop", req, "deadline of 1s exceeded", nil},
+		{"bench", "trap", req, "failed (trap)", nil},
+	} {
+		mod := write(t, dir, tc.module+".wasm", mods[tc.module])
+		start := time.Now()
+		code, _, errs := run(t, append([]string{tc.sub, "--module", mod, "--request", tc.req}, tc.args...)...)
+		took := time.Since(start)
+		if code != 1 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s %s: exit %d, stderr %q; want 1 and %q", tc.sub, tc.module, code, errs, tc.want)
+		}
+		if took > 10*time.Second {
+			t.Errorf("%s %s took %v", tc.sub, tc.module, took)
+		}
+	}
+	// A bad reason is not a failure: the DENY stands, noted.
+	bad := write(t, dir, "reason.wasm", mods["reason-trap"])
+	if code, out, _ := run(t, "eval", "--module", bad, "--request", req); code != 0 ||
+		!strings.Contains(out, "verdict: deny") || !strings.Contains(out, "note: bad_reason") {
+		t.Errorf("bad reason: %d %s", code, out)
+	}
+}
+
+// TestEvalMutationLane: with --config, eval checks a mutation against the
+// policy's prefixes as the server does.
+func TestEvalMutationLane(t *testing.T) {
+	dir := t.TempDir()
+	mods := wasmtest.Modules()
+	var cfg strings.Builder
+	cfg.WriteString("policies:\n")
+	for _, name := range []string{"mutate-escape-put", "mutate-in-lane"} {
+		write(t, dir, name+".wasm", mods[name])
+		sum := sha256.Sum256(mods[name])
+		cfg.WriteString("  - {name: " + name + ", module: " + name + ".wasm, sha256: " + hex.EncodeToString(sum[:]) +
+			", hooks: [admit], match: {prefixes: [/t/]}}\n")
+	}
+	file := write(t, dir, "m.yaml", []byte(cfg.String()))
+	req := write(t, dir, "r.yaml", []byte("user: u\nput: {key: /t/a, value: v}\n"))
+	code, out, errs := run(t, "eval", "--config", file, "--policy", "mutate-escape-put", "--request", req)
+	if code != 1 || !strings.Contains(out, "error: bad_mutation") || !strings.Contains(errs, `put of key "/u/x" is outside the policy's prefixes`) {
+		t.Errorf("out of lane: %d %s %s", code, out, errs)
+	}
+	code, out, errs = run(t, "eval", "--config", file, "--policy", "mutate-in-lane", "--request", req)
+	if code != 0 || !strings.Contains(out, "verdict: mutated") {
+		t.Errorf("in lane: %d %s %s", code, out, errs)
 	}
 }

@@ -286,6 +286,8 @@ type Compiled struct {
 	Kind wasmhost.AdmitKind // 0 for an authorization
 	// Encoded is the request as the guest receives it.
 	Encoded []byte
+	// Message is the admitted protobuf message (admission only).
+	Message []byte
 }
 
 // Compile turns a sample into the encoded request.
@@ -366,7 +368,7 @@ func (r *Request) Compile() (*Compiled, error) {
 	} else {
 		req.Ranges = derived
 	}
-	c := &Compiled{Name: r.Name, Kind: kind}
+	c := &Compiled{Name: r.Name, Kind: kind, Message: msg}
 	switch r.Hook {
 	case "":
 		if kind != 0 {

@@ -249,11 +249,15 @@ func TestAdmission(t *testing.T) {
 	stamp := module(t, dir, "stamp-owner", wasmtest.GoPolicy(t, "policies/stampowner"), []string{"admit"}, map[string]any{"prefix": "/apps/"})
 	stamp.Match.Prefixes = []string{"/apps/"}
 	stamp.Limits.AdmitTimeout = 2 * time.Second
-	// mutate rewrites any put under /move/ into a put of key "k".
+	// mutate rewrites any put into a put of key "k": matched on /move/ it
+	// leaves its lane and fails; matched on every key (for bob and carol
+	// only) it stays in its lane and is authorized again as the caller.
 	move := module(t, dir, "move-key", mods["mutate"], []string{"admit"}, nil)
 	move.Match.Prefixes = []string{"/move/"}
-	m := start(t, []config.Policy{deny, stamp, move}, nil)
-	cl := enableAuth(t, m, "", "alice")
+	anywhere := module(t, dir, "move-anywhere", mods["mutate"], []string{"admit"}, nil)
+	anywhere.Match.Users = []string{"bob", "carol"}
+	m := start(t, []config.Policy{deny, stamp, move, anywhere}, nil)
+	cl := enableAuth(t, m, "", "alice", "carol")
 	ctx := context.Background()
 	alice := cl["alice"]
 
@@ -288,13 +292,14 @@ func TestAdmission(t *testing.T) {
 		t.Fatalf("raw: %v", err)
 	}
 
-	// The mutation moves a write to "k": alice's role (every key) covers it;
-	// bob, confined to /move/, is refused on the re-check.
+	// move-anywhere moves a write to "k": carol's role (every key) covers
+	// it; bob, confined to /bob/, is refused on the re-check. move-key,
+	// matched on /move/, may not move alice's write out of /move/.
 	root := cl["root"]
 	if _, err := root.RoleAdd(ctx, "mover"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.RoleGrantPermission(ctx, "mover", "/move/", clientv3.GetPrefixRangeEnd("/move/"), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+	if _, err := root.RoleGrantPermission(ctx, "mover", "/bob/", clientv3.GetPrefixRangeEnd("/bob/"), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := root.UserAdd(ctx, "bob", "bobpw"); err != nil {
@@ -308,16 +313,18 @@ func TestAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bob.Close()
-	if _, err := bob.Put(ctx, "/move/x", "v"); err != rpctypes.ErrPermissionDenied {
+	_, err = alice.Put(ctx, "/move/x", "v")
+	wantCode(t, err, codes.FailedPrecondition, `policy "move-key" failed (bad_mutation): mutation leaves its lane: put of key "k"`)
+	if _, err := bob.Put(ctx, "/bob/x", "v"); err != rpctypes.ErrPermissionDenied {
 		t.Fatalf("a mutation outside the caller's permissions: %v, want %v", err, rpctypes.ErrPermissionDenied)
 	}
-	if _, err := alice.Put(ctx, "/move/x", "v"); err != nil {
+	if _, err := cl["carol"].Put(ctx, "/carol/x", "v"); err != nil {
 		t.Fatal(err)
 	}
 	if v := get("k"); v != "mutated" {
 		t.Fatalf("moved write: %q", v)
 	}
-	if resp, _ := alice.Get(ctx, "/move/x"); len(resp.Kvs) != 0 {
+	if resp, _ := alice.Get(ctx, "/carol/x"); len(resp.Kvs) != 0 {
 		t.Fatal("the original key was written too")
 	}
 	if body := scrape(t, m); !strings.Contains(body, `metastore_policy_mutations_total{policy="stamp-owner"} 2`) {
@@ -370,8 +377,9 @@ func TestHostileContainedMore(t *testing.T) {
 	_, err = c.Get(ctx, "/garbage/a")
 	wantCode(t, err, codes.PermissionDenied, `policy "garbage" failed (bad_result)`)
 	serving("garbage")
+	// An oversized reason keeps the DENY (with a host-written reason).
 	_, err = c.Get(ctx, "/reason/a")
-	wantCode(t, err, codes.PermissionDenied, `policy "reason" failed (bad_result)`)
+	wantCode(t, err, codes.PermissionDenied, `denied by policy "reason" (its reason was unusable`)
 	serving("reason")
 	_, err = c.Put(ctx, "/mutation/a", "1")
 	wantCode(t, err, codes.FailedPrecondition, `policy "mutation" failed (bad_result)`)
@@ -388,7 +396,7 @@ func TestHostileContainedMore(t *testing.T) {
 	body := scrape(t, m)
 	for _, want := range []string{
 		`metastore_policy_errors_total{hook="authorize",kind="bad_result",policy="garbage"} 2`,
-		`metastore_policy_errors_total{hook="authorize",kind="bad_result",policy="reason"} 1`,
+		`metastore_policy_errors_total{hook="authorize",kind="bad_reason",policy="reason"} 1`,
 		`metastore_policy_errors_total{hook="admit",kind="bad_result",policy="mutation"} 1`,
 		`metastore_policy_errors_total{hook="admit",kind="bad_result",policy="mutation-open"} 1`,
 		`metastore_policy_errors_total{hook="authorize",kind="trap",policy="gopanic"} 1`,

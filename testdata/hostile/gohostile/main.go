@@ -7,11 +7,14 @@
 // bigreason (a reason over the limit), bigmutation (a mutation over the
 // limit), log (logs a line and allows), sandbox (denies with a reason that
 // reports what the guest can see of the host: files, environment,
-// arguments, clock, network), ok (allows; the control). Every instance
-// logs its mode at init.
+// arguments, clock, network), random (reads 1 MiB of randomness per
+// iteration, forever), stderr (writes 1 MiB to stderr per iteration,
+// forever), sleep (sleeps an hour at a time, forever), ok (allows; the
+// control). Every instance logs its mode at init.
 package main
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"net"
 	"os"
@@ -58,6 +61,20 @@ func misbehave() policy.Result {
 		}
 	case "exit":
 		os.Exit(3)
+	case "random":
+		buf := make([]byte, 1<<20)
+		for {
+			rand.Read(buf)
+		}
+	case "stderr":
+		buf := make([]byte, 1<<20)
+		for {
+			os.Stderr.Write(buf)
+		}
+	case "sleep":
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "sandbox":
 		_, fsErr := os.ReadFile("/etc/hostname")
 		_, dirErr := os.ReadDir(".")

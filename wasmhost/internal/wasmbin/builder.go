@@ -8,7 +8,8 @@ type Builder struct {
 	imports     []builtImport
 	importFuncs uint32
 	funcs       []builtFunc
-	memory      *[3]uint32 // min, max, hasMax
+	memory      *[3]uint32  // min, max, hasMax
+	tables      [][3]uint32 // min, max, hasMax (funcref)
 	globals     [][]byte
 	exports     []Export
 	data        []builtData
@@ -68,6 +69,17 @@ func (b *Builder) Memory(min uint32, max int64) {
 	}
 }
 
+// Table adds a funcref table with min elements and, if max >= 0, a maximum;
+// it returns the table's index.
+func (b *Builder) Table(min uint32, max int64) uint32 {
+	if max >= 0 {
+		b.tables = append(b.tables, [3]uint32{min, uint32(max), 1})
+	} else {
+		b.tables = append(b.tables, [3]uint32{min, 0, 0})
+	}
+	return uint32(len(b.tables) - 1)
+}
+
 // GlobalI32 adds a mutable i32 global initialised to v and returns its index.
 func (b *Builder) GlobalI32(v int32) uint32 {
 	g := []byte{I32, 0x01, 0x41}
@@ -117,6 +129,18 @@ func (b *Builder) Bytes() []byte {
 		p = AppendU32(p, f.typ)
 	}
 	add(SecFunction, p)
+
+	if len(b.tables) > 0 {
+		p = AppendU32(nil, uint32(len(b.tables)))
+		for _, t := range b.tables {
+			p = append(p, 0x70, byte(t[2]))
+			p = AppendU32(p, t[0])
+			if t[2] == 1 {
+				p = AppendU32(p, t[1])
+			}
+		}
+		add(SecTable, p)
+	}
 
 	if b.memory != nil {
 		p = []byte{1, byte(b.memory[2])}

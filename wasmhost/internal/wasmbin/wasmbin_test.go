@@ -3,6 +3,9 @@ package wasmbin
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
@@ -91,7 +94,7 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := AddMetering(m, Metering{Module: "host", Name: "fuel", BulkCost: 10}); err != nil {
+			if err := AddMetering(m, Metering{Module: "host", Fuel: "fuel", Bulk: "bulk", Limit: "limit", BulkCost: 10, StackBytes: 1 << 20, MinFrame: 64, TableElements: 1000}); err != nil {
 				t.Fatal(err)
 			}
 			b = m.Encode()
@@ -113,6 +116,8 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 		}
 		if _, err := r.NewHostModuleBuilder("host").NewFunctionBuilder().
 			WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 3 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+			NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 3 }), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+			NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { panic("limit") }), []api.ValueType{api.ValueTypeI32}, nil).Export("limit").
 			Instantiate(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +137,8 @@ func TestMeteringPreservesBehaviour(t *testing.T) {
 	}
 }
 
+var testMetering = Metering{Module: "h", Fuel: "f", Bulk: "b", Limit: "l", BulkCost: 1, StackBytes: 1 << 20, MinFrame: 64, TableElements: 1000}
+
 func TestUnsupportedOpcodeRefused(t *testing.T) {
 	b := &Builder{}
 	b.Export("f", KindFunc, b.Func(nil, nil, nil, []byte{0xf0, 0x0b}))
@@ -139,27 +146,142 @@ func TestUnsupportedOpcodeRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := AddMetering(m, Metering{Module: "h", Name: "f"}); err == nil {
+	if err := AddMetering(m, testMetering); err == nil {
 		t.Fatal("unknown opcode accepted")
 	}
 }
 
+// FuzzParseAndMeter: for any bytes, either the module is refused (by
+// wazero's validator, which the host runs first, or by the rewriter), or it
+// is valid both before and after metering. Parse/Encode must also be exact.
+// The seeds are generated modules and the hostile fixtures (testdata/fuzz).
 func FuzzParseAndMeter(f *testing.F) {
 	f.Add(meteredModule())
 	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	for seed := uint64(1000); seed < 1010; seed++ {
+		f.Add(genModule(seed))
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	f.Cleanup(func() { rt.Close(ctx) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(b)
 		if err != nil {
 			return
 		}
-		enc := m.Encode()
-		if !bytes.Equal(enc, b) {
-			// Parse/Encode is exact for well-framed input.
+		if enc := m.Encode(); !bytes.Equal(enc, b) {
+			// Parse/Encode is exact for well-framed input but for a
+			// non-minimal section size.
 			m2, err := Parse(enc)
 			if err != nil || !bytes.Equal(m2.Encode(), enc) {
 				t.Fatal("encode is not stable")
 			}
 		}
-		_ = AddMetering(m, Metering{Module: "h", Name: "f", BulkCost: 1})
+		// The host's order: Inspect and the locals limit, then the
+		// validator, then the rewriter.
+		info, err := Inspect(m)
+		if err != nil || info.MaxLocals > 10_000 {
+			return
+		}
+		compiled, err := compile(ctx, rt, b)
+		if errors.Is(err, errPanicked) {
+			// wazero's validator panics on some invalid modules (the host
+			// recovers and refuses them); it must not run out of memory.
+			return
+		}
+		if err != nil {
+			// Refused by the validator: the host never rewrites it. The
+			// rewriter must still not panic on it.
+			_ = AddMetering(m, testMetering)
+			return
+		}
+		compiled.Close(ctx)
+		if err := AddMetering(m, testMetering); err != nil {
+			return // refused by the rewriter
+		}
+		metered, err := compile(ctx, rt, m.Encode())
+		if err != nil {
+			t.Fatalf("valid module invalid after metering: %v", err)
+		}
+		metered.Close(ctx)
 	})
+}
+
+var errPanicked = errors.New("the validator panicked")
+
+func compile(ctx context.Context, rt wazero.Runtime, b []byte) (c wazero.CompiledModule, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return rt.CompileModule(ctx, b)
+}
+
+// TestBulkChargeAndTableClamp: a memory.fill of 2^32-1 bytes reaches the
+// bulk import with the exact debt (no wrap) before it runs; a table's
+// maximum is clamped so a grow past the limit returns -1 and is reported.
+func TestBulkChargeAndTableClamp(t *testing.T) {
+	b := &Builder{}
+	b.Memory(1, -1)
+	b.Table(1, -1)
+	fill := b.Func(nil, nil, nil, Code(I32Const(0), I32Const(0), I32Const(-1), []byte{0xfc, 11, 0x00, 0x0b}))
+	grow := b.Func([]byte{I32}, []byte{I32}, nil, Code([]byte{0xd0, 0x70, 0x20, 0x00, 0xfc, 15, 0x00, 0x0b}))
+	b.Export("fill", KindFunc, fill)
+	b.Export("grow", KindFunc, grow)
+	m, err := Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Metering{Module: "m", Fuel: "fuel", Bulk: "bulk", Limit: "limit", BulkCost: 1000, StackBytes: 1 << 20, TableElements: 100}
+	if err := AddMetering(m, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	var debts []int32
+	var limits []uint64
+	_, err = rt.NewHostModuleBuilder("m").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 10 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) {
+		debts = append(debts, int32(st[0]))
+		if int32(st[0]) < -1<<20 {
+			panic("refused")
+		}
+		st[0] = 10
+	}), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { limits = append(limits, st[0]) }),
+		[]api.ValueType{api.ValueTypeI32}, nil).Export("limit").
+		Instantiate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := rt.Instantiate(ctx, m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mod.ExportedFunction("fill").Call(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("fill: %v", err)
+	}
+	// Fuel starts at 0: 0 - (2^32-1)>>4 - 1000.
+	if want := int32(-(1<<28 - 1) - 1000); len(debts) != 1 || debts[0] != want {
+		t.Fatalf("debts %v, want [%d]", debts, want)
+	}
+	// The refused instance keeps its debt (the host discards it): a fresh
+	// one for the grows.
+	mod.Close(ctx)
+	if mod, err = rt.Instantiate(ctx, m.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n, want uint64
+		limit   bool
+	}{{50, 1, false}, {60, 0xffffffff, true}, {49, 51, false}, {1, 0xffffffff, true}, {0x7fffffff, 0xffffffff, true}} {
+		limits = limits[:0]
+		res, err := mod.ExportedFunction("grow").Call(ctx, tc.n)
+		if err != nil || uint32(res[0]) != uint32(tc.want) || (len(limits) == 1) != tc.limit {
+			t.Errorf("grow(%d) = %v, %v, limit calls %v; want %d, limit %v", tc.n, res, err, limits, int32(tc.want), tc.limit)
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +244,46 @@ func metricValue(s *Server, name, label string) float64 {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestFileWatchReloadsLiveSettings: the config-file watch that reloads
+// policies applies a changed rate limit too, without SIGHUP.
+func TestFileWatchReloadsLiveSettings(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.yaml")
+	write := func(yaml string) {
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("limits: {stream_rate_limit: 5}\n")
+	args := []string{"--config-file", path, "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", "http://127.0.0.1:0", "--policy-watch-interval", "20ms"}
+	cfg, _, err := config.Load(args, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetConfigReloader(func() (*config.Config, error) { c, _, err := config.Load(args, nil); return c, err })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if got := metricValue(s, "metastore_server_rate_limit", "stream"); got != 5 {
+		t.Fatalf("stream limit %v at start", got)
+	}
+	write("limits: {stream_rate_limit: 12, unary_rate_limit: 7}\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(s, "metastore_server_rate_limit", "unary") != 7 || metricValue(s, "metastore_server_rate_limit", "stream") != 12 {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed file was not applied")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := metricValue(s, "metastore_config_reloads_total", "ok"); got != 1 {
+		t.Errorf("reloads ok = %v, want 1", got)
+	}
 }

@@ -54,6 +54,19 @@ func watchFragmentBytes(l config.Limits) int {
 	return n
 }
 
+// watchResponseBytes is what a watch response without fragment may hold
+// past its first revision: mvcc's default (about 1 MiB), or a quarter of
+// the send limit when that is less, so that responses of several
+// revisions stay under it (mvcc's estimate of an event's size leaves out
+// some of its encoding, and a response may pass the bound by one
+// revision). A revision near the limit can still exceed it.
+func watchResponseBytes(l config.Limits) int {
+	if l.MaxSendMsgSize > 0 {
+		return max(min(1<<20, l.MaxSendMsgSize/4), 1)
+	}
+	return 0 // mvcc's default
+}
+
 // watchSendError is the error a watch stream ends with when a send
 // failed: a response over the send limit ends it with ResourceExhausted;
 // any other failure means the client is gone (nil: the handler ends with

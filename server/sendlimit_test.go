@@ -56,7 +56,7 @@ func TestMaxSendMsgSize(t *testing.T) {
 	// A watch with fragment catches up from revision 1 in fragments under
 	// the limit; the merged responses hold every event.
 	wc := pb.NewWatchClient(ts.conn)
-	recvAll := func(fragment bool) (events int, maxSize int, err error) {
+	recvAll := func(fragment bool, from int64, want int) (events int, maxSize int, err error) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		st, err := wc.Watch(wctx)
@@ -64,10 +64,10 @@ func TestMaxSendMsgSize(t *testing.T) {
 			return 0, 0, err
 		}
 		if err := st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
-			Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: 1, Fragment: fragment}}}); err != nil {
+			Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, Fragment: fragment}}}); err != nil {
 			return 0, 0, err
 		}
-		for events < 250 {
+		for events < want {
 			r, err := st.Recv()
 			if err != nil {
 				return events, maxSize, err
@@ -77,14 +77,21 @@ func TestMaxSendMsgSize(t *testing.T) {
 		}
 		return events, maxSize, nil
 	}
-	n, size, err := recvAll(true)
+	n, size, err := recvAll(true, 1, 250)
 	if err != nil || n != 250 {
 		t.Fatalf("fragmented watch: %d events, %v; want 250", n, err)
 	}
 	if size > limit {
 		t.Errorf("a watch fragment is %d bytes, over the %d limit", size, limit)
 	}
-	_, _, err = recvAll(false)
+	// Without fragment, responses of many small revisions are cut under the
+	// limit too...
+	n, size, err = recvAll(false, 4, 50)
+	if err != nil || n != 50 || size > limit {
+		t.Fatalf("unfragmented watch over small revisions: %d events, largest response %d bytes, %v", n, size, err)
+	}
+	// ...but a revision of 100 KiB (a txn) cannot be.
+	_, _, err = recvAll(false, 1, 250)
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_send_msg_size") {
 		t.Fatalf("unfragmented watch over the limit: %v, want ResourceExhausted naming max_send_msg_size", err)
 	}

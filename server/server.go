@@ -153,7 +153,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	}
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
-	s.hub = mvcc.NewHub(store, mvcc.HubOptions{})
+	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: watchResponseBytes(cfg.Limits)}) // sendlimit.go
 	s.quota = newSpaceQuota(store, s.quotaBytes(), s.liveDBSize)
 	s.watch = newWatchServer(s)
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {

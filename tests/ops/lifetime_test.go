@@ -85,10 +85,11 @@ func TestMaxConnectionAgeWatchResumes(t *testing.T) {
 		}
 	}
 	// The watch was cut and resumed: its stream was opened more than once.
-	if n := scrape(t, m.Endpoint, `grpc_server_started_total{grpc_method="Watch"`); n < 3 {
-		t.Errorf("%v Watch streams over four connection ages, want >= 3 (connections not recycled?)", n)
+	n := scrape(t, m.Endpoint, `grpc_server_started_total{grpc_method="Watch"`)
+	if n < 2 {
+		t.Errorf("%v Watch streams over four connection ages, want >= 2 (connections not recycled?)", n)
 	}
-	t.Logf("%d revisions watched across connection ages", last-start.Header.Revision)
+	t.Logf("%d revisions watched on %v Watch streams across connection ages", last-start.Header.Revision, n)
 }
 
 // TestMaxConnectionIdle: a connection with no RPC for max_connection_idle

@@ -249,7 +249,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    s.cfg.GRPC.KeepaliveInterval,
 			Timeout: s.cfg.GRPC.KeepaliveTimeout,
-			// Connection lifetime (connlimits.go); 0 is gRPC's "never".
+			// Connection lifetime (grpc.max_connection_*); 0 is gRPC's "never".
 			MaxConnectionIdle:     s.cfg.GRPC.MaxConnectionIdle,
 			MaxConnectionAge:      s.cfg.GRPC.MaxConnectionAge,
 			MaxConnectionAgeGrace: s.cfg.GRPC.MaxConnectionAgeGrace,

@@ -57,6 +57,12 @@ type HubOptions struct {
 	// CatchUpScan bounds the change-log entries one catch-up step reads
 	// from Pebble. Default 16384.
 	CatchUpScan int
+	// ResponseMaxBytes is about the most event bytes (as eventBytes
+	// estimates them) a response to a watcher without fragment holds past
+	// its first revision, live or catching up; one revision always goes
+	// whole. A server with a send limit sets it below that limit. Default
+	// 1 MiB.
+	ResponseMaxBytes int
 }
 
 func (o *HubOptions) ensureDefaults() {
@@ -74,6 +80,9 @@ func (o *HubOptions) ensureDefaults() {
 	}
 	if o.CatchUpScan <= 0 {
 		o.CatchUpScan = 16384
+	}
+	if o.ResponseMaxBytes <= 0 {
+		o.ResponseMaxBytes = mergeMaxBytes
 	}
 }
 
@@ -312,7 +321,7 @@ func (h *Hub) dispatch(recs []*recentRev) {
 			v = 1
 		}
 		whole := len(w.hits) == total && !w.noPut && !w.noDelete
-		if whole && len(recs) <= catchUpMaxRevs && (len(recs) == 1 || allBytes[v] <= mergeMaxBytes) {
+		if whole && len(recs) <= catchUpMaxRevs && (len(recs) == 1 || allBytes[v] <= h.opts.ResponseMaxBytes) {
 			// Every event of the batch: share one slice among such watchers.
 			if len(recs) == 1 {
 				all[v] = recs[0].bare
@@ -353,7 +362,7 @@ func (h *Hub) dispatch(recs []*recentRev) {
 				if w.prevKV {
 					next = rec.fullBytes
 				}
-				if revs > 0 && (revs == catchUpMaxRevs || bytes+next > mergeMaxBytes) {
+				if revs > 0 && (revs == catchUpMaxRevs || bytes+next > h.opts.ResponseMaxBytes) {
 					if !h.deliver(w, evs, last, revs, bytes, firstRev, last) {
 						break
 					}
@@ -834,8 +843,9 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 	return true
 }
 
-// mergeMaxEvents and mergeMaxBytes cap what later revisions may add to a
-// queued response, and what one batch puts in one response: many clients
+// mergeMaxEvents and mergeMaxBytes (HubOptions.ResponseMaxBytes' default)
+// cap what later revisions may add to a queued response, and what one
+// batch puts in one response: many clients
 // refuse messages over 4 MiB, and etcd sends a watcher in sync one revision
 // per response. (One revision always goes whole, whatever its size.)
 const (
@@ -856,7 +866,7 @@ func (w *watcher) responseMaxBytes() int {
 	if w.fragment {
 		return fragmentMaxBytes
 	}
-	return mergeMaxBytes
+	return w.stream.h.opts.ResponseMaxBytes
 }
 
 // eventBytes estimates an event's encoded size.
@@ -889,7 +899,7 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 		return false
 	}
 	if i := int(w.qPos - ws.base); w.qPos > ws.barrier && i >= ws.head && i < len(ws.queue) && ws.queue[i].WatchID == w.id &&
-		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents && ws.queue[i].bytes+bytes <= mergeMaxBytes {
+		w.qRevs+revs <= catchUpMaxRevs && ws.queue[i].nEvents+len(evs) <= mergeMaxEvents && ws.queue[i].bytes+bytes <= ws.h.opts.ResponseMaxBytes {
 		q := &ws.queue[i]
 		q.more = append(q.more, evs)
 		q.nEvents += len(evs)

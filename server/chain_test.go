@@ -70,11 +70,11 @@ func TestRestartOnly(t *testing.T) {
 	next.Tenants = []config.Tenant{{Name: "t"}}
 	next.Authorization.Chain = []string{"rbac"}
 	next.PolicyConfig, next.ConfigFile = "/etc/p.yaml", "/etc/m.yaml"
-	if restartOnly(running, next) {
+	if len(config.RestartRequired(running, next)) > 0 {
 		t.Error("policies, tenants and the chain are reloaded")
 	}
 	next.Limits.MaxTxnOps++
-	if !restartOnly(running, next) {
+	if len(config.RestartRequired(running, next)) == 0 {
 		t.Error("a changed limit takes a restart")
 	}
 }

@@ -36,7 +36,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		if err == nil {
 			mm.msgSent.Inc()
 		}
-		if t := s.cfg.Monitoring.SlowRequestThreshold; t > 0 && took > t {
+		if t := s.live.slowThreshold(); t > 0 && took > t {
 			s.logSlowRequest(ctx, info.FullMethod, req, resp, err, took)
 		}
 	}()
@@ -48,10 +48,11 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			}
 		}()
 	}
-	if err := s.checkRate(ctx, info.FullMethod); err != nil {
+	if err := s.checkRate(ctx, info.FullMethod, kindUnary); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err = handler(ctx, req)
+	return resp, s.checkSendSize(info.FullMethod, resp, err)
 }
 
 // streamInterceptor does for streams what unaryInterceptor does for unary
@@ -69,21 +70,14 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 			}
 		}()
 	}
-	if err := s.checkRate(ss.Context(), info.FullMethod); err != nil {
+	if err := s.checkRate(ss.Context(), info.FullMethod, streamKind(info.FullMethod)); err != nil {
 		return err
 	}
 	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
 }
 
-func (s *Server) checkRate(ctx context.Context, method string) error {
-	if s.limiter == nil || len(method) >= len(healthService) && method[:len(healthService)] == healthService {
-		return nil
-	}
-	if scope := s.limiter.allow(s.requestUser(ctx)); scope != "" {
-		s.metrics.rateLimited.WithLabelValues(scope).Inc()
-		return errTooManyRequests
-	}
-	return nil
+func (s *Server) checkRate(ctx context.Context, method string, kind callKind) error {
+	return s.rates.check(ctx, kind, method, s)
 }
 
 func (s *Server) recovered(method string, r any) {
@@ -96,7 +90,7 @@ func (s *Server) recovered(method string, r any) {
 // what etcd logs for one ("request stats").
 func (s *Server) logSlowRequest(ctx context.Context, method string, req, resp any, err error, took time.Duration) {
 	s.metrics.slowRequests.Inc()
-	attrs := []any{"method", method, "took", took, "threshold", s.cfg.Monitoring.SlowRequestThreshold}
+	attrs := []any{"method", method, "took", took, "threshold", s.live.slowThreshold()}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		remote := p.Addr.String()
 		// A JSON gateway request arrives over the in-memory connection;

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"golang.org/x/time/rate"
 )
 
 // connLimitListener caps the open connections of one listener. A connection
@@ -15,16 +14,13 @@ import (
 // failure (and retries with backoff) instead of hanging in the backlog.
 type connLimitListener struct {
 	net.Listener
-	max     int64
+	max     *atomic.Int64 // 0: no limit; a reload changes it for new connections
 	open    atomic.Int64
 	refused func() // called per refused connection
 }
 
-func newConnLimitListener(ln net.Listener, max int, refused func()) net.Listener {
-	if max <= 0 {
-		return ln
-	}
-	return &connLimitListener{Listener: ln, max: int64(max), refused: refused}
+func newConnLimitListener(ln net.Listener, max *atomic.Int64, refused func()) net.Listener {
+	return &connLimitListener{Listener: ln, max: max, refused: refused}
 }
 
 func (l *connLimitListener) Accept() (net.Conn, error) {
@@ -33,7 +29,7 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) > l.max {
+		if max := l.max.Load(); l.open.Add(1) > max && max > 0 {
 			l.open.Add(-1)
 			c.Close()
 			if l.refused != nil {
@@ -56,58 +52,6 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.open.Add(-1) })
 	return err
-}
-
-// rateLimiter is the global and per-user token buckets. A nil *rateLimiter
-// allows everything.
-type rateLimiter struct {
-	global *rate.Limiter // nil: no global limit
-
-	userRate  rate.Limit // 0: no per-user limit
-	userBurst int
-	users     sync.Map // user name → *rate.Limiter
-}
-
-func newRateLimiter(globalRate, globalBurst, userRate, userBurst int) *rateLimiter {
-	if globalRate <= 0 && userRate <= 0 {
-		return nil
-	}
-	r := &rateLimiter{}
-	if globalRate > 0 {
-		if globalBurst <= 0 {
-			globalBurst = globalRate
-		}
-		r.global = rate.NewLimiter(rate.Limit(globalRate), globalBurst)
-	}
-	if userRate > 0 {
-		if userBurst <= 0 {
-			userBurst = userRate
-		}
-		r.userRate, r.userBurst = rate.Limit(userRate), userBurst
-	}
-	return r
-}
-
-// allow takes one token from user's bucket (if user is known and per-user
-// limits are on) and from the global bucket. It returns the scope that
-// refused, or "".
-func (r *rateLimiter) allow(user string) string {
-	if r == nil {
-		return ""
-	}
-	if user != "" && r.userRate > 0 {
-		l, ok := r.users.Load(user)
-		if !ok {
-			l, _ = r.users.LoadOrStore(user, rate.NewLimiter(r.userRate, r.userBurst))
-		}
-		if !l.(*rate.Limiter).Allow() {
-			return "user"
-		}
-	}
-	if r.global != nil && !r.global.Allow() {
-		return "global"
-	}
-	return ""
 }
 
 // requestUser names the user a request is rate-limited as: the token's

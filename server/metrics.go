@@ -84,7 +84,7 @@ func newMetrics() *metrics {
 		Name: "metastore_server_slow_requests_total", Help: "Requests slower than the slow-request threshold.",
 	})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "metastore_server_rate_limited_total", Help: "Requests refused by a rate limit, by scope (global or user).",
+		Name: "metastore_server_rate_limited_total", Help: "Requests refused by a rate limit, by the bucket that refused: global, user, unary, stream (a stream or watch creation) or tenant.",
 	}, []string{"scope"})
 	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "metastore_server_connections_refused_total", Help: "Client connections closed because the connection limit was reached.",
@@ -116,7 +116,7 @@ func newMetrics() *metrics {
 		Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
 	})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "metastore_config_reloads_total", Help: "Reloads of the policies and tenants (SIGHUP or a changed file), by result: ok or failed (the previous configuration kept serving).",
+		Name: "metastore_config_reloads_total", Help: "Reloads of the configuration (SIGHUP or a changed file), by result: ok, restart_required (applied, but settings that take a restart changed too) or failed (the previous configuration kept serving).",
 	}, []string{"result"})
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "metastore_config_last_reload_successful", Help: "1 if the last reload was applied, 0 if it was refused.",

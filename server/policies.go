@@ -373,7 +373,7 @@ func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
 		cfg = &c
 	}
 	err := s.reload(ctx, cfg)
-	s.metrics.reloaded(err == nil)
+	s.countReload(err) // reload.go
 	return err
 }
 
@@ -392,9 +392,7 @@ func (s *Server) reload(ctx context.Context, cfg *config.Config) error {
 		s.lg.Error("reload refused; the previous policies and tenants keep serving", "err", err)
 		return err
 	}
-	if restartOnly(s.cfg, cfg) {
-		s.lg.Warn("reload: settings other than the policies, tenants and authorization chain changed; they take effect after a restart")
-	}
+	s.applyLive(cfg) // reload.go: rate limits, log settings...; reports what takes a restart
 	ps.cfg = cfg
 	if sameChain(old, next) {
 		s.lg.Info("reload: policies unchanged")
@@ -436,19 +434,6 @@ func (s *Server) reload(ctx context.Context, cfg *config.Config) error {
 	})
 	s.lg.Info("reloaded policies", "added", added, "changed", changed, "removed", removed, "chain", cfg.Authorization.Chain)
 	return nil
-}
-
-// restartOnly reports whether next differs from running in a setting a
-// reload does not apply.
-func restartOnly(running, next *config.Config) bool {
-	strip := func(c *config.Config) config.Config {
-		x := *c
-		x.Policies, x.Tenants, x.Authorization.Chain = nil, nil, nil
-		x.PolicyConfig, x.TenantConfig, x.ConfigFile = "", "", ""
-		return x
-	}
-	a, b := strip(running), strip(next)
-	return !reflect.DeepEqual(a, b)
 }
 
 // stampAll stamps each path.

@@ -303,14 +303,14 @@ func (s *Server) streamRange(ctx context.Context, rv mvcc.ReadView, r *pb.RangeR
 			}
 		}
 		size := etcdPieceSize(resp, r.KeysOnly)
-		if err := send(out); err != nil {
+		if err := s.sendRangePiece(out, send); err != nil {
 			return err
 		}
 		if done {
 			return nil
 		}
 		piece.Key = next
-		piece.Limit = min(nextPieceLimit(piece.Limit, size, s.cfg.Limits.MaxRequestBytes), total-sent)
+		piece.Limit = min(nextPieceLimit(piece.Limit, size, rangePieceTarget(s.cfg.Limits)), total-sent)
 	}
 }
 

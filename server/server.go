@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -83,7 +82,8 @@ type Server struct {
 	lns          []clientListener
 	addrs        []string
 	metrics      *metrics
-	limiter      *rateLimiter              // nil: no rate limits
+	rates        *rateLimits               // global, per-user, unary and stream buckets (ratelimits.go)
+	live         liveSettings              // what a reload changes while serving (reload.go)
 	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
 	quota        *spaceQuota               // etcd's backend quota (spacequota.go)
 
@@ -153,7 +153,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	}
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
-	s.hub = mvcc.NewHub(store, mvcc.HubOptions{})
+	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: watchResponseBytes(cfg.Limits)}) // sendlimit.go
 	s.quota = newSpaceQuota(store, s.quotaBytes(), s.liveDBSize)
 	s.watch = newWatchServer(s)
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
@@ -161,7 +161,8 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	}
 	s.registerStoreMetrics()
 	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
-	s.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, cfg.Limits.UserRateLimit, cfg.Limits.UserRateBurst)
+	s.rates = newRateLimits(cfg.Limits, s.metrics.rateLimited, s.metrics.reg)
+	s.live.init(cfg)
 	if cfg.Server.HasTLS() {
 		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
 			return nil, err
@@ -221,7 +222,7 @@ func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error)
 		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
 	}
 	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
-	ln = newConnLimitListener(ln, s.cfg.Limits.MaxConnections, func() {
+	ln = newConnLimitListener(ln, &s.live.maxConns, func() {
 		s.metrics.connsRefused.Inc()
 	})
 	if cl.secure {
@@ -238,7 +239,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
-		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxSendMsgSize(maxSendMsgSize(s.cfg.Limits)),
 		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
 		grpc.NumStreamWorkers(s.cfg.GRPC.StreamWorkers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -248,6 +249,10 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    s.cfg.GRPC.KeepaliveInterval,
 			Timeout: s.cfg.GRPC.KeepaliveTimeout,
+			// Connection lifetime (grpc.max_connection_*); 0 is gRPC's "never".
+			MaxConnectionIdle:     s.cfg.GRPC.MaxConnectionIdle,
+			MaxConnectionAge:      s.cfg.GRPC.MaxConnectionAge,
+			MaxConnectionAgeGrace: s.cfg.GRPC.MaxConnectionAgeGrace,
 		}),
 	}
 	if creds != nil {

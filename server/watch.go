@@ -63,7 +63,7 @@ func newWatchServer(s *Server) *watchServer {
 			"min-watch-progress-notify-interval", minProgressNotifyInterval)
 		interval = minProgressNotifyInterval
 	}
-	return &watchServer{s: s, maxRequestBytes: s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes, interval: interval}
+	return &watchServer{s: s, maxRequestBytes: watchFragmentBytes(s.cfg.Limits), interval: interval}
 }
 
 // watchMetrics reports the hub's numbers under etcd's metric names, and
@@ -118,7 +118,7 @@ type serverWatchStream struct {
 func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	sws := &serverWatchStream{
 		srv:      ws,
-		grpc:     stream,
+		grpc:     ws.s.limitWatchSend(stream), // sendlimit.go
 		stream:   ws.s.hub.NewStream(),
 		progress: make(map[int64]*watchTag),
 		closec:   make(chan struct{}),
@@ -201,6 +201,10 @@ func (sws *serverWatchStream) create(r *pb.WatchCreateRequest) {
 	}
 	if r.StartRevision < 0 {
 		sws.stream.Reject(rpctypes.ErrCompacted.Error())
+		return
+	}
+	if reason := sws.srv.s.allowWatchCreate(sws.grpc.Context()); reason != "" { // limits.stream_rate_limit
+		sws.stream.Reject(reason)
 		return
 	}
 	// etcd checks READ on the range as the client sent it ("\x00" end:
@@ -298,7 +302,7 @@ func (sws *serverWatchStream) sendLoop() error {
 			}
 			for i := range out {
 				if err := sws.send(&out[i]); err != nil {
-					return nil // the client is gone; the handler ends with its context
+					return watchSendError(err) // nil: the client is gone; the handler ends with its context
 				}
 			}
 			clear(out)

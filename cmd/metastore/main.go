@@ -123,7 +123,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 		return 1
 	}
 
-	lg := newLogger(cfg.Logging, stderr)
+	lg, setLogging := newReloadableLogger(cfg.Logging, stderr) // logger.go: a reload may change level and format
 	for _, n := range notes {
 		lg.Log(ctx, n.Level, n.Msg)
 	}
@@ -139,6 +139,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 	}
 	// SIGHUP (and a changed policy module, which the server watches for)
 	// reloads the policies from a fresh read of the same configuration.
+	srv.SetLoggingReloader(setLogging)
 	srv.SetConfigReloader(func() (*config.Config, error) {
 		c, _, err := config.Load(args, env)
 		return c, err
@@ -152,7 +153,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 			case <-ctx.Done():
 				return
 			case <-hup:
-				lg.Info("SIGHUP: reloading policies")
+				lg.Info("SIGHUP: reloading the configuration")
 				if err := srv.Reload(ctx); err != nil {
 					lg.Error("reload failed", "err", err)
 				}
@@ -166,15 +167,6 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 	}
 	lg.Info("metastore stopped")
 	return 0
-}
-
-// newLogger builds the log/slog logger the configuration asks for.
-func newLogger(c config.Logging, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // printVersion prints the version in etcd's `etcd --version` layout, so

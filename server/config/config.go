@@ -107,6 +107,18 @@ type GRPC struct {
 	// grew and copied its stack on every request. 0 means a new goroutine
 	// per RPC, as etcd.
 	StreamWorkers uint32 `yaml:"stream_workers"`
+	// MaxConnectionIdle closes a connection that has had no RPC for this
+	// long (gRPC's MaxConnectionIdle, with a GOAWAY the client reconnects
+	// on); 0 means never, as etcd.
+	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
+	// MaxConnectionAge sends a connection a GOAWAY once it is this old (±10%
+	// jitter), so clients reconnect and load spreads across members; 0
+	// means never, as etcd.
+	MaxConnectionAge time.Duration `yaml:"max_connection_age"`
+	// MaxConnectionAgeGrace is how long RPCs still running on a connection
+	// past its MaxConnectionAge may take before the connection is closed
+	// under them; 0 means as long as they take.
+	MaxConnectionAgeGrace time.Duration `yaml:"max_connection_age_grace"`
 }
 
 // Limits bound what one request or the whole store may use.
@@ -115,6 +127,11 @@ type Limits struct {
 	MaxTxnOps int `yaml:"max_txn_ops"`
 	// MaxRequestBytes is the maximum request size (etcd's --max-request-bytes).
 	MaxRequestBytes int `yaml:"max_request_bytes" unit:"bytes"`
+	// MaxSendMsgSize is the largest response message the server sends; a
+	// unary response over it fails with ResourceExhausted (that request
+	// only), RangeStream pieces and watch fragments are cut under it. 0
+	// means no limit beyond gRPC's 2 GiB, as etcd.
+	MaxSendMsgSize int `yaml:"max_send_msg_size" unit:"bytes"`
 	// QuotaBackendBytes raises a NOSPACE alarm when the database grows past it
 	// (etcd's --quota-backend-bytes). 0 means the default (2 GiB).
 	QuotaBackendBytes int64 `yaml:"quota_backend_bytes" unit:"bytes"`
@@ -132,6 +149,20 @@ type Limits struct {
 	UserRateLimit int `yaml:"user_rate_limit"`
 	// UserRateBurst is each user's bucket size; 0 means UserRateLimit.
 	UserRateBurst int `yaml:"user_rate_burst"`
+	// UnaryRateLimit is the rate of unary RPCs per second the server
+	// accepts (one bucket for all clients), besides RateLimit; 0 means no
+	// limit.
+	UnaryRateLimit int `yaml:"unary_rate_limit"`
+	// UnaryRateBurst is the unary bucket's size; 0 means UnaryRateLimit.
+	UnaryRateBurst int `yaml:"unary_rate_burst"`
+	// StreamRateLimit is the rate per second at which streams may be
+	// created: each watch (a create request on a Watch stream), and each
+	// LeaseKeepAlive, RangeStream, Observe and Snapshot stream; 0 means no
+	// limit. It keeps a flood of watch or keep-alive creations from
+	// starving unary traffic and the other way round.
+	StreamRateLimit int `yaml:"stream_rate_limit"`
+	// StreamRateBurst is the stream bucket's size; 0 means StreamRateLimit.
+	StreamRateBurst int `yaml:"stream_rate_burst"`
 }
 
 // Lease configures leases.

@@ -40,6 +40,11 @@ func (c *Config) Validate() error {
 	p.nonNegative("grpc.keepalive_interval", c.GRPC.KeepaliveInterval)
 	p.nonNegative("grpc.keepalive_timeout", c.GRPC.KeepaliveTimeout)
 	// Every worker is a goroutine started with the server.
+	p.nonNegative("grpc.max_connection_idle", c.GRPC.MaxConnectionIdle)
+	p.nonNegative("grpc.max_connection_age", c.GRPC.MaxConnectionAge)
+	p.nonNegative("grpc.max_connection_age_grace", c.GRPC.MaxConnectionAgeGrace)
+	p.check(c.GRPC.MaxConnectionAgeGrace == 0 || c.GRPC.MaxConnectionAge > 0,
+		"grpc.max_connection_age_grace", "has no effect without grpc.max_connection_age")
 	p.check(c.GRPC.StreamWorkers <= maxStreamWorkers, "grpc.stream_workers", "must be at most %d, got %d", maxStreamWorkers, c.GRPC.StreamWorkers)
 
 	p.check(c.Cluster.MaxLearners >= 0, "cluster.max_learners", "must be >= 0, got %d", c.Cluster.MaxLearners)
@@ -47,6 +52,8 @@ func (c *Config) Validate() error {
 	// gRPC sizes messages with an int32.
 	p.check(c.Limits.MaxRequestBytes > 0 && c.Limits.MaxRequestBytes <= math.MaxInt32,
 		"limits.max_request_bytes", "must be > 0 and <= %d, got %d", math.MaxInt32, c.Limits.MaxRequestBytes)
+	p.check(c.Limits.MaxSendMsgSize >= 0 && c.Limits.MaxSendMsgSize <= math.MaxInt32,
+		"limits.max_send_msg_size", "must be >= 0 (0 means no limit) and <= %d, got %d", math.MaxInt32, c.Limits.MaxSendMsgSize)
 	p.check(c.Limits.QuotaBackendBytes >= 0, "limits.quota_backend_bytes", "must be >= 0 (0 means the default 2GiB), got %d", c.Limits.QuotaBackendBytes)
 
 	for key, v := range map[string]int{
@@ -55,6 +62,11 @@ func (c *Config) Validate() error {
 		"limits.rate_burst":      c.Limits.RateBurst,
 		"limits.user_rate_limit": c.Limits.UserRateLimit,
 		"limits.user_rate_burst": c.Limits.UserRateBurst,
+
+		"limits.unary_rate_limit":  c.Limits.UnaryRateLimit,
+		"limits.unary_rate_burst":  c.Limits.UnaryRateBurst,
+		"limits.stream_rate_limit": c.Limits.StreamRateLimit,
+		"limits.stream_rate_burst": c.Limits.StreamRateBurst,
 	} {
 		p.check(v >= 0, key, "must be >= 0 (0 means no limit), got %d", v)
 	}

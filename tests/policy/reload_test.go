@@ -448,7 +448,7 @@ func exerciseReloads(t *testing.T, e *reloadEnv) {
 	})
 	time.Sleep(100 * time.Millisecond) // more load on the generation without policies
 	ld.finish(t)
-	if strings.Contains(e.m.Log(), "take effect after a restart") {
+	if strings.Contains(e.m.Log(), "take effect only after a restart") {
 		t.Error("a reload warned of changed settings that did not change")
 	}
 	if v := reloadsOK(); v < 10 {

@@ -22,7 +22,7 @@ import (
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/server/config"
-	"github.com/metastore-dev/metastore/server/policycmd"
+	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
 
@@ -235,7 +235,7 @@ func sameModule(a, b *config.Policy) bool {
 }
 
 func (s *Server) loadPolicy(ctx context.Context, pc config.Policy, maxReq int) (*loadedPolicy, error) {
-	hc, err := policycmd.HostConfig(&pc, maxReq)
+	hc, err := guard.HostConfig(&pc, maxReq)
 	if err != nil {
 		return nil, fmt.Errorf("policy %q: %w", pc.Name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
 
@@ -195,31 +196,10 @@ func fromConfig(cfg *wasmhost.Config, file, name string) error {
 		if pol.Name != name {
 			continue
 		}
-		*cfg, err = HostConfig(&pol, c.Limits.MaxRequestBytes)
+		*cfg, err = guard.HostConfig(&pol, c.Limits.MaxRequestBytes)
 		return err
 	}
 	return fmt.Errorf("config %s has no policy %q", file, name)
-}
-
-// HostConfig converts a policies: entry into the host's Config (the server
-// uses it too).
-func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error) {
-	onErr, err := wasmhost.ParseOnError(pol.OnError)
-	if err != nil {
-		return wasmhost.Config{}, err
-	}
-	l := pol.Limits
-	return wasmhost.Config{
-		Name: pol.Name, Path: pol.Module, SHA256: pol.SHA256, Settings: pol.Settings, OnError: onErr,
-		Limits: wasmhost.Limits{
-			ModuleBytes: l.ModuleSize, MemoryBytes: l.Memory,
-			AuthorizeTimeout: l.AuthorizeTimeout, AdmitTimeout: l.AdmitTimeout, InitTimeout: l.InitTimeout,
-			Instances: l.Instances, ReasonBytes: l.ReasonBytes,
-			// A request is at most the largest client request plus the
-			// header; a mutation replaces a client request.
-			RequestBytes: maxRequestBytes + 64<<10, MutationBytes: maxRequestBytes,
-		},
-	}, nil
 }
 
 func printDecision(w io.Writer, name string, c *Compiled, d wasmhost.Decision) {

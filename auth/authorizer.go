@@ -1,6 +1,10 @@
 package auth
 
-import "context"
+import (
+	"context"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
+)
 
 // Decision is an Authorizer's answer for one Request.
 type Decision uint8
@@ -25,30 +29,29 @@ func (d Decision) String() string {
 	}
 }
 
-// Op is the kind of request being authorized; the values are the policy
-// ABI's op byte.
-type Op uint8
+// Op is the request's operation: the ABI's op byte (internal/policyabi).
+type Op = policyabi.Op
 
-// Ops of the policy ABI.
+// Operations of ABI v1.
 const (
-	OpRange       Op = 1
-	OpPut         Op = 2
-	OpDeleteRange Op = 3
-	OpTxn         Op = 4
-	OpWatch       Op = 5
-	OpLeaseRevoke Op = 6
-	OpCompact     Op = 7
+	OpRange       = policyabi.OpRange
+	OpPut         = policyabi.OpPut
+	OpDeleteRange = policyabi.OpDeleteRange
+	OpTxn         = policyabi.OpTxn
+	OpWatch       = policyabi.OpWatch
+	OpLeaseRevoke = policyabi.OpLeaseRevoke
+	OpCompact     = policyabi.OpCompact
 	// OpAdmin is every request that needs the root role (auth management,
 	// maintenance); it carries no key ranges.
-	OpAdmin Op = 8
+	OpAdmin = policyabi.OpAdmin
 )
 
-// Request flags (the policy ABI's flags byte).
+// Request flags (the ABI's flags byte).
 const (
-	FlagSerializable uint8 = 1 << 0
-	FlagKeysOnly     uint8 = 1 << 1
-	FlagCountOnly    uint8 = 1 << 2
-	FlagPrevKV       uint8 = 1 << 3
+	FlagSerializable = policyabi.FlagSerializable
+	FlagKeysOnly     = policyabi.FlagKeysOnly
+	FlagCountOnly    = policyabi.FlagCountOnly
+	FlagPrevKV       = policyabi.FlagPrevKV
 )
 
 // KeyRange is one key range a request touches, in etcd's convention: an

@@ -5,15 +5,17 @@ import (
 	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
-// Perm is the kind of access a key range needs.
-type Perm uint8
+// Perm is the permission a key range needs: the ABI's permission byte.
+type Perm = policyabi.Perm
 
-// Perm values match the policy ABI's range permission byte.
+// Permissions.
 const (
-	PermRead  Perm = 1
-	PermWrite Perm = 2
+	PermRead  = policyabi.PermRead
+	PermWrite = policyabi.PermWrite
 )
 
 // interval is [begin, end) over byte strings; a nil end is +infinity.

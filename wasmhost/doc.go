@@ -12,7 +12,8 @@
 // on_error verdict. Policy.Reload swaps in a new module without dropping
 // calls; a module that fails to load leaves the old one serving.
 //
-// wasmhost imports no other package of metastore. It reports what happens
+// wasmhost imports no other package of metastore but internal/policyabi,
+// the ABI's numbers it shares with auth and the SDK. It reports what happens
 // through Events, a struct of optional callbacks, and Policy.Stats; the
 // server turns those into Prometheus metrics and log lines.
 package wasmhost

@@ -109,9 +109,9 @@ func (s *scratch) fill(r *auth.Request, env *Env) {
 	s.ranges = s.ranges[:0]
 	for i := range r.Ranges {
 		kr := &r.Ranges[i]
-		s.ranges = append(s.ranges, wasmhost.Range{Perm: wasmhost.Perm(kr.Perm), Key: kr.Key, End: kr.End})
+		s.ranges = append(s.ranges, wasmhost.Range{Perm: kr.Perm, Key: kr.Key, End: kr.End})
 	}
-	s.req = wasmhost.Request{Op: wasmhost.Op(r.Op), Flags: r.Flags, Revision: r.Revision, User: r.User, Ranges: s.ranges}
+	s.req = wasmhost.Request{Op: r.Op, Flags: r.Flags, Revision: r.Revision, User: r.User, Ranges: s.ranges}
 	if env.Roles != nil && r.User != "" {
 		s.req.Roles = env.Roles(r.User)
 	}

@@ -71,7 +71,7 @@ var _ pb.AuthServer = (*authServer)(nil)
 // admin applies an auth management request once the caller is root (any
 // caller while auth is disabled).
 func (a *authServer) admin(ctx context.Context, r *apply.Request) (any, error) {
-	res, err := a.s.proposeAuthorized(ctx, r, func(id identity) error { return a.s.authorizeAdmin(ctx, id) })
+	res, err := a.s.proposeGuarded(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -81,14 +81,20 @@ func (a *authServer) admin(ctx context.Context, r *apply.Request) (any, error) {
 // adminRead answers a read of the auth state once the caller may see it
 // (root, or self/own role where etcd allows). Reads are served from the
 // in-memory state, which holds every applied change.
-func (a *authServer) adminRead(ctx context.Context, allowed func(id identity) bool) error {
-	return a.s.readAuthorized(ctx, func(id identity) error {
-		err := a.s.authorizeAdmin(ctx, id)
-		if err != nil && allowed != nil && allowed(id) {
+func (a *authServer) adminRead(ctx context.Context, allowed func(user string) bool) error {
+	g := a.s.guard
+	for {
+		id, err := g.Identify(ctx)
+		if err != nil {
+			return toGRPCError(err)
+		}
+		if err := g.AuthorizeAdmin(ctx, id); err != nil && (allowed == nil || !allowed(id.User)) {
+			return toGRPCError(err)
+		}
+		if !g.AuthMoved(id) {
 			return nil
 		}
-		return err
-	}, func() error { return nil })
+	}
 }
 
 func (a *authServer) header() *pb.ResponseHeader {
@@ -162,22 +168,19 @@ func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest
 
 func (a *authServer) UserAdd(ctx context.Context, r *pb.AuthUserAddRequest) (*pb.AuthUserAddResponse, error) {
 	s := a.s
-	hashed := false
-	res, err := s.proposeAuthorized(ctx, &apply.Request{AuthUserAdd: r}, func(id identity) error {
-		if err := s.authorizeAdmin(ctx, id); err != nil {
-			return err
+	// Hash once, after the caller is known to be allowed, and never put
+	// the plain password in the applied request.
+	if err := s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if r.Options == nil || !r.Options.NoPassword {
+		h, err := s.auth.HashPassword(r.Password)
+		if err != nil {
+			return nil, toGRPCError(err)
 		}
-		// Hash once, after the caller is known to be allowed, and never
-		// put the plain password in the applied request.
-		if !hashed && (r.Options == nil || !r.Options.NoPassword) {
-			h, err := s.auth.HashPassword(r.Password)
-			if err != nil {
-				return err
-			}
-			r.HashedPassword, r.Password, hashed = h, "", true
-		}
-		return nil
-	})
+		r.HashedPassword, r.Password = h, ""
+	}
+	res, err := s.proposeGuarded(ctx, &apply.Request{AuthUserAdd: r})
 	if err != nil {
 		return nil, err
 	}
@@ -191,20 +194,17 @@ func (a *authServer) UserDelete(ctx context.Context, r *pb.AuthUserDeleteRequest
 
 func (a *authServer) UserChangePassword(ctx context.Context, r *pb.AuthUserChangePasswordRequest) (*pb.AuthUserChangePasswordResponse, error) {
 	s := a.s
-	hashed := false
-	res, err := s.proposeAuthorized(ctx, &apply.Request{AuthUserChangePassword: r}, func(id identity) error {
-		if err := s.authorizeAdmin(ctx, id); err != nil {
-			return err
+	if err := s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if r.Password != "" {
+		h, err := s.auth.HashPassword(r.Password)
+		if err != nil {
+			return nil, toGRPCError(err)
 		}
-		if !hashed && r.Password != "" {
-			h, err := s.auth.HashPassword(r.Password)
-			if err != nil {
-				return err
-			}
-			r.HashedPassword, r.Password, hashed = h, "", true
-		}
-		return nil
-	})
+		r.HashedPassword, r.Password = h, ""
+	}
+	res, err := s.proposeGuarded(ctx, &apply.Request{AuthUserChangePassword: r})
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func (a *authServer) UserGrantRole(ctx context.Context, r *pb.AuthUserGrantRoleR
 
 // UserGet is allowed to root and to the user itself.
 func (a *authServer) UserGet(ctx context.Context, r *pb.AuthUserGetRequest) (*pb.AuthUserGetResponse, error) {
-	if err := a.adminRead(ctx, func(id identity) bool { return id.user == r.Name }); err != nil {
+	if err := a.adminRead(ctx, func(user string) bool { return user == r.Name }); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.UserGet(r)
@@ -253,7 +253,7 @@ func (a *authServer) RoleAdd(ctx context.Context, r *pb.AuthRoleAddRequest) (*pb
 
 // RoleGet is allowed to root and to holders of the role.
 func (a *authServer) RoleGet(ctx context.Context, r *pb.AuthRoleGetRequest) (*pb.AuthRoleGetResponse, error) {
-	if err := a.adminRead(ctx, func(id identity) bool { return a.s.auth.HasRole(id.user, r.Role) }); err != nil {
+	if err := a.adminRead(ctx, func(user string) bool { return a.s.auth.HasRole(user, r.Role) }); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.RoleGet(r)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/server/guard"
 )
 
 // tlsPeer returns a context whose peer presented a verified certificate
@@ -42,14 +43,14 @@ func TestIdentifyClientCertificate(t *testing.T) {
 	}{
 		{"cert CN", true, tlsPeer(ctx, "root"), "root"},
 		{"token wins over CN", true, tlsPeer(tokenCtx, "root"), "u"},
-		{"gateway request", true, metadata.NewIncomingContext(tlsPeer(ctx, "root"), metadata.Pairs(gatewayHeader, "x")), ""},
+		{"gateway request", true, metadata.NewIncomingContext(tlsPeer(ctx, "root"), metadata.Pairs(guard.GatewayHeader, "x")), ""},
 		{"no client-cert auth", false, tlsPeer(ctx, "root"), ""},
 		{"no TLS", true, ctx, ""},
 	} {
 		s.cfg.Server.TLS.ClientCertAuth = c.certAuth
-		id, err := s.identify(c.ctx)
-		if err != nil || id.user != c.want {
-			t.Errorf("%s: identify = %q, %v; want %q", c.name, id.user, err, c.want)
+		id, err := s.guard.Identify(c.ctx)
+		if err != nil || id.User != c.want {
+			t.Errorf("%s: identify = %q, %v; want %q", c.name, id.User, err, c.want)
 		}
 	}
 	// A CN user is authorized like any other: root may list users.

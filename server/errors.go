@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -10,9 +11,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/wasmhost"
 )
 
 // Errors for writes after a disk write failed. etcd has no equivalent (it
@@ -74,6 +78,8 @@ var grpcErrors = []struct {
 	{errInvalidDowngradeTargetVersion, rpctypes.ErrGRPCInvalidDowngradeTargetVersion},
 	{errDowngradeInProcess, rpctypes.ErrGRPCDowngradeInProcess},
 	{errNoInflightDowngrade, rpctypes.ErrGRPCNoInflightDowngrade},
+	{guard.ErrTooManyRequests, rpctypes.ErrGRPCRequestTooManyRequests},
+	{guard.ErrRequestTooLarge, rpctypes.ErrGRPCRequestTooLarge},
 	{context.Canceled, rpctypes.ErrGRPCCanceled},
 	{context.DeadlineExceeded, rpctypes.ErrGRPCDeadlineExceeded},
 }
@@ -90,10 +96,44 @@ func toGRPCError(err error) error {
 	if g, ok := policyDenial(err); ok {
 		return g
 	}
+	if q := (*guard.QuotaError)(nil); errors.As(err, &q) {
+		// ResourceExhausted, as etcd's own space quota, naming the tenant.
+		return status.Error(codes.ResourceExhausted, q.Error())
+	}
 	for _, e := range grpcErrors {
 		if errors.Is(err, e.err) {
 			return e.grpc
 		}
 	}
 	return status.Error(codes.Unknown, err.Error())
+}
+
+// policyDenial maps a policy's denial to the wire: an authorization denial
+// is etcd's permission-denied code with the policy's reason appended to
+// etcd's message; an admission denial is FailedPrecondition (the write is
+// well-formed and permitted, but a rule refuses it).
+func policyDenial(err error) (error, bool) {
+	var de *wasmpolicy.DenyError
+	if !errors.As(err, &de) {
+		return nil, false
+	}
+	if de.Hook == wasmhost.HookAuthorize {
+		return status.Error(codes.PermissionDenied, fmt.Sprintf("etcdserver: permission denied: policy %q: %s", de.Policy, de.Reason)), true
+	}
+	return status.Error(codes.FailedPrecondition, fmt.Sprintf("etcdserver: request rejected by policy %q: %s", de.Policy, de.Reason)), true
+}
+
+// watchCancelReason is the cancel_reason etcd sends for a watch refused by
+// auth.
+func watchCancelReason(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrInvalidAuthToken):
+		return rpctypes.ErrGRPCInvalidAuthToken.Error()
+	case errors.Is(err, auth.ErrAuthOldRevision):
+		return rpctypes.ErrGRPCAuthOldRevision.Error()
+	case errors.Is(err, auth.ErrUserEmpty):
+		return rpctypes.ErrGRPCUserEmpty.Error()
+	default:
+		return rpctypes.ErrGRPCPermissionDenied.Error()
+	}
 }

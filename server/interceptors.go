@@ -15,10 +15,6 @@ import (
 // errInternal is what a client sees when its request's handler panicked.
 var errInternal = status.Error(codes.Internal, "etcdserver: internal error")
 
-// healthService is exempt from rate limits: probes must see a busy server
-// as alive.
-const healthService = "/grpc.health.v1.Health/"
-
 // sizer is implemented by every etcd request and response (gogo protobuf).
 type sizer interface{ Size() int }
 
@@ -75,15 +71,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
 }
 
+// checkRate applies the global and per-user rate limits (guard.CheckRate).
 func (s *Server) checkRate(ctx context.Context, method string) error {
-	if s.limiter == nil || len(method) >= len(healthService) && method[:len(healthService)] == healthService {
-		return nil
-	}
-	if scope := s.limiter.allow(s.requestUser(ctx)); scope != "" {
-		s.metrics.rateLimited.WithLabelValues(scope).Inc()
-		return errTooManyRequests
-	}
-	return nil
+	return toGRPCError(s.guard.CheckRate(ctx, method))
 }
 
 func (s *Server) recovered(method string, r any) {

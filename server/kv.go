@@ -4,10 +4,9 @@ import (
 	"context"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
-	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/guard"
 )
 
 // kvServer implements etcd's KV service.
@@ -23,46 +22,29 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err := checkRangeRequest(r); err != nil {
 		return nil, err
 	}
-	if err := s.checkTenantRate(r.Key); err != nil {
-		return nil, err
+	if err := s.guard.CheckTenantRate(r.Key); err != nil {
+		return nil, toGRPCError(err)
 	}
-	var resp *pb.RangeResponse
-	err := s.readAuthorized(ctx, func(id identity) error {
-		return s.authorizeKV(ctx, id, auth.OpRange, func(ar *auth.Request) {
-			ar.Revision = r.Revision
-			ar.Flags = rangeFlags(r)
-			ar.Add(auth.PermRead, r.Key, r.RangeEnd)
-		})
-	}, func() error {
-		// On one member every committed write is visible to a new read
-		// view, so linearizable and serializable reads take the same path.
-		tx, err := s.store.Read()
-		if err != nil {
-			return err
-		}
-		defer tx.End()
-		resp, err = apply.Range(ctx, tx, r)
-		return err
-	})
+	id, err := s.guard.Read(ctx, r)
 	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	// On one member every committed write is visible to a new read view,
+	// so linearizable and serializable reads take the same path.
+	tx, err := s.store.Read()
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp, err := apply.Range(ctx, tx, r)
+	tx.End()
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	if _, err := s.recheck(ctx, id, r); err != nil {
 		return nil, err
 	}
 	s.fillHeader(resp.Header)
 	return resp, nil
-}
-
-func rangeFlags(r *pb.RangeRequest) uint8 {
-	var f uint8
-	if r.Serializable {
-		f |= auth.FlagSerializable
-	}
-	if r.KeysOnly {
-		f |= auth.FlagKeysOnly
-	}
-	if r.CountOnly {
-		f |= auth.FlagCountOnly
-	}
-	return f
 }
 
 func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
@@ -70,37 +52,10 @@ func (k *kvServer) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, 
 	if err := checkPutRequest(r); err != nil {
 		return nil, err
 	}
-	if err := s.checkTenantRate(r.Key); err != nil {
-		return nil, err
+	if err := s.guard.CheckTenantRate(r.Key); err != nil {
+		return nil, toGRPCError(err)
 	}
-	areq := &apply.Request{Put: r}
-	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
-		if err := s.checkRequestSize(r.Size()); err != nil {
-			return err
-		}
-		// As etcd's, a full database refuses puts before auth is consulted.
-		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
-			return apply.ErrNoSpace
-		}
-		if err := s.authorizeKV(ctx, id, auth.OpPut, func(ar *auth.Request) {
-			if r.PrevKv {
-				ar.Flags = auth.FlagPrevKV
-			}
-			s.addPut(ar, id, r)
-		}); err != nil {
-			return err
-		}
-		areq.Put = r
-		if hasAdmission(id) {
-			// Admission starts from the client's request on every attempt.
-			final, err := s.admitPut(ctx, id, r)
-			if err != nil {
-				return err
-			}
-			areq.Put = final
-		}
-		return s.checkQuota(ctx, areq.Put, nil)
-	})
+	res, err := s.proposeGuarded(ctx, &apply.Request{Put: r})
 	if err != nil {
 		return nil, err
 	}
@@ -114,27 +69,10 @@ func (k *kvServer) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*
 	if err := checkDeleteRequest(r); err != nil {
 		return nil, err
 	}
-	if err := s.checkTenantRate(r.Key); err != nil {
-		return nil, err
+	if err := s.guard.CheckTenantRate(r.Key); err != nil {
+		return nil, toGRPCError(err)
 	}
-	areq := &apply.Request{DeleteRange: r}
-	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
-		if err := s.checkRequestSize(r.Size()); err != nil {
-			return err
-		}
-		if err := s.authorizeKV(ctx, id, auth.OpDeleteRange, func(ar *auth.Request) {
-			ar.Add(auth.PermWrite, r.Key, r.RangeEnd)
-			if r.PrevKv {
-				ar.Flags = auth.FlagPrevKV
-				ar.Add(auth.PermRead, r.Key, r.RangeEnd)
-			}
-		}); err != nil || !hasAdmission(id) {
-			return err
-		}
-		final, err := s.admitDeleteRange(ctx, id, r)
-		areq.DeleteRange = final
-		return err
-	})
+	res, err := s.proposeGuarded(ctx, &apply.Request{DeleteRange: r})
 	if err != nil {
 		return nil, err
 	}
@@ -155,57 +93,36 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	if _, _, err := checkIntervals(r.Failure); err != nil {
 		return nil, err
 	}
-	if err := s.checkTenantRate(firstKey(r)); err != nil {
-		return nil, err
+	if err := s.guard.CheckTenantRate(guard.FirstKey(r)); err != nil {
+		return nil, toGRPCError(err)
 	}
-	authorize := func(id identity) error {
-		return s.authorizeKV(ctx, id, auth.OpTxn, func(ar *auth.Request) { s.addTxn(ar, id, r) })
-	}
-	if apply.IsTxnReadOnly(r) {
-		var resp *pb.TxnResponse
-		err := s.readAuthorized(ctx, authorize, func() error {
-			tx, err := s.store.Read()
-			if err != nil {
-				return err
-			}
-			defer tx.End()
-			resp, err = s.applier.ReadOnlyTxn(ctx, tx, r)
-			return err
-		})
+	if !apply.IsTxnReadOnly(r) {
+		res, err := s.proposeGuarded(ctx, &apply.Request{Txn: r})
 		if err != nil {
 			return nil, err
 		}
-		s.fillHeader(resp.Header)
-		return resp, nil
+		out := res.Resp.(*pb.TxnResponse)
+		s.fillHeader(out.Header)
+		return out, nil
 	}
-	areq := &apply.Request{Txn: r}
-	res, err := s.proposeAuthorized(ctx, areq, func(id identity) error {
-		if err := s.checkRequestSize(r.Size()); err != nil {
-			return err
-		}
-		if s.applier.HasAlarm(pb.AlarmType_NOSPACE) && apply.TxnHasPut(r) {
-			return apply.ErrNoSpace
-		}
-		if err := authorize(id); err != nil {
-			return err
-		}
-		areq.Txn = r
-		if hasAdmission(id) {
-			// Both branches are admitted up front, as one message.
-			final, err := s.admitTxn(ctx, id, r)
-			if err != nil {
-				return err
-			}
-			areq.Txn = final
-		}
-		return s.checkQuota(ctx, nil, areq.Txn)
-	})
+	id, err := s.guard.Read(ctx, r)
 	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	tx, err := s.store.Read()
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp, err := s.applier.ReadOnlyTxn(ctx, tx, r)
+	tx.End()
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	if _, err := s.recheck(ctx, id, r); err != nil {
 		return nil, err
 	}
-	out := res.Resp.(*pb.TxnResponse)
-	s.fillHeader(out.Header)
-	return out, nil
+	s.fillHeader(resp.Header)
+	return resp, nil
 }
 
 // Compact needs the root role when auth is enabled, as in etcd.
@@ -227,25 +144,4 @@ func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Co
 	out := res.Resp.(*pb.CompactionResponse)
 	k.s.fillHeader(out.Header)
 	return out, nil
-}
-
-// checkRequestSize refuses writes larger than --max-request-bytes, as etcd
-// refuses proposals larger than that.
-func (s *Server) checkRequestSize(n int) error {
-	if n > s.cfg.Limits.MaxRequestBytes {
-		return rpctypes.ErrGRPCRequestTooLarge
-	}
-	return nil
-}
-
-// propose sends a mutation through the apply loop and maps its errors.
-func (s *Server) propose(ctx context.Context, r *apply.Request) (apply.Result, error) {
-	res, err := s.loop.Propose(ctx, r)
-	if err != nil {
-		return res, toGRPCError(err)
-	}
-	if res.Err != nil {
-		return res, toGRPCError(res.Err)
-	}
-	return res, nil
 }

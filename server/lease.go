@@ -14,6 +14,7 @@ import (
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/guard"
 )
 
 var _ apply.Lessor = (*lease.Lessor)(nil)
@@ -58,10 +59,8 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
 	// As etcd's: revoking deletes the lease's keys, so it needs WRITE on
-	// every one of them.
-	res, err := l.s.proposeAuthorized(ctx, &apply.Request{LeaseRevoke: r}, func(id identity) error {
-		return l.s.authorizeLease(ctx, id, auth.PermWrite, r.ID)
-	})
+	// every one of them (guard.Write).
+	res, err := l.s.proposeGuarded(ctx, &apply.Request{LeaseRevoke: r})
 	if err != nil {
 		return nil, err
 	}
@@ -104,9 +103,9 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		l.s.fillHeader(resp.Header)
 		// As etcd's: renewing keeps the lease's keys alive, so it needs
 		// WRITE on every one of them; an error ends the stream.
-		id, err := l.s.identify(ctx)
+		id, err := l.s.guard.Identify(ctx)
 		if err == nil {
-			err = l.s.authorizeLease(ctx, id, auth.PermWrite, req.ID)
+			err = l.s.guard.AuthorizeLease(ctx, id, auth.PermWrite, req.ID)
 		}
 		if err != nil {
 			return toGRPCError(err)
@@ -129,55 +128,70 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	s := l.s
 	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: r.ID, TTL: -1}
 	// As etcd's: an authenticated user; listing the keys needs READ on each.
-	err := s.readAuthorized(ctx, func(id identity) error {
-		if id.rev != 0 && id.user == "" {
-			return auth.ErrUserEmpty
-		}
-		if !r.Keys {
-			return nil
-		}
-		return s.authorizeLease(ctx, id, auth.PermRead, r.ID)
-	}, func() error {
-		info, ok := s.lessor.Lookup(r.ID)
-		if !ok {
-			return nil
-		}
+	id, err := s.authorizeTimeToLive(ctx, r)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	if info, ok := s.lessor.Lookup(r.ID); ok {
 		// etcd truncates the remaining time to whole seconds.
 		resp.TTL = int64(info.Remaining.Seconds())
 		resp.GrantedTTL = info.TTL
-		if !r.Keys {
-			return nil
+		if r.Keys {
+			if resp.Keys, err = s.readLeaseKeysAt(r.ID); err != nil {
+				return nil, toGRPCError(err)
+			}
 		}
-		tx, err := s.store.Read()
-		if err != nil {
-			return err
+	}
+	for s.guard.AuthMoved(id) {
+		if id, err = s.authorizeTimeToLive(ctx, r); err != nil {
+			return nil, toGRPCError(err)
 		}
-		defer tx.End()
-		resp.Keys, err = tx.LeaseKeys(r.ID)
-		return err
-	})
-	if err != nil {
-		return nil, err
 	}
 	s.fillHeader(resp.Header)
 	return resp, nil
+}
+
+// authorizeTimeToLive is etcd's check of TimeToLive: an authenticated
+// user, and READ on every key of the lease when the keys are asked for.
+func (s *Server) authorizeTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (guard.Identity, error) {
+	id, err := s.guard.Identify(ctx)
+	if err != nil {
+		return id, err
+	}
+	if id.AuthEnabled() && id.User == "" {
+		return id, auth.ErrUserEmpty
+	}
+	if !r.Keys {
+		return id, nil
+	}
+	return id, s.guard.AuthorizeLease(ctx, id, auth.PermRead, r.ID)
+}
+
+// readLeaseKeysAt reads the keys attached to a lease from a new read view.
+func (s *Server) readLeaseKeysAt(id int64) ([][]byte, error) {
+	tx, err := s.store.Read()
+	if err != nil {
+		return nil, err
+	}
+	defer tx.End()
+	return tx.LeaseKeys(id)
 }
 
 func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
 	s := l.s
 	infos := s.lessor.Leases()
 	// As etcd's: READ on the keys of every lease, unless root.
-	id, err := s.identify(ctx)
+	id, err := s.guard.Identify(ctx)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
 	var keys [][]byte
-	if id.rev != 0 && id.user != "" && s.auth.IsAdmin(id.user) != nil {
+	if id.AuthEnabled() && id.User != "" && !s.guard.LeaseExempt(id.User) {
 		for _, info := range infos {
-			keys = append(keys, s.leaseKeysOf(info.ID)...)
+			keys = append(keys, s.guard.LeaseKeys(info.ID)...)
 		}
 	}
-	if err := s.authorizeLeaseKeysAs(ctx, id, auth.PermRead, keys); err != nil {
+	if err := s.guard.AuthorizeLeaseKeys(ctx, id, auth.PermRead, keys); err != nil {
 		return nil, toGRPCError(err)
 	}
 	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}, Leases: make([]*pb.LeaseStatus, len(infos))}
@@ -186,18 +200,6 @@ func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 	}
 	s.fillHeader(resp.Header)
 	return resp, nil
-}
-
-// authorizeLease is etcd's check of a lease's keys: perm on every key
-// attached to lease leaseID unless the caller is root. The keys are read
-// only when the check needs them, so with auth disabled a keep-alive costs
-// no store read.
-func (s *Server) authorizeLease(ctx context.Context, id identity, perm auth.Perm, leaseID int64) error {
-	var keys [][]byte
-	if id.rev != 0 && id.user != "" && s.auth.IsAdmin(id.user) != nil {
-		keys = s.leaseKeysOf(leaseID)
-	}
-	return s.authorizeLeaseKeysAs(ctx, id, perm, keys)
 }
 
 // leaseIDGen hands out lease ids for grants without one, as etcd's request
@@ -324,12 +326,7 @@ func (s *Server) checkpointLeases(ctx context.Context) error {
 // revision (nil on a read error: the auth check then sees no keys, as for
 // a lease without any).
 func (s *Server) readLeaseKeys(id int64) [][]byte {
-	tx, err := s.store.Read()
-	if err != nil {
-		return nil
-	}
-	defer tx.End()
-	keys, err := tx.LeaseKeys(id)
+	keys, err := s.readLeaseKeysAt(id)
 	if err != nil {
 		return nil
 	}

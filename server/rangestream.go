@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 )
@@ -216,35 +215,20 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, ss grpc.ServerStream) error {
 	if err := checkRangeStreamRequest(r); err != nil {
 		return err
 	}
-	if err := s.checkTenantRate(r.Key); err != nil {
-		return err
-	}
-	ctx := ss.Context()
-	check := func(id identity) error {
-		return s.authorizeKV(ctx, id, auth.OpRange, func(ar *auth.Request) {
-			ar.Revision = r.Revision
-			ar.Flags = rangeFlags(r)
-			ar.Add(auth.PermRead, r.Key, r.RangeEnd)
-		})
-	}
-	id, err := s.identify(ctx)
-	if err != nil {
+	if err := s.guard.CheckTenantRate(r.Key); err != nil {
 		return toGRPCError(err)
 	}
-	if err := check(id); err != nil {
+	ctx := ss.Context()
+	id, err := s.guard.Read(ctx, r)
+	if err != nil {
 		return toGRPCError(err)
 	}
 	// send authorizes again before a piece leaves when auth changed since
 	// the last check (as Range does after its read), so a revoked reader
 	// gets no further piece.
 	send := func(resp *pb.RangeResponse) error {
-		for s.auth.Epoch() != id.epoch {
-			if id, err = s.identify(ctx); err != nil {
-				return toGRPCError(err)
-			}
-			if err := check(id); err != nil {
-				return toGRPCError(err)
-			}
+		if id, err = s.recheck(ctx, id, r); err != nil {
+			return err
 		}
 		if resp.Header != nil {
 			s.fillHeader(resp.Header)

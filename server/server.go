@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/soheilhy/cmux"
@@ -32,6 +31,7 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/guard"
 )
 
 // EtcdVersion is the etcd version metastore reports in Status. Clients such
@@ -57,17 +57,9 @@ type Server struct {
 
 	auth   *auth.Store
 	tokens *auth.Tokens
-	// chain is the current generation of the authorization chain
-	// (configured policies, then the built-in RBAC) and admission list;
-	// requests hold one with acquireChain. Replaced whole by a reload.
-	chain atomic.Pointer[policyChain]
-	// policies is what the WebAssembly policies share across reloads.
-	policies *policySet
-	// reloadConfig re-reads the configuration for a policy reload (set by
-	// the command; nil reloads with the current one).
-	reloadConfig func() (*config.Config, error)
-	// leaseKeys returns the keys attached to a lease (set by the lessor).
-	leaseKeys func(id int64) [][]byte
+	// guard identifies, authorizes and admits every request, and owns the
+	// policies and tenants (reloaded without a restart).
+	guard *guard.Guard
 
 	ids     memberIDs
 	grpc    *grpc.Server // plaintext listeners
@@ -83,8 +75,6 @@ type Server struct {
 	lns          []clientListener
 	addrs        []string
 	metrics      *metrics
-	limiter      *rateLimiter              // nil: no rate limits
-	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
 
 	stopOnce sync.Once
 	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
@@ -134,16 +124,11 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if err := apply.LoadLeases(store, minTTL, s.lessor.Restore); err != nil {
 		return nil, err
 	}
-	s.leaseKeys = s.readLeaseKeys
 	if err := s.openAuth(); err != nil {
 		return nil, err
 	}
-	if err := s.openPolicies(); err != nil {
-		return nil, err
-	}
-	s.tenants.Store(newTenantSet(cfg.Tenants, nil))
 	if s.applier, err = apply.New(store, apply.Options{
-		Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
+		Auth: s.auth, Tenants: guard.ApplyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
 		Self:           &pb.Member{ID: s.ids.member, PeerURLs: cfg.Server.AdvertisePeerURLs},
 		MaxLearners:    cfg.Cluster.MaxLearners,
 		ClusterVersion: initialClusterVersion,
@@ -157,9 +142,16 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
 		return nil, err
 	}
+	if s.guard, err = guard.New(guard.Options{
+		Config: cfg, Logger: lg, Auth: s.auth, Tokens: s.tokens,
+		Applier: s.applier, Counter: s.loop, Store: store, LeaseKeys: s.readLeaseKeys,
+		Validate: guard.Validators{Put: checkPutRequest, DeleteRange: checkDeleteRequest, Txn: s.checkTxnMutation},
+		Metrics:  guard.Metrics{Registry: s.metrics.reg, RateLimited: s.metrics.rateLimited, Reloaded: s.metrics.reloaded},
+	}); err != nil {
+		return nil, err
+	}
 	s.registerStoreMetrics()
 	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
-	s.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, cfg.Limits.UserRateLimit, cfg.Limits.UserRateBurst)
 	if cfg.Server.HasTLS() {
 		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
 			return nil, err
@@ -328,23 +320,18 @@ func (s *Server) Run(ctx context.Context) error {
 // SetConfigReloader gives the server the function that re-reads the
 // configuration when it is reloaded (on SIGHUP or a changed file). Call it
 // before Run.
-func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.reloadConfig = f }
+func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.guard.SetConfigReloader(f) }
 
 // Reload re-reads the configuration (through the reloader, if set) and
 // applies its policies and tenants; see ReloadConfig. An invalid
 // configuration changes nothing; it is logged and counted.
-func (s *Server) Reload(ctx context.Context) error {
-	var cfg *config.Config
-	if s.reloadConfig != nil {
-		c, err := s.reloadConfig()
-		if err != nil {
-			s.lg.Error("reload refused: the configuration is invalid; the previous policies and tenants keep serving", "err", err)
-			s.metrics.reloaded(false)
-			return err
-		}
-		cfg = c
-	}
-	return s.ReloadConfig(ctx, cfg)
+func (s *Server) Reload(ctx context.Context) error { return s.guard.Reload(ctx) }
+
+// ReloadConfig applies the policies, authorization chain and tenants of cfg
+// (nil re-reads the current policies' files) without a restart and without
+// dropping a request; see guard.Guard.ReloadConfig.
+func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
+	return s.guard.ReloadConfig(ctx, cfg)
 }
 
 // startBackground starts the loops that run beside request handling.
@@ -352,7 +339,7 @@ func (s *Server) startBackground(ctx context.Context) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.watchPolicies(ctx, s.Reload)
+		s.guard.Run(ctx)
 	}()
 	s.bg.Add(4)
 	go func() {
@@ -452,7 +439,9 @@ func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
 	}
-	s.policies.close(s.chain.Load())
+	if s.guard != nil {
+		s.guard.Close()
+	}
 	if s.tokens != nil {
 		s.tokens.Close()
 	}

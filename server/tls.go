@@ -138,9 +138,4 @@ func (tlsAfterMux) OverrideServerName(string) error { return nil }
 // --client-cert-auth; "" when client-cert-auth is off or the request has no
 // verified certificate. The auth layer calls it when a request carries no
 // token.
-func (s *Server) ClientCertUser(ctx context.Context) string {
-	if !s.cfg.Server.TLS.ClientCertAuth {
-		return ""
-	}
-	return commonNameFromTLS(ctx)
-}
+func (s *Server) ClientCertUser(ctx context.Context) string { return s.guard.ClientCertUser(ctx) }

@@ -1,9 +1,8 @@
-package server
+package guard
 
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"strings"
 	"sync"
 
@@ -19,64 +18,63 @@ import (
 
 // Enforcement of etcd's auth on every RPC. Requests are authorized on the
 // caller's goroutine, against the current auth state, by the Authorizer
-// chain (s.authz; the built-in RBAC is its last member), before they are
-// queued for apply. Writes carry the auth revision they were authorized at;
+// chain (the built-in RBAC is its last member), before they are queued for
+// apply. Writes carry the auth revision they were authorized at (Header);
 // if auth changed before they are applied, apply refuses them untouched
-// (apply.ErrAuthRetry) and they are authorized again. Reads check the auth
-// epoch after reading and authorize again if it moved.
+// (apply.ErrAuthRetry) and the caller checks them again. Reads check
+// AuthMoved after reading and authorize again if it did.
 //
-// Entry points for the services:
+// Entry points for the RPC layer:
 //
-//	identify(ctx)                      who is calling (token, else client-cert CN)
-//	authorizeKV(ctx, id, op, fill)     run the chain on the auth.Request fill describes
-//	proposeAuthorized(ctx, r, check)   authorize a mutation and apply it, retrying on auth changes
-//	readAuthorized(ctx, check, read)   authorize, read, re-check if auth moved meanwhile
-//	requireUser(ctx)                   etcd's requireAuthInfo: any authenticated user
-//	requireAdmin(ctx)                  etcd's admin check: the root role
-//	authorizeWatch(ctx, key, end)      READ on a watch's range; watchCancelReason maps the error
-//	authorizeLeaseKeys(ctx, perm, ks)  perm on every key of a lease unless root (needs a user)
+//	Identify(ctx)                   who is calling (token, else client-cert CN)
+//	Write(ctx, r)                   everything a write needs before it is proposed
+//	Read(ctx, req)                  authorize a Range or read-only Txn
+//	AuthMoved(id)                   whether a read must be authorized again
+//	RequireUser(ctx), RequireAdmin  etcd's requireAuthInfo and admin check
+//	AuthorizeWatch(ctx, key, end)   READ on a watch's range
+//	AuthorizeLease(ctx, id, perm, lease), AuthorizeLeaseKeys
+//	                                perm on a lease's keys unless root
 //
-// As etcd uses them: Watch create calls authorizeWatch(stream ctx, key, end)
-// after turning an empty key into "\x00" and refusing a negative start
-// revision, and on an error answers WatchId -1, Created and Canceled with
-// CancelReason watchCancelReason(err). LeaseGrant calls requireUser;
-// LeaseRevoke proposes through proposeAuthorized with the check
-// authorizeLeaseKeysAs(ctx, id, auth.PermWrite, s.leaseKeysOf(r.ID));
-// keep-alive calls authorizeLeaseKeys(ctx, auth.PermWrite, keys) per
-// request, TimeToLive with Keys set and Leases use auth.PermRead (Leases over
-// the keys of every lease). The lessor sets s.leaseKeys so that a put to a
+// The lessor's keys come through Options.LeaseKeys, so that a put to a
 // lease is refused when the user could not write the lease's other keys.
-// Hash, HashKV, Snapshot and Downgrade call requireAdmin, as Defragment does.
 
-// identity is the caller of one request.
-type identity struct {
-	user string
-	// rev is the auth revision the caller was identified at, 0 when auth
+// Identity is the caller of one request.
+type Identity struct {
+	User string
+	// Rev is the auth revision the caller was identified at, 0 when auth
 	// is disabled; it goes into the request header for apply's check.
-	rev uint64
-	// epoch is the auth store's epoch at identification.
-	epoch uint64
+	Rev uint64
+	// Epoch is the auth store's epoch at identification.
+	Epoch uint64
 	// chain is the policy generation the request decides with, held for
-	// the whole of a check (proposeAuthorized, readAuthorized); nil makes
-	// each decision take the current one.
+	// the whole of a check; nil makes each decision take the current one.
 	chain       *policyChain
 	chainStripe uint32
 }
 
-// metadata key gRPC-gateway adds to proxied requests; their client
-// certificate is the gateway's, not the user's.
-const gatewayHeader = "grpcgateway-accept"
+// AuthEnabled reports whether auth was enabled when the caller was
+// identified.
+func (id Identity) AuthEnabled() bool { return id.Rev != 0 }
 
-// identify resolves the caller as etcd does: nobody while auth is disabled;
+// Header is the request header a write proposed for id carries.
+func (id Identity) Header() *pb.RequestHeader {
+	return &pb.RequestHeader{Username: id.User, AuthRevision: id.Rev}
+}
+
+// GatewayHeader is the metadata key gRPC-gateway adds to proxied requests;
+// their client certificate is the gateway's, not the user's.
+const GatewayHeader = "grpcgateway-accept"
+
+// Identify resolves the caller as etcd does: nobody while auth is disabled;
 // else the user of the "token" (or "authorization") metadata, failing with
 // ErrInvalidAuthToken for a bad token; else, under client-certificate auth,
 // the verified certificate's common name.
-func (s *Server) identify(ctx context.Context) (identity, error) {
+func (s *Guard) Identify(ctx context.Context) (Identity, error) {
 	enabled, rev, epoch := s.auth.State()
 	if !enabled {
-		return identity{epoch: epoch}, nil
+		return Identity{Epoch: epoch}, nil
 	}
-	id := identity{rev: rev, epoch: epoch}
+	id := Identity{Rev: rev, Epoch: epoch}
 	// NB: "authorization" is looked up only without "token": a missing key
 	// costs a scan of all the metadata.
 	// The JSON gateway forwards the HTTP Authorization header as
@@ -90,13 +88,24 @@ func (s *Server) identify(ctx context.Context) (identity, error) {
 		if err != nil {
 			return id, err
 		}
-		id.user = user
+		id.User = user
 		return id, nil
 	}
 	if s.cfg.Server.TLS.ClientCertAuth {
-		id.user = commonNameFromTLS(ctx)
+		id.User = commonNameFromTLS(ctx)
 	}
 	return id, nil
+}
+
+// ClientCertUser returns the common name of the verified client certificate
+// of the request in ctx, the user etcd authenticates a request as under
+// --client-cert-auth; "" when client-cert-auth is off or the request has no
+// verified certificate.
+func (s *Guard) ClientCertUser(ctx context.Context) string {
+	if !s.cfg.Server.TLS.ClientCertAuth {
+		return ""
+	}
+	return commonNameFromTLS(ctx)
 }
 
 // commonNameFromTLS returns the CN of the client's verified certificate, or
@@ -120,7 +129,7 @@ func commonNameFromTLS(ctx context.Context) string {
 	if leaf == nil {
 		return ""
 	}
-	if len(metadata.ValueFromIncomingContext(ctx, gatewayHeader)) > 0 {
+	if len(metadata.ValueFromIncomingContext(ctx, GatewayHeader)) > 0 {
 		return ""
 	}
 	return leaf.Subject.CommonName
@@ -128,226 +137,260 @@ func commonNameFromTLS(ctx context.Context) string {
 
 var authRequests = sync.Pool{New: func() any { return new(auth.Request) }}
 
-// authorizeKV runs the chain on a request that fill describes. With auth
+// authorize runs the chain on req as Describe describes it. With auth
 // disabled and only the built-in RBAC configured it costs nothing.
-func (s *Server) authorizeKV(ctx context.Context, id identity, op auth.Op, fill func(*auth.Request)) error {
+func (s *Guard) authorize(ctx context.Context, id Identity, req any) error {
 	c := id.chain
 	if c == nil {
 		var stripe uint32
 		c, stripe = s.acquireChain()
 		defer c.release(stripe)
 	}
-	if id.rev == 0 && c.rbacOnly {
+	if id.Rev == 0 && c.rbacOnly {
 		return nil
 	}
 	ar := authRequests.Get().(*auth.Request)
-	ar.Reset(op, id.user)
-	fill(ar)
+	Describe(ar, id.User, req, s)
 	err := auth.Check(ctx, c.authz, ar)
 	ar.Release()
 	authRequests.Put(ar)
 	return err
 }
 
-// requireUser is etcd's requireAuthInfo: with auth enabled the caller must
-// be authenticated (any user).
-func (s *Server) requireUser(ctx context.Context) error {
-	id, err := s.identify(ctx)
-	if err != nil {
-		return err
+// authorizeRanges runs the chain on op with perm on each key (no ranges
+// when keys is empty).
+func (s *Guard) authorizeRanges(ctx context.Context, id Identity, op auth.Op, perm auth.Perm, keys [][]byte) error {
+	c := id.chain
+	if c == nil {
+		var stripe uint32
+		c, stripe = s.acquireChain()
+		defer c.release(stripe)
 	}
-	if id.rev != 0 && id.user == "" {
-		return auth.ErrUserEmpty
-	}
-	return nil
-}
-
-// requireAdmin is etcd's admin check (maintenance and auth management): with
-// auth enabled the caller must hold the root role.
-func (s *Server) requireAdmin(ctx context.Context) error {
-	id, err := s.identify(ctx)
-	if err != nil {
-		return err
-	}
-	return s.authorizeAdmin(ctx, id)
-}
-
-func (s *Server) authorizeAdmin(ctx context.Context, id identity) error {
-	return s.authorizeKV(ctx, id, auth.OpAdmin, func(*auth.Request) {})
-}
-
-// authorizeWatch checks READ on a watch's key range, as etcd's watch create.
-// On an error, etcd answers the create with created and canceled set and
-// watchCancelReason(err) as the cancel reason.
-func (s *Server) authorizeWatch(ctx context.Context, key, end []byte) error {
-	id, err := s.identify(ctx)
-	if err != nil {
-		return err
-	}
-	return s.authorizeKV(ctx, id, auth.OpWatch, func(ar *auth.Request) { ar.Add(auth.PermRead, key, end) })
-}
-
-// watchCancelReason is the cancel_reason etcd sends for a watch refused by
-// auth.
-func watchCancelReason(err error) string {
-	switch {
-	case errors.Is(err, auth.ErrInvalidAuthToken):
-		return rpctypes.ErrGRPCInvalidAuthToken.Error()
-	case errors.Is(err, auth.ErrAuthOldRevision):
-		return rpctypes.ErrGRPCAuthOldRevision.Error()
-	case errors.Is(err, auth.ErrUserEmpty):
-		return rpctypes.ErrGRPCUserEmpty.Error()
-	default:
-		return rpctypes.ErrGRPCPermissionDenied.Error()
-	}
-}
-
-// authorizeLeaseKeys checks perm on every key attached to a lease, unless
-// the caller is root (etcd's checks for LeaseRevoke and keep-alive with
-// PermWrite, TimeToLive and Leases with PermRead). It needs an
-// authenticated caller when auth is enabled.
-func (s *Server) authorizeLeaseKeys(ctx context.Context, perm auth.Perm, keys [][]byte) error {
-	id, err := s.identify(ctx)
-	if err != nil {
-		return err
-	}
-	return s.authorizeLeaseKeysAs(ctx, id, perm, keys)
-}
-
-func (s *Server) authorizeLeaseKeysAs(ctx context.Context, id identity, perm auth.Perm, keys [][]byte) error {
-	if id.rev == 0 {
-		return s.authorizeKV(ctx, id, auth.OpLeaseRevoke, func(*auth.Request) {})
-	}
-	if id.user == "" {
-		return auth.ErrUserEmpty
-	}
-	if s.auth.IsAdmin(id.user) == nil {
+	if id.Rev == 0 && c.rbacOnly {
 		return nil
 	}
-	return s.authorizeKV(ctx, id, auth.OpLeaseRevoke, func(ar *auth.Request) {
-		for _, k := range keys {
-			ar.Add(perm, k, nil)
-		}
-	})
+	ar := authRequests.Get().(*auth.Request)
+	ar.Reset(op, id.User)
+	addKeys(ar, perm, keys)
+	err := auth.Check(ctx, c.authz, ar)
+	ar.Release()
+	authRequests.Put(ar)
+	return err
 }
 
-// leaseKeysOf returns the keys attached to a lease, for the check of a put
-// that attaches another key to it. Set by the lessor; nil means no lease
-// has keys.
-func (s *Server) leaseKeysOf(id int64) [][]byte {
+// LeaseKeys implements Leases with the lessor's keys.
+func (s *Guard) LeaseKeys(id int64) [][]byte {
 	if s.leaseKeys == nil || id == 0 {
 		return nil
 	}
 	return s.leaseKeys(id)
 }
 
-// addPut adds what a put needs as etcd checks it: WRITE on the key, WRITE on
-// every key already attached to its lease (a key the user could not write
-// would be revoked with it) unless the user is root, and READ with prev_kv.
-func (s *Server) addPut(ar *auth.Request, id identity, r *pb.PutRequest) {
-	ar.Add(auth.PermWrite, r.Key, nil)
-	if keys := s.leaseKeysOf(r.Lease); len(keys) > 0 && s.auth.IsAdmin(id.user) != nil {
-		for _, k := range keys {
-			ar.Add(auth.PermWrite, k, nil)
-		}
-	}
-	if r.PrevKv {
-		ar.Add(auth.PermRead, r.Key, nil)
-	}
-}
+// LeaseExempt implements Leases: the root role is exempt, as on etcd.
+func (s *Guard) LeaseExempt(user string) bool { return s.auth.IsAdmin(user) == nil }
 
-// addTxn adds the ranges etcd checks for a txn: READ on every compare, then
-// every op of both branches, nested txns included.
-func (s *Server) addTxn(ar *auth.Request, id identity, rt *pb.TxnRequest) {
-	for _, c := range rt.Compare {
-		ar.Add(auth.PermRead, c.Key, c.RangeEnd)
-	}
-	for _, ops := range [2][]*pb.RequestOp{rt.Success, rt.Failure} {
-		for _, op := range ops {
-			switch v := op.Request.(type) {
-			case *pb.RequestOp_RequestRange:
-				if v.RequestRange != nil {
-					ar.Add(auth.PermRead, v.RequestRange.Key, v.RequestRange.RangeEnd)
-				}
-			case *pb.RequestOp_RequestPut:
-				if v.RequestPut != nil {
-					s.addPut(ar, id, v.RequestPut)
-				}
-			case *pb.RequestOp_RequestDeleteRange:
-				if d := v.RequestDeleteRange; d != nil {
-					if d.PrevKv {
-						ar.Add(auth.PermRead, d.Key, d.RangeEnd)
-					}
-					ar.Add(auth.PermWrite, d.Key, d.RangeEnd)
-				}
-			case *pb.RequestOp_RequestTxn:
-				if v.RequestTxn != nil {
-					s.addTxn(ar, id, v.RequestTxn)
-				}
-			}
-		}
-	}
-}
-
-// proposeAuthorized authorizes a mutation (check) and applies it; if auth
-// changed between the two, it authorizes again. check also runs after the
-// caller is identified and may reject before anything is queued (e.g. on
-// size, in etcd's order).
-func (s *Server) proposeAuthorized(ctx context.Context, r *apply.Request, check func(identity) error) (apply.Result, error) {
-	hdr := &pb.RequestHeader{}
-	for {
-		id, err := s.identify(ctx)
-		if err != nil {
-			return apply.Result{}, toGRPCError(err)
-		}
-		if err := s.checkHolding(id, check); err != nil {
-			return apply.Result{}, toGRPCError(err)
-		}
-		hdr.Username, hdr.AuthRevision = id.user, id.rev
-		r.Header = hdr
-		res, err := s.loop.Propose(ctx, r)
-		if err != nil {
-			return res, toGRPCError(err)
-		}
-		if errors.Is(res.Err, apply.ErrAuthRetry) {
-			continue
-		}
-		if res.Err != nil {
-			return res, toGRPCError(res.Err)
-		}
-		return res, nil
-	}
-}
-
-// readAuthorized runs check, then read, and checks again while the auth
-// state moved during the read, so that a read is never answered under
-// permissions older than its own start.
-func (s *Server) readAuthorized(ctx context.Context, check func(identity) error, read func() error) error {
-	id, err := s.identify(ctx)
+// RequireUser is etcd's requireAuthInfo: with auth enabled the caller must
+// be authenticated (any user).
+func (s *Guard) RequireUser(ctx context.Context) error {
+	id, err := s.Identify(ctx)
 	if err != nil {
-		return toGRPCError(err)
+		return err
 	}
-	if err := s.checkHolding(id, check); err != nil {
-		return toGRPCError(err)
-	}
-	if err := read(); err != nil {
-		return toGRPCError(err)
-	}
-	for s.auth.Epoch() != id.epoch {
-		if id, err = s.identify(ctx); err != nil {
-			return toGRPCError(err)
-		}
-		if err := s.checkHolding(id, check); err != nil {
-			return toGRPCError(err)
-		}
+	return requireUser(id)
+}
+
+func requireUser(id Identity) error {
+	if id.Rev != 0 && id.User == "" {
+		return auth.ErrUserEmpty
 	}
 	return nil
 }
 
-// checkHolding runs check with one policy generation held throughout, so
-// that its authorization and admission decide with the same policies.
-func (s *Server) checkHolding(id identity, check func(identity) error) error {
+// RequireAdmin is etcd's admin check (maintenance and auth management): with
+// auth enabled the caller must hold the root role.
+func (s *Guard) RequireAdmin(ctx context.Context) error {
+	id, err := s.Identify(ctx)
+	if err != nil {
+		return err
+	}
+	return s.AuthorizeAdmin(ctx, id)
+}
+
+// AuthorizeAdmin is RequireAdmin for an identified caller.
+func (s *Guard) AuthorizeAdmin(ctx context.Context, id Identity) error {
+	return s.authorizeRanges(ctx, id, auth.OpAdmin, 0, nil)
+}
+
+// AuthorizeWatch checks READ on a watch's key range, as etcd's watch create.
+func (s *Guard) AuthorizeWatch(ctx context.Context, key, end []byte) error {
+	id, err := s.Identify(ctx)
+	if err != nil {
+		return err
+	}
+	c, stripe := s.acquireChain()
+	defer c.release(stripe)
+	if id.Rev == 0 && c.rbacOnly {
+		return nil
+	}
+	ar := authRequests.Get().(*auth.Request)
+	ar.Reset(auth.OpWatch, id.User)
+	ar.Add(auth.PermRead, key, end)
+	err = auth.Check(ctx, c.authz, ar)
+	ar.Release()
+	authRequests.Put(ar)
+	return err
+}
+
+// AuthorizeLease is etcd's check of a lease's keys: perm on every key
+// attached to lease leaseID unless the caller is root (LeaseRevoke and
+// keep-alive with PermWrite, TimeToLive with PermRead). The keys are read
+// only when the check needs them, so with auth disabled a keep-alive costs
+// no store read.
+func (s *Guard) AuthorizeLease(ctx context.Context, id Identity, perm auth.Perm, leaseID int64) error {
+	var keys [][]byte
+	if id.Rev != 0 && id.User != "" && !s.LeaseExempt(id.User) {
+		keys = s.LeaseKeys(leaseID)
+	}
+	return s.AuthorizeLeaseKeys(ctx, id, perm, keys)
+}
+
+// AuthorizeLeaseKeys checks perm on keys (of one or more leases) unless the
+// caller is root; it needs an authenticated caller when auth is enabled.
+func (s *Guard) AuthorizeLeaseKeys(ctx context.Context, id Identity, perm auth.Perm, keys [][]byte) error {
+	if id.Rev == 0 {
+		return s.authorizeRanges(ctx, id, auth.OpLeaseRevoke, perm, nil)
+	}
+	if id.User == "" {
+		return auth.ErrUserEmpty
+	}
+	if s.LeaseExempt(id.User) {
+		return nil
+	}
+	return s.authorizeRanges(ctx, id, auth.OpLeaseRevoke, perm, keys)
+}
+
+// AuthMoved reports whether the auth state changed since id was identified:
+// a read must then be authorized again before it is answered.
+func (s *Guard) AuthMoved(id Identity) bool { return s.auth.Epoch() != id.Epoch }
+
+// hold makes id decide with one policy generation until release, so that
+// its authorization and admission decide with the same policies.
+func (s *Guard) hold(id *Identity) {
 	id.chain, id.chainStripe = s.acquireChain()
-	defer id.chain.release(id.chainStripe)
-	return check(id)
+}
+
+func (id *Identity) release() {
+	id.chain.release(id.chainStripe)
+	id.chain = nil
+}
+
+// Read authorizes a read (a *pb.RangeRequest or a read-only
+// *pb.TxnRequest) for the caller of ctx. After reading, the caller checks
+// AuthMoved and, while it did, calls Read again.
+func (s *Guard) Read(ctx context.Context, req any) (Identity, error) {
+	id, err := s.Identify(ctx)
+	if err != nil {
+		return id, err
+	}
+	return id, s.authorize(ctx, id, req)
+}
+
+// Write decides everything a write needs before it is proposed, for the
+// caller of ctx, with one policy generation held throughout: in etcd's
+// order, the size limit, the NOSPACE alarm (puts only), authorization,
+// admission (which may replace the write) and the tenants' quotas. It
+// returns the request to propose, with the caller's header; r is not
+// changed. A Put, DeleteRange, Txn or LeaseRevoke is authorized on its
+// ranges; an Alarm GET needs a user; every other request needs root.
+func (s *Guard) Write(ctx context.Context, r *apply.Request) (*apply.Request, error) {
+	id, err := s.Identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.hold(&id)
+	defer id.release()
+	out := *r
+	out.Header = id.Header()
+	switch {
+	case r.Put != nil:
+		out.Put, err = s.checkPut(ctx, id, r.Put)
+	case r.DeleteRange != nil:
+		out.DeleteRange, err = s.checkDeleteRange(ctx, id, r.DeleteRange)
+	case r.Txn != nil:
+		out.Txn, err = s.checkTxn(ctx, id, r.Txn)
+	case r.LeaseRevoke != nil:
+		// As etcd's: revoking deletes the lease's keys, so it needs
+		// WRITE on every one of them.
+		err = s.AuthorizeLease(ctx, id, auth.PermWrite, r.LeaseRevoke.ID)
+	case r.Alarm != nil && r.Alarm.Action == pb.AlarmRequest_GET:
+		err = requireUser(id)
+	default:
+		err = s.AuthorizeAdmin(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// checkRequestSize refuses writes larger than --max-request-bytes, as etcd
+// refuses proposals larger than that.
+func (s *Guard) checkRequestSize(n int) error {
+	if n > s.cfg.Limits.MaxRequestBytes {
+		return ErrRequestTooLarge
+	}
+	return nil
+}
+
+func (s *Guard) checkPut(ctx context.Context, id Identity, r *pb.PutRequest) (*pb.PutRequest, error) {
+	if err := s.checkRequestSize(r.Size()); err != nil {
+		return nil, err
+	}
+	// As etcd's, a full database refuses puts before auth is consulted.
+	if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
+		return nil, apply.ErrNoSpace
+	}
+	if err := s.authorize(ctx, id, r); err != nil {
+		return nil, err
+	}
+	final := r
+	if hasAdmission(id) {
+		// Admission starts from the client's request on every attempt.
+		var err error
+		if final, err = s.admitPut(ctx, id, r); err != nil {
+			return nil, err
+		}
+	}
+	return final, s.checkQuota(ctx, final, nil)
+}
+
+func (s *Guard) checkDeleteRange(ctx context.Context, id Identity, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRequest, error) {
+	if err := s.checkRequestSize(r.Size()); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, id, r); err != nil || !hasAdmission(id) {
+		return r, err
+	}
+	return s.admitDeleteRange(ctx, id, r)
+}
+
+func (s *Guard) checkTxn(ctx context.Context, id Identity, r *pb.TxnRequest) (*pb.TxnRequest, error) {
+	if err := s.checkRequestSize(r.Size()); err != nil {
+		return nil, err
+	}
+	if s.applier.HasAlarm(pb.AlarmType_NOSPACE) && apply.TxnHasPut(r) {
+		return nil, apply.ErrNoSpace
+	}
+	if err := s.authorize(ctx, id, r); err != nil {
+		return nil, err
+	}
+	final := r
+	if hasAdmission(id) {
+		// Both branches are admitted up front, as one message.
+		var err error
+		if final, err = s.admitTxn(ctx, id, r); err != nil {
+			return nil, err
+		}
+	}
+	return final, s.checkQuota(ctx, nil, final)
 }

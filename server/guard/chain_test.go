@@ -1,4 +1,4 @@
-package server
+package guard
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 // BenchmarkAcquireChain is what holding a policy generation costs a
 // request.
 func BenchmarkAcquireChain(b *testing.B) {
-	s := &Server{}
+	s := &Guard{}
 	s.chain.Store(&policyChain{loaded: []*loadedPolicy{{}}})
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -23,7 +23,7 @@ func BenchmarkAcquireChain(b *testing.B) {
 // closed only when the last request holding it releases it, and a request
 // that acquires after the swap gets the new generation.
 func TestChainRetireWaitsForHolders(t *testing.T) {
-	s := &Server{}
+	s := &Guard{}
 	old := &policyChain{loaded: []*loadedPolicy{{}}}
 	s.chain.Store(old)
 	var holds [3]uint32

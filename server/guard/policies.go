@@ -1,4 +1,4 @@
-package server
+package guard
 
 import (
 	"context"
@@ -16,18 +16,15 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/server/config"
-	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
 
-// wasmCacheDir is where compiled policies are cached, under the data dir.
-const wasmCacheDir = "wasm-cache"
+// WasmCacheDir is where compiled policies are cached, under the data dir.
+const WasmCacheDir = "wasm-cache"
 
 // policySet is what the server's WebAssembly policies share across
 // reloads: the host (created with the first policy), the metrics, and the
@@ -106,7 +103,7 @@ func stampOf(path string) fileStamp {
 
 // acquireChain returns the current generation and the stripe it is held
 // on, until release.
-func (s *Server) acquireChain() (*policyChain, uint32) {
+func (s *Guard) acquireChain() (*policyChain, uint32) {
 	for {
 		c := s.chain.Load()
 		if len(c.loaded) == 0 {
@@ -160,7 +157,7 @@ func (c *policyChain) retire(drained func()) {
 
 // openPolicies loads every configured policy (failing start-up with an
 // error naming the file and problem) and builds the first generation.
-func (s *Server) openPolicies() error {
+func (s *Guard) openPolicies() error {
 	ps := &policySet{metrics: s.newPolicyMetrics(), cfg: s.cfg}
 	ps.env = &wasmpolicy.Env{
 		Roles:  s.auth.UserRoles,
@@ -193,7 +190,7 @@ func (s *Server) openPolicies() error {
 // the generation, not the module. On any failure every fresh module is
 // closed and the errors (each naming the policy, file and problem) are
 // returned joined: nothing changes.
-func (s *Server) loadChain(ctx context.Context, cfg *config.Config) (*policyChain, []*loadedPolicy, error) {
+func (s *Guard) loadChain(ctx context.Context, cfg *config.Config) (*policyChain, []*loadedPolicy, error) {
 	ps, old := s.policies, s.chain.Load()
 	var fresh []*loadedPolicy
 	var errs []error
@@ -234,15 +231,15 @@ func sameModule(a, b *config.Policy) bool {
 		a.Limits == b.Limits && a.OnError == b.OnError
 }
 
-func (s *Server) loadPolicy(ctx context.Context, pc config.Policy, maxReq int) (*loadedPolicy, error) {
-	hc, err := guard.HostConfig(&pc, maxReq)
+func (s *Guard) loadPolicy(ctx context.Context, pc config.Policy, maxReq int) (*loadedPolicy, error) {
+	hc, err := HostConfig(&pc, maxReq)
 	if err != nil {
 		return nil, fmt.Errorf("policy %q: %w", pc.Name, err)
 	}
 	ps := s.policies
 	if ps.host == nil {
 		host, err := wasmhost.NewHost(wasmhost.Options{
-			CacheDir: filepath.Join(s.cfg.DataDir, wasmCacheDir),
+			CacheDir: filepath.Join(s.cfg.DataDir, WasmCacheDir),
 			Events:   ps.metrics.events(s.lg.With("component", "policy")),
 		})
 		if err != nil {
@@ -282,7 +279,7 @@ func checkHooks(lp *loadedPolicy) error {
 
 // buildChain puts loaded policies into the authorization chain in the
 // configured order, and their admission hooks into the admission list.
-func (s *Server) buildChain(cfg *config.Config, loaded []*loadedPolicy) *policyChain {
+func (s *Guard) buildChain(cfg *config.Config, loaded []*loadedPolicy) *policyChain {
 	c := &policyChain{loaded: loaded, byName: make(map[string]*loadedPolicy, len(loaded)), chainCfg: cfg.Authorization.Chain}
 	env := s.policies.env
 	var authorizers auth.Chain
@@ -355,7 +352,7 @@ func (ps *policySet) close(c *policyChain) {
 // If anything in cfg fails to load, nothing changes: the old configuration
 // keeps serving and the errors, each naming the policy, file and problem, are
 // logged, counted and returned joined. Other settings take a restart.
-func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
+func (s *Guard) ReloadConfig(ctx context.Context, cfg *config.Config) error {
 	ps := s.policies
 	ps.reloadMu.Lock()
 	defer ps.reloadMu.Unlock()
@@ -368,7 +365,7 @@ func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
 	return err
 }
 
-func (s *Server) reload(ctx context.Context, cfg *config.Config) error {
+func (s *Guard) reload(ctx context.Context, cfg *config.Config) error {
 	ps := s.policies
 	old := s.chain.Load()
 	next, fresh, err := s.loadChain(ctx, cfg)
@@ -455,7 +452,7 @@ func stampAll(paths []string) map[string]fileStamp {
 // policy and tenant files and directories, the modules) and reloads
 // (through reload, which re-reads the configuration) when one changed. A
 // change that fails to load is not retried until a source changes again.
-func (s *Server) watchPolicies(ctx context.Context, reload func(context.Context) error) {
+func (s *Guard) watchPolicies(ctx context.Context, reload func(context.Context) error) {
 	every := s.cfg.Authorization.PolicyWatchInterval
 	if every <= 0 {
 		return
@@ -508,24 +505,23 @@ func (s *Server) watchPolicies(ctx context.Context, reload func(context.Context)
 var errBadMutation = errors.New("invalid mutation")
 
 // hasAdmission reports whether id's generation has admission policies.
-func hasAdmission(id identity) bool { return id.chain != nil && len(id.chain.admitters) > 0 }
+func hasAdmission(id Identity) bool { return id.chain != nil && len(id.chain.admitters) > 0 }
 
-// admission runs the admit chain over a message. fill adds the message's
-// ranges to an auth.Request; decode parses a mutation and check validates
-// it; authorize re-authorizes it.
+// admission runs the admit chain over a message. Describe gives the
+// message's ranges; decode parses a mutation and check validates it; the
+// mutation is then authorized again.
 func admission[M interface {
 	Marshal() ([]byte, error)
 	Size() int
-}](ctx context.Context, s *Server, id identity, op auth.Op, kind wasmhost.AdmitKind, cur M,
-	fill func(*auth.Request, M), decode func([]byte) (M, error), check func(M) error) (M, error) {
+}](ctx context.Context, s *Guard, id Identity, kind wasmhost.AdmitKind, cur M,
+	decode func([]byte) (M, error), check func(M) error) (M, error) {
 	for _, ad := range id.chain.admitters {
 		msg, err := cur.Marshal()
 		if err != nil {
 			return cur, err
 		}
 		ar := authRequests.Get().(*auth.Request)
-		ar.Reset(op, id.user)
-		fill(ar, cur)
+		Describe(ar, id.User, cur, s)
 		d, err := ad.Admit(ctx, ar, kind, msg)
 		ar.Release()
 		authRequests.Put(ar)
@@ -546,7 +542,7 @@ func admission[M interface {
 			return cur, &wasmpolicy.DenyError{Policy: ad.Policy.Name(), Hook: wasmhost.HookAdmit,
 				Reason: fmt.Sprintf("%v: %v", errBadMutation, err)}
 		}
-		if err := s.authorizeKV(ctx, id, op, func(ar *auth.Request) { fill(ar, next) }); err != nil {
+		if err := s.authorize(ctx, id, next); err != nil {
 			return cur, err
 		}
 		s.policies.metrics.mutated(ad.Policy.Name())
@@ -555,64 +551,23 @@ func admission[M interface {
 	return cur, nil
 }
 
-func (s *Server) admitPut(ctx context.Context, id identity, r *pb.PutRequest) (*pb.PutRequest, error) {
-	return admission(ctx, s, id, auth.OpPut, wasmhost.AdmitPut, r,
-		func(ar *auth.Request, m *pb.PutRequest) {
-			if m.PrevKv {
-				ar.Flags = auth.FlagPrevKV
-			}
-			s.addPut(ar, id, m)
-		},
+func (s *Guard) admitPut(ctx context.Context, id Identity, r *pb.PutRequest) (*pb.PutRequest, error) {
+	return admission(ctx, s, id, wasmhost.AdmitPut, r,
 		func(b []byte) (*pb.PutRequest, error) { m := &pb.PutRequest{}; return m, m.Unmarshal(b) },
-		checkPutRequest)
+		s.validate.Put)
 }
 
-func (s *Server) admitDeleteRange(ctx context.Context, id identity, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRequest, error) {
-	return admission(ctx, s, id, auth.OpDeleteRange, wasmhost.AdmitDeleteRange, r,
-		addDeleteRange,
+func (s *Guard) admitDeleteRange(ctx context.Context, id Identity, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRequest, error) {
+	return admission(ctx, s, id, wasmhost.AdmitDeleteRange, r,
 		func(b []byte) (*pb.DeleteRangeRequest, error) {
 			m := &pb.DeleteRangeRequest{}
 			return m, m.Unmarshal(b)
 		},
-		checkDeleteRequest)
+		s.validate.DeleteRange)
 }
 
-func (s *Server) admitTxn(ctx context.Context, id identity, r *pb.TxnRequest) (*pb.TxnRequest, error) {
-	return admission(ctx, s, id, auth.OpTxn, wasmhost.AdmitTxn, r,
-		func(ar *auth.Request, m *pb.TxnRequest) { s.addTxn(ar, id, m) },
+func (s *Guard) admitTxn(ctx context.Context, id Identity, r *pb.TxnRequest) (*pb.TxnRequest, error) {
+	return admission(ctx, s, id, wasmhost.AdmitTxn, r,
 		func(b []byte) (*pb.TxnRequest, error) { m := &pb.TxnRequest{}; return m, m.Unmarshal(b) },
-		func(m *pb.TxnRequest) error {
-			if err := checkTxnRequest(m, s.cfg.Limits.MaxTxnOps); err != nil {
-				return err
-			}
-			if _, _, err := checkIntervals(m.Success); err != nil {
-				return err
-			}
-			_, _, err := checkIntervals(m.Failure)
-			return err
-		})
-}
-
-// addDeleteRange adds what a delete needs as etcd checks it.
-func addDeleteRange(ar *auth.Request, r *pb.DeleteRangeRequest) {
-	ar.Add(auth.PermWrite, r.Key, r.RangeEnd)
-	if r.PrevKv {
-		ar.Flags = auth.FlagPrevKV
-		ar.Add(auth.PermRead, r.Key, r.RangeEnd)
-	}
-}
-
-// policyDenial maps a policy's denial to the wire: an authorization denial
-// is etcd's permission-denied code with the policy's reason appended to
-// etcd's message; an admission denial is FailedPrecondition (the write is
-// well-formed and permitted, but a rule refuses it).
-func policyDenial(err error) (error, bool) {
-	var de *wasmpolicy.DenyError
-	if !errors.As(err, &de) {
-		return nil, false
-	}
-	if de.Hook == wasmhost.HookAuthorize {
-		return status.Error(codes.PermissionDenied, fmt.Sprintf("etcdserver: permission denied: policy %q: %s", de.Policy, de.Reason)), true
-	}
-	return status.Error(codes.FailedPrecondition, fmt.Sprintf("etcdserver: request rejected by policy %q: %s", de.Policy, de.Reason)), true
+		s.validate.Txn)
 }

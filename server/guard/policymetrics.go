@@ -1,4 +1,4 @@
-package server
+package guard
 
 import (
 	"context"
@@ -48,7 +48,7 @@ type policyChildren struct {
 	latency [2]prometheus.Observer
 }
 
-func (s *Server) newPolicyMetrics() *policyMetrics {
+func (s *Guard) newPolicyMetrics() *policyMetrics {
 	m := &policyMetrics{reg: s.metrics.reg, gauges: map[string]*policyGauges{}}
 	m.children.Store(&map[string]*policyChildren{})
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -1,4 +1,4 @@
-package server
+package guard
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
@@ -75,7 +73,7 @@ func (ts *tenantSet) limiter(name string) *rate.Limiter {
 // first (a new tenant, or a moved prefix, is counted between two batches;
 // unchanged ones keep their counts), then the quotas and rate limits the
 // edge enforces.
-func (s *Server) reloadTenants(ctx context.Context, ts []config.Tenant) error {
+func (s *Guard) reloadTenants(ctx context.Context, ts []config.Tenant) error {
 	old := s.tenants.Load()
 	var oldList []config.Tenant
 	if old != nil {
@@ -85,7 +83,7 @@ func (s *Server) reloadTenants(ctx context.Context, ts []config.Tenant) error {
 		return nil
 	}
 	if !slices.EqualFunc(oldList, ts, func(a, b config.Tenant) bool { return a.Name == b.Name && a.Prefix == b.Prefix }) {
-		err := s.loop.Do(ctx, func(b *mvcc.Batch) error { return s.applier.SetTenants(s.store, b, applyTenants(ts)) })
+		err := s.counter.SetTenants(ctx, ApplyTenants(ts))
 		if err != nil {
 			return fmt.Errorf("tenants: %w", err)
 		}
@@ -97,14 +95,6 @@ func (s *Server) reloadTenants(ctx context.Context, ts []config.Tenant) error {
 	}
 	s.lg.Info("reloaded tenants", "tenants", names)
 	return nil
-}
-
-func applyTenants(ts []config.Tenant) []apply.Tenant {
-	out := make([]apply.Tenant, len(ts))
-	for i, t := range ts {
-		out[i] = apply.Tenant{Name: t.Name, Prefix: []byte(t.Prefix)}
-	}
-	return out
 }
 
 // index returns the tenant owning key, or -1.
@@ -121,9 +111,9 @@ func (ts *tenantSet) index(key []byte) int {
 	return -1
 }
 
-// checkTenantRate takes a token from the bucket of the tenant owning key
+// CheckTenantRate takes a token from the bucket of the tenant owning key
 // (the request's first key): etcd's too-many-requests error when empty.
-func (s *Server) checkTenantRate(key []byte) error {
+func (s *Guard) CheckTenantRate(key []byte) error {
 	ts := s.tenants.Load()
 	i := ts.index(key)
 	if i < 0 || ts.limiters[i] == nil {
@@ -131,23 +121,21 @@ func (s *Server) checkTenantRate(key []byte) error {
 	}
 	if !ts.limiters[i].Allow() {
 		s.metrics.rateLimited.WithLabelValues("tenant").Inc()
-		return errTooManyRequests
+		return ErrTooManyRequests
 	}
 	return nil
 }
 
 // tenantOf names the tenant owning key with its current usage, for
 // policies.
-func (s *Server) tenantOf(key []byte) (string, uint64, uint64) {
+func (s *Guard) tenantOf(key []byte) (string, uint64, uint64) {
 	name, keys, byts := s.applier.TenantUsage(key)
 	return name, uint64(max(keys, 0)), uint64(max(byts, 0))
 }
 
-// errTenantQuota is a write refused by a tenant's quota: ResourceExhausted,
-// as etcd's own space quota, with a message naming the tenant.
+// errTenantQuota is a write refused by a tenant's quota.
 func errTenantQuota(t *config.Tenant, what string, used, limit int64) error {
-	return status.Error(codes.ResourceExhausted,
-		fmt.Sprintf("etcdserver: tenant %q quota exceeded: %s would be %d, max %d", t.Name, what, used, limit))
+	return &QuotaError{Tenant: t.Name, What: what, Used: used, Limit: limit}
 }
 
 // quotaDelta accumulates what a write adds to each tenant.
@@ -157,7 +145,7 @@ type quotaDelta struct {
 
 // addPut adds a put's effect: a new key counts one key plus its bytes, an
 // overwrite the change in value size.
-func (s *Server) quotaAddPut(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.PutRequest) error {
+func (s *Guard) quotaAddPut(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.PutRequest) error {
 	i := ts.index(r.Key)
 	if i < 0 {
 		return nil
@@ -183,7 +171,7 @@ func (s *Server) quotaAddPut(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTx
 	return nil
 }
 
-func (s *Server) quotaAddTxn(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.TxnRequest) error {
+func (s *Guard) quotaAddTxn(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTxn, d *quotaDelta, r *pb.TxnRequest) error {
 	// Both branches count: which one runs is known only at apply.
 	for _, ops := range [2][]*pb.RequestOp{r.Success, r.Failure} {
 		for _, op := range ops {
@@ -206,7 +194,7 @@ func (s *Server) quotaAddTxn(ctx context.Context, ts *tenantSet, tx *mvcc.ReadTx
 // tenant past its max_keys or max_bytes. Writes that shrink a tenant's
 // usage always pass. Concurrent writes are checked against the same counts,
 // so a burst may overshoot by what is in flight, as etcd's space quota does.
-func (s *Server) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.TxnRequest) error {
+func (s *Guard) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.TxnRequest) error {
 	ts := s.tenants.Load()
 	if ts == nil || !ts.hasQuota {
 		return nil
@@ -247,9 +235,9 @@ func (s *Server) checkQuota(ctx context.Context, put *pb.PutRequest, txn *pb.Txn
 	return nil
 }
 
-// firstKey is the key a txn is rate-limited by: its first compare's, else
+// FirstKey is the key a txn is rate-limited by: its first compare's, else
 // its first op's.
-func firstKey(r *pb.TxnRequest) []byte {
+func FirstKey(r *pb.TxnRequest) []byte {
 	if len(r.Compare) > 0 {
 		return r.Compare[0].Key
 	}
@@ -263,7 +251,7 @@ func firstKey(r *pb.TxnRequest) []byte {
 			case *pb.RequestOp_RequestDeleteRange:
 				return v.RequestDeleteRange.Key
 			case *pb.RequestOp_RequestTxn:
-				if k := firstKey(v.RequestTxn); k != nil {
+				if k := FirstKey(v.RequestTxn); k != nil {
 					return k
 				}
 			}

@@ -11,9 +11,11 @@
 //	tenant: {name: team-a, keys: 10, bytes: 2048}
 //	put: {key: /apps/a, value: '{"name":"a"}'}
 //
-// Instead of put, a request may carry delete_range {key, range_end} or txn
-// {compare, success, failure} (see Request), or explicit ranges
-// [{perm: read|write, key, end, prefix: true}] for an authorization. When
-// ranges are not given they are derived from the message as the server
-// derives them.
+// Instead of put, a request may carry delete_range {key, range_end}, txn
+// {compare, success, failure}, range {key, range_end, revision, ...} or
+// lease_revoke {id} (see Request), or explicit ranges
+// [{perm: read|write, key, end, prefix: true}] for an authorization.
+// lease_keys {ID: [keys]} states the keys attached to leases. When ranges
+// are not given they are derived from the message by guard.Describe, the
+// very function the server authorizes with, so eval answers as the server.
 package policycmd

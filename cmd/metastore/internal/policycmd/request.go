@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/auth/wasmpolicy"
+	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
 
@@ -27,11 +31,21 @@ type Request struct {
 		Keys  uint64 `yaml:"keys"`
 		Bytes uint64 `yaml:"bytes"`
 	} `yaml:"tenant"`
-	Ranges      []RangeSpec   `yaml:"ranges"`
-	Put         *PutSpec      `yaml:"put"`
-	DeleteRange *DeleteSpec   `yaml:"delete_range"`
-	Txn         *TxnSpec      `yaml:"txn"`
-	Range       *RangeReqSpec `yaml:"range"`
+	Ranges      []RangeSpec      `yaml:"ranges"`
+	Put         *PutSpec         `yaml:"put"`
+	DeleteRange *DeleteSpec      `yaml:"delete_range"`
+	Txn         *TxnSpec         `yaml:"txn"`
+	Range       *RangeReqSpec    `yaml:"range"`
+	LeaseRevoke *LeaseRevokeSpec `yaml:"lease_revoke"`
+	// LeaseKeys are the keys attached to each lease, as the server would
+	// find them: a put to a lease then needs WRITE on them too, and a
+	// revoke needs WRITE on each (unless roles holds root).
+	LeaseKeys map[int64][]string `yaml:"lease_keys"`
+}
+
+// LeaseRevokeSpec is a LeaseRevokeRequest.
+type LeaseRevokeSpec struct {
+	ID int64 `yaml:"id"`
 }
 
 // RangeSpec is a key range; Prefix: true makes End the prefix end, and an
@@ -64,10 +78,13 @@ type DeleteSpec struct {
 // RangeReqSpec is a RangeRequest (inside a txn, or as the request of an
 // authorization).
 type RangeReqSpec struct {
-	Key      string `yaml:"key"`
-	RangeEnd string `yaml:"range_end"`
-	Prefix   bool   `yaml:"prefix"`
-	Revision int64  `yaml:"revision"`
+	Key          string `yaml:"key"`
+	RangeEnd     string `yaml:"range_end"`
+	Prefix       bool   `yaml:"prefix"`
+	Revision     int64  `yaml:"revision"`
+	Serializable bool   `yaml:"serializable"`
+	KeysOnly     bool   `yaml:"keys_only"`
+	CountOnly    bool   `yaml:"count_only"`
 }
 
 // CompareSpec is a Compare: target version, create, mod, value or lease;
@@ -179,7 +196,8 @@ func (d *DeleteSpec) proto() *pb.DeleteRangeRequest {
 }
 
 func (r *RangeReqSpec) proto() *pb.RangeRequest {
-	return &pb.RangeRequest{Key: []byte(r.Key), RangeEnd: rangeEnd(r.Key, r.RangeEnd, r.Prefix), Revision: r.Revision}
+	return &pb.RangeRequest{Key: []byte(r.Key), RangeEnd: rangeEnd(r.Key, r.RangeEnd, r.Prefix), Revision: r.Revision,
+		Serializable: r.Serializable, KeysOnly: r.KeysOnly, CountOnly: r.CountOnly}
 }
 
 func (t *TxnSpec) proto() (*pb.TxnRequest, error) {
@@ -255,30 +273,6 @@ func (t *TxnSpec) proto() (*pb.TxnRequest, error) {
 	return x, nil
 }
 
-// AppendTxnRanges appends every range a txn touches, as the server
-// authorizes it: each compare (read), then every op of both branches
-// (reads for ranges, writes for puts and deletes), nested txns included.
-func AppendTxnRanges(dst []wasmhost.Range, t *pb.TxnRequest) []wasmhost.Range {
-	for _, c := range t.Compare {
-		dst = append(dst, wasmhost.Range{Perm: wasmhost.PermRead, Key: c.Key, End: c.RangeEnd})
-	}
-	for _, ops := range [2][]*pb.RequestOp{t.Success, t.Failure} {
-		for _, op := range ops {
-			switch r := op.Request.(type) {
-			case *pb.RequestOp_RequestRange:
-				dst = append(dst, wasmhost.Range{Perm: wasmhost.PermRead, Key: r.RequestRange.Key, End: r.RequestRange.RangeEnd})
-			case *pb.RequestOp_RequestPut:
-				dst = append(dst, wasmhost.Range{Perm: wasmhost.PermWrite, Key: r.RequestPut.Key})
-			case *pb.RequestOp_RequestDeleteRange:
-				dst = append(dst, wasmhost.Range{Perm: wasmhost.PermWrite, Key: r.RequestDeleteRange.Key, End: r.RequestDeleteRange.RangeEnd})
-			case *pb.RequestOp_RequestTxn:
-				dst = AppendTxnRanges(dst, r.RequestTxn)
-			}
-		}
-	}
-	return dst
-}
-
 // Compiled is a sample request ready for the host.
 type Compiled struct {
 	Name string
@@ -288,69 +282,100 @@ type Compiled struct {
 	Encoded []byte
 }
 
-// Compile turns a sample into the encoded request.
-func (r *Request) Compile() (*Compiled, error) {
-	req := &wasmhost.Request{User: r.User, Roles: r.Roles, Revision: r.Revision,
-		Tenant: r.Tenant.Name, TenantKeys: r.Tenant.Keys, TenantBytes: r.Tenant.Bytes}
-	for _, f := range r.Flags {
-		bit, ok := flagBits[f]
-		if !ok {
-			return nil, fmt.Errorf("unknown flag %q (want serializable, keys_only, count_only or prev_kv)", f)
-		}
-		req.Flags |= bit
+// sampleLeases answers Describe from a sample: the lease keys it lists,
+// and root (by the sample's roles) is exempt, as on the server.
+type sampleLeases struct{ r *Request }
+
+func (l sampleLeases) LeaseKeys(id int64) [][]byte {
+	var keys [][]byte
+	for _, k := range l.r.LeaseKeys[id] {
+		keys = append(keys, []byte(k))
 	}
+	return keys
+}
+
+func (l sampleLeases) LeaseExempt(string) bool { return slices.Contains(l.r.Roles, "root") }
+
+// Compile turns a sample into the encoded request. Unless the sample lists
+// its ranges, they are derived from its message by guard.Describe, the
+// function the server authorizes with, and encoded by the conversion the
+// server's policies use (wasmpolicy.ABIRequest): eval answers as the
+// server would.
+func (r *Request) Compile() (*Compiled, error) {
 	var kind wasmhost.AdmitKind
 	var msg []byte
 	var err error
-	var derived []wasmhost.Range
+	var described any // the message Describe derives ranges from
 	set := 0
 	if r.Put != nil {
 		set++
-		kind, req.Op = wasmhost.AdmitPut, wasmhost.OpPut
+		kind = wasmhost.AdmitPut
 		p := r.Put.proto()
 		msg, err = p.Marshal()
-		derived = []wasmhost.Range{{Perm: wasmhost.PermWrite, Key: p.Key}}
+		described = p
 	}
 	if r.DeleteRange != nil {
 		set++
-		kind, req.Op = wasmhost.AdmitDeleteRange, wasmhost.OpDeleteRange
+		kind = wasmhost.AdmitDeleteRange
 		d := r.DeleteRange.proto()
 		msg, err = d.Marshal()
-		derived = []wasmhost.Range{{Perm: wasmhost.PermWrite, Key: d.Key, End: d.RangeEnd}}
+		described = d
 	}
 	if r.Txn != nil {
 		set++
-		kind, req.Op = wasmhost.AdmitTxn, wasmhost.OpTxn
+		kind = wasmhost.AdmitTxn
 		var t *pb.TxnRequest
 		if t, err = r.Txn.proto(); err == nil {
 			msg, err = t.Marshal()
-			derived = AppendTxnRanges(nil, t)
+			described = t
 		}
 	}
 	if r.Range != nil {
 		set++
-		req.Op = wasmhost.OpRange
-		q := r.Range.proto()
-		req.Revision = q.Revision
-		derived = []wasmhost.Range{{Perm: wasmhost.PermRead, Key: q.Key, End: q.RangeEnd}}
+		described = r.Range.proto()
+	}
+	if r.LeaseRevoke != nil {
+		set++
+		described = &pb.LeaseRevokeRequest{ID: r.LeaseRevoke.ID}
 	}
 	if err != nil {
 		return nil, err
 	}
 	if set > 1 {
-		return nil, errors.New("set at most one of put, delete_range, txn, range")
+		return nil, errors.New("set at most one of put, delete_range, txn, range, lease_revoke")
+	}
+	ar := new(auth.Request)
+	if described != nil {
+		guard.Describe(ar, r.User, described, sampleLeases{r})
+	} else {
+		ar.Reset(0, r.User)
+	}
+	if r.Range == nil {
+		ar.Revision = r.Revision
+	}
+	for _, f := range r.Flags {
+		bit, ok := flagBits[f]
+		if !ok {
+			return nil, fmt.Errorf("unknown flag %q (want serializable, keys_only, count_only or prev_kv)", f)
+		}
+		ar.Flags |= bit
 	}
 	if r.Op != "" {
 		op, ok := ops[r.Op]
 		if !ok {
 			return nil, fmt.Errorf("unknown op %q", r.Op)
 		}
-		req.Op = op
+		ar.Op = op
 	}
-	if req.Op == 0 {
-		return nil, errors.New("no op: set op, or one of put, delete_range, txn, range")
+	if ar.Op == 0 {
+		return nil, errors.New("no op: set op, or one of put, delete_range, txn, range, lease_revoke")
 	}
+	req := wasmpolicy.ABIRequest(ar, nil, nil)
+	// The server looks these up; a sample states them.
+	req.Roles = r.Roles
+	req.Tenant, req.TenantKeys, req.TenantBytes = r.Tenant.Name, r.Tenant.Keys, r.Tenant.Bytes
 	if len(r.Ranges) > 0 {
+		req.Ranges = nil
 		for i, rs := range r.Ranges {
 			var perm wasmhost.Perm
 			switch strings.ToLower(rs.Perm) {
@@ -363,8 +388,6 @@ func (r *Request) Compile() (*Compiled, error) {
 			}
 			req.Ranges = append(req.Ranges, wasmhost.Range{Perm: perm, Key: []byte(rs.Key), End: rangeEnd(rs.Key, rs.End, rs.Prefix)})
 		}
-	} else {
-		req.Ranges = derived
 	}
 	c := &Compiled{Name: r.Name, Kind: kind}
 	switch r.Hook {
@@ -382,9 +405,9 @@ func (r *Request) Compile() (*Compiled, error) {
 		if kind == 0 {
 			return nil, errors.New("hook admit needs a put, delete_range or txn message")
 		}
-		c.Encoded, err = wasmhost.AppendAdmission(nil, req, kind, msg)
+		c.Encoded, err = wasmhost.AppendAdmission(nil, &req, kind, msg)
 	} else {
-		c.Encoded, err = wasmhost.AppendRequest(nil, req)
+		c.Encoded, err = wasmhost.AppendRequest(nil, &req)
 	}
 	return c, err
 }

@@ -38,7 +38,6 @@ var grpcErrors = []struct {
 	{syscall.ENOSPC, errStorageFull}, // before ErrFailed, which wraps it
 	{mvcc.ErrFailed, errStorageFailed},
 	{apply.ErrKeyNotFound, rpctypes.ErrGRPCKeyNotFound},
-	{apply.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
 	{apply.ErrLeaseExist, rpctypes.ErrGRPCLeaseExist},
 	{apply.ErrLeaseTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
 	{lease.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},

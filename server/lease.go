@@ -272,7 +272,7 @@ func (s *Server) runLeaseExpiry(ctx context.Context) {
 				}
 				// Not found: revoked by a client meanwhile. Anything else is
 				// retried when the lessor reports the lease again.
-				if err != nil && !errors.Is(err, apply.ErrLeaseNotFound) && ctx.Err() == nil {
+				if err != nil && !errors.Is(err, lease.ErrLeaseNotFound) && ctx.Err() == nil {
 					lg.Warn("failed to revoke expired lease", "lease-id", id, "err", err)
 				}
 			}()

@@ -9,8 +9,11 @@
 // guest call each and return a Decision. A guest that traps, runs past its
 // deadline, exhausts its memory or returns garbage never takes the caller
 // down: the instance is thrown away and the Decision carries the policy's
-// on_error verdict. Policy.Reload swaps in a new module without dropping
-// calls; a module that fails to load leaves the old one serving.
+// on_error verdict. The server reloads a changed policy by loading it as a
+// new Policy beside the old one and swapping whole policy generations
+// (server/guard), so that a request never sees half of a reload;
+// Policy.Reload, which swaps a module inside one Policy, is for embedders
+// holding a single policy.
 //
 // wasmhost imports no other package of metastore but internal/policyabi,
 // the ABI's numbers it shares with auth and the SDK. It reports what happens

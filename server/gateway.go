@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/metastore-dev/metastore/server/v3lock"
 )
 
 // gatewayPipeBytes is the buffer of each direction of the in-memory
@@ -83,7 +85,7 @@ func newGateway(lg *slog.Logger) (*gateway, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 	}
-	if err := registerConcurrencyGateway(mux, conn); err != nil {
+	if err := v3lock.RegisterGateway(mux, conn); err != nil {
 		conn.Close()
 		lis.Close()
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -29,9 +29,9 @@ import (
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
-	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/server/v3lock"
 )
 
 // EtcdVersion is the etcd version metastore reports in Status. Clients such
@@ -250,9 +250,15 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 	pb.RegisterAuthServer(g, &authServer{s: s})
 	pb.RegisterWatchServer(g, s.watch)
 	pb.RegisterLeaseServer(g, &leaseServer{s: s})
-	conc := &concurrency{s: s, kv: &kvServer{s: s}, lease: &leaseServer{s: s}}
-	cpb.RegisterLockServer(g, &lockServer{c: conc})
-	cpb.RegisterElectionServer(g, &electionServer{c: conc})
+	v3lock.Register(g, v3lock.Deps{
+		KV: &kvServer{s: s}, Lease: &leaseServer{s: s}, Hub: s.hub, FillHeader: s.fillHeader, Stopping: s.stopping,
+		AuthorizeWatch: func(ctx context.Context, key, end []byte) error {
+			if err := s.authorizeWatch(ctx, key, end); err != nil {
+				return errors.New(watchCancelReason(err))
+			}
+			return nil
+		},
+	})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)

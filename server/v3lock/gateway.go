@@ -1,4 +1,4 @@
-package server
+package v3lock
 
 import (
 	"context"
@@ -14,14 +14,14 @@ import (
 	"google.golang.org/protobuf/runtime/protoiface"
 	"google.golang.org/protobuf/runtime/protoimpl"
 
-	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
+	cpb "github.com/metastore-dev/metastore/server/v3lock/v3lockpb"
 )
 
-// registerConcurrencyGateway adds etcd's v3lock and v3election gateway
+// RegisterGateway adds etcd's v3lock and v3election gateway
 // routes (their generated gw packages live in etcd's server module): each
 // a POST of the request as JSON, answered like every other route, and
 // /v3/election/observe as a stream of JSON objects.
-func registerConcurrencyGateway(mux *gwruntime.ServeMux, conn *grpc.ClientConn) error {
+func RegisterGateway(mux *gwruntime.ServeMux, conn *grpc.ClientConn) error {
 	lock, election := cpb.NewLockClient(conn), cpb.NewElectionClient(conn)
 	routes := []struct {
 		path, method string

@@ -1,4 +1,4 @@
-package server
+package v3lock
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/mvcc"
-	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
+	cpb "github.com/metastore-dev/metastore/server/v3lock/v3lockpb"
 )
 
 // etcd's Lock and Election services (server/etcdserver/api/v3lock and
@@ -45,11 +46,34 @@ const sessionTTL = 60
 // context after a wait fails.
 const cleanupTimeout = 5 * time.Second
 
+// Deps are what the services run on: this member's own KV and Lease
+// services (so each call is validated and authorized as the caller), its
+// watch hub, and the member's header and shutdown.
+type Deps struct {
+	KV    pb.KVServer
+	Lease pb.LeaseServer
+	Hub   *mvcc.Hub
+	// AuthorizeWatch checks READ on a watch's range as the caller; its
+	// error is the watch's cancel reason (etcd's watch create).
+	AuthorizeWatch func(ctx context.Context, key, end []byte) error
+	// FillHeader completes a response header as the member's own.
+	FillHeader func(*pb.ResponseHeader)
+	// Stopping is closed when the member shuts down.
+	Stopping <-chan struct{}
+}
+
+// Register adds the Lock and Election services to g.
+func Register(g *grpc.Server, d Deps) {
+	c := &concurrency{d: d, kv: d.KV, lease: d.Lease}
+	cpb.RegisterLockServer(g, &lockServer{c: c})
+	cpb.RegisterElectionServer(g, &electionServer{c: c})
+}
+
 // concurrency runs concurrency's algorithms for one server.
 type concurrency struct {
-	s     *Server
-	kv    *kvServer
-	lease *leaseServer
+	d     Deps
+	kv    pb.KVServer
+	lease pb.LeaseServer
 }
 
 // clientError is what the error of a KV or Lease call becomes on its way
@@ -127,8 +151,8 @@ func rangeEndOfPrefix(p []byte) []byte {
 // done. A watch refused or canceled ends with the error clientv3 reports
 // for it (compaction, permission), a shutdown with ErrGRPCStopped.
 func (c *concurrency) watchFrom(ctx context.Context, key, end []byte, startRev int64, visit func(rev int64, evs []*mvccpb.Event) (done bool, err error)) error {
-	if err := c.s.authorizeWatch(ctx, key, end); err != nil {
-		return status.Error(codes.Unknown, watchCancelReason(err))
+	if err := c.d.AuthorizeWatch(ctx, key, end); err != nil {
+		return status.Error(codes.Unknown, err.Error())
 	}
 	var mend []byte
 	switch {
@@ -138,7 +162,7 @@ func (c *concurrency) watchFrom(ctx context.Context, key, end []byte, startRev i
 	default:
 		mend = end
 	}
-	ws := c.s.hub.NewStream()
+	ws := c.d.Hub.NewStream()
 	defer ws.Close()
 	if _, err := ws.Watch(mvcc.WatchOptions{Key: key, End: mend, StartRev: startRev}); err != nil {
 		return status.Error(codes.Unknown, err.Error())
@@ -170,7 +194,7 @@ func (c *concurrency) watchFrom(ctx context.Context, key, end []byte, startRev i
 		case <-ws.Ready():
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-c.s.stopping:
+		case <-c.d.Stopping:
 			return status.Error(codes.Unknown, rpctypes.ErrStopped.Error())
 		}
 	}
@@ -474,6 +498,6 @@ func observeEnd(ctx context.Context) error {
 // header is a response header at rev, as a watch response carries.
 func (c *concurrency) header(rev int64) *pb.ResponseHeader {
 	h := &pb.ResponseHeader{Revision: rev}
-	c.s.fillHeader(h)
+	c.d.FillHeader(h)
 	return h
 }

@@ -1,4 +1,4 @@
-// Package concurrencypb holds the wire types of etcd's two concurrency
+// Package v3lockpb holds the wire types of etcd's two concurrency
 // services, v3lockpb.Lock and v3electionpb.Election: their messages, gRPC
 // service descriptors, server interfaces and the small clients the JSON
 // gateway calls them through.
@@ -11,4 +11,4 @@
 // JSON (protobuf-go reads the struct tags, as it does for etcd's gogo
 // messages); services and methods carry etcd's full names, so etcd's own
 // generated clients talk to metastore unchanged.
-package concurrencypb
+package v3lockpb

@@ -1,4 +1,4 @@
-package concurrencypb
+package v3lockpb
 
 import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"

@@ -1,4 +1,4 @@
-package concurrencypb
+package v3lockpb
 
 import (
 	"fmt"
@@ -71,7 +71,7 @@ func marshalInto(buf []byte, appendTo func([]byte) ([]byte, error)) (int, error)
 		return 0, err
 	}
 	if len(out) != len(buf) || (len(out) > 0 && &out[0] != &buf[0]) {
-		return 0, fmt.Errorf("concurrencypb: message size changed while marshalling")
+		return 0, fmt.Errorf("v3lockpb: message size changed while marshalling")
 	}
 	return len(out), nil
 }

@@ -1,4 +1,4 @@
-package concurrencypb
+package v3lockpb
 
 import (
 	"bytes"

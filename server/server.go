@@ -3,21 +3,17 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/soheilhy/cmux"
+	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -31,6 +27,7 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/server/serve"
 	"github.com/metastore-dev/metastore/server/v3lock"
 )
 
@@ -61,20 +58,10 @@ type Server struct {
 	// policies and tenants (reloaded without a restart).
 	guard *guard.Guard
 
-	ids     memberIDs
-	grpc    *grpc.Server // plaintext listeners
-	grpcTLS *grpc.Server // https listeners; nil without any
-	http    *http.Server
-	gw      *gateway // the JSON gateway; nil when disabled
-	// h2 serves HTTP/2 requests that are not gRPC on https listeners;
-	// nil without any.
-	h2 *h2Server
-	// metricsHTTPs serve --listen-metrics-urls; set by Run.
-	metricsHTTPs []*http.Server
-	tlsCfg       *tls.Config // nil without https listeners
-	lns          []clientListener
-	addrs        []string
-	metrics      *metrics
+	ids memberIDs
+	// transport is the listeners and the gRPC and HTTP servers on them.
+	transport *serve.Server
+	metrics   *metrics
 
 	stopOnce sync.Once
 	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
@@ -109,9 +96,6 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			if s.gw != nil {
-				s.gw.close()
-			}
 			s.closeStorage()
 		}
 	}()
@@ -152,74 +136,17 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	}
 	s.registerStoreMetrics()
 	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
-	if cfg.Server.HasTLS() {
-		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
-			return nil, err
-		}
-	}
-	s.grpc = s.newGRPCServer(nil)
-	if s.tlsCfg != nil {
-		s.grpcTLS = s.newGRPCServer(tlsAfterMux{})
-	}
-	if cfg.Server.EnableGRPCGateway {
-		if s.gw, err = newGateway(lg); err != nil {
-			return nil, err
-		}
-	}
-	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: withConnTLS}
-	if s.tlsCfg != nil {
-		if s.h2, err = newH2Server(s.http, cfg.GRPC.MaxConcurrentStreams); err != nil {
-			return nil, err
-		}
-	}
-	for _, u := range cfg.Server.ListenClientURLs {
-		cl, err := s.listen(u, false)
-		if err != nil {
-			return nil, err
-		}
-		s.lns = append(s.lns, cl)
-		s.addrs = append(s.addrs, cl.addr)
-	}
-	for _, u := range cfg.Server.ListenMetricsURLs {
-		cl, err := s.listen(u, true)
-		if err != nil {
-			return nil, err
-		}
-		s.lns = append(s.lns, cl)
+	if s.transport, err = serve.New(serve.Options{
+		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: newGogoCodec(),
+		GatewayRoutes: []func(*gwruntime.ServeMux, *grpc.ClientConn) error{v3lock.RegisterGateway},
+		Health:        s.handleHealth, Version: s.handleVersion, Metrics: s.metricsHandler(),
+		AuthEnabled: func() bool { enabled, _, _ := s.auth.State(); return enabled },
+		ConnRefused: s.metrics.connsRefused.Inc, Revision: s.store.Rev,
+	}); err != nil {
+		return nil, err
 	}
 	ok = true
 	return s, nil
-}
-
-// clientListener is one bound listener: TLS-terminated for https:// URLs,
-// connection-limited, and either a client port (gRPC and HTTP) or a metrics
-// port (HTTP only).
-type clientListener struct {
-	ln      net.Listener
-	addr    string
-	secure  bool
-	metrics bool
-}
-
-func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return clientListener{}, fmt.Errorf("listen URL: %w", err)
-	}
-	ln, err := net.Listen("tcp", u.Host)
-	if err != nil {
-		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
-	}
-	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
-	ln = newConnLimitListener(ln, s.cfg.Limits.MaxConnections, func() {
-		s.metrics.connsRefused.Inc()
-	})
-	if cl.secure {
-		// Validate guarantees the certificates for every https:// URL.
-		ln = tls.NewListener(ln, s.tlsCfg)
-	}
-	cl.ln = ln
-	return cl, nil
 }
 
 func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
@@ -266,7 +193,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 }
 
 // ClientAddrs returns the bound client listener addresses (host:port).
-func (s *Server) ClientAddrs() []string { return s.addrs }
+func (s *Server) ClientAddrs() []string { return s.transport.Addrs() }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: stop
 // accepting, finish in-flight requests, apply what is queued, close storage.
@@ -274,47 +201,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
-	errc := make(chan error, 4*len(s.lns)+1)
-	if s.gw != nil {
-		go func() { errc <- s.gw.serve(s.grpc) }()
-	}
-	for _, cl := range s.lns {
-		if cl.metrics {
-			hs := s.metricsHTTP()
-			s.metricsHTTPs = append(s.metricsHTTPs, hs)
-			go func() { errc <- hs.Serve(cl.ln) }()
-			s.lg.Info("serving metrics and health", "address", cl.addr, "tls", cl.secure)
-			continue
-		}
-		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
-		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
-		m := cmux.New(cl.ln)
-		g, grpcL := s.grpc, net.Listener(nil)
-		if cl.secure {
-			// Every TLS client speaks h2: split by content-type (see h2.go).
-			g = s.grpcTLS
-			grpcL = m.MatchWithWriters(matchGRPC)
-			h2L := m.Match(cmux.HTTP2())
-			go func() { errc <- s.h2.serve(h2L) }()
-		} else {
-			grpcL = m.Match(cmux.HTTP2())
-		}
-		httpL := m.Match(cmux.HTTP1())
-		go func() { errc <- g.Serve(grpcL) }()
-		go func() { errc <- s.http.Serve(httpL) }()
-		go func() { errc <- m.Serve() }()
-		s.lg.Info("ready to serve client requests", "address", cl.addr, "tls", cl.secure,
-			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
-			"data-dir", s.cfg.DataDir, "revision", s.store.Rev())
-	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		if errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed) {
-			err = nil
-		}
-	}
+	err := s.transport.Serve(ctx)
 	s.lg.Info("shutting down")
 	s.stop()
 	if err != nil {
@@ -391,39 +278,7 @@ func (s *Server) startBackground(ctx context.Context) {
 func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
-		done := make(chan struct{})
-		go func() {
-			var wg sync.WaitGroup
-			for _, g := range []*grpc.Server{s.grpc, s.grpcTLS} {
-				if g != nil {
-					wg.Go(g.GracefulStop)
-				}
-			}
-			wg.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			// Long-lived streams (watches) never finish on their own.
-			s.grpc.Stop()
-			if s.grpcTLS != nil {
-				s.grpcTLS.Stop()
-			}
-			<-done
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.http.Shutdown(ctx)
-		if s.h2 != nil {
-			s.h2.close()
-		}
-		if s.gw != nil {
-			s.gw.close()
-		}
-		for _, hs := range s.metricsHTTPs {
-			hs.Shutdown(ctx)
-		}
+		s.transport.Stop()
 		if s.bgCancel != nil {
 			s.bgCancel()
 		}
@@ -454,8 +309,8 @@ func (s *Server) closeStorage() {
 	if err := s.store.Close(); err != nil {
 		s.lg.Error("close storage", "err", err)
 	}
-	for _, cl := range s.lns {
-		cl.ln.Close()
+	if s.transport != nil {
+		s.transport.Close()
 	}
 }
 

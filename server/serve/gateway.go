@@ -1,4 +1,4 @@
-package server
+package serve
 
 import (
 	"context"
@@ -13,10 +13,9 @@ import (
 	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
-
-	"github.com/metastore-dev/metastore/server/v3lock"
 )
 
 // gatewayPipeBytes is the buffer of each direction of the in-memory
@@ -46,7 +45,7 @@ type gateway struct {
 // newGateway connects a gRPC client to an in-memory listener that Run
 // serves with the plaintext gRPC server, and registers etcd's six services and its lock and election routes
 // on a grpc-gateway mux with etcd's marshaler options.
-func newGateway(lg *slog.Logger) (*gateway, error) {
+func newGateway(lg *slog.Logger, codec encoding.CodecV2, routes []func(*gwruntime.ServeMux, *grpc.ClientConn) error) (*gateway, error) {
 	lis := bufconn.Listen(gatewayPipeBytes)
 	conn, err := grpc.NewClient("passthrough:///metastore-gateway",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -54,7 +53,7 @@ func newGateway(lg *slog.Logger) (*gateway, error) {
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(math.MaxInt32),
 			// The generated marshalling code, not protobuf-go's reflection.
-			grpc.ForceCodecV2(newGogoCodec()),
+			grpc.ForceCodecV2(codec),
 		),
 	)
 	if err != nil {
@@ -85,10 +84,12 @@ func newGateway(lg *slog.Logger) (*gateway, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 	}
-	if err := v3lock.RegisterGateway(mux, conn); err != nil {
-		conn.Close()
-		lis.Close()
-		return nil, fmt.Errorf("gateway: %w", err)
+	for _, register := range routes {
+		if err := register(mux, conn); err != nil {
+			conn.Close()
+			lis.Close()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
 	}
 	handler := wsproxy.WebsocketProxy(mux,
 		// A websocket carries a stream; the gateway maps streams to POST.

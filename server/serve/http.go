@@ -1,19 +1,14 @@
-package server
+package serve
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/soheilhy/cmux"
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-
-	"github.com/metastore-dev/metastore/mvcc"
 )
 
 // newHTTPHandler serves the plain-HTTP endpoints etcd serves on its client
@@ -25,17 +20,11 @@ func (s *Server) newHTTPHandler() http.Handler {
 	if s.gw != nil {
 		mux.Handle("/v3/", s.gw.handler)
 	}
-	mux.HandleFunc("/health", s.handleHealth)
+	mux.HandleFunc("/health", s.o.Health)
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		cv := s.clusterVersion().String()
-		json.NewEncoder(w).Encode(map[string]string{
-			"etcdserver": EtcdVersion, "etcdcluster": cv, "storage": cv,
-		})
-	})
-	mux.Handle("/metrics", s.metricsHandler())
+	mux.HandleFunc("/version", s.o.Version)
+	mux.Handle("/metrics", s.o.Metrics)
 	return &accessController{s: s, mux: mux}
 }
 
@@ -57,7 +46,7 @@ func (ac *accessController) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path = "/v3/" + r.URL.Path[len("/v3beta/"):]
 	}
 	if ac.s.gw != nil && ac.s.cfg.Server.TLS.ClientCertAuth && strings.HasPrefix(r.URL.Path, "/v3/") {
-		if enabled, _, _ := ac.s.auth.State(); enabled && tlsCommonName(connTLS(r.Context())) != "" {
+		if ac.s.o.AuthEnabled() && tlsCommonName(connTLS(r.Context())) != "" {
 			http.Error(w, "CommonName of client sending a request against gateway will be ignored and not used as expected", http.StatusBadRequest)
 			return
 		}
@@ -113,53 +102,11 @@ func tlsCommonName(cs *tls.ConnectionState) string {
 	return ""
 }
 
-func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg})
-}
-
 // metricsHTTP serves a --listen-metrics-urls listener: /metrics and /health
 // only, as etcd.
 func (s *Server) metricsHTTP() *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", s.metricsHandler())
-	mux.HandleFunc("/health", s.handleHealth)
+	mux.Handle("/metrics", s.o.Metrics)
+	mux.HandleFunc("/health", s.o.Health)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-}
-
-// handleHealth answers in etcd's shape: {"health":"true","reason":""}, or
-// 503 with the reason when an alarm is raised (unless excluded with
-// ?exclude=NOSPACE) or a read of the store fails.
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	health, reason := "true", ""
-	excluded := map[string]bool{}
-	for _, e := range r.URL.Query()["exclude"] {
-		excluded[strings.ToUpper(e)] = true
-	}
-	for _, a := range s.applier.Alarms() {
-		if a.Alarm == pb.AlarmType_NONE || excluded[a.Alarm.String()] {
-			continue
-		}
-		health, reason = "false", "ALARM "+a.Alarm.String()
-		break
-	}
-	if health == "true" {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if _, err := s.store.Range(ctx, []byte("health"), nil, mvcc.RangeOptions{Limit: 1}); err != nil {
-			health, reason = "false", "RANGE ERROR"
-		}
-	}
-	// NB: etcd sets no content type (net/http sniffs text/plain) and ends
-	// the body without a newline; a failure goes through http.Error.
-	d, _ := json.Marshal(map[string]string{"health": health, "reason": reason})
-	if health != "true" {
-		http.Error(w, string(d), http.StatusServiceUnavailable)
-		return
-	}
-	w.Write(d)
 }

@@ -1,4 +1,4 @@
-package server
+package serve
 
 import (
 	"context"
@@ -132,10 +132,3 @@ func (tlsAfterMux) Info() credentials.ProtocolInfo {
 func (tlsAfterMux) Clone() credentials.TransportCredentials { return tlsAfterMux{} }
 
 func (tlsAfterMux) OverrideServerName(string) error { return nil }
-
-// ClientCertUser returns the common name of the verified client certificate
-// of the request in ctx, the user etcd authenticates a request as under
-// --client-cert-auth; "" when client-cert-auth is off or the request has no
-// verified certificate. The auth layer calls it when a request carries no
-// token.
-func (s *Server) ClientCertUser(ctx context.Context) string { return s.guard.ClientCertUser(ctx) }

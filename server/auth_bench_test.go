@@ -41,7 +41,7 @@ func newBenchServer(tb testing.TB, configure ...func(*config.Config)) *Server {
 // token.
 func enableAuth(tb testing.TB, s *Server) context.Context {
 	ctx := context.Background()
-	as := &authServer{s: s}
+	as := s.rpc.Auth()
 	must := func(_ any, err error) {
 		tb.Helper()
 		if err != nil {
@@ -89,7 +89,7 @@ func withTenantIsolation(tb testing.TB) func(*config.Config) {
 func benchRange(b *testing.B, withAuth bool, configure ...func(*config.Config)) {
 	s := newBenchServer(b, configure...)
 	ctx := context.Background()
-	kv := &kvServer{s: s}
+	kv := s.rpc.KV()
 	if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("bench-key"), Value: make([]byte, 256)}); err != nil {
 		b.Fatal(err)
 	}

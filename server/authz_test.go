@@ -55,31 +55,23 @@ func TestIdentifyClientCertificate(t *testing.T) {
 	}
 	// A CN user is authorized like any other: root may list users.
 	s.cfg.Server.TLS.ClientCertAuth = true
-	if _, err := (&authServer{s: s}).UserList(tlsPeer(ctx, "root"), &pb.AuthUserListRequest{}); err != nil {
+	if _, err := s.rpc.Auth().UserList(tlsPeer(ctx, "root"), &pb.AuthUserListRequest{}); err != nil {
 		t.Errorf("UserList as CN root: %v", err)
 	}
-	if _, err := (&authServer{s: s}).UserList(tlsPeer(ctx, "nobody"), &pb.AuthUserListRequest{}); !errors.Is(err, rpctypes.ErrGRPCUserNotFound) {
+	if _, err := s.rpc.Auth().UserList(tlsPeer(ctx, "nobody"), &pb.AuthUserListRequest{}); !errors.Is(err, rpctypes.ErrGRPCUserNotFound) {
 		t.Errorf("UserList as CN of an unknown user: %v, want user not found", err)
 	}
 }
 
-func TestWatchCancelReason(t *testing.T) {
-	for err, want := range map[error]error{
-		auth.ErrInvalidAuthToken: rpctypes.ErrGRPCInvalidAuthToken,
-		auth.ErrAuthOldRevision:  rpctypes.ErrGRPCAuthOldRevision,
-		auth.ErrUserEmpty:        rpctypes.ErrGRPCUserEmpty,
-		auth.ErrPermissionDenied: rpctypes.ErrGRPCPermissionDenied,
-	} {
-		if got := watchCancelReason(err); got != want.Error() {
-			t.Errorf("watchCancelReason(%v) = %q, want %q", err, got, want.Error())
-		}
-	}
+// TestWatchAuthorization: a watch as a user with READ on everything is
+// allowed; without a token, with auth on, it is refused as user empty.
+func TestWatchAuthorization(t *testing.T) {
 	s := newBenchServer(t)
 	ctx := enableAuth(t, s)
-	if err := s.authorizeWatch(ctx, []byte("any"), []byte{0}); err != nil {
+	if err := s.guard.AuthorizeWatch(ctx, []byte("any"), []byte{0}); err != nil {
 		t.Errorf("watch as u on everything: %v", err)
 	}
-	if err := s.authorizeWatch(context.Background(), []byte("k"), nil); !errors.Is(err, auth.ErrUserEmpty) {
+	if err := s.guard.AuthorizeWatch(context.Background(), []byte("k"), nil); !errors.Is(err, auth.ErrUserEmpty) {
 		t.Errorf("watch without a token: %v", err)
 	}
 }

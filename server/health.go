@@ -14,13 +14,13 @@ import (
 )
 
 func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg})
+	return promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{Registry: s.metrics.Registry()})
 }
 
 // handleVersion answers /version as etcd.
 func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	cv := s.clusterVersion().String()
+	cv := s.rpc.ClusterVersion()
 	json.NewEncoder(w).Encode(map[string]string{
 		"etcdserver": EtcdVersion, "etcdcluster": cv, "storage": cv,
 	})

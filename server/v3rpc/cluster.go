@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"context"
@@ -296,8 +296,8 @@ func newMemberID(sortedURLs []string, now time.Time) uint64 {
 // advertisedListenURLs are the listen URLs with the ports actually bound
 // (port 0 in the config picks one).
 func (s *Server) advertisedListenURLs() []string {
-	out := make([]string, len(s.transport.Addrs()))
-	for i, a := range s.transport.Addrs() {
+	out := make([]string, len(s.addrs()))
+	for i, a := range s.addrs() {
 		out[i] = "http://" + a
 	}
 	return out

@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"bytes"

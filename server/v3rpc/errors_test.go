@@ -1,7 +1,11 @@
-package server
+package v3rpc
 
 import (
 	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/metastore-dev/metastore/auth"
 	"syscall"
 	"testing"
 
@@ -17,5 +21,18 @@ func TestStorageFailureErrors(t *testing.T) {
 	eio := fmt.Errorf("%w: %w", mvcc.ErrFailed, syscall.EIO)
 	if got := toGRPCError(eio); got != errStorageFailed {
 		t.Errorf("fsync error: %v, want %v", got, errStorageFailed)
+	}
+}
+
+func TestWatchCancelReason(t *testing.T) {
+	for err, want := range map[error]error{
+		auth.ErrInvalidAuthToken: rpctypes.ErrGRPCInvalidAuthToken,
+		auth.ErrAuthOldRevision:  rpctypes.ErrGRPCAuthOldRevision,
+		auth.ErrUserEmpty:        rpctypes.ErrGRPCUserEmpty,
+		auth.ErrPermissionDenied: rpctypes.ErrGRPCPermissionDenied,
+	} {
+		if got := watchCancelReason(err); got != want.Error() {
+			t.Errorf("watchCancelReason(%v) = %q, want %q", err, got, want.Error())
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"context"
@@ -80,14 +80,21 @@ func (s *Server) authorizeWatch(ctx context.Context, key, end []byte) error {
 	return s.guard.AuthorizeWatch(ctx, key, end)
 }
 
-// checkTxnMutation validates a txn an admission policy wrote as a client's.
-func (s *Server) checkTxnMutation(m *pb.TxnRequest) error {
-	if err := checkTxnRequest(m, s.cfg.Limits.MaxTxnOps); err != nil {
-		return err
+// Validators are the checks admission runs on a policy's mutation: those of
+// a client's request, with --max-txn-ops.
+func Validators(maxTxnOps int) guard.Validators {
+	return guard.Validators{
+		Put:         checkPutRequest,
+		DeleteRange: checkDeleteRequest,
+		Txn: func(m *pb.TxnRequest) error {
+			if err := checkTxnRequest(m, maxTxnOps); err != nil {
+				return err
+			}
+			if _, _, err := checkIntervals(m.Success); err != nil {
+				return err
+			}
+			_, _, err := checkIntervals(m.Failure)
+			return err
+		},
 	}
-	if _, _, err := checkIntervals(m.Success); err != nil {
-		return err
-	}
-	_, _, err := checkIntervals(m.Failure)
-	return err
 }

@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"strings"
@@ -228,7 +228,7 @@ func (s *Server) registerStoreMetrics() {
 		counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", applied),
 		counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied),
 		gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
-			func() float64 { return float64(s.loop.Pending()) }),
+			func() float64 { return float64(pending(s.loop)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "etcd_server_version", Help: "Which version is running. 1 for 'server_version' label with current version.",
 			ConstLabels: prometheus.Labels{"server_version": EtcdVersion},
@@ -238,7 +238,7 @@ func (s *Server) registerStoreMetrics() {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": "NOSPACE"},
 		}, func() float64 {
-			if s.hasAlarm(pb.AlarmType_NOSPACE) {
+			if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
 				return 1
 			}
 			return 0
@@ -331,4 +331,13 @@ func (c clusterVersionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- cl
 // Collect implements prometheus.Collector.
 func (c clusterVersionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, 1, c.s.clusterVersion().cluster())
+}
+
+// pending is the proposals waiting to be applied, for a proposer that
+// counts them.
+func pending(p apply.Proposer) int {
+	if q, ok := p.(interface{ Pending() int }); ok {
+		return q.Pending()
+	}
+	return 0
 }

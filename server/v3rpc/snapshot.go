@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"crypto/sha256"
@@ -17,10 +17,10 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 )
 
-// snapshotTmpDir is where snapshots are checkpointed inside the data
+// SnapshotTmpDir is where snapshots are checkpointed inside the data
 // directory (hard links need the same file system). Pebble ignores it;
 // leftovers of a crash are removed at start.
-const snapshotTmpDir = "snapshot.tmp"
+const SnapshotTmpDir = "snapshot.tmp"
 
 // snapshotChunk is the size of each streamed message, as etcd's.
 const snapshotChunk = 32 * 1024
@@ -36,7 +36,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_S
 	if err := s.requireAdmin(srv.Context()); err != nil {
 		return toGRPCError(err)
 	}
-	dir := filepath.Join(s.cfg.DataDir, snapshotTmpDir, strconv.FormatInt(snapshotSeq.Add(1), 10))
+	dir := filepath.Join(s.cfg.DataDir, SnapshotTmpDir, strconv.FormatInt(snapshotSeq.Add(1), 10))
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return toGRPCError(err)
 	}

@@ -1,4 +1,4 @@
-package server
+package v3rpc
 
 import (
 	"context"
@@ -30,9 +30,9 @@ const versionMonitorInterval = 4 * time.Second
 
 var (
 	serverVersion = mustParseVersion(EtcdVersion)
-	// initialClusterVersion is a new cluster's version: the server's
+	// InitialClusterVersion is a new cluster's version: the server's
 	// major.minor, as etcd decides it at the first election.
-	initialClusterVersion = majorMinor(serverVersion).String()
+	InitialClusterVersion = majorMinor(serverVersion).String()
 )
 
 // version is a semantic version as etcd parses it (github.com/coreos/go-semver):

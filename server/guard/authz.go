@@ -71,6 +71,10 @@ const GatewayHeader = "grpcgateway-accept"
 // the verified certificate's common name.
 func (s *Guard) Identify(ctx context.Context) (Identity, error) {
 	enabled, rev, epoch := s.auth.State()
+	if id, ok := ctx.Value(identityKey{}).(Identity); ok && id.Epoch == epoch {
+		// Identified by CheckRate under the same auth state.
+		return id, nil
+	}
 	if !enabled {
 		return Identity{Epoch: epoch}, nil
 	}

@@ -63,28 +63,31 @@ func (r *rateLimiter) allow(user string) string {
 // as alive.
 const healthService = "/grpc.health.v1.Health/"
 
-// CheckRate takes a token for a call of method from the caller's bucket
-// and the global one: ErrTooManyRequests when one is empty. The caller is
-// identified once here (the token's user, else the client certificate's
-// CN); the handler identifies it again for its checks, as auth may change
-// in between. A nil Guard limits nothing.
-func (s *Guard) CheckRate(ctx context.Context, method string) error {
-	if s == nil || s.limiter == nil || len(method) >= len(healthService) && method[:len(healthService)] == healthService {
-		return nil
-	}
-	if scope := s.limiter.allow(s.requestUser(ctx)); scope != "" {
-		s.metrics.rateLimited.WithLabelValues(scope).Inc()
-		return ErrTooManyRequests
-	}
-	return nil
-}
+// identityKey keys the Identity CheckRate found in a request's context.
+type identityKey struct{}
 
-// requestUser names the user a request is rate-limited as: the token's
-// user, or the client certificate's CN under client-cert-auth; while auth
-// is disabled only the certificate can name one.
-func (s *Guard) requestUser(ctx context.Context) string {
-	if id, err := s.Identify(ctx); err == nil && id.User != "" {
-		return id.User
+// CheckRate takes a token for a call of method from the caller's bucket
+// and the global one: ErrTooManyRequests when one is empty. It identifies
+// the caller (the token's user, else the client certificate's CN) and
+// returns ctx carrying that identity, so that the handler's checks do not
+// identify it again (Identify reuses it while auth has not changed). A nil
+// Guard limits nothing.
+func (s *Guard) CheckRate(ctx context.Context, method string) (context.Context, error) {
+	if s == nil || s.limiter == nil || len(method) >= len(healthService) && method[:len(healthService)] == healthService {
+		return ctx, nil
 	}
-	return s.ClientCertUser(ctx)
+	user := ""
+	if id, err := s.Identify(ctx); err == nil {
+		ctx = context.WithValue(ctx, identityKey{}, id)
+		user = id.User
+	}
+	if user == "" {
+		// While auth is disabled only the certificate can name one.
+		user = s.ClientCertUser(ctx)
+	}
+	if scope := s.limiter.allow(user); scope != "" {
+		s.metrics.rateLimited.WithLabelValues(scope).Inc()
+		return ctx, ErrTooManyRequests
+	}
+	return ctx, nil
 }

@@ -44,8 +44,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			}
 		}()
 	}
-	if err := s.checkRate(ctx, info.FullMethod); err != nil {
-		return nil, err
+	ctx, err = s.guard.CheckRate(ctx, info.FullMethod)
+	if err != nil {
+		return nil, toGRPCError(err)
 	}
 	return handler(ctx, req)
 }
@@ -65,15 +66,11 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 			}
 		}()
 	}
-	if err := s.checkRate(ss.Context(), info.FullMethod); err != nil {
-		return err
+	// A stream's handler identifies its caller itself (per request).
+	if _, err := s.guard.CheckRate(ss.Context(), info.FullMethod); err != nil {
+		return toGRPCError(err)
 	}
 	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
-}
-
-// checkRate applies the global and per-user rate limits (guard.CheckRate).
-func (s *Server) checkRate(ctx context.Context, method string) error {
-	return toGRPCError(s.guard.CheckRate(ctx, method))
 }
 
 func (s *Server) recovered(method string, r any) {

@@ -28,17 +28,28 @@ func (a *authServer) admin(ctx context.Context, r *apply.Request) (any, error) {
 	return res.Resp, nil
 }
 
+// ownRead is who besides root may read a part of the auth state, as etcd
+// allows: the user itself (UserGet), the holders of a role (RoleGet).
+type ownRead struct {
+	user, role     string
+	byUser, byRole bool
+}
+
+func (a *authServer) allows(o ownRead, user string) bool {
+	return o.byUser && user == o.user || o.byRole && a.s.auth.HasRole(user, o.role)
+}
+
 // adminRead answers a read of the auth state once the caller may see it
-// (root, or self/own role where etcd allows). Reads are served from the
-// in-memory state, which holds every applied change.
-func (a *authServer) adminRead(ctx context.Context, allowed func(user string) bool) error {
+// (root, or o). Reads are served from the in-memory state, which holds
+// every applied change; they are checked again while auth moved.
+func (a *authServer) adminRead(ctx context.Context, o ownRead) error {
 	g := a.s.guard
 	for {
 		id, err := g.Identify(ctx)
 		if err != nil {
 			return toGRPCError(err)
 		}
-		if err := g.AuthorizeAdmin(ctx, id); err != nil && (allowed == nil || !allowed(id.User)) {
+		if err := g.AuthorizeAdmin(ctx, id); err != nil && !a.allows(o, id.User) {
 			return toGRPCError(err)
 		}
 		if !g.AuthMoved(id) {
@@ -64,7 +75,7 @@ func (a *authServer) AuthDisable(ctx context.Context, r *pb.AuthDisableRequest) 
 }
 
 func (a *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
-	if err := a.adminRead(ctx, nil); err != nil {
+	if err := a.adminRead(ctx, ownRead{}); err != nil {
 		return nil, err
 	}
 	enabled, rev := a.s.auth.Status()
@@ -168,7 +179,7 @@ func (a *authServer) UserGrantRole(ctx context.Context, r *pb.AuthUserGrantRoleR
 
 // UserGet is allowed to root and to the user itself.
 func (a *authServer) UserGet(ctx context.Context, r *pb.AuthUserGetRequest) (*pb.AuthUserGetResponse, error) {
-	if err := a.adminRead(ctx, func(user string) bool { return user == r.Name }); err != nil {
+	if err := a.adminRead(ctx, ownRead{user: r.Name, byUser: true}); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.UserGet(r)
@@ -180,7 +191,7 @@ func (a *authServer) UserGet(ctx context.Context, r *pb.AuthUserGetRequest) (*pb
 }
 
 func (a *authServer) UserList(ctx context.Context, r *pb.AuthUserListRequest) (*pb.AuthUserListResponse, error) {
-	if err := a.adminRead(ctx, nil); err != nil {
+	if err := a.adminRead(ctx, ownRead{}); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.UserList(r)
@@ -203,7 +214,7 @@ func (a *authServer) RoleAdd(ctx context.Context, r *pb.AuthRoleAddRequest) (*pb
 
 // RoleGet is allowed to root and to holders of the role.
 func (a *authServer) RoleGet(ctx context.Context, r *pb.AuthRoleGetRequest) (*pb.AuthRoleGetResponse, error) {
-	if err := a.adminRead(ctx, func(user string) bool { return a.s.auth.HasRole(user, r.Role) }); err != nil {
+	if err := a.adminRead(ctx, ownRead{role: r.Role, byRole: true}); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.RoleGet(r)
@@ -215,7 +226,7 @@ func (a *authServer) RoleGet(ctx context.Context, r *pb.AuthRoleGetRequest) (*pb
 }
 
 func (a *authServer) RoleList(ctx context.Context, r *pb.AuthRoleListRequest) (*pb.AuthRoleListResponse, error) {
-	if err := a.adminRead(ctx, nil); err != nil {
+	if err := a.adminRead(ctx, ownRead{}); err != nil {
 		return nil, err
 	}
 	resp, err := a.s.auth.RoleList(r)

@@ -29,30 +29,10 @@ func (d Decision) String() string {
 	}
 }
 
-// Op is the request's operation: the ABI's op byte (internal/policyabi).
+// Op is the request's operation: the ABI's op byte. Its values, the flags and
+// the permissions are internal/policyabi's (one definition for auth, wasmhost
+// and the SDK).
 type Op = policyabi.Op
-
-// Operations of ABI v1.
-const (
-	OpRange       = policyabi.OpRange
-	OpPut         = policyabi.OpPut
-	OpDeleteRange = policyabi.OpDeleteRange
-	OpTxn         = policyabi.OpTxn
-	OpWatch       = policyabi.OpWatch
-	OpLeaseRevoke = policyabi.OpLeaseRevoke
-	OpCompact     = policyabi.OpCompact
-	// OpAdmin is every request that needs the root role (auth management,
-	// maintenance); it carries no key ranges.
-	OpAdmin = policyabi.OpAdmin
-)
-
-// Request flags (the ABI's flags byte).
-const (
-	FlagSerializable = policyabi.FlagSerializable
-	FlagKeysOnly     = policyabi.FlagKeysOnly
-	FlagCountOnly    = policyabi.FlagCountOnly
-	FlagPrevKV       = policyabi.FlagPrevKV
-)
 
 // KeyRange is one key range a request touches, in etcd's convention: an
 // empty End is the single Key, End "\x00" every key >= Key, otherwise

@@ -12,12 +12,6 @@ import (
 // Perm is the permission a key range needs: the ABI's permission byte.
 type Perm = policyabi.Perm
 
-// Permissions.
-const (
-	PermRead  = policyabi.PermRead
-	PermWrite = policyabi.PermWrite
-)
-
 // interval is [begin, end) over byte strings; a nil end is +infinity.
 type interval struct{ begin, end []byte }
 
@@ -161,7 +155,7 @@ func (p *permSet) allows(perm Perm, key, end []byte) bool {
 		return false
 	}
 	set, tree := p.read, p.readTree
-	if perm == PermWrite {
+	if perm == policyabi.PermWrite {
 		set, tree = p.write, p.writeTree
 	}
 	if len(key) > 0 && len(end) > 0 && !isOpenEnded(end) && bytes.Compare(end, key) < 0 {

@@ -69,50 +69,17 @@ func (h Hook) String() string {
 	return "authorize"
 }
 
-// Op is the request's operation: the ABI's op byte (internal/policyabi).
+// Op is the request's operation: the ABI's op byte. Its values, the flags and
+// the permissions are internal/policyabi's (one definition for auth, wasmhost
+// and the SDK).
 type Op = policyabi.Op
-
-// Operations of ABI v1.
-const (
-	OpRange       = policyabi.OpRange
-	OpPut         = policyabi.OpPut
-	OpDeleteRange = policyabi.OpDeleteRange
-	OpTxn         = policyabi.OpTxn
-	OpWatch       = policyabi.OpWatch
-	OpLeaseRevoke = policyabi.OpLeaseRevoke
-	OpCompact     = policyabi.OpCompact
-	// OpAdmin is every request that needs the root role (auth management,
-	// maintenance); it carries no key ranges.
-	OpAdmin = policyabi.OpAdmin
-)
-
-// Request flags (the ABI's flags byte).
-const (
-	FlagSerializable = policyabi.FlagSerializable
-	FlagKeysOnly     = policyabi.FlagKeysOnly
-	FlagCountOnly    = policyabi.FlagCountOnly
-	FlagPrevKV       = policyabi.FlagPrevKV
-)
 
 // Perm is the permission a key range needs: the ABI's permission byte.
 type Perm = policyabi.Perm
 
-// Permissions.
-const (
-	PermRead  = policyabi.PermRead
-	PermWrite = policyabi.PermWrite
-)
-
 // AdmitKind is the type of the etcd protobuf message an admission request
 // carries.
 type AdmitKind = policyabi.AdmitKind
-
-// Admission kinds.
-const (
-	AdmitPut         = policyabi.AdmitPut         // etcdserverpb.PutRequest
-	AdmitDeleteRange = policyabi.AdmitDeleteRange // etcdserverpb.DeleteRangeRequest
-	AdmitTxn         = policyabi.AdmitTxn         // etcdserverpb.TxnRequest
-)
 
 // Range is one key range a request touches. End keeps etcd's meaning: empty
 // for the single key Key, "\x00" for every key >= Key, else [Key, End).

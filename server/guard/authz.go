@@ -14,6 +14,8 @@ import (
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/apply"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Enforcement of etcd's auth on every RPC. Requests are authorized on the
@@ -222,7 +224,7 @@ func (s *Guard) RequireAdmin(ctx context.Context) error {
 
 // AuthorizeAdmin is RequireAdmin for an identified caller.
 func (s *Guard) AuthorizeAdmin(ctx context.Context, id Identity) error {
-	return s.authorizeRanges(ctx, id, auth.OpAdmin, 0, nil)
+	return s.authorizeRanges(ctx, id, policyabi.OpAdmin, 0, nil)
 }
 
 // AuthorizeWatch checks READ on a watch's key range, as etcd's watch create.
@@ -237,8 +239,8 @@ func (s *Guard) AuthorizeWatch(ctx context.Context, key, end []byte) error {
 		return nil
 	}
 	ar := authRequests.Get().(*auth.Request)
-	ar.Reset(auth.OpWatch, id.User)
-	ar.Add(auth.PermRead, key, end)
+	ar.Reset(policyabi.OpWatch, id.User)
+	ar.Add(policyabi.PermRead, key, end)
 	err = auth.Check(ctx, c.authz, ar)
 	ar.Release()
 	authRequests.Put(ar)
@@ -262,7 +264,7 @@ func (s *Guard) AuthorizeLease(ctx context.Context, id Identity, perm auth.Perm,
 // caller is root; it needs an authenticated caller when auth is enabled.
 func (s *Guard) AuthorizeLeaseKeys(ctx context.Context, id Identity, perm auth.Perm, keys [][]byte) error {
 	if id.Rev == 0 {
-		return s.authorizeRanges(ctx, id, auth.OpLeaseRevoke, perm, nil)
+		return s.authorizeRanges(ctx, id, policyabi.OpLeaseRevoke, perm, nil)
 	}
 	if id.User == "" {
 		return auth.ErrUserEmpty
@@ -270,7 +272,7 @@ func (s *Guard) AuthorizeLeaseKeys(ctx context.Context, id Identity, perm auth.P
 	if s.LeaseExempt(id.User) {
 		return nil
 	}
-	return s.authorizeRanges(ctx, id, auth.OpLeaseRevoke, perm, keys)
+	return s.authorizeRanges(ctx, id, policyabi.OpLeaseRevoke, perm, keys)
 }
 
 // authorizeLeaseRevoke is etcd's check of a revoke: revoking deletes the
@@ -280,7 +282,7 @@ func (s *Guard) AuthorizeLeaseKeys(ctx context.Context, id Identity, perm auth.P
 func (s *Guard) authorizeLeaseRevoke(ctx context.Context, id Identity, r *pb.LeaseRevokeRequest) error {
 	switch {
 	case id.Rev == 0:
-		return s.authorizeRanges(ctx, id, auth.OpLeaseRevoke, auth.PermWrite, nil)
+		return s.authorizeRanges(ctx, id, policyabi.OpLeaseRevoke, policyabi.PermWrite, nil)
 	case id.User == "":
 		return auth.ErrUserEmpty
 	case s.LeaseExempt(id.User):

@@ -4,6 +4,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/metastore-dev/metastore/auth"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Leases is what describing a request needs to know of leases.
@@ -38,21 +40,21 @@ type Leases interface {
 func Describe(ar *auth.Request, user string, req any, leases Leases) {
 	switch r := req.(type) {
 	case *pb.RangeRequest:
-		ar.Reset(auth.OpRange, user)
+		ar.Reset(policyabi.OpRange, user)
 		describeRange(ar, r)
 	case *pb.PutRequest:
-		ar.Reset(auth.OpPut, user)
+		ar.Reset(policyabi.OpPut, user)
 		describePut(ar, r, leases)
 	case *pb.DeleteRangeRequest:
-		ar.Reset(auth.OpDeleteRange, user)
+		ar.Reset(policyabi.OpDeleteRange, user)
 		describeDeleteRange(ar, r)
 	case *pb.TxnRequest:
-		ar.Reset(auth.OpTxn, user)
+		ar.Reset(policyabi.OpTxn, user)
 		addTxn(ar, r, leases)
 	case *pb.LeaseRevokeRequest:
-		ar.Reset(auth.OpLeaseRevoke, user)
+		ar.Reset(policyabi.OpLeaseRevoke, user)
 		if leases != nil && !leases.LeaseExempt(user) {
-			addKeys(ar, auth.PermWrite, leases.LeaseKeys(r.ID))
+			addKeys(ar, policyabi.PermWrite, leases.LeaseKeys(r.ID))
 		}
 	default:
 		panic("guard: Describe of an unknown request type")
@@ -62,49 +64,49 @@ func Describe(ar *auth.Request, user string, req any, leases Leases) {
 func describeRange(ar *auth.Request, r *pb.RangeRequest) {
 	ar.Revision = r.Revision
 	ar.Flags = rangeFlags(r)
-	ar.Add(auth.PermRead, r.Key, r.RangeEnd)
+	ar.Add(policyabi.PermRead, r.Key, r.RangeEnd)
 }
 
 func rangeFlags(r *pb.RangeRequest) uint8 {
 	var f uint8
 	if r.Serializable {
-		f |= auth.FlagSerializable
+		f |= policyabi.FlagSerializable
 	}
 	if r.KeysOnly {
-		f |= auth.FlagKeysOnly
+		f |= policyabi.FlagKeysOnly
 	}
 	if r.CountOnly {
-		f |= auth.FlagCountOnly
+		f |= policyabi.FlagCountOnly
 	}
 	return f
 }
 
 func describePut(ar *auth.Request, r *pb.PutRequest, leases Leases) {
 	if r.PrevKv {
-		ar.Flags = auth.FlagPrevKV
+		ar.Flags = policyabi.FlagPrevKV
 	}
 	addPut(ar, r, leases)
 }
 
 // describeDeleteRange adds what a delete needs as etcd checks it.
 func describeDeleteRange(ar *auth.Request, r *pb.DeleteRangeRequest) {
-	ar.Add(auth.PermWrite, r.Key, r.RangeEnd)
+	ar.Add(policyabi.PermWrite, r.Key, r.RangeEnd)
 	if r.PrevKv {
-		ar.Flags = auth.FlagPrevKV
-		ar.Add(auth.PermRead, r.Key, r.RangeEnd)
+		ar.Flags = policyabi.FlagPrevKV
+		ar.Add(policyabi.PermRead, r.Key, r.RangeEnd)
 	}
 }
 
 // addPut adds a put's ranges (see Describe).
 func addPut(ar *auth.Request, r *pb.PutRequest, leases Leases) {
-	ar.Add(auth.PermWrite, r.Key, nil)
+	ar.Add(policyabi.PermWrite, r.Key, nil)
 	if leases != nil && r.Lease != 0 {
 		if keys := leases.LeaseKeys(r.Lease); len(keys) > 0 && !leases.LeaseExempt(ar.User) {
-			addKeys(ar, auth.PermWrite, keys)
+			addKeys(ar, policyabi.PermWrite, keys)
 		}
 	}
 	if r.PrevKv {
-		ar.Add(auth.PermRead, r.Key, nil)
+		ar.Add(policyabi.PermRead, r.Key, nil)
 	}
 }
 
@@ -118,14 +120,14 @@ func addKeys(ar *auth.Request, perm auth.Perm, keys [][]byte) {
 // every op of both branches, nested txns included.
 func addTxn(ar *auth.Request, rt *pb.TxnRequest, leases Leases) {
 	for _, c := range rt.Compare {
-		ar.Add(auth.PermRead, c.Key, c.RangeEnd)
+		ar.Add(policyabi.PermRead, c.Key, c.RangeEnd)
 	}
 	for _, ops := range [2][]*pb.RequestOp{rt.Success, rt.Failure} {
 		for _, op := range ops {
 			switch v := op.Request.(type) {
 			case *pb.RequestOp_RequestRange:
 				if v.RequestRange != nil {
-					ar.Add(auth.PermRead, v.RequestRange.Key, v.RequestRange.RangeEnd)
+					ar.Add(policyabi.PermRead, v.RequestRange.Key, v.RequestRange.RangeEnd)
 				}
 			case *pb.RequestOp_RequestPut:
 				if v.RequestPut != nil {
@@ -134,9 +136,9 @@ func addTxn(ar *auth.Request, rt *pb.TxnRequest, leases Leases) {
 			case *pb.RequestOp_RequestDeleteRange:
 				if d := v.RequestDeleteRange; d != nil {
 					if d.PrevKv {
-						ar.Add(auth.PermRead, d.Key, d.RangeEnd)
+						ar.Add(policyabi.PermRead, d.Key, d.RangeEnd)
 					}
-					ar.Add(auth.PermWrite, d.Key, d.RangeEnd)
+					ar.Add(policyabi.PermWrite, d.Key, d.RangeEnd)
 				}
 			case *pb.RequestOp_RequestTxn:
 				if v.RequestTxn != nil {

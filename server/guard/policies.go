@@ -21,6 +21,8 @@ import (
 	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/wasmhost"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // WasmCacheDir is where compiled policies are cached, under the data dir.
@@ -552,13 +554,13 @@ func admission[M interface {
 }
 
 func (s *Guard) admitPut(ctx context.Context, id Identity, r *pb.PutRequest) (*pb.PutRequest, error) {
-	return admission(ctx, s, id, wasmhost.AdmitPut, r,
+	return admission(ctx, s, id, policyabi.AdmitPut, r,
 		func(b []byte) (*pb.PutRequest, error) { m := &pb.PutRequest{}; return m, m.Unmarshal(b) },
 		s.validate.Put)
 }
 
 func (s *Guard) admitDeleteRange(ctx context.Context, id Identity, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRequest, error) {
-	return admission(ctx, s, id, wasmhost.AdmitDeleteRange, r,
+	return admission(ctx, s, id, policyabi.AdmitDeleteRange, r,
 		func(b []byte) (*pb.DeleteRangeRequest, error) {
 			m := &pb.DeleteRangeRequest{}
 			return m, m.Unmarshal(b)
@@ -567,7 +569,7 @@ func (s *Guard) admitDeleteRange(ctx context.Context, id Identity, r *pb.DeleteR
 }
 
 func (s *Guard) admitTxn(ctx context.Context, id Identity, r *pb.TxnRequest) (*pb.TxnRequest, error) {
-	return admission(ctx, s, id, wasmhost.AdmitTxn, r,
+	return admission(ctx, s, id, policyabi.AdmitTxn, r,
 		func(b []byte) (*pb.TxnRequest, error) { m := &pb.TxnRequest{}; return m, m.Unmarshal(b) },
 		s.validate.Txn)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/guard"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 var _ apply.Lessor = (*lease.Lessor)(nil)
@@ -104,7 +106,7 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		// WRITE on every one of them; an error ends the stream.
 		id, err := l.s.guard.Identify(ctx)
 		if err == nil {
-			err = l.s.guard.AuthorizeLease(ctx, id, auth.PermWrite, req.ID)
+			err = l.s.guard.AuthorizeLease(ctx, id, policyabi.PermWrite, req.ID)
 		}
 		if err != nil {
 			return toGRPCError(err)
@@ -163,7 +165,7 @@ func (s *Server) authorizeTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveR
 	if !r.Keys {
 		return id, nil
 	}
-	return id, s.guard.AuthorizeLease(ctx, id, auth.PermRead, r.ID)
+	return id, s.guard.AuthorizeLease(ctx, id, policyabi.PermRead, r.ID)
 }
 
 // readLeaseKeysAt reads the keys attached to a lease from a new read view.
@@ -190,7 +192,7 @@ func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest)
 			keys = append(keys, s.guard.LeaseKeys(info.ID)...)
 		}
 	}
-	if err := s.guard.AuthorizeLeaseKeys(ctx, id, auth.PermRead, keys); err != nil {
+	if err := s.guard.AuthorizeLeaseKeys(ctx, id, policyabi.PermRead, keys); err != nil {
 		return nil, toGRPCError(err)
 	}
 	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}, Leases: make([]*pb.LeaseStatus, len(infos))}

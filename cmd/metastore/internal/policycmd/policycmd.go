@@ -20,6 +20,8 @@ import (
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Usage is the help text of `metastore policy`.
@@ -221,11 +223,11 @@ func describeMutation(kind wasmhost.AdmitKind, b []byte) string {
 		String() string
 	}
 	switch kind {
-	case wasmhost.AdmitPut:
+	case policyabi.AdmitPut:
 		m = &pb.PutRequest{}
-	case wasmhost.AdmitDeleteRange:
+	case policyabi.AdmitDeleteRange:
 		m = &pb.DeleteRangeRequest{}
-	case wasmhost.AdmitTxn:
+	case policyabi.AdmitTxn:
 		m = &pb.TxnRequest{}
 	default:
 		return fmt.Sprintf("%x", b)

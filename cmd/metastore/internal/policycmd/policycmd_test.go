@@ -14,6 +14,8 @@ import (
 
 	"github.com/metastore-dev/metastore/wasmhost"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 func TestMain(m *testing.M) {
@@ -157,7 +159,7 @@ func TestCompileTxnRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Hook != wasmhost.HookAdmit || c.Kind != wasmhost.AdmitTxn {
+	if c.Hook != wasmhost.HookAdmit || c.Kind != policyabi.AdmitTxn {
 		t.Fatalf("%+v", c)
 	}
 	req, adm, err := wasmhost.DecodeRequest(c.Encoded)
@@ -165,10 +167,10 @@ func TestCompileTxnRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []wasmhost.Range{
-		{Perm: wasmhost.PermRead, Key: []byte("c")},
-		{Perm: wasmhost.PermWrite, Key: []byte("p")},
-		{Perm: wasmhost.PermRead, Key: []byte("r"), End: []byte("s")},
-		{Perm: wasmhost.PermWrite, Key: []byte("d"), End: []byte{0}},
+		{Perm: policyabi.PermRead, Key: []byte("c")},
+		{Perm: policyabi.PermWrite, Key: []byte("p")},
+		{Perm: policyabi.PermRead, Key: []byte("r"), End: []byte("s")},
+		{Perm: policyabi.PermWrite, Key: []byte("d"), End: []byte{0}},
 	}
 	if len(req.Ranges) != len(want) {
 		t.Fatalf("ranges %+v", req.Ranges)

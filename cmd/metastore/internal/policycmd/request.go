@@ -15,6 +15,8 @@ import (
 	"github.com/metastore-dev/metastore/auth/wasmpolicy"
 	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Request is one sample request as written in YAML.
@@ -156,13 +158,13 @@ func ReadRequests(path string) ([]Request, error) {
 }
 
 var ops = map[string]wasmhost.Op{
-	"range": wasmhost.OpRange, "put": wasmhost.OpPut, "delete_range": wasmhost.OpDeleteRange, "txn": wasmhost.OpTxn,
-	"watch": wasmhost.OpWatch, "lease_revoke": wasmhost.OpLeaseRevoke, "compact": wasmhost.OpCompact, "admin": wasmhost.OpAdmin,
+	"range": policyabi.OpRange, "put": policyabi.OpPut, "delete_range": policyabi.OpDeleteRange, "txn": policyabi.OpTxn,
+	"watch": policyabi.OpWatch, "lease_revoke": policyabi.OpLeaseRevoke, "compact": policyabi.OpCompact, "admin": policyabi.OpAdmin,
 }
 
 var flagBits = map[string]uint8{
-	"serializable": wasmhost.FlagSerializable, "keys_only": wasmhost.FlagKeysOnly,
-	"count_only": wasmhost.FlagCountOnly, "prev_kv": wasmhost.FlagPrevKV,
+	"serializable": policyabi.FlagSerializable, "keys_only": policyabi.FlagKeysOnly,
+	"count_only": policyabi.FlagCountOnly, "prev_kv": policyabi.FlagPrevKV,
 }
 
 // prefixEnd is etcd's clientv3.GetPrefixRangeEnd.
@@ -309,21 +311,21 @@ func (r *Request) Compile() (*Compiled, error) {
 	set := 0
 	if r.Put != nil {
 		set++
-		kind = wasmhost.AdmitPut
+		kind = policyabi.AdmitPut
 		p := r.Put.proto()
 		msg, err = p.Marshal()
 		described = p
 	}
 	if r.DeleteRange != nil {
 		set++
-		kind = wasmhost.AdmitDeleteRange
+		kind = policyabi.AdmitDeleteRange
 		d := r.DeleteRange.proto()
 		msg, err = d.Marshal()
 		described = d
 	}
 	if r.Txn != nil {
 		set++
-		kind = wasmhost.AdmitTxn
+		kind = policyabi.AdmitTxn
 		var t *pb.TxnRequest
 		if t, err = r.Txn.proto(); err == nil {
 			msg, err = t.Marshal()
@@ -380,9 +382,9 @@ func (r *Request) Compile() (*Compiled, error) {
 			var perm wasmhost.Perm
 			switch strings.ToLower(rs.Perm) {
 			case "read", "":
-				perm = wasmhost.PermRead
+				perm = policyabi.PermRead
 			case "write":
-				perm = wasmhost.PermWrite
+				perm = policyabi.PermWrite
 			default:
 				return nil, fmt.Errorf("range %d: unknown perm %q (want read or write)", i, rs.Perm)
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -198,4 +199,54 @@ func send(ctx context.Context, kv pb.KVClient, lc pb.LeaseClient, r *Request) er
 		err = errors.New("no request")
 	}
 	return err
+}
+
+// TestSampleLeaseKeys: a YAML sample states the keys attached to a lease;
+// a put to the lease and its revoke need WRITE on them, except for root.
+func TestSampleLeaseKeys(t *testing.T) {
+	path := write(t, t.TempDir(), "r.yaml", []byte(`
+- name: put to a lease
+  user: alice
+  hook: authorize
+  lease_keys: {5: [/a, /b]}
+  put: {key: /k, lease: 5, prev_kv: true}
+- name: revoke
+  user: alice
+  lease_keys: {5: [/a, /b]}
+  lease_revoke: {id: 5}
+- name: revoke as root
+  user: admin
+  roles: [root]
+  lease_keys: {5: [/a, /b]}
+  lease_revoke: {id: 5}
+`))
+	reqs, err := ReadRequests(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`op=2 flags=8 [2:"/k" 2:"/a" 2:"/b" 1:"/k"]`,
+		`op=6 flags=0 [2:"/a" 2:"/b"]`,
+		`op=6 flags=0 []`,
+	}
+	for i := range reqs {
+		c, err := reqs[i].Compile()
+		if err != nil {
+			t.Fatalf("%s: %v", reqs[i].Name, err)
+		}
+		req, _, err := wasmhost.DecodeRequest(c.Encoded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := fmt.Sprintf("op=%d flags=%d [", req.Op, req.Flags)
+		for j, r := range req.Ranges {
+			if j > 0 {
+				got += " "
+			}
+			got += fmt.Sprintf("%d:%q", r.Perm, r.Key)
+		}
+		if got += "]"; got != want[i] {
+			t.Errorf("%s: %s, want %s", reqs[i].Name, got, want[i])
+		}
+	}
 }

@@ -23,4 +23,6 @@
 // runs each request as a WriteTxn that gets the next revision, and commits
 // them all with one fsync. The package owns no goroutine but the background
 // compactor, which Close stops; the hub owns none.
+//
+// mvcc must not import lease, auth, wasmhost, server or a command.
 package mvcc

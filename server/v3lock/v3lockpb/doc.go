@@ -11,4 +11,6 @@
 // JSON (protobuf-go reads the struct tags, as it does for etcd's gogo
 // messages); services and methods carry etcd's full names, so etcd's own
 // generated clients talk to metastore unchanged.
+//
+// It imports no other package of metastore.
 package v3lockpb

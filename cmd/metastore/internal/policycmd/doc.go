@@ -18,4 +18,6 @@
 // lease_keys {ID: [keys]} states the keys attached to leases. When ranges
 // are not given they are derived from the message by guard.Describe, the
 // very function the server authorizes with, so eval answers as the server.
+//
+// Being under cmd/metastore/internal, no library package can import it.
 package policycmd

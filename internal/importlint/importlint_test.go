@@ -27,6 +27,8 @@ var forbidden = map[string][]string{
 	"wasmhost":        {"mvcc", "server", "auth", "lease", "cmd", "policies"},
 	"server/apply":    {"server$", "server/config", "server/guard", "server/serve", "server/v3rpc", "server/v3lock", "cmd"},
 	"server/guard":    {"server$", "server/serve", "server/v3rpc", "server/v3lock", "cmd"},
+	// The Raft node sits beside apply, under the RPC layer.
+	"server/raftnode": {"server$", "server/guard", "server/serve", "server/v3rpc", "server/v3lock", "cmd"},
 	// The RPC adapters, the transport and Lock/Election are siblings: none
 	// imports another or the member that wires them.
 	"server/serve":  {"server$", "server/v3rpc", "server/v3lock", "cmd"},

@@ -105,7 +105,9 @@ func TestQuotaBurstCannotOvershoot(t *testing.T) {
 	if fit := int((quota - start) / (value + 256 + 2)); ok > fit || ok == 0 || ok+full != writers {
 		t.Fatalf("%d puts admitted, %d refused; at most %d fit in the quota from %d bytes", ok, full, fit, start)
 	}
-	if size := ts.s.rpc.QuotaSize(); size >= quota+value {
+	// NB: measured afresh: QuotaSize may count a batch twice for a moment
+	// when it commits while the quota loop measures (never zero times).
+	if size := ts.s.rpc.MeasureSpace(); size >= quota+value {
 		t.Fatalf("size %d after the burst, quota %d", size, quota)
 	}
 }

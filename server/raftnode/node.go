@@ -1,0 +1,877 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Errors of the node. The server maps them to etcd's rpctypes at its edge
+// (ErrGRPCStopped, ErrGRPCNoLeader, ErrGRPCLeaderChanged, ErrGRPCTimeout,
+// ErrGRPCNotLeader, ErrGRPCLearnerNotReady, ErrGRPCBadLeaderTransferee).
+var (
+	ErrStopped         = errors.New("raftnode: node stopped")
+	ErrRemoved         = errors.New("raftnode: member removed from the cluster")
+	ErrNoLeader        = errors.New("raftnode: no leader")
+	ErrProposalDropped = errors.New("raftnode: proposal dropped")
+	ErrLeaderChanged   = errors.New("raftnode: leader changed")
+	ErrTimeout         = errors.New("raftnode: request timed out")
+	ErrNotLeader       = errors.New("raftnode: not the leader")
+	ErrLearnerNotReady = errors.New("raftnode: learner is not in sync with the leader")
+	ErrBadTransferee   = errors.New("raftnode: bad leader transferee")
+	// ErrSnapshotUnsupported stops a node that receives a snapshot: the
+	// seam for installing one is issue 16's.
+	ErrSnapshotUnsupported = errors.New("raftnode: snapshot installation is not supported yet")
+)
+
+// Log is the node's durable log: a raft.Storage it also writes. LogStore
+// implements it; tests wrap it to observe the order of writes.
+type Log interface {
+	raft.Storage
+	// Save persists one Ready's HardState and entries in one write,
+	// synced when sync is set; it returns when they are durable.
+	Save(hs raftpb.HardState, ents []raftpb.Entry, sync bool) error
+	// SetConfState sets the ConfState InitialState reports.
+	SetConfState(cs raftpb.ConfState)
+	// ResetTo starts an empty log at (index, term).
+	ResetTo(index, term uint64) error
+}
+
+var _ Log = (*LogStore)(nil)
+
+// Transport carries raft messages to the other members. Send must not block
+// (a full queue drops and reports the peer unreachable); the node calls the
+// peer methods from its apply goroutine when membership changes.
+type Transport interface {
+	Send(msgs []raftpb.Message)
+	AddPeer(id uint64, peerURLs []string)
+	UpdatePeer(id uint64, peerURLs []string)
+	RemovePeer(id uint64)
+}
+
+// Peer is a member as the node first knows it.
+type Peer struct {
+	ID       uint64
+	PeerURLs []string
+}
+
+// Config configures a Node.
+type Config struct {
+	// ID is this member's ID (MemberID); not 0.
+	ID uint64
+	// Log is the durable log (a LogStore).
+	Log Log
+	// StateMachine applies the committed entries.
+	StateMachine StateMachine
+	// Transport reaches the other members; nil for a group that only ever
+	// has this member.
+	Transport Transport
+	// Peers are the members to reach at start (this one may be listed):
+	// the initial cluster, or the members stored by the state machine.
+	Peers []Peer
+	// NewCluster bootstraps a new cluster of Peers when the log and the
+	// state machine are both empty (etcd's --initial-cluster-state new).
+	// Without it an empty member waits for the leader to send it the log
+	// (state existing).
+	NewCluster bool
+
+	// TickInterval is raft's tick (etcd's --heartbeat-interval). 100ms.
+	TickInterval time.Duration
+	// ElectionTicks and HeartbeatTicks are in ticks: etcd's
+	// --election-timeout / --heartbeat-interval (10 and 1).
+	ElectionTicks, HeartbeatTicks int
+	// MaxSizePerMsg bounds an append message's entries (1 MiB).
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds appends in flight per follower (512).
+	MaxInflightMsgs int
+	// ReadIndexRetry is how often an unanswered ReadIndex is sent again
+	// (500ms); ReadIndexTimeout ends the round (5s + 2 election timeouts).
+	ReadIndexRetry, ReadIndexTimeout time.Duration
+	// Logger receives the node's and raft's logs.
+	Logger *slog.Logger
+
+	// testHooks observe the ready loop (tests only).
+	testHooks *testHooks
+}
+
+type testHooks struct {
+	beforeSave func()
+}
+
+func (c *Config) setDefaults() {
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks <= 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks <= 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = 1 << 20
+	}
+	if c.MaxInflightMsgs <= 0 {
+		c.MaxInflightMsgs = 512
+	}
+	if c.ReadIndexRetry <= 0 {
+		c.ReadIndexRetry = 500 * time.Millisecond
+	}
+	if c.ReadIndexTimeout <= 0 {
+		c.ReadIndexTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.ID == 0 {
+		errs = append(errs, errors.New("raftnode: member ID is 0"))
+	}
+	if c.Log == nil {
+		errs = append(errs, errors.New("raftnode: no log"))
+	}
+	if c.StateMachine == nil {
+		errs = append(errs, errors.New("raftnode: no state machine"))
+	}
+	if c.HeartbeatTicks >= c.ElectionTicks {
+		errs = append(errs, fmt.Errorf("raftnode: election ticks (%d) must exceed heartbeat ticks (%d)", c.ElectionTicks, c.HeartbeatTicks))
+	}
+	for _, p := range c.Peers {
+		if p.ID == 0 {
+			errs = append(errs, errors.New("raftnode: peer with ID 0"))
+		}
+	}
+	if c.NewCluster && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
+		errs = append(errs, fmt.Errorf("raftnode: new cluster's peers do not include this member %s", FormatID(c.ID)))
+	}
+	return errors.Join(errs...)
+}
+
+// Node is one member of a Raft group: it owns the raft state machine, the
+// ready loop that persists, sends and hands committed entries to the
+// StateMachine, and the linearizable-read loop.
+//
+// Goroutines: run (ticks and Readies), applyLoop (the StateMachine), and
+// readLoop (ReadIndex rounds); Stop ends all three and waits.
+type Node struct {
+	id  uint64
+	cfg Config
+	lg  *slog.Logger
+	log Log
+	sm  StateMachine
+	tr  Transport
+
+	// mu guards rn and stopped: every call into raft holds it briefly, so
+	// proposals and incoming messages reach raft without a channel hop,
+	// while the ready loop persists and sends without it.
+	mu      sync.Mutex
+	rn      *raft.RawNode
+	stopped bool
+
+	readyc chan struct{} // cap 1: raft may have a Ready
+	applyc chan []raftpb.Entry
+
+	ids  *requestIDs
+	wait waitRegistry
+
+	leader  atomic.Uint64
+	state   atomic.Int32 // raft.StateType
+	term    atomic.Uint64
+	commit  atomic.Uint64
+	applied atomic.Uint64
+
+	notifyMu      sync.Mutex
+	leaderChanged chan struct{} // closed and replaced when the leader changes
+	appliedc      chan struct{} // closed and replaced when applied advances
+
+	confMu sync.Mutex
+	conf   raftpb.ConfState
+
+	readMu     sync.Mutex
+	readNext   *readRound
+	readc      chan struct{} // cap 1: a reader waits for a round
+	readStatec chan raft.ReadState
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	donec    chan struct{}
+	errMu    sync.Mutex
+	err      error // why the node stopped by itself
+}
+
+// Start opens the node over cfg.Log and cfg.StateMachine: a new cluster is
+// bootstrapped, a restart resumes from the log and the state machine's
+// applied index, and a state machine that has state but no log (a
+// single-node data directory) becomes a one-member group at its applied
+// index.
+func Start(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	applied, cs, err := cfg.StateMachine.AppliedState()
+	if err != nil {
+		return nil, err
+	}
+	last, err := cfg.Log.LastIndex()
+	if err != nil {
+		return nil, err
+	}
+	first, err := cfg.Log.FirstIndex()
+	if err != nil {
+		return nil, err
+	}
+	emptyLog := last == 0 && first == 1
+	if emptyLog && applied > 0 {
+		if len(cs.Voters) == 0 {
+			return nil, fmt.Errorf("raftnode: state applied to %d but no configuration stored with it", applied)
+		}
+		if err := cfg.Log.ResetTo(applied, 1); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Log.SetConfState(cs)
+	hs, _, err := cfg.Log.InitialState()
+	if err != nil {
+		return nil, err
+	}
+	if applied > hs.Commit {
+		return nil, fmt.Errorf("raftnode: state applied to %d beyond the log's commit index %d (log lost?)", applied, hs.Commit)
+	}
+	lg := cfg.Logger.With("member", FormatID(cfg.ID))
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   cfg.Log,
+		Applied:                   applied,
+		MaxSizePerMsg:             cfg.MaxSizePerMsg,
+		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		StepDownOnRemoval:         true,
+		Logger:                    raftLogger{lg: lg.With("component", "raft")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if emptyLog && applied == 0 && cfg.NewCluster {
+		peers := slices.Clone(cfg.Peers)
+		slices.SortFunc(peers, func(a, b Peer) int { return cmpUint64(a.ID, b.ID) })
+		rps := make([]raft.Peer, len(peers))
+		for i, p := range peers {
+			ctx, err := json.Marshal(confContext{Type: AddMember, PeerURLs: p.PeerURLs})
+			if err != nil {
+				return nil, err
+			}
+			rps[i] = raft.Peer{ID: p.ID, Context: ctx}
+		}
+		if err := rn.Bootstrap(rps); err != nil {
+			return nil, err
+		}
+		cs = raftpb.ConfState{}
+		for _, p := range peers {
+			cs.Voters = append(cs.Voters, p.ID)
+		}
+	}
+	n := &Node{
+		id:            cfg.ID,
+		cfg:           cfg,
+		lg:            lg,
+		log:           cfg.Log,
+		sm:            cfg.StateMachine,
+		tr:            cfg.Transport,
+		rn:            rn,
+		readyc:        make(chan struct{}, 1),
+		applyc:        make(chan []raftpb.Entry, 16),
+		ids:           newRequestIDs(cfg.ID, time.Now()),
+		leaderChanged: make(chan struct{}),
+		appliedc:      make(chan struct{}),
+		conf:          cs,
+		readNext:      newReadRound(),
+		readc:         make(chan struct{}, 1),
+		readStatec:    make(chan raft.ReadState, 16),
+		stopc:         make(chan struct{}),
+		donec:         make(chan struct{}),
+	}
+	n.applied.Store(applied)
+	n.term.Store(hs.Term)
+	n.commit.Store(hs.Commit)
+	if n.tr != nil {
+		for _, p := range cfg.Peers {
+			if p.ID != n.id {
+				n.tr.AddPeer(p.ID, p.PeerURLs)
+			}
+		}
+	}
+	// A sole voter need not wait out an election timeout.
+	if len(cs.Voters) == 1 && cs.Voters[0] == n.id && len(cs.VotersOutgoing) == 0 {
+		if err := rn.Campaign(); err != nil {
+			return nil, err
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); n.run() }()
+	go func() { defer wg.Done(); n.applyLoop() }()
+	go func() { defer wg.Done(); n.readLoop() }()
+	go func() {
+		wg.Wait()
+		n.wait.closeAll(n.stopError())
+		close(n.donec)
+	}()
+	n.signal()
+	return n, nil
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// ID returns this member's ID.
+func (n *Node) ID() uint64 { return n.id }
+
+// Stop refuses new requests, persists and applies what raft has already
+// handed out, answers every waiting caller (ErrStopped for those whose
+// entries were not applied) and waits for the node's goroutines to end. It
+// returns the error that stopped the node by itself, if any.
+func (n *Node) Stop() error {
+	n.triggerStop()
+	<-n.donec
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	if errors.Is(n.err, ErrRemoved) {
+		return nil
+	}
+	return n.err
+}
+
+// Done is closed once the node has stopped (by Stop, a fatal error, or its
+// removal from the cluster); Err then says why.
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Err returns the error that stopped the node by itself (ErrRemoved when it
+// was removed from the cluster), or nil.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+func (n *Node) stopError() error {
+	if err := n.Err(); err != nil {
+		return err
+	}
+	return ErrStopped
+}
+
+func (n *Node) triggerStop() {
+	n.stopOnce.Do(func() {
+		n.mu.Lock()
+		n.stopped = true
+		n.mu.Unlock()
+		close(n.stopc)
+	})
+}
+
+// fail stops the node because of err (the first error wins).
+func (n *Node) fail(err error) {
+	n.errMu.Lock()
+	if n.err == nil {
+		n.err = err
+		if !errors.Is(err, ErrRemoved) {
+			n.lg.Error("raft node stopping", "err", err)
+		}
+	}
+	n.errMu.Unlock()
+	n.triggerStop()
+}
+
+func (n *Node) signal() {
+	select {
+	case n.readyc <- struct{}{}:
+	default:
+	}
+}
+
+// run is the ready loop: ticks, and every Ready handled in raft's order.
+func (n *Node) run() {
+	defer close(n.applyc)
+	tick := time.NewTicker(n.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			n.mu.Lock()
+			n.rn.Tick()
+			n.mu.Unlock()
+		case <-n.readyc:
+		case <-n.stopc:
+			// Nothing new is stepped now; persist and apply what raft has.
+			if n.Err() == nil {
+				if err := n.processReadies(); err != nil {
+					n.fail(err)
+				}
+			}
+			return
+		}
+		if err := n.processReadies(); err != nil {
+			n.fail(err)
+			return
+		}
+	}
+}
+
+func (n *Node) processReadies() error {
+	for {
+		n.mu.Lock()
+		if !n.rn.HasReady() {
+			n.mu.Unlock()
+			return nil
+		}
+		rd := n.rn.Ready()
+		n.mu.Unlock()
+		if err := n.handleReady(&rd); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.rn.Advance(rd)
+		n.mu.Unlock()
+	}
+}
+
+// handleReady follows raft's contract and the durability rules: a leader
+// sends its appends while its own write is in flight (raft thesis 10.2.1);
+// responses that promise something about this member's log or vote
+// (append, vote and pre-vote responses), and every message of a follower
+// or candidate, go only after the write is durable; committed entries are
+// applied only after the write, so an entry is never applied ahead of its
+// durability on this member (etcd #14370).
+func (n *Node) handleReady(rd *raft.Ready) error {
+	if rd.SoftState != nil {
+		n.state.Store(int32(rd.SoftState.RaftState))
+		n.setLeader(rd.SoftState.Lead)
+	}
+	for _, rs := range rd.ReadStates {
+		select {
+		case n.readStatec <- rs:
+		default: // the read loop retries
+		}
+	}
+	after := rd.Messages
+	if n.state.Load() == int32(raft.StateLeader) {
+		var before []raftpb.Message
+		before, after = splitAfterPersist(rd.Messages)
+		n.send(before)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		return fmt.Errorf("%w (snapshot at index %d)", ErrSnapshotUnsupported, rd.Snapshot.Metadata.Index)
+	}
+	if h := n.cfg.testHooks; h != nil && h.beforeSave != nil {
+		h.beforeSave()
+	}
+	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+		return fmt.Errorf("raftnode: persist: %w", err)
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		n.term.Store(rd.HardState.Term)
+		n.commit.Store(rd.HardState.Commit)
+	}
+	n.send(after)
+	if len(rd.CommittedEntries) > 0 {
+		n.applyc <- rd.CommittedEntries
+	}
+	return nil
+}
+
+// splitAfterPersist separates the messages that must wait for the Ready's
+// write from those that may go before it.
+func splitAfterPersist(msgs []raftpb.Message) (before, after []raftpb.Message) {
+	for _, m := range msgs {
+		switch m.Type {
+		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
+			after = append(after, m)
+		default:
+			before = append(before, m)
+		}
+	}
+	return before, after
+}
+
+func (n *Node) send(msgs []raftpb.Message) {
+	if len(msgs) > 0 && n.tr != nil {
+		n.tr.Send(msgs)
+	}
+}
+
+func (n *Node) setLeader(lead uint64) {
+	if n.leader.Swap(lead) == lead {
+		return
+	}
+	n.notifyMu.Lock()
+	close(n.leaderChanged)
+	n.leaderChanged = make(chan struct{})
+	n.notifyMu.Unlock()
+}
+
+func (n *Node) setApplied(i uint64) {
+	n.applied.Store(i)
+	n.notifyMu.Lock()
+	close(n.appliedc)
+	n.appliedc = make(chan struct{})
+	n.notifyMu.Unlock()
+}
+
+// applyLoop hands committed entries to the state machine, in order.
+func (n *Node) applyLoop() {
+	for ents := range n.applyc {
+		if n.Err() != nil {
+			continue // a fatal error: drain without applying
+		}
+		if err := n.apply(ents); err != nil {
+			n.fail(err)
+		}
+	}
+}
+
+func (n *Node) apply(ents []raftpb.Entry) error {
+	var batch []Entry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		res, err := n.sm.Apply(batch)
+		if err != nil {
+			return fmt.Errorf("raftnode: apply: %w", err)
+		}
+		if len(res) != len(batch) {
+			return fmt.Errorf("raftnode: state machine returned %d results for %d entries", len(res), len(batch))
+		}
+		n.setApplied(batch[len(batch)-1].Index)
+		for i, e := range batch {
+			if e.ID != 0 {
+				n.wait.trigger(e.ID, result{val: res[i]})
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for i := range ents {
+		e := &ents[i]
+		if e.Index <= n.applied.Load() {
+			continue // applied before a restart
+		}
+		switch e.Type {
+		case raftpb.EntryNormal:
+			id, data, err := decodeEntry(e.Data)
+			if err != nil {
+				return fmt.Errorf("raftnode: entry %d: %w", e.Index, err)
+			}
+			batch = append(batch, Entry{Index: e.Index, Term: e.Term, ID: id, Data: data})
+		case raftpb.EntryConfChange:
+			if err := flush(); err != nil {
+				return err
+			}
+			var rc raftpb.ConfChange
+			if err := rc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("raftnode: conf change entry %d: %w", e.Index, err)
+			}
+			if err := n.applyConfChange(rc, e.Index, e.Term); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("raftnode: entry %d: unsupported type %v", e.Index, e.Type)
+		}
+	}
+	return flush()
+}
+
+func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
+	cc, err := confChangeFromRaft(rc, index, term)
+	if err != nil {
+		return err
+	}
+	var (
+		confirmed bool
+		cs        raftpb.ConfState
+	)
+	confirm := func() raftpb.ConfState {
+		if !confirmed {
+			confirmed = true
+			n.mu.Lock()
+			cs = *n.rn.ApplyConfChange(rc)
+			n.mu.Unlock()
+		}
+		return cs
+	}
+	res, err := n.sm.ApplyConfChange(cc, confirm)
+	if err != nil {
+		return fmt.Errorf("raftnode: apply conf change %d: %w", index, err)
+	}
+	if !confirmed {
+		// Rejected: raft still sees one change applied per entry, a no-op.
+		n.mu.Lock()
+		n.rn.ApplyConfChange(raftpb.ConfChange{Type: rc.Type, NodeID: raft.None})
+		n.mu.Unlock()
+	} else {
+		n.confMu.Lock()
+		n.conf = cs
+		n.confMu.Unlock()
+		if n.tr != nil && cc.NodeID != n.id {
+			switch cc.Type {
+			case AddMember, AddLearner, PromoteMember:
+				if len(cc.PeerURLs) > 0 {
+					n.tr.AddPeer(cc.NodeID, cc.PeerURLs)
+				}
+			case UpdateMember:
+				n.tr.UpdatePeer(cc.NodeID, cc.PeerURLs)
+			case RemoveMember:
+				n.tr.RemovePeer(cc.NodeID)
+			}
+		}
+	}
+	n.setApplied(index)
+	if cc.ID != 0 {
+		n.wait.trigger(cc.ID, result{val: res})
+	}
+	n.signal()
+	if confirmed && cc.Type == RemoveMember && cc.NodeID == n.id {
+		n.lg.Info("this member was removed from the cluster; stopping")
+		n.fail(ErrRemoved)
+	}
+	return nil
+}
+
+// Propose replicates data and waits until this member has applied it,
+// returning the state machine's result for it. If ctx ends first the entry
+// may still be applied.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	id := n.ids.next()
+	payload := encodeEntry(id, data)
+	return n.propose(ctx, id, func() error { return n.rn.Propose(payload) })
+}
+
+// ProposeConfChange proposes a membership change and waits until it is
+// applied here; the result is the state machine's (a rejection included).
+// A promotion is refused with ErrLearnerNotReady unless the learner's log
+// is within 90% of the leader's, as etcd does; it must be proposed on the
+// leader (ErrNotLeader otherwise).
+//
+// NB: raft turns a conf change proposed while another is still being
+// applied into an empty entry; its proposer then waits until ctx ends, as
+// etcd's does.
+func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error) {
+	if cc.Type == PromoteMember {
+		if err := n.learnerReady(cc.NodeID); err != nil {
+			return nil, err
+		}
+	}
+	cc.ID = n.ids.next()
+	rc, err := cc.toRaft()
+	if err != nil {
+		return nil, err
+	}
+	return n.propose(ctx, cc.ID, func() error { return n.rn.ProposeConfChange(rc) })
+}
+
+func (n *Node) propose(ctx context.Context, id uint64, step func() error) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ch, err := n.wait.register(id)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		n.wait.cancel(id)
+		return nil, n.stopError()
+	}
+	err = step()
+	n.mu.Unlock()
+	if err != nil {
+		n.wait.cancel(id)
+		if errors.Is(err, raft.ErrProposalDropped) {
+			if n.leader.Load() == raft.None {
+				return nil, ErrNoLeader
+			}
+			return nil, ErrProposalDropped
+		}
+		return nil, err
+	}
+	n.signal()
+	select {
+	case r := <-ch:
+		return r.val, r.err
+	case <-ctx.Done():
+		n.wait.cancel(id)
+		return nil, ctx.Err()
+	}
+}
+
+func (n *Node) learnerReady(id uint64) error {
+	n.mu.Lock()
+	st := n.rn.Status()
+	n.mu.Unlock()
+	if st.RaftState != raft.StateLeader {
+		return ErrNotLeader
+	}
+	pr, ok := st.Progress[id]
+	if !ok || !pr.IsLearner {
+		return nil // the state machine rejects it with its own error
+	}
+	if float64(pr.Match) < float64(st.Progress[n.id].Match)*0.9 {
+		return ErrLearnerNotReady
+	}
+	return nil
+}
+
+// Step hands a message from another member to raft.
+func (n *Node) Step(m raftpb.Message) error {
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		return ErrStopped
+	}
+	err := n.rn.Step(m)
+	n.mu.Unlock()
+	n.signal()
+	return err
+}
+
+// ReportUnreachable tells raft a message to id could not be sent, so it
+// probes that follower instead of streaming appends.
+func (n *Node) ReportUnreachable(id uint64) {
+	n.mu.Lock()
+	if !n.stopped {
+		n.rn.ReportUnreachable(id)
+	}
+	n.mu.Unlock()
+}
+
+// ReportSnapshot tells raft how sending a snapshot to id ended.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.mu.Lock()
+	if !n.stopped {
+		n.rn.ReportSnapshot(id, status)
+	}
+	n.mu.Unlock()
+	n.signal()
+}
+
+// TransferLeadership asks raft to hand leadership to transferee (etcd's
+// move-leader) and waits until it has it. It must run on the leader.
+func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error {
+	if n.leader.Load() != n.id {
+		return ErrNotLeader
+	}
+	if transferee == n.id {
+		return nil
+	}
+	if !slices.Contains(n.ConfState().Voters, transferee) {
+		return ErrBadTransferee
+	}
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		return ErrStopped
+	}
+	n.rn.TransferLeader(transferee)
+	n.mu.Unlock()
+	n.signal()
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		changed := n.LeaderChangedNotify()
+		if n.leader.Load() == transferee {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.donec:
+			return n.stopError()
+		}
+	}
+}
+
+// Leader returns the current leader's ID, 0 when there is none (the
+// server's ErrGRPCNoLeader and WithRequireLeader).
+func (n *Node) Leader() uint64 { return n.leader.Load() }
+
+// IsLeader reports whether this member leads.
+func (n *Node) IsLeader() bool { return n.leader.Load() == n.id }
+
+// Term returns the durable raft term.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
+// CommittedIndex returns the durable commit index.
+func (n *Node) CommittedIndex() uint64 { return n.commit.Load() }
+
+// AppliedIndex returns the index of the last entry applied on this member.
+func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
+
+// LeaderChangedNotify returns a channel closed at the next leader change.
+func (n *Node) LeaderChangedNotify() <-chan struct{} {
+	n.notifyMu.Lock()
+	defer n.notifyMu.Unlock()
+	return n.leaderChanged
+}
+
+// ConfState returns the configuration as of the last applied change.
+func (n *Node) ConfState() raftpb.ConfState {
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	return n.conf
+}
+
+// Status is a member's view of the group (etcd's Status RPC and
+// endpoint status).
+type Status struct {
+	ID, Leader   uint64
+	Term, Commit uint64
+	Applied      uint64
+	State        raft.StateType
+	Voters       []uint64
+	Learners     []uint64
+}
+
+// Status returns the member's current view.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	bs := n.rn.BasicStatus()
+	n.mu.Unlock()
+	cs := n.ConfState()
+	return Status{
+		ID:       n.id,
+		Leader:   bs.Lead,
+		Term:     bs.Term,
+		Commit:   bs.Commit,
+		Applied:  n.applied.Load(),
+		State:    bs.RaftState,
+		Voters:   slices.Clone(cs.Voters),
+		Learners: slices.Clone(cs.Learners),
+	}
+}

@@ -318,10 +318,11 @@ func (c *trackedConn) Close() error {
 
 // member is one node of a test cluster with everything it runs.
 type member struct {
-	t    testing.TB
-	id   uint64
-	dir  string
-	gate *gate
+	t         testing.TB
+	id        uint64
+	clusterID uint64
+	dir       string
+	gate      *gate
 
 	db   *pebble.DB
 	log  *LogStore
@@ -399,6 +400,9 @@ func testConfig() Config {
 
 func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	t := m.t
+	if clusterID != 0 {
+		m.clusterID = clusterID
+	}
 	var err error
 	if m.db, err = pebble.Open(m.dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
 		t.Fatal(err)
@@ -412,7 +416,7 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	if sp := m.sm.peers(); len(sp) > 0 {
 		peers = sp // a restart: the stored membership
 	}
-	m.tr = NewTransport(TransportConfig{ID: m.id, ClusterID: clusterID, Dialer: m.gate.dial, Logger: testLogger(t)})
+	m.tr = NewTransport(TransportConfig{ID: m.id, ClusterID: m.clusterID, Dialer: m.gate.dial, Logger: testLogger(t)})
 	cfg := testConfig()
 	cfg.ID, cfg.Log, cfg.StateMachine, cfg.Transport = m.id, m.log, m.sm, m.tr
 	cfg.Peers, cfg.NewCluster, cfg.Logger = peers, newCluster, testLogger(t)

@@ -18,16 +18,20 @@ func (l raftLogger) log(level slog.Level, msg string) {
 	l.lg.Log(context.Background(), level, msg)
 }
 
-func (l raftLogger) Debug(v ...any)                 { l.log(slog.LevelDebug, fmt.Sprint(v...)) }
-func (l raftLogger) Debugf(format string, v ...any) { l.log(slog.LevelDebug, fmt.Sprintf(format, v...)) }
-func (l raftLogger) Info(v ...any)                  { l.log(slog.LevelInfo, fmt.Sprint(v...)) }
-func (l raftLogger) Infof(format string, v ...any)  { l.log(slog.LevelInfo, fmt.Sprintf(format, v...)) }
-func (l raftLogger) Warning(v ...any)               { l.log(slog.LevelWarn, fmt.Sprint(v...)) }
+func (l raftLogger) Debug(v ...any) { l.log(slog.LevelDebug, fmt.Sprint(v...)) }
+func (l raftLogger) Debugf(format string, v ...any) {
+	l.log(slog.LevelDebug, fmt.Sprintf(format, v...))
+}
+func (l raftLogger) Info(v ...any)                 { l.log(slog.LevelInfo, fmt.Sprint(v...)) }
+func (l raftLogger) Infof(format string, v ...any) { l.log(slog.LevelInfo, fmt.Sprintf(format, v...)) }
+func (l raftLogger) Warning(v ...any)              { l.log(slog.LevelWarn, fmt.Sprint(v...)) }
 func (l raftLogger) Warningf(format string, v ...any) {
 	l.log(slog.LevelWarn, fmt.Sprintf(format, v...))
 }
-func (l raftLogger) Error(v ...any)                 { l.log(slog.LevelError, fmt.Sprint(v...)) }
-func (l raftLogger) Errorf(format string, v ...any) { l.log(slog.LevelError, fmt.Sprintf(format, v...)) }
+func (l raftLogger) Error(v ...any) { l.log(slog.LevelError, fmt.Sprint(v...)) }
+func (l raftLogger) Errorf(format string, v ...any) {
+	l.log(slog.LevelError, fmt.Sprintf(format, v...))
+}
 
 // Fatal and Panic mean raft found its invariants broken (e.g. a log that
 // went backwards): continuing could lose data, so they end the process as

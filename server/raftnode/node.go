@@ -203,6 +203,7 @@ type Node struct {
 	readNext   *readRound
 	readc      chan struct{} // cap 1: a reader waits for a round
 	readStatec chan raft.ReadState
+	readRounds atomic.Uint64 // ReadIndex rounds run (each serves many readers)
 
 	stopOnce sync.Once
 	stopc    chan struct{}

@@ -52,6 +52,7 @@ func (n *Node) readLoop() {
 		r := n.readNext
 		n.readNext = newReadRound()
 		n.readMu.Unlock()
+		n.readRounds.Add(1)
 		r.index, r.err = n.requestReadIndex()
 		if r.err == nil {
 			r.err = n.waitApplied(r.index)

@@ -104,7 +104,8 @@ type Config struct {
 }
 
 type testHooks struct {
-	beforeSave func()
+	// readyStart runs when a Ready is taken up, with the member's role.
+	readyStart func(leader bool)
 }
 
 func (c *Config) setDefaults() {
@@ -478,17 +479,18 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 		default: // the read loop retries
 		}
 	}
+	leader := n.state.Load() == int32(raft.StateLeader)
+	if h := n.cfg.testHooks; h != nil && h.readyStart != nil {
+		h.readyStart(leader)
+	}
 	after := rd.Messages
-	if n.state.Load() == int32(raft.StateLeader) {
+	if leader {
 		var before []raftpb.Message
 		before, after = splitAfterPersist(rd.Messages)
 		n.send(before)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		return fmt.Errorf("%w (snapshot at index %d)", ErrSnapshotUnsupported, rd.Snapshot.Metadata.Index)
-	}
-	if h := n.cfg.testHooks; h != nil && h.beforeSave != nil {
-		h.beforeSave()
 	}
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)

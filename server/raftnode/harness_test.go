@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -180,10 +181,11 @@ func (sm *kvSM) peers() []Peer {
 // open for the whole test (restarts reuse the address) and, when down,
 // refuses and cuts every connection in and out, a full partition.
 type gate struct {
-	ln    net.Listener
-	connc chan net.Conn
-	done  chan struct{}
-	wg    sync.WaitGroup
+	scheme string // "http" unless set
+	ln     net.Listener
+	connc  chan net.Conn
+	done   chan struct{}
+	wg     sync.WaitGroup
 
 	mu    sync.Mutex
 	down  bool
@@ -202,7 +204,12 @@ func newGate(t testing.TB) *gate {
 	return g
 }
 
-func (g *gate) url() string { return "http://" + g.ln.Addr().String() }
+func (g *gate) url() string {
+	if g.scheme == "" {
+		return "http://" + g.ln.Addr().String()
+	}
+	return g.scheme + "://" + g.ln.Addr().String()
+}
 
 func (g *gate) acceptLoop() {
 	defer g.wg.Done()
@@ -323,6 +330,7 @@ type member struct {
 	clusterID uint64
 	dir       string
 	gate      *gate
+	tls       *peerTLS
 
 	db   *pebble.DB
 	log  *LogStore
@@ -340,6 +348,9 @@ type cluster struct {
 	members   []*member
 }
 
+// peerTLS is a member's TLS, server and client side (nil: plain http).
+type peerTLS struct{ server, client *tls.Config }
+
 const testToken = "raftnode-test"
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -350,16 +361,21 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // newCluster creates n members of a new cluster (not started).
-func newCluster(t testing.TB, n int) *cluster {
+func newCluster(t testing.TB, n int) *cluster { return newClusterTLS(t, n, nil) }
+
+func newClusterTLS(t testing.TB, n int, pt *peerTLS) *cluster {
 	c := &cluster{t: t}
 	var ids []uint64
 	for range n {
 		g := newGate(t)
+		if pt != nil {
+			g.scheme = "https"
+		}
 		id, err := MemberID([]string{g.url()}, testToken, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.members = append(c.members, &member{t: t, id: id, dir: t.TempDir(), gate: g})
+		c.members = append(c.members, &member{t: t, id: id, dir: t.TempDir(), gate: g, tls: pt})
 		ids = append(ids, id)
 	}
 	c.clusterID = ClusterID(ids)
@@ -416,7 +432,11 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	if sp := m.sm.peers(); len(sp) > 0 {
 		peers = sp // a restart: the stored membership
 	}
-	m.tr = NewTransport(TransportConfig{ID: m.id, ClusterID: m.clusterID, Dialer: m.gate.dial, Logger: testLogger(t)})
+	var clientTLS, serverTLS *tls.Config
+	if m.tls != nil {
+		clientTLS, serverTLS = m.tls.client, m.tls.server
+	}
+	m.tr = NewTransport(TransportConfig{ID: m.id, ClusterID: m.clusterID, TLS: clientTLS, Dialer: m.gate.dial, Logger: testLogger(t)})
 	cfg := testConfig()
 	cfg.ID, cfg.Log, cfg.StateMachine, cfg.Transport = m.id, m.log, m.sm, m.tr
 	cfg.Peers, cfg.NewCluster, cfg.Logger = peers, newCluster, testLogger(t)
@@ -427,7 +447,7 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 		t.Fatal(err)
 	}
 	m.tr.SetRaft(m.node)
-	m.srv = NewPeerServer(m.tr, nil)
+	m.srv = NewPeerServer(m.tr, serverTLS)
 	go m.srv.Serve(m.gate.listener())
 }
 

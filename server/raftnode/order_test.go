@@ -252,7 +252,7 @@ func TestCheckDurabilityCatches(t *testing.T) {
 	}{
 		"ok": {events: []event{ready(true), send(raftpb.Message{Type: raftpb.MsgApp}), save(5, 5), apply(5),
 			ready(false), save(6, 5), send(raftpb.Message{Type: raftpb.MsgAppResp, Index: 6})}},
-		"apply before save": {events: []event{ready(false), save(4, 4), apply(5), save(5, 5)}, want: "applied 5"},
+		"apply before save":   {events: []event{ready(false), save(4, 4), apply(5), save(5, 5)}, want: "applied 5"},
 		"apply beyond commit": {events: []event{ready(false), save(5, 4), apply(5)}, want: "applied 5"},
 		"follower sends early": {events: []event{ready(false), send(raftpb.Message{Type: raftpb.MsgHeartbeatResp}), save(1, 1)},
 			want: "before its Ready was saved"},

@@ -182,6 +182,8 @@ type Node struct {
 	stopped bool
 
 	readyc chan struct{} // cap 1: raft may have a Ready
+	// campaignWanted asks the ready loop to check for a lone voter.
+	campaignWanted atomic.Bool
 	applyc chan []raftpb.Entry
 
 	ids  *requestIDs
@@ -319,12 +321,7 @@ func Start(cfg Config) (*Node, error) {
 			}
 		}
 	}
-	// A sole voter need not wait out an election timeout.
-	if len(cs.Voters) == 1 && cs.Voters[0] == n.id && len(cs.VotersOutgoing) == 0 {
-		if err := rn.Campaign(); err != nil {
-			return nil, err
-		}
-	}
+	n.campaignWanted.Store(true)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); n.run() }()
@@ -347,6 +344,24 @@ func cmpUint64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// campaignIfAlone starts an election at once when this member is the only
+// voter: a one-member group then leads right after start instead of after
+// an election timeout. Raft refuses while configuration changes wait to be
+// applied (a fresh bootstrap), so it runs on the ready loop, after Advance
+// has told raft about the apply, whenever campaignWanted is set (at start
+// and after each configuration change).
+func (n *Node) campaignIfAlone() {
+	cs := n.ConfState()
+	if len(cs.Voters) != 1 || cs.Voters[0] != n.id || len(cs.VotersOutgoing) != 0 {
+		return
+	}
+	n.mu.Lock()
+	if !n.stopped && n.rn.BasicStatus().RaftState != raft.StateLeader {
+		_ = n.rn.Campaign()
+	}
+	n.mu.Unlock()
 }
 
 // ID returns this member's ID.
@@ -427,6 +442,9 @@ func (n *Node) run() {
 			n.rn.Tick()
 			n.mu.Unlock()
 		case <-n.readyc:
+			if n.campaignWanted.Swap(false) {
+				n.campaignIfAlone()
+			}
 		case <-n.stopc:
 			// Nothing new is stepped now; persist and apply what raft has.
 			if n.Err() == nil {
@@ -655,6 +673,9 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 	n.setApplied(index)
 	if cc.ID != 0 {
 		n.wait.trigger(cc.ID, result{val: res})
+	}
+	if confirmed {
+		n.campaignWanted.Store(true)
 	}
 	n.signal()
 	if confirmed && cc.Type == RemoveMember && cc.NodeID == n.id {

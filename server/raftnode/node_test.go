@@ -176,18 +176,43 @@ func TestLeaderFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 }
 
 func TestPartitionedMemberCannotCommit(t *testing.T) {
+	for _, cutLeader := range []bool{false, true} {
+		t.Run(map[bool]string{false: "follower", true: "leader"}[cutLeader], func(t *testing.T) {
+			testPartition(t, cutLeader)
+		})
+	}
+}
+
+func testPartition(t *testing.T, cutLeader bool) {
 	c := newCluster(t, 3)
 	c.startAll()
 	lead := c.leader(t)
 	propose(t, lead, "before")
 	var cut *member
 	for _, m := range c.members {
-		if m != lead {
+		if (m == lead) == cutLeader {
 			cut = m
 			break
 		}
 	}
 	cut.gate.setDown(true)
+	if cutLeader {
+		// The majority elects a leader of its own; the old one steps down
+		// when it misses a quorum (check-quorum).
+		waitFor(t, 5*time.Second, "a new leader in the majority", func() bool {
+			for _, m := range c.members {
+				if m != cut && m.node.Leader() != 0 && m.node.Leader() != cut.id {
+					return true
+				}
+			}
+			return false
+		})
+		for _, m := range c.members {
+			if m != cut {
+				lead = m
+			}
+		}
+	}
 	// The minority: a proposal there is never applied, and it loses its
 	// leader (pre-vote keeps its term), so linearizable reads fail.
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
@@ -202,7 +227,7 @@ func TestPartitionedMemberCannotCommit(t *testing.T) {
 		t.Fatalf("linearizable read on the minority: %v, want ErrNoLeader", err)
 	}
 	cancel()
-	// The majority continues.
+	// The majority continues (proposed on either of its members).
 	for i := range 10 {
 		propose(t, lead, fmt.Sprint("majority-", i))
 	}

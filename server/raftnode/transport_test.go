@@ -288,4 +288,3 @@ func testPeerTLS(t *testing.T) *peerTLS {
 		client: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
 	}
 }
-

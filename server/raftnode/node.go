@@ -184,7 +184,7 @@ type Node struct {
 	readyc chan struct{} // cap 1: raft may have a Ready
 	// campaignWanted asks the ready loop to check for a lone voter.
 	campaignWanted atomic.Bool
-	applyc chan []raftpb.Entry
+	applyc         chan []raftpb.Entry
 
 	ids  *requestIDs
 	wait waitRegistry

@@ -14,7 +14,7 @@ import (
 type nopSM struct{}
 
 func (nopSM) AppliedState() (uint64, raftpb.ConfState, error) { return 0, raftpb.ConfState{}, nil }
-func (nopSM) Apply(ents []Entry) ([]any, error)              { return make([]any, len(ents)), nil }
+func (nopSM) Apply(ents []Entry) ([]any, error)               { return make([]any, len(ents)), nil }
 func (nopSM) ApplyConfChange(_ ConfChange, confirm func() raftpb.ConfState) (any, error) {
 	confirm()
 	return nil, nil

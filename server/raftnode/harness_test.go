@@ -167,6 +167,16 @@ func (sm *kvSM) snapshotData() []string {
 	return slices.Clone(sm.data)
 }
 
+func (sm *kvSM) removedIDs() []uint64 {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	var ids []uint64
+	for id := range sm.removed {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 func (sm *kvSM) peers() []Peer {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
@@ -440,6 +450,7 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	cfg := testConfig()
 	cfg.ID, cfg.Log, cfg.StateMachine, cfg.Transport = m.id, m.log, m.sm, m.tr
 	cfg.Peers, cfg.NewCluster, cfg.Logger = peers, newCluster, testLogger(t)
+	cfg.Removed = m.sm.removedIDs()
 	if m.wrap != nil {
 		m.wrap(m, &cfg)
 	}

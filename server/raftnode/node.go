@@ -78,6 +78,10 @@ type Config struct {
 	// Peers are the members to reach at start (this one may be listed):
 	// the initial cluster, or the members stored by the state machine.
 	Peers []Peer
+	// Removed are the IDs of members removed from the cluster (stored by
+	// the state machine): the transport refuses them, so a removed member
+	// that comes back learns it and stops.
+	Removed []uint64
 	// NewCluster bootstraps a new cluster of Peers when the log and the
 	// state machine are both empty (etcd's --initial-cluster-state new).
 	// Without it an empty member waits for the leader to send it the log
@@ -199,8 +203,9 @@ type Node struct {
 	leaderChanged chan struct{} // closed and replaced when the leader changes
 	appliedc      chan struct{} // closed and replaced when applied advances
 
-	confMu sync.Mutex
-	conf   raftpb.ConfState
+	confMu  sync.Mutex
+	conf    raftpb.ConfState
+	removed map[uint64]bool
 
 	readMu     sync.Mutex
 	readNext   *readRound
@@ -252,7 +257,20 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if applied > hs.Commit {
-		return nil, fmt.Errorf("raftnode: state applied to %d beyond the log's commit index %d (log lost?)", applied, hs.Commit)
+		// Applied entries were committed; the HardState saying so was
+		// written without fsync and lost (possible only with the log in a
+		// database of its own). Raft requires applied ≤ commit.
+		last, err := cfg.Log.LastIndex()
+		if err != nil {
+			return nil, err
+		}
+		if applied > last {
+			return nil, fmt.Errorf("raftnode: state applied to %d beyond the end of the log at %d (log lost?)", applied, last)
+		}
+		hs.Commit = applied
+		if err := cfg.Log.Save(hs, nil, true); err != nil {
+			return nil, err
+		}
 	}
 	lg := cfg.Logger.With("member", FormatID(cfg.ID))
 	rn, err := raft.NewRawNode(&raft.Config{
@@ -305,11 +323,15 @@ func Start(cfg Config) (*Node, error) {
 		leaderChanged: make(chan struct{}),
 		appliedc:      make(chan struct{}),
 		conf:          cs,
+		removed:       map[uint64]bool{},
 		readNext:      newReadRound(),
 		readc:         make(chan struct{}, 1),
 		readStatec:    make(chan raft.ReadState, 16),
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
+	}
+	for _, id := range cfg.Removed {
+		n.removed[id] = true
 	}
 	n.applied.Store(applied)
 	n.term.Store(hs.Term)
@@ -656,6 +678,9 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 	} else {
 		n.confMu.Lock()
 		n.conf = cs
+		if cc.Type == RemoveMember {
+			n.removed[cc.NodeID] = true
+		}
 		n.confMu.Unlock()
 		if n.tr != nil && cc.NodeID != n.id {
 			switch cc.Type {
@@ -791,6 +816,22 @@ func (n *Node) ReportUnreachable(id uint64) {
 		n.rn.ReportUnreachable(id)
 	}
 	n.mu.Unlock()
+}
+
+// IsIDRemoved reports whether id belonged to a member removed from the
+// cluster.
+func (n *Node) IsIDRemoved(id uint64) bool {
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	return n.removed[id]
+}
+
+// ReportRemoved tells the node a peer refused it as a removed member (it
+// missed its own removal while down or cut off): it stops with ErrRemoved,
+// as etcd's member does on rafthttp's "removed" answer.
+func (n *Node) ReportRemoved() {
+	n.lg.Warn("a peer says this member was removed from the cluster; stopping")
+	n.fail(ErrRemoved)
 }
 
 // ReportSnapshot tells raft how sending a snapshot to id ended.

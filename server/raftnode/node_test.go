@@ -483,3 +483,35 @@ func TestStopDrainsAndRefuses(t *testing.T) {
 		t.Fatalf("read after stop: %v", err)
 	}
 }
+
+// A member removed while it was down learns it from its peers when it
+// comes back, and stops.
+func TestRemovedWhileDownStopsOnReturn(t *testing.T) {
+	c := newCluster(t, 3)
+	c.startAll()
+	lead := c.leader(t)
+	var gone *member
+	for _, m := range c.members {
+		if m != lead {
+			gone = m
+			break
+		}
+	}
+	gone.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := lead.node.ProposeConfChange(ctx, ConfChange{Type: RemoveMember, NodeID: gone.id}); err != nil {
+		t.Fatal(err)
+	}
+	// Its log may hold entries it needs; the leader no longer sends them.
+	gone.restart()
+	select {
+	case <-gone.node.Done():
+		if !errors.Is(gone.node.Err(), ErrRemoved) {
+			t.Fatalf("stopped with %v", gone.node.Err())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a removed member kept running")
+	}
+	propose(t, lead, "still-serving")
+}

@@ -172,3 +172,51 @@ func TestLogStoreRejectsHolesAndResets(t *testing.T) {
 		}
 	}
 }
+
+// A state machine ahead of the log's durable commit index (the commit-only
+// HardState was lost) is tolerated; one ahead of the log itself is not.
+func TestStartWithAppliedAheadOfCommit(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ls, _ := OpenLogStore(db, LogStoreOptions{})
+	ents := []raftpb.Entry{{Index: 1, Term: 2}, {Index: 2, Term: 2}, {Index: 3, Term: 2}}
+	if err := ls.Save(raftpb.HardState{Term: 2, Vote: 1, Commit: 1}, ents, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		applied uint64
+		ok      bool
+	}{{3, true}, {4, false}} {
+		sm := &fixedSM{applied: tc.applied, cs: raftpb.ConfState{Voters: []uint64{1}}}
+		cfg := testConfig()
+		cfg.ID, cfg.Log, cfg.StateMachine = 1, ls, sm
+		n, err := Start(cfg)
+		if !tc.ok {
+			if err == nil {
+				n.Stop()
+				t.Fatalf("applied %d beyond the log accepted", tc.applied)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := ls.HardState().Commit; c != 3 {
+			t.Fatalf("commit %d after start, want 3", c)
+		}
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type fixedSM struct {
+	nopSM
+	applied uint64
+	cs      raftpb.ConfState
+}
+
+func (s *fixedSM) AppliedState() (uint64, raftpb.ConfState, error) { return s.applied, s.cs, nil }

@@ -50,6 +50,11 @@ type Raft interface {
 	Step(m raftpb.Message) error
 	ReportUnreachable(id uint64)
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// IsIDRemoved reports whether id was removed from the cluster; its
+	// streams are refused.
+	IsIDRemoved(id uint64) bool
+	// ReportRemoved is called when a peer refuses this member as removed.
+	ReportRemoved()
 }
 
 var _ Raft = (*Node)(nil)
@@ -331,6 +336,11 @@ func (p *peer) run() {
 				if ctx.Err() != nil {
 					return
 				}
+				if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
+					if r := p.t.getRaft(); r != nil {
+						r.ReportRemoved()
+					}
+				}
 				if time.Since(lastWarn) > 5*time.Second {
 					p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
 					lastWarn = time.Now()
@@ -486,6 +496,7 @@ func NewPeerServer(t *PeerTransport, tlsConf *tls.Config, opts ...grpc.ServerOpt
 const (
 	msgClusterMismatch = "raftnode: cluster ID mismatch"
 	msgMemberMismatch  = "raftnode: member ID mismatch"
+	msgMemberRemoved   = "raftnode: the member has been permanently removed from the cluster"
 )
 
 func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
@@ -509,6 +520,9 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 	r := t.getRaft()
 	if r == nil {
 		return status.Error(codes.Unavailable, "raftnode: member not started")
+	}
+	if r.IsIDRemoved(from) {
+		return status.Error(codes.PermissionDenied, msgMemberRemoved)
 	}
 	if err := ss.SendHeader(metadata.MD{}); err != nil {
 		return err

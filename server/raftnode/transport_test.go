@@ -22,10 +22,11 @@ import (
 
 // fakeRaft records what a transport delivers and reports.
 type fakeRaft struct {
-	mu          sync.Mutex
-	steps       []raftpb.Message
-	unreachable map[uint64]int
-	snapshots   []raft.SnapshotStatus
+	mu             sync.Mutex
+	steps          []raftpb.Message
+	unreachable    map[uint64]int
+	snapshots      []raft.SnapshotStatus
+	removedReports int
 }
 
 func newFakeRaft() *fakeRaft { return &fakeRaft{unreachable: map[uint64]int{}} }
@@ -46,6 +47,13 @@ func (f *fakeRaft) ReportUnreachable(id uint64) {
 func (f *fakeRaft) ReportSnapshot(id uint64, st raft.SnapshotStatus) {
 	f.mu.Lock()
 	f.snapshots = append(f.snapshots, st)
+	f.mu.Unlock()
+}
+
+func (f *fakeRaft) IsIDRemoved(id uint64) bool { return id == 0xdead }
+func (f *fakeRaft) ReportRemoved() {
+	f.mu.Lock()
+	f.removedReports++
 	f.mu.Unlock()
 }
 
@@ -104,9 +112,13 @@ func TestTransportDeliversAndChecksIDs(t *testing.T) {
 		{name: "same cluster", cluster: 7, peerID: b, delivered: true},
 		{name: "other cluster", cluster: 8, peerID: b, err: msgClusterMismatch},
 		{name: "wrong member", cluster: 7, peerID: 0xc, err: msgMemberMismatch},
+		{name: "removed sender", cluster: 7, peerID: b, err: msgMemberRemoved},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := uint64(0xa0 + i) // each case its own sender, to count its deliveries
+			if tc.err == msgMemberRemoved {
+				a = 0xdead
+			}
 			sent := newFakeRaft()
 			ta := NewTransport(TransportConfig{ID: a, ClusterID: tc.cluster, RetryInterval: 10 * time.Millisecond})
 			ta.SetRaft(sent)
@@ -142,6 +154,12 @@ func TestTransportDeliversAndChecksIDs(t *testing.T) {
 			})
 			if recv.stepsFrom(a) != 0 {
 				t.Fatal("a refused stream delivered a message")
+			}
+			sent.mu.Lock()
+			removed := sent.removedReports
+			sent.mu.Unlock()
+			if (removed > 0) != (tc.err == msgMemberRemoved) {
+				t.Fatalf("%d removal reports", removed)
 			}
 		})
 	}

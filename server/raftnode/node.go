@@ -460,9 +460,7 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-tick.C:
-			n.mu.Lock()
-			n.rn.Tick()
-			n.mu.Unlock()
+			n.tick()
 		case <-n.readyc:
 			if n.campaignWanted.Swap(false) {
 				n.campaignIfAlone()
@@ -470,21 +468,35 @@ func (n *Node) run() {
 		case <-n.stopc:
 			// Nothing new is stepped now; persist and apply what raft has.
 			if n.Err() == nil {
-				if err := n.processReadies(); err != nil {
+				if err := n.processReadies(nil); err != nil {
 					n.fail(err)
 				}
 			}
 			return
 		}
-		if err := n.processReadies(); err != nil {
+		if err := n.processReadies(tick.C); err != nil {
 			n.fail(err)
 			return
 		}
 	}
 }
 
-func (n *Node) processReadies() error {
+func (n *Node) tick() {
+	n.mu.Lock()
+	n.rn.Tick()
+	n.mu.Unlock()
+}
+
+// processReadies handles Readies until raft has none. It keeps ticking
+// meanwhile: under a steady stream of proposals there is always another
+// Ready, and a leader that stopped ticking would stop its heartbeats.
+func (n *Node) processReadies(tickc <-chan time.Time) error {
 	for {
+		select {
+		case <-tickc:
+			n.tick()
+		default:
+		}
 		n.mu.Lock()
 		if !n.rn.HasReady() {
 			n.mu.Unlock()
@@ -505,9 +517,10 @@ func (n *Node) processReadies() error {
 // sends its appends while its own write is in flight (raft thesis 10.2.1);
 // responses that promise something about this member's log or vote
 // (append, vote and pre-vote responses), and every message of a follower
-// or candidate, go only after the write is durable; committed entries are
-// applied only after the write, so an entry is never applied ahead of its
-// durability on this member (etcd #14370).
+// or candidate, go only after the write is durable; a committed entry is
+// applied only once it is durable on this member (etcd #14370). The commit
+// index itself need not be durable first: Start raises a lost one to the
+// applied index.
 func (n *Node) handleReady(rd *raft.Ready) error {
 	if rd.SoftState != nil {
 		n.state.Store(int32(rd.SoftState.RaftState))
@@ -532,6 +545,14 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		return fmt.Errorf("%w (snapshot at index %d)", ErrSnapshotUnsupported, rd.Snapshot.Metadata.Index)
 	}
+	// Committed entries already durable here (below this Ready's new
+	// entries) are applied while the Ready is saved; the rest wait for the
+	// save (etcd's shouldWaitWALSync). Otherwise a batch committed by the
+	// previous Ready would wait for the next batch's fsync too.
+	durable, pending := splitDurable(rd.CommittedEntries, rd.Entries)
+	if len(durable) > 0 {
+		n.applyc <- durable
+	}
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
 	}
@@ -540,10 +561,25 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 		n.commit.Store(rd.HardState.Commit)
 	}
 	n.send(after)
-	if len(rd.CommittedEntries) > 0 {
-		n.applyc <- rd.CommittedEntries
+	if len(pending) > 0 {
+		n.applyc <- pending
 	}
 	return nil
+}
+
+// splitDurable splits committed entries into those stored by earlier
+// Readies and those this Ready is about to store (raft's synchronous mode
+// may commit entries in the same Ready that appends them).
+func splitDurable(committed, appending []raftpb.Entry) (durable, pending []raftpb.Entry) {
+	if len(appending) == 0 {
+		return committed, nil
+	}
+	first := appending[0].Index
+	i := len(committed)
+	for i > 0 && committed[i-1].Index >= first {
+		i--
+	}
+	return committed[:i], committed[i:]
 }
 
 // splitAfterPersist separates the messages that must wait for the Ready's

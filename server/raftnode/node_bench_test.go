@@ -2,6 +2,8 @@ package raftnode
 
 import (
 	"context"
+	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,24 +66,23 @@ func BenchmarkProposeOneMember(b *testing.B) {
 			}
 			data := make([]byte, 256)
 			saves0, syncs0, ents0 := cl.saves.Load(), cl.syncs.Load(), cl.entries.Load()
-			b.SetParallelism(par) // × GOMAXPROCS goroutines
 			b.ResetTimer()
-			if par == 1 {
-				for range b.N {
-					if _, err := n.Propose(context.Background(), data); err != nil {
-						b.Fatal(err)
-					}
-				}
-			} else {
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			var wg sync.WaitGroup
+			for range par {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for left.Add(-1) >= 0 {
 						if _, err := n.Propose(context.Background(), data); err != nil {
 							b.Error(err)
 							return
 						}
 					}
-				})
+				}()
 			}
+			wg.Wait()
 			b.StopTimer()
 			saves, syncs, ents := cl.saves.Load()-saves0, cl.syncs.Load()-syncs0, cl.entries.Load()-ents0
 			if saves > 0 {
@@ -90,6 +91,86 @@ func BenchmarkProposeOneMember(b *testing.B) {
 			if syncs > 0 {
 				b.ReportMetric(float64(ents)/float64(syncs), "entries/fsync")
 			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
+		})
+	}
+}
+
+// BenchmarkGroupCommitBaseline is the shape of today's single-node apply
+// loop on the same disk, for comparison: a goroutine takes every waiting
+// request, writes them in one Pebble batch, commits it with one fsync and
+// answers each caller.
+func BenchmarkGroupCommitBaseline(b *testing.B) {
+	for _, par := range []int{1, 100} {
+		b.Run(map[int]string{1: "clients=1", 100: "clients=100"}[par], func(b *testing.B) {
+			db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: quietPebble{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			type req struct {
+				data []byte
+				done chan error
+			}
+			queue := make(chan req, 4096)
+			stop := make(chan struct{})
+			var loop sync.WaitGroup
+			loop.Add(1)
+			var seq uint64
+			go func() {
+				defer loop.Done()
+				var batch []req
+				for {
+					select {
+					case r := <-queue:
+						batch = append(batch[:0], r)
+					case <-stop:
+						return
+					}
+				fill:
+					for len(batch) < 1024 {
+						select {
+						case r := <-queue:
+							batch = append(batch, r)
+						default:
+							break fill
+						}
+					}
+					pb := db.NewBatch()
+					for _, r := range batch {
+						seq++
+						pb.Set(binary.BigEndian.AppendUint64([]byte{'k'}, seq), r.data, nil)
+					}
+					err := pb.Commit(pebble.Sync)
+					pb.Close()
+					for _, r := range batch {
+						r.done <- err
+					}
+				}
+			}()
+			data := make([]byte, 256)
+			b.ResetTimer()
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			var wg sync.WaitGroup
+			for range par {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					done := make(chan error, 1)
+					for left.Add(-1) >= 0 {
+						queue <- req{data: data, done: done}
+						if err := <-done; err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			close(stop)
+			loop.Wait()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
 		})
 	}

@@ -348,7 +348,12 @@ func TestMembershipChanges(t *testing.T) {
 	// Promote it, on the leader, once it has caught up.
 	waitFor(t, 5*time.Second, "the learner to catch up", func() bool { return nm.node.AppliedIndex() >= lead.node.AppliedIndex() })
 	lead = c.leader(t)
-	if res, err = lead.node.ProposeConfChange(ctx, ConfChange{Type: PromoteMember, NodeID: id}); err != nil {
+	// The leader's view of the learner's log lags its acknowledgements.
+	waitFor(t, 5*time.Second, "the leader to see the learner in sync", func() bool {
+		res, err = lead.node.ProposeConfChange(ctx, ConfChange{Type: PromoteMember, NodeID: id})
+		return !errors.Is(err, ErrLearnerNotReady)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, isErr := res.(error); isErr {

@@ -257,9 +257,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	if applied > hs.Commit {
-		// Applied entries were committed; the HardState saying so was
-		// written without fsync and lost (possible only with the log in a
-		// database of its own). Raft requires applied ≤ commit.
+		// Applied entries were committed, but the HardState saying so was
+		// lost: durable entries are applied while the Ready recording
+		// their commit is being saved, and commit-only HardStates are not
+		// synced. Raft requires applied ≤ commit.
 		last, err := cfg.Log.LastIndex()
 		if err != nil {
 			return nil, err

@@ -222,11 +222,17 @@ func testPartition(t *testing.T, cutLeader bool) {
 		t.Fatal("a partitioned member committed a write")
 	}
 	waitFor(t, 5*time.Second, "the partitioned member to lose its leader", func() bool { return cut.node.Leader() == 0 })
-	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	// A read there waits for a leader (as during an election), then fails
+	// with ErrNoLeader after ReadIndexTimeout.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	start := time.Now()
 	if _, err := cut.node.ReadIndex(ctx); !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("linearizable read on the minority: %v, want ErrNoLeader", err)
 	}
 	cancel()
+	if el := time.Since(start); el < testConfig().ReadIndexTimeout/2 {
+		t.Fatalf("the minority's read failed after %v, before its timeout", el)
+	}
 	// The majority continues (proposed on either of its members).
 	for i := range 10 {
 		propose(t, lead, fmt.Sprint("majority-", i))
@@ -519,4 +525,34 @@ func TestRemovedWhileDownStopsOnReturn(t *testing.T) {
 		t.Fatal("a removed member kept running")
 	}
 	propose(t, lead, "still-serving")
+}
+
+// A read issued while there is no leader yet is served once one is elected.
+func TestReadIndexWaitsForElection(t *testing.T) {
+	c := newCluster(t, 3)
+	peers := c.initialPeers()
+	// Start one member alone: it cannot elect anyone.
+	c.members[0].start(c.clusterID, peers, true)
+	t.Cleanup(c.stopAll)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.members[0].node.ReadIndex(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("read without a leader returned %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	for _, m := range c.members[1:] {
+		m.start(c.clusterID, peers, true)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read did not complete after the election")
+	}
 }

@@ -61,14 +61,28 @@ func (n *Node) readLoop() {
 	}
 }
 
-// requestReadIndex runs one raft ReadIndex: it resends the request every
-// ReadIndexRetry until the leader answers, and fails when the leader
-// changes, none is known, or ReadIndexTimeout passes.
+// requestReadIndex runs one raft ReadIndex: it waits for a leader, resends
+// the request every ReadIndexRetry until the leader answers, and fails when
+// the leader changes, or with ErrNoLeader or ErrTimeout when
+// ReadIndexTimeout passes. Like etcd's, a read during an election waits for
+// its outcome rather than failing at once.
 func (n *Node) requestReadIndex() (uint64, error) {
-	leaderChanged := n.LeaderChangedNotify()
-	if n.leader.Load() == raft.None {
-		return 0, ErrNoLeader
+	timeout := time.NewTimer(n.cfg.ReadIndexTimeout)
+	defer timeout.Stop()
+	for {
+		ch := n.LeaderChangedNotify()
+		if n.leader.Load() != raft.None {
+			break
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return 0, ErrNoLeader
+		case <-n.stopc:
+			return 0, ErrStopped
+		}
 	}
+	leaderChanged := n.LeaderChangedNotify()
 	rctx := binary.BigEndian.AppendUint64(nil, n.ids.next())
 	send := func() error {
 		n.mu.Lock()
@@ -85,8 +99,6 @@ func (n *Node) requestReadIndex() (uint64, error) {
 	n.signal()
 	retry := time.NewTicker(n.cfg.ReadIndexRetry)
 	defer retry.Stop()
-	timeout := time.NewTimer(n.cfg.ReadIndexTimeout)
-	defer timeout.Stop()
 	for {
 		select {
 		case rs := <-n.readStatec:

@@ -517,6 +517,9 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 		return status.Errorf(codes.FailedPrecondition, "%s: message for %s reached %s", msgMemberMismatch, FormatID(to), FormatID(t.cfg.ID))
 	}
 	from := get(mdFrom)
+	if from == 0 {
+		return status.Error(codes.InvalidArgument, "raftnode: stream without a sender member ID")
+	}
 	r := t.getRaft()
 	if r == nil {
 		return status.Error(codes.Unavailable, "raftnode: member not started")

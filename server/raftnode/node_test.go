@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,6 +259,9 @@ func TestReadIndexWaitsForApply(t *testing.T) {
 	c := newCluster(t, 1)
 	m := c.members[0]
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock() // a failing test must not leave the apply blocked
 	var block sync.Once
 	blocking := make(chan struct{})
 	m.wrap = func(m *member, cfg *Config) {
@@ -293,7 +297,7 @@ func TestReadIndexWaitsForApply(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	slowIndex := m.node.CommittedIndex()
-	close(release)
+	unblock()
 	for range readers {
 		r := <-out
 		if r.err != nil {
@@ -560,4 +564,73 @@ func TestReadIndexWaitsForElection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the read did not complete after the election")
 	}
+}
+
+// Proposers and readers on every member while leadership moves: a read
+// that returns must see every write acknowledged before it started (on any
+// member), and every member ends with the same log.
+func TestHammerLinearizableReads(t *testing.T) {
+	c := newCluster(t, 3)
+	c.startAll()
+	c.leader(t)
+	var acked atomic.Uint64 // highest index of an acknowledged write
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	var reads, writes atomic.Int64
+	for g := range 8 {
+		m := c.members[g%3]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				if g%2 == 0 {
+					pctx, pcancel := context.WithTimeout(ctx, time.Second)
+					res, err := m.node.Propose(pctx, []byte(fmt.Sprintf("g%d-%d", g, i)))
+					pcancel()
+					if err == nil {
+						idx := res.(uint64)
+						for {
+							cur := acked.Load()
+							if idx <= cur || acked.CompareAndSwap(cur, idx) {
+								break
+							}
+						}
+						writes.Add(1)
+					}
+					continue
+				}
+				before := acked.Load()
+				rctx, rcancel := context.WithTimeout(ctx, time.Second)
+				_, err := m.node.ReadIndex(rctx)
+				rcancel()
+				if err != nil {
+					continue // leader changes, timeouts: the client retries
+				}
+				if got := m.node.AppliedIndex(); got < before {
+					t.Errorf("member %s: read returned with applied %d, below the acknowledged write at %d", FormatID(m.id), got, before)
+					return
+				}
+				reads.Add(1)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	lead := c.leader(t)
+	for _, m := range c.members {
+		if m != lead {
+			tctx, tcancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if err := lead.node.TransferLeadership(tctx, m.id); err != nil {
+				t.Logf("transfer: %v", err)
+			}
+			tcancel()
+			break
+		}
+	}
+	wg.Wait()
+	if reads.Load() < 10 || writes.Load() < 10 {
+		t.Fatalf("only %d reads and %d writes", reads.Load(), writes.Load())
+	}
+	c.waitConverged(t, int(writes.Load()))
+	t.Logf("%d writes, %d linearizable reads", writes.Load(), reads.Load())
 }

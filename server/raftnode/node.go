@@ -22,7 +22,6 @@ var (
 	ErrStopped         = errors.New("raftnode: node stopped")
 	ErrRemoved         = errors.New("raftnode: member removed from the cluster")
 	ErrNoLeader        = errors.New("raftnode: no leader")
-	ErrProposalDropped = errors.New("raftnode: proposal dropped")
 	ErrLeaderChanged   = errors.New("raftnode: leader changed")
 	ErrTimeout         = errors.New("raftnode: request timed out")
 	ErrNotLeader       = errors.New("raftnode: not the leader")
@@ -748,8 +747,9 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 }
 
 // Propose replicates data and waits until this member has applied it,
-// returning the state machine's result for it. If ctx ends first the entry
-// may still be applied.
+// returning the state machine's result for it. While there is no leader
+// (an election, a leadership transfer) it waits for one. If ctx ends first
+// the entry may still be applied.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	id := n.ids.next()
 	payload := encodeEntry(id, data)
@@ -787,23 +787,39 @@ func (n *Node) propose(ctx context.Context, id uint64, step func() error) (any, 
 	if err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		n.wait.cancel(id)
-		return nil, n.stopError()
-	}
-	err = step()
-	n.mu.Unlock()
-	if err != nil {
-		n.wait.cancel(id)
-		if errors.Is(err, raft.ErrProposalDropped) {
-			if n.leader.Load() == raft.None {
-				return nil, ErrNoLeader
-			}
-			return nil, ErrProposalDropped
+	for {
+		changed := n.LeaderChangedNotify()
+		n.mu.Lock()
+		if n.stopped {
+			n.mu.Unlock()
+			n.wait.cancel(id)
+			return nil, n.stopError()
 		}
-		return nil, err
+		err = step()
+		n.mu.Unlock()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, raft.ErrProposalDropped) {
+			n.wait.cancel(id)
+			return nil, err
+		}
+		// Nothing was appended: there is no leader yet, a leadership
+		// transfer is under way, or the uncommitted log is full. Like
+		// etcd's, the proposal waits for that to pass, within ctx.
+		retry := time.NewTimer(n.cfg.TickInterval)
+		select {
+		case <-changed:
+		case <-retry.C:
+		case <-ctx.Done():
+			retry.Stop()
+			n.wait.cancel(id)
+			return nil, ctx.Err()
+		case <-n.donec:
+			retry.Stop()
+			return nil, n.stopError()
+		}
+		retry.Stop()
 	}
 	n.signal()
 	select {

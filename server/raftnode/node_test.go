@@ -536,33 +536,44 @@ func TestRemovedWhileDownStopsOnReturn(t *testing.T) {
 	propose(t, lead, "still-serving")
 }
 
-// A read issued while there is no leader yet is served once one is elected.
-func TestReadIndexWaitsForElection(t *testing.T) {
+// A read and a write issued while there is no leader yet are served once
+// one is elected.
+func TestRequestsWaitForElection(t *testing.T) {
 	c := newCluster(t, 3)
 	peers := c.initialPeers()
 	// Start one member alone: it cannot elect anyone.
 	c.members[0].start(c.clusterID, peers, true)
 	t.Cleanup(c.stopAll)
-	done := make(chan error, 1)
+	n := c.members[0].node
+	done := make(chan error, 2)
 	go func() {
-		_, err := c.members[0].node.ReadIndex(context.Background())
+		_, err := n.ReadIndex(context.Background())
+		done <- err
+	}()
+	go func() {
+		_, err := n.Propose(context.Background(), []byte("early"))
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		t.Fatalf("read without a leader returned %v", err)
+		t.Fatalf("a request without a leader returned %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
 	for _, m := range c.members[1:] {
 		m.start(c.clusterID, peers, true)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a request did not complete after the election")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the read did not complete after the election")
+	}
+	if data := c.waitConverged(t, 1); data[0] != "early" {
+		t.Fatalf("applied %q", data)
 	}
 }
 

@@ -3,12 +3,15 @@ package raftnode
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -40,9 +43,21 @@ func (l *countingLog) Save(hs raftpb.HardState, ents []raftpb.Entry, sync bool) 
 // BenchmarkProposeOneMember measures a one-voter group on a real disk:
 // proposals per second and how many proposals share each fsync, with one
 // proposer and with 100 concurrent ones (etcd's put-1c / put-100c shapes).
+//
+// With truncate, one proposer in 4096 compacts the log up to 1024 entries
+// behind the applied index (what issue 16's truncation will do): entries
+// then mostly die in the memtable instead of being flushed and compacted.
 func BenchmarkProposeOneMember(b *testing.B) {
-	for _, par := range []int{1, 100} {
-		b.Run(map[int]string{1: "clients=1", 100: "clients=100"}[par], func(b *testing.B) {
+	for _, bc := range []struct {
+		par      int
+		truncate bool
+	}{{1, false}, {100, false}, {100, true}} {
+		par := bc.par
+		name := fmt.Sprintf("clients=%d", par)
+		if bc.truncate {
+			name += "/truncate"
+		}
+		b.Run(name, func(b *testing.B) {
 			db, err := pebble.Open(b.TempDir(), &pebble.Options{Logger: quietPebble{}})
 			if err != nil {
 				b.Fatal(err)
@@ -67,7 +82,7 @@ func BenchmarkProposeOneMember(b *testing.B) {
 			data := make([]byte, 256)
 			saves0, syncs0, ents0 := cl.saves.Load(), cl.syncs.Load(), cl.entries.Load()
 			b.ResetTimer()
-			var left atomic.Int64
+			var left, proposed atomic.Int64
 			left.Store(int64(b.N))
 			var wg sync.WaitGroup
 			for range par {
@@ -78,6 +93,14 @@ func BenchmarkProposeOneMember(b *testing.B) {
 						if _, err := n.Propose(context.Background(), data); err != nil {
 							b.Error(err)
 							return
+						}
+						if bc.truncate && proposed.Add(1)%4096 == 0 {
+							if a := n.AppliedIndex(); a > 1024 {
+								if err := ls.Compact(a - 1024); err != nil && !errors.Is(err, raft.ErrCompacted) {
+									b.Error(err)
+									return
+								}
+							}
 						}
 					}
 				}()
@@ -116,7 +139,7 @@ func BenchmarkGroupCommitBaseline(b *testing.B) {
 			stop := make(chan struct{})
 			var loop sync.WaitGroup
 			loop.Add(1)
-			var seq uint64
+			var seq, commits uint64
 			go func() {
 				defer loop.Done()
 				var batch []req
@@ -143,6 +166,7 @@ func BenchmarkGroupCommitBaseline(b *testing.B) {
 					}
 					err := pb.Commit(pebble.Sync)
 					pb.Close()
+					commits++
 					for _, r := range batch {
 						r.done <- err
 					}
@@ -171,6 +195,7 @@ func BenchmarkGroupCommitBaseline(b *testing.B) {
 			b.StopTimer()
 			close(stop)
 			loop.Wait()
+			b.ReportMetric(float64(seq)/float64(commits), "entries/fsync")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
 		})
 	}

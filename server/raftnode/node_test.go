@@ -101,13 +101,14 @@ func (c *cluster) waitConverged(t testing.TB, want int) []string {
 	var ref []string
 	waitFor(t, 10*time.Second, "members to converge", func() bool {
 		ref = nil
+		first := true
 		for _, m := range c.members {
 			if m.node == nil {
 				continue
 			}
 			d := m.sm.snapshotData()
-			if ref == nil {
-				ref = d
+			if first {
+				ref, first = d, false
 			} else if !slices.Equal(ref, d) {
 				return false
 			}
@@ -644,4 +645,38 @@ func TestHammerLinearizableReads(t *testing.T) {
 	}
 	c.waitConverged(t, int(writes.Load()))
 	t.Logf("%d writes, %d linearizable reads", writes.Load(), reads.Load())
+}
+
+// A member that moves to a new peer URL (etcd's member update) is reached
+// there once the change is applied.
+func TestUpdateMemberPeerURL(t *testing.T) {
+	c := newCluster(t, 3)
+	c.startAll()
+	lead := c.leader(t)
+	var mover *member
+	for _, m := range c.members {
+		if m != lead {
+			mover = m
+			break
+		}
+	}
+	mover.stop()
+	newGateAddr := newGate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := lead.node.ProposeConfChange(ctx, ConfChange{Type: UpdateMember, NodeID: mover.id, PeerURLs: []string{newGateAddr.url()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := res.(error); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		propose(t, lead, fmt.Sprint("while-moving-", i))
+	}
+	// The old address is gone for good; the member comes back at the new one.
+	mover.gate.setDown(true)
+	mover.gate = newGateAddr
+	mover.restart()
+	c.waitConverged(t, 5)
 }

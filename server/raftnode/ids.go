@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -25,12 +26,9 @@ func MemberID(peerURLs []string, clusterToken string, now *time.Time) (uint64, e
 	}
 	urls := make([]string, len(peerURLs))
 	for i, s := range peerURLs {
-		u, err := url.Parse(s)
+		u, err := parsePeerURL(s)
 		if err != nil {
-			return 0, fmt.Errorf("raftnode: peer URL %q: %w", s, err)
-		}
-		if u.Scheme == "" || u.Host == "" {
-			return 0, fmt.Errorf("raftnode: peer URL %q: want scheme://host:port", s)
+			return 0, err
 		}
 		urls[i] = u.String()
 	}
@@ -45,6 +43,27 @@ func MemberID(peerURLs []string, clusterToken string, now *time.Time) (uint64, e
 	}
 	sum := sha1.Sum(b)
 	return binary.BigEndian.Uint64(sum[:8]), nil
+}
+
+// parsePeerURL checks a peer URL as etcd's types.NewURLs does: http,
+// https, unix or unixs, a host with a port, no path.
+func parsePeerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: peer URL %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "http", "https", "unix", "unixs":
+	default:
+		return nil, fmt.Errorf("raftnode: peer URL %q: scheme must be http, https, unix or unixs", s)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return nil, fmt.Errorf("raftnode: peer URL %q: want host:port", s)
+	}
+	if u.Path != "" {
+		return nil, fmt.Errorf("raftnode: peer URL %q: must not contain a path", s)
+	}
+	return u, nil
 }
 
 // ClusterID derives the cluster's ID from its initial members' IDs as etcd

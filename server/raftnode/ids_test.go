@@ -68,7 +68,7 @@ func TestMemberIDWithTimeDiffers(t *testing.T) {
 	if again != added {
 		t.Fatal("MemberID is not deterministic")
 	}
-	for _, bad := range [][]string{nil, {"127.0.0.1:2380"}, {"http://%zz"}} {
+	for _, bad := range [][]string{nil, {"127.0.0.1:2380"}, {"http://%zz"}, {"ftp://h:1"}, {"http://h"}, {"http://h:1/p"}} {
 		if _, err := MemberID(bad, "tok", nil); err == nil {
 			t.Errorf("MemberID(%q) accepted", bad)
 		}

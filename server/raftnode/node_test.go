@@ -109,7 +109,10 @@ func TestThreeMembersApplyInSameOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range 30 {
-				propose(t, m, fmt.Sprintf("m%d-%d", i, j))
+				if err := proposeRetry(m, fmt.Sprintf("m%d-%d", i, j)); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		}()
 	}

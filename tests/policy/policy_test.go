@@ -424,6 +424,9 @@ func TestHostileContained(t *testing.T) {
 	bomb.Match.Prefixes = []string{"/bomb/"}
 	bomb.OnError = "ignore"
 	bomb.Limits.Memory = 1 << 20
+	// NB: growing page by page, each grow charged as bulk work, can pass
+	// 20ms under -race on a busy machine; this case is about the oom kind.
+	bomb.Limits.AdmitTimeout = time.Second
 	m := start(t, []config.Policy{loop, trap, bomb}, nil)
 	c := m.Client(t)
 	ctx := context.Background()

@@ -216,7 +216,10 @@ func TestSandboxMetricsEachKind(t *testing.T) {
 		pol("fuel", "loop", []string{"authorize"}, func(p *config.Policy) {
 			p.Limits.AuthorizeTimeout, p.Limits.Fuel = time.Minute, 1_000_000
 		}),
-		pol("oom", "memory-bomb", []string{"authorize"}, func(p *config.Policy) { p.Limits.Memory = 1 << 20 }),
+		pol("oom", "memory-bomb", []string{"authorize"}, func(p *config.Policy) {
+			p.Limits.Memory = 1 << 20
+			p.Limits.AuthorizeTimeout = time.Second // the oom case, not a deadline race under -race
+		}),
 		pol("trap", "trap", []string{"authorize"}, nil),
 		pol("badresult", "garbage-verdict", []string{"authorize"}, nil),
 		pol("badreason", "reason-empty", []string{"authorize"}, nil),

@@ -6,6 +6,8 @@
 # Usage: scripts/test-upstream.sh       (normally via `make test-upstream`)
 #
 # Environment:
+#   UPSTREAM_PKG       etcd's test package (default common; e2e is etcd's
+#                      larger ctl/e2e suite, the same framework and flags)
 #   UPSTREAM_RUN       -run pattern for go test (default: every case)
 #   UPSTREAM_TARGETS   servers to run against (default "etcd metastore")
 #   UPSTREAM_TIMEOUT   go test -timeout per server (default 90m)
@@ -22,6 +24,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GO=${GO:-go}
+UPSTREAM_PKG=${UPSTREAM_PKG:-common}
 UPSTREAM_TARGETS=${UPSTREAM_TARGETS:-etcd metastore}
 UPSTREAM_TIMEOUT=${UPSTREAM_TIMEOUT:-90m}
 UPSTREAM_RESULTS=${UPSTREAM_RESULTS:-$root/bin/upstream/results}
@@ -41,16 +44,20 @@ if [ -n "${UPSTREAM_RUN:-}" ]; then
 	run=(-run "$UPSTREAM_RUN")
 fi
 for target in $UPSTREAM_TARGETS; do
-	echo "== etcd's tests/common against $target ($UPSTREAM_RESULTS/$target.json)"
+	echo "== etcd's tests/$UPSTREAM_PKG against $target ($UPSTREAM_RESULTS/$target.json)"
 	# A failing case is a result, not an error of this script.
 	(cd "$root/tests/upstream" &&
 		$GO test -tags e2e -count=1 -p 1 -timeout "$UPSTREAM_TIMEOUT" -json "${run[@]}" \
-			go.etcd.io/etcd/tests/v3/common -args -bin-dir="$bindir/$target") \
+			go.etcd.io/etcd/tests/v3/$UPSTREAM_PKG -args -bin-dir="$bindir/$target") \
 		>"$UPSTREAM_RESULTS/$target.json" || true
 done
 
 if [ -f "$UPSTREAM_RESULTS/etcd.json" ] && [ -f "$UPSTREAM_RESULTS/metastore.json" ]; then
-	(cd "$root/tests/upstream" && $GO run ./e2esummary -all \
-		-etcd "$UPSTREAM_RESULTS/etcd.json" -metastore "$UPSTREAM_RESULTS/metastore.json") \
-		| tee "$UPSTREAM_RESULTS/summary.md"
+	(
+		echo "etcd's tests/$UPSTREAM_PKG ($(grep -o 'go.etcd.io/etcd/tests/v3 v[^ ]*' "$root/tests/upstream/go.mod")), run $(date -u +%Y-%m-%d)" \
+			"on metastore $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- . ':!tests/README.md' || echo ' (with local changes)')"
+		echo
+		cd "$root/tests/upstream" && $GO run ./e2esummary -all \
+		-etcd "$UPSTREAM_RESULTS/etcd.json" -metastore "$UPSTREAM_RESULTS/metastore.json"
+	) | tee "$UPSTREAM_RESULTS/summary.md"
 fi

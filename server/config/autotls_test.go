@@ -39,8 +39,12 @@ func TestAutoTLS(t *testing.T) {
 	}
 
 	// A second load (a restart or a reload) reuses the pair.
-	if _, _, err := Load(args, nil); err != nil {
+	cfg2, _, err := Load(args, nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if d := RestartRequired(cfg, cfg2); len(d) != 0 {
+		t.Fatalf("a reload would need a restart for %v", d)
 	}
 	again, _ := os.ReadFile(want)
 	if string(again) != string(first) {

@@ -76,7 +76,7 @@ soak:
 # time). New corpus entries land in the Go build cache; the committed seed
 # corpora are in each package's testdata/fuzz.
 FUZZTIME ?= 1m
-FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server:FuzzTxnValidation ./server:FuzzRequestValidation \
+FUZZ_TARGETS := ./mvcc:FuzzKeyEncoding ./server/v3rpc:FuzzTxnValidation ./server/v3rpc:FuzzRequestValidation \
 	./server/config:FuzzLoad ./auth:FuzzDecodeUser ./auth:FuzzPermCheck \
 	./wasmhost:FuzzDecodeRequest ./wasmhost/internal/wasmbin:FuzzParseAndMeter \
 	./policies/policy:FuzzDecodeTxn ./policies/policy:FuzzRequest \

@@ -1,6 +1,10 @@
 package auth
 
-import "context"
+import (
+	"context"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
+)
 
 // Decision is an Authorizer's answer for one Request.
 type Decision uint8
@@ -25,31 +29,10 @@ func (d Decision) String() string {
 	}
 }
 
-// Op is the kind of request being authorized; the values are the policy
-// ABI's op byte.
-type Op uint8
-
-// Ops of the policy ABI.
-const (
-	OpRange       Op = 1
-	OpPut         Op = 2
-	OpDeleteRange Op = 3
-	OpTxn         Op = 4
-	OpWatch       Op = 5
-	OpLeaseRevoke Op = 6
-	OpCompact     Op = 7
-	// OpAdmin is every request that needs the root role (auth management,
-	// maintenance); it carries no key ranges.
-	OpAdmin Op = 8
-)
-
-// Request flags (the policy ABI's flags byte).
-const (
-	FlagSerializable uint8 = 1 << 0
-	FlagKeysOnly     uint8 = 1 << 1
-	FlagCountOnly    uint8 = 1 << 2
-	FlagPrevKV       uint8 = 1 << 3
-)
+// Op is the request's operation: the ABI's op byte. Its values, the flags and
+// the permissions are internal/policyabi's (one definition for auth, wasmhost
+// and the SDK).
+type Op = policyabi.Op
 
 // KeyRange is one key range a request touches, in etcd's convention: an
 // empty End is the single Key, End "\x00" every key >= Key, otherwise

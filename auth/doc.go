@@ -22,4 +22,8 @@
 //
 // bcrypt never runs here under a lock or in apply: the server hashes and
 // compares passwords on the request's goroutine (HashPassword, CheckPassword).
+//
+// auth must not import mvcc, lease, wasmhost or server: it declares the
+// small interfaces it needs (Reader, Writer, Authorizer) and the server
+// adapts storage and policies to them.
 package auth

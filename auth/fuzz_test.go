@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // FuzzDecodeUser: a persisted user record never panics the loader, and a
@@ -50,7 +52,7 @@ func FuzzPermCheck(f *testing.F) {
 			}
 		}
 		ps := newPermSet([]*role{{perms: perms}})
-		for _, want := range []Perm{PermRead, PermWrite} {
+		for _, want := range []Perm{policyabi.PermRead, policyabi.PermWrite} {
 			got := ps.allows(want, qk, qe)
 			inverted := len(qe) > 0 && !isOpenEnded(qe) && bytes.Compare(qe, qk) < 0
 			if !inverted && got != modelAllows(perms, want, qk, qe) {

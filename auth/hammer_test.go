@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // TestHammerStore runs lock-free readers (permission checks, token
@@ -57,15 +59,15 @@ func TestHammerStore(t *testing.T) {
 				} else {
 					lastEpoch = e
 				}
-				if err := decide(s, OpPut, "carol", PermWrite, "c/x", ""); err != nil {
+				if err := decide(s, policyabi.OpPut, "carol", policyabi.PermWrite, "c/x", ""); err != nil {
 					errc <- fmt.Errorf("carol lost a permission nobody touched: %v", err)
 					return
 				}
-				if err := decide(s, OpRange, "root", PermRead, "anything", "\x00"); err != nil {
+				if err := decide(s, policyabi.OpRange, "root", policyabi.PermRead, "anything", "\x00"); err != nil {
 					errc <- fmt.Errorf("root denied: %v", err)
 					return
 				}
-				if err := decide(s, OpPut, "alice", PermWrite, "a/x", ""); err != nil && !errors.Is(err, ErrPermissionDenied) {
+				if err := decide(s, policyabi.OpPut, "alice", policyabi.PermWrite, "a/x", ""); err != nil && !errors.Is(err, ErrPermissionDenied) {
 					errc <- fmt.Errorf("alice: unexpected %v", err)
 					return
 				}
@@ -77,9 +79,9 @@ func TestHammerStore(t *testing.T) {
 				}
 				if i%64 == 0 {
 					var r Request
-					r.Reset(OpTxn, "alice")
-					r.Add(PermRead, []byte("a/"), []byte("a0"))
-					r.Add(PermWrite, []byte("b"), nil)
+					r.Reset(policyabi.OpTxn, "alice")
+					r.Add(policyabi.PermRead, []byte("a/"), []byte("a0"))
+					r.Add(policyabi.PermWrite, []byte("b"), nil)
 					s.Authorize(ctx, &r)
 					s.UserList(nil)
 					s.RoleGet(&pb.AuthRoleGetRequest{Role: "ra"})

@@ -5,16 +5,12 @@ import (
 	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
-// Perm is the kind of access a key range needs.
-type Perm uint8
-
-// Perm values match the policy ABI's range permission byte.
-const (
-	PermRead  Perm = 1
-	PermWrite Perm = 2
-)
+// Perm is the permission a key range needs: the ABI's permission byte.
+type Perm = policyabi.Perm
 
 // interval is [begin, end) over byte strings; a nil end is +infinity.
 type interval struct{ begin, end []byte }
@@ -159,7 +155,7 @@ func (p *permSet) allows(perm Perm, key, end []byte) bool {
 		return false
 	}
 	set, tree := p.read, p.readTree
-	if perm == PermWrite {
+	if perm == policyabi.PermWrite {
 		set, tree = p.write, p.writeTree
 	}
 	if len(key) > 0 && len(end) > 0 && !isOpenEnded(end) && bytes.Compare(end, key) < 0 {

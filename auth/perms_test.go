@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // The model below is etcd's permission check written out plainly: its
@@ -54,7 +56,7 @@ func modelPerm(p *authpb.Permission) modelIvl {
 func modelAllows(perms []*authpb.Permission, want Perm, key, end []byte) bool {
 	var tree []modelIvl
 	for _, p := range perms {
-		if p.PermType == authpb.READWRITE || (want == PermRead && p.PermType == authpb.READ) || (want == PermWrite && p.PermType == authpb.WRITE) {
+		if p.PermType == authpb.READWRITE || (want == policyabi.PermRead && p.PermType == authpb.READ) || (want == policyabi.PermWrite && p.PermType == authpb.WRITE) {
 			tree = append(tree, modelPerm(p))
 		}
 	}
@@ -134,7 +136,7 @@ func TestPermSetMatchesEtcdModel(t *testing.T) {
 				end = randKey(r, false)
 			}
 			inverted := len(end) > 0 && !isOpenEnded(end) && bytes.Compare(end, key) < 0
-			for _, want := range []Perm{PermRead, PermWrite} {
+			for _, want := range []Perm{policyabi.PermRead, policyabi.PermWrite} {
 				exp := modelAllows(perms, want, key, end)
 				if inverted {
 					// The flat model does not prune as etcd's tree does;
@@ -148,7 +150,7 @@ func TestPermSetMatchesEtcdModel(t *testing.T) {
 				// tree must agree with the model too.
 				if len(end) > 0 && len(key) > 0 {
 					tree := ps.readTree
-					if want == PermWrite {
+					if want == policyabi.PermWrite {
 						tree = ps.writeTree
 					}
 					qe := end
@@ -185,20 +187,20 @@ func TestPermSetCases(t *testing.T) {
 		key, end string
 		want     bool
 	}{
-		{PermRead, "k1", "", true},
-		{PermRead, "k1\x00", "", false},
-		{PermRead, "k1", "k1\x00", true},
-		{PermRead, "k1", "k2", false},
-		{PermWrite, "k1", "", false},
-		{PermRead, "p/a", "", true},
-		{PermRead, "p/", "q", true}, // across two touching grants
-		{PermWrite, "p/", "q", false},
-		{PermRead, "p/", "q\x00", false},
-		{PermWrite, "z", "\x00", true},
-		{PermWrite, "zz", "\x00", true},
-		{PermWrite, "y", "\x00", false},
-		{PermRead, "", "", false},
-		{PermRead, "b", "a", false},
+		{policyabi.PermRead, "k1", "", true},
+		{policyabi.PermRead, "k1\x00", "", false},
+		{policyabi.PermRead, "k1", "k1\x00", true},
+		{policyabi.PermRead, "k1", "k2", false},
+		{policyabi.PermWrite, "k1", "", false},
+		{policyabi.PermRead, "p/a", "", true},
+		{policyabi.PermRead, "p/", "q", true}, // across two touching grants
+		{policyabi.PermWrite, "p/", "q", false},
+		{policyabi.PermRead, "p/", "q\x00", false},
+		{policyabi.PermWrite, "z", "\x00", true},
+		{policyabi.PermWrite, "zz", "\x00", true},
+		{policyabi.PermWrite, "y", "\x00", false},
+		{policyabi.PermRead, "", "", false},
+		{policyabi.PermRead, "b", "a", false},
 	} {
 		if got := ps.allows(c.perm, []byte(c.key), []byte(c.end)); got != c.want {
 			t.Errorf("allows(%d, %q, %q) = %v, want %v", c.perm, c.key, c.end, got, c.want)
@@ -211,9 +213,9 @@ func TestAuthorizeAllocs(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
 	var r Request
-	r.Reset(OpRange, "alice")
-	r.Add(PermRead, []byte("a/x"), nil)
-	r.Add(PermWrite, []byte("a/"), []byte("a0"))
+	r.Reset(policyabi.OpRange, "alice")
+	r.Add(policyabi.PermRead, []byte("a/x"), nil)
+	r.Add(policyabi.PermWrite, []byte("a/"), []byte("a0"))
 	if d, err := s.Authorize(ctx, &r); d != Allow {
 		t.Fatalf("Authorize = %v, %v", d, err)
 	}
@@ -221,9 +223,9 @@ func TestAuthorizeAllocs(t *testing.T) {
 		t.Errorf("Authorize allocates %v times per call, want 0", n)
 	}
 	var denied Request
-	denied.Reset(OpPut, "alice")
-	denied.Add(PermRead, []byte("a/z"), []byte("a/a")) // inverted: decided by the tree walk
-	denied.Add(PermWrite, []byte("b"), nil)
+	denied.Reset(policyabi.OpPut, "alice")
+	denied.Add(policyabi.PermRead, []byte("a/z"), []byte("a/a")) // inverted: decided by the tree walk
+	denied.Add(policyabi.PermWrite, []byte("b"), nil)
 	if n := testing.AllocsPerRun(1000, func() { s.Authorize(ctx, &denied) }); n != 0 {
 		t.Errorf("a denied Authorize allocates %v times per call, want 0", n)
 	}
@@ -233,8 +235,8 @@ func BenchmarkAuthorize(b *testing.B) {
 	s := newTestStore(b)
 	ctx := context.Background()
 	var r Request
-	r.Reset(OpRange, "alice")
-	r.Add(PermRead, []byte("a/some/key"), nil)
+	r.Reset(policyabi.OpRange, "alice")
+	r.Add(policyabi.PermRead, []byte("a/some/key"), nil)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

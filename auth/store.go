@@ -17,6 +17,8 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Reader reads the persisted auth state (at Open).
@@ -261,7 +263,7 @@ func (s *Store) Authorize(_ context.Context, r *Request) (Decision, error) {
 	if !s.st.Load().enabled {
 		return Allow, nil
 	}
-	if r.Op == OpAdmin {
+	if r.Op == policyabi.OpAdmin {
 		if err := s.checkAdmin(r.User); err != nil {
 			return Deny, err
 		}

@@ -11,6 +11,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // memBackend is a Reader and Writer over a map, as the server's store
@@ -98,7 +100,7 @@ func newTestStore(t testing.TB) *Store { return setupStore(t, newMemBackend()) }
 func decide(s Authorizer, op Op, user string, perm Perm, key, end string) error {
 	var r Request
 	r.Reset(op, user)
-	if op != OpAdmin {
+	if op != policyabi.OpAdmin {
 		r.Add(perm, []byte(key), []byte(end))
 	}
 	return Check(context.Background(), s, &r)
@@ -116,13 +118,13 @@ func TestStorePersistsAndReloads(t *testing.T) {
 		t.Fatalf("reloaded status = %v, %d; want %v, %d", e2, r2, enabled, rev)
 	}
 	for _, st := range []*Store{s, s2} {
-		if err := decide(st, OpPut, "alice", PermWrite, "a/1", ""); err != nil {
+		if err := decide(st, policyabi.OpPut, "alice", policyabi.PermWrite, "a/1", ""); err != nil {
 			t.Errorf("alice put a/1: %v", err)
 		}
-		if err := decide(st, OpPut, "alice", PermWrite, "k", ""); !errors.Is(err, ErrPermissionDenied) {
+		if err := decide(st, policyabi.OpPut, "alice", policyabi.PermWrite, "k", ""); !errors.Is(err, ErrPermissionDenied) {
 			t.Errorf("alice put k: %v, want permission denied", err)
 		}
-		if err := decide(st, OpAdmin, "root", 0, "", ""); err != nil {
+		if err := decide(st, policyabi.OpAdmin, "root", 0, "", ""); err != nil {
 			t.Errorf("root admin: %v", err)
 		}
 		if _, err := st.CheckPassword("alice", "alicepw"); err != nil {
@@ -158,21 +160,21 @@ func TestAuthorizeEtcdErrors(t *testing.T) {
 		want     error
 		comment  string
 	}{
-		{OpRange, "", PermRead, "a/1", "", ErrUserEmpty, "no user"},
-		{OpRange, "nobody", PermRead, "a/1", "", ErrPermissionDenied, "unknown user"},
-		{OpRange, "alice", PermRead, "k", "", nil, "granted key"},
-		{OpPut, "alice", PermWrite, "k", "", ErrPermissionDenied, "read-only key"},
-		{OpRange, "root", PermRead, "anything", "\x00", nil, "root"},
-		{OpAdmin, "", 0, "", "", ErrUserEmpty, "admin without user"},
-		{OpAdmin, "nobody", 0, "", "", ErrUserNotFound, "admin unknown user"},
-		{OpAdmin, "alice", 0, "", "", ErrPermissionDenied, "admin non-root"},
+		{policyabi.OpRange, "", policyabi.PermRead, "a/1", "", ErrUserEmpty, "no user"},
+		{policyabi.OpRange, "nobody", policyabi.PermRead, "a/1", "", ErrPermissionDenied, "unknown user"},
+		{policyabi.OpRange, "alice", policyabi.PermRead, "k", "", nil, "granted key"},
+		{policyabi.OpPut, "alice", policyabi.PermWrite, "k", "", ErrPermissionDenied, "read-only key"},
+		{policyabi.OpRange, "root", policyabi.PermRead, "anything", "\x00", nil, "root"},
+		{policyabi.OpAdmin, "", 0, "", "", ErrUserEmpty, "admin without user"},
+		{policyabi.OpAdmin, "nobody", 0, "", "", ErrUserNotFound, "admin unknown user"},
+		{policyabi.OpAdmin, "alice", 0, "", "", ErrPermissionDenied, "admin non-root"},
 	} {
 		if err := decide(s, c.op, c.user, c.perm, c.key, c.end); !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.comment, err, c.want)
 		}
 	}
 	var empty Request
-	empty.Reset(OpTxn, "")
+	empty.Reset(policyabi.OpTxn, "")
 	if err := Check(context.Background(), s, &empty); err != nil {
 		t.Errorf("an empty txn needs no user in etcd; got %v", err)
 	}
@@ -198,7 +200,7 @@ func TestChain(t *testing.T) {
 		{"all no opinion denies", Chain{fixed(NoOpinion, nil)}, "alice", ErrPermissionDenied},
 		{"empty chain denies", Chain{}, "alice", ErrPermissionDenied},
 	} {
-		if err := decide(c.chain, OpPut, c.user, PermWrite, "a/1", ""); !errors.Is(err, c.want) {
+		if err := decide(c.chain, policyabi.OpPut, c.user, policyabi.PermWrite, "a/1", ""); !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
 	}
@@ -212,7 +214,7 @@ func TestDisabledAllowsEverything(t *testing.T) {
 	b := newMemBackend()
 	s := setupStore(t, b)
 	ok(t, s.AuthDisable(b))
-	if err := decide(s, OpPut, "", PermWrite, "x", ""); err != nil {
+	if err := decide(s, policyabi.OpPut, "", policyabi.PermWrite, "x", ""); err != nil {
 		t.Errorf("disabled: %v", err)
 	}
 	if err := s.IsAdmin(""); err != nil {

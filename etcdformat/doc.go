@@ -11,5 +11,5 @@
 //
 // It imports nothing of metastore and nothing of etcd's server module: the
 // glue that turns a Reader into a metastore data directory, and a metastore
-// store into a Writer, lives with the callers (server/etcdmigrate.go).
+// store into a Writer, lives with the callers (server/v3rpc/etcdmigrate.go).
 package etcdformat

@@ -29,4 +29,6 @@
 // its sub-revision, Import bulk-loads one into an empty store. HashKV is
 // etcd's algorithm over etcd's encoding (etcdformat), so the numbers equal
 // an etcd member's with the same history.
+//
+// mvcc must not import lease, auth, wasmhost, server or a command.
 package mvcc

@@ -14,8 +14,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
@@ -41,7 +41,7 @@ func newBenchServer(tb testing.TB, configure ...func(*config.Config)) *Server {
 // token.
 func enableAuth(tb testing.TB, s *Server) context.Context {
 	ctx := context.Background()
-	as := &authServer{s: s}
+	as := s.rpc.Auth()
 	must := func(_ any, err error) {
 		tb.Helper()
 		if err != nil {
@@ -82,14 +82,14 @@ func withTenantIsolation(tb testing.TB) func(*config.Config) {
 			Hooks: []string{"authorize"}, Settings: []byte(`{"root":"/tenants/"}`),
 			// A benchmark measures cost; a descheduled thread must not time out.
 			Limits: config.PolicyLimits{AuthorizeTimeout: time.Second}}}
-		os.CopyFS(filepath.Join(c.DataDir, wasmCacheDir), os.DirFS(wasmtest.CacheDir()))
+		os.CopyFS(filepath.Join(c.DataDir, guard.WasmCacheDir), os.DirFS(wasmtest.CacheDir()))
 	}
 }
 
 func benchRange(b *testing.B, withAuth bool, configure ...func(*config.Config)) {
 	s := newBenchServer(b, configure...)
 	ctx := context.Background()
-	kv := &kvServer{s: s}
+	kv := s.rpc.KV()
 	if _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("bench-key"), Value: make([]byte, 256)}); err != nil {
 		b.Fatal(err)
 	}
@@ -126,11 +126,7 @@ func BenchmarkAuthorizeRange(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(p *testing.PB) {
 		for p.Next() {
-			id, err := s.identify(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := s.authorizeKV(ctx, id, auth.OpRange, func(ar *auth.Request) { ar.Add(auth.PermRead, r.Key, r.RangeEnd) }); err != nil {
+			if _, err := s.guard.Read(ctx, r); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/server/guard"
 )
 
 // tlsPeer returns a context whose peer presented a verified certificate
@@ -42,43 +43,35 @@ func TestIdentifyClientCertificate(t *testing.T) {
 	}{
 		{"cert CN", true, tlsPeer(ctx, "root"), "root"},
 		{"token wins over CN", true, tlsPeer(tokenCtx, "root"), "u"},
-		{"gateway request", true, metadata.NewIncomingContext(tlsPeer(ctx, "root"), metadata.Pairs(gatewayHeader, "x")), ""},
+		{"gateway request", true, metadata.NewIncomingContext(tlsPeer(ctx, "root"), metadata.Pairs(guard.GatewayHeader, "x")), ""},
 		{"no client-cert auth", false, tlsPeer(ctx, "root"), ""},
 		{"no TLS", true, ctx, ""},
 	} {
 		s.cfg.Server.TLS.ClientCertAuth = c.certAuth
-		id, err := s.identify(c.ctx)
-		if err != nil || id.user != c.want {
-			t.Errorf("%s: identify = %q, %v; want %q", c.name, id.user, err, c.want)
+		id, err := s.guard.Identify(c.ctx)
+		if err != nil || id.User != c.want {
+			t.Errorf("%s: identify = %q, %v; want %q", c.name, id.User, err, c.want)
 		}
 	}
 	// A CN user is authorized like any other: root may list users.
 	s.cfg.Server.TLS.ClientCertAuth = true
-	if _, err := (&authServer{s: s}).UserList(tlsPeer(ctx, "root"), &pb.AuthUserListRequest{}); err != nil {
+	if _, err := s.rpc.Auth().UserList(tlsPeer(ctx, "root"), &pb.AuthUserListRequest{}); err != nil {
 		t.Errorf("UserList as CN root: %v", err)
 	}
-	if _, err := (&authServer{s: s}).UserList(tlsPeer(ctx, "nobody"), &pb.AuthUserListRequest{}); !errors.Is(err, rpctypes.ErrGRPCUserNotFound) {
+	if _, err := s.rpc.Auth().UserList(tlsPeer(ctx, "nobody"), &pb.AuthUserListRequest{}); !errors.Is(err, rpctypes.ErrGRPCUserNotFound) {
 		t.Errorf("UserList as CN of an unknown user: %v, want user not found", err)
 	}
 }
 
-func TestWatchCancelReason(t *testing.T) {
-	for err, want := range map[error]error{
-		auth.ErrInvalidAuthToken: rpctypes.ErrGRPCInvalidAuthToken,
-		auth.ErrAuthOldRevision:  rpctypes.ErrGRPCAuthOldRevision,
-		auth.ErrUserEmpty:        rpctypes.ErrGRPCUserEmpty,
-		auth.ErrPermissionDenied: rpctypes.ErrGRPCPermissionDenied,
-	} {
-		if got := watchCancelReason(err); got != want.Error() {
-			t.Errorf("watchCancelReason(%v) = %q, want %q", err, got, want.Error())
-		}
-	}
+// TestWatchAuthorization: a watch as a user with READ on everything is
+// allowed; without a token, with auth on, it is refused as user empty.
+func TestWatchAuthorization(t *testing.T) {
 	s := newBenchServer(t)
 	ctx := enableAuth(t, s)
-	if err := s.authorizeWatch(ctx, []byte("any"), []byte{0}); err != nil {
+	if err := s.guard.AuthorizeWatch(ctx, []byte("any"), []byte{0}); err != nil {
 		t.Errorf("watch as u on everything: %v", err)
 	}
-	if err := s.authorizeWatch(context.Background(), []byte("k"), nil); !errors.Is(err, auth.ErrUserEmpty) {
+	if err := s.guard.AuthorizeWatch(context.Background(), []byte("k"), nil); !errors.Is(err, auth.ErrUserEmpty) {
 		t.Errorf("watch without a token: %v", err)
 	}
 }

@@ -16,26 +16,6 @@ import (
 	"github.com/metastore-dev/metastore/server/config"
 )
 
-// TestBucketKeepsTokensAcrossSet: a reload that changes a bucket's rate
-// neither refills nor empties it; rate 0 removes the limit.
-func TestBucketKeepsTokensAcrossSet(t *testing.T) {
-	var b bucket
-	b.set(1, 2)
-	if !b.allow() || !b.allow() || b.allow() {
-		t.Fatal("a burst of 2 should allow 2")
-	}
-	b.set(1, 5) // a bigger bucket, not refilled
-	if b.allow() {
-		t.Fatal("set refilled the bucket")
-	}
-	b.set(0, 0)
-	for range 100 {
-		if !b.allow() {
-			t.Fatal("rate 0 must not limit")
-		}
-	}
-}
-
 func refusedBy(s *Server, scope string) float64 {
 	return metricValue(s, "metastore_server_rate_limited_total", scope)
 }
@@ -219,7 +199,7 @@ func TestReloadLiveSettings(t *testing.T) {
 // metricValue reads a counter or gauge of s's registry: the sample of
 // name whose one label has the value label ("" for none). 0 if absent.
 func metricValue(s *Server, name, label string) float64 {
-	mfs, err := s.metrics.reg.Gather()
+	mfs, err := s.metrics.Registry().Gather()
 	if err != nil {
 		panic(err)
 	}

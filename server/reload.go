@@ -9,10 +9,10 @@ import (
 
 // liveSettings are the settings a reload changes while the server runs
 // (config.Reloadable lists them); everything else in Server.cfg is fixed
-// from start-up. The rate limits live in Server.rates.
+// from start-up. The rate limits live in the guard and max_connections in
+// the transport (serve), which applyLive drives.
 type liveSettings struct {
-	slow     atomic.Int64 // monitoring.slow_request_threshold
-	maxConns atomic.Int64 // limits.max_connections, read at each accept
+	slow atomic.Int64 // monitoring.slow_request_threshold (read by v3rpc)
 	// logging applies logging.level and logging.format (set by the
 	// command, whose logger it is); nil: the log settings take a restart.
 	logging func(config.Logging) error
@@ -28,7 +28,6 @@ func (l *liveSettings) init(cfg *config.Config) {
 	c := *cfg
 	l.running = &c
 	l.slow.Store(int64(cfg.Monitoring.SlowRequestThreshold))
-	l.maxConns.Store(int64(cfg.Limits.MaxConnections))
 }
 
 func (l *liveSettings) slowThreshold() time.Duration { return time.Duration(l.slow.Load()) }
@@ -40,7 +39,8 @@ func (l *liveSettings) slowThreshold() time.Duration { return time.Duration(l.sl
 func (s *Server) SetLoggingReloader(f func(config.Logging) error) { s.live.logging = f }
 
 // applyLive applies the reloadable settings of next, once its policies and
-// tenants are known to load, and records which other settings changed and
+// tenants are known to load (the guard calls it under its reload lock), and
+// records which other settings changed and
 // take a restart. Nothing of those is applied, not even in part: a value
 // such as max_request_bytes is read in many places that must agree.
 func (s *Server) applyLive(next *config.Config) {
@@ -51,9 +51,9 @@ func (s *Server) applyLive(next *config.Config) {
 		restart = append(restart, "logging.level", "logging.format")
 		logChanged = false
 	}
-	s.rates.set(next.Limits)
+	s.guard.SetRateLimits(next.Limits)
 	s.live.slow.Store(int64(next.Monitoring.SlowRequestThreshold))
-	s.live.maxConns.Store(int64(next.Limits.MaxConnections))
+	s.transport.SetMaxConnections(next.Limits.MaxConnections)
 	if logChanged {
 		if err := s.live.logging(next.Logging); err != nil {
 			s.lg.Error("reload: cannot change the log settings", "err", err)
@@ -81,14 +81,13 @@ func (s *Server) applyLive(next *config.Config) {
 	}
 }
 
-// countReload counts a finished reload by its result: ok, failed (nothing
-// changed), or restart_required (applied, but settings that take a
-// restart changed too).
-func (s *Server) countReload(err error) {
-	if err == nil && len(s.live.restart) > 0 {
-		s.metrics.reloads.WithLabelValues("restart_required").Inc()
-		s.metrics.reloadOK.Set(1)
+// countReload counts a finished reload by its result (the guard calls
+// it): ok, failed (nothing changed), or restart_required (applied, but
+// settings that take a restart changed too).
+func (s *Server) countReload(ok bool) {
+	if ok && len(s.live.restart) > 0 {
+		s.metrics.ReloadedRestartRequired()
 		return
 	}
-	s.metrics.reloaded(err == nil)
+	s.metrics.Reloaded(ok)
 }

@@ -3,17 +3,16 @@ package server
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/v3rpc"
 )
 
 // TestMaxSendMsgSize: with limits.max_send_msg_size set, a unary response
@@ -45,7 +44,7 @@ func TestMaxSendMsgSize(t *testing.T) {
 		t.Fatalf("RangeStream: %v", err)
 	}
 	for i, c := range chunks {
-		if n := (&RangeStreamResponse{RangeResponse: c}).Size(); n > limit {
+		if n := (&v3rpc.RangeStreamResponse{RangeResponse: c}).Size(); n > limit {
 			t.Errorf("RangeStream piece %d is %d bytes, over the %d limit", i, n, limit)
 		}
 	}
@@ -97,43 +96,5 @@ func TestMaxSendMsgSize(t *testing.T) {
 	}
 	if _, err := ts.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("Range after the watch failed: %v", err)
-	}
-}
-
-// TestSendRangePieceSplits: a piece over the limit is cut into messages of
-// key-values under it, header, more and count on the last; a single
-// key-value over the limit fails.
-func TestSendRangePieceSplits(t *testing.T) {
-	s := &Server{cfg: config.Default()}
-	s.cfg.Limits.MaxSendMsgSize = 1000
-	out := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: 9}, Count: 40, More: true}
-	for i := range 40 {
-		out.Kvs = append(out.Kvs, &mvccpb.KeyValue{Key: []byte{byte(i)}, Value: bytes.Repeat([]byte("v"), 90)})
-	}
-	var got []*pb.RangeResponse
-	send := func(r *pb.RangeResponse) error { got = append(got, r); return nil }
-	if err := s.sendRangePiece(out, send); err != nil {
-		t.Fatal(err)
-	}
-	var kvs int
-	for i, r := range got {
-		if n := (&RangeStreamResponse{RangeResponse: r}).Size(); n > 1000 {
-			t.Errorf("message %d is %d bytes", i, n)
-		}
-		if i < len(got)-1 && (r.Header != nil || r.Count != 0 || r.More) {
-			t.Errorf("message %d carries the header", i)
-		}
-		kvs += len(r.Kvs)
-	}
-	if last := got[len(got)-1]; kvs != 40 || last.Count != 40 || !last.More || last.Header.Revision != 9 || len(got) < 4 {
-		t.Fatalf("split into %d messages with %d kvs, last %v", len(got), kvs, last)
-	}
-	big := &pb.RangeResponse{Kvs: []*mvccpb.KeyValue{{Key: []byte("a"), Value: make([]byte, 2000)}}}
-	if err := s.sendRangePiece(big, func(*pb.RangeResponse) error { return nil }); status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("a key-value over the limit: %v", err)
-	}
-	var sendErr = errors.New("gone")
-	if err := s.sendRangePiece(out, func(*pb.RangeResponse) error { return sendErr }); !errors.Is(err, sendErr) {
-		t.Fatalf("send error not returned: %v", err)
 	}
 }

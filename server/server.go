@@ -2,100 +2,63 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/soheilhy/cmux"
+	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
-	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/server/serve"
+	"github.com/metastore-dev/metastore/server/v3lock"
+	"github.com/metastore-dev/metastore/server/v3rpc"
 )
 
 // EtcdVersion is the etcd version metastore reports in Status. Clients such
 // as kube-apiserver enable features by it.
-const EtcdVersion = "3.6.0"
-
-// grpcOverheadBytes is what etcd allows on top of --max-request-bytes for
-// gRPC framing before the transport refuses a message.
-const grpcOverheadBytes = 512 * 1024
+const EtcdVersion = v3rpc.EtcdVersion
 
 // Server is one metastore member: storage, the apply loop and the gRPC API.
 type Server struct {
 	cfg *config.Config
 	lg  *slog.Logger
 
-	store    *mvcc.Store
-	hub      *mvcc.Hub
-	watch    *watchServer
-	applier  *apply.Applier
-	loop     *apply.Loop
-	lessor   *lease.Lessor
-	leaseIDs *leaseIDGen
+	store   *mvcc.Store
+	hub     *mvcc.Hub
+	applier *apply.Applier
+	loop    *apply.Loop
+	lessor  *lease.Lessor
 
 	auth   *auth.Store
 	tokens *auth.Tokens
-	// chain is the current generation of the authorization chain
-	// (configured policies, then the built-in RBAC) and admission list;
-	// requests hold one with acquireChain. Replaced whole by a reload.
-	chain atomic.Pointer[policyChain]
-	// policies is what the WebAssembly policies share across reloads.
-	policies *policySet
-	// reloadConfig re-reads the configuration for a policy reload (set by
-	// the command; nil reloads with the current one).
-	reloadConfig func() (*config.Config, error)
-	// leaseKeys returns the keys attached to a lease (set by the lessor).
-	leaseKeys func(id int64) [][]byte
+	// guard identifies, authorizes and admits every request, and owns the
+	// policies and tenants (reloaded without a restart).
+	guard *guard.Guard
+	// rpc is etcd's gRPC services over the parts above.
+	rpc *v3rpc.Server
 
-	ids     memberIDs
-	grpc    *grpc.Server // plaintext listeners
-	grpcTLS *grpc.Server // https listeners; nil without any
-	http    *http.Server
-	gw      *gateway // the JSON gateway; nil when disabled
-	// h2 serves HTTP/2 requests that are not gRPC on https listeners;
-	// nil without any.
-	h2 *h2Server
-	// metricsHTTPs serve --listen-metrics-urls; set by Run.
-	metricsHTTPs []*http.Server
-	tlsCfg       *tls.Config // nil without https listeners
-	lns          []clientListener
-	addrs        []string
-	metrics      *metrics
-	rates        *rateLimits               // global, per-user, unary and stream buckets (ratelimits.go)
-	live         liveSettings              // what a reload changes while serving (reload.go)
-	tenants      atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
-	quota        *spaceQuota               // etcd's backend quota (spacequota.go)
+	ids v3rpc.IDs
+	// transport is the listeners and the gRPC and HTTP servers on them.
+	transport *serve.Server
+	metrics   *v3rpc.Metrics
+	// live is what a reload changes while serving (reload.go).
+	live liveSettings
 
 	stopOnce sync.Once
 	stopping chan struct{}  // closed when shutdown begins; ends long-lived streams
 	bg       sync.WaitGroup // background loops, stopped before storage closes
 	bgCancel context.CancelFunc
-}
-
-// memberIDs identify the cluster and this member; fixed at first start.
-type memberIDs struct {
-	cluster, member, term uint64
 }
 
 // New opens the data directory and binds the client listeners, so that
@@ -111,171 +74,87 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	// A snapshot interrupted by a crash leaves its checkpoint behind.
-	os.RemoveAll(filepath.Join(cfg.DataDir, snapshotTmpDir))
+	os.RemoveAll(filepath.Join(cfg.DataDir, v3rpc.SnapshotTmpDir))
 	store, err := mvcc.Open(cfg.DataDir, mvcc.Options{Logger: lg.With("component", "mvcc")})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, lg: lg, store: store, metrics: newMetrics(), stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, lg: lg, store: store, metrics: v3rpc.NewMetrics(), stopping: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
-			if s.gw != nil {
-				s.gw.close()
-			}
 			s.closeStorage()
 		}
 	}()
-	if s.ids, err = bootstrapIDs(store); err != nil {
+	if s.ids, err = v3rpc.BootstrapIDs(store); err != nil {
 		return nil, err
 	}
-	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
 	s.lessor = lease.New(lease.Config{RevokeRate: cfg.Lease.RevokeRate, RestartGrace: cfg.Lease.RestartGrace})
 	minTTL := int64(cfg.Lease.MinTTL / time.Second)
 	if err := apply.LoadLeases(store, minTTL, s.lessor.Restore); err != nil {
 		return nil, err
 	}
-	s.leaseKeys = s.readLeaseKeys
 	if err := s.openAuth(); err != nil {
 		return nil, err
 	}
-	if err := s.openPolicies(); err != nil {
-		return nil, err
-	}
-	s.tenants.Store(newTenantSet(cfg.Tenants, nil))
 	if s.applier, err = apply.New(store, apply.Options{
-		Auth: s.auth, Tenants: applyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
-		Self:           &pb.Member{ID: s.ids.member, PeerURLs: cfg.Server.AdvertisePeerURLs},
+		Auth: s.auth, Tenants: guard.ApplyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
+		Self:           &pb.Member{ID: s.ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs},
 		MaxLearners:    cfg.Cluster.MaxLearners,
-		ClusterVersion: initialClusterVersion,
+		ClusterVersion: v3rpc.InitialClusterVersion,
 	}); err != nil {
 		return nil, err
 	}
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
-	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: watchResponseBytes(cfg.Limits)}) // sendlimit.go
-	s.quota = newSpaceQuota(store, s.quotaBytes(), s.liveDBSize)
-	s.watch = newWatchServer(s)
-	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.observeBatch}); err != nil {
+	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: v3rpc.WatchResponseBytes(cfg.Limits)})
+	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.ObserveBatch}); err != nil {
 		return nil, err
 	}
-	s.registerStoreMetrics()
-	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
-	s.rates = newRateLimits(cfg.Limits, s.metrics.rateLimited, s.metrics.reg)
 	s.live.init(cfg)
-	if cfg.Server.HasTLS() {
-		if s.tlsCfg, err = newServerTLS(cfg.Server.TLS); err != nil {
-			return nil, err
-		}
+	if s.guard, err = guard.New(guard.Options{
+		Config: cfg, Logger: lg, Auth: s.auth, Tokens: s.tokens,
+		Applier: s.applier, Counter: s.loop, Store: store, LeaseKeys: s.readLeaseKeys,
+		Validate:  v3rpc.Validators(cfg.Limits.MaxTxnOps),
+		Metrics:   guard.Metrics{Registry: s.metrics.Registry(), RateLimited: s.metrics.RateLimited(), Reloaded: s.countReload},
+		ApplyLive: s.applyLive, // reload.go
+	}); err != nil {
+		return nil, err
 	}
-	s.grpc = s.newGRPCServer(nil)
-	if s.tlsCfg != nil {
-		s.grpcTLS = s.newGRPCServer(tlsAfterMux{})
-	}
-	if cfg.Server.EnableGRPCGateway {
-		if s.gw, err = newGateway(lg); err != nil {
-			return nil, err
-		}
-	}
-	s.http = &http.Server{Handler: s.newHTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: withConnTLS}
-	if s.tlsCfg != nil {
-		if s.h2, err = newH2Server(s.http, cfg.GRPC.MaxConcurrentStreams); err != nil {
-			return nil, err
-		}
-	}
-	for _, u := range cfg.Server.ListenClientURLs {
-		cl, err := s.listen(u, false)
-		if err != nil {
-			return nil, err
-		}
-		s.lns = append(s.lns, cl)
-		s.addrs = append(s.addrs, cl.addr)
-	}
-	for _, u := range cfg.Server.ListenMetricsURLs {
-		cl, err := s.listen(u, true)
-		if err != nil {
-			return nil, err
-		}
-		s.lns = append(s.lns, cl)
+	s.rpc = v3rpc.New(v3rpc.Member{
+		Config: cfg, Logger: lg, Store: store, Hub: s.hub, Applier: s.applier, Proposer: s.loop, Lessor: s.lessor,
+		Auth: s.auth, Tokens: s.tokens, Guard: s.guard, Metrics: s.metrics, Stopping: s.stopping,
+		IDs:           s.ids,
+		ClientAddrs:   s.ClientAddrs,
+		SlowThreshold: s.live.slowThreshold,
+	})
+	if s.transport, err = serve.New(serve.Options{
+		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),
+		GatewayRoutes: []func(*gwruntime.ServeMux, *grpc.ClientConn) error{v3lock.RegisterGateway},
+		Health:        s.handleHealth, Version: s.handleVersion, Metrics: s.metricsHandler(),
+		AuthEnabled: func() bool { enabled, _, _ := s.auth.State(); return enabled },
+		ConnRefused: s.metrics.ConnRefused, Revision: s.store.Rev,
+	}); err != nil {
+		return nil, err
 	}
 	ok = true
 	return s, nil
 }
 
-// clientListener is one bound listener: TLS-terminated for https:// URLs,
-// connection-limited, and either a client port (gRPC and HTTP) or a metrics
-// port (HTTP only).
-type clientListener struct {
-	ln      net.Listener
-	addr    string
-	secure  bool
-	metrics bool
-}
-
-func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return clientListener{}, fmt.Errorf("listen URL: %w", err)
-	}
-	ln, err := net.Listen("tcp", u.Host)
-	if err != nil {
-		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
-	}
-	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
-	ln = newConnLimitListener(ln, &s.live.maxConns, func() {
-		s.metrics.connsRefused.Inc()
-	})
-	if cl.secure {
-		// Validate guarantees the certificates for every https:// URL.
-		ln = tls.NewListener(ln, s.tlsCfg)
-	}
-	cl.ln = ln
-	return cl, nil
-}
-
+// newGRPCServer is a gRPC server with etcd's services (server/v3rpc) and
+// Lock and Election (server/v3lock), which call the KV and Lease services
+// in-process as the caller.
 func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newGogoCodec()),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
-		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
-		grpc.MaxSendMsgSize(maxSendMsgSize(s.cfg.Limits)),
-		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
-		grpc.NumStreamWorkers(s.cfg.GRPC.StreamWorkers),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             s.cfg.GRPC.KeepaliveMinTime,
-			PermitWithoutStream: false,
-		}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    s.cfg.GRPC.KeepaliveInterval,
-			Timeout: s.cfg.GRPC.KeepaliveTimeout,
-			// Connection lifetime (grpc.max_connection_*); 0 is gRPC's "never".
-			MaxConnectionIdle:     s.cfg.GRPC.MaxConnectionIdle,
-			MaxConnectionAge:      s.cfg.GRPC.MaxConnectionAge,
-			MaxConnectionAgeGrace: s.cfg.GRPC.MaxConnectionAgeGrace,
-		}),
-	}
-	if creds != nil {
-		opts = append(opts, grpc.Creds(creds))
-	}
-	g := grpc.NewServer(opts...)
-	g.RegisterService(&kvServiceDesc, &kvServer{s: s}) // etcd 3.7's KV, with RangeStream
-	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
-	pb.RegisterClusterServer(g, &clusterServer{s: s})
-	pb.RegisterAuthServer(g, &authServer{s: s})
-	pb.RegisterWatchServer(g, s.watch)
-	pb.RegisterLeaseServer(g, &leaseServer{s: s})
-	conc := &concurrency{s: s, kv: &kvServer{s: s}, lease: &leaseServer{s: s}}
-	cpb.RegisterLockServer(g, &lockServer{c: conc})
-	cpb.RegisterElectionServer(g, &electionServer{c: conc})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, hs)
+	g := s.rpc.NewGRPCServer(creds)
+	v3lock.Register(g, v3lock.Deps{
+		KV: s.rpc.KV(), Lease: s.rpc.Lease(), Hub: s.hub, FillHeader: s.rpc.FillHeader,
+		AuthorizeWatch: s.rpc.AuthorizeWatch, Stopping: s.stopping,
+	})
 	return g
 }
 
 // ClientAddrs returns the bound client listener addresses (host:port).
-func (s *Server) ClientAddrs() []string { return s.addrs }
+func (s *Server) ClientAddrs() []string { return s.transport.Addrs() }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: stop
 // accepting, finish in-flight requests, apply what is queued, close storage.
@@ -283,47 +162,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
-	errc := make(chan error, 4*len(s.lns)+1)
-	if s.gw != nil {
-		go func() { errc <- s.gw.serve(s.grpc) }()
-	}
-	for _, cl := range s.lns {
-		if cl.metrics {
-			hs := s.metricsHTTP()
-			s.metricsHTTPs = append(s.metricsHTTPs, hs)
-			go func() { errc <- hs.Serve(cl.ln) }()
-			s.lg.Info("serving metrics and health", "address", cl.addr, "tls", cl.secure)
-			continue
-		}
-		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
-		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
-		m := cmux.New(cl.ln)
-		g, grpcL := s.grpc, net.Listener(nil)
-		if cl.secure {
-			// Every TLS client speaks h2: split by content-type (see h2.go).
-			g = s.grpcTLS
-			grpcL = m.MatchWithWriters(matchGRPC)
-			h2L := m.Match(cmux.HTTP2())
-			go func() { errc <- s.h2.serve(h2L) }()
-		} else {
-			grpcL = m.Match(cmux.HTTP2())
-		}
-		httpL := m.Match(cmux.HTTP1())
-		go func() { errc <- g.Serve(grpcL) }()
-		go func() { errc <- s.http.Serve(httpL) }()
-		go func() { errc <- m.Serve() }()
-		s.lg.Info("ready to serve client requests", "address", cl.addr, "tls", cl.secure,
-			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
-			"data-dir", s.cfg.DataDir, "revision", s.store.Rev())
-	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		if errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cmux.ErrListenerClosed) {
-			err = nil
-		}
-	}
+	err := s.transport.Serve(ctx)
 	s.lg.Info("shutting down")
 	s.stop()
 	if err != nil {
@@ -335,23 +174,18 @@ func (s *Server) Run(ctx context.Context) error {
 // SetConfigReloader gives the server the function that re-reads the
 // configuration when it is reloaded (on SIGHUP or a changed file). Call it
 // before Run.
-func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.reloadConfig = f }
+func (s *Server) SetConfigReloader(f func() (*config.Config, error)) { s.guard.SetConfigReloader(f) }
 
 // Reload re-reads the configuration (through the reloader, if set) and
 // applies its policies and tenants; see ReloadConfig. An invalid
 // configuration changes nothing; it is logged and counted.
-func (s *Server) Reload(ctx context.Context) error {
-	var cfg *config.Config
-	if s.reloadConfig != nil {
-		c, err := s.reloadConfig()
-		if err != nil {
-			s.lg.Error("reload refused: the configuration is invalid; the previous policies and tenants keep serving", "err", err)
-			s.metrics.reloaded(false)
-			return err
-		}
-		cfg = c
-	}
-	return s.ReloadConfig(ctx, cfg)
+func (s *Server) Reload(ctx context.Context) error { return s.guard.Reload(ctx) }
+
+// ReloadConfig applies the policies, authorization chain and tenants of cfg
+// (nil re-reads the current policies' files) without a restart and without
+// dropping a request; see guard.Guard.ReloadConfig.
+func (s *Server) ReloadConfig(ctx context.Context, cfg *config.Config) error {
+	return s.guard.ReloadConfig(ctx, cfg)
 }
 
 // startBackground starts the loops that run beside request handling.
@@ -359,7 +193,7 @@ func (s *Server) startBackground(ctx context.Context) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.watchPolicies(ctx, s.Reload)
+		s.guard.Run(ctx)
 	}()
 	s.bg.Add(4)
 	go func() {
@@ -368,7 +202,7 @@ func (s *Server) startBackground(ctx context.Context) {
 	}()
 	go func() {
 		defer s.bg.Done()
-		s.runVersionMonitor(ctx)
+		s.rpc.RunVersionMonitor(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()
@@ -405,39 +239,7 @@ func (s *Server) startBackground(ctx context.Context) {
 func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
-		done := make(chan struct{})
-		go func() {
-			var wg sync.WaitGroup
-			for _, g := range []*grpc.Server{s.grpc, s.grpcTLS} {
-				if g != nil {
-					wg.Go(g.GracefulStop)
-				}
-			}
-			wg.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			// Long-lived streams (watches) never finish on their own.
-			s.grpc.Stop()
-			if s.grpcTLS != nil {
-				s.grpcTLS.Stop()
-			}
-			<-done
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.http.Shutdown(ctx)
-		if s.h2 != nil {
-			s.h2.close()
-		}
-		if s.gw != nil {
-			s.gw.close()
-		}
-		for _, hs := range s.metricsHTTPs {
-			hs.Shutdown(ctx)
-		}
+		s.transport.Stop()
 		if s.bgCancel != nil {
 			s.bgCancel()
 		}
@@ -459,96 +261,27 @@ func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
 	}
-	s.policies.close(s.chain.Load())
+	if s.guard != nil {
+		s.guard.Close()
+	}
 	if s.tokens != nil {
 		s.tokens.Close()
 	}
 	if err := s.store.Close(); err != nil {
 		s.lg.Error("close storage", "err", err)
 	}
-	for _, cl := range s.lns {
-		cl.ln.Close()
+	if s.transport != nil {
+		s.transport.Close()
 	}
 }
 
-// fillHeader completes a response header as etcd does; a revision already set
-// by the operation is kept.
-func (s *Server) fillHeader(h *pb.ResponseHeader) {
-	if h == nil {
-		return
-	}
-	h.ClusterId = s.ids.cluster
-	h.MemberId = s.ids.member
-	h.RaftTerm = s.ids.term
-	if h.Revision == 0 {
-		h.Revision = s.store.Rev()
-	}
-}
+// RestoreOptions tune RestoreSnapshot (etcdutl's flags); see
+// v3rpc.RestoreOptions.
+type RestoreOptions = v3rpc.RestoreOptions
 
-const (
-	metaClusterID = "cluster_id"
-	metaMemberID  = "member_id"
-	metaTerm      = "raft_term"
-)
-
-// bootstrapIDs reads the cluster and member ids, creating them on first start.
-func bootstrapIDs(s *mvcc.Store) (memberIDs, error) {
-	var ids memberIDs
-	get := func(name string) (uint64, error) {
-		v, err := s.Meta(name)
-		if err != nil || v == nil {
-			return 0, err
-		}
-		if len(v) != 8 {
-			return 0, fmt.Errorf("meta %s: bad length %d", name, len(v))
-		}
-		return binary.BigEndian.Uint64(v), nil
-	}
-	var err error
-	if ids.cluster, err = get(metaClusterID); err != nil {
-		return ids, err
-	}
-	if ids.member, err = get(metaMemberID); err != nil {
-		return ids, err
-	}
-	if ids.term, err = get(metaTerm); err != nil {
-		return ids, err
-	}
-	if ids.cluster != 0 && ids.member != 0 && ids.term != 0 {
-		return ids, nil
-	}
-	ids = newMemberIDs()
-	return ids, writeIDs(s, ids)
-}
-
-// newMemberIDs returns the ids of a new one-member cluster.
-func newMemberIDs() memberIDs {
-	return memberIDs{cluster: randomID(), member: randomID(), term: 2}
-}
-
-// writeIDs stores ids durably.
-func writeIDs(s *mvcc.Store, ids memberIDs) error {
-	b, err := s.NewBatch()
-	if err != nil {
-		return err
-	}
-	for name, v := range map[string]uint64{metaClusterID: ids.cluster, metaMemberID: ids.member, metaTerm: ids.term} {
-		if err := b.SetMeta(name, binary.BigEndian.AppendUint64(nil, v)); err != nil {
-			b.Abort()
-			return err
-		}
-	}
-	return b.Commit()
-}
-
-func randomID() uint64 {
-	var b [8]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			panic(err) // crypto/rand never fails on supported platforms
-		}
-		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
-			return id
-		}
-	}
+// RestoreSnapshot restores a snapshot file (etcd's or metastore's, or
+// etcd's member/snap/db) into dataDir as a new one-member cluster
+// (`metastore snapshot restore`); see v3rpc.RestoreSnapshot.
+func RestoreSnapshot(file, dataDir string, opts RestoreOptions) (rev int64, err error) {
+	return v3rpc.RestoreSnapshot(file, dataDir, opts)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 // Names of the exports and imports of ABI v1.
@@ -67,48 +69,17 @@ func (h Hook) String() string {
 	return "authorize"
 }
 
-// Op is the request's operation.
-type Op uint8
+// Op is the request's operation: the ABI's op byte. Its values, the flags and
+// the permissions are internal/policyabi's (one definition for auth, wasmhost
+// and the SDK).
+type Op = policyabi.Op
 
-// Operations of ABI v1.
-const (
-	OpRange       Op = 1
-	OpPut         Op = 2
-	OpDeleteRange Op = 3
-	OpTxn         Op = 4
-	OpWatch       Op = 5
-	OpLeaseRevoke Op = 6
-	OpCompact     Op = 7
-	OpAdmin       Op = 8
-)
+// Perm is the permission a key range needs: the ABI's permission byte.
+type Perm = policyabi.Perm
 
-// Request flags.
-const (
-	FlagSerializable uint8 = 1 << 0
-	FlagKeysOnly     uint8 = 1 << 1
-	FlagCountOnly    uint8 = 1 << 2
-	FlagPrevKV       uint8 = 1 << 3
-)
-
-// Perm is the permission a range needs.
-type Perm uint8
-
-// Permissions.
-const (
-	PermRead  Perm = 1
-	PermWrite Perm = 2
-)
-
-// AdmitKind is the type of the protobuf message an admission request
+// AdmitKind is the type of the etcd protobuf message an admission request
 // carries.
-type AdmitKind uint8
-
-// Admission kinds.
-const (
-	AdmitPut         AdmitKind = 1 // etcdserverpb.PutRequest
-	AdmitDeleteRange AdmitKind = 2 // etcdserverpb.DeleteRangeRequest
-	AdmitTxn         AdmitKind = 3 // etcdserverpb.TxnRequest
-)
+type AdmitKind = policyabi.AdmitKind
 
 // Range is one key range a request touches. End keeps etcd's meaning: empty
 // for the single key Key, "\x00" for every key >= Key, else [Key, End).

@@ -5,13 +5,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
-	r := Request{Op: OpTxn, Flags: FlagKeysOnly, Revision: 42, User: "u", Roles: []string{"a", "b"},
+	r := Request{Op: policyabi.OpTxn, Flags: policyabi.FlagKeysOnly, Revision: 42, User: "u", Roles: []string{"a", "b"},
 		Tenant: "t", TenantKeys: 1, TenantBytes: 2,
-		Ranges: []Range{{Perm: PermRead, Key: []byte("k"), End: []byte{0}}, {Perm: PermWrite, Key: []byte("x"), End: []byte{}}}}
-	b, err := AppendAdmission(nil, &r, AdmitTxn, []byte("m"))
+		Ranges: []Range{{Perm: policyabi.PermRead, Key: []byte("k"), End: []byte{0}}, {Perm: policyabi.PermWrite, Key: []byte("x"), End: []byte{}}}}
+	b, err := AppendAdmission(nil, &r, policyabi.AdmitTxn, []byte("m"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +21,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adm == nil || adm.Kind != AdmitTxn || string(adm.Message) != "m" {
+	if adm == nil || adm.Kind != policyabi.AdmitTxn || string(adm.Message) != "m" {
 		t.Fatalf("admission %+v", adm)
 	}
 	if got.Ranges[1].End == nil {
@@ -29,7 +31,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		t.Fatalf("got %+v\nwant %+v", got, r)
 	}
 	// The layout of policy-abi.md, byte by byte, for a small request.
-	small, _ := AppendRequest(nil, &Request{Op: OpPut, User: "al", Ranges: []Range{{Perm: PermWrite, Key: []byte("k")}}})
+	small, _ := AppendRequest(nil, &Request{Op: policyabi.OpPut, User: "al", Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("k")}}})
 	want := []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 'a', 'l', 0, 0, 0, 0,
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 1, 0, 0, 0, 'k', 0, 0, 0, 0}
 	if !bytes.Equal(small, want) {
@@ -41,7 +43,7 @@ func TestRequestRoundTrip(t *testing.T) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	b, _ := AppendAdmission(nil, &Request{Op: OpPut, User: "u", Roles: []string{"r"}, Ranges: []Range{{Perm: PermWrite, Key: []byte("k")}}}, AdmitPut, []byte("x"))
+	b, _ := AppendAdmission(nil, &Request{Op: policyabi.OpPut, User: "u", Roles: []string{"r"}, Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("k")}}}, policyabi.AdmitPut, []byte("x"))
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, adm, err := DecodeRequest(b)

@@ -13,13 +13,15 @@ import (
 
 	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 const tenantPkg = "policies/tenantisolation"
 
 func tenantRequest(b testing.TB) []byte {
-	return encode(b, &Request{Op: OpPut, User: "alice", Roles: []string{"dev"},
-		Ranges: []Range{{Perm: PermWrite, Key: []byte("/tenants/alice/config/x")}}})
+	return encode(b, &Request{Op: policyabi.OpPut, User: "alice", Roles: []string{"dev"},
+		Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("/tenants/alice/config/x")}}})
 }
 
 // benchLimits raises the deadline: on a shared machine the OS deschedules a

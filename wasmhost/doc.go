@@ -9,9 +9,12 @@
 // guest call each and return a Decision. A guest that traps, runs past its
 // deadline, exhausts its memory or returns garbage never takes the caller
 // down: the instance is thrown away and the Decision carries the policy's
-// on_error verdict. Policy.Reload swaps in a new module without dropping
-// calls; a module that fails to load leaves the old one serving, and a load
-// that does not finish in time is abandoned.
+// on_error verdict. The server reloads a changed policy by loading it as a
+// new Policy beside the old one and swapping whole policy generations
+// (server/guard), so that a request never sees half of a reload;
+// Policy.Reload, which swaps a module inside one Policy, is for embedders
+// holding a single policy. A module that fails to load leaves the old one
+// serving, and a load that does not finish in time is abandoned.
 //
 // Every path of a call has a deadline: guest code is metered (fuel
 // check-ins), the start function and init run under the init deadline, and
@@ -19,7 +22,8 @@
 // with an argument by size. A DENY is final once returned, whatever its
 // reason; auth/wasmpolicy keeps mutations in their lane.
 //
-// wasmhost imports no other package of metastore. It reports what happens
+// wasmhost imports no other package of metastore but internal/policyabi,
+// the ABI's numbers it shares with auth and the SDK. It reports what happens
 // through Events, a struct of optional callbacks, and Policy.Stats; the
 // server turns those into Prometheus metrics and log lines.
 package wasmhost

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 func loadGo(t testing.TB, h *Host, pkg, settings string, mod func(*Config)) *Policy {
@@ -44,9 +46,9 @@ func TestGoTenantIsolation(t *testing.T) {
 	h := newHost(t, rec)
 	p := loadGo(t, h, "policies/tenantisolation", `{"root": "/tenants/", "users_own_prefix": true}`, relaxed)
 	ctx := context.Background()
-	own := encode(t, &Request{Op: OpPut, User: "alice", Ranges: []Range{{Perm: PermWrite, Key: []byte("/tenants/alice/x")}}})
-	other := encode(t, &Request{Op: OpRange, User: "alice", Ranges: []Range{{Perm: PermRead, Key: []byte("/tenants/"), End: []byte("/tenants0")}}})
-	outside := encode(t, &Request{Op: OpRange, User: "alice", Ranges: []Range{{Perm: PermRead, Key: []byte("/x")}}})
+	own := encode(t, &Request{Op: policyabi.OpPut, User: "alice", Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("/tenants/alice/x")}}})
+	other := encode(t, &Request{Op: policyabi.OpRange, User: "alice", Ranges: []Range{{Perm: policyabi.PermRead, Key: []byte("/tenants/"), End: []byte("/tenants0")}}})
+	outside := encode(t, &Request{Op: policyabi.OpRange, User: "alice", Ranges: []Range{{Perm: policyabi.PermRead, Key: []byte("/x")}}})
 	for i := 0; i < 3; i++ {
 		if d := p.Authorize(ctx, own); d.Verdict != Allow || d.Err != nil {
 			t.Fatalf("own key: %+v", d)
@@ -100,7 +102,7 @@ func TestGoHostileContained(t *testing.T) {
 	h := newHost(t, rec)
 	good := load(t, h, "allow", nil)
 	req := testRequest(t)
-	admitReq, _ := AppendAdmission(nil, &Request{Op: OpPut}, AdmitPut, []byte("\x0a\x01k"))
+	admitReq, _ := AppendAdmission(nil, &Request{Op: policyabi.OpPut}, policyabi.AdmitPut, []byte("\x0a\x01k"))
 	limits := Limits{MemoryBytes: 64 << 20, AuthorizeTimeout: 50 * time.Millisecond, AdmitTimeout: 50 * time.Millisecond, Instances: 1}
 	for _, tc := range []struct {
 		mode string

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 var modules = wasmtest.Modules()
@@ -108,8 +110,8 @@ func load(t testing.TB, h *Host, name string, mod func(*Config)) *Policy {
 
 func testRequest(t testing.TB) []byte {
 	t.Helper()
-	b, err := AppendRequest(nil, &Request{Op: OpPut, User: "alice", Roles: []string{"dev"},
-		Ranges: []Range{{Perm: PermWrite, Key: []byte("/tenants/alice/x")}}})
+	b, err := AppendRequest(nil, &Request{Op: policyabi.OpPut, User: "alice", Roles: []string{"dev"},
+		Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("/tenants/alice/x")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func TestHostileContained(t *testing.T) {
 	h := newHost(t, rec)
 	good := load(t, h, "allow", nil)
 	req := testRequest(t)
-	admitReq, err := AppendAdmission(nil, &Request{Op: OpPut}, AdmitPut, []byte("\x0a\x01k"))
+	admitReq, err := AppendAdmission(nil, &Request{Op: policyabi.OpPut}, policyabi.AdmitPut, []byte("\x0a\x01k"))
 	if err != nil {
 		t.Fatal(err)
 	}

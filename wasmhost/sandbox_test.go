@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metastore-dev/metastore/internal/policyabi"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
@@ -113,7 +114,7 @@ func TestHostCallsBounded(t *testing.T) {
 	rec := &recorder{}
 	h := newHost(t, rec)
 	req := testRequest(t)
-	admitReq, err := AppendAdmission(nil, &Request{Op: OpPut}, AdmitPut, []byte("\x0a\x01k"))
+	admitReq, err := AppendAdmission(nil, &Request{Op: policyabi.OpPut}, policyabi.AdmitPut, []byte("\x0a\x01k"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestBadReasonKeepsDeny(t *testing.T) {
 	rec := &recorder{}
 	h := newHost(t, rec)
 	req := testRequest(t)
-	admitReq, err := AppendAdmission(nil, &Request{Op: OpPut}, AdmitPut, []byte("\x0a\x01k"))
+	admitReq, err := AppendAdmission(nil, &Request{Op: policyabi.OpPut}, policyabi.AdmitPut, []byte("\x0a\x01k"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,8 +321,8 @@ var _ = wasmtest.Page1
 // answers.
 func TestExamplePoliciesLink(t *testing.T) {
 	h := newHost(t, nil)
-	admitReq, err := AppendAdmission(nil, &Request{Op: OpPut, User: "alice",
-		Ranges: []Range{{Perm: PermWrite, Key: []byte("/x")}}}, AdmitPut, []byte("\x0a\x02/x\x12\x01v"))
+	admitReq, err := AppendAdmission(nil, &Request{Op: policyabi.OpPut, User: "alice",
+		Ranges: []Range{{Perm: policyabi.PermWrite, Key: []byte("/x")}}}, policyabi.AdmitPut, []byte("\x0a\x02/x\x12\x01v"))
 	if err != nil {
 		t.Fatal(err)
 	}

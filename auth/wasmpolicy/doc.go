@@ -9,4 +9,6 @@
 //
 // auth knows nothing of wasmhost; this package is the only one that sees
 // both.
+//
+// It must not import mvcc, lease, server or a command.
 package wasmpolicy

@@ -7,6 +7,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/metastore-dev/metastore/internal/policyabi"
 	"github.com/metastore-dev/metastore/wasmhost"
 )
 
@@ -66,7 +67,7 @@ type laneItem struct {
 }
 
 var kindNames = map[wasmhost.AdmitKind]string{
-	wasmhost.AdmitPut: "PutRequest", wasmhost.AdmitDeleteRange: "DeleteRangeRequest", wasmhost.AdmitTxn: "TxnRequest",
+	policyabi.AdmitPut: "PutRequest", policyabi.AdmitDeleteRange: "DeleteRangeRequest", policyabi.AdmitTxn: "TxnRequest",
 }
 
 // laneItems decodes msg as kind; strict refuses fields the kind lacks.
@@ -78,7 +79,7 @@ func laneItems(kind wasmhost.AdmitKind, msg []byte, strict bool) ([]laneItem, er
 	var items []laneItem
 	var err error
 	switch kind {
-	case wasmhost.AdmitPut:
+	case policyabi.AdmitPut:
 		m := &pb.PutRequest{}
 		if err = m.Unmarshal(msg); err == nil && strict && len(m.XXX_unrecognized) > 0 {
 			err = errNotKind
@@ -86,7 +87,7 @@ func laneItems(kind wasmhost.AdmitKind, msg []byte, strict bool) ([]laneItem, er
 		if err == nil {
 			items, err = putItems(items, m)
 		}
-	case wasmhost.AdmitDeleteRange:
+	case policyabi.AdmitDeleteRange:
 		m := &pb.DeleteRangeRequest{}
 		if err = m.Unmarshal(msg); err == nil && strict && len(m.XXX_unrecognized) > 0 {
 			err = errNotKind
@@ -94,7 +95,7 @@ func laneItems(kind wasmhost.AdmitKind, msg []byte, strict bool) ([]laneItem, er
 		if err == nil {
 			items, err = deleteItems(items, m)
 		}
-	case wasmhost.AdmitTxn:
+	case policyabi.AdmitTxn:
 		m := &pb.TxnRequest{}
 		if err = m.Unmarshal(msg); err == nil {
 			items, err = txnItems(items, m, strict, 0)

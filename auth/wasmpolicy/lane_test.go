@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/internal/policyabi"
 	"github.com/metastore-dev/metastore/wasmhost"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
@@ -64,30 +65,30 @@ func TestCheckMutation(t *testing.T) {
 		prefixes [][]byte
 		want     string // "" = in its lane
 	}{
-		{"put in lane", wasmhost.AdmitPut, origPut, wasmtest.Mutations["mutate-in-lane"], lane, ""},
-		{"put moved out", wasmhost.AdmitPut, origPut, wasmtest.Mutations["mutate-escape-put"], lane, `put of key "/u/x" is outside the policy's prefixes ["/t/"]`},
-		{"put to the prefix's end", wasmhost.AdmitPut, origPut, marshal(t, &pb.PutRequest{Key: []byte("/t0")}), lane, "outside"},
-		{"put with no prefixes", wasmhost.AdmitPut, origPut, wasmtest.Mutations["mutate-escape-put"], nil, ""},
-		{"put-shaped as a delete", wasmhost.AdmitDeleteRange, origDel, wasmtest.Mutations["mutate-as-delete"], lane, `delete of ["/t/a", "\xff") is outside`},
-		{"put fields as a delete", wasmhost.AdmitDeleteRange, origDel, wasmtest.Mutations["mutate-put-fields"], lane, "not a valid DeleteRangeRequest (the request's kind): it has fields the message type does not"},
-		{"put-shaped as a put", wasmhost.AdmitPut, origPut, wasmtest.Mutations["mutate-as-delete"], lane, ""},
-		{"delete narrowed", wasmhost.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/a")}), lane, ""},
-		{"delete to the prefix end", wasmhost.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte("/t0")}), lane, ""},
-		{"delete past the prefix end", wasmhost.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte("/t1")}), lane, "outside"},
-		{"delete from key on", wasmhost.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte{0}}), lane, `every key from "/t/"`},
-		{"not a message", wasmhost.AdmitPut, origPut, []byte{0xff, 0xff}, lane, "not a valid PutRequest"},
-		{"txn stamped in lane, rest kept", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success[0] = put("/t/a", "stamped") }), lane, ""},
-		{"txn out-of-lane put changed", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success[1] = put("/u/x", "changed") }), lane, `put of key "/u/x"`},
-		{"txn out-of-lane put duplicated", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success = append(m.Success, put("/u/x", "keep")) }), lane, `put of key "/u/x"`},
-		{"txn failure delete added", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Failure = append(m.Failure, del("/", "\x00")) }), lane, `delete of every key from "/"`},
-		{"txn compare moved", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Compare = []*pb.Compare{{Key: []byte("/v/c")}} }), lane, `compare of key "/v/c"`},
-		{"txn range widened", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Failure[0] = rng("\x00", "\x00") }), lane, "range of every key"},
-		{"txn nested in lane", wasmhost.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) {
+		{"put in lane", policyabi.AdmitPut, origPut, wasmtest.Mutations["mutate-in-lane"], lane, ""},
+		{"put moved out", policyabi.AdmitPut, origPut, wasmtest.Mutations["mutate-escape-put"], lane, `put of key "/u/x" is outside the policy's prefixes ["/t/"]`},
+		{"put to the prefix's end", policyabi.AdmitPut, origPut, marshal(t, &pb.PutRequest{Key: []byte("/t0")}), lane, "outside"},
+		{"put with no prefixes", policyabi.AdmitPut, origPut, wasmtest.Mutations["mutate-escape-put"], nil, ""},
+		{"put-shaped as a delete", policyabi.AdmitDeleteRange, origDel, wasmtest.Mutations["mutate-as-delete"], lane, `delete of ["/t/a", "\xff") is outside`},
+		{"put fields as a delete", policyabi.AdmitDeleteRange, origDel, wasmtest.Mutations["mutate-put-fields"], lane, "not a valid DeleteRangeRequest (the request's kind): it has fields the message type does not"},
+		{"put-shaped as a put", policyabi.AdmitPut, origPut, wasmtest.Mutations["mutate-as-delete"], lane, ""},
+		{"delete narrowed", policyabi.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/a")}), lane, ""},
+		{"delete to the prefix end", policyabi.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte("/t0")}), lane, ""},
+		{"delete past the prefix end", policyabi.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte("/t1")}), lane, "outside"},
+		{"delete from key on", policyabi.AdmitDeleteRange, origDel, marshal(t, &pb.DeleteRangeRequest{Key: []byte("/t/"), RangeEnd: []byte{0}}), lane, `every key from "/t/"`},
+		{"not a message", policyabi.AdmitPut, origPut, []byte{0xff, 0xff}, lane, "not a valid PutRequest"},
+		{"txn stamped in lane, rest kept", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success[0] = put("/t/a", "stamped") }), lane, ""},
+		{"txn out-of-lane put changed", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success[1] = put("/u/x", "changed") }), lane, `put of key "/u/x"`},
+		{"txn out-of-lane put duplicated", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Success = append(m.Success, put("/u/x", "keep")) }), lane, `put of key "/u/x"`},
+		{"txn failure delete added", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Failure = append(m.Failure, del("/", "\x00")) }), lane, `delete of every key from "/"`},
+		{"txn compare moved", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Compare = []*pb.Compare{{Key: []byte("/v/c")}} }), lane, `compare of key "/v/c"`},
+		{"txn range widened", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) { m.Failure[0] = rng("\x00", "\x00") }), lane, "range of every key"},
+		{"txn nested in lane", policyabi.AdmitTxn, origTxn, stamped(func(m *pb.TxnRequest) {
 			m.Success = append(m.Success, txn([]*pb.RequestOp{put("/t/n", "")}, []*pb.RequestOp{del("/t/", "/t0")}))
 		}), lane, ""},
-		{"txn nested out", wasmhost.AdmitTxn, origTxn, wasmtest.Mutations["mutate-txn-nested"], lane, `put of key "/u/x"`},
-		{"txn failure deletes all", wasmhost.AdmitTxn, origTxn, wasmtest.Mutations["mutate-txn-delete"], lane, `delete of every key from "/t/"`},
-		{"txn from a put", wasmhost.AdmitTxn, origTxn, append([]byte{0x42, 0x00}, origTxn...), lane, "not a valid TxnRequest"},
+		{"txn nested out", policyabi.AdmitTxn, origTxn, wasmtest.Mutations["mutate-txn-nested"], lane, `put of key "/u/x"`},
+		{"txn failure deletes all", policyabi.AdmitTxn, origTxn, wasmtest.Mutations["mutate-txn-delete"], lane, `delete of every key from "/t/"`},
+		{"txn from a put", policyabi.AdmitTxn, origTxn, append([]byte{0x42, 0x00}, origTxn...), lane, "not a valid TxnRequest"},
 	} {
 		err := CheckMutation(tc.kind, tc.orig, tc.mut, tc.prefixes)
 		switch {
@@ -102,7 +103,7 @@ func TestCheckMutation(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		deep = &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestTxn{RequestTxn: deep}}}}
 	}
-	if err := CheckMutation(wasmhost.AdmitTxn, origTxn, marshal(t, deep), lane); err == nil || !strings.Contains(err.Error(), "nested too deep") {
+	if err := CheckMutation(policyabi.AdmitTxn, origTxn, marshal(t, deep), lane); err == nil || !strings.Contains(err.Error(), "nested too deep") {
 		t.Errorf("deep txn: %v", err)
 	}
 }
@@ -133,24 +134,24 @@ func TestAdmitterChecksLane(t *testing.T) {
 	env := &Env{}
 	match := Match{Prefixes: [][]byte{[]byte("/t/")}}
 	r := &auth.Request{}
-	r.Reset(auth.OpPut, "u")
-	r.Add(auth.PermWrite, []byte("/t/a"), nil)
+	r.Reset(policyabi.OpPut, "u")
+	r.Add(policyabi.PermWrite, []byte("/t/a"), nil)
 	msg := []byte("\x0a\x04/t/a\x12\x011")
 
 	out := &Admitter{Policy: load("mutate-escape-put", wasmhost.FailClosed), Match: match, Env: env}
-	d, err := out.Admit(ctx, r, wasmhost.AdmitPut, msg)
+	d, err := out.Admit(ctx, r, policyabi.AdmitPut, msg)
 	var de *DenyError
 	if !errors.As(err, &de) || d.Verdict != wasmhost.Deny || d.Kind != wasmhost.KindBadMutation ||
 		!strings.Contains(de.Reason, "bad_mutation") || !strings.Contains(de.Reason, `"/u/x"`) {
 		t.Fatalf("out of lane, reject: %+v %v", d, err)
 	}
 	open := &Admitter{Policy: load("mutate-txn-delete", wasmhost.FailOpen), Match: match, Env: env}
-	if d, err := open.Admit(ctx, r, wasmhost.AdmitTxn, marshal(t, &pb.TxnRequest{Success: []*pb.RequestOp{put("/t/a", "1")}})); err != nil ||
+	if d, err := open.Admit(ctx, r, policyabi.AdmitTxn, marshal(t, &pb.TxnRequest{Success: []*pb.RequestOp{put("/t/a", "1")}})); err != nil ||
 		d.Verdict != wasmhost.Allow || d.Mutation != nil {
 		t.Fatalf("out of lane, ignore: %+v %v", d, err)
 	}
 	in := &Admitter{Policy: load("mutate-in-lane", wasmhost.FailClosed), Match: match, Env: env}
-	if d, err := in.Admit(ctx, r, wasmhost.AdmitPut, msg); err != nil || d.Verdict != wasmhost.Mutated ||
+	if d, err := in.Admit(ctx, r, policyabi.AdmitPut, msg); err != nil || d.Verdict != wasmhost.Mutated ||
 		string(d.Mutation) != string(wasmtest.Mutations["mutate-in-lane"]) {
 		t.Fatalf("in lane: %+v %v", d, err)
 	}
@@ -173,7 +174,7 @@ func FuzzCheckMutation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind uint8, mut []byte) {
 		k := wasmhost.AdmitKind(kind % 4)
 		err := CheckMutation(k, origTxn, mut, [][]byte{[]byte("/t/")})
-		if err != nil || k != wasmhost.AdmitTxn {
+		if err != nil || k != policyabi.AdmitTxn {
 			return
 		}
 		items, lerr := laneItems(k, mut, true)

@@ -106,18 +106,31 @@ var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
 // fill converts r into the ABI request.
 func (s *scratch) fill(r *auth.Request, env *Env) {
-	s.ranges = s.ranges[:0]
+	s.req = ABIRequest(r, env, s.ranges[:0])
+	s.ranges = s.req.Ranges
+}
+
+// ABIRequest converts r into the request a policy receives: r's op, flags,
+// revision, user and ranges (appended to ranges, which may be nil), the
+// user's roles and the tenant owning the first range's key from env (nil:
+// none). It is the one conversion from auth's request to the ABI's; the
+// policy CLI encodes its samples with it too.
+func ABIRequest(r *auth.Request, env *Env, ranges []wasmhost.Range) wasmhost.Request {
 	for i := range r.Ranges {
 		kr := &r.Ranges[i]
-		s.ranges = append(s.ranges, wasmhost.Range{Perm: wasmhost.Perm(kr.Perm), Key: kr.Key, End: kr.End})
+		ranges = append(ranges, wasmhost.Range{Perm: kr.Perm, Key: kr.Key, End: kr.End})
 	}
-	s.req = wasmhost.Request{Op: wasmhost.Op(r.Op), Flags: r.Flags, Revision: r.Revision, User: r.User, Ranges: s.ranges}
+	req := wasmhost.Request{Op: r.Op, Flags: r.Flags, Revision: r.Revision, User: r.User, Ranges: ranges}
+	if env == nil {
+		return req
+	}
 	if env.Roles != nil && r.User != "" {
-		s.req.Roles = env.Roles(r.User)
+		req.Roles = env.Roles(r.User)
 	}
 	if env.Tenant != nil && len(r.Ranges) > 0 {
-		s.req.Tenant, s.req.TenantKeys, s.req.TenantBytes = env.Tenant(r.Ranges[0].Key)
+		req.Tenant, req.TenantKeys, req.TenantBytes = env.Tenant(r.Ranges[0].Key)
 	}
+	return req
 }
 
 func (s *scratch) release() {

@@ -9,6 +9,8 @@ import (
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/wasmhost"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
 func TestMain(m *testing.M) {
@@ -19,13 +21,13 @@ func TestMain(m *testing.M) {
 
 func req(user string, ranges ...[2]string) *auth.Request {
 	r := &auth.Request{}
-	r.Reset(auth.OpRange, user)
+	r.Reset(policyabi.OpRange, user)
 	for _, kr := range ranges {
 		var end []byte
 		if kr[1] != "" {
 			end = []byte(kr[1])
 		}
-		r.Add(auth.PermRead, []byte(kr[0]), end)
+		r.Add(policyabi.PermRead, []byte(kr[0]), end)
 	}
 	return r
 }
@@ -118,18 +120,18 @@ func TestAdmitter(t *testing.T) {
 	env := &Env{}
 	r := req("a", [2]string{"/t/x", ""})
 	mut := &Admitter{Policy: load(t, "mutate"), Env: env}
-	d, err := mut.Admit(ctx, r, wasmhost.AdmitPut, []byte("\x0a\x04/t/x"))
+	d, err := mut.Admit(ctx, r, policyabi.AdmitPut, []byte("\x0a\x04/t/x"))
 	if err != nil || d.Verdict != wasmhost.Mutated || string(d.Mutation) != wasmtest.MutationText {
 		t.Fatalf("mutate: %+v %v", d, err)
 	}
 	deny := &Admitter{Policy: load(t, "deny"), Env: env}
-	_, err = deny.Admit(ctx, r, wasmhost.AdmitPut, nil)
+	_, err = deny.Admit(ctx, r, policyabi.AdmitPut, nil)
 	var de *DenyError
 	if !errors.As(err, &de) || de.Hook != wasmhost.HookAdmit || errors.Is(err, auth.ErrPermissionDenied) {
 		t.Fatalf("deny: %v", err)
 	}
 	deny.Audit = true
-	if d, err := deny.Admit(ctx, r, wasmhost.AdmitPut, nil); err != nil || d.Verdict != wasmhost.Allow {
+	if d, err := deny.Admit(ctx, r, policyabi.AdmitPut, nil); err != nil || d.Verdict != wasmhost.Allow {
 		t.Fatalf("audit: %+v %v", d, err)
 	}
 }

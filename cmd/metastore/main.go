@@ -21,9 +21,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/metastore-dev/metastore/cmd/metastore/internal/policycmd"
 	"github.com/metastore-dev/metastore/server"
 	"github.com/metastore-dev/metastore/server/config"
-	"github.com/metastore-dev/metastore/server/policycmd"
 )
 
 // version is the metastore release, set at build time with

@@ -19,4 +19,7 @@
 // RunAdmit take an encoded request and go through the same decoding as the
 // wasm exports, and package policytest builds requests, so `go test`
 // exercises a policy without a WebAssembly runtime.
+//
+// The SDK is compiled into every guest: it imports only the ABI's numbers
+// (internal/policyabi), never the server, the host or their dependencies.
 package policy

@@ -16,15 +16,15 @@ import (
 // the host agree on the ABI byte for byte.
 func TestRequestMatchesHostEncoding(t *testing.T) {
 	hreq := &wasmhost.Request{
-		Op: wasmhost.OpTxn, Flags: wasmhost.FlagSerializable | wasmhost.FlagPrevKV, Revision: -5,
+		Op: policy.OpTxn, Flags: policy.FlagSerializable | policy.FlagPrevKV, Revision: -5,
 		User: "alice", Roles: []string{"a", "", "ccc"}, Tenant: "team-a", TenantKeys: 12, TenantBytes: 1 << 40,
 		Ranges: []wasmhost.Range{
-			{Perm: wasmhost.PermRead, Key: []byte("k"), End: []byte{0}},
-			{Perm: wasmhost.PermWrite, Key: []byte("/a/"), End: []byte("/a0")},
-			{Perm: wasmhost.PermWrite, Key: []byte{}},
+			{Perm: policy.PermRead, Key: []byte("k"), End: []byte{0}},
+			{Perm: policy.PermWrite, Key: []byte("/a/"), End: []byte("/a0")},
+			{Perm: policy.PermWrite, Key: []byte{}},
 		},
 	}
-	enc, err := wasmhost.AppendAdmission(nil, hreq, wasmhost.AdmitTxn, []byte("msg"))
+	enc, err := wasmhost.AppendAdmission(nil, hreq, policy.AdmitTxn, []byte("msg"))
 	if err != nil {
 		t.Fatal(err)
 	}

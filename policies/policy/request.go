@@ -4,43 +4,42 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
 )
 
-// Op is the request's operation.
-type Op uint8
+// Op is the request's operation: the ABI's op byte (internal/policyabi).
+type Op = policyabi.Op
 
-// Operations.
+// Operations of ABI v1.
 const (
-	OpRange       Op = 1
-	OpPut         Op = 2
-	OpDeleteRange Op = 3
-	OpTxn         Op = 4
-	OpWatch       Op = 5
-	OpLeaseRevoke Op = 6
-	OpCompact     Op = 7
-	OpAdmin       Op = 8
+	OpRange       = policyabi.OpRange
+	OpPut         = policyabi.OpPut
+	OpDeleteRange = policyabi.OpDeleteRange
+	OpTxn         = policyabi.OpTxn
+	OpWatch       = policyabi.OpWatch
+	OpLeaseRevoke = policyabi.OpLeaseRevoke
+	OpCompact     = policyabi.OpCompact
+	// OpAdmin is every request that needs the root role (auth management,
+	// maintenance); it carries no key ranges.
+	OpAdmin = policyabi.OpAdmin
 )
 
-// IsWrite reports whether op changes data.
-func (o Op) IsWrite() bool {
-	return o == OpPut || o == OpDeleteRange || o == OpLeaseRevoke || o == OpCompact || o == OpAdmin
-}
-
-// Request flags.
+// Request flags (the ABI's flags byte).
 const (
-	FlagSerializable uint8 = 1 << 0
-	FlagKeysOnly     uint8 = 1 << 1
-	FlagCountOnly    uint8 = 1 << 2
-	FlagPrevKV       uint8 = 1 << 3
+	FlagSerializable = policyabi.FlagSerializable
+	FlagKeysOnly     = policyabi.FlagKeysOnly
+	FlagCountOnly    = policyabi.FlagCountOnly
+	FlagPrevKV       = policyabi.FlagPrevKV
 )
 
-// Perm is the permission a range needs.
-type Perm uint8
+// Perm is the permission a key range needs: the ABI's permission byte.
+type Perm = policyabi.Perm
 
 // Permissions.
 const (
-	PermRead  Perm = 1
-	PermWrite Perm = 2
+	PermRead  = policyabi.PermRead
+	PermWrite = policyabi.PermWrite
 )
 
 // Request is a zero-copy view of an encoded request: every []byte it
@@ -179,14 +178,15 @@ func bytes32(b []byte, off int) ([]byte, int, bool) {
 	return b[off : off+n : off+n], off + n, true
 }
 
-// AdmitKind is the type of message an admission request carries.
-type AdmitKind uint8
+// AdmitKind is the type of the etcd protobuf message an admission request
+// carries.
+type AdmitKind = policyabi.AdmitKind
 
 // Admission kinds.
 const (
-	AdmitPut         AdmitKind = 1
-	AdmitDeleteRange AdmitKind = 2
-	AdmitTxn         AdmitKind = 3
+	AdmitPut         = policyabi.AdmitPut         // etcdserverpb.PutRequest
+	AdmitDeleteRange = policyabi.AdmitDeleteRange // etcdserverpb.DeleteRangeRequest
+	AdmitTxn         = policyabi.AdmitTxn         // etcdserverpb.TxnRequest
 )
 
 // Admission is the write being admitted: its kind and its etcd protobuf

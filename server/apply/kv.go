@@ -9,13 +9,16 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
+	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/mvcc"
 )
 
 // Errors of the KV operations; the server maps them to etcd's rpctypes.
 var (
-	ErrKeyNotFound   = errors.New("apply: key not found")
-	ErrLeaseNotFound = errors.New("apply: requested lease not found")
+	ErrKeyNotFound = errors.New("apply: key not found")
+	// ErrLeaseNotFound is the lessor's: one sentinel for a missing lease,
+	// whether the lessor or Apply finds it missing.
+	ErrLeaseNotFound = lease.ErrLeaseNotFound
 	ErrNoSpace       = errors.New("apply: database space exceeded")
 )
 

@@ -60,11 +60,11 @@ type BatchStats struct {
 }
 
 type proposal struct {
-	req  *Request
-	fn   func(*mvcc.Batch) error // Do's function, instead of req
-	conf *ConfChange             // a membership change, instead of req
-	res  Result
-	done chan struct{}
+	req     *Request
+	tenants *[]Tenant   // a new tenants list (SetTenants), instead of req
+	conf    *ConfChange // a membership change, instead of req
+	res     Result
+	done    chan struct{}
 }
 
 const metaAppliedIndex = "applied_index"
@@ -139,12 +139,16 @@ func (l *Loop) propose(ctx context.Context, p *proposal) (Result, error) {
 	}
 }
 
-// Do runs fn on the apply goroutine, between batches, in a batch of its own
-// that commits with whatever fn wrote: for changes of configuration that
-// must see every write before them and none after (recounting a tenant).
-// It waits for the commit; if ctx ends first, fn may still run.
-func (l *Loop) Do(ctx context.Context, fn func(*mvcc.Batch) error) error {
-	res, err := l.propose(ctx, &proposal{fn: fn, done: make(chan struct{})})
+// SetTenants replaces the tenants Apply counts. It runs on the apply
+// goroutine, between batches, in a batch of its own, so that a new or
+// moved tenant is counted from a store holding every write before it and
+// accounted from the next write on; the counts it persists are written by
+// the Applier in that batch (Applier.SetTenants), never by the caller. The
+// counts are this member's derived data, not part of the replicated state:
+// each member recounts on its own. It waits for the commit; if ctx ends
+// first, the change may still happen.
+func (l *Loop) SetTenants(ctx context.Context, tenants []Tenant) error {
+	res, err := l.propose(ctx, &proposal{tenants: &tenants, done: make(chan struct{})})
 	if err != nil {
 		return err
 	}
@@ -205,18 +209,18 @@ func (l *Loop) run() {
 	}
 }
 
-// applySplit applies a batch of proposals, Do's functions each in a batch
+// applySplit applies a batch of proposals, tenant changes each in a batch
 // of their own at their place in the queue.
 func (l *Loop) applySplit(batch []*proposal) {
 	from := 0
 	for i, p := range batch {
-		if p.fn == nil {
+		if p.tenants == nil {
 			continue
 		}
 		if i > from {
 			l.applyBatch(batch[from:i])
 		}
-		l.applyFn(p)
+		l.applyTenants(p)
 		from = i + 1
 	}
 	if from < len(batch) {
@@ -224,10 +228,10 @@ func (l *Loop) applySplit(batch []*proposal) {
 	}
 }
 
-func (l *Loop) applyFn(p *proposal) {
+func (l *Loop) applyTenants(p *proposal) {
 	b, err := l.store.NewBatch()
 	if err == nil {
-		if err = p.fn(b); err == nil {
+		if err = l.applier.SetTenants(l.store, b, *p.tenants); err == nil {
 			err = b.Commit()
 		} else {
 			b.Abort()

@@ -209,7 +209,7 @@ func (a *Applier) Usage(name string) (keys, bytes int64, err error) {
 // prefix moved, is counted from the store and persisted in b, and a
 // removed tenant's record is deleted; the new list counts from b's commit
 // on. It must run on the apply goroutine
-// between batches (Loop.Do), so that the count sees every write before it
+// between batches (Loop.SetTenants), so that the count sees every write before it
 // and accounting picks it up from the next write on.
 func (a *Applier) SetTenants(s *mvcc.Store, b *mvcc.Batch, tenants []Tenant) error {
 	old := a.tenants.Load()

@@ -137,7 +137,7 @@ func TestTenantUsageMatchesCount(t *testing.T) {
 
 // TestSetTenants: a reload keeps the counts of unchanged tenants (even
 // ones the store could not recount cheaply), counts a new tenant and a
-// moved prefix from the store through Loop.Do, forgets a removed one (its
+// moved prefix from the store through Loop.SetTenants, forgets a removed one (its
 // record too), and the counts survive a restart.
 func TestSetTenants(t *testing.T) {
 	dir := t.TempDir()
@@ -159,7 +159,7 @@ func TestSetTenants(t *testing.T) {
 	// Mark a's counter so a recount would show: a kept tenant is not recounted.
 	f.a.tenants.Load().of([]byte("/a/")).bytes.Add(1000)
 	next := []Tenant{{Name: "a", Prefix: []byte("/a/")}, {Name: "b", Prefix: []byte("/b/")}}
-	if err := l.Do(ctx, func(b *mvcc.Batch) error { return f.a.SetTenants(f.store, b, next) }); err != nil {
+	if err := l.SetTenants(ctx, next); err != nil {
 		t.Fatal(err)
 	}
 	f.want("a", 1, 1009)
@@ -174,7 +174,7 @@ func TestSetTenants(t *testing.T) {
 	f.want("b", 2, 11)
 	// A moved prefix is recounted.
 	moved := []Tenant{{Name: "a", Prefix: []byte("/a/")}, {Name: "b", Prefix: []byte("/g/")}}
-	if err := l.Do(ctx, func(b *mvcc.Batch) error { return f.a.SetTenants(f.store, b, moved) }); err != nil {
+	if err := l.SetTenants(ctx, moved); err != nil {
 		t.Fatal(err)
 	}
 	f.want("b", 1, 5)

@@ -27,4 +27,7 @@
 //
 // configs/metastore.yaml is the documented template of every setting; a
 // test keeps it equal to Default().
+//
+// config imports no other package of metastore, and server/apply must not
+// import it (apply takes its options as plain values).
 package config

@@ -14,7 +14,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 
-	cpb "github.com/metastore-dev/metastore/server/concurrencypb"
+	cpb "github.com/metastore-dev/metastore/server/v3lock/v3lockpb"
 	"github.com/metastore-dev/metastore/tests/framework"
 )
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/metastore-dev/metastore/server"
 	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/v3rpc"
 	"github.com/metastore-dev/metastore/tests/framework"
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
@@ -216,7 +217,7 @@ func rangeStream(ctx context.Context, c *clientv3.Client, prefix string) (int, e
 	}
 	n := 0
 	for {
-		var m server.RangeStreamResponse
+		var m v3rpc.RangeStreamResponse
 		if err := cs.RecvMsg(&m); err != nil {
 			if errors.Is(err, io.EOF) {
 				return n, nil

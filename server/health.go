@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/mvcc"
+)
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{Registry: s.metrics.Registry()})
+}
+
+// handleVersion answers /version as etcd.
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	cv := s.rpc.ClusterVersion()
+	json.NewEncoder(w).Encode(map[string]string{
+		"etcdserver": EtcdVersion, "etcdcluster": cv, "storage": cv,
+	})
+}
+
+// handleHealth answers in etcd's shape: {"health":"true","reason":""}, or
+// 503 with the reason when an alarm is raised (unless excluded with
+// ?exclude=NOSPACE) or a read of the store fails.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	health, reason := "true", ""
+	excluded := map[string]bool{}
+	for _, e := range r.URL.Query()["exclude"] {
+		excluded[strings.ToUpper(e)] = true
+	}
+	for _, a := range s.applier.Alarms() {
+		if a.Alarm == pb.AlarmType_NONE || excluded[a.Alarm.String()] {
+			continue
+		}
+		health, reason = "false", "ALARM "+a.Alarm.String()
+		break
+	}
+	if health == "true" {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if _, err := s.store.Range(ctx, []byte("health"), nil, mvcc.RangeOptions{Limit: 1}); err != nil {
+			health, reason = "false", "RANGE ERROR"
+		}
+	}
+	// NB: etcd sets no content type (net/http sniffs text/plain) and ends
+	// the body without a newline; a failure goes through http.Error.
+	d, _ := json.Marshal(map[string]string{"health": health, "reason": reason})
+	if health != "true" {
+		http.Error(w, string(d), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write(d)
+}

@@ -1,0 +1,29 @@
+// Package raftnode is a member of a Raft group on go.etcd.io/raft/v3, usable
+// as a library without the server: the durable log, the ready loop, the peer
+// transport, and etcd's member and cluster IDs.
+//
+// What it owns:
+//
+//   - LogStore: raft's Storage in Pebble under its own key prefix (shared
+//     with the store's database, so one synced batch per Ready makes the
+//     entries and HardState durable, and covers the state machine's
+//     unsynced apply batches written before it).
+//   - Node: a raft.RawNode behind a mutex, driven by one ready loop that
+//     persists each Ready, sends (a leader in parallel with its write,
+//     others after it) and hands committed entries — only ones durable on
+//     this member — to a StateMachine on an apply goroutine. Propose waits
+//     in a registry keyed by request ID until this member applies the
+//     entry; ReadIndex batches concurrent linearizable reads into shared
+//     rounds and waits for the apply; membership changes are raft
+//     ConfChanges validated by the state machine at apply.
+//   - PeerTransport: a gRPC peer service, one stream per peer fed by a
+//     bounded queue (full: drop and report unreachable), cluster and member
+//     IDs checked on every stream, TLS from the caller.
+//   - MemberID, ClusterID: etcd's derivations, so member lists match etcd's.
+//
+// What it does not own: the state machine (the server's apply package
+// implements StateMachine), membership records and their validation, and
+// snapshots — SnapshotSource and SnapshotSender are the seams for issue 16;
+// until then the log is never compacted by the node and a new member
+// replays it from the start.
+package raftnode

@@ -1,0 +1,542 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// kvSM is a test state machine over Pebble, written as the server's will
+// be: each apply batch stores its effects, the applied index and the
+// ConfState atomically, without fsync (the log's synced batches cover it).
+type kvSM struct {
+	db *pebble.DB
+
+	mu      sync.Mutex
+	applied uint64
+	cs      raftpb.ConfState
+	data    []string // applied payloads, in order
+	members map[uint64][]string
+	removed map[uint64]bool
+
+	// hooks (optional)
+	beforeApply func([]Entry)
+}
+
+const smPrefix = 'T'
+
+func smKey(kind byte, i uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{smPrefix, kind}, i)
+}
+
+func openKVSM(db *pebble.DB) (*kvSM, error) {
+	sm := &kvSM{db: db, members: map[uint64][]string{}, removed: map[uint64]bool{}}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{smPrefix}, UpperBound: []byte{smPrefix + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k, v := it.Key(), it.Value()
+		switch k[1] {
+		case 'a':
+			sm.applied = binary.BigEndian.Uint64(v)
+		case 'c':
+			if err := sm.cs.Unmarshal(v); err != nil {
+				return nil, err
+			}
+		case 'd':
+			sm.data = append(sm.data, string(v))
+		case 'm':
+			var urls []string
+			if err := json.Unmarshal(v, &urls); err != nil {
+				return nil, err
+			}
+			sm.members[binary.BigEndian.Uint64(k[2:])] = urls
+		case 'x':
+			sm.removed[binary.BigEndian.Uint64(k[2:])] = true
+		}
+	}
+	return sm, nil
+}
+
+func (sm *kvSM) AppliedState() (uint64, raftpb.ConfState, error) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return sm.applied, sm.cs, nil
+}
+
+func (sm *kvSM) Apply(ents []Entry) ([]any, error) {
+	if sm.beforeApply != nil {
+		sm.beforeApply(ents)
+	}
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	b := sm.db.NewBatch()
+	defer b.Close()
+	res := make([]any, len(ents))
+	var added []string
+	for i, e := range ents {
+		if e.Index != sm.applied+1+uint64(i) {
+			return nil, fmt.Errorf("kvSM: entry %d out of order (applied %d)", e.Index, sm.applied)
+		}
+		res[i] = e.Index
+		if e.Data == nil {
+			continue
+		}
+		if err := b.Set(smKey('d', e.Index), e.Data, nil); err != nil {
+			return nil, err
+		}
+		added = append(added, string(e.Data))
+	}
+	last := ents[len(ents)-1].Index
+	if err := b.Set(smKey('a', 0), binary.BigEndian.AppendUint64(nil, last), nil); err != nil {
+		return nil, err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
+	sm.applied = last
+	sm.data = append(sm.data, added...)
+	return res, nil
+}
+
+var errRejected = errors.New("kvSM: conf change rejected")
+
+func (sm *kvSM) ApplyConfChange(cc ConfChange, confirm func() raftpb.ConfState) (any, error) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	b := sm.db.NewBatch()
+	defer b.Close()
+	var res any = cc.Index
+	_, exists := sm.members[cc.NodeID]
+	reject := func(why string) { res = fmt.Errorf("%w: %s", errRejected, why) }
+	switch {
+	case sm.removed[cc.NodeID]:
+		reject("ID removed")
+	case (cc.Type == AddMember || cc.Type == AddLearner) && exists:
+		reject("ID exists")
+	case (cc.Type == RemoveMember || cc.Type == UpdateMember || cc.Type == PromoteMember) && !exists:
+		reject("ID not found")
+	}
+	if res == cc.Index {
+		cs := confirm()
+		raw, _ := cs.Marshal()
+		b.Set(smKey('c', 0), raw, nil)
+		sm.cs = cs
+		switch cc.Type {
+		case AddMember, AddLearner, UpdateMember:
+			raw, _ := json.Marshal(cc.PeerURLs)
+			b.Set(smKey('m', cc.NodeID), raw, nil)
+			sm.members[cc.NodeID] = cc.PeerURLs
+		case RemoveMember:
+			b.Delete(smKey('m', cc.NodeID), nil)
+			b.Set(smKey('x', cc.NodeID), nil, nil)
+			delete(sm.members, cc.NodeID)
+			sm.removed[cc.NodeID] = true
+		}
+	}
+	b.Set(smKey('a', 0), binary.BigEndian.AppendUint64(nil, cc.Index), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
+	sm.applied = cc.Index
+	return res, nil
+}
+
+func (sm *kvSM) snapshotData() []string {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return slices.Clone(sm.data)
+}
+
+func (sm *kvSM) removedIDs() []uint64 {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	var ids []uint64
+	for id := range sm.removed {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func (sm *kvSM) peers() []Peer {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	var ps []Peer
+	for id, urls := range sm.members {
+		ps = append(ps, Peer{ID: id, PeerURLs: urls})
+	}
+	return ps
+}
+
+// gate is a fault-injecting network for one member: its listener stays
+// open for the whole test (restarts reuse the address) and, when down,
+// refuses and cuts every connection in and out, a full partition.
+type gate struct {
+	scheme string // "http" unless set
+	ln     net.Listener
+	connc  chan net.Conn
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+func newGate(t testing.TB) *gate {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln, connc: make(chan net.Conn), done: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	g.wg.Add(1)
+	go g.acceptLoop()
+	t.Cleanup(g.close)
+	return g
+}
+
+func (g *gate) url() string {
+	if g.scheme == "" {
+		return "http://" + g.ln.Addr().String()
+	}
+	return g.scheme + "://" + g.ln.Addr().String()
+}
+
+func (g *gate) acceptLoop() {
+	defer g.wg.Done()
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		c = g.track(c)
+		if c == nil {
+			continue
+		}
+		select {
+		case g.connc <- c:
+		case <-g.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// track registers c, or closes it and returns nil while down.
+func (g *gate) track(c net.Conn) net.Conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.down {
+		c.Close()
+		return nil
+	}
+	tc := &trackedConn{Conn: c, g: g}
+	g.conns[tc] = struct{}{}
+	return tc
+}
+
+func (g *gate) dial(ctx context.Context, addr string) (net.Conn, error) {
+	g.mu.Lock()
+	down := g.down
+	g.mu.Unlock()
+	if down {
+		return nil, errors.New("gate: partitioned")
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if c = g.track(c); c == nil {
+		return nil, errors.New("gate: partitioned")
+	}
+	return c, nil
+}
+
+func (g *gate) setDown(down bool) {
+	g.mu.Lock()
+	g.down = down
+	var cut []net.Conn
+	if down {
+		for c := range g.conns {
+			cut = append(cut, c)
+		}
+	}
+	g.mu.Unlock()
+	for _, c := range cut {
+		c.Close()
+	}
+}
+
+func (g *gate) close() {
+	close(g.done)
+	g.ln.Close()
+	g.wg.Wait()
+	g.setDown(true)
+}
+
+// listener returns a net.Listener over the gate for one server's life.
+func (g *gate) listener() net.Listener {
+	return &gateListener{g: g, closed: make(chan struct{})}
+}
+
+type gateListener struct {
+	g      *gate
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *gateListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.g.connc:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *gateListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *gateListener) Addr() net.Addr { return l.g.ln.Addr() }
+
+type trackedConn struct {
+	net.Conn
+	g *gate
+}
+
+func (c *trackedConn) Close() error {
+	c.g.mu.Lock()
+	delete(c.g.conns, c)
+	c.g.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// member is one node of a test cluster with everything it runs.
+type member struct {
+	t         testing.TB
+	id        uint64
+	clusterID uint64
+	dir       string
+	gate      *gate
+	tls       *peerTLS
+
+	db   *pebble.DB
+	log  *LogStore
+	sm   *kvSM
+	tr   *PeerTransport
+	srv  *grpc.Server
+	node *Node
+	// wrap lets a test wrap the log and transport the node sees.
+	wrap func(m *member, cfg *Config)
+}
+
+type cluster struct {
+	t         testing.TB
+	clusterID uint64
+	members   []*member
+}
+
+// peerTLS is a member's TLS, server and client side (nil: plain http).
+type peerTLS struct{ server, client *tls.Config }
+
+const testToken = "raftnode-test"
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() && os.Getenv("RAFTNODE_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newCluster creates n members of a new cluster (not started).
+func newCluster(t testing.TB, n int) *cluster { return newClusterTLS(t, n, nil) }
+
+func newClusterTLS(t testing.TB, n int, pt *peerTLS) *cluster {
+	c := &cluster{t: t}
+	var ids []uint64
+	for range n {
+		g := newGate(t)
+		if pt != nil {
+			g.scheme = "https"
+		}
+		id, err := MemberID([]string{g.url()}, testToken, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.members = append(c.members, &member{t: t, id: id, dir: t.TempDir(), gate: g, tls: pt})
+		ids = append(ids, id)
+	}
+	c.clusterID = ClusterID(ids)
+	return c
+}
+
+func (c *cluster) initialPeers() []Peer {
+	var ps []Peer
+	for _, m := range c.members {
+		ps = append(ps, Peer{ID: m.id, PeerURLs: []string{m.gate.url()}})
+	}
+	return ps
+}
+
+func (c *cluster) startAll() {
+	peers := c.initialPeers()
+	for _, m := range c.members {
+		m.start(c.clusterID, peers, true)
+	}
+	c.t.Cleanup(c.stopAll)
+}
+
+func (c *cluster) stopAll() {
+	for _, m := range c.members {
+		m.stop()
+	}
+}
+
+func testConfig() Config {
+	return Config{
+		TickInterval:     20 * time.Millisecond,
+		ElectionTicks:    10,
+		HeartbeatTicks:   1,
+		ReadIndexRetry:   100 * time.Millisecond,
+		ReadIndexTimeout: 3 * time.Second,
+	}
+}
+
+func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
+	t := m.t
+	if clusterID != 0 {
+		m.clusterID = clusterID
+	}
+	var err error
+	if m.db, err = pebble.Open(m.dir, &pebble.Options{Logger: quietPebble{}}); err != nil {
+		t.Fatal(err)
+	}
+	if m.log, err = OpenLogStore(m.db, LogStoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if m.sm, err = openKVSM(m.db); err != nil {
+		t.Fatal(err)
+	}
+	if sp := m.sm.peers(); len(sp) > 0 {
+		peers = sp // a restart: the stored membership
+	}
+	var clientTLS, serverTLS *tls.Config
+	if m.tls != nil {
+		clientTLS, serverTLS = m.tls.client, m.tls.server
+	}
+	m.tr = NewTransport(TransportConfig{ID: m.id, ClusterID: m.clusterID, TLS: clientTLS, Dialer: m.gate.dial, Logger: testLogger(t)})
+	cfg := testConfig()
+	cfg.ID, cfg.Log, cfg.StateMachine, cfg.Transport = m.id, m.log, m.sm, m.tr
+	cfg.Peers, cfg.NewCluster, cfg.Logger = peers, newCluster, testLogger(t)
+	cfg.Removed = m.sm.removedIDs()
+	if m.wrap != nil {
+		m.wrap(m, &cfg)
+	}
+	if m.node, err = Start(cfg); err != nil {
+		t.Fatal(err)
+	}
+	m.tr.SetRaft(m.node)
+	m.srv = NewPeerServer(m.tr, serverTLS)
+	go m.srv.Serve(m.gate.listener())
+}
+
+// stop shuts the member down in the server's order: no more incoming
+// messages, the node drained, the transport, then the database.
+func (m *member) stop() {
+	if m.node == nil {
+		return
+	}
+	m.srv.Stop()
+	if err := m.node.Stop(); err != nil {
+		m.t.Errorf("member %s stopped with %v", FormatID(m.id), err)
+	}
+	m.tr.Close()
+	if err := m.db.Close(); err != nil {
+		m.t.Errorf("close db: %v", err)
+	}
+	m.node = nil
+}
+
+func (m *member) restart() {
+	m.start(0, nil, false)
+}
+
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)  {}
+func (quietPebble) Errorf(string, ...any) {}
+func (quietPebble) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leader waits until the running members agree on one leader among them.
+func (c *cluster) leader(t testing.TB) *member {
+	t.Helper()
+	var lead *member
+	waitFor(t, 10*time.Second, "a leader", func() bool {
+		lead = nil
+		var id uint64
+		for _, m := range c.members {
+			if m.node == nil {
+				continue
+			}
+			l := m.node.Leader()
+			if l == 0 || (id != 0 && l != id) {
+				return false
+			}
+			id = l
+		}
+		for _, m := range c.members {
+			if m.id == id && m.node != nil {
+				lead = m
+			}
+		}
+		return lead != nil
+	})
+	return lead
+}
+
+func propose(t testing.TB, m *member, data string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := m.node.Propose(ctx, []byte(data))
+	if err != nil {
+		t.Fatalf("propose %q on %s: %v", data, FormatID(m.id), err)
+	}
+	return res.(uint64)
+}

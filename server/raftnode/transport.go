@@ -1,0 +1,652 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// The peer service: one client-streaming call per (sender, receiver) pair
+// carries frames of raft messages. Its messages are raw frames in a bytes
+// codec (each raftpb.Message marshalled by its own gogo Marshal), so no
+// generated code is needed and the wire form is raft's own.
+const (
+	peerServiceName  = "metastore.raftnode.Peer"
+	peerStreamMethod = "/" + peerServiceName + "/Messages"
+
+	mdClusterID = "metastore-cluster-id"
+	mdFrom      = "metastore-from"
+	mdTo        = "metastore-to"
+
+	// maxFrameBytes caps how many queued messages share one frame; a
+	// single larger message still goes alone.
+	maxFrameBytes = 4 << 20
+	// maxPeerMsgBytes bounds one frame on the wire.
+	maxPeerMsgBytes = 256 << 20
+)
+
+// Raft is what the transport delivers to: a Node.
+type Raft interface {
+	Step(m raftpb.Message) error
+	ReportUnreachable(id uint64)
+	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// IsIDRemoved reports whether id was removed from the cluster; its
+	// streams are refused.
+	IsIDRemoved(id uint64) bool
+	// ReportRemoved is called when a peer refuses this member as removed.
+	ReportRemoved()
+}
+
+var _ Raft = (*Node)(nil)
+
+// SnapshotSender streams a MsgSnap and the state machine's data to its
+// receiver: the seam for issue 16. Without one, the transport reports every
+// snapshot as failed, and raft retries later.
+type SnapshotSender interface {
+	SendSnapshot(ctx context.Context, m raftpb.Message) error
+}
+
+// TransportConfig configures a Transport.
+type TransportConfig struct {
+	// ID is this member's ID; ClusterID the cluster's, checked on every
+	// call in both directions.
+	ID, ClusterID uint64
+	// TLS is the client configuration for https peer URLs (etcd's
+	// --peer-cert-file, --peer-key-file, --peer-trusted-ca-file).
+	TLS *tls.Config
+	// Dialer replaces the network dialer (tests inject faults with it).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	// QueueSize is each peer's send queue (4096 messages, as rafthttp's
+	// stream buffer); a full queue drops the message and reports the peer
+	// unreachable.
+	QueueSize int
+	// RetryInterval is the pause after a failed connection (100ms).
+	RetryInterval time.Duration
+	// Snapshots sends MsgSnap (nil: not supported yet, issue 16).
+	Snapshots SnapshotSender
+	// Logger receives connection errors.
+	Logger *slog.Logger
+}
+
+// PeerTransport sends raft messages to peers over the gRPC peer service and
+// serves it for incoming ones. Each peer has a bounded queue drained by one
+// goroutine over one long-lived stream, so a slow or dead peer never blocks
+// the ready loop or other peers.
+type PeerTransport struct {
+	cfg  TransportConfig
+	lg   *slog.Logger
+	raft atomic.Pointer[Raft]
+
+	mu     sync.RWMutex
+	peers  map[uint64]*peer
+	closed bool
+	snapWG sync.WaitGroup
+
+	recvMu   sync.Mutex
+	received map[uint64]uint64 // bytes received, by sender
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+var _ Transport = (*PeerTransport)(nil)
+
+// NewTransport returns a transport with no peers. Call SetRaft before
+// serving; messages that arrive earlier are refused.
+func NewTransport(cfg TransportConfig) *PeerTransport {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 4096
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &PeerTransport{
+		cfg:      cfg,
+		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
+		peers:    make(map[uint64]*peer),
+		received: make(map[uint64]uint64),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+}
+
+// SetRaft sets the node incoming messages are delivered to.
+func (t *PeerTransport) SetRaft(r Raft) { t.raft.Store(&r) }
+
+func (t *PeerTransport) getRaft() Raft {
+	if p := t.raft.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Send queues msgs for their peers without blocking.
+func (t *PeerTransport) Send(msgs []raftpb.Message) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return
+	}
+	for _, m := range msgs {
+		if m.To == 0 {
+			continue
+		}
+		p := t.peers[m.To]
+		if m.Type == raftpb.MsgSnap {
+			t.sendSnapshot(p, m)
+			continue
+		}
+		if p == nil {
+			// A member not (or no longer) known: raft will learn of the
+			// configuration change; nothing to report.
+			continue
+		}
+		select {
+		case p.queue <- m:
+		default:
+			p.failures.Add(1)
+			t.lg.Warn("dropped raft message: peer's send queue is full", "peer", FormatID(m.To), "type", m.Type.String())
+			t.report(m.To)
+		}
+	}
+}
+
+func (t *PeerTransport) sendSnapshot(p *peer, m raftpb.Message) {
+	r := t.getRaft()
+	if p == nil || t.cfg.Snapshots == nil {
+		if r != nil {
+			r.ReportSnapshot(m.To, raft.SnapshotFailure)
+		}
+		return
+	}
+	t.snapWG.Add(1)
+	go func() {
+		defer t.snapWG.Done()
+		err := t.cfg.Snapshots.SendSnapshot(t.ctx, m)
+		if r := t.getRaft(); r != nil {
+			if err != nil {
+				t.lg.Warn("sending snapshot failed", "peer", FormatID(m.To), "err", err)
+				r.ReportUnreachable(m.To)
+				r.ReportSnapshot(m.To, raft.SnapshotFailure)
+			} else {
+				r.ReportSnapshot(m.To, raft.SnapshotFinish)
+			}
+		}
+	}()
+}
+
+func (t *PeerTransport) report(id uint64) {
+	if r := t.getRaft(); r != nil {
+		r.ReportUnreachable(id)
+	}
+}
+
+// AddPeer starts sending to id at peerURLs (a no-op if id is known).
+func (t *PeerTransport) AddPeer(id uint64, peerURLs []string) {
+	if id == t.cfg.ID {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.peers[id] != nil {
+		return
+	}
+	p := &peer{
+		t:     t,
+		id:    id,
+		urls:  append([]string(nil), peerURLs...),
+		queue: make(chan raftpb.Message, t.cfg.QueueSize),
+		stopc: make(chan struct{}),
+		donec: make(chan struct{}),
+	}
+	t.peers[id] = p
+	go p.run()
+}
+
+// UpdatePeer changes id's peer URLs; the next connection uses them.
+func (t *PeerTransport) UpdatePeer(id uint64, peerURLs []string) {
+	t.mu.RLock()
+	p := t.peers[id]
+	t.mu.RUnlock()
+	if p == nil {
+		t.AddPeer(id, peerURLs)
+		return
+	}
+	p.mu.Lock()
+	p.urls, p.next = append([]string(nil), peerURLs...), 0
+	p.mu.Unlock()
+	p.resetc.Store(true)
+}
+
+// RemovePeer stops sending to id.
+func (t *PeerTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	p := t.peers[id]
+	delete(t.peers, id)
+	t.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+// Close stops every peer's sender and waits for them.
+func (t *PeerTransport) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	peers := t.peers
+	t.peers = nil
+	t.mu.Unlock()
+	t.cancel()
+	for _, p := range peers {
+		p.stop()
+	}
+	t.snapWG.Wait()
+}
+
+// PeerMetrics are one peer's counters, pulled by the server's collector
+// under etcd's names (etcd_network_peer_sent_bytes_total,
+// etcd_network_peer_received_bytes_total, etcd_network_peer_sent_failures_total).
+type PeerMetrics struct {
+	SentBytes, ReceivedBytes, SentFailures uint64
+}
+
+// Metrics returns the counters of every peer known or heard from.
+func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
+	out := map[uint64]PeerMetrics{}
+	t.mu.RLock()
+	for id, p := range t.peers {
+		out[id] = PeerMetrics{SentBytes: p.sentBytes.Load(), SentFailures: p.failures.Load()}
+	}
+	t.mu.RUnlock()
+	t.recvMu.Lock()
+	for id, n := range t.received {
+		m := out[id]
+		m.ReceivedBytes = n
+		out[id] = m
+	}
+	t.recvMu.Unlock()
+	return out
+}
+
+// peer is the sender to one member.
+type peer struct {
+	t     *PeerTransport
+	id    uint64
+	queue chan raftpb.Message
+
+	mu     sync.Mutex
+	urls   []string
+	next   int // the URL to try next (round robin on failure, as rafthttp)
+	resetc atomic.Bool
+
+	sentBytes atomic.Uint64
+	failures  atomic.Uint64 // messages dropped or lost with a stream
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	donec    chan struct{}
+}
+
+func (p *peer) stop() {
+	p.stopOnce.Do(func() { close(p.stopc) })
+	<-p.donec
+}
+
+func (p *peer) run() {
+	defer close(p.donec)
+	ctx, cancel := context.WithCancel(p.t.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var (
+		s        *peerStream
+		retryAt  time.Time
+		batch    []raftpb.Message
+		lastWarn time.Time
+	)
+	defer func() { s.close() }()
+	for {
+		select {
+		case m := <-p.queue:
+			batch = append(batch[:0], m)
+		case <-p.stopc:
+			return
+		}
+		size := batch[0].Size()
+	fill:
+		for size < maxFrameBytes {
+			select {
+			case m := <-p.queue:
+				batch = append(batch, m)
+				size += m.Size()
+			default:
+				break fill
+			}
+		}
+		if p.resetc.Swap(false) {
+			s.close()
+			s = nil
+		}
+		if s == nil {
+			if time.Now().Before(retryAt) {
+				p.failures.Add(uint64(len(batch)))
+				p.t.report(p.id)
+				continue
+			}
+			var err error
+			if s, err = p.open(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
+					if r := p.t.getRaft(); r != nil {
+						r.ReportRemoved()
+					}
+				}
+				if time.Since(lastWarn) > 5*time.Second {
+					p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
+					lastWarn = time.Now()
+				}
+				retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+				p.failures.Add(uint64(len(batch)))
+				p.t.report(p.id)
+				continue
+			}
+		}
+		// NB: gRPC may still hold the frame after SendMsg returns, so
+		// each frame is a new buffer.
+		frame := appendFrame(make([]byte, 0, size+8*len(batch)), batch)
+		if err := s.stream.SendMsg(&frame); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			err = s.finish(err)
+			p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
+			s.close()
+			s = nil
+			retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+			p.failures.Add(uint64(len(batch)))
+			p.t.report(p.id)
+			continue
+		}
+		p.sentBytes.Add(uint64(len(frame)))
+	}
+}
+
+type peerStream struct {
+	conn   *grpc.ClientConn
+	stream grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+func (s *peerStream) close() {
+	if s == nil {
+		return
+	}
+	s.cancel()
+	s.conn.Close()
+}
+
+// finish returns the status the receiver ended the stream with.
+func (s *peerStream) finish(err error) error {
+	if errors.Is(err, io.EOF) {
+		var b []byte
+		if rerr := s.stream.RecvMsg(&b); rerr != nil && !errors.Is(rerr, io.EOF) {
+			return rerr
+		}
+	}
+	return err
+}
+
+// open dials the peer's next URL and opens the message stream; the
+// receiver's cluster and member ID check answers before any message goes.
+func (p *peer) open(ctx context.Context) (*peerStream, error) {
+	p.mu.Lock()
+	if len(p.urls) == 0 {
+		p.mu.Unlock()
+		return nil, errors.New("raftnode: peer has no URLs")
+	}
+	raw := p.urls[p.next%len(p.urls)]
+	p.next++
+	p.mu.Unlock()
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: peer URL %q: %w", raw, err)
+	}
+	var creds credentials.TransportCredentials
+	switch u.Scheme {
+	case "http":
+		creds = insecure.NewCredentials()
+	case "https":
+		if p.t.cfg.TLS == nil {
+			return nil, fmt.Errorf("raftnode: peer URL %q needs TLS but no peer TLS is configured", raw)
+		}
+		creds = credentials.NewTLS(p.t.cfg.TLS)
+	default:
+		return nil, fmt.Errorf("raftnode: peer URL %q: unsupported scheme", raw)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(frameCodec{}), grpc.MaxCallSendMsgSize(maxPeerMsgBytes)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if d := p.t.cfg.Dialer; d != nil {
+		opts = append(opts, grpc.WithContextDialer(d))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+u.Host, opts...)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	sctx = metadata.AppendToOutgoingContext(sctx,
+		mdClusterID, FormatID(p.t.cfg.ClusterID), mdFrom, FormatID(p.t.cfg.ID), mdTo, FormatID(p.id))
+	s := &peerStream{conn: conn, cancel: cancel}
+	s.stream, err = conn.NewStream(sctx, &peerStreamDesc, peerStreamMethod)
+	if err == nil {
+		var md metadata.MD
+		if md, err = s.stream.Header(); err == nil && md == nil {
+			err = s.finish(io.EOF)
+			if err == nil {
+				err = errors.New("raftnode: peer closed the stream")
+			}
+		}
+	}
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+var peerStreamDesc = grpc.StreamDesc{StreamName: "Messages", ClientStreams: true}
+
+var peerServiceDesc = grpc.ServiceDesc{
+	ServiceName: peerServiceName,
+	HandlerType: (*any)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Messages",
+		ClientStreams: true,
+		Handler: func(srv any, ss grpc.ServerStream) error {
+			return srv.(*PeerTransport).serveMessages(ss)
+		},
+	}},
+}
+
+// Register adds the peer service to s, which must use the peer codec
+// (PeerServerOptions).
+func (t *PeerTransport) Register(s *grpc.Server) { s.RegisterService(&peerServiceDesc, t) }
+
+// PeerServerOptions are the server options the peer service needs: its
+// codec, the frame size and, with tlsConf (etcd's --peer-* server side,
+// including client certificate verification), TLS.
+func PeerServerOptions(tlsConf *tls.Config) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.ForceServerCodec(frameCodec{}),
+		grpc.MaxRecvMsgSize(maxPeerMsgBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if tlsConf != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	return opts
+}
+
+// NewPeerServer returns a gRPC server serving t's peer service.
+func NewPeerServer(t *PeerTransport, tlsConf *tls.Config, opts ...grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append(PeerServerOptions(tlsConf), opts...)...)
+	t.Register(s)
+	return s
+}
+
+// Status messages of refused streams (checked by tests).
+const (
+	msgClusterMismatch = "raftnode: cluster ID mismatch"
+	msgMemberMismatch  = "raftnode: member ID mismatch"
+	msgMemberRemoved   = "raftnode: the member has been permanently removed from the cluster"
+)
+
+func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	get := func(k string) uint64 {
+		if v := md.Get(k); len(v) == 1 {
+			id, err := strconv.ParseUint(v[0], 16, 64)
+			if err == nil {
+				return id
+			}
+		}
+		return 0
+	}
+	if cid := get(mdClusterID); cid != t.cfg.ClusterID {
+		return status.Errorf(codes.FailedPrecondition, "%s: local %s, remote %s", msgClusterMismatch, FormatID(t.cfg.ClusterID), FormatID(cid))
+	}
+	if to := get(mdTo); to != t.cfg.ID {
+		return status.Errorf(codes.FailedPrecondition, "%s: message for %s reached %s", msgMemberMismatch, FormatID(to), FormatID(t.cfg.ID))
+	}
+	from := get(mdFrom)
+	if from == 0 {
+		return status.Error(codes.InvalidArgument, "raftnode: stream without a sender member ID")
+	}
+	r := t.getRaft()
+	if r == nil {
+		return status.Error(codes.Unavailable, "raftnode: member not started")
+	}
+	if r.IsIDRemoved(from) {
+		return status.Error(codes.PermissionDenied, msgMemberRemoved)
+	}
+	if err := ss.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	var frame []byte
+	for {
+		if err := ss.RecvMsg(&frame); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		t.recvMu.Lock()
+		t.received[from] += uint64(len(frame))
+		t.recvMu.Unlock()
+		err := decodeFrame(frame, func(m raftpb.Message) error {
+			if m.From != from || m.To != t.cfg.ID {
+				return fmt.Errorf("raftnode: message %s→%s on the stream %s→%s", FormatID(m.From), FormatID(m.To), FormatID(from), FormatID(t.cfg.ID))
+			}
+			if err := r.Step(m); errors.Is(err, ErrStopped) {
+				return err
+			}
+			return nil // raft ignores what it must (stale terms, …)
+		})
+		if errors.Is(err, ErrStopped) {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		if err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+}
+
+// A frame is messages, each as uvarint(length) then raftpb.Message bytes.
+func appendFrame(b []byte, msgs []raftpb.Message) []byte {
+	for i := range msgs {
+		n := msgs[i].Size()
+		b = binary.AppendUvarint(b, uint64(n))
+		start := len(b)
+		b = append(b, make([]byte, n)...)
+		if _, err := msgs[i].MarshalTo(b[start:]); err != nil {
+			panic(err) // sized above: cannot fail
+		}
+	}
+	return b
+}
+
+func decodeFrame(b []byte, fn func(raftpb.Message) error) error {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return errors.New("raftnode: malformed frame")
+		}
+		var m raftpb.Message
+		if err := m.Unmarshal(b[k : k+int(n)]); err != nil {
+			return fmt.Errorf("raftnode: malformed message: %w", err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		b = b[k+int(n):]
+	}
+	return nil
+}
+
+// frameCodec passes frames through: a *[]byte each way.
+type frameCodec struct{}
+
+func (frameCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("raftnode: codec cannot marshal %T", v)
+	}
+	return *b, nil
+}
+
+func (frameCodec) Unmarshal(data []byte, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("raftnode: codec cannot unmarshal into %T", v)
+	}
+	*b = append((*b)[:0], data...)
+	return nil
+}
+
+func (frameCodec) Name() string { return "raftnode-frame" }

@@ -1,0 +1,237 @@
+package v3rpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/lease"
+	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/guard"
+
+	"github.com/metastore-dev/metastore/internal/policyabi"
+)
+
+var _ apply.Lessor = (*lease.Lessor)(nil)
+
+// leaseServer implements etcd's Lease service.
+type leaseServer struct {
+	pb.UnimplementedLeaseServer
+	s *Server
+}
+
+var _ pb.LeaseServer = (*leaseServer)(nil)
+
+// grantAttempts bounds how often a grant with a server-chosen id is retried
+// after hitting an id a client chose (etcd returns ErrLeaseExist then).
+const grantAttempts = 3
+
+func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if err := l.s.reserveSpace(ctx, quotaLeaseOverhead); err != nil {
+		return nil, err
+	}
+	defer l.s.quota.release(quotaLeaseOverhead)
+	// As etcd's: any authenticated user may grant.
+	if err := l.s.requireUser(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	chosen := r.ID == 0
+	for attempt := 1; ; attempt++ {
+		if chosen {
+			r.ID = l.s.leaseIDs.next()
+		}
+		res, err := l.s.loop.Propose(ctx, &apply.Request{LeaseGrant: r})
+		if err == nil {
+			err = res.Err
+		}
+		if chosen && errors.Is(err, apply.ErrLeaseExist) && attempt < grantAttempts {
+			continue
+		}
+		if err != nil {
+			return nil, toGRPCError(err)
+		}
+		out := res.Resp.(*pb.LeaseGrantResponse)
+		l.s.fillHeader(out.Header)
+		return out, nil
+	}
+}
+
+func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	// As etcd's: revoking deletes the lease's keys, so it needs WRITE on
+	// every one of them (guard.Write).
+	res, err := l.s.proposeGuarded(ctx, &apply.Request{LeaseRevoke: r})
+	if err != nil {
+		return nil, err
+	}
+	out := res.Resp.(*pb.LeaseRevokeResponse)
+	l.s.fillHeader(out.Header)
+	return out, nil
+}
+
+// LeaseKeepAlive answers each request with the lease's TTL after renewing
+// it, or TTL 0 if the lease does not exist (an expired lease is answered
+// once its revocation is applied, as etcd).
+func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
+	// NB: Recv cannot be interrupted, so it runs on its own goroutine and
+	// the handler returns when the server stops (etcd does the same).
+	errc := make(chan error, 1)
+	go func() { errc <- l.keepAlive(stream) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-stream.Context().Done():
+		return toGRPCError(stream.Context().Err())
+	case <-l.s.stopping:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// The header is taken before the renewal, as etcd's: its revision
+		// is never newer than the state the renewal saw.
+		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: &pb.ResponseHeader{}}
+		l.s.fillHeader(resp.Header)
+		// As etcd's: renewing keeps the lease's keys alive, so it needs
+		// WRITE on every one of them; an error ends the stream.
+		id, err := l.s.guard.Identify(ctx)
+		if err == nil {
+			err = l.s.guard.AuthorizeLease(ctx, id, policyabi.PermWrite, req.ID)
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
+		ttl, err := l.s.lessor.Renew(ctx, req.ID)
+		if errors.Is(err, lease.ErrLeaseNotFound) {
+			ttl, err = 0, nil
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
+		resp.TTL = ttl
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	s := l.s
+	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: r.ID, TTL: -1}
+	// As etcd's: an authenticated user; listing the keys needs READ on each.
+	id, err := s.authorizeTimeToLive(ctx, r)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	if info, ok := s.lessor.Lookup(r.ID); ok {
+		// etcd truncates the remaining time to whole seconds.
+		resp.TTL = int64(info.Remaining.Seconds())
+		resp.GrantedTTL = info.TTL
+		if r.Keys {
+			if resp.Keys, err = s.readLeaseKeysAt(r.ID); err != nil {
+				return nil, toGRPCError(err)
+			}
+		}
+	}
+	for s.guard.AuthMoved(id) {
+		if id, err = s.authorizeTimeToLive(ctx, r); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
+	s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// authorizeTimeToLive is etcd's check of TimeToLive: an authenticated
+// user, and READ on every key of the lease when the keys are asked for.
+func (s *Server) authorizeTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (guard.Identity, error) {
+	id, err := s.guard.Identify(ctx)
+	if err != nil {
+		return id, err
+	}
+	if id.AuthEnabled() && id.User == "" {
+		return id, auth.ErrUserEmpty
+	}
+	if !r.Keys {
+		return id, nil
+	}
+	return id, s.guard.AuthorizeLease(ctx, id, policyabi.PermRead, r.ID)
+}
+
+// readLeaseKeysAt reads the keys attached to a lease from a new read view.
+func (s *Server) readLeaseKeysAt(id int64) ([][]byte, error) {
+	tx, err := s.store.Read()
+	if err != nil {
+		return nil, err
+	}
+	defer tx.End()
+	return tx.LeaseKeys(id)
+}
+
+func (l *leaseServer) LeaseLeases(ctx context.Context, r *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	s := l.s
+	infos := s.lessor.Leases()
+	// As etcd's: READ on the keys of every lease, unless root.
+	id, err := s.guard.Identify(ctx)
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	var keys [][]byte
+	if id.AuthEnabled() && id.User != "" && !s.guard.LeaseExempt(id.User) {
+		for _, info := range infos {
+			keys = append(keys, s.guard.LeaseKeys(info.ID)...)
+		}
+	}
+	if err := s.guard.AuthorizeLeaseKeys(ctx, id, policyabi.PermRead, keys); err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := &pb.LeaseLeasesResponse{Header: &pb.ResponseHeader{}, Leases: make([]*pb.LeaseStatus, len(infos))}
+	for i := range infos {
+		resp.Leases[i] = &pb.LeaseStatus{ID: infos[i].ID}
+	}
+	s.fillHeader(resp.Header)
+	return resp, nil
+}
+
+// leaseIDGen hands out lease ids for grants without one, as etcd's request
+// id generator: the member id's low bits on top, then a counter that
+// starts at the current time in milliseconds, so ids stay unique across
+// restarts without persisting the counter. The sign bit is always clear.
+type leaseIDGen struct {
+	prefix uint64
+	suffix atomic.Uint64
+}
+
+const (
+	idSuffixBits = 48
+	idSuffixMask = 1<<idSuffixBits - 1
+)
+
+func newLeaseIDGen(member uint64, now time.Time) *leaseIDGen {
+	g := &leaseIDGen{prefix: (member << idSuffixBits) & (1<<63 - 1)}
+	// 40 bits of milliseconds (34 years) followed by 8 bits of count.
+	g.suffix.Store((uint64(now.UnixMilli()) & (1<<40 - 1)) << 8)
+	return g
+}
+
+func (g *leaseIDGen) next() int64 {
+	for {
+		if id := int64(g.prefix | g.suffix.Add(1)&idSuffixMask); id != 0 {
+			return id
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package v3rpc
+
+import (
+	"context"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/metastore-dev/metastore/server/apply"
+)
+
+// maintenanceServer implements etcd's Maintenance service.
+type maintenanceServer struct {
+	pb.UnimplementedMaintenanceServer
+	s *Server
+}
+
+var _ pb.MaintenanceServer = (*maintenanceServer)(nil)
+
+// Status needs an authenticated caller when auth is enabled, as etcd's.
+func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	s := m.s
+	if err := s.requireUser(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	hdr := &pb.ResponseHeader{}
+	s.fillHeader(hdr)
+	size, inUse := s.dbSize()
+	applied := s.loop.AppliedIndex()
+	resp := &pb.StatusResponse{
+		Header:           hdr,
+		Version:          EtcdVersion,
+		DbSize:           size,
+		DbSizeInUse:      inUse,
+		Leader:           s.ids.member,
+		RaftIndex:        applied,
+		RaftAppliedIndex: applied,
+		RaftTerm:         s.ids.term,
+		DbSizeQuota:      s.cfg.Limits.QuotaBackendBytes,
+		// The storage version follows the cluster version (see
+		// apply.Versions).
+		StorageVersion: s.clusterVersion().String(),
+		DowngradeInfo:  &pb.DowngradeInfo{},
+	}
+	if vs := s.applier.Versions(); vs.DowngradeEnabled {
+		resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: true, TargetVersion: vs.DowngradeTarget}
+	}
+	for _, a := range s.applier.Alarms() {
+		resp.Errors = append(resp.Errors, a.String())
+	}
+	return resp, nil
+}
+
+// Alarm lists alarms for any authenticated caller; changing them needs root
+// (when auth is enabled), as in etcd.
+func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	res, err := m.s.proposeGuarded(ctx, &apply.Request{Alarm: r})
+	if err != nil {
+		return nil, err
+	}
+	out := res.Resp.(*pb.AlarmResponse)
+	m.s.fillHeader(out.Header)
+	return out, nil
+}
+
+// Defragment compacts Pebble's whole key space. Unlike etcd's bbolt defrag it
+// runs online: reads and writes go on while it works.
+func (m *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	start := time.Now()
+	m.s.lg.Info("starting online defragmentation", "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
+	if err := m.s.store.DB().Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return nil, toGRPCError(err)
+	}
+	took := time.Since(start)
+	m.s.metrics.defragLatency.Observe(took.Seconds())
+	m.s.lg.Info("finished online defragmentation", "took", took, "db-size", func() int64 { n, _ := m.s.dbSize(); return n }())
+	// NB: etcd answers Defragment without a header.
+	return &pb.DefragmentResponse{}, nil
+}
+
+// MoveLeader on a single member: it is already the leader, so moving to
+// itself succeeds and any other target is not a member.
+func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := m.s.requireAdmin(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if r.TargetID != m.s.ids.member {
+		return nil, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	hdr := &pb.ResponseHeader{}
+	m.s.fillHeader(hdr)
+	return &pb.MoveLeaderResponse{Header: hdr}, nil
+}
+
+// dbSize reports the database's disk usage and the part of it holding live
+// data, as etcd's dbSize and dbSizeInUse.
+func (s *Server) dbSize() (size, inUse int64) {
+	m := s.store.DB().Metrics()
+	// NB: recycled WAL files and obsolete files awaiting deletion are space
+	// Pebble reuses or frees, not growth; counting them would keep a store
+	// over its quota after its data is deleted and defragmented.
+	size = int64(m.DiskSpaceUsage() - m.WAL.ObsoletePhysicalSize - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize)
+	// NB: Pebble reports the current WAL at its size when it was opened
+	// (often 0); WAL.Size is what the live WALs hold, the data not yet
+	// flushed to tables. etcd's size counts a write once committed.
+	if m.WAL.Size > m.WAL.PhysicalSize {
+		size += int64(m.WAL.Size - m.WAL.PhysicalSize)
+	}
+	if live, err := s.store.DB().EstimateDiskUsage([]byte{0}, []byte{0xff}); err == nil {
+		inUse = int64(live)
+	}
+	if inUse > size || inUse == 0 {
+		inUse = size
+	}
+	return size, inUse
+}

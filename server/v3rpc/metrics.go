@@ -1,0 +1,343 @@
+package v3rpc
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/metastore-dev/metastore/server/apply"
+)
+
+// metrics owns the server's Prometheus registry: a registry per Server (not
+// the global default) so that two servers in one process, as in tests, each
+// report their own numbers. Core packages expose plain numbers; the
+// collectors here pull them at scrape time.
+type metrics struct {
+	reg *prometheus.Registry
+
+	// gRPC, with go-grpc-prometheus's names, which etcd's dashboards use.
+	started  *prometheus.CounterVec
+	handled  *prometheus.CounterVec
+	handling *prometheus.HistogramVec
+	msgRecv  *prometheus.CounterVec
+	msgSent  *prometheus.CounterVec
+	methods  sync.Map // full method → *methodMetrics
+
+	slowRequests  prometheus.Counter
+	rateLimited   *prometheus.CounterVec
+	connsRefused  prometheus.Counter
+	panics        prometheus.Counter
+	commitLatency prometheus.Histogram
+	applyLatency  prometheus.Histogram
+	batchSize     prometheus.Histogram
+	applyFailed   prometheus.Counter
+	defragLatency prometheus.Histogram
+	leaseExpired  prometheus.Counter
+	reloads       *prometheus.CounterVec
+	reloadOK      prometheus.Gauge
+}
+
+// methodMetrics caches the label-bound children of one method so the hot
+// path does no label hashing.
+type methodMetrics struct {
+	started  prometheus.Counter
+	handling prometheus.Observer
+	msgRecv  prometheus.Counter
+	msgSent  prometheus.Counter
+	// handled is filled per code on first use; read without a lock on
+	// every request.
+	handled [codes.Unauthenticated + 1]atomic.Pointer[prometheus.Counter]
+	typ     string
+	service string
+	method  string
+	parent  *metrics
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	grpcLabels := []string{"grpc_type", "grpc_service", "grpc_method"}
+	m.started = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_started_total", Help: "Total number of RPCs started on the server.",
+	}, grpcLabels)
+	m.handled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_handled_total", Help: "Total number of RPCs completed on the server, regardless of success or failure.",
+	}, append(grpcLabels, "grpc_code"))
+	m.handling = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "grpc_server_handling_seconds", Help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+		Buckets: prometheus.DefBuckets,
+	}, grpcLabels)
+	m.msgRecv = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_msg_received_total", Help: "Total number of RPC stream messages received on the server.",
+	}, grpcLabels)
+	m.msgSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_msg_sent_total", Help: "Total number of gRPC stream messages sent by the server.",
+	}, grpcLabels)
+	m.slowRequests = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "metastore_server_slow_requests_total", Help: "Requests slower than the slow-request threshold.",
+	})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_server_rate_limited_total", Help: "Requests refused by a rate limit, by the bucket that refused: global, user, unary, stream (a stream or watch creation) or tenant.",
+	}, []string{"scope"})
+	m.connsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "metastore_server_connections_refused_total", Help: "Client connections closed because the connection limit was reached.",
+	})
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "metastore_server_handler_panics_total", Help: "Request handlers that panicked and were recovered.",
+	})
+	// etcd's name for the fsync'ed commit; dashboards chart it.
+	m.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "etcd_disk_backend_commit_duration_seconds", Help: "The latency distributions of commit called by backend.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "metastore_apply_batch_duration_seconds", Help: "Time to apply one group-commit batch, before its commit.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "metastore_apply_batch_requests", Help: "Requests per group-commit batch.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+	})
+	m.applyFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "etcd_server_proposals_failed_total", Help: "The total number of failed proposals seen.",
+	})
+	m.defragLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "metastore_defragment_duration_seconds", Help: "Duration of online defragmentation (Pebble manual compaction).",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	})
+	m.leaseExpired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
+	})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_config_reloads_total", Help: "Reloads of the configuration (SIGHUP or a changed file), by result: ok, restart_required (applied, but settings that take a restart changed too) or failed (the previous configuration kept serving).",
+	}, []string{"result"})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "metastore_config_last_reload_successful", Help: "1 if the last reload was applied, 0 if it was refused.",
+	})
+	m.reloadOK.Set(1)
+	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
+		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
+		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
+		m.reloads, m.reloadOK,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Values of the grpc_type label, as go-grpc-prometheus names them.
+const (
+	grpcUnary        = "unary"
+	grpcServerStream = "server_stream"
+	grpcBidiStream   = "bidi_stream"
+)
+
+// streamType is the grpc_type of a stream: etcd's streams are bidirectional
+// but Snapshot and RangeStream, which only the server streams.
+func streamType(info *grpc.StreamServerInfo) string {
+	if info.IsClientStream {
+		return grpcBidiStream
+	}
+	return grpcServerStream
+}
+
+// method returns the cached children for a full gRPC method name; typ is
+// its grpc_type.
+func (m *metrics) method(full, typ string) *methodMetrics {
+	if mm, ok := m.methods.Load(full); ok {
+		return mm.(*methodMetrics)
+	}
+	service, method := "unknown", "unknown"
+	if i := strings.LastIndexByte(full, '/'); i > 0 {
+		service, method = strings.TrimPrefix(full[:i], "/"), full[i+1:]
+	}
+	mm := &methodMetrics{
+		started:  m.started.WithLabelValues(typ, service, method),
+		handling: m.handling.WithLabelValues(typ, service, method),
+		msgRecv:  m.msgRecv.WithLabelValues(typ, service, method),
+		msgSent:  m.msgSent.WithLabelValues(typ, service, method),
+		typ:      typ, service: service, method: method, parent: m,
+	}
+	actual, _ := m.methods.LoadOrStore(full, mm)
+	return actual.(*methodMetrics)
+}
+
+func (mm *methodMetrics) done(code codes.Code, took time.Duration) {
+	if code > codes.Unauthenticated {
+		code = codes.Unknown
+	}
+	c := mm.handledCounter(code)
+	c.Inc()
+	mm.handling.Observe(took.Seconds())
+}
+
+func (mm *methodMetrics) handledCounter(code codes.Code) prometheus.Counter {
+	if c := mm.handled[code].Load(); c != nil {
+		return *c
+	}
+	// WithLabelValues returns the same counter to concurrent first callers.
+	c := mm.parent.handled.WithLabelValues(mm.typ, mm.service, mm.method, code.String())
+	mm.handled[code].Store(&c)
+	return c
+}
+
+// RegisterMetrics adds collectors to the server's registry. Services built
+// on the server (watch, lease, auth, policies) call it from New to report
+// their own numbers next to the server's.
+func (s *Server) RegisterMetrics(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := s.metrics.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerStoreMetrics adds the pulled gauges: storage size and quota,
+// revisions, leadership and the apply loop's progress, under etcd's names.
+func (s *Server) registerStoreMetrics() {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	one := func() float64 { return 1 }
+	applied := func() float64 { return float64(s.loop.AppliedIndex()) }
+	s.metrics.reg.MustRegister(
+		gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.",
+			func() float64 { size, _ := s.dbSize(); return float64(size) }),
+		gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.",
+			func() float64 { _, inUse := s.dbSize(); return float64(inUse) }),
+		gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+			func() float64 { return float64(s.quotaBytes()) }),
+		gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.",
+			func() float64 { return float64(s.store.Rev()) }),
+		gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
+			func() float64 { return float64(max(s.store.CompactRev(), 0)) }),
+		gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", one),
+		gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", one),
+		counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", one),
+		counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", applied),
+		counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied),
+		gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
+			func() float64 { return float64(pending(s.loop)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "etcd_server_version", Help: "Which version is running. 1 for 'server_version' label with current version.",
+			ConstLabels: prometheus.Labels{"server_version": EtcdVersion},
+		}, one),
+		gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", func() float64 { return 0 }),
+		clusterVersionCollector{s},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": "NOSPACE"},
+		}, func() float64 {
+			if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
+				return 1
+			}
+			return 0
+		}),
+		newPebbleCollector(s.store.DB),
+		// etcd's lease metrics.
+		gauge("metastore_leases", "The number of live leases.", func() float64 { return float64(s.lessor.Len()) }),
+		counter("etcd_debugging_lease_granted_total", "The total number of granted leases.",
+			func() float64 { return float64(s.lessor.Stats().Granted) }),
+		counter("etcd_debugging_lease_revoked_total", "The total number of revoked leases.",
+			func() float64 { return float64(s.lessor.Stats().Revoked) }),
+		counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
+			func() float64 { return float64(s.lessor.Stats().Renewed) }),
+	)
+}
+
+// observeBatch records one apply-loop batch (on the loop goroutine).
+func (m *metrics) observeBatch(st apply.BatchStats) {
+	m.batchSize.Observe(float64(st.Requests))
+	m.applyLatency.Observe(st.Apply.Seconds())
+	if st.Err != nil {
+		m.applyFailed.Add(float64(st.Requests))
+		return
+	}
+	m.commitLatency.Observe(st.Commit.Seconds())
+}
+
+// pebbleCollector reports a few of Pebble's own numbers (compactions, read
+// amplification, memtables) from one Metrics() call per scrape.
+type pebbleCollector struct {
+	db          func() *pebble.DB
+	compactions *prometheus.Desc
+	readAmp     *prometheus.Desc
+	memtable    *prometheus.Desc
+	flushes     *prometheus.Desc
+	diskUsage   *prometheus.Desc
+}
+
+func newPebbleCollector(db func() *pebble.DB) *pebbleCollector {
+	return &pebbleCollector{
+		db:          db,
+		compactions: prometheus.NewDesc("metastore_pebble_compactions_total", "Pebble compactions completed.", nil, nil),
+		readAmp:     prometheus.NewDesc("metastore_pebble_read_amplification", "Pebble read amplification (sublevels and levels a read may visit).", nil, nil),
+		memtable:    prometheus.NewDesc("metastore_pebble_memtable_bytes", "Bytes in Pebble memtables.", nil, nil),
+		flushes:     prometheus.NewDesc("metastore_pebble_flushes_total", "Pebble memtable flushes.", nil, nil),
+		diskUsage:   prometheus.NewDesc("metastore_pebble_disk_usage_bytes", "Bytes Pebble uses on disk (tables, WAL, manifests).", nil, nil),
+	}
+}
+
+func (c *pebbleCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.compactions
+	ch <- c.readAmp
+	ch <- c.memtable
+	ch <- c.flushes
+	ch <- c.diskUsage
+}
+
+func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.db().Metrics()
+	ch <- prometheus.MustNewConstMetric(c.compactions, prometheus.CounterValue, float64(m.Compact.Count))
+	ch <- prometheus.MustNewConstMetric(c.readAmp, prometheus.GaugeValue, float64(m.ReadAmp()))
+	ch <- prometheus.MustNewConstMetric(c.memtable, prometheus.GaugeValue, float64(m.MemTable.Size))
+	ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(m.Flush.Count))
+	ch <- prometheus.MustNewConstMetric(c.diskUsage, prometheus.GaugeValue, float64(m.DiskSpaceUsage()))
+}
+
+// reloaded counts a reload of the configuration.
+func (m *metrics) reloaded(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("ok").Inc()
+		m.reloadOK.Set(1)
+		return
+	}
+	m.reloads.WithLabelValues("failed").Inc()
+	m.reloadOK.Set(0)
+}
+
+var clusterVersionDesc = prometheus.NewDesc("etcd_cluster_version",
+	"Which version is running. 1 for 'cluster_version' label with current cluster version", []string{"cluster_version"}, nil)
+
+// clusterVersionCollector reports etcd's etcd_cluster_version: 1 for the
+// current cluster version ("major.minor"), which a downgrade changes.
+type clusterVersionCollector struct{ s *Server }
+
+var _ prometheus.Collector = clusterVersionCollector{}
+
+// Describe implements prometheus.Collector.
+func (c clusterVersionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- clusterVersionDesc }
+
+// Collect implements prometheus.Collector.
+func (c clusterVersionCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(clusterVersionDesc, prometheus.GaugeValue, 1, c.s.clusterVersion().cluster())
+}
+
+// pending is the proposals waiting to be applied, for a proposer that
+// counts them.
+func pending(p apply.Proposer) int {
+	if q, ok := p.(interface{ Pending() int }); ok {
+		return q.Pending()
+	}
+	return 0
+}

@@ -1,0 +1,40 @@
+package v3rpc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/metastore-dev/metastore/server/apply"
+)
+
+// Metrics owns the member's Prometheus registry and its collectors (see
+// metrics); the member feeds the ones its loops and transport observe
+// through the methods below.
+type Metrics = metrics
+
+// NewMetrics returns a fresh registry with the member's collectors.
+func NewMetrics() *Metrics { return newMetrics() }
+
+// Registry is the member's Prometheus registry.
+func (m *metrics) Registry() *prometheus.Registry { return m.reg }
+
+// RateLimited counts requests refused by a rate limit, by scope.
+func (m *metrics) RateLimited() *prometheus.CounterVec { return m.rateLimited }
+
+// ConnRefused counts a connection refused by --max-connections.
+func (m *metrics) ConnRefused() { m.connsRefused.Inc() }
+
+// ObserveBatch records one group-commit batch of the apply loop.
+func (m *metrics) ObserveBatch(st apply.BatchStats) { m.observeBatch(st) }
+
+// Reloaded counts a configuration reload.
+func (m *metrics) Reloaded(ok bool) { m.reloaded(ok) }
+
+// ReloadedRestartRequired counts a reload that was applied while settings
+// that take a restart changed too.
+func (m *metrics) ReloadedRestartRequired() {
+	m.reloads.WithLabelValues("restart_required").Inc()
+	m.reloadOK.Set(1)
+}
+
+// LeaseExpired counts a lease revoked on expiry.
+func (m *metrics) LeaseExpired() { m.leaseExpired.Inc() }

@@ -1,0 +1,204 @@
+package v3rpc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/metastore-dev/metastore/auth"
+	"github.com/metastore-dev/metastore/lease"
+	"github.com/metastore-dev/metastore/mvcc"
+	"github.com/metastore-dev/metastore/server/apply"
+	"github.com/metastore-dev/metastore/server/config"
+	"github.com/metastore-dev/metastore/server/guard"
+)
+
+// EtcdVersion is the etcd version metastore reports in Status. Clients such
+// as kube-apiserver enable features by it.
+const EtcdVersion = "3.6.0"
+
+// grpcOverheadBytes is what etcd allows on top of --max-request-bytes for
+// gRPC framing before the transport refuses a message.
+const grpcOverheadBytes = 512 * 1024
+
+// IDs identify the cluster and this member; fixed at first start.
+type IDs struct{ Cluster, Member, Term uint64 }
+
+// memberIDs are IDs as the services read them.
+type memberIDs struct {
+	cluster, member, term uint64
+}
+
+// Member is the member's parts the services answer from and propose to;
+// the member (package server) wires them.
+type Member struct {
+	Config   *config.Config
+	Logger   *slog.Logger
+	Store    *mvcc.Store
+	Hub      *mvcc.Hub
+	Applier  *apply.Applier
+	Proposer apply.Proposer
+	Lessor   *lease.Lessor
+	Auth     *auth.Store
+	Tokens   *auth.Tokens
+	Guard    *guard.Guard
+	Metrics  *Metrics
+	IDs      IDs
+	// Stopping is closed when shutdown begins; it ends long-lived streams.
+	Stopping <-chan struct{}
+	// ClientAddrs are the bound client listeners (for MemberList).
+	ClientAddrs func() []string
+	// SlowThreshold is monitoring.slow_request_threshold as last reloaded;
+	// nil: the configuration's.
+	SlowThreshold func() time.Duration
+}
+
+// Server holds etcd's gRPC services of one member. Each handler is a
+// straight line: validate, ask the guard, propose or read, answer; errors
+// leave through the one table (toGRPCError).
+type Server struct {
+	cfg      *config.Config
+	lg       *slog.Logger
+	store    *mvcc.Store
+	hub      *mvcc.Hub
+	watch    *watchServer
+	applier  *apply.Applier
+	loop     apply.Proposer
+	lessor   *lease.Lessor
+	leaseIDs *leaseIDGen
+	auth     *auth.Store
+	tokens   *auth.Tokens
+	guard    *guard.Guard
+	ids      memberIDs
+	metrics  *metrics
+	stopping <-chan struct{}
+	addrs    func() []string
+	slow     func() time.Duration // nil: cfg's threshold
+	quota    *spaceQuota          // etcd's backend quota (spacequota.go)
+}
+
+// New builds the services over m and registers their metrics.
+func New(m Member) *Server {
+	lg := m.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: m.Config, lg: lg, store: m.Store, hub: m.Hub, applier: m.Applier, loop: m.Proposer,
+		lessor: m.Lessor, auth: m.Auth, tokens: m.Tokens, guard: m.Guard, metrics: m.Metrics,
+		ids:      memberIDs{cluster: m.IDs.Cluster, member: m.IDs.Member, term: m.IDs.Term},
+		stopping: m.Stopping, addrs: m.ClientAddrs, slow: m.SlowThreshold,
+	}
+	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
+	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)
+	s.watch = newWatchServer(s)
+	s.registerStoreMetrics()
+	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
+	return s
+}
+
+// Codec is the gRPC codec of the services (etcd's generated marshalling);
+// the JSON gateway's client uses it too.
+func Codec() encoding.CodecV2 { return newGogoCodec() }
+
+// NewGRPCServer returns a gRPC server with the interceptors, the codec, the
+// limits and etcd's six services registered (KV with etcd 3.7's
+// RangeStream), and gRPC health; the member adds Lock and Election
+// (server/v3lock). creds is nil for plaintext listeners.
+func (s *Server) NewGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newGogoCodec()),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),
+		grpc.MaxSendMsgSize(maxSendMsgSize(s.cfg.Limits)),
+		grpc.MaxConcurrentStreams(s.cfg.GRPC.MaxConcurrentStreams),
+		grpc.NumStreamWorkers(s.cfg.GRPC.StreamWorkers),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             s.cfg.GRPC.KeepaliveMinTime,
+			PermitWithoutStream: false,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    s.cfg.GRPC.KeepaliveInterval,
+			Timeout: s.cfg.GRPC.KeepaliveTimeout,
+			// Connection lifetime (grpc.max_connection_*); 0 is gRPC's "never".
+			MaxConnectionIdle:     s.cfg.GRPC.MaxConnectionIdle,
+			MaxConnectionAge:      s.cfg.GRPC.MaxConnectionAge,
+			MaxConnectionAgeGrace: s.cfg.GRPC.MaxConnectionAgeGrace,
+		}),
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	g := grpc.NewServer(opts...)
+	g.RegisterService(&kvServiceDesc, &kvServer{s: s}) // etcd 3.7's KV, with RangeStream
+	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
+	pb.RegisterClusterServer(g, &clusterServer{s: s})
+	pb.RegisterAuthServer(g, &authServer{s: s})
+	pb.RegisterWatchServer(g, s.watch)
+	pb.RegisterLeaseServer(g, &leaseServer{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return g
+}
+
+// KV, Lease and Auth are the services as in-process callers use them
+// (Lock and Election, tests).
+func (s *Server) KV() pb.KVServer       { return &kvServer{s: s} }
+func (s *Server) Lease() pb.LeaseServer { return &leaseServer{s: s} }
+func (s *Server) Auth() pb.AuthServer   { return &authServer{s: s} }
+
+// fillHeader completes a response header as etcd does; a revision already set
+// by the operation is kept.
+func (s *Server) fillHeader(h *pb.ResponseHeader) {
+	if h == nil {
+		return
+	}
+	h.ClusterId = s.ids.cluster
+	h.MemberId = s.ids.member
+	h.RaftTerm = s.ids.term
+	if h.Revision == 0 {
+		h.Revision = s.store.Rev()
+	}
+}
+
+// DBSize returns the database's size on disk and the part in use.
+func (s *Server) DBSize() (size, inUse int64) { return s.dbSize() }
+
+// ClusterVersion is the cluster version ("major.minor.patch").
+func (s *Server) ClusterVersion() string { return s.clusterVersion().String() }
+
+// RunVersionMonitor raises the cluster version as etcd's monitor does, until
+// ctx ends (the member runs it as one of its background loops).
+func (s *Server) RunVersionMonitor(ctx context.Context) { s.runVersionMonitor(ctx) }
+
+// AuthorizeWatch checks READ on a watch's range as the caller; its error
+// says why as the cancel reason etcd sends for a refused watch (Lock and
+// Election report it so).
+func (s *Server) AuthorizeWatch(ctx context.Context, key, end []byte) error {
+	if err := s.authorizeWatch(ctx, key, end); err != nil {
+		return errors.New(watchCancelReason(err))
+	}
+	return nil
+}
+
+// slowThreshold is the slow-request threshold in effect.
+func (s *Server) slowThreshold() time.Duration {
+	if s.slow != nil {
+		return s.slow()
+	}
+	return s.cfg.Monitoring.SlowRequestThreshold
+}
+
+// FillHeader completes a response header as the member's.
+func (s *Server) FillHeader(h *pb.ResponseHeader) { s.fillHeader(h) }

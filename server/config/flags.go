@@ -166,6 +166,8 @@ var flagDefs = []flagDef{
 	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "experimental-initial-corrupt-check", group: groupCompat, def: "false", isBool: true,
+		usage: "Accepted for etcd compatibility: etcd compares this member's HashKV with its peers' before serving; a single member has no peer, so there is nothing to compare (as in etcd).", apply: ignoreBool},
 	{name: "peer-auto-tls", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
 	{name: "peer-client-cert-auth", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
 }

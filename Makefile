@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
+.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large test-upstream tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
 
 all: build
 
@@ -60,6 +60,13 @@ test-rangestream-large:
 	cd tests/rangestream && METASTORE_RANGESTREAM_KEYS=200000 METASTORE_RANGESTREAM_CONTRAST=1 \
 		$(GO) test -count=1 -timeout 15m -run TestRangeStreamMemory -v ./...
 
+# etcd's own e2e suite (go.etcd.io/etcd/tests/v3 tests/common through its
+# e2e framework), once against etcd's binaries and once against metastore
+# installed as etcd, then a side-by-side summary (tests/README.md; not part
+# of make test). UPSTREAM_RUN=<pattern> runs only the matching cases.
+test-upstream:
+	./scripts/test-upstream.sh
+
 # Long forms of the reliability tests (tests/reliability, tests/e2e): 100
 # SIGKILL/restart cycles and longer linearizability runs.
 soak:
@@ -94,6 +101,7 @@ vet:
 	cd tests/k8s && $(GO) vet ./...
 
 	cd tests/rangestream && $(GO) vet ./...
+	cd tests/upstream && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -72,6 +72,10 @@ type Cluster struct {
 	// MaxLearners caps the learner members in the cluster (etcd's
 	// --max-learners).
 	MaxLearners int `yaml:"max_learners"`
+	// StrictReconfigCheck refuses a membership change that would leave
+	// too few started members for a quorum (etcd's
+	// --strict-reconfig-check; off, etcd and metastore skip the check).
+	StrictReconfigCheck bool `yaml:"strict_reconfig_check"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -86,6 +90,10 @@ type TLS struct {
 	// ClientCertAuth requires clients to present a certificate signed by
 	// TrustedCAFile; its CN becomes the auth user (etcd's --client-cert-auth).
 	ClientCertAuth bool `yaml:"client_cert_auth"`
+	// AutoTLS serves https:// listeners with a self-signed certificate
+	// when no cert_file and key_file are given (etcd's --auto-tls). The
+	// certificate is made once and kept in <data_dir>/fixtures/client.
+	AutoTLS bool `yaml:"auto_tls"`
 }
 
 // GRPC holds gRPC transport settings.
@@ -252,7 +260,7 @@ func Default() *Config {
 			AdvertisePeerURLs: []string{"http://localhost:2380"},
 			EnableGRPCGateway: true,
 		},
-		Cluster: Cluster{MaxLearners: 1},
+		Cluster: Cluster{MaxLearners: 1, StrictReconfigCheck: true},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,
 			KeepaliveMinTime:     5 * time.Second,

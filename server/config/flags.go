@@ -64,6 +64,7 @@ var flagDefs = []flagDef{
 	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
 	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},
 	{name: "trusted-ca-file", group: groupSecurity, key: "server.tls.trusted_ca_file", usage: "Path to the client server TLS trusted CA cert file."},
+	{name: "auto-tls", group: groupSecurity, key: "server.tls.auto_tls", isBool: true, usage: "Serve https:// client URLs with a generated self-signed certificate when --cert-file and --key-file are not given."},
 	{name: "client-cert-auth", group: groupSecurity, key: "server.tls.client_cert_auth", isBool: true, usage: "Require client certificates signed by --trusted-ca-file."},
 
 	{name: "max-concurrent-streams", group: groupGRPC, key: "grpc.max_concurrent_streams", usage: "Maximum concurrent streams that each client can open at a time."},
@@ -161,20 +162,13 @@ var flagDefs = []flagDef{
 	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
 	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
-	{name: "strict-reconfig-check", group: groupCompat, def: "true", isBool: true, usage: "Accepted for etcd compatibility; only true: membership changes are always checked as etcd's strict check does.",
-		apply: func(_ *loader, _, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("invalid boolean %q (want true or false)", v)
-			}
-			if !b {
-				return fmt.Errorf("unsupported: metastore always checks reconfigurations (only true is accepted)")
-			}
-			return nil
-		}},
+	{name: "strict-reconfig-check", group: groupCompat, key: "cluster.strict_reconfig_check", isBool: true, usage: "Reject membership changes that would leave too few started members for a quorum."},
 	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
 	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "experimental-initial-corrupt-check", group: groupCompat, def: "false", isBool: true,
+		usage: "Accepted for etcd compatibility: etcd compares this member's HashKV with its peers' before serving; a single member has no peer, so there is nothing to compare (as in etcd).", apply: ignoreBool},
+	{name: "peer-auto-tls", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
 	{name: "peer-client-cert-auth", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
 }
 

@@ -87,6 +87,9 @@ func Load(args, env []string) (*Config, []Note, error) {
 	}
 	l.loadLists()
 	l.checkInitialCluster()
+	if err := l.cfg.Server.autoTLS(l.cfg.DataDir); err != nil {
+		l.errs = append(l.errs, err)
+	}
 
 	if err := l.cfg.Validate(); err != nil {
 		l.errs = append(l.errs, unjoin(err)...)

@@ -63,6 +63,7 @@ func startEtcd(t testing.TB, o Options) (*Server, error) {
 	}
 	cfg.EnableGRPCGateway = !o.DisableGRPCGateway
 	cfg.QuotaBackendBytes = o.QuotaBackendBytes
+	cfg.StrictReconfigCheck = !o.NoStrictReconfigCheck
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ func StartMetastore(t testing.TB, o Options) *Server {
 	if o.QuotaBackendBytes > 0 {
 		cfg.Limits.QuotaBackendBytes = o.QuotaBackendBytes
 	}
+	cfg.Cluster.StrictReconfigCheck = !o.NoStrictReconfigCheck
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := server.New(cfg, lg)

@@ -39,6 +39,8 @@ type Options struct {
 	// QuotaBackendBytes is --quota-backend-bytes; 0 keeps the default
 	// (2 GiB).
 	QuotaBackendBytes int64
+	// NoStrictReconfigCheck is --strict-reconfig-check=false.
+	NoStrictReconfigCheck bool
 }
 
 func (o Options) bcryptCost() int {

@@ -1,0 +1,94 @@
+package wasmtest
+
+import (
+	"github.com/metastore-dev/metastore/wasmhost/internal/wasmbin"
+)
+
+// Red-team fixtures: guests whose work between two fuel check-ins is not
+// one loop iteration or one call but a long straight-line stretch, a call
+// to a long function, or many host calls; and compile-time bombs.
+
+// storeLoad is i32.store(0, i32.load(0)): 4 instructions, 10 bytes, that no
+// compiler can drop.
+var storeLoad = []byte{0x41, 0x00, 0x41, 0x00, 0x28, 0x02, 0x00, 0x36, 0x02, 0x00}
+
+func repeat(b []byte, n int) []byte {
+	out := make([]byte, 0, len(b)*n)
+	for range n {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// WideBody is the number of storeLoad repetitions in the wide fixtures:
+// 400,000 instructions in 1 MB of code.
+const WideBody = 100_000
+
+func redteamModules() map[string][]byte {
+	straight := repeat(storeLoad, WideBody)
+	// loop { 400k instructions; br 0 }
+	wideLoop := wasmbin.Code([]byte{0x03, 0x40}, straight, []byte{0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
+	// The same loop wrapped in a block: no split point at the loop's own
+	// level.
+	wideLoopBlock := wasmbin.Code([]byte{0x03, 0x40, 0x02, 0x40}, straight, []byte{0x0b, 0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
+	// loop { 100k calls of sched_yield; br 0 }
+	hostCalls := wasmbin.Code([]byte{0x03, 0x40}, repeat([]byte{0x10, 0x00, 0x1a}, WideBody), []byte{0x0c, 0x00, 0x0b},
+		wasmbin.I32Const(1), end)
+	// loop { metastore.log(0, 0, 4096) × 1000; br 0 }
+	logCall := wasmbin.Code(wasmbin.I32Const(0), wasmbin.I32Const(0), wasmbin.I32Const(4096), []byte{0x10, 0x00})
+	logFlood := wasmbin.Code([]byte{0x03, 0x40}, repeat(logCall, 1000), []byte{0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
+	// loop { leaf() } where the leaf is 400k straight-line instructions:
+	// the leaf has no call, so it is not checked on entry.
+	leafLoop := wasmbin.Code([]byte{0x03, 0x40}, wasmbin.I32Const(0), call(FirstFunc), []byte{0x0c, 0x00, 0x0b},
+		wasmbin.I32Const(1), end)
+	leaf := wasmbin.Code(straight, end)
+	// No loop at all: f3 calls f2 1000 times, f2 calls f1 1000 times, f1
+	// calls the leaf f0 (4,000 instructions) 1000 times: 4·10^12
+	// instructions behind 10^6 function entries.
+	small := wasmbin.Code(repeat(storeLoad, 1000), end)
+	fan := func(callee uint32) []byte {
+		return wasmbin.Code(repeat(wasmbin.Code(wasmbin.I32Const(0), call(callee)), 1000), end)
+	}
+	fanout := wasmbin.Code(wasmbin.I32Const(0), call(FirstFunc+3), wasmbin.I32Const(1), end)
+	return map[string][]byte{
+		"wide-loop":       Build(Spec{Authorize: wideLoop, Admit: wideLoop}),
+		"wide-loop-block": Build(Spec{Authorize: wideLoopBlock}),
+		"wide-hostcalls":  Build(Spec{Authorize: hostCalls, Imports: []FuncImport{{Module: "wasi_snapshot_preview1", Name: "sched_yield", Results: []byte{i32}}}}),
+		"log-flood": Build(Spec{Authorize: logFlood, Imports: []FuncImport{{Module: "metastore", Name: "log",
+			Params: []byte{i32, i32, i32}}}}),
+		"leaf-loop":     Build(Spec{Authorize: leafLoop, Funcs: [][]byte{leaf}}),
+		"fanout-noloop": Build(Spec{Authorize: fanout, Funcs: [][]byte{small, fan(FirstFunc), fan(FirstFunc + 1), fan(FirstFunc + 2)}}),
+	}
+}
+
+// DeepTxn is a TxnRequest of levels txns nested in each other's success
+// branch (RequestOp.request_txn in TxnRequest.success), with a put at the
+// bottom: about 6 bytes a level.
+func DeepTxn(levels int, key string) []byte {
+	inner := PutMsg(key, "v")
+	inner = opPut(inner) // a RequestOp
+	// sizes[i] is the size of the TxnRequest at nesting i from the bottom.
+	sizes := make([]int, levels+1)
+	sizes[0] = 1 + uvarintLen(len(inner)) + len(inner)
+	for i := 1; i <= levels; i++ {
+		op := 1 + uvarintLen(sizes[i-1]) + sizes[i-1] // RequestOp{request_txn}
+		sizes[i] = 1 + uvarintLen(op) + op            // TxnRequest{success}
+	}
+	out := make([]byte, 0, sizes[levels])
+	for i := levels; i >= 1; i-- {
+		op := 1 + uvarintLen(sizes[i-1]) + sizes[i-1]
+		out = wasmbin.AppendU32(append(out, 2<<3|2), uint32(op))
+		out = wasmbin.AppendU32(append(out, 4<<3|2), uint32(sizes[i-1]))
+	}
+	out = wasmbin.AppendU32(append(out, 2<<3|2), uint32(len(inner)))
+	return append(out, inner...)
+}
+
+func uvarintLen(n int) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
+}

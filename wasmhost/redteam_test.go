@@ -2,6 +2,8 @@ package wasmhost
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +22,9 @@ func TestWorkBetweenCheckIns(t *testing.T) {
 	var worst time.Duration
 	for _, name := range []string{"wide-loop", "wide-loop-block", "wide-hostcalls", "log-flood", "leaf-loop", "fanout-noloop"} {
 		p := load(t, h, name, func(c *Config) {
-			c.Limits = Limits{AuthorizeTimeout: deadline, Instances: 1}
+			// The wide bodies are 1 MB: over function_bytes' default,
+			// within what an operator may allow.
+			c.Limits = Limits{AuthorizeTimeout: deadline, Instances: 1, FunctionBytes: 2 << 20}
 		})
 		for i := 0; i < 3; i++ {
 			start := time.Now()
@@ -37,7 +41,7 @@ func TestWorkBetweenCheckIns(t *testing.T) {
 		}
 		f := load(t, h, name, func(c *Config) {
 			c.Name = name + "-fuel"
-			c.Limits = Limits{AuthorizeTimeout: time.Minute, Fuel: 10_000_000, Instances: 1}
+			c.Limits = Limits{AuthorizeTimeout: time.Minute, Fuel: 10_000_000, Instances: 1, FunctionBytes: 2 << 20}
 		})
 		start := time.Now()
 		if d := f.Authorize(context.Background(), req); d.Kind != KindFuel || d.Verdict != Deny {
@@ -48,4 +52,35 @@ func TestWorkBetweenCheckIns(t *testing.T) {
 		}
 	}
 	t.Logf("worst hostile call against a %v deadline: %v", deadline, worst)
+}
+
+// TestCompileBombs: small modules whose compilation would cost minutes
+// and gigabytes (1M nested blocks, a br_table of 3M targets, 20,000
+// functions of 10,000 locals, one 15 MB function, a 1.5 MB function
+// with a deep operand stack) are refused by a structural limit in
+// milliseconds, before any compiler sees them; a function of many
+// blocks within the code limits is refused by its compile cost.
+func TestCompileBombs(t *testing.T) {
+	h := newHost(t, nil)
+	for name, want := range map[string]string{
+		"bomb-nested-blocks": "limits.function_bytes",
+		"bomb-br-table":      "limits.function_bytes",
+		"bomb-many-locals":   "locals of all functions 199900005 is over the limit of 100000 (limits.locals)",
+		"bomb-wide-loop":     "limits.function_bytes",
+		"bomb-stack-height":  "limits.function_bytes",
+		"bomb-ifs":           "blocks once metered, over the limit of 5000 (limits.blocks_per_function)",
+		"bomb-if-locals":     "(limits.compile_cost)",
+	} {
+		start := time.Now()
+		_, err := h.Load(context.Background(), Config{Name: name, Binary: modules[name]})
+		took := time.Since(start)
+		var le *LoadError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want a LoadError with %q", name, err, want)
+		}
+		t.Logf("%s (%d bytes) refused in %v", name, len(modules[name]), took)
+		if took > time.Second {
+			t.Errorf("%s: refusing it took %v", name, took)
+		}
+	}
 }

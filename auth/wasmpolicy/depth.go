@@ -16,7 +16,7 @@ func checkTxnDepth(msg []byte) error {
 	return txnDepth(msg, 0)
 }
 
-var errTxnDepth = fmt.Errorf("txns nested deeper than %d", maxTxnDepth)
+var errTxnDepth = fmt.Errorf("txns nested too deep (over %d levels)", maxTxnDepth)
 
 // TxnRequest fields 2 and 3 (success, failure) are RequestOps; RequestOp
 // field 4 (request_txn) is a TxnRequest.

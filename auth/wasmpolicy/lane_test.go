@@ -203,7 +203,7 @@ func TestDeepTxnMutation(t *testing.T) {
 	start := time.Now()
 	_, err := laneItems(wasmhost.AdmitTxn, deep, true)
 	took := time.Since(start)
-	if err == nil || !strings.Contains(err.Error(), "txns nested deeper than 64") {
+	if err == nil || !strings.Contains(err.Error(), "txns nested too deep (over 64 levels)") {
 		t.Fatalf("deep txn: %v", err)
 	}
 	runtime.ReadMemStats(&ms)

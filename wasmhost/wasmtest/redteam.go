@@ -92,3 +92,57 @@ func uvarintLen(n int) int {
 	}
 	return l
 }
+
+// Compile-time bombs: modules within every structural limit whose
+// validation or compilation might cost far more than their size.
+func compileBombs() map[string][]byte {
+	// 1M nested blocks in one function (3 MB of code).
+	const nest = 1_000_000
+	nested := wasmbin.Code(repeat([]byte{0x02, 0x40}, nest), repeat([]byte{0x0b}, nest), wasmbin.I32Const(1), end)
+	// One br_table with 4M targets (about 16 MB of code at 4 bytes each
+	// is over the code limit; 3M at 3 bytes).
+	const targets = 3_000_000
+	brt := wasmbin.Code([]byte{0x02, 0x40}, wasmbin.I32Const(0), []byte{0x0e}, wasmbin.AppendU32(nil, targets),
+		repeat([]byte{0x00}, targets), []byte{0x00, 0x0b}, wasmbin.I32Const(1), end)
+	// 19,990 functions of 10,000 i64 locals each (the per-function limit)
+	// and one local.get: 2·10^8 locals in 200 KB.
+	const nf = 19_990
+	funcs := make([][]byte, nf)
+	locals := make([][]byte, nf)
+	for i := range funcs {
+		funcs[i] = []byte{0x20, 0x00, 0x1a, 0x0b}
+		locals[i] = append(wasmbin.AppendU32([]byte{1}, 9_999), wasmbin.I64)
+	}
+	// 1M instructions of one function with a 1000-deep operand stack.
+	var deepStack []byte
+	deepStack = append(deepStack, repeat(wasmbin.I32Const(1), 1000)...)
+	deepStack = append(deepStack, repeat([]byte{0x6a}, 999)...)
+	deepStack = append(deepStack, 0x1a)
+	wideFuncs := make([][]byte, 64)
+	wide := wasmbin.Code(repeat(storeLoad, 25_000), end)
+	for i := range wideFuncs {
+		wideFuncs[i] = wide
+	}
+	// 6,000 ifs in a row (30 KB): measured 0.5 s at 5,000 and 2.1 s at
+	// 10,000, quadratic.
+	ifs := wasmbin.Code(repeat([]byte{0x41, 0x00, 0x04, 0x40, 0x0b}, 6_000), wasmbin.I32Const(1), end)
+	// 600 ifs, then reads of 3,000 locals (a phi for each at each join):
+	// seconds (500 ifs over 2,000 locals took 1.9 s).
+	ifLocals := repeat([]byte{0x41, 0x00, 0x04, 0x40, 0x0b}, 600)
+	for i := range 3000 {
+		ifLocals = append(ifLocals, wasmbin.AppendU32([]byte{0x20}, uint32(i+1))...)
+		ifLocals = append(ifLocals, 0x1a)
+	}
+	ifLocals = append(ifLocals, 0x0b)
+	return map[string][]byte{
+		"bomb-ifs":           Build(Spec{Authorize: ifs}),
+		"bomb-if-locals":     Build(Spec{Authorize: Return(1), Funcs: [][]byte{ifLocals}, FuncLocals: [][]byte{append(wasmbin.AppendU32([]byte{1}, 3000), wasmbin.I64)}}),
+		"bomb-nested-blocks": Build(Spec{Authorize: nested}),
+		"bomb-br-table":      Build(Spec{Authorize: brt}),
+		"bomb-many-locals":   Build(Spec{Authorize: Return(1), Funcs: funcs, FuncLocals: locals}),
+		"bomb-stack-height":  Build(Spec{Authorize: wasmbin.Code(repeat(deepStack, 500), wasmbin.I32Const(1), end)}),
+		"bomb-wide-loop":     Build(Spec{Authorize: Return(1), Funcs: [][]byte{wasmbin.Code([]byte{0x03, 0x40}, repeat(storeLoad, 1_500_000), []byte{0x0b, 0x0b})}}),
+		// 64 functions of 250 KB each (16 MB of code, under every limit).
+		"bomb-wide-functions": Build(Spec{Authorize: Return(1), Funcs: wideFuncs}),
+	}
+}

@@ -63,6 +63,23 @@ func (rw *rewriter) weigh(code []byte, callWeight func(op byte, idx uint32) int6
 		}
 		r.weight += w
 	}
+	// restart handles the else or end at start closing (part of) frame f:
+	// if a chunk started inside f, one starts again after it. A chunk that
+	// holds nothing but this instruction is moved past it instead, so that
+	// a run of ends costs one check, not one each.
+	restart := func(start, next int, f planFrame) {
+		rg := &regions[len(regions)-1]
+		if rg.starts == f.starts {
+			add(start, 1)
+			return
+		}
+		if rg.key == start {
+			rg.key = next
+			return
+		}
+		add(start, 1)
+		newChunk(next)
+	}
 	r := &reader{b: code}
 	for !r.done() {
 		start := r.off
@@ -80,10 +97,7 @@ func (rw *rewriter) weigh(code []byte, callWeight func(op byte, idx uint32) int6
 			}
 			continue
 		case 0x05: // else
-			add(start, 1)
-			if f := frames[len(frames)-1]; regions[len(regions)-1].starts > f.starts {
-				newChunk(r.off)
-			}
+			restart(start, r.off, frames[len(frames)-1])
 			continue
 		case 0x0b: // end
 			f := frames[len(frames)-1]
@@ -102,10 +116,7 @@ func (rw *rewriter) weigh(code []byte, callWeight func(op byte, idx uint32) int6
 				regions = regions[:len(regions)-1]
 				continue
 			}
-			add(start, 1)
-			if regions[len(regions)-1].starts > f.starts {
-				newChunk(r.off)
-			}
+			restart(start, r.off, f)
 			continue
 		case 0x10, 0x12: // call, return_call
 			w += callWeight(op, r.u32())

@@ -69,8 +69,8 @@ type Limits struct {
 	// bounded by its deadline.
 	PoolWait time.Duration
 	// Fuel is a per-call work budget (authorize and admit; 0: none), in
-	// fuel units: about one loop iteration or call of guest code each, and
-	// for host functions one per 16 bytes or 8 per element they handle. It
+	// fuel units: about one guest instruction each (a call of the host 64),
+	// and for host functions one per 16 bytes or 8 per element they handle. It
 	// is deterministic where the deadline is not (a descheduled thread),
 	// counted in quanta of 10,000 guest units. A call over it fails with
 	// KindFuel.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/tetratelabs/wazero"
@@ -154,15 +153,13 @@ func checkControl(ctl wasmbin.Control, l Limits) error {
 // so that a reload or a restart from the compilation cache does not pay
 // for it again.
 func (h *Host) validate(ctx context.Context, bin []byte, digest string, pages uint32) error {
-	key := fmt.Sprintf("validated-%s-%d", digest, pages)
+	key := fmt.Sprintf("validated-%s-%d-wazero-%s", digest, pages, validatorVersion())
 	if _, ok := h.validated.Load(key); ok {
 		return nil
 	}
-	if h.cacheDir != "" {
-		if _, err := os.Stat(filepath.Join(h.cacheDir, key)); err == nil {
-			h.validated.Store(key, struct{}{})
-			return nil
-		}
+	if h.cacheDir != "" && trustedMark(filepath.Join(h.cacheDir, key), key) {
+		h.validated.Store(key, struct{}{})
+		return nil
 	}
 	if err := validate(ctx, bin, pages); err != nil {
 		return err
@@ -170,7 +167,7 @@ func (h *Host) validate(ctx context.Context, bin []byte, digest string, pages ui
 	h.validated.Store(key, struct{}{})
 	if h.cacheDir != "" {
 		// Best effort: without the mark the next start validates again.
-		_ = os.WriteFile(filepath.Join(h.cacheDir, key), nil, 0o600)
+		writeMark(h.cacheDir, filepath.Join(h.cacheDir, key), key)
 	}
 	return nil
 }

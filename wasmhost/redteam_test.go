@@ -2,7 +2,12 @@ package wasmhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +87,71 @@ func TestCompileBombs(t *testing.T) {
 		if took > time.Second {
 			t.Errorf("%s: refusing it took %v", name, took)
 		}
+	}
+}
+
+// TestCacheDirTrust: the compilation cache holds native code and
+// validation marks, so a directory others may write to is refused, and a
+// mark that this host did not write (writable by others, a symlink, empty
+// as older marks were, or naming another digest) does not let an invalid
+// module skip the validator.
+func TestCacheDirTrust(t *testing.T) {
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewHost(Options{CacheDir: open}); err == nil || !strings.Contains(err.Error(), "writable by other users") {
+		t.Fatalf("world-writable cache dir: %v", err)
+	}
+
+	dir := t.TempDir()
+	h, err := NewHost(Options{CacheDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	bin := modules["oob-global"]
+	sum := sha256.Sum256(bin)
+	key := fmt.Sprintf("validated-%s-%d-wazero-%s", hex.EncodeToString(sum[:]), DefaultLimits().MemoryBytes>>16, validatorVersion())
+	mark := filepath.Join(dir, key)
+	elsewhere := filepath.Join(t.TempDir(), "mark")
+	for _, plant := range []struct {
+		name string
+		do   func() error
+	}{
+		{"writable by others", func() error {
+			if err := os.WriteFile(mark, []byte(key), 0o600); err != nil {
+				return err
+			}
+			return os.Chmod(mark, 0o666)
+		}},
+		{"empty", func() error { return os.WriteFile(mark, nil, 0o600) }},
+		{"symlink", func() error {
+			if err := os.WriteFile(elsewhere, []byte(key), 0o600); err != nil {
+				return err
+			}
+			return os.Symlink(elsewhere, mark)
+		}},
+		{"another key", func() error { return os.WriteFile(mark, []byte(key+"0"), 0o600) }},
+	} {
+		os.Remove(mark)
+		if err := plant.do(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.Load(context.Background(), Config{Name: "oob", Binary: bin})
+		if err == nil || !strings.Contains(err.Error(), "invalid module") {
+			t.Errorf("mark %s: the invalid module got %v", plant.name, err)
+		}
+	}
+	// A valid module leaves a mark that a later host trusts.
+	p, err := h.Load(context.Background(), Config{Name: "allow", Binary: modules["allow"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	sum = sha256.Sum256(modules["allow"])
+	good := fmt.Sprintf("validated-%s-%d-wazero-%s", hex.EncodeToString(sum[:]), DefaultLimits().MemoryBytes>>16, validatorVersion())
+	if !trustedMark(filepath.Join(dir, good), good) {
+		t.Errorf("the host's own mark is not trusted")
 	}
 }

@@ -25,7 +25,7 @@ func TestWorkBetweenCheckIns(t *testing.T) {
 	req := testRequest(t)
 	const deadline = 5 * time.Millisecond
 	var worst time.Duration
-	for _, name := range []string{"wide-loop", "wide-loop-block", "wide-hostcalls", "log-flood", "leaf-loop", "fanout-noloop"} {
+	for _, name := range []string{"wide-loop", "wide-loop-block", "wide-hostcalls", "log-flood", "leaf-loop", "fanout-noloop", "wide-loop-small", "leaf-loop-small"} {
 		p := load(t, h, name, func(c *Config) {
 			// The wide bodies are 1 MB: over function_bytes' default,
 			// within what an operator may allow.

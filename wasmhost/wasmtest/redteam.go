@@ -31,8 +31,8 @@ func redteamModules() map[string][]byte {
 	// The same loop wrapped in a block: no split point at the loop's own
 	// level.
 	wideLoopBlock := wasmbin.Code([]byte{0x03, 0x40, 0x02, 0x40}, straight, []byte{0x0b, 0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
-	// loop { 100k calls of sched_yield; br 0 }
-	hostCalls := wasmbin.Code([]byte{0x03, 0x40}, repeat([]byte{0x10, 0x00, 0x1a}, WideBody), []byte{0x0c, 0x00, 0x0b},
+	// loop { 50k calls of sched_yield; br 0 }
+	hostCalls := wasmbin.Code([]byte{0x03, 0x40}, repeat([]byte{0x10, 0x00, 0x1a}, WideBody/2), []byte{0x0c, 0x00, 0x0b},
 		wasmbin.I32Const(1), end)
 	// loop { metastore.log(0, 0, 4096) × 1000; br 0 }
 	logCall := wasmbin.Code(wasmbin.I32Const(0), wasmbin.I32Const(0), wasmbin.I32Const(4096), []byte{0x10, 0x00})
@@ -50,7 +50,13 @@ func redteamModules() map[string][]byte {
 		return wasmbin.Code(repeat(wasmbin.Code(wasmbin.I32Const(0), call(callee)), 1000), end)
 	}
 	fanout := wasmbin.Code(wasmbin.I32Const(0), call(FirstFunc+3), wasmbin.I32Const(1), end)
+	// Within the default function_bytes: 80,000 instructions a loop
+	// iteration, and a 80,000-instruction leaf called in a loop.
+	smallBody := repeat(storeLoad, WideBody/5)
+	smallLoop := wasmbin.Code([]byte{0x03, 0x40}, smallBody, []byte{0x0c, 0x00, 0x0b}, wasmbin.I32Const(1), end)
 	return map[string][]byte{
+		"wide-loop-small": Build(Spec{Authorize: smallLoop, Admit: smallLoop}),
+		"leaf-loop-small": Build(Spec{Authorize: leafLoop, Funcs: [][]byte{wasmbin.Code(smallBody, end)}}),
 		"wide-loop":       Build(Spec{Authorize: wideLoop, Admit: wideLoop}),
 		"wide-loop-block": Build(Spec{Authorize: wideLoopBlock}),
 		"wide-hostcalls":  Build(Spec{Authorize: hostCalls, Imports: []FuncImport{{Module: "wasi_snapshot_preview1", Name: "sched_yield", Results: []byte{i32}}}}),

@@ -155,3 +155,18 @@ func TestCacheDirTrust(t *testing.T) {
 		t.Errorf("the host's own mark is not trusted")
 	}
 }
+
+// TestFeaturesOff: a shared memory with memory.atomic.wait32 (which would
+// block its thread) and a return_call loop are refused by the validator:
+// threads and tail calls are not enabled.
+func TestFeaturesOff(t *testing.T) {
+	h := newHost(t, nil)
+	for _, name := range []string{"shared-memory-wait", "tail-call-loop"} {
+		_, err := h.Load(context.Background(), Config{Name: name, Binary: modules[name]})
+		var le *LoadError
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), "invalid module") {
+			t.Errorf("%s: got %v, want a LoadError from the validator", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}

@@ -152,3 +152,26 @@ func compileBombs() map[string][]byte {
 		"bomb-wide-functions": Build(Spec{Authorize: Return(1), Funcs: wideFuncs}),
 	}
 }
+
+// featureModules use proposals the host leaves off (wazero's CoreFeaturesV2
+// has no threads, tail calls or exceptions): a shared memory whose
+// memory.atomic.wait32 would block the thread for ever, a return_call
+// loop. Each must be refused by the validator.
+func featureModules() map[string][]byte {
+	wait := wasmbin.Code(wasmbin.I32Const(0), wasmbin.I32Const(0), wasmbin.I64Const(-1),
+		[]byte{0xfe, 0x01, 0x02, 0x00}, end) // memory.atomic.wait32
+	m, err := wasmbin.Parse(Build(Spec{Authorize: wait, MaxPages: 16}))
+	if err != nil {
+		panic(err)
+	}
+	for i := range m.Sections {
+		if m.Sections[i].ID == wasmbin.SecMemory {
+			m.Sections[i].Payload[1] = 0x03 // shared, with a maximum
+		}
+	}
+	tail := wasmbin.Code(wasmbin.I32Const(0), wasmbin.I32Const(0), []byte{0x12}, wasmbin.AppendU32(nil, FirstFunc-3), end)
+	return map[string][]byte{
+		"shared-memory-wait": m.Encode(),
+		"tail-call-loop":     Build(Spec{Authorize: tail}),
+	}
+}

@@ -69,8 +69,8 @@ type Limits struct {
 	// bounded by its deadline.
 	PoolWait time.Duration
 	// Fuel is a per-call work budget (authorize and admit; 0: none), in
-	// fuel units: about one loop iteration or call of guest code each, and
-	// for host functions one per 16 bytes or 8 per element they handle. It
+	// fuel units: about one guest instruction each (a call of the host 64),
+	// and for host functions one per 16 bytes or 8 per element they handle. It
 	// is deterministic where the deadline is not (a descheduled thread),
 	// counted in quanta of 10,000 guest units. A call over it fails with
 	// KindFuel.
@@ -105,6 +105,20 @@ type Limits struct {
 	// KindStack (ErrStackLimit).
 	StackBytes int64
 	CallDepth  int
+	// BlocksPerFunction bounds one function's block, loop, if and else
+	// instructions plus br_table targets, and CompileCost the sum over
+	// functions of blocks² + blocks × locals² / 16: the compiler's time grows
+	// with them faster than with the code's size (see RATIONALE.md,
+	// "Compile cost"), so a small module could otherwise take minutes to
+	// load.
+	BlocksPerFunction int
+	CompileCost       int64
+	// FunctionBytes bounds one function body and Locals the locals of all
+	// functions together: the compiler's memory grows with both (one
+	// 15 MB function took 16 GB and 28 s to compile; 20,000 functions of
+	// 10,000 locals, a 200 KB module, 14 GB and 36 s).
+	FunctionBytes int
+	Locals        int64
 	// TotalMemoryBytes bounds what the policy's warm instances may hold
 	// together: Instances × (MemoryBytes + Tables × TableElements × 8 +
 	// 4 × StackBytes). With Instances left at its default, the instance
@@ -132,7 +146,7 @@ func DefaultLimits() Limits {
 		// The example Go policies have ~2,200 functions, 2 MiB of code, 8
 		// globals, 21 locals at most and a 6,300-entry table; the defaults
 		// leave them 5-15× room.
-		CodeBytes:         16 << 20,
+		CodeBytes:         8 << 20,
 		Functions:         20_000,
 		Globals:           1_000,
 		LocalsPerFunction: 10_000,
@@ -140,7 +154,15 @@ func DefaultLimits() Limits {
 		TableElements:     100_000,
 		StackBytes:        2 << 20,
 		CallDepth:         10_000,
-		TotalMemoryBytes:  4 << 30,
+		// The example Go policies: 1,694 blocks in their largest
+		// function, a cost of 3.1·10^7; at the limits the compiler
+		// takes about 0.5 s for one function, 2 s in all.
+		BlocksPerFunction: 5_000,
+		CompileCost:       100_000_000,
+		// Their largest body is 29 KB, their locals 10,800 in all.
+		FunctionBytes:    256 << 10,
+		Locals:           100_000,
+		TotalMemoryBytes: 4 << 30,
 	}
 }
 
@@ -186,6 +208,10 @@ func (l Limits) withDefaults() Limits {
 	seti(&l.TableElements, d.TableElements)
 	set(&l.StackBytes, d.StackBytes)
 	seti(&l.CallDepth, d.CallDepth)
+	seti(&l.BlocksPerFunction, d.BlocksPerFunction)
+	seti(&l.FunctionBytes, d.FunctionBytes)
+	set(&l.Locals, d.Locals)
+	set(&l.CompileCost, d.CompileCost)
 	set(&l.TotalMemoryBytes, d.TotalMemoryBytes)
 	if l.Instances == 0 {
 		l.Instances = d.Instances
@@ -219,13 +245,20 @@ func (l Limits) Validate() error {
 	}{{"request bytes", l.RequestBytes}, {"mutation bytes", l.MutationBytes}, {"reason bytes", l.ReasonBytes},
 		{"instances", l.Instances}, {"recycle calls", l.RecycleCalls}, {"degraded errors", l.DegradedErrors},
 		{"functions", l.Functions}, {"globals", l.Globals}, {"locals per function", l.LocalsPerFunction},
-		{"tables", l.Tables}, {"table elements", l.TableElements}, {"call depth", l.CallDepth}} {
+		{"tables", l.Tables}, {"table elements", l.TableElements}, {"call depth", l.CallDepth},
+		{"blocks per function", l.BlocksPerFunction}, {"function bytes", l.FunctionBytes}} {
 		if f.v < 0 {
 			bad("%s %d is negative", f.name, f.v)
 		}
 	}
 	if l.CodeBytes < 0 {
 		bad("code size limit %d is negative", l.CodeBytes)
+	}
+	if l.CompileCost < 0 {
+		bad("compile cost %d is negative", l.CompileCost)
+	}
+	if l.Locals < 0 {
+		bad("locals %d is negative", l.Locals)
 	}
 	if l.TableElements > 1<<28 {
 		bad("table elements %d is over 2^28", l.TableElements)

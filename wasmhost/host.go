@@ -44,6 +44,9 @@ func NewHost(opts Options) (*Host, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
 		}
+		if err := trustedDir(dir); err != nil {
+			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)
+		}
 		h.cacheDir = dir
 		if h.cache, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)

@@ -120,6 +120,9 @@ func hostLog(ctx context.Context, m api.Module, stack []uint64) {
 	if n > maxLogLine {
 		n = maxLogLine
 	}
+	// Charged like any host work by size (the call itself is charged by
+	// the rewriter as an import call).
+	inst.charge(int64(n) >> wasiByteShift)
 	b, ok := m.Memory().Read(ptr, n)
 	if !ok {
 		return

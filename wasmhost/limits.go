@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/tetratelabs/wazero"
@@ -117,9 +116,26 @@ func checkStructure(in *wasmbin.Info, l Limits) error {
 	over("function count", uint64(in.Funcs()), int64(l.Functions), "functions")
 	over("global count", uint64(in.Globals), int64(l.Globals), "globals")
 	over("locals of one function", in.MaxLocals, int64(l.LocalsPerFunction), "locals_per_function")
+	over("locals of all functions", in.TotalLocals, l.Locals, "locals")
+	over("largest function body", uint64(in.MaxBody), int64(l.FunctionBytes), "function_bytes")
 	over("table count", uint64(len(in.Tables)), int64(l.Tables), "tables")
 	for i, t := range in.Tables {
 		over(fmt.Sprintf("table %d size", i), uint64(t.Min), int64(l.TableElements), "table_elements")
+	}
+	return errors.Join(errs...)
+}
+
+// checkControl refuses a module whose compilation would cost more than
+// the limits allow (see wasmbin.Control); ctl is of the metered module.
+func checkControl(ctl wasmbin.Control, l Limits) error {
+	var errs []error
+	if ctl.MaxBlocks > uint64(l.BlocksPerFunction) {
+		errs = append(errs, fmt.Errorf("function %d has %d blocks once metered, over the limit of %d (limits.blocks_per_function)",
+			ctl.Func, ctl.MaxBlocks, l.BlocksPerFunction))
+	}
+	if ctl.Cost > uint64(l.CompileCost) {
+		errs = append(errs, fmt.Errorf("compile cost %d (blocks² + blocks × locals² / 16, summed over functions, once metered) is over the limit of %d (limits.compile_cost)",
+			ctl.Cost, l.CompileCost))
 	}
 	return errors.Join(errs...)
 }
@@ -137,15 +153,13 @@ func checkStructure(in *wasmbin.Info, l Limits) error {
 // so that a reload or a restart from the compilation cache does not pay
 // for it again.
 func (h *Host) validate(ctx context.Context, bin []byte, digest string, pages uint32) error {
-	key := fmt.Sprintf("validated-%s-%d", digest, pages)
+	key := fmt.Sprintf("validated-%s-%d-wazero-%s", digest, pages, validatorVersion())
 	if _, ok := h.validated.Load(key); ok {
 		return nil
 	}
-	if h.cacheDir != "" {
-		if _, err := os.Stat(filepath.Join(h.cacheDir, key)); err == nil {
-			h.validated.Store(key, struct{}{})
-			return nil
-		}
+	if h.cacheDir != "" && trustedMark(filepath.Join(h.cacheDir, key), key) {
+		h.validated.Store(key, struct{}{})
+		return nil
 	}
 	if err := validate(ctx, bin, pages); err != nil {
 		return err
@@ -153,7 +167,7 @@ func (h *Host) validate(ctx context.Context, bin []byte, digest string, pages ui
 	h.validated.Store(key, struct{}{})
 	if h.cacheDir != "" {
 		// Best effort: without the mark the next start validates again.
-		_ = os.WriteFile(filepath.Join(h.cacheDir, key), nil, 0o600)
+		writeMark(h.cacheDir, filepath.Join(h.cacheDir, key), key)
 	}
 	return nil
 }

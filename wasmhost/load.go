@@ -206,6 +206,15 @@ func (p *Policy) compile(ctx context.Context, cfg Config) (v *version, err error
 	if err := wasmbin.AddMetering(parsed, metering(limits)); err != nil {
 		return fail(fmt.Errorf("metering: %w", err))
 	}
+	// The compiler's cost is checked on what it compiles: the metered
+	// module (metering adds an if per loop and per check).
+	ctl, err := wasmbin.ControlOf(parsed)
+	if err != nil {
+		return fail(fmt.Errorf("metering: %w", err))
+	}
+	if err := checkControl(ctl, limits); err != nil {
+		return fail(err)
+	}
 	if err := instantiateHostModule(ctx, rt); err != nil {
 		return fail(fmt.Errorf("host module: %w", err))
 	}

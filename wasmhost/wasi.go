@@ -44,7 +44,7 @@ const (
 	clockMonotime = 1
 )
 
-// Costs, in fuel units (a unit is about one loop iteration of guest code):
+// Costs, in fuel units (a unit is about one guest instruction):
 // a host function charges per byte or per element it touches, in chunks, so
 // that the deadline is checked between chunks.
 const (

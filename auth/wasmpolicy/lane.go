@@ -97,7 +97,10 @@ func laneItems(kind wasmhost.AdmitKind, msg []byte, strict bool) ([]laneItem, er
 		}
 	case policyabi.AdmitTxn:
 		m := &pb.TxnRequest{}
-		if err = m.Unmarshal(msg); err == nil {
+		if err = checkTxnDepth(msg); err == nil {
+			err = m.Unmarshal(msg)
+		}
+		if err == nil {
 			items, err = txnItems(items, m, strict, 0)
 		}
 	}

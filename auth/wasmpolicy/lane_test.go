@@ -3,6 +3,7 @@ package wasmpolicy
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +188,34 @@ func FuzzCheckMutation(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDeepTxnMutation: a mutation of 180,000 nested txns (1.4 MiB) is
+// refused before it is decoded: the generated Unmarshal would recurse
+// 180,000 levels (a Go stack of over 100 MB per call). 64 levels pass.
+func TestDeepTxnMutation(t *testing.T) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.StackInuse
+	deep := wasmtest.DeepTxn(180_000, "/t/a")
+	if len(deep) > 1536*1024 {
+		t.Fatalf("fixture is %d bytes", len(deep))
+	}
+	start := time.Now()
+	_, err := laneItems(wasmhost.AdmitTxn, deep, true)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "txns nested too deep (over 64 levels)") {
+		t.Fatalf("deep txn: %v", err)
+	}
+	runtime.ReadMemStats(&ms)
+	t.Logf("%d-byte deep txn refused in %v, stack in use %d -> %d", len(deep), took, before, ms.StackInuse)
+	if ms.StackInuse > before+8<<20 {
+		t.Errorf("stack grew from %d to %d", before, ms.StackInuse)
+	}
+	if _, err := laneItems(wasmhost.AdmitTxn, wasmtest.DeepTxn(64, "/t/a"), true); err != nil {
+		t.Errorf("64 levels: %v", err)
+	}
+	if _, err := laneItems(wasmhost.AdmitTxn, wasmtest.DeepTxn(65, "/t/a"), true); err == nil {
+		t.Errorf("65 levels accepted")
+	}
 }

@@ -229,6 +229,12 @@ type rewriter struct {
 	fuelFunc, bulkFunc, limitFunc uint32
 	fuelGlobal, stackGlobal       uint32
 	wrapType                      map[uint32]uint32
+
+	// By defined function: its analysis, and its entry weight if it is a
+	// light leaf (0 otherwise); maxLeaf is the heaviest light leaf.
+	analyses   []analysis
+	leafWeight []int32
+	maxLeaf    int32
 }
 
 func (rw *rewriter) fn(idx uint32) uint32 {
@@ -464,6 +470,9 @@ func (rw *rewriter) code(m *Module) error {
 	if s == nil {
 		return nil
 	}
+	if err := rw.weighLeaves(s.Payload); err != nil {
+		return err
+	}
 	r := &reader{b: s.Payload}
 	n := r.u32()
 	out := AppendU32(make([]byte, 0, len(s.Payload)+len(s.Payload)/4), n)
@@ -486,7 +495,9 @@ func (rw *rewriter) code(m *Module) error {
 	return nil
 }
 
-// check emits: fuel -= cost; if fuel <= 0 { fuel = check() }.
+// check emits: fuel -= cost; if fuel <= 0 { fuel = check() }; or for a
+// cost above bigCharge, fuel = bulk(fuel), so that the host counts the whole
+// debt against the budget and the deadline.
 func (rw *rewriter) check(dst []byte, cost int32) []byte {
 	dst = append(dst, 0x23)
 	dst = AppendU32(dst, rw.fuelGlobal)
@@ -495,11 +506,85 @@ func (rw *rewriter) check(dst []byte, cost int32) []byte {
 	dst = AppendU32(dst, rw.fuelGlobal)
 	dst = append(dst, 0x23)
 	dst = AppendU32(dst, rw.fuelGlobal)
-	dst = append(dst, 0x41, 0x00, 0x4c, 0x04, 0x40, 0x10) // i32.const 0, i32.le_s, if, call
-	dst = AppendU32(dst, rw.fuelFunc)
+	dst = append(dst, 0x41, 0x00, 0x4c, 0x04, 0x40) // i32.const 0, i32.le_s, if
+	if cost > bigCharge {
+		dst = append(dst, 0x23)
+		dst = AppendU32(dst, rw.fuelGlobal)
+		dst = append(dst, 0x10)
+		dst = AppendU32(dst, rw.bulkFunc)
+	} else {
+		dst = append(dst, 0x10)
+		dst = AppendU32(dst, rw.fuelFunc)
+	}
 	dst = append(dst, 0x24)
 	dst = AppendU32(dst, rw.fuelGlobal)
 	return append(dst, 0x0b)
+}
+
+// bigCharge: a check charging more goes through the bulk import.
+const bigCharge = 1024
+
+// weighLeaves analyzes every body and finds the light leaf functions (see
+// LightLeaf) and their entry weights.
+func (rw *rewriter) weighLeaves(payload []byte) error {
+	info := rw.info
+	r := &reader{b: payload}
+	n := r.u32()
+	rw.analyses = make([]analysis, 0, min(n, uint32(len(payload))))
+	rw.leafWeight = make([]int32, 0, min(n, uint32(len(payload))))
+	for i := uint32(0); i < n; i++ {
+		fn := r.bytes(int(r.u32()))
+		if r.err != nil {
+			return fmt.Errorf("code section: %w", r.err)
+		}
+		fr := &reader{b: fn}
+		groups := fr.u32()
+		for j := uint32(0); j < groups && fr.err == nil; j++ {
+			fr.u32()
+			fr.byte()
+		}
+		if fr.err != nil {
+			return fmt.Errorf("function body %d: locals: %w", i, fr.err)
+		}
+		code := fn[fr.off:]
+		fidx := info.ImportedFuncs + i
+		if fidx >= info.Funcs() {
+			return fmt.Errorf("function body %d has no function", i)
+		}
+		a, err := rw.analyze(code, uint64(len(info.Types[info.FuncTypes[fidx]].Results)))
+		if err != nil {
+			return fmt.Errorf("function body %d: %w", i, err)
+		}
+		rw.analyses = append(rw.analyses, a)
+		w := int32(0)
+		if !a.calls {
+			p, err := rw.weigh(code, func(byte, uint32) int64 { return 0 })
+			if err != nil {
+				return fmt.Errorf("function body %d: %w", i, err)
+			}
+			if p[0] <= LightLeaf {
+				w = p[0]
+				rw.maxLeaf = max(rw.maxLeaf, w)
+			}
+		}
+		rw.leafWeight = append(rw.leafWeight, w)
+	}
+	return nil
+}
+
+// callWeight is what a call costs beyond its own instruction: an import's
+// host work, or a light leaf's entry chunk.
+func (rw *rewriter) callWeight(op byte, idx uint32) int64 {
+	if op == 0x11 || op == 0x13 {
+		return int64(max(HostCallWeight, rw.maxLeaf))
+	}
+	if idx < rw.info.ImportedFuncs {
+		return HostCallWeight
+	}
+	if i := idx - rw.info.ImportedFuncs; i < uint32(len(rw.leafWeight)) {
+		return int64(rw.leafWeight[i])
+	}
+	return 0
 }
 
 // charge emits: stack -= w; if stack < 0 { limit(LimitStack) }.
@@ -621,7 +706,8 @@ func (rw *rewriter) body(dst []byte, fidx uint32, fn []byte) ([]byte, error) {
 		return nil, fmt.Errorf("locals: %w", r.err)
 	}
 	code := fn[r.off:]
-	a, err := rw.analyze(code, uint64(len(typ.Results)))
+	a := rw.analyses[fidx-info.ImportedFuncs]
+	chunks, err := rw.weigh(code, rw.callWeight)
 	if err != nil {
 		return nil, err
 	}
@@ -643,8 +729,9 @@ func (rw *rewriter) body(dst []byte, fidx uint32, fn []byte) ([]byte, error) {
 	// the entry check and the stack charge.
 	var weight int32
 	wrap := a.calls && rw.cfg.StackBytes > 0
-	if a.calls {
-		dst = rw.check(dst, 1)
+	// A light leaf's entry chunk is charged by its callers.
+	if rw.leafWeight[fidx-info.ImportedFuncs] == 0 {
+		dst = rw.check(dst, chunks[0])
 	}
 	if wrap {
 		slots := nLocals + uint64(a.maxHeight) + 8 // + the metering code's own operands
@@ -668,6 +755,9 @@ func (rw *rewriter) body(dst []byte, fidx uint32, fn []byte) ([]byte, error) {
 	depth := 1 // the function's own block
 	for !cr.done() {
 		start := cr.off
+		if c, ok := chunks[start]; ok && start > 0 {
+			dst = rw.check(dst, c)
+		}
 		op := cr.byte()
 		switch op {
 		case 0x02, 0x03, 0x04: // block, loop, if
@@ -677,9 +767,6 @@ func (rw *rewriter) body(dst []byte, fidx uint32, fn []byte) ([]byte, error) {
 			}
 			depth++
 			dst = append(dst, code[start:cr.off]...)
-			if op == 0x03 {
-				dst = rw.check(dst, 1)
-			}
 			continue
 		case 0x0b: // end
 			depth--

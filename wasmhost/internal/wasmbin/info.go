@@ -33,6 +33,10 @@ type Info struct {
 	// function; MaxLocals the largest.
 	Locals    []uint64
 	MaxLocals uint64
+	// TotalLocals sums Locals; MaxBody is the largest body in bytes. The
+	// compiler's memory grows with both (see wasmhost's limits).
+	TotalLocals uint64
+	MaxBody     int
 	// DataBytes is the sum of the data segments' sizes.
 	DataBytes    uint64
 	DataSegments uint32
@@ -161,6 +165,8 @@ func Inspect(m *Module) (*Info, error) {
 			}
 			in.Locals = append(in.Locals, locals)
 			in.MaxLocals = max(in.MaxLocals, locals)
+			in.TotalLocals = satAdd(in.TotalLocals, locals)
+			in.MaxBody = max(in.MaxBody, len(body))
 		}
 		if r.err != nil {
 			return nil, fmt.Errorf("code section: %w", r.err)

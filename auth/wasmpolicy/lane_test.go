@@ -202,7 +202,7 @@ func TestDeepTxnMutation(t *testing.T) {
 		t.Fatalf("fixture is %d bytes", len(deep))
 	}
 	start := time.Now()
-	_, err := laneItems(wasmhost.AdmitTxn, deep, true)
+	_, err := laneItems(policyabi.AdmitTxn, deep, true)
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "txns nested too deep (over 64 levels)") {
 		t.Fatalf("deep txn: %v", err)
@@ -212,10 +212,10 @@ func TestDeepTxnMutation(t *testing.T) {
 	if ms.StackInuse > before+8<<20 {
 		t.Errorf("stack grew from %d to %d", before, ms.StackInuse)
 	}
-	if _, err := laneItems(wasmhost.AdmitTxn, wasmtest.DeepTxn(64, "/t/a"), true); err != nil {
+	if _, err := laneItems(policyabi.AdmitTxn, wasmtest.DeepTxn(64, "/t/a"), true); err != nil {
 		t.Errorf("64 levels: %v", err)
 	}
-	if _, err := laneItems(wasmhost.AdmitTxn, wasmtest.DeepTxn(65, "/t/a"), true); err == nil {
+	if _, err := laneItems(policyabi.AdmitTxn, wasmtest.DeepTxn(65, "/t/a"), true); err == nil {
 		t.Errorf("65 levels accepted")
 	}
 }

@@ -79,7 +79,7 @@ type PolicyLimits struct {
 	// iteration each; 0 = none, the deadline alone).
 	Fuel int64 `yaml:"fuel"`
 	// Structural limits on the module (checked before it is compiled):
-	// code section size (default 16MiB), functions (20000), globals
+	// code section size (default 8MiB), functions (20000), globals
 	// (1000), locals of one function (10000), tables (8) and elements of
 	// one table (100000; table.grow past it fails).
 	CodeSize          int64 `yaml:"code_size" unit:"bytes"`
@@ -94,6 +94,14 @@ type PolicyLimits struct {
 	// TotalMemory bounds instances × (memory + tables + stack) (default
 	// 4GiB; with instances 0 the pool shrinks to fit).
 	TotalMemory int64 `yaml:"total_memory" unit:"bytes"`
+	// What a module may cost the compiler (checked before it runs): one
+	// function body (default 256KiB), the locals of all functions
+	// (100000), one function's blocks (5000) and the compile cost, the sum
+	// over functions of blocks² + blocks × locals² / 16 (100000000).
+	FunctionBytes     int64 `yaml:"function_bytes" unit:"bytes"`
+	Locals            int64 `yaml:"locals"`
+	BlocksPerFunction int   `yaml:"blocks_per_function"`
+	CompileCost       int64 `yaml:"compile_cost"`
 }
 
 // Tenant is a configured tenant (a `tenants:` entry): the owner of a key
@@ -210,6 +218,10 @@ func (c *Config) validatePolicies(p *problems) {
 		p.check(l.TableElements <= 1<<28, key+".limits.table_elements", "must be at most 268435456, got %d", l.TableElements)
 		p.check(l.StackSize >= 0 && l.StackSize <= 1<<30, key+".limits.stack_size", "must be between 0 and 1GiB, got %d", l.StackSize)
 		p.check(l.TotalMemory >= 0, key+".limits.total_memory", "must be >= 0, got %d", l.TotalMemory)
+		p.check(l.FunctionBytes >= 0 && l.FunctionBytes <= 1<<30, key+".limits.function_bytes", "must be between 0 and 1GiB, got %d", l.FunctionBytes)
+		p.check(l.Locals >= 0, key+".limits.locals", "must be >= 0, got %d", l.Locals)
+		p.check(l.BlocksPerFunction >= 0, key+".limits.blocks_per_function", "must be >= 0, got %d", l.BlocksPerFunction)
+		p.check(l.CompileCost >= 0, key+".limits.compile_cost", "must be >= 0, got %d", l.CompileCost)
 	}
 
 	tnames := map[string]bool{}

@@ -40,7 +40,8 @@ policies:
     settings: { users_own_prefix: true, admin_roles: [root], nested: { n: 1.5 } }
     on_error: no_opinion
     mode: audit
-    limits: { memory: 8MiB, authorize_timeout: 2ms, instances: 4, table_elements: 5000, stack_size: 1MiB, functions: 30000 }
+    limits: { memory: 8MiB, authorize_timeout: 2ms, instances: 4, table_elements: 5000, stack_size: 1MiB, functions: 30000,
+              function_bytes: 128KiB, locals: 5000, blocks_per_function: 900, compile_cost: 1000000, pool_wait: 50ms }
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -81,7 +82,9 @@ policies:
 	if !p.HasHook("authorize") || p.HasHook("admit") || p.OnError != "no_opinion" || p.Mode != "audit" ||
 		p.Match.Prefixes[0] != "/tenants/" || p.Match.Roles[0] != "dev" ||
 		p.Limits.Memory != 8<<20 || p.Limits.AuthorizeTimeout != 2*time.Millisecond || p.Limits.Instances != 4 ||
-		p.Limits.TableElements != 5000 || p.Limits.StackSize != 1<<20 || p.Limits.Functions != 30000 {
+		p.Limits.TableElements != 5000 || p.Limits.StackSize != 1<<20 || p.Limits.Functions != 30000 ||
+		p.Limits.FunctionBytes != 128<<10 || p.Limits.Locals != 5000 || p.Limits.BlocksPerFunction != 900 ||
+		p.Limits.CompileCost != 1_000_000 || p.Limits.PoolWait != 50*time.Millisecond {
 		t.Errorf("policy %+v", p)
 	}
 }

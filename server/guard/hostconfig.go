@@ -22,6 +22,7 @@ func HostConfig(pol *config.Policy, maxRequestBytes int) (wasmhost.Config, error
 			CodeBytes: l.CodeSize, Functions: l.Functions, Globals: l.Globals, LocalsPerFunction: l.LocalsPerFunction,
 			Tables: l.Tables, TableElements: l.TableElements, StackBytes: l.StackSize, CallDepth: l.CallDepth,
 			TotalMemoryBytes: l.TotalMemory,
+			FunctionBytes:    int(l.FunctionBytes), Locals: l.Locals, BlocksPerFunction: l.BlocksPerFunction, CompileCost: l.CompileCost,
 			// A request is at most the largest client request plus the
 			// header; a mutation replaces a client request.
 			RequestBytes: maxRequestBytes + 64<<10, MutationBytes: maxRequestBytes,

@@ -72,7 +72,7 @@ type Limits struct {
 	// fuel units: about one guest instruction each (a call of the host 64),
 	// and for host functions one per 16 bytes or 8 per element they handle. It
 	// is deterministic where the deadline is not (a descheduled thread),
-	// counted in quanta of 10,000 guest units. A call over it fails with
+	// counted in quanta of 100,000 guest units. A call over it fails with
 	// KindFuel.
 	Fuel int64
 	// Instances is the number of warm instances kept (default GOMAXPROCS).

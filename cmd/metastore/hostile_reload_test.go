@@ -107,3 +107,29 @@ func TestSIGHUPToHangingModule(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
 	}
 }
+
+// TestStartupRefusesInvalidModules: modules that are invalid as submitted
+// (an index that only the host's rewriting would make valid, a vector
+// claiming 2^32 entries), over a structural limit (100k functions) or a
+// compile bomb are refused at start-up, quickly, with exit 1 naming the
+// file — through the real binary's run, not only wasmhost.
+func TestStartupRefusesInvalidModules(t *testing.T) {
+	for _, module := range []string{"oob-global", "huge-vector", "many-functions", "bomb-nested-blocks", "bomb-many-locals", "shared-memory-wait"} {
+		t.Run(module, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := writeGate(t, dir, module, "")
+			var out, errb bytes.Buffer
+			start := time.Now()
+			code := run(context.Background(), []string{"--config-file", cfg, "--data-dir", filepath.Join(dir, "data"),
+				"--listen-client-urls", "http://127.0.0.1:0"}, nil, &out, &errb)
+			took := time.Since(start)
+			if code != 1 || !strings.Contains(errb.String(), "cannot start metastore") || !strings.Contains(errb.String(), module+".wasm") {
+				t.Fatalf("exit %d:\n%s", code, errb.String())
+			}
+			t.Logf("refused after %v: %s", took, strings.TrimSpace(errb.String()))
+			if took > 10*time.Second {
+				t.Fatalf("start-up took %v", took)
+			}
+		})
+	}
+}

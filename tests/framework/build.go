@@ -82,8 +82,11 @@ func RootModuleDir() (string, error) {
 	return filepath.Dir(d), nil
 }
 
-// build runs `go build -o <binDir>/<name> <pkg>` in dir once per test binary.
-func build(name, dir, pkg string) (string, error) {
+// build runs `go build -o <binDir>/<name> <pkg>` in dir once per test binary,
+// with -race when the tests run under it.
+func build(name, dir, pkg string) (string, error) { return buildWith(name, dir, pkg, raceEnabled) }
+
+func buildWith(name, dir, pkg string, race bool) (string, error) {
 	v, _ := builds.LoadOrStore(name, &buildResult{})
 	br := v.(*buildResult)
 	br.once.Do(func() {
@@ -94,7 +97,7 @@ func build(name, dir, pkg string) (string, error) {
 		}
 		out := filepath.Join(binDir, name)
 		args := []string{"build", "-o", out}
-		if raceEnabled {
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, pkg)

@@ -23,7 +23,11 @@ type EtcdctlResult struct {
 // that the run is hermetic.
 func Etcdctl(t testing.TB, endpoint, stdin string, args ...string) EtcdctlResult {
 	t.Helper()
-	bin := EtcdctlBinary(t)
+	return runEtcdctl(t, EtcdctlBinary(t), endpoint, stdin, args)
+}
+
+func runEtcdctl(t testing.TB, bin, endpoint, stdin string, args []string) EtcdctlResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	full := append([]string{"--endpoints=" + endpoint, "--dial-timeout=10s", "--command-timeout=30s"}, args...)

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/tests/framework"
 )
@@ -43,9 +45,9 @@ func client(t *testing.T, endpoint string, asRoot bool) *clientv3.Client {
 
 // buildHistory writes, through the raw KV/Lease/Auth stubs, a history
 // with multi-key txns, overwrites, range deletes, leases (one revoked), a
-// physical compaction, writes after it, and auth (users with and without
-// passwords, roles with key, range and prefix permissions), then enables
-// auth. It returns the compaction revision.
+// physical compaction at a deletion's revision, writes after it, and auth
+// (users with and without passwords, roles with key, range and prefix
+// permissions), then enables auth. It returns the compaction revision.
 func buildHistory(t *testing.T, ctx context.Context, cli *clientv3.Client) int64 {
 	t.Helper()
 	conn := cli.ActiveConnection()
@@ -84,12 +86,18 @@ func buildHistory(t *testing.T, ctx context.Context, cli *clientv3.Client) int64
 		default:
 			put(k, fmt.Sprintf("v%d", i), 0)
 		}
-		if i == 150 {
-			r, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("x")})
-			if err != nil {
-				t.Fatal(err)
+		// The compaction lands on a deletion: etcd up to 3.4.33 and 3.5.15
+		// removes the tombstone at the compacted revision from its key
+		// bucket, later releases keep it, and HashKV leaves it out.
+		if i == 120 {
+			put("/compact/tomb", "t", 0)
+			d, err := kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte("/compact/tomb")})
+			if err != nil || d.Deleted != 1 {
+				t.Fatalf("delete at the compaction revision: %v %v", d, err)
 			}
-			compactAt = r.Header.Revision - 30
+			compactAt = d.Header.Revision
+		}
+		if i == 150 {
 			if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: compactAt, Physical: true}); err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +161,8 @@ type state struct {
 	// KVs holds, per revision from the compacted one to the current one,
 	// every key read at that revision.
 	KVs map[int64][]*mvccpb.KeyValue
-	// Hash is HashKV per revision.
+	// Hash is HashKV per revision (none at the compacted revision from etcd
+	// 3.4, which refuses it).
 	Hash map[int64]uint32
 	// Leases: id → granted TTL and attached keys.
 	Leases map[int64]string
@@ -184,6 +193,9 @@ func collect(t *testing.T, ctx context.Context, endpoint string) *state {
 		}
 		st.KVs[r] = rr.Kvs
 		h, err := mc.HashKV(ctx, &pb.HashKVRequest{Revision: r})
+		if r == st.Compact && err != nil && strings.Contains(err.Error(), "compacted") {
+			continue // etcd 3.4 answers HashKV only above the compacted revision
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,10 +224,21 @@ func collect(t *testing.T, ctx context.Context, endpoint string) *state {
 		st.Leases[l.ID] = fmt.Sprintf("ttl=%d keys=%q", ttl.GrantedTTL, keys)
 	}
 	as, err := ac.AuthStatus(ctx, &pb.AuthStatusRequest{})
-	if err != nil {
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		// etcd 3.4 has no AuthStatus: auth is on when a request without a
+		// user is refused for it, and the caller reads the auth revision
+		// from the snapshot file.
+		_, err := pb.NewKVClient(client(t, endpoint, false).ActiveConnection()).Range(ctx, &pb.RangeRequest{Key: []byte("a")})
+		if err != nil && !strings.Contains(err.Error(), "user name is empty") {
+			t.Fatal(err)
+		}
+		st.Auth = err != nil
+	case err != nil:
 		t.Fatal(err)
+	default:
+		st.Auth, st.AuthRev = as.Enabled, as.AuthRevision
 	}
-	st.Auth, st.AuthRev = as.Enabled, as.AuthRevision
 	ul, err := ac.UserList(ctx, &pb.AuthUserListRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,210 @@
+package migrate
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/metastore-dev/metastore/tests/framework"
+)
+
+// TestMigrateFromEtcd34 and TestMigrateFromEtcd35: the history of
+// TestMigrateRoundTrip written to a real etcd 3.4 / 3.5 server (built from
+// its own module under tools/), saved with that release's etcdctl, restored
+// with `metastore snapshot restore` and compared with the source; then the
+// same snapshot restored by the release's own etcdctl into the release's
+// etcd, compared with metastore at every revision (HashKV at the compacted
+// revision included where the release answers it); then the stopped
+// source's member/snap/db restored with --skip-hash-check.
+func TestMigrateFromEtcd34(t *testing.T) { migrateFromRelease(t, "etcd34", "3.4.16") }
+
+func TestMigrateFromEtcd35(t *testing.T) { migrateFromRelease(t, "etcd35", "3.5.36") }
+
+func migrateFromRelease(t *testing.T, name, version string) {
+	if framework.OnlyEtcd() {
+		t.Skip("a migration to metastore")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rel := framework.BuildEtcdRelease(t, name)
+	dir := t.TempDir()
+	srcDir := filepath.Join(dir, "source")
+	// The password hashes move as they are; bcrypt's lowest cost keeps each
+	// login (one per client, several per hop) from costing a second under -race.
+	src := rel.Start(t, srcDir, 0, "--bcrypt-cost", "4")
+	// Status is not guarded by auth (etcd 3.4 has no AuthStatus to tell).
+	st, err := pb.NewMaintenanceClient(client(t, src.Endpoint, false).ActiveConnection()).Status(ctx, &pb.StatusRequest{})
+	if err != nil || st.Version != version {
+		t.Fatalf("source etcd version %q (want %s): %v", st.GetVersion(), version, err)
+	}
+	compactAt := buildHistory(t, ctx, client(t, src.Endpoint, false))
+	want := collect(t, ctx, src.Endpoint)
+	if want.Compact != compactAt || len(want.Leases) != 2 || !want.Auth || len(want.Users) != 3 || len(want.Roles) != 2 {
+		t.Fatalf("source: compacted %d (want %d), %d leases, auth %v, users %v, roles %v", want.Compact, compactAt, len(want.Leases), want.Auth, want.Users, want.Roles)
+	}
+	rootAsEtcd36(t, want)
+
+	snap := filepath.Join(dir, name+".db")
+	res := rel.Ctl(t, src.Endpoint, "--user=root:"+rootPassword, "snapshot", "save", snap)
+	if res.ExitCode != 0 || !strings.Contains(res.Stdout, "Snapshot saved at "+snap) {
+		t.Fatalf("%s etcdctl snapshot save: exit %d\n%s\n%s", name, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	// The auth revision as the release stored it (3.4 cannot report it;
+	// for 3.5 the file must agree with AuthStatus).
+	fileAuthRev := snapshotAuthRevision(t, snap)
+	if want.AuthRev == 0 {
+		want.AuthRev = fileAuthRev
+	} else if want.AuthRev != fileAuthRev {
+		t.Fatalf("auth revision %d in AuthStatus, %d in the snapshot", want.AuthRev, fileAuthRev)
+	}
+	res = rel.Ctl(t, "", "snapshot", "status", snap, "-w", "json")
+	var status struct{ Revision int64 }
+	if err := json.Unmarshal([]byte(res.Stdout), &status); err != nil || status.Revision != want.Rev {
+		t.Fatalf("%s etcdctl snapshot status: revision %d (want %d), %v\n%s%s", name, status.Revision, want.Rev, err, res.Stdout, res.Stderr)
+	}
+
+	// etcd 3.x → metastore. A 3.5 source answers HashKV at its last
+	// compaction from the hash it took while compacting (against the
+	// previous one), a 3.4 source not at all: that revision is compared
+	// with the restored release below.
+	live := map[int64]bool{compactAt: true}
+	msDir := filepath.Join(dir, "metastore")
+	out, err := metastoreRestore(t, snap, msDir)
+	if err != nil {
+		t.Fatalf("metastore snapshot restore of etcd %s's snapshot: %v\n%s", version, err, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("at revision %d", want.Rev)) {
+		t.Errorf("restore output: %s", out)
+	}
+	ms := framework.StartMetastoreProcess(t, msDir)
+	got := collect(t, ctx, ms.Endpoint)
+	compare(t, "etcd "+version+" → metastore", got, want, live)
+	if _, ok := got.Hash[compactAt]; !ok {
+		t.Errorf("metastore has no HashKV at the compacted revision %d", compactAt)
+	}
+	checkPasswords(t, ms.Endpoint)
+
+	// The release restores its own snapshot: the same state, and, with no
+	// cached compaction hash, the same HashKV as metastore at every
+	// revision it answers.
+	peer := framework.StablePort(t)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
+	again := filepath.Join(dir, "restored")
+	res = rel.Ctl(t, "", "snapshot", "restore", snap, "--name", "default", "--data-dir", again,
+		"--initial-cluster", "default="+peerURL, "--initial-advertise-peer-urls", peerURL)
+	if res.ExitCode != 0 {
+		t.Fatalf("%s etcdctl snapshot restore: exit %d\n%s\n%s", name, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	restored := rel.Start(t, again, peer)
+	fresh := collect(t, ctx, restored.Endpoint)
+	rootAsEtcd36(t, fresh)
+	if fresh.AuthRev == 0 { // etcd 3.4: from its database, once it is stopped
+		if err := restored.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		fresh.AuthRev = snapshotAuthRevision(t, filepath.Join(again, "member", "snap", "db"))
+	}
+	compare(t, "etcd "+version+" → etcd "+version, fresh, want, live)
+	skip := map[int64]bool{}
+	if _, ok := fresh.Hash[compactAt]; !ok {
+		if name != "etcd34" {
+			t.Fatalf("etcd %s answered no HashKV at the compacted revision", version)
+		}
+		skip[compactAt] = true
+	}
+	compare(t, "metastore vs etcd "+version+" restored", got, fresh, skip)
+
+	// The stopped source's member/snap/db: no trailer, so refused without
+	// --skip-hash-check and restored with it.
+	if err := src.Stop(); err != nil {
+		t.Fatalf("stopping etcd %s: %v", version, err)
+	}
+	memberDB := filepath.Join(dir, "member-db")
+	copyFile(t, filepath.Join(srcDir, "member", "snap", "db"), memberDB)
+	if msg, err := metastoreRestore(t, memberDB, filepath.Join(dir, "refused")); err == nil || !strings.Contains(msg, "--skip-hash-check") {
+		t.Errorf("member/snap/db without --skip-hash-check: err %v, output %q", err, msg)
+	}
+	fromDB := filepath.Join(dir, "from-member-db")
+	if msg, err := metastoreRestore(t, memberDB, fromDB, "--skip-hash-check"); err != nil {
+		t.Fatalf("etcd %s member/snap/db with --skip-hash-check: %v\n%s", version, err, msg)
+	}
+	ms2 := framework.StartMetastoreProcess(t, fromDB)
+	compare(t, "etcd "+version+" member/snap/db → metastore", collect(t, ctx, ms2.Endpoint), got, nil)
+}
+
+// rootAsEtcd36 makes the root role read as etcd 3.6 and metastore show it:
+// RoleGet of root answers full access, where etcd 3.4 and 3.5 answer the
+// role's stored permissions (none: root's power does not come from them).
+func rootAsEtcd36(t *testing.T, st *state) {
+	t.Helper()
+	perms, ok := st.Roles["root"]
+	if !ok {
+		return
+	}
+	if len(perms) != 0 {
+		if len(perms) == 1 && perms[0].PermType == authpb.READWRITE && len(perms[0].Key) == 0 && string(perms[0].RangeEnd) == "\x00" {
+			return // a 3.6 answer
+		}
+		t.Fatalf("root role with stored permissions %v", perms)
+	}
+	st.Roles["root"] = []*authpb.Permission{{PermType: authpb.READWRITE, RangeEnd: []byte{0}}}
+}
+
+// snapshotAuthRevision reads the auth revision etcd stored in its auth
+// bucket (an 8-byte big-endian number), with bbolt directly, as a check
+// independent of metastore's reader.
+func snapshotAuthRevision(t *testing.T, file string) uint64 {
+	t.Helper()
+	db, err := bolt.Open(file, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rev uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("auth"))
+		if b == nil {
+			return fmt.Errorf("no auth bucket")
+		}
+		v := b.Get([]byte("authRevision"))
+		if len(v) != 8 {
+			return fmt.Errorf("authRevision %x", v)
+		}
+		rev = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -59,6 +59,9 @@ func (r EtcdRelease) Start(t testing.TB, dataDir string, peerPort int, extra ...
 		"--initial-cluster", "default=" + localURL(peerPort),
 		"--logger", "zap",
 		"--log-level", "warn",
+		// A reference for what is stored; durability is not under test,
+		// and a graceful stop still leaves a complete member/snap/db.
+		"--unsafe-no-fsync",
 	}
 	return startProcess(t, r.Name, r.Etcd, dataDir, "127.0.0.1:"+strconv.Itoa(port), append(args, extra...))
 }

@@ -1,3 +1,14 @@
+// etcd 3.4's server and etcdctl, built from their Go module for
+// tests/migrate (restoring a real 3.4 snapshot into metastore). A module of
+// its own: 3.4 needs grpc 1.26 and the 3.4 protobuf packages, which cannot
+// share a build with the tests module's etcd 3.6.
+//
+// etcd 3.4 is the module go.etcd.io/etcd, whose v3.4.x tags are not valid
+// module versions (v3 without /v3 in the path, and a go.mod present), so it
+// is required by the pseudo-version of the v3.4.16 tag's commit
+// (d19fbe541bf9). The module proxy serves that one; it refused (403, "This
+// module version is not available") @v3.4.35, @release-3.4 and the
+// pseudo-versions of the v3.4.37 and v3.4.45 tags' commits.
 module github.com/metastore-dev/metastore/tests/tools/etcd34
 
 go 1.26.8

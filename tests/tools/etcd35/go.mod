@@ -1,3 +1,7 @@
+// etcd 3.5's server and etcdctl, built from their Go modules for
+// tests/migrate (restoring a real 3.5 snapshot into metastore). A module of
+// its own: the 3.5 modules cannot share a build with the tests module's
+// etcd 3.6 (same module paths, other versions).
 module github.com/metastore-dev/metastore/tests/tools/etcd35
 
 go 1.26.8

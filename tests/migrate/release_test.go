@@ -65,6 +65,16 @@ func migrateFromRelease(t *testing.T, name, version string) {
 		t.Fatalf("source: compacted %d (want %d), %d leases, auth %v, users %v, roles %v", want.Compact, compactAt, len(want.Leases), want.Auth, want.Users, want.Roles)
 	}
 	rootAsEtcd36(t, want)
+	// A NOSPACE alarm on the source is kept in its database; a restore
+	// drops it (it was about the old member's disk), so the restored store
+	// takes writes.
+	mc := pb.NewMaintenanceClient(client(t, src.Endpoint, true).ActiveConnection())
+	if _, err := mc.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: st.Header.MemberId, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := mc.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_GET}); err != nil || len(a.Alarms) != 1 {
+		t.Fatalf("source alarms %v: %v", a, err)
+	}
 
 	snap := filepath.Join(dir, name+".db")
 	res := rel.Ctl(t, src.Endpoint, "--user=root:"+rootPassword, "snapshot", "save", snap)
@@ -112,6 +122,13 @@ func migrateFromRelease(t *testing.T, name, version string) {
 		t.Errorf("metastore has no HashKV at the compacted revision %d", compactAt)
 	}
 	checkPasswords(t, ms.Endpoint)
+	msRoot := client(t, ms.Endpoint, true).ActiveConnection()
+	if a, err := pb.NewMaintenanceClient(msRoot).Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_GET}); err != nil || len(a.Alarms) != 0 {
+		t.Errorf("alarms after the restore %v: %v", a, err)
+	}
+	if _, err := pb.NewKVClient(msRoot).Put(ctx, &pb.PutRequest{Key: []byte("after-restore"), Value: []byte("1")}); err != nil {
+		t.Errorf("a put after the restore: %v", err)
+	}
 
 	// The release restores its own snapshot: the same state, and, with no
 	// cached compaction hash, the same HashKV as metastore at every

@@ -122,34 +122,11 @@ func migrateFromRelease(t *testing.T, name, version string) {
 		t.Errorf("metastore has no HashKV at the compacted revision %d", compactAt)
 	}
 	checkPasswords(t, ms.Endpoint)
-	msRoot := client(t, ms.Endpoint, true).ActiveConnection()
-	if a, err := pb.NewMaintenanceClient(msRoot).Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_GET}); err != nil || len(a.Alarms) != 0 {
-		t.Errorf("alarms after the restore %v: %v", a, err)
-	}
-	if _, err := pb.NewKVClient(msRoot).Put(ctx, &pb.PutRequest{Key: []byte("after-restore"), Value: []byte("1")}); err != nil {
-		t.Errorf("a put after the restore: %v", err)
-	}
 
 	// The release restores its own snapshot: the same state, and, with no
 	// cached compaction hash, the same HashKV as metastore at every
 	// revision it answers.
-	peer := framework.StablePort(t)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
-	again := filepath.Join(dir, "restored")
-	res = rel.Ctl(t, "", "snapshot", "restore", snap, "--name", "default", "--data-dir", again,
-		"--initial-cluster", "default="+peerURL, "--initial-advertise-peer-urls", peerURL)
-	if res.ExitCode != 0 {
-		t.Fatalf("%s etcdctl snapshot restore: exit %d\n%s\n%s", name, res.ExitCode, res.Stdout, res.Stderr)
-	}
-	restored := rel.Start(t, again, peer)
-	fresh := collect(t, ctx, restored.Endpoint)
-	rootAsEtcd36(t, fresh)
-	if fresh.AuthRev == 0 { // etcd 3.4: from its database, once it is stopped
-		if err := restored.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		fresh.AuthRev = snapshotAuthRevision(t, filepath.Join(again, "member", "snap", "db"))
-	}
+	fresh := releaseRestore(t, ctx, rel, snap, filepath.Join(dir, "restored"))
 	compare(t, "etcd "+version+" → etcd "+version, fresh, want, live)
 	skip := map[int64]bool{}
 	if _, ok := fresh.Hash[compactAt]; !ok {
@@ -160,6 +137,24 @@ func migrateFromRelease(t *testing.T, name, version string) {
 	}
 	compare(t, "metastore vs etcd "+version+" restored", got, fresh, skip)
 	t.Logf("etcd %s's own restore compared at %v", version, time.Since(start).Round(time.Millisecond))
+
+	// And back: the release's etcdctl saves metastore's snapshot and
+	// restores it into the release's etcd, which serves the same state.
+	msSnap := filepath.Join(dir, "metastore.db")
+	res = rel.Ctl(t, ms.Endpoint, "--user=root:"+rootPassword, "snapshot", "save", msSnap)
+	if res.ExitCode != 0 || !strings.Contains(res.Stdout, "Snapshot saved at "+msSnap) {
+		t.Fatalf("%s etcdctl snapshot save from metastore: exit %d\n%s\n%s", name, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	compare(t, "etcd "+version+" → metastore → etcd "+version, releaseRestore(t, ctx, rel, msSnap, filepath.Join(dir, "back")), fresh, nil)
+	t.Logf("metastore → etcd %s compared at %v", version, time.Since(start).Round(time.Millisecond))
+
+	msRoot := client(t, ms.Endpoint, true).ActiveConnection()
+	if a, err := pb.NewMaintenanceClient(msRoot).Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_GET}); err != nil || len(a.Alarms) != 0 {
+		t.Errorf("alarms after the restore %v: %v", a, err)
+	}
+	if _, err := pb.NewKVClient(msRoot).Put(ctx, &pb.PutRequest{Key: []byte("after-restore"), Value: []byte("1")}); err != nil {
+		t.Errorf("a put after the restore: %v", err)
+	}
 
 	// The stopped source's member/snap/db: no trailer, so refused without
 	// --skip-hash-check and restored with it.
@@ -178,6 +173,30 @@ func migrateFromRelease(t *testing.T, name, version string) {
 	ms2 := framework.StartMetastoreProcess(t, fromDB)
 	compare(t, "etcd "+version+" member/snap/db → metastore", collect(t, ctx, ms2.Endpoint), got, nil)
 	t.Logf("member/snap/db compared at %v", time.Since(start).Round(time.Millisecond))
+}
+
+// releaseRestore restores file with the release's etcdctl into dataDir,
+// starts the release's etcd there and collects its state (the auth revision
+// of etcd 3.4, which cannot report it, from its database once stopped).
+func releaseRestore(t *testing.T, ctx context.Context, rel framework.EtcdRelease, file, dataDir string) *state {
+	t.Helper()
+	peer := framework.StablePort(t)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
+	res := rel.Ctl(t, "", "snapshot", "restore", file, "--name", "default", "--data-dir", dataDir,
+		"--initial-cluster", "default="+peerURL, "--initial-advertise-peer-urls", peerURL)
+	if res.ExitCode != 0 {
+		t.Fatalf("%s etcdctl snapshot restore %s: exit %d\n%s\n%s", rel.Name, file, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	p := rel.Start(t, dataDir, peer)
+	st := collect(t, ctx, p.Endpoint)
+	rootAsEtcd36(t, st)
+	if st.AuthRev == 0 {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		st.AuthRev = snapshotAuthRevision(t, filepath.Join(dataDir, "member", "snap", "db"))
+	}
+	return st
 }
 
 // rootAsEtcd36 makes the root role read as etcd 3.6 and metastore show it:

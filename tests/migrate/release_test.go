@@ -31,9 +31,15 @@ import (
 //
 // They run when METASTORE_MIGRATE_RELEASES is set (`make test-migrate-old`):
 // building the two releases from a cold build cache costs minutes.
-func TestMigrateFromEtcd34(t *testing.T) { migrateFromRelease(t, "etcd34", "3.4.16") }
+func TestMigrateFromEtcd34(t *testing.T) {
+	migrateFromRelease(t, "etcd34", "3.4.16")
+	t.Run("mid-compaction", func(t *testing.T) { midCompaction(t, "etcd34") })
+}
 
-func TestMigrateFromEtcd35(t *testing.T) { migrateFromRelease(t, "etcd35", "3.5.36") }
+func TestMigrateFromEtcd35(t *testing.T) {
+	migrateFromRelease(t, "etcd35", "3.5.36")
+	t.Run("mid-compaction", func(t *testing.T) { midCompaction(t, "etcd35") })
+}
 
 const releasesEnv = "METASTORE_MIGRATE_RELEASES"
 
@@ -173,6 +179,103 @@ func migrateFromRelease(t *testing.T, name, version string) {
 	ms2 := framework.StartMetastoreProcess(t, fromDB)
 	compare(t, "etcd "+version+" member/snap/db → metastore", collect(t, ctx, ms2.Endpoint), got, nil)
 	t.Logf("member/snap/db compared at %v", time.Since(start).Round(time.Millisecond))
+}
+
+// midCompaction: a snapshot saved while the release is still compacting
+// (etcd compacts in batches; one revision per batch, with etcd's 10 ms
+// between batches, makes it last seconds) holds the scheduled compaction
+// revision but not the finished one, and the versions below it only partly
+// removed. Restored into metastore it reads as compacted at the scheduled
+// revision, with the source's keys, revisions and HashKV above it, as etcd
+// itself finishes such a compaction when it restarts.
+func midCompaction(t *testing.T, name string) {
+	if t.Failed() {
+		t.Skip("the main migration failed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rel := framework.BuildEtcdRelease(t, name)
+	dir := t.TempDir()
+	src := rel.Start(t, filepath.Join(dir, "source"), 0, "--experimental-compaction-batch-limit", "1")
+	kv := pb.NewKVClient(client(t, src.Endpoint, false).ActiveConnection())
+	var compactAt int64
+	for i := range 1200 {
+		var rev int64
+		if i%50 == 49 {
+			r, err := kv.DeleteRange(ctx, &pb.DeleteRangeRequest{Key: []byte(fmt.Sprintf("k%02d", i%40))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev = r.Header.Revision
+		} else {
+			r, err := kv.Put(ctx, &pb.PutRequest{Key: []byte(fmt.Sprintf("k%02d", i%40)), Value: []byte(fmt.Sprint(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev = r.Header.Revision
+		}
+		if i == 1150 {
+			compactAt = rev
+		}
+	}
+	if _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: compactAt}); err != nil {
+		t.Fatal(err)
+	}
+	snap := filepath.Join(dir, "mid.db")
+	if res := rel.Ctl(t, src.Endpoint, "snapshot", "save", snap); res.ExitCode != 0 {
+		t.Fatalf("%s etcdctl snapshot save: exit %d\n%s\n%s", name, res.ExitCode, res.Stdout, res.Stderr)
+	}
+	scheduled, finished := snapshotCompaction(t, snap)
+	if scheduled != compactAt || finished >= compactAt {
+		t.Fatalf("the snapshot was not taken mid-compaction: scheduled %d, finished %d, compaction at %d", scheduled, finished, compactAt)
+	}
+	// A version the compaction removes (overwritten 40 revisions later),
+	// late enough in the key bucket not to be reached yet.
+	if !snapshotHasRevision(t, snap, compactAt-45) {
+		t.Fatalf("the snapshot lacks revision %d: the compaction got there first", compactAt-45)
+	}
+	want := collect(t, ctx, src.Endpoint)
+	if want.Compact != compactAt {
+		t.Fatalf("source compacted at %d, want %d", want.Compact, compactAt)
+	}
+	if want.AuthRev == 0 { // etcd 3.4
+		want.AuthRev = snapshotAuthRevision(t, snap)
+	}
+	out, err := metastoreRestore(t, snap, filepath.Join(dir, "metastore"))
+	if err != nil {
+		t.Fatalf("restore of a snapshot taken mid-compaction: %v\n%s", err, out)
+	}
+	ms := framework.StartMetastoreProcess(t, filepath.Join(dir, "metastore"))
+	compare(t, name+" mid-compaction → metastore", collect(t, ctx, ms.Endpoint), want, map[int64]bool{compactAt: true})
+}
+
+// snapshotCompaction reads etcd's scheduled and finished compaction
+// revisions (-1 when absent) from file's meta bucket.
+func snapshotCompaction(t *testing.T, file string) (scheduled, finished int64) {
+	t.Helper()
+	db, err := bolt.Open(file, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	scheduled, finished = -1, -1
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("meta"))
+		if b == nil {
+			return fmt.Errorf("no meta bucket")
+		}
+		if v := b.Get([]byte("scheduledCompactRev")); len(v) >= 8 {
+			scheduled = int64(binary.BigEndian.Uint64(v))
+		}
+		if v := b.Get([]byte("finishedCompactRev")); len(v) >= 8 {
+			finished = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scheduled, finished
 }
 
 // releaseRestore restores file with the release's etcdctl into dataDir,

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -138,7 +139,35 @@ func (s *Store) Close() error {
 	s.reads.close()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	s.flushForClose()
 	return s.db.Close()
+}
+
+// closeFlushTimeout bounds how long Close waits for the memtable flush.
+const closeFlushTimeout = 10 * time.Second
+
+// flushForClose writes the memtables to tables before Pebble closes, so the
+// next Open finds an empty WAL: Open replays the WAL into memtables and
+// waits for them to be flushed before it returns, which with 64 MiB
+// memtables was most of a restart (0.6–1.9 s with 1M keys). Everything
+// flushed was already durable in the WAL; a flush that fails or is slow
+// (a full disk) only leaves the replay to the next Open.
+func (s *Store) flushForClose() {
+	if s.failErr.Load() != nil {
+		return // the commit pipeline is unusable, and a flush would rotate the WAL
+	}
+	done, err := s.db.AsyncFlush()
+	if err != nil {
+		s.opts.Logger.Warn("flush before close failed; the next start replays the WAL", "err", err)
+		return
+	}
+	t := time.NewTimer(closeFlushTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.opts.Logger.Warn("flush before close timed out; the next start replays the WAL", "timeout", closeFlushTimeout)
+	}
 }
 
 // Rev returns the newest committed revision.

@@ -22,6 +22,9 @@ type Options struct {
 	// Tick is how often the allocation rate is sampled between
 	// collections; a rate no longer seen halves every Tick. Default 250 ms.
 	Tick time.Duration
+	// IdleCollectEvery is the shortest time between two idle collections
+	// (see Tuner). Default 10 s.
+	IdleCollectEvery time.Duration
 	// GCPercent is the GOGC the Tuner never goes below, and restores on
 	// Stop. Default 100, Go's own default.
 	GCPercent int
@@ -40,6 +43,9 @@ func (o *Options) ensureDefaults() {
 	if o.GCPercent <= 0 {
 		o.GCPercent = 100
 	}
+	if o.IdleCollectEvery <= 0 {
+		o.IdleCollectEvery = 10 * time.Second
+	}
 }
 
 // Runtime metrics the Tuner reads (Go 1.21+; none stops the world).
@@ -48,6 +54,7 @@ const (
 	metricAllocs  = "/gc/heap/allocs:bytes"
 	metricStacks  = "/gc/scan/stack:bytes"
 	metricGlobals = "/gc/scan/globals:bytes"
+	metricObjects = "/memory/classes/heap/objects:bytes"
 )
 
 // minHeapBytes is the Go runtime's minimum heap goal at GOGC=100; the
@@ -59,6 +66,13 @@ const minHeapBytes = 4 << 20
 const maxPercent = 10000
 
 // Tuner adjusts GOGC in the background; see the package documentation.
+//
+// When the server goes idle with the garbage of a busy period still in
+// the heap (more than live + the floor would allow at GOGC=100) the Tuner
+// runs one collection itself: an idle process allocates too little to
+// reach the lowered goal, so without it the garbage, and the memory under
+// it, would stay until the runtime's forced collection two minutes later.
+// It does so at most once per IdleCollectEvery.
 type Tuner struct {
 	opts    Options
 	prev    int           // GOGC before Start, restored by Stop
@@ -74,6 +88,9 @@ type Tuner struct {
 	sampled time.Time // when it was taken
 	rate    float64   // bytes allocated per second, decaying
 	percent int       // GOGC in force
+	forced  time.Time // last idle collection
+
+	idleGCs atomic.Int64 // idle collections run, for tests
 }
 
 // Start starts a Tuner. Stop it to restore the GOGC it found.
@@ -85,7 +102,7 @@ func Start(opts Options) *Tuner {
 		stopc:  make(chan struct{}),
 		donec:  make(chan struct{}),
 		samples: []metrics.Sample{
-			{Name: metricLive}, {Name: metricAllocs}, {Name: metricStacks}, {Name: metricGlobals},
+			{Name: metricLive}, {Name: metricAllocs}, {Name: metricStacks}, {Name: metricGlobals}, {Name: metricObjects},
 		},
 	}
 	t.percent = opts.GCPercent
@@ -157,6 +174,14 @@ func (t *Tuner) update(now time.Time) {
 	if p != t.percent {
 		debug.SetGCPercent(p)
 		t.percent = p
+	}
+	objects := t.samples[4].Value.Uint64()
+	idle := t.rate*t.opts.Spacing.Seconds() < float64(t.opts.MaxFloor)/16
+	if idle && p == t.opts.GCPercent && objects > live+scan+uint64(t.opts.MaxFloor)/4 &&
+		now.Sub(t.forced) >= t.opts.IdleCollectEvery {
+		t.forced = now
+		t.idleGCs.Add(1)
+		runtime.GC()
 	}
 }
 

@@ -76,17 +76,12 @@ func churn(n int) {
 	}
 }
 
-// TestTunerRaisesAndDropsTheFloor runs the real Tuner: while the test
-// allocates fast the heap goal rises to about live + MaxFloor and far
-// fewer collections run than with GOGC=100; once it stops allocating the
-// goal falls back, so idle garbage can be returned to the OS.
-func TestTunerRaisesAndDropsTheFloor(t *testing.T) {
-	runtime.GC()
-	base := gcCount()
-	churn(256 * mib)
-	without := gcCount() - base
-
-	tu := Start(Options{MaxFloor: 32 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second})
+// TestTunerRaisesTheFloorUnderLoad runs the real Tuner: while the test
+// allocates fast the heap goal rises to about live + MaxFloor, so 256 MiB
+// of garbage takes a dozen collections at most (at GOGC=100 with this
+// small live heap, dozens), and once allocation stops GOGC returns to 100.
+func TestTunerRaisesTheFloorUnderLoad(t *testing.T) {
+	tu := Start(Options{MaxFloor: 32 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second, IdleCollectEvery: time.Hour})
 	defer tu.Stop()
 	// Keep allocating until the Tuner has sampled the rate a few times.
 	deadline := time.Now().Add(10 * time.Second)
@@ -96,13 +91,11 @@ func TestTunerRaisesAndDropsTheFloor(t *testing.T) {
 		}
 		churn(4 * mib)
 	}
-	base = gcCount()
+	base := gcCount()
 	churn(256 * mib)
-	with := gcCount() - base
-	if with*2 > without {
-		t.Errorf("%d collections for 256 MiB of garbage with the floor, %d without: want at most half", with, without)
+	if n := gcCount() - base; n > 14 {
+		t.Errorf("%d collections for 256 MiB of garbage with a 32 MiB floor, want ≤ 14", n)
 	}
-
 	// Idle: the rate halves every 50 ms tick, the floor goes.
 	deadline = time.Now().Add(10 * time.Second)
 	for _, p := floorGoal(); p != 100; _, p = floorGoal() {
@@ -110,6 +103,33 @@ func TestTunerRaisesAndDropsTheFloor(t *testing.T) {
 			t.Fatalf("GOGC still %d after 10 s idle, want 100", p)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTunerCollectsWhenIdle: garbage left by a busy period is collected
+// by the Tuner once the process goes idle, once.
+func TestTunerCollectsWhenIdle(t *testing.T) {
+	tu := Start(Options{MaxFloor: 128 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second, IdleCollectEvery: time.Hour})
+	defer tu.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for g, _ := floorGoal(); g < 100*mib; g, _ = floorGoal() {
+		if time.Now().After(deadline) {
+			t.Fatalf("heap goal live + %.0f MiB after 10 s of allocation, want ≥ live + 100", g/mib)
+		}
+		churn(4 * mib)
+	}
+	runtime.GC()
+	churn(64 * mib) // well under the floor: no collection frees it
+	deadline = time.Now().Add(10 * time.Second)
+	for tu.idleGCs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no idle collection within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := tu.idleGCs.Load(); n != 1 {
+		t.Errorf("%d idle collections, want 1", n)
 	}
 }
 

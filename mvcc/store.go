@@ -82,6 +82,13 @@ type Store struct {
 	readStale chan struct{} // tells the compactor goroutine to drop stale views
 }
 
+// memTableSize is Pebble's memtable size. Pebble keeps the arena of the
+// last flushed memtable for reuse, so about twice this is resident after a
+// burst of writes, and a crash leaves up to this much WAL to replay (and
+// flush) before Open returns. MVCC writes never overwrite a key in the
+// memtable, so a larger one saves no writes.
+const memTableSize = 16 << 20
+
 // Open opens (or creates) a store in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.ensureDefaults()
@@ -91,7 +98,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:                       cache,
 		FS:                          opts.FS,
-		MemTableSize:                64 << 20,
+		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,

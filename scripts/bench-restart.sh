@@ -115,7 +115,7 @@ check_keys() {
 }
 
 declare -A VAL=()
-METRICS=(load_rps rss_after_load rss_idle stop_s restart_s rss_restart crash_restart_s rss_crash)
+METRICS=(load_rps load_cpu_us rss_after_load rss_idle stop_s restart_s rss_restart crash_restart_s rss_crash)
 for r in $(seq 1 "$BENCH_REPEAT"); do
 	for t in $BENCH_TARGETS; do
 		dir="$WORK/$t-$r"
@@ -126,10 +126,12 @@ for r in $(seq 1 "$BENCH_REPEAT"); do
 		start "$t" "$dir"
 		serving
 		log "$t round $r: loading $RESTART_KEYS keys"
+		c0=$(cpu_ticks "$SERVER_PID")
 		run_child "$BIN/benchmark" --endpoints "$EP" --conns 10 --clients 100 \
 			put --total "$RESTART_KEYS" --key-space-size "$RESTART_KEYS" --sequential-keys \
 			--key-size 8 --val-size "$RESTART_VALUE" >"$RESULTS/$t-$r-load.txt" 2>&1
 		load_rps=$(bench_rps "$RESULTS/$t-$r-load.txt")
+		load_cpu_us=$(cpu_us_per_req "$c0" "$(cpu_ticks "$SERVER_PID")" "$RESTART_KEYS")
 		rss_after_load=$(rss_mib "$SERVER_PID")
 		sleep "$RESTART_IDLE"
 		rss_idle=$(rss_mib "$SERVER_PID")
@@ -163,7 +165,7 @@ for r in $(seq 1 "$BENCH_REPEAT"); do
 		stop_timed TERM
 		rm -rf "$dir"
 
-		line="$t round $r: load ${load_rps} puts/s, rss after load ${rss_after_load} MiB (peak ${hwm}), after ${RESTART_IDLE}s idle ${rss_idle} MiB; stop ${stop_s}s; restart ${restart_s}s, rss ${rss_restart} MiB; after kill -9: restart ${crash_restart_s}s, rss ${rss_crash} MiB"
+		line="$t round $r: load ${load_rps} puts/s (server cpu ${load_cpu_us} µs/put), rss after load ${rss_after_load} MiB (peak ${hwm}), after ${RESTART_IDLE}s idle ${rss_idle} MiB; stop ${stop_s}s; restart ${restart_s}s, rss ${rss_restart} MiB; after kill -9: restart ${crash_restart_s}s, rss ${rss_crash} MiB"
 		log "$line"
 		echo "$line" >>"$RESULTS/runs.txt"
 		for m in "${METRICS[@]}"; do VAL[$t.$m]+="${!m} "; done

@@ -55,6 +55,8 @@ const (
 	metricStacks  = "/gc/scan/stack:bytes"
 	metricGlobals = "/gc/scan/globals:bytes"
 	metricObjects = "/memory/classes/heap/objects:bytes"
+	metricUnused  = "/memory/classes/heap/unused:bytes"
+	metricFree    = "/memory/classes/heap/free:bytes"
 )
 
 // minHeapBytes is the Go runtime's minimum heap goal at GOGC=100; the
@@ -67,12 +69,14 @@ const maxPercent = 10000
 
 // Tuner adjusts GOGC in the background; see the package documentation.
 //
-// When the server goes idle with the garbage of a busy period still in
-// the heap (more than live + the floor would allow at GOGC=100) the Tuner
-// runs one collection itself: an idle process allocates too little to
-// reach the lowered goal, so without it the garbage, and the memory under
-// it, would stay until the runtime's forced collection two minutes later.
-// It does so at most once per IdleCollectEvery.
+// When the server goes idle while the heap holds much more memory than is
+// live (the garbage of a busy period, the free pages under the floor and
+// GOGC's own headroom, which an idle process does not need) the Tuner
+// returns it (debug.FreeOSMemory: a collection,
+// then every free page back to the OS). Left alone it would stay: an idle
+// process allocates too little to reach the lowered goal, and the runtime
+// returns free pages only in the wake of a collection, the next forced one
+// two minutes later. It does so at most once per IdleCollectEvery.
 type Tuner struct {
 	opts    Options
 	prev    int           // GOGC before Start, restored by Stop
@@ -102,7 +106,8 @@ func Start(opts Options) *Tuner {
 		stopc:  make(chan struct{}),
 		donec:  make(chan struct{}),
 		samples: []metrics.Sample{
-			{Name: metricLive}, {Name: metricAllocs}, {Name: metricStacks}, {Name: metricGlobals}, {Name: metricObjects},
+			{Name: metricLive}, {Name: metricAllocs}, {Name: metricStacks}, {Name: metricGlobals},
+			{Name: metricObjects}, {Name: metricUnused}, {Name: metricFree},
 		},
 	}
 	t.percent = opts.GCPercent
@@ -175,13 +180,15 @@ func (t *Tuner) update(now time.Time) {
 		debug.SetGCPercent(p)
 		t.percent = p
 	}
-	objects := t.samples[4].Value.Uint64()
+	// Heap memory the process holds: objects (live or not yet swept),
+	// unused parts of spans, free pages not yet returned.
+	held := t.samples[4].Value.Uint64() + t.samples[5].Value.Uint64() + t.samples[6].Value.Uint64()
 	idle := t.rate*t.opts.Spacing.Seconds() < float64(t.opts.MaxFloor)/16
-	if idle && p == t.opts.GCPercent && objects > live+scan+uint64(t.opts.MaxFloor)/4 &&
+	if idle && p == t.opts.GCPercent && held > live+uint64(t.opts.MaxFloor)/4 &&
 		now.Sub(t.forced) >= t.opts.IdleCollectEvery {
 		t.forced = now
 		t.idleGCs.Add(1)
-		runtime.GC()
+		debug.FreeOSMemory()
 	}
 }
 

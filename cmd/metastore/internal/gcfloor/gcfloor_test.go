@@ -106,8 +106,8 @@ func TestTunerRaisesTheFloorUnderLoad(t *testing.T) {
 	}
 }
 
-// TestTunerCollectsWhenIdle: garbage left by a busy period is collected
-// by the Tuner once the process goes idle, once.
+// TestTunerCollectsWhenIdle: the memory a busy period leaves in the heap
+// is returned by the Tuner once the process goes idle, once.
 func TestTunerCollectsWhenIdle(t *testing.T) {
 	tu := Start(Options{MaxFloor: 128 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second, IdleCollectEvery: time.Hour})
 	defer tu.Stop()
@@ -130,6 +130,11 @@ func TestTunerCollectsWhenIdle(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := tu.idleGCs.Load(); n != 1 {
 		t.Errorf("%d idle collections, want 1", n)
+	}
+	s := []metrics.Sample{{Name: metricFree}}
+	metrics.Read(s)
+	if free := s[0].Value.Uint64(); free > 16*mib {
+		t.Errorf("%d MiB of free heap pages kept after the idle collection, want ≤ 16", free/mib)
 	}
 }
 

@@ -60,7 +60,7 @@ func startGCFloor(getenv func(string) string) (stop func()) {
 	if getenv("GOGC") != "" {
 		return func() {}
 	}
-	return gcfloor.Start(gcfloor.Options{}).Stop
+	return gcfloor.Start(gcfloor.Options{OnIdle: trimCHeap}).Stop
 }
 
 // run executes the command line args (without the program name) and

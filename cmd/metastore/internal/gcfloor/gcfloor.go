@@ -25,6 +25,9 @@ type Options struct {
 	// IdleCollectEvery is the shortest time between two idle collections
 	// (see Tuner). Default 10 s.
 	IdleCollectEvery time.Duration
+	// OnIdle, if set, runs on the Tuner's goroutine after each idle
+	// collection; main returns the C heap's free pages there.
+	OnIdle func()
 	// GCPercent is the GOGC the Tuner never goes below, and restores on
 	// Stop. Default 100, Go's own default.
 	GCPercent int
@@ -189,6 +192,9 @@ func (t *Tuner) update(now time.Time) {
 		t.forced = now
 		t.idleGCs.Add(1)
 		debug.FreeOSMemory()
+		if t.opts.OnIdle != nil {
+			t.opts.OnIdle()
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -109,7 +110,11 @@ func TestTunerRaisesTheFloorUnderLoad(t *testing.T) {
 // TestTunerCollectsWhenIdle: the memory a busy period leaves in the heap
 // is returned by the Tuner once the process goes idle, once.
 func TestTunerCollectsWhenIdle(t *testing.T) {
-	tu := Start(Options{MaxFloor: 128 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second, IdleCollectEvery: time.Hour})
+	var onIdle atomic.Int64
+	tu := Start(Options{
+		MaxFloor: 128 * mib, Tick: 50 * time.Millisecond, Spacing: time.Second, IdleCollectEvery: time.Hour,
+		OnIdle: func() { onIdle.Add(1) },
+	})
 	defer tu.Stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for g, _ := floorGoal(); g < 100*mib; g, _ = floorGoal() {
@@ -130,6 +135,9 @@ func TestTunerCollectsWhenIdle(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := tu.idleGCs.Load(); n != 1 {
 		t.Errorf("%d idle collections, want 1", n)
+	}
+	if n := onIdle.Load(); n != 1 {
+		t.Errorf("OnIdle ran %d times, want 1", n)
 	}
 	s := []metrics.Sample{{Name: metricFree}}
 	metrics.Read(s)

@@ -105,10 +105,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                      pebbleLogger{lg: opts.Logger, s: s},
 		EventListener:               s.readEvents(),
 	}
+	gate := newCompactionGate() // compactgate.go: no compaction until Open returns
+	po.Experimental.CompactionScheduler = gate
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
 	}
+	gate.start()
 	s.db = db
 	rev, err := s.metaInt(metaRev)
 	if err != nil {

@@ -16,6 +16,7 @@
 //	live + max(live×GOGC/100, min(MaxFloor, allocation rate × Spacing))
 //
 // limited, when GOMEMLIMIT (debug.SetMemoryLimit) is set, to half the
-// limit. The process owns one Tuner at most; main starts it unless the
-// operator set GOGC.
+// limit; and once the process goes idle it returns the memory above the
+// live heap to the OS (see Tuner). The process owns one Tuner at most; main
+// starts it unless the operator set GOGC.
 package gcfloor

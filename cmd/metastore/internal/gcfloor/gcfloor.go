@@ -72,14 +72,15 @@ const maxPercent = 10000
 
 // Tuner adjusts GOGC in the background; see the package documentation.
 //
-// When the server goes idle while the heap holds much more memory than is
-// live (the garbage of a busy period, the free pages under the floor and
-// GOGC's own headroom, which an idle process does not need) the Tuner
-// returns it (debug.FreeOSMemory: a collection,
-// then every free page back to the OS). Left alone it would stay: an idle
-// process allocates too little to reach the lowered goal, and the runtime
-// returns free pages only in the wake of a collection, the next forced one
-// two minutes later. It does so at most once per IdleCollectEvery.
+// When the server goes idle (allocating less than MaxFloor/16 a second)
+// while the heap holds more than live + MaxFloor/4 (the garbage of a busy
+// period, the free pages under the floor and GOGC's own headroom, which an
+// idle process does not need), the Tuner returns it: debug.FreeOSMemory (a
+// collection, then every free page back to the OS), then Options.OnIdle.
+// Left alone it would stay: an idle process allocates too little to reach
+// the lowered goal, and the runtime returns free pages only in the wake of
+// a collection, the next forced one two minutes later. It does so at most
+// once per IdleCollectEvery.
 type Tuner struct {
 	opts    Options
 	prev    int           // GOGC before Start, restored by Stop

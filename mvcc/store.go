@@ -160,8 +160,9 @@ const closeFlushTimeout = 10 * time.Second
 // next Open finds an empty WAL: Open replays the WAL into memtables and
 // waits for them to be flushed before it returns, which with 64 MiB
 // memtables was most of a restart (0.6–1.9 s with 1M keys). Everything
-// flushed was already durable in the WAL; a flush that fails or is slow
-// (a full disk) only leaves the replay to the next Open.
+// flushed was already durable in the WAL; a flush that fails (a full
+// disk) only leaves the replay to the next Open, and Close waits for it at
+// most closeFlushTimeout.
 func (s *Store) flushForClose() {
 	if s.failErr.Load() != nil {
 		return // the commit pipeline is unusable, and a flush would rotate the WAL

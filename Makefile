@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large test-upstream test-migrate-old tools bench bench-auth bench-watch bench-policy vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
+.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large test-upstream test-migrate-old tools bench bench-auth bench-watch bench-policy bench-restart vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
 
 all: build
 
@@ -146,6 +146,11 @@ bench-watch: build tools
 # with 50,000 live leases, etcd and metastore side by side.
 bench-lease: build tools
 	./scripts/bench-lease.sh
+
+# 1M keys: memory after the load, stop, restart and crash-restart times,
+# etcd and metastore side by side (docs/benchmarks-memory.md).
+bench-restart: build tools
+	./scripts/bench-restart.sh
 
 clean:
 	rm -rf $(BIN)

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/metastore-dev/metastore/cmd/metastore/internal/gcfloor"
 	"github.com/metastore-dev/metastore/cmd/metastore/internal/policycmd"
 	"github.com/metastore-dev/metastore/server"
 	"github.com/metastore-dev/metastore/server/config"
@@ -46,29 +47,20 @@ func main() {
 		// one kills a shutdown that hangs.
 		stop()
 	}()
-	floor := heapFloor(os.Getenv)
+	stopFloor := startGCFloor(os.Getenv)
 	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
-	runtime.KeepAlive(floor)
+	stopFloor()
 	os.Exit(code)
 }
 
-// heapFloorBytes is the smallest Go heap the garbage collector aims for.
-const heapFloorBytes = 64 << 20
-
-// heapFloor returns an allocation that keeps the GC from running until the
-// heap has grown by about heapFloorBytes, unless the operator tunes the GC
-// (GOGC or GOMEMLIMIT set). Pebble keeps its caches and memtables outside
-// the Go heap, so the live heap is a few MiB; with Go's 4 MiB minimum
-// target a busy server collected every few hundred requests (about 40 GCs
-// a second), and GC was a tenth of its CPU. The allocation holds no
-// pointers, so the GC never scans it, and it is never written, so its
-// pages are not resident. Go has no minimum-heap setting (GOMEMLIMIT is a
-// maximum); this is the usual stand-in.
-func heapFloor(getenv func(string) string) []byte {
-	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
-		return nil
+// startGCFloor starts the adaptive GC floor (gcfloor) unless the operator
+// set GOGC, which then rules alone. With GOMEMLIMIT set the floor stays
+// under half the limit. It returns the function that stops it.
+func startGCFloor(getenv func(string) string) (stop func()) {
+	if getenv("GOGC") != "" {
+		return func() {}
 	}
-	return make([]byte, heapFloorBytes)
+	return gcfloor.Start(gcfloor.Options{OnIdle: trimCHeap}).Stop
 }
 
 // run executes the command line args (without the program name) and

@@ -5,6 +5,7 @@ import (
 	"context"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -176,16 +177,25 @@ func TestServeStopsOnCancel(t *testing.T) {
 	}
 }
 
-func TestHeapFloorYieldsToGCSettings(t *testing.T) {
+func TestGCFloorYieldsToGOGC(t *testing.T) {
 	env := func(kv map[string]string) func(string) string {
 		return func(k string) string { return kv[k] }
 	}
-	if b := heapFloor(env(nil)); len(b) != heapFloorBytes {
-		t.Fatalf("no GC settings: floor of %d bytes, want %d", len(b), heapFloorBytes)
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	// GOGC set: the floor never touches it (the tuner would restore 100
+	// on stop, so 123 surviving means it never ran).
+	debug.SetGCPercent(123)
+	startGCFloor(env(map[string]string{"GOGC": "123"}))()
+	if p := debug.SetGCPercent(100); p != 123 {
+		t.Fatalf("GOGC set: GOGC after the floor %d, want 123 untouched", p)
 	}
-	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
-		if b := heapFloor(env(map[string]string{k: "200"})); b != nil {
-			t.Fatalf("%s set: floor of %d bytes, want none", k, len(b))
-		}
+	// Unset (GOMEMLIMIT alone does not turn it off): a tuner runs and
+	// restores Go's default when stopped.
+	stop := startGCFloor(env(map[string]string{"GOMEMLIMIT": "1GiB"}))
+	debug.SetGCPercent(123)
+	stop()
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Fatalf("GOGC unset: GOGC after the floor stopped %d, want 100", p)
 	}
 }

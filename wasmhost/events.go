@@ -58,4 +58,14 @@ type Events struct {
 	Degraded func(policy string, degraded bool)
 	// Reloaded reports a reload; err is nil on success.
 	Reloaded func(policy string, err error)
+	// Throttled reports a policy entering the throttled state: a call of
+	// it ran to its deadline or fuel budget, so for the next second its
+	// calls that run past one fuel quantum get CPU only when no other
+	// policy's call waits (Options.GuestSlots).
+	Throttled func(policy string)
+	// CPUWait reports a call that found no CPU slot free and waited, in
+	// the low class (throttled, or instance init) or not, for d; ok is
+	// false when its deadline passed first (the call then fails as a
+	// timeout).
+	CPUWait func(policy string, low bool, d time.Duration, ok bool)
 }

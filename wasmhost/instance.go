@@ -44,11 +44,19 @@ type instance struct {
 	// limitHit is the limit the current call reached (see hostLimit).
 	limitHit ErrorKind
 
-	// Fuel budget of the current call (0: none): fuel spent by the guest
-	// (a quantum per check-in) and charged by host functions.
+	// Fuel budget of the current call (0: none) and the fuel charged so
+	// far (a quantum per guest check-in, plus what host functions charge;
+	// counted with no budget too: it decides when a call needs a CPU slot).
 	fuelBudget int64
 	fuelUsed   int64
 	fuelOut    bool
+
+	// slot is the CPU slot the current call holds (cpu.go): 0 none, else
+	// its class plus one. initing marks instance initialisation (the low
+	// class); slotTimedOut a deadline that passed waiting for a slot.
+	slot         uint8
+	initing      bool
+	slotTimedOut bool
 
 	// The sandbox's fake clocks and random source (wasi.go).
 	wall, nano int64
@@ -89,12 +97,10 @@ func hostFuel(ctx context.Context, _ api.Module, stack []uint64) {
 // Host functions whose work grows with an argument call it per chunk, so
 // the deadline holds inside them too.
 func (inst *instance) charge(units int64) {
-	if inst.fuelBudget > 0 {
-		inst.fuelUsed += units
-		if inst.fuelUsed > inst.fuelBudget {
-			inst.fuelOut = true
-			panic(errFuel)
-		}
+	inst.fuelUsed += units
+	if inst.fuelBudget > 0 && inst.fuelUsed > inst.fuelBudget {
+		inst.fuelOut = true
+		panic(errFuel)
 	}
 	if inst.timeout > 0 {
 		now := monotonic()
@@ -104,6 +110,9 @@ func (inst *instance) charge(units int64) {
 			inst.timedOut = true
 			panic(errDeadline)
 		}
+	}
+	if inst.fuelUsed > fuelQuantum {
+		inst.slotCheck()
 	}
 }
 
@@ -170,7 +179,10 @@ func (w *lineWriter) emit(line []byte) {
 // its check-ins see the deadline like any call's.
 func (v *version) newInstance() (*instance, error) {
 	start := time.Now()
-	inst := &instance{v: v}
+	inst := &instance{v: v, initing: true}
+	// Init is background work: its guest code runs in the low CPU class
+	// (cpu.go), and gives back any slot it took however it ends.
+	defer func() { inst.releaseSlot(); inst.initing = false }()
 	inst.ctx = context.WithValue(context.Background(), instanceKey{}, inst)
 	inst.stderr.inst = inst
 	inst.timeout = int64(v.limits.InitTimeout)
@@ -223,6 +235,9 @@ func (v *version) newInstance() (*instance, error) {
 
 // describe adds what the host knows to a guest error.
 func (inst *instance) describe(err error) error {
+	if inst.slotTimedOut {
+		return fmt.Errorf("deadline of %v exceeded waiting for a CPU slot (other guests held them)", time.Duration(inst.timeout))
+	}
 	if inst.timedOut {
 		return fmt.Errorf("deadline of %v exceeded", time.Duration(inst.timeout))
 	}
@@ -273,10 +288,19 @@ func badResult(format string, args ...any) *callError {
 	return &callError{kind: KindBadResult, err: fmt.Errorf(format, args...)}
 }
 
-// call runs one hook with req and reads the guest's answer.
+// call runs one hook with req and reads the guest's answer; the CPU slot
+// the call took, if any, is given back before it returns.
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
+	v, reason, mut, cerr := inst.run(hook, req)
+	if inst.slot != 0 {
+		inst.releaseSlot()
+	}
+	return v, reason, mut, cerr
+}
+
+func (inst *instance) run(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
-	inst.callStart, inst.timedOut, inst.limitHit = 0, false, ""
+	inst.callStart, inst.timedOut, inst.slotTimedOut, inst.limitHit = 0, false, false, ""
 	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)

@@ -46,6 +46,13 @@ type Policy struct {
 	guard  guard
 	misses atomic.Uint64
 
+	// CPU slots (cpu.go): until when the policy is throttled (monotonic),
+	// and the waits for a slot.
+	throttledUntil  atomic.Int64
+	throttles       atomic.Uint64
+	cpuWaits        atomic.Uint64
+	cpuWaitTimeouts atomic.Uint64
+
 	logLimit   *rate.Limiter
 	logDropped atomic.Int64
 }
@@ -160,6 +167,12 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 			return p.badReason(v, inst, hook, cerr)
 		}
 		if cerr != nil {
+			// A call that ran to its deadline or fuel budget throttles its
+			// policy; one whose deadline passed waiting for a CPU slot did
+			// not run long itself.
+			if (inst.timedOut && !inst.slotTimedOut) || inst.fuelOut {
+				p.markThrottled()
+			}
 			v.pool.put(inst, "error")
 			return p.failed(v, hook, cerr)
 		}
@@ -317,11 +330,20 @@ func (p *Policy) Close() {
 
 // Stats is a snapshot of a policy's state, for metrics.
 type Stats struct {
-	SHA256      string
-	Instances   int    // live instances
-	Misses      uint64 // calls that found no idle instance
-	Degraded    bool
-	CompileTime time.Duration
+	SHA256    string
+	Instances int    // live instances
+	Misses    uint64 // calls that found no idle instance
+	Degraded  bool
+	// Throttled: a call ran to its deadline or fuel budget within the last
+	// second, so the policy's long calls run in the low CPU class
+	// (Options.GuestSlots); Throttles counts the times it became so.
+	Throttled bool
+	Throttles uint64
+	// CPUWaits counts calls that waited for a CPU slot, CPUWaitTimeouts
+	// those whose deadline passed while waiting.
+	CPUWaits        uint64
+	CPUWaitTimeouts uint64
+	CompileTime     time.Duration
 	// MemoryBytes is the linear memory of the idle instances.
 	MemoryBytes uint64
 }
@@ -335,6 +357,11 @@ func (p *Policy) Stats() Stats {
 		Misses:      p.misses.Load(),
 		Degraded:    p.guard.degraded.Load(),
 		CompileTime: v.compileTime,
+
+		Throttled:       p.throttled(),
+		Throttles:       p.throttles.Load(),
+		CPUWaits:        p.cpuWaits.Load(),
+		CPUWaitTimeouts: p.cpuWaitTimeouts.Load(),
 	}
 	for i := range v.pool.shards {
 		sh := &v.pool.shards[i]

@@ -29,13 +29,13 @@ import (
 // costs the others at most one quantum of waiting per check-in, and at
 // most lowSlots of GOMAXPROCS Ps.
 type cpuSlots struct {
-	mu       sync.Mutex
-	n, low   int // slots, and at most low of them for the low class
-	used     int
-	usedLow  int
-	waiting  [2][]*slotWaiter // by class, first come first served
-	urgent   atomic.Int32     // len(waiting[classNormal]), read at check-ins
-	peak     int              // most slots held at once (tests)
+	mu      sync.Mutex
+	n, low  int // slots, and at most low of them for the low class
+	used    int
+	usedLow int
+	waiting [2][]*slotWaiter // by class, first come first served
+	urgent  atomic.Int32     // len(waiting[classNormal]), read at check-ins
+	peak    int              // most slots held at once (tests)
 }
 
 // Slot classes (instance.slot holds the class plus one; 0 is no slot).

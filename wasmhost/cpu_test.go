@@ -2,6 +2,7 @@ package wasmhost
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -254,4 +255,77 @@ func TestGuestSlotWaitCountsAgainstDeadline(t *testing.T) {
 	}
 	// With the slot back, the policy answers.
 	waitFor(t, func() bool { return spin.Authorize(context.Background(), testRequest(t)).Verdict == Allow })
+}
+
+// TestGuestSlotsLeaveAP: hostile guests called from more goroutines than
+// there are Ps each hold their P for their whole deadline (Go cannot
+// preempt them), so a goroutine that wakes from a timer waits for a P
+// until one of them ends. With the host's CPU slots (GOMAXPROCS-1, the
+// default) one P stays free and it runs at once. Phases with and without
+// the bound alternate so that the machine's own load hits both alike; the
+// wake-up lateness of each is logged, and the bounded one must stay far
+// below the hostile deadline.
+func TestGuestSlotsLeaveAP(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs GOMAXPROCS >= 2: with one P the bound is that P")
+	}
+	const deadline = 100 * time.Millisecond
+	req := testRequest(t)
+	ctx := context.Background()
+	hosts := map[string][]*Policy{}
+	for _, mode := range []string{"bounded", "unbounded"} {
+		slots := 0
+		if mode == "unbounded" {
+			slots = -1
+		}
+		h, err := NewHost(Options{CacheDir: wasmtest.CacheDir(), GuestSlots: slots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close(context.Background()) })
+		for _, name := range []string{"a", "b", "c"} {
+			p, err := h.Load(ctx, Config{Name: name, Binary: modules["loop"],
+				Limits: Limits{AuthorizeTimeout: deadline, Instances: 2, DegradedErrors: 1 << 30}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Close)
+			hosts[mode] = append(hosts[mode], p)
+		}
+	}
+	late := map[string][]time.Duration{}
+	for round := 0; round < 3; round++ {
+		for _, mode := range []string{"bounded", "unbounded"} {
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			for i := 0; i < 2*runtime.GOMAXPROCS(0)+2; i++ {
+				wg.Add(1)
+				go func(p *Policy) {
+					defer wg.Done()
+					for !stop.Load() {
+						p.Authorize(ctx, req)
+					}
+				}(hosts[mode][i%3])
+			}
+			time.Sleep(20 * time.Millisecond)
+			for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+				start := time.Now()
+				time.Sleep(time.Millisecond)
+				late[mode] = append(late[mode], time.Since(start)-time.Millisecond)
+			}
+			stop.Store(true)
+			wg.Wait()
+		}
+	}
+	pct := func(d []time.Duration, q int) time.Duration {
+		slices.Sort(d)
+		return d[len(d)*q/100]
+	}
+	for _, mode := range []string{"bounded", "unbounded"} {
+		t.Logf("%s: timer wake-up late by p50 %v, p99 %v (%d samples; hostile deadline %v)",
+			mode, pct(late[mode], 50), pct(late[mode], 99), len(late[mode]), deadline)
+	}
+	if p99 := pct(late["bounded"], 99); p99 > deadline/4 {
+		t.Errorf("with the CPU slots a goroutine waited p99 %v for a P", p99)
+	}
 }

@@ -27,6 +27,9 @@ type policyMetrics struct {
 	compile   *prometheus.HistogramVec
 	degraded  *prometheus.CounterVec
 	logLines  *prometheus.CounterVec
+	throttled *prometheus.CounterVec
+	cpuWaits  *prometheus.CounterVec
+	cpuWait   *prometheus.HistogramVec
 
 	// children are bound per policy at load, before any call: the call
 	// path indexes arrays instead of hashing labels. The map is replaced
@@ -87,7 +90,18 @@ func (s *Guard) newPolicyMetrics() *policyMetrics {
 	m.logLines = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metastore_policy_log_lines_dropped_total", Help: "Guest log lines dropped by the rate limit.",
 	}, []string{"policy"})
-	m.reg.MustRegister(m.calls, m.errors, m.latency, m.audits, m.mutations, m.reloads, m.created, m.discarded, m.compile, m.degraded, m.logLines)
+	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_policy_throttled_total", Help: "Times a policy became throttled: a call of it ran to its deadline or fuel budget, so for a second its long calls get CPU only when no other policy's call waits.",
+	}, []string{"policy"})
+	m.cpuWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_policy_cpu_waits_total", Help: "Calls that waited for one of the host's guest CPU slots, by class (normal, or low: throttled or instance init) and result (granted, or deadline: the call timed out waiting).",
+	}, []string{"policy", "class", "result"})
+	m.cpuWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "metastore_policy_cpu_wait_seconds", Help: "Time calls waited for a guest CPU slot (only calls that waited).",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12), // 1µs .. 4s
+	}, []string{"policy"})
+	m.reg.MustRegister(m.calls, m.errors, m.latency, m.audits, m.mutations, m.reloads, m.created, m.discarded, m.compile, m.degraded, m.logLines,
+		m.throttled, m.cpuWaits, m.cpuWait)
 	return m
 }
 
@@ -125,6 +139,12 @@ func (m *policyMetrics) bind(name string, p *wasmhost.Policy) {
 	gauge("metastore_policy_instance_memory_bytes", "Linear memory of the idle instances.", func(s wasmhost.Stats) float64 { return float64(s.MemoryBytes) })
 	gauge("metastore_policy_degraded", "1 while the policy is degraded.", func(s wasmhost.Stats) float64 {
 		if s.Degraded {
+			return 1
+		}
+		return 0
+	})
+	gauge("metastore_policy_throttled", "1 while the policy is throttled (a call ran to its deadline or fuel budget within the last second).", func(s wasmhost.Stats) float64 {
+		if s.Throttled {
 			return 1
 		}
 		return 0
@@ -203,5 +223,20 @@ func (m *policyMetrics) events(lg *slog.Logger) wasmhost.Events {
 			}
 		},
 		Reloaded: func(name string, err error) { m.reloaded(name, err == nil) },
+		Throttled: func(name string) {
+			m.throttled.WithLabelValues(name).Inc()
+			lg.Warn("policy throttled: a call ran to its deadline or fuel budget; its long calls yield the CPU to other policies' for a second", "policy", name)
+		},
+		CPUWait: func(name string, low bool, d time.Duration, ok bool) {
+			class, result := "normal", "granted"
+			if low {
+				class = "low"
+			}
+			if !ok {
+				result = "deadline"
+			}
+			m.cpuWaits.WithLabelValues(name, class, result).Inc()
+			m.cpuWait.WithLabelValues(name).Observe(d.Seconds())
+		},
 	}
 }

@@ -130,7 +130,11 @@ func BenchmarkDeadlineGuard(b *testing.B) {
 				b.Fatal(err)
 			}
 			f := mod.ExportedFunction(ExportAuthorize)
+			fuel, _ := mod.ExportedGlobal(exportFuel).(api.MutableGlobal)
 			reportPercentiles(b, func() {
+				if fuel != nil {
+					fuel.Set(fuelQuantum) // as instance.call does
+				}
 				c := ctx
 				var cancel context.CancelFunc
 				if mode == "close-on-context-done" {

@@ -171,12 +171,13 @@ func (p *Policy) markThrottled() {
 func (p *Policy) throttled() bool { return p.throttledUntil.Load() > monotonic() }
 
 // slotCheck runs at every check-in (from charge): a call that has charged
-// more than one fuel quantum needs a slot to go on, and a low-class holder
+// a full fuel quantum (its guest code starts each call with one, so this
+// is its first check-in) needs a slot to go on, and a low-class holder
 // gives its slot up when a normal call waits. It stops the call (the
 // deadline) when no slot comes in time.
 func (inst *instance) slotCheck() {
 	s := inst.v.policy.host.cpu
-	if s == nil || inst.fuelUsed <= fuelQuantum {
+	if s == nil || inst.fuelUsed < fuelQuantum {
 		return
 	}
 	switch inst.slot {

@@ -22,7 +22,9 @@ type instance struct {
 	mem api.Memory
 	ctx context.Context // carries the instance to the host functions
 
-	fn     [2]api.Function // by Hook
+	fn [2]api.Function // by Hook
+	// fuel is the guest's fuel counter (exportFuel), refilled per call.
+	fuel   api.MutableGlobal
 	buffer api.Function
 	reason api.Function
 	mutate api.Function
@@ -111,7 +113,7 @@ func (inst *instance) charge(units int64) {
 			panic(errDeadline)
 		}
 	}
-	if inst.fuelUsed > fuelQuantum {
+	if inst.fuelUsed >= fuelQuantum {
 		inst.slotCheck()
 	}
 }
@@ -197,6 +199,11 @@ func (v *version) newInstance() (*instance, error) {
 		return nil, err
 	}
 	inst.mem = mod.ExportedMemory(ExportMemory)
+	if g, ok := mod.ExportedGlobal(exportFuel).(api.MutableGlobal); ok {
+		inst.fuel = g
+	} else {
+		return fail(fmt.Errorf("the metered module does not export its fuel counter"))
+	}
 	inst.fn[HookAuthorize] = mod.ExportedFunction(ExportAuthorize)
 	inst.fn[HookAdmit] = mod.ExportedFunction(ExportAdmit)
 	inst.buffer = mod.ExportedFunction(ExportBuffer)
@@ -288,20 +295,17 @@ func badResult(format string, args ...any) *callError {
 	return &callError{kind: KindBadResult, err: fmt.Errorf(format, args...)}
 }
 
-// call runs one hook with req and reads the guest's answer; the CPU slot
-// the call took, if any, is given back before it returns.
+// call runs one hook with req and reads the guest's answer. The caller
+// gives back the CPU slot the call may have taken (releaseSlot).
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
-	v, reason, mut, cerr := inst.run(hook, req)
-	if inst.slot != 0 {
-		inst.releaseSlot()
-	}
-	return v, reason, mut, cerr
-}
-
-func (inst *instance) run(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
 	inst.callStart, inst.timedOut, inst.slotTimedOut, inst.limitHit = 0, false, false, ""
 	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
+	// A full quantum for this call: what the last call left would make a
+	// short call check in for nothing (the clock starts at the first
+	// check-in), and the first check-in now marks exactly one quantum of
+	// this call's own work (fuelUsed; see slotCheck).
+	inst.fuel.Set(fuelQuantum)
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)
 	} else {

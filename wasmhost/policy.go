@@ -163,6 +163,9 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 			return p.failed(v, hook, ce)
 		}
 		verdict, reason, mutation, cerr := inst.call(hook, req)
+		if inst.slot != 0 {
+			inst.releaseSlot()
+		}
 		if cerr != nil && cerr.kind == KindBadReason {
 			return p.badReason(v, inst, hook, cerr)
 		}

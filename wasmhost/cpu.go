@@ -21,27 +21,33 @@ import (
 // frees its P. The wait counts against the call's deadline, so a call still
 // ends within its deadline plus one quantum.
 //
-// Calls of a throttled policy (one whose calls recently ended at their
-// deadline or fuel budget) and instance initialisation (background work)
-// form the low class: together they hold at most lowSlots slots, wait
-// behind every call of the normal class, and give their slot up at their
-// next check-in when a normal call is waiting. A looping policy therefore
-// costs the others at most one quantum of waiting per check-in, and at
-// most lowSlots of GOMAXPROCS Ps.
+// Three classes, in order of priority: calls (classNormal), instance
+// initialisation (classInit: background work, but a pool needs it to serve)
+// and calls of a throttled policy, one whose calls recently ended at their
+// deadline or fuel budget (classThrottled). A free slot goes to the first
+// waiter of the highest class; the two lower classes together hold at most
+// low slots; and a holder gives its slot up at its next check-in when a
+// waiter of a higher class appears. A looping policy therefore costs the
+// others at most one quantum of waiting per check-in, and at most low of
+// the GOMAXPROCS Ps.
 type cpuSlots struct {
 	mu      sync.Mutex
-	n, low  int // slots, and at most low of them for the low class
+	n, low  int // slots, and at most low of them for the two lower classes
 	used    int
 	usedLow int
-	waiting [2][]*slotWaiter // by class, first come first served
-	urgent  atomic.Int32     // len(waiting[classNormal]), read at check-ins
-	peak    int              // most slots held at once (tests)
+	waiting [classes][]*slotWaiter // by class, first come first served
+	// waitingN[c] is len(waiting[c]), read at check-ins without the lock.
+	waitingN [classes]atomic.Int32
+	peak     int // most slots held at once (tests)
 }
 
-// Slot classes (instance.slot holds the class plus one; 0 is no slot).
+// Slot classes, highest priority first (instance.slot holds the class plus
+// one; 0 is no slot).
 const (
-	classNormal = 0
-	classLow    = 1
+	classNormal = iota
+	classInit
+	classThrottled
+	classes
 )
 
 type slotWaiter struct {
@@ -66,27 +72,35 @@ func (s *cpuSlots) free(class int) bool {
 
 func (s *cpuSlots) take(class int) {
 	s.used++
-	if class == classLow {
+	if class != classNormal {
 		s.usedLow++
 	}
 	s.peak = max(s.peak, s.used)
 }
 
+// outranked reports whether a waiter of a class above class is queued.
+func (s *cpuSlots) outranked(class int) bool {
+	for c := 0; c < class; c++ {
+		if s.waitingN[c].Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // acquire takes a slot of class, waiting until deadline (monotonic; 0: no
 // deadline). It reports whether it got one and whether it had to wait. A
-// low waiter never passes a normal one.
+// waiter never passes one of its own class or a higher one.
 func (s *cpuSlots) acquire(class int, deadline int64) (ok, waited bool) {
 	s.mu.Lock()
-	if s.free(class) && len(s.waiting[classNormal]) == 0 && (class == classNormal || len(s.waiting[classLow]) == 0) {
+	if s.free(class) && !s.outranked(class+1) {
 		s.take(class)
 		s.mu.Unlock()
 		return true, false
 	}
 	w := &slotWaiter{ch: make(chan struct{}, 1), class: class}
 	s.waiting[class] = append(s.waiting[class], w)
-	if class == classNormal {
-		s.urgent.Add(1)
-	}
+	s.waitingN[class].Add(1)
 	s.mu.Unlock()
 	if deadline == 0 {
 		<-w.ch
@@ -107,9 +121,7 @@ func (s *cpuSlots) acquire(class int, deadline int64) (ok, waited bool) {
 	for i, o := range q {
 		if o == w {
 			s.waiting[class] = append(q[:i:i], q[i+1:]...)
-			if class == classNormal {
-				s.urgent.Add(-1)
-			}
+			s.waitingN[class].Add(-1)
 			return false, true
 		}
 	}
@@ -127,26 +139,21 @@ func (s *cpuSlots) release(class int) {
 
 func (s *cpuSlots) releaseLocked(class int) {
 	s.used--
-	if class == classLow {
+	if class != classNormal {
 		s.usedLow--
 	}
-	for {
-		class := classNormal
-		if len(s.waiting[classNormal]) == 0 {
-			class = classLow
+	for c := 0; c < classes; c++ {
+		for len(s.waiting[c]) > 0 && s.free(c) {
+			w := s.waiting[c][0]
+			s.waiting[c][0] = nil
+			s.waiting[c] = s.waiting[c][1:]
+			s.waitingN[c].Add(-1)
+			s.take(c)
+			w.ch <- struct{}{}
 		}
-		q := s.waiting[class]
-		if len(q) == 0 || !s.free(class) {
-			return
+		if len(s.waiting[c]) > 0 && c == classNormal {
+			return // every slot is taken: none for the classes below
 		}
-		w := q[0]
-		q[0] = nil
-		s.waiting[class] = q[1:]
-		if class == classNormal {
-			s.urgent.Add(-1)
-		}
-		s.take(class)
-		w.ch <- struct{}{}
 	}
 }
 
@@ -172,28 +179,28 @@ func (p *Policy) throttled() bool { return p.throttledUntil.Load() > monotonic()
 
 // slotCheck runs at every check-in (from charge): a call that has charged
 // a full fuel quantum (its guest code starts each call with one, so this
-// is its first check-in) needs a slot to go on, and a low-class holder
-// gives its slot up when a normal call waits. It stops the call (the
+// is its first check-in) needs a slot to go on, and a holder gives its
+// slot up when a waiter of a higher class appears. It stops the call (the
 // deadline) when no slot comes in time.
 func (inst *instance) slotCheck() {
 	s := inst.v.policy.host.cpu
 	if s == nil || inst.fuelUsed < fuelQuantum {
 		return
 	}
-	switch inst.slot {
-	case 0:
-	case 1 + classLow:
-		if s.urgent.Load() == 0 {
+	if inst.slot != 0 {
+		held := int(inst.slot - 1)
+		if !s.outranked(held) {
 			return
 		}
-		s.release(classLow)
+		s.release(held)
 		inst.slot = 0
-	default:
-		return
 	}
 	class := classNormal
-	if inst.initing || inst.v.policy.throttled() {
-		class = classLow
+	switch {
+	case inst.initing:
+		class = classInit
+	case inst.v.policy.throttled():
+		class = classThrottled
 	}
 	var deadline int64
 	if inst.timeout > 0 {
@@ -219,6 +226,8 @@ func (inst *instance) releaseSlot() {
 	}
 }
 
+var cpuClassNames = [classes]string{"normal", "init", "throttled"}
+
 // cpuWaited counts a call that found no slot free and waited (ok: until
 // it got one; else until its deadline).
 func (p *Policy) cpuWaited(class int, d time.Duration, ok bool) {
@@ -227,6 +236,6 @@ func (p *Policy) cpuWaited(class int, d time.Duration, ok bool) {
 		p.cpuWaitTimeouts.Add(1)
 	}
 	if f := p.host.events.CPUWait; f != nil {
-		f(p.name, class == classLow, d, ok)
+		f(p.name, cpuClassNames[class], d, ok)
 	}
 }

@@ -14,24 +14,29 @@ import (
 	"github.com/metastore-dev/metastore/wasmhost/wasmtest"
 )
 
-// TestCPUSlotsOrder: a freed slot goes to the first normal waiter, then to
-// low waiters; the low class never holds more than its share; a waiter
-// whose deadline passes leaves the queue and gets nothing.
+// TestCPUSlotsOrder: a freed slot goes to the first waiter of the highest
+// class (normal calls, then instance init, then throttled calls); the two
+// lower classes never hold more than their share together; a waiter whose
+// deadline passes leaves the queue and gets nothing.
 func TestCPUSlotsOrder(t *testing.T) {
-	s := newCPUSlots(2) // 2 slots, 1 of them for the low class
-	if ok, waited := s.acquire(classLow, 0); !ok || waited {
+	s := newCPUSlots(2) // 2 slots, 1 of them for the lower classes
+	if ok, waited := s.acquire(classThrottled, 0); !ok || waited {
 		t.Fatal("a free slot was not granted at once")
 	}
-	// The low class is full: a second low caller waits (here: times out),
-	// a normal one does not.
-	if ok, _ := s.acquire(classLow, monotonic()+int64(5*time.Millisecond)); ok {
-		t.Fatal("the low class got a second slot")
+	// The lower classes' share is taken: an init waits (here: times out),
+	// a normal call does not.
+	if ok, _ := s.acquire(classInit, monotonic()+int64(5*time.Millisecond)); ok {
+		t.Fatal("the lower classes got a second slot")
+	}
+	if s.waitingN[classInit].Load() != 0 {
+		t.Fatal("a timed-out waiter stayed queued")
 	}
 	if ok, waited := s.acquire(classNormal, 0); !ok || waited {
 		t.Fatal("a normal caller waited with a slot free")
 	}
-	// Full. Queue a low waiter, then a normal one: the normal one is
-	// served first, and the urgent count tells the low holder to yield.
+	// Full. Queue a throttled waiter, an init and a normal call: the
+	// throttled holder is outranked and yields; then the order is
+	// normal, init, throttled.
 	var order []string
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -44,25 +49,38 @@ func TestCPUSlotsOrder(t *testing.T) {
 		order = append(order, name)
 		mu.Unlock()
 	}
-	wg.Add(1)
-	go wait("low", classLow)
-	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.waiting[classLow]) == 1 })
-	wg.Add(1)
-	go wait("normal", classNormal)
-	waitFor(t, func() bool { return s.urgent.Load() == 1 })
-	s.release(classLow) // the low holder yields
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 1 })
-	s.release(classNormal)
+	for _, w := range []struct {
+		name  string
+		class int
+	}{{"throttled", classThrottled}, {"init", classInit}, {"normal", classNormal}} {
+		wg.Add(1)
+		go wait(w.name, w.class)
+		waitFor(t, func() bool { return s.waitingN[w.class].Load() == 1 })
+	}
+	if !s.outranked(classThrottled) || !s.outranked(classInit) || s.outranked(classNormal) {
+		t.Fatal("outranked is wrong")
+	}
+	got := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == n }
+	}
+	s.release(classThrottled) // the throttled holder yields: to the normal call
+	waitFor(t, got(1))
+	s.release(classNormal) // to the init
+	waitFor(t, got(2))
+	s.release(classNormal) // a normal slot frees, but the lower share is the init's
+	time.Sleep(10 * time.Millisecond)
+	if got(2)() != true {
+		t.Fatal("the throttled waiter passed the lower classes' share")
+	}
+	s.release(classInit) // to the throttled waiter
 	wg.Wait()
-	if !slices.Equal(order, []string{"normal", "low"}) {
-		t.Fatalf("order %v, want normal before low", order)
+	if !slices.Equal(order, []string{"normal", "init", "throttled"}) {
+		t.Fatalf("order %v", order)
 	}
-	if s.urgent.Load() != 0 || s.peak != 2 {
-		t.Fatalf("urgent %d peak %d", s.urgent.Load(), s.peak)
+	if s.peak != 2 || s.used != 1 || s.usedLow != 1 {
+		t.Fatalf("peak %d used %d low %d", s.peak, s.used, s.usedLow)
 	}
-	// A timed-out waiter left no trace: both slots can be taken back.
-	s.release(classNormal)
-	s.release(classLow)
+	s.release(classThrottled)
 	for _, c := range []int{classNormal, classNormal} {
 		if ok, waited := s.acquire(c, 0); !ok || waited {
 			t.Fatal("slots leaked")
@@ -103,7 +121,7 @@ func TestGuestSlotsContainHostile(t *testing.T) {
 	var throttledEv, waitsEv, waitTimeouts atomic.Int64
 	h, err := NewHost(Options{CacheDir: wasmtest.CacheDir(), GuestSlots: 1, Events: Events{
 		Throttled: func(string) { throttledEv.Add(1) },
-		CPUWait: func(_ string, _ bool, _ time.Duration, ok bool) {
+		CPUWait: func(_, _ string, _ time.Duration, ok bool) {
 			waitsEv.Add(1)
 			if !ok {
 				waitTimeouts.Add(1)

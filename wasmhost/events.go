@@ -34,7 +34,8 @@ const (
 // goroutine and must not block.
 type Events struct {
 	// Call reports every completed call with its verdict (after on_error)
-	// and latency. Timing is only taken when Call is set.
+	// and latency, for policies whose Config has no Observe. Timing is
+	// only taken when one of them is set.
 	Call func(policy string, hook Hook, v Verdict, d time.Duration)
 	// Error reports a failed call or load.
 	Error func(policy string, hook Hook, kind ErrorKind, err error)
@@ -63,9 +64,9 @@ type Events struct {
 	// calls that run past one fuel quantum get CPU only when no other
 	// policy's call waits (Options.GuestSlots).
 	Throttled func(policy string)
-	// CPUWait reports a call that found no CPU slot free and waited, in
-	// the low class (throttled, or instance init) or not, for d; ok is
-	// false when its deadline passed first (the call then fails as a
-	// timeout).
-	CPUWait func(policy string, low bool, d time.Duration, ok bool)
+	// CPUWait reports a call or an instance init that found no CPU slot
+	// free and waited for d; class is "normal", "init" or "throttled"
+	// (the slot classes, see Options.GuestSlots); ok is false when its
+	// deadline passed first (the call then fails as a timeout).
+	CPUWait func(policy, class string, d time.Duration, ok bool)
 }

@@ -55,6 +55,9 @@ type Policy struct {
 
 	logLimit   *rate.Limiter
 	logDropped atomic.Int64
+
+	// observe is Config.Observe, or Events.Call bound to the name.
+	observe func(Hook, Verdict, time.Duration)
 }
 
 // Guest log lines are rate-limited per policy.
@@ -66,7 +69,10 @@ const (
 // Load compiles, validates and initialises the policy's module; the
 // returned policy has a warm pool. The error names the file and problem.
 func (h *Host) Load(ctx context.Context, cfg Config) (*Policy, error) {
-	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst)}
+	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst), observe: cfg.Observe}
+	if f := h.events.Call; p.observe == nil && f != nil {
+		p.observe = func(hook Hook, v Verdict, d time.Duration) { f(cfg.Name, hook, v, d) }
+	}
 	v, err := p.compileWithin(ctx, cfg)
 	if err != nil {
 		h.reportLoad(cfg.Name, err)
@@ -127,15 +133,13 @@ func (l *Limits) waitFor(hook Hook) time.Duration {
 // Call runs one hook. A failure of any kind yields the on_error verdict with
 // Err set; the instance that failed is discarded.
 func (p *Policy) Call(ctx context.Context, hook Hook, req []byte) Decision {
-	var start time.Time
-	timed := p.host.events.Call != nil
-	if timed {
-		start = time.Now()
+	if p.observe == nil {
+		return p.call(ctx, hook, req)
 	}
+	// monotonic reads one clock; time.Now reads the wall clock too.
+	start := monotonic()
 	d := p.call(ctx, hook, req)
-	if timed {
-		p.host.events.Call(p.name, hook, d.Verdict, time.Since(start))
-	}
+	p.observe(hook, d.Verdict, time.Duration(monotonic()-start))
 	return d
 }
 

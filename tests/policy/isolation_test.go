@@ -228,15 +228,21 @@ func TestSandboxConcurrentHostileIsolation(t *testing.T) {
 	if under > base+slack {
 		t.Errorf("other prefix p99 %v under concurrent hostile load, baseline %v", under, base)
 	}
+	// Every policy whose calls ran to their deadline is throttled (not
+	// deep-recursion: it fails at the stack limit first).
 	body := scrape(t, m)
 	throttled := 0
 	for _, name := range names {
-		if strings.Contains(body, `metastore_policy_throttled_total{policy="`+name+`"}`) {
+		timedOut := strings.Contains(body, `metastore_policy_errors_total{hook="authorize",kind="timeout",policy="`+name+`"}`)
+		isThrottled := strings.Contains(body, `metastore_policy_throttled_total{policy="`+name+`"}`)
+		if isThrottled {
 			throttled++
 		}
+		if timedOut && !isThrottled {
+			t.Errorf("%s timed out but was not throttled", name)
+		}
 	}
-	// Every one of them runs to its deadline.
-	if throttled != len(names) || !strings.Contains(body, "metastore_policy_cpu_waits_total{") {
+	if throttled < len(names)-2 || !strings.Contains(body, "metastore_policy_cpu_waits_total{") {
 		t.Errorf("%d of %d hostile policies counted as throttled; cpu waits counted: %v", throttled, len(names),
 			strings.Contains(body, "metastore_policy_cpu_waits_total{"))
 	}

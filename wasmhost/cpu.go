@@ -174,7 +174,7 @@ func (p *Policy) markThrottled() {
 	}
 }
 
-// throttled reports whether p's calls are in the low class now.
+// throttled reports whether p's long calls are in the throttled class now.
 func (p *Policy) throttled() bool { return p.throttledUntil.Load() > monotonic() }
 
 // slotCheck runs at every check-in (from charge): a call that has charged

@@ -54,7 +54,7 @@ type instance struct {
 	fuelOut    bool
 
 	// slot is the CPU slot the current call holds (cpu.go): 0 none, else
-	// its class plus one. initing marks instance initialisation (the low
+	// its class plus one. initing marks instance initialisation (the init
 	// class); slotTimedOut a deadline that passed waiting for a slot.
 	slot         uint8
 	initing      bool
@@ -182,7 +182,7 @@ func (w *lineWriter) emit(line []byte) {
 func (v *version) newInstance() (*instance, error) {
 	start := time.Now()
 	inst := &instance{v: v, initing: true}
-	// Init is background work: its guest code runs in the low CPU class
+	// Init is background work: its guest code runs in the init CPU class
 	// (cpu.go), and gives back any slot it took however it ends.
 	defer func() { inst.releaseSlot(); inst.initing = false }()
 	inst.ctx = context.WithValue(context.Background(), instanceKey{}, inst)

@@ -342,7 +342,7 @@ type Stats struct {
 	Misses    uint64 // calls that found no idle instance
 	Degraded  bool
 	// Throttled: a call ran to its deadline or fuel budget within the last
-	// second, so the policy's long calls run in the low CPU class
+	// second, so the policy's long calls run in the throttled CPU class
 	// (Options.GuestSlots); Throttles counts the times it became so.
 	Throttled bool
 	Throttles uint64

@@ -179,12 +179,13 @@ func (p *Policy) throttled() bool { return p.throttledUntil.Load() > monotonic()
 
 // slotCheck runs at every check-in (from charge): a call that has charged
 // a full fuel quantum (its guest code starts each call with one, so this
-// is its first check-in) needs a slot to go on, and a holder gives its
+// is its first check-in), or hostSlotUnits of host work, needs a slot to
+// go on, and a holder gives its
 // slot up when a waiter of a higher class appears. It stops the call (the
 // deadline) when no slot comes in time.
 func (inst *instance) slotCheck() {
 	s := inst.v.policy.host.cpu
-	if s == nil || inst.fuelUsed < fuelQuantum {
+	if s == nil || (inst.fuelUsed < fuelQuantum && inst.hostUnits < hostSlotUnits) {
 		return
 	}
 	if inst.slot != 0 {

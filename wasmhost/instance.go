@@ -52,6 +52,8 @@ type instance struct {
 	fuelBudget int64
 	fuelUsed   int64
 	fuelOut    bool
+	// hostUnits is the part of fuelUsed that host functions charged.
+	hostUnits int64
 
 	// slot is the CPU slot the current call holds (cpu.go): 0 none, else
 	// its class plus one. initing marks instance initialisation (the init
@@ -113,9 +115,23 @@ func (inst *instance) charge(units int64) {
 			panic(errDeadline)
 		}
 	}
-	if inst.fuelUsed >= fuelQuantum {
+	if inst.fuelUsed >= fuelQuantum || inst.hostUnits >= hostSlotUnits {
 		inst.slotCheck()
 	}
+}
+
+// hostSlotUnits is how much host work (charged by host functions) a call
+// may do before it needs a CPU slot, like a quantum of guest code. It is
+// far below a quantum because host work is charged cheaper than it runs
+// (a unit per 16 bytes of random_get or of a log line): with the quantum
+// as the threshold, eleven callers of a random_get or fd_write loop each
+// ran 1–2 ms of host code before they met the slots.
+const hostSlotUnits = 1024
+
+// chargeHost is charge for work a host function does for the guest.
+func (inst *instance) chargeHost(units int64) {
+	inst.hostUnits += units
+	inst.charge(units)
 }
 
 // maxLogLine bounds one guest log line.
@@ -133,7 +149,7 @@ func hostLog(ctx context.Context, m api.Module, stack []uint64) {
 	}
 	// Charged like any host work by size (the call itself is charged by
 	// the rewriter as an import call).
-	inst.charge(int64(n) >> wasiByteShift)
+	inst.chargeHost(int64(n) >> wasiByteShift)
 	b, ok := m.Memory().Read(ptr, n)
 	if !ok {
 		return
@@ -300,7 +316,7 @@ func badResult(format string, args ...any) *callError {
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
 	inst.callStart, inst.timedOut, inst.slotTimedOut, inst.limitHit = 0, false, false, ""
-	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
+	inst.fuelBudget, inst.fuelUsed, inst.fuelOut, inst.hostUnits = inst.v.limits.Fuel, 0, false, 0
 	// A full quantum for this call: what the last call left would make a
 	// short call check in for nothing (the clock starts at the first
 	// check-in), and the first check-in now marks exactly one quantum of

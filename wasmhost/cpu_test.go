@@ -340,13 +340,13 @@ func TestGuestSlotsLeaveAP(t *testing.T) {
 		return d[len(d)*q/100]
 	}
 	for _, mode := range []string{"bounded", "unbounded"} {
-		t.Logf("%s: timer wake-up late by p50 %v, p99 %v (%d samples; hostile deadline %v)",
-			mode, pct(late[mode], 50), pct(late[mode], 99), len(late[mode]), deadline)
+		t.Logf("%s: timer wake-up late by p50 %v, p90 %v, p99 %v (%d samples; hostile deadline %v)",
+			mode, pct(late[mode], 50), pct(late[mode], 90), pct(late[mode], 99), len(late[mode]), deadline)
 	}
 	// Unbounded, the median wait is a good part of a deadline and the p99
-	// a whole one. The machine's own load adds to both: the p99 bound is
-	// loose for that.
-	if p50, p99 := pct(late["bounded"], 50), pct(late["bounded"], 99); p50 > deadline/20 || p99 > deadline/2 {
-		t.Errorf("with the CPU slots a goroutine waited p50 %v, p99 %v for a P", p50, p99)
+	// a whole one. The machine's own load (the OS deschedules threads for
+	// tens of ms on a busy runner) reaches the p99: p50 and p90 are bounded.
+	if p50, p90 := pct(late["bounded"], 50), pct(late["bounded"], 90); p50 > deadline/20 || p90 > deadline/4 {
+		t.Errorf("with the CPU slots a goroutine waited p50 %v, p90 %v for a P", p50, p90)
 	}
 }

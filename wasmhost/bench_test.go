@@ -85,7 +85,9 @@ func BenchmarkDeadlineGuard(b *testing.B) {
 	req := tenantRequest(b)
 	for _, mode := range []string{"none", "metering", "close-on-context-done"} {
 		b.Run(mode, func(b *testing.B) {
-			ctx := context.Background()
+			// The metering check-ins need an instance to charge (with no
+			// deadline, no budget and no CPU slots here).
+			ctx := context.WithValue(context.Background(), instanceKey{}, &instance{v: &version{policy: &Policy{host: &Host{}}}})
 			bin := raw
 			cfg := wazero.NewRuntimeConfigCompiler()
 			if mode == "close-on-context-done" {
@@ -128,7 +130,11 @@ func BenchmarkDeadlineGuard(b *testing.B) {
 				b.Fatal(err)
 			}
 			f := mod.ExportedFunction(ExportAuthorize)
+			fuel, _ := mod.ExportedGlobal(exportFuel).(api.MutableGlobal)
 			reportPercentiles(b, func() {
+				if fuel != nil {
+					fuel.Set(fuelQuantum) // as instance.call does
+				}
 				c := ctx
 				var cancel context.CancelFunc
 				if mode == "close-on-context-done" {

@@ -304,4 +304,10 @@ type Config struct {
 	Settings []byte
 	OnError  OnError
 	Limits   Limits
+	// Observe, when set, is called after every completed call of this
+	// policy with its verdict (after on_error) and latency, instead of
+	// Events.Call: an embedder binds its per-policy metrics once here
+	// rather than looking them up by name on every call. It must not
+	// block. Only Load's Config sets it; a Reload keeps it.
+	Observe func(hook Hook, v Verdict, d time.Duration)
 }

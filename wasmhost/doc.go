@@ -19,7 +19,10 @@
 // Every path of a call has a deadline: guest code is metered (fuel
 // check-ins), the start function and init run under the init deadline, and
 // the host's own wasi_snapshot_preview1 (wasi.go) charges work that grows
-// with an argument by size. A DENY is final once returned, whatever its
+// with an argument by size. Guests that run past one fuel quantum share
+// GOMAXPROCS−1 CPU slots over the whole host (cpu.go), calls of a policy
+// that keeps running to its deadline last, so that requests calling no
+// policy always find a P. A DENY is final once returned, whatever its
 // reason; auth/wasmpolicy keeps mutations in their lane.
 //
 // wasmhost imports no other package of metastore but internal/policyabi,

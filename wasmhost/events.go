@@ -34,7 +34,8 @@ const (
 // goroutine and must not block.
 type Events struct {
 	// Call reports every completed call with its verdict (after on_error)
-	// and latency. Timing is only taken when Call is set.
+	// and latency, for policies whose Config has no Observe. Timing is
+	// only taken when one of them is set.
 	Call func(policy string, hook Hook, v Verdict, d time.Duration)
 	// Error reports a failed call or load.
 	Error func(policy string, hook Hook, kind ErrorKind, err error)
@@ -58,4 +59,14 @@ type Events struct {
 	Degraded func(policy string, degraded bool)
 	// Reloaded reports a reload; err is nil on success.
 	Reloaded func(policy string, err error)
+	// Throttled reports a policy entering the throttled state: a call of
+	// it ran to its deadline or fuel budget, so for the next second its
+	// calls that run past one fuel quantum get CPU only when no other
+	// policy's call waits (Options.GuestSlots).
+	Throttled func(policy string)
+	// CPUWait reports a call or an instance init that found no CPU slot
+	// free and waited for d; class is "normal", "init" or "throttled"
+	// (the slot classes, see Options.GuestSlots); ok is false when its
+	// deadline passed first (the call then fails as a timeout).
+	CPUWait func(policy, class string, d time.Duration, ok bool)
 }

@@ -17,6 +17,12 @@ type Options struct {
 	CacheDir string
 	// Events receive what happens to every policy of this host.
 	Events Events
+	// GuestSlots bounds how many guest calls may run at once past their
+	// first fuel quantum, over every policy of the host (cpu.go): 0 is
+	// GOMAXPROCS−1 (at least 1), so one P is always left to requests that
+	// call no policy; negative is no bound (a host whose cores are all for
+	// policies).
+	GuestSlots int
 }
 
 // Host owns what policies share: the compilation cache and the event sinks.
@@ -31,11 +37,13 @@ type Host struct {
 	// cacheDir, when set, keeps that across restarts.
 	validated sync.Map
 	cacheDir  string
+	// cpu bounds the guests running at once (nil: no bound).
+	cpu *cpuSlots
 }
 
 // NewHost creates a host. Close it after every policy.
 func NewHost(opts Options) (*Host, error) {
-	h := &Host{events: opts.Events}
+	h := &Host{events: opts.Events, cpu: newCPUSlots(opts.GuestSlots)}
 	if opts.CacheDir != "" {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("wasmhost: compilation cache: %w", err)

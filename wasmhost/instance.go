@@ -22,7 +22,9 @@ type instance struct {
 	mem api.Memory
 	ctx context.Context // carries the instance to the host functions
 
-	fn     [2]api.Function // by Hook
+	fn [2]api.Function // by Hook
+	// fuel is the guest's fuel counter (exportFuel), refilled per call.
+	fuel   api.MutableGlobal
 	buffer api.Function
 	reason api.Function
 	mutate api.Function
@@ -44,11 +46,21 @@ type instance struct {
 	// limitHit is the limit the current call reached (see hostLimit).
 	limitHit ErrorKind
 
-	// Fuel budget of the current call (0: none): fuel spent by the guest
-	// (a quantum per check-in) and charged by host functions.
+	// Fuel budget of the current call (0: none) and the fuel charged so
+	// far (a quantum per guest check-in, plus what host functions charge;
+	// counted with no budget too: it decides when a call needs a CPU slot).
 	fuelBudget int64
 	fuelUsed   int64
 	fuelOut    bool
+	// hostUnits is the part of fuelUsed that host functions charged.
+	hostUnits int64
+
+	// slot is the CPU slot the current call holds (cpu.go): 0 none, else
+	// its class plus one. initing marks instance initialisation (the init
+	// class); slotTimedOut a deadline that passed waiting for a slot.
+	slot         uint8
+	initing      bool
+	slotTimedOut bool
 
 	// The sandbox's fake clocks and random source (wasi.go).
 	wall, nano int64
@@ -89,12 +101,10 @@ func hostFuel(ctx context.Context, _ api.Module, stack []uint64) {
 // Host functions whose work grows with an argument call it per chunk, so
 // the deadline holds inside them too.
 func (inst *instance) charge(units int64) {
-	if inst.fuelBudget > 0 {
-		inst.fuelUsed += units
-		if inst.fuelUsed > inst.fuelBudget {
-			inst.fuelOut = true
-			panic(errFuel)
-		}
+	inst.fuelUsed += units
+	if inst.fuelBudget > 0 && inst.fuelUsed > inst.fuelBudget {
+		inst.fuelOut = true
+		panic(errFuel)
 	}
 	if inst.timeout > 0 {
 		now := monotonic()
@@ -105,6 +115,23 @@ func (inst *instance) charge(units int64) {
 			panic(errDeadline)
 		}
 	}
+	if inst.fuelUsed >= fuelQuantum || inst.hostUnits >= hostSlotUnits {
+		inst.slotCheck()
+	}
+}
+
+// hostSlotUnits is how much host work (charged by host functions) a call
+// may do before it needs a CPU slot, like a quantum of guest code. It is
+// far below a quantum because host work is charged cheaper than it runs
+// (a unit per 16 bytes of random_get or of a log line): with the quantum
+// as the threshold, eleven callers of a random_get or fd_write loop each
+// ran 1–2 ms of host code before they met the slots.
+const hostSlotUnits = 1024
+
+// chargeHost is charge for work a host function does for the guest.
+func (inst *instance) chargeHost(units int64) {
+	inst.hostUnits += units
+	inst.charge(units)
 }
 
 // maxLogLine bounds one guest log line.
@@ -122,7 +149,7 @@ func hostLog(ctx context.Context, m api.Module, stack []uint64) {
 	}
 	// Charged like any host work by size (the call itself is charged by
 	// the rewriter as an import call).
-	inst.charge(int64(n) >> wasiByteShift)
+	inst.chargeHost(int64(n) >> wasiByteShift)
 	b, ok := m.Memory().Read(ptr, n)
 	if !ok {
 		return
@@ -170,7 +197,10 @@ func (w *lineWriter) emit(line []byte) {
 // its check-ins see the deadline like any call's.
 func (v *version) newInstance() (*instance, error) {
 	start := time.Now()
-	inst := &instance{v: v}
+	inst := &instance{v: v, initing: true}
+	// Init is background work: its guest code runs in the init CPU class
+	// (cpu.go), and gives back any slot it took however it ends.
+	defer func() { inst.releaseSlot(); inst.initing = false }()
 	inst.ctx = context.WithValue(context.Background(), instanceKey{}, inst)
 	inst.stderr.inst = inst
 	inst.timeout = int64(v.limits.InitTimeout)
@@ -185,6 +215,11 @@ func (v *version) newInstance() (*instance, error) {
 		return nil, err
 	}
 	inst.mem = mod.ExportedMemory(ExportMemory)
+	if g, ok := mod.ExportedGlobal(exportFuel).(api.MutableGlobal); ok {
+		inst.fuel = g
+	} else {
+		return fail(fmt.Errorf("the metered module does not export its fuel counter"))
+	}
 	inst.fn[HookAuthorize] = mod.ExportedFunction(ExportAuthorize)
 	inst.fn[HookAdmit] = mod.ExportedFunction(ExportAdmit)
 	inst.buffer = mod.ExportedFunction(ExportBuffer)
@@ -223,6 +258,9 @@ func (v *version) newInstance() (*instance, error) {
 
 // describe adds what the host knows to a guest error.
 func (inst *instance) describe(err error) error {
+	if inst.slotTimedOut {
+		return fmt.Errorf("deadline of %v exceeded waiting for a CPU slot (other guests held them)", time.Duration(inst.timeout))
+	}
 	if inst.timedOut {
 		return fmt.Errorf("deadline of %v exceeded", time.Duration(inst.timeout))
 	}
@@ -273,11 +311,17 @@ func badResult(format string, args ...any) *callError {
 	return &callError{kind: KindBadResult, err: fmt.Errorf(format, args...)}
 }
 
-// call runs one hook with req and reads the guest's answer.
+// call runs one hook with req and reads the guest's answer. The caller
+// gives back the CPU slot the call may have taken (releaseSlot).
 func (inst *instance) call(hook Hook, req []byte) (Verdict, string, []byte, *callError) {
 	inst.calls++
-	inst.callStart, inst.timedOut, inst.limitHit = 0, false, ""
-	inst.fuelBudget, inst.fuelUsed, inst.fuelOut = inst.v.limits.Fuel, 0, false
+	inst.callStart, inst.timedOut, inst.slotTimedOut, inst.limitHit = 0, false, false, ""
+	inst.fuelBudget, inst.fuelUsed, inst.fuelOut, inst.hostUnits = inst.v.limits.Fuel, 0, false, 0
+	// A full quantum for this call: what the last call left would make a
+	// short call check in for nothing (the clock starts at the first
+	// check-in), and the first check-in now marks exactly one quantum of
+	// this call's own work (fuelUsed; see slotCheck).
+	inst.fuel.Set(fuelQuantum)
 	if hook == HookAdmit {
 		inst.timeout = int64(inst.v.limits.AdmitTimeout)
 	} else {

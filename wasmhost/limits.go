@@ -19,6 +19,10 @@ const (
 	importLimit = "__metastore_limit"
 )
 
+// exportFuel is the fuel counter that metering exports for the host, which
+// sets it to a full quantum before each call (instance.call).
+const exportFuel = "__metastore_fuel_counter"
+
 // ErrStackLimit fails a call whose stack would pass Limits.StackBytes or
 // Limits.CallDepth (wrapped in the call's error; the kind is KindStack).
 var ErrStackLimit = errors.New("wasmhost: policy call stack limit exceeded")
@@ -44,6 +48,7 @@ func metering(l Limits) wasmbin.Metering {
 		BulkCost:      bulkFuel,
 		StackBytes:    int32(l.StackBytes),
 		TableElements: uint32(l.TableElements),
+		FuelExport:    exportFuel,
 	}
 	if l.CallDepth > 0 {
 		m.MinFrame = int32(l.StackBytes / int64(l.CallDepth))

@@ -46,8 +46,18 @@ type Policy struct {
 	guard  guard
 	misses atomic.Uint64
 
+	// CPU slots (cpu.go): until when the policy is throttled (monotonic),
+	// and the waits for a slot.
+	throttledUntil  atomic.Int64
+	throttles       atomic.Uint64
+	cpuWaits        atomic.Uint64
+	cpuWaitTimeouts atomic.Uint64
+
 	logLimit   *rate.Limiter
 	logDropped atomic.Int64
+
+	// observe is Config.Observe, or Events.Call bound to the name.
+	observe func(Hook, Verdict, time.Duration)
 }
 
 // Guest log lines are rate-limited per policy.
@@ -59,7 +69,10 @@ const (
 // Load compiles, validates and initialises the policy's module; the
 // returned policy has a warm pool. The error names the file and problem.
 func (h *Host) Load(ctx context.Context, cfg Config) (*Policy, error) {
-	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst)}
+	p := &Policy{host: h, name: cfg.Name, logLimit: rate.NewLimiter(logRate, logBurst), observe: cfg.Observe}
+	if f := h.events.Call; p.observe == nil && f != nil {
+		p.observe = func(hook Hook, v Verdict, d time.Duration) { f(cfg.Name, hook, v, d) }
+	}
 	v, err := p.compileWithin(ctx, cfg)
 	if err != nil {
 		h.reportLoad(cfg.Name, err)
@@ -120,15 +133,13 @@ func (l *Limits) waitFor(hook Hook) time.Duration {
 // Call runs one hook. A failure of any kind yields the on_error verdict with
 // Err set; the instance that failed is discarded.
 func (p *Policy) Call(ctx context.Context, hook Hook, req []byte) Decision {
-	var start time.Time
-	timed := p.host.events.Call != nil
-	if timed {
-		start = time.Now()
+	if p.observe == nil {
+		return p.call(ctx, hook, req)
 	}
+	// monotonic reads one clock; time.Now reads the wall clock too.
+	start := monotonic()
 	d := p.call(ctx, hook, req)
-	if timed {
-		p.host.events.Call(p.name, hook, d.Verdict, time.Since(start))
-	}
+	p.observe(hook, d.Verdict, time.Duration(monotonic()-start))
 	return d
 }
 
@@ -156,10 +167,19 @@ func (p *Policy) call(ctx context.Context, hook Hook, req []byte) Decision {
 			return p.failed(v, hook, ce)
 		}
 		verdict, reason, mutation, cerr := inst.call(hook, req)
+		if inst.slot != 0 {
+			inst.releaseSlot()
+		}
 		if cerr != nil && cerr.kind == KindBadReason {
 			return p.badReason(v, inst, hook, cerr)
 		}
 		if cerr != nil {
+			// A call that ran to its deadline or fuel budget throttles its
+			// policy; one whose deadline passed waiting for a CPU slot did
+			// not run long itself.
+			if (inst.timedOut && !inst.slotTimedOut) || inst.fuelOut {
+				p.markThrottled()
+			}
 			v.pool.put(inst, "error")
 			return p.failed(v, hook, cerr)
 		}
@@ -317,11 +337,20 @@ func (p *Policy) Close() {
 
 // Stats is a snapshot of a policy's state, for metrics.
 type Stats struct {
-	SHA256      string
-	Instances   int    // live instances
-	Misses      uint64 // calls that found no idle instance
-	Degraded    bool
-	CompileTime time.Duration
+	SHA256    string
+	Instances int    // live instances
+	Misses    uint64 // calls that found no idle instance
+	Degraded  bool
+	// Throttled: a call ran to its deadline or fuel budget within the last
+	// second, so the policy's long calls run in the throttled CPU class
+	// (Options.GuestSlots); Throttles counts the times it became so.
+	Throttled bool
+	Throttles uint64
+	// CPUWaits counts calls that waited for a CPU slot, CPUWaitTimeouts
+	// those whose deadline passed while waiting.
+	CPUWaits        uint64
+	CPUWaitTimeouts uint64
+	CompileTime     time.Duration
 	// MemoryBytes is the linear memory of the idle instances.
 	MemoryBytes uint64
 }
@@ -335,6 +364,11 @@ func (p *Policy) Stats() Stats {
 		Misses:      p.misses.Load(),
 		Degraded:    p.guard.degraded.Load(),
 		CompileTime: v.compileTime,
+
+		Throttled:       p.throttled(),
+		Throttles:       p.throttles.Load(),
+		CPUWaits:        p.cpuWaits.Load(),
+		CPUWaitTimeouts: p.cpuWaitTimeouts.Load(),
 	}
 	for i := range v.pool.shards {
 		sh := &v.pool.shards[i]

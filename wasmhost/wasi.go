@@ -287,7 +287,7 @@ func wasiWrite(inst *instance, m api.Module, s []uint64) uint32 {
 	forwarded := 0
 	for i := uint32(0); i < n; i++ {
 		if i%wasiChunkItems == 0 {
-			inst.charge(wasiChunkItems * wasiItemCost)
+			inst.chargeHost(int64(min(n-i, wasiChunkItems)) * wasiItemCost) // the items of this chunk
 		}
 		ptr, _ := mem.ReadUint32Le(iovs + 8*i)
 		l, _ := mem.ReadUint32Le(iovs + 8*i + 4)
@@ -298,7 +298,7 @@ func wasiWrite(inst *instance, m api.Module, s []uint64) uint32 {
 		if fd == fdStderr && forwarded < maxStderrPerCall && l > 0 {
 			k := min(int(l), maxStderrPerCall-forwarded)
 			b, _ := mem.Read(ptr, uint32(k))
-			inst.charge(int64(k) >> wasiByteShift)
+			inst.chargeHost(int64(k) >> wasiByteShift)
 			inst.stderr.Write(b)
 			forwarded += k
 		}
@@ -326,7 +326,7 @@ func wasiRandom(inst *instance, m api.Module, s []uint64) uint32 {
 	}
 	for len(buf) > 0 {
 		k := min(len(buf), wasiChunkBytes)
-		inst.charge(1 + int64(k)>>wasiByteShift)
+		inst.chargeHost(1 + int64(k)>>wasiByteShift)
 		inst.rng.Read(buf[:k])
 		buf = buf[k:]
 	}
@@ -349,7 +349,7 @@ func wasiPoll(inst *instance, m api.Module, s []uint64) uint32 {
 	}
 	for i := uint32(0); i < n; i++ {
 		if i%wasiChunkItems == 0 {
-			inst.charge(wasiChunkItems * wasiItemCost)
+			inst.chargeHost(int64(min(n-i, wasiChunkItems)) * wasiItemCost) // the items of this chunk
 		}
 		sub, _ := mem.Read(in+48*i, 48)
 		var ev [32]byte

@@ -253,6 +253,7 @@ func (s *Guard) loadPolicy(ctx context.Context, pc config.Policy, maxReq int) (*
 		}
 		ps.host = host
 	}
+	hc.Observe = ps.metrics.observer(pc.Name)
 	stamp := stampOf(pc.Module)
 	start := time.Now()
 	p, err := ps.host.Load(ctx, hc)

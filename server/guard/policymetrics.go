@@ -27,6 +27,9 @@ type policyMetrics struct {
 	compile   *prometheus.HistogramVec
 	degraded  *prometheus.CounterVec
 	logLines  *prometheus.CounterVec
+	throttled *prometheus.CounterVec
+	cpuWaits  *prometheus.CounterVec
+	cpuWait   *prometheus.HistogramVec
 
 	// children are bound per policy at load, before any call: the call
 	// path indexes arrays instead of hashing labels. The map is replaced
@@ -87,7 +90,18 @@ func (s *Guard) newPolicyMetrics() *policyMetrics {
 	m.logLines = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metastore_policy_log_lines_dropped_total", Help: "Guest log lines dropped by the rate limit.",
 	}, []string{"policy"})
-	m.reg.MustRegister(m.calls, m.errors, m.latency, m.audits, m.mutations, m.reloads, m.created, m.discarded, m.compile, m.degraded, m.logLines)
+	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_policy_throttled_total", Help: "Times a policy became throttled: a call of it ran to its deadline or fuel budget, so for a second its long calls get CPU only when no other policy's call waits.",
+	}, []string{"policy"})
+	m.cpuWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metastore_policy_cpu_waits_total", Help: "Calls that waited for one of the host's guest CPU slots, by class (normal, init: a new instance's start and init, throttled) and result (granted, or deadline: the call timed out waiting).",
+	}, []string{"policy", "class", "result"})
+	m.cpuWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "metastore_policy_cpu_wait_seconds", Help: "Time calls waited for a guest CPU slot (only calls that waited).",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12), // 1µs .. 4s
+	}, []string{"policy"})
+	m.reg.MustRegister(m.calls, m.errors, m.latency, m.audits, m.mutations, m.reloads, m.created, m.discarded, m.compile, m.degraded, m.logLines,
+		m.throttled, m.cpuWaits, m.cpuWait)
 	return m
 }
 
@@ -129,6 +143,12 @@ func (m *policyMetrics) bind(name string, p *wasmhost.Policy) {
 		}
 		return 0
 	})
+	gauge("metastore_policy_throttled", "1 while the policy is throttled (a call ran to its deadline or fuel budget within the last second).", func(s wasmhost.Stats) float64 {
+		if s.Throttled {
+			return 1
+		}
+		return 0
+	})
 	m.gauges[name] = g
 }
 
@@ -163,17 +183,30 @@ func (m *policyMetrics) audit(name string, hook wasmhost.Hook, v wasmhost.Verdic
 
 func (m *policyMetrics) mutated(name string) { m.mutations.WithLabelValues(name).Inc() }
 
+// observer is the Observe of name's policies: it finds name's metrics on
+// its first call after bind and keeps them (a hash of the name per call
+// was a third of the host's own cost of a decision).
+func (m *policyMetrics) observer(name string) func(wasmhost.Hook, wasmhost.Verdict, time.Duration) {
+	var bound atomic.Pointer[policyChildren]
+	return func(hook wasmhost.Hook, v wasmhost.Verdict, d time.Duration) {
+		c := bound.Load()
+		if c == nil {
+			if c = (*m.children.Load())[name]; c == nil {
+				return // not bound yet: a call made while loading
+			}
+			bound.Store(c)
+		}
+		if v < 0 || v > 3 {
+			return
+		}
+		c.calls[hook][v].Inc()
+		c.latency[hook].Observe(d.Seconds())
+	}
+}
+
 // events wires wasmhost's callbacks to the metrics and the log.
 func (m *policyMetrics) events(lg *slog.Logger) wasmhost.Events {
 	return wasmhost.Events{
-		Call: func(name string, hook wasmhost.Hook, v wasmhost.Verdict, d time.Duration) {
-			c := (*m.children.Load())[name]
-			if c == nil || v < 0 || v > 3 {
-				return
-			}
-			c.calls[hook][v].Inc()
-			c.latency[hook].Observe(d.Seconds())
-		},
 		Error: func(name string, hook wasmhost.Hook, kind wasmhost.ErrorKind, err error) {
 			m.errors.WithLabelValues(name, hook.String(), string(kind)).Inc()
 			lg.Warn("policy error", "policy", name, "hook", hook.String(), "kind", string(kind), "err", err)
@@ -203,5 +236,17 @@ func (m *policyMetrics) events(lg *slog.Logger) wasmhost.Events {
 			}
 		},
 		Reloaded: func(name string, err error) { m.reloaded(name, err == nil) },
+		Throttled: func(name string) {
+			m.throttled.WithLabelValues(name).Inc()
+			lg.Warn("policy throttled: a call ran to its deadline or fuel budget; its long calls yield the CPU to other policies' for a second", "policy", name)
+		},
+		CPUWait: func(name, class string, d time.Duration, ok bool) {
+			result := "granted"
+			if !ok {
+				result = "deadline"
+			}
+			m.cpuWaits.WithLabelValues(name, class, result).Inc()
+			m.cpuWait.WithLabelValues(name).Observe(d.Seconds())
+		},
 	}
 }

@@ -51,6 +51,12 @@ type Metering struct {
 	MinFrame   int32
 	// TableElements clamps every table's maximum; zero leaves tables alone.
 	TableElements uint32
+	// FuelExport, when set, exports the fuel global under that name, so
+	// the host can refill it before a call: the guest's counter otherwise
+	// carries over from the last call, and a call that starts with little
+	// left checks in at once although it is short. A module that exports
+	// the name itself is refused.
+	FuelExport string
 }
 
 // FrameOverhead is what a frame is charged beyond its slots: return
@@ -294,6 +300,8 @@ func (rw *rewriter) checkExports(m *Module) error {
 	}
 	for _, e := range exps {
 		switch {
+		case rw.cfg.FuelExport != "" && e.Name == rw.cfg.FuelExport:
+			return fmt.Errorf("export %q: the name is reserved for the host", e.Name)
 		case e.Kind == KindFunc && e.Index >= rw.info.Funcs(),
 			e.Kind == KindGlobal && e.Index >= rw.info.Globals,
 			e.Kind == KindTable && e.Index >= uint32(len(rw.info.Tables)):
@@ -304,15 +312,21 @@ func (rw *rewriter) checkExports(m *Module) error {
 }
 
 func (rw *rewriter) exports(m *Module) error {
-	s := m.Section(SecExport)
-	if s == nil {
+	var exps []Export
+	if m.Section(SecExport) != nil {
+		var err error
+		if exps, err = m.Exports(); err != nil {
+			return err
+		}
+	}
+	n := len(exps)
+	if rw.cfg.FuelExport != "" {
+		n++
+	}
+	if n == 0 {
 		return nil
 	}
-	exps, err := m.Exports()
-	if err != nil {
-		return err
-	}
-	p := AppendU32(nil, uint32(len(exps)))
+	p := AppendU32(nil, uint32(n))
 	for _, e := range exps {
 		p = AppendName(p, e.Name)
 		p = append(p, e.Kind)
@@ -321,7 +335,12 @@ func (rw *rewriter) exports(m *Module) error {
 		}
 		p = AppendU32(p, e.Index)
 	}
-	s.Payload = p
+	if rw.cfg.FuelExport != "" {
+		p = AppendName(p, rw.cfg.FuelExport)
+		p = append(p, KindGlobal)
+		p = AppendU32(p, rw.fuelGlobal)
+	}
+	m.setSection(SecExport, p)
 	return nil
 }
 

@@ -285,3 +285,66 @@ func TestBulkChargeAndTableClamp(t *testing.T) {
 		}
 	}
 }
+
+// TestFuelExport: with FuelExport the fuel counter is exported as a
+// mutable global, and what the host sets it to is what the guest spends
+// before its next check-in; a module that exports the name itself is
+// refused.
+func TestFuelExport(t *testing.T) {
+	ctx := context.Background()
+	m, err := Parse(meteredModule())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Metering{Module: "host", Fuel: "fuel", Bulk: "bulk", Limit: "limit", BulkCost: 10, StackBytes: 1 << 20, MinFrame: 64,
+		TableElements: 1000, FuelExport: "fuel_counter"}
+	if err := AddMetering(m, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	if _, err := r.NewHostModuleBuilder("env").NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 7 }), nil, []api.ValueType{api.ValueTypeI32}).Export("seven").
+		Instantiate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checks := 0
+	if _, err := r.NewHostModuleBuilder("host").NewFunctionBuilder().
+		WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { checks++; st[0] = 3 }), nil, []api.ValueType{api.ValueTypeI32}).Export("fuel").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { st[0] = 3 }), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export("bulk").
+		NewFunctionBuilder().WithGoFunction(api.GoFunc(func(_ context.Context, st []uint64) { panic("limit") }), []api.ValueType{api.ValueTypeI32}, nil).Export("limit").
+		Instantiate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := r.Instantiate(ctx, m.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fuel, ok := mod.ExportedGlobal("fuel_counter").(api.MutableGlobal)
+	if !ok {
+		t.Fatal("the fuel counter is not exported as a mutable global")
+	}
+	for _, tc := range []struct {
+		set  uint64
+		want func(int) bool
+	}{{0, func(n int) bool { return n >= 30 }}, {1 << 28, func(n int) bool { return n == 0 }}} {
+		checks = 0
+		fuel.Set(tc.set)
+		if res, err := mod.ExportedFunction("run").Call(ctx); err != nil || int32(res[0]) != 14+1+5050 {
+			t.Fatalf("run() = %v, %v", res, err)
+		}
+		if !tc.want(checks) {
+			t.Errorf("fuel set to %d: %d check-ins", tc.set, checks)
+		}
+	}
+
+	b := &Builder{}
+	b.Export("fuel_counter", KindFunc, b.Func(nil, nil, nil, []byte{0x0b}))
+	m2, err := Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AddMetering(m2, cfg); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("a module exporting the counter's name: %v", err)
+	}
+}

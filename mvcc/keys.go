@@ -25,6 +25,9 @@ const (
 	prefixMeta   = 'm'
 	prefixLease  = 'L'
 	prefixAttach = 'A'
+	// raftLogPrefix is the Raft log's (server/raftnode's DefaultLogPrefix),
+	// which may share the database: mvcc never reads or copies it.
+	raftLogPrefix = 'R'
 	escByte      = 0x00
 	escEscaped   = 0xFF
 	escTerm      = 0x01

@@ -288,3 +288,13 @@ func (p *RaftProposer) proposeError(ctx, tctx context.Context, leaderChanged <-c
 
 // AppliedIndex implements Proposer.
 func (p *RaftProposer) AppliedIndex() uint64 { return p.node.AppliedIndex() }
+
+// StoredAppliedIndex returns the applied index stored in s (the Loop's or
+// a Raft member's).
+func StoredAppliedIndex(s *mvcc.Store) (uint64, error) {
+	raw, err := s.Meta(metaAppliedIndex)
+	if err != nil || len(raw) != 8 {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(raw), nil
+}

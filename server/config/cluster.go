@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,4 +162,34 @@ func milliseconds(v string) (string, error) {
 		return v + "ms", nil
 	}
 	return v, nil
+}
+
+// peerAutoTLS fills in the peer certificate with a self-signed one for the
+// https:// peer URLs' hosts when PeerTLS.AutoTLS is set and no files were
+// given (etcd's --peer-auto-tls), made once in <data_dir>/fixtures/peer.
+func (c *Config) peerAutoTLS() error {
+	t := &c.Server.PeerTLS
+	if !t.AutoTLS || t.CertFile != "" || t.KeyFile != "" || c.DataDir == "" || !c.ClusterMode() {
+		return nil
+	}
+	var hosts []string
+	for _, raw := range append(slices.Clone(c.PeerListenURLs()), c.Server.AdvertisePeerURLs...) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" {
+			continue
+		}
+		hosts = append(hosts, u.Hostname())
+	}
+	if len(hosts) == 0 {
+		return nil
+	}
+	dir := filepath.Join(c.DataDir, "fixtures", "peer")
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if !fileExists(certPath) || !fileExists(keyPath) {
+		if err := writeSelfSigned(dir, certPath, keyPath, hosts); err != nil {
+			return fmt.Errorf("server.peer_tls.auto_tls: %w", err)
+		}
+	}
+	t.CertFile, t.KeyFile = certPath, keyPath
+	return nil
 }

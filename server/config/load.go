@@ -89,6 +89,9 @@ func Load(args, env []string) (*Config, []Note, error) {
 	if err := l.cfg.Server.autoTLS(l.cfg.DataDir); err != nil {
 		l.errs = append(l.errs, err)
 	}
+	if err := l.cfg.peerAutoTLS(); err != nil {
+		l.errs = append(l.errs, err)
+	}
 
 	if err := l.cfg.Validate(); err != nil {
 		l.errs = append(l.errs, unjoin(err)...)

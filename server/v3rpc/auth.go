@@ -114,6 +114,13 @@ func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest
 			return nil, toGRPCError(res.Err)
 		}
 		resp := res.Resp.(*pb.AuthenticateResponse)
+		if s.raft != nil && s.tokens.Simple() {
+			// A cluster member registers a simple token when it applies
+			// the authentication (package server), so that every member
+			// knows it, as etcd's.
+			s.fillHeader(resp.Header)
+			return resp, nil
+		}
 		tok, err := s.tokens.Issue(r.Name, res.AuthRevision, resp.Token)
 		if auth.ErrTokenCollision(err) {
 			continue

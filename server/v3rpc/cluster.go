@@ -109,6 +109,20 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	if err := s.mayPromoteMember(r.ID); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if s.raft != nil && !s.raft.IsLeader() {
+		// As etcd's: only the leader knows whether the learner is in
+		// sync, so a follower forwards the promotion to it.
+		if s.leader == nil || s.raft.Leader() == 0 {
+			return nil, rpctypes.ErrGRPCNoLeader
+		}
+		if err := s.leader.MemberPromote(ctx, r.ID); err != nil {
+			return nil, toGRPCError(err)
+		}
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+		return &pb.MemberPromoteResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
+	}
 	ms, err := s.proposeConfChange(ctx, &apply.ConfChange{Type: apply.ConfChangePromoteMember, ID: r.ID})
 	if err != nil {
 		return nil, err
@@ -122,12 +136,17 @@ func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 	if err := s.requireUser(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if r.Linearizable {
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	return &pb.MemberListResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
 }
 
 // clusterHeader is the Cluster service's header: etcd's carries no revision.
 func (s *Server) clusterHeader() *pb.ResponseHeader {
-	return &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term}
+	return &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.raftTerm()}
 }
 
 func (s *Server) proposeConfChange(ctx context.Context, cc *apply.ConfChange) (*apply.Membership, error) {
@@ -147,7 +166,9 @@ func (s *Server) proposeConfChange(ctx context.Context, cc *apply.ConfChange) (*
 func (s *Server) protoMembers(ms *apply.Membership) []*pb.Member {
 	out := make([]*pb.Member, len(ms.Members))
 	for i, m := range ms.Members {
-		c := &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner}
+		// A cluster member's name and client URLs are what it published
+		// when it started (ClusterMemberAttrSet).
+		c := &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, Name: m.Name, ClientURLs: m.ClientURLs}
 		if m.ID == s.ids.member {
 			c.Name = s.cfg.Name
 			c.ClientURLs = s.cfg.Server.AdvertiseClientURLs
@@ -160,9 +181,11 @@ func (s *Server) protoMembers(ms *apply.Membership) []*pb.Member {
 	return out
 }
 
-// started reports whether member m has started and published itself: only
-// this member can.
-func (s *Server) started(m *pb.Member) bool { return m.ID == s.ids.member }
+// started reports whether member m has started and published itself
+// (etcd's IsStarted: it has a name): on a single member only this one can.
+func (s *Server) started(m *pb.Member) bool {
+	return m.ID == s.ids.member || (s.raft != nil && m.Name != "")
+}
 
 // mayAddMember is etcd's quorum check before an add (mayAddMember with
 // IsReadyToAddVotingMember and isConnectedToQuorumAfterAddingNewMemberSince).
@@ -243,7 +266,9 @@ func (s *Server) mayPromoteMember(id uint64) error {
 	if m == nil {
 		return apply.ErrIDNotFound
 	}
-	if !s.started(m) {
+	// A cluster's leader checks the learner's log (raftnode); a single
+	// member has no learner that could have started.
+	if s.raft == nil && !s.started(m) {
 		return errLearnerNotReady
 	}
 	if !s.cfg.Cluster.StrictReconfigCheck {

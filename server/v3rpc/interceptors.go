@@ -46,6 +46,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			}
 		}()
 	}
+	if err := s.requireLeader(ctx); err != nil {
+		return nil, err
+	}
 	ctx, err = s.guard.CheckRate(ctx, info.FullMethod, guard.KindUnary)
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -68,6 +71,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 				err = errInternal
 			}
 		}()
+	}
+	if err := s.requireLeader(ss.Context()); err != nil {
+		return err
 	}
 	// A stream's handler identifies its caller itself (per request).
 	if _, err := s.guard.CheckRate(ss.Context(), info.FullMethod, guard.StreamKind(info.FullMethod)); err != nil {

@@ -1,0 +1,312 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/metastore-dev/metastore/server/config"
+)
+
+// clusterMember is one in-process member of a test cluster.
+type clusterMember struct {
+	name    string
+	cfg     *config.Config
+	s       *Server
+	conn    *grpc.ClientConn
+	kv      pb.KVClient
+	lease   pb.LeaseClient
+	cluster pb.ClusterClient
+	maint   pb.MaintenanceClient
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// freePorts returns n loopback ports free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var out []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// clusterConfigs returns the configurations of an n-member cluster on
+// loopback, with etcd's flags' settings and short timeouts.
+func clusterConfigs(t *testing.T, n int) []*config.Config {
+	t.Helper()
+	ports := freePorts(t, n)
+	var initial []string
+	for i, p := range ports {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, p))
+	}
+	var out []*config.Config
+	for i, p := range ports {
+		cfg := config.Default()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.DataDir = t.TempDir()
+		cfg.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
+		peer := fmt.Sprintf("http://127.0.0.1:%d", p)
+		cfg.Server.ListenPeerURLs = []string{peer}
+		cfg.Server.AdvertisePeerURLs = []string{peer}
+		cfg.Cluster.InitialCluster = strings.Join(initial, ",")
+		cfg.Cluster.InitialClusterToken = "test-cluster"
+		cfg.Cluster.HeartbeatInterval = 20 * time.Millisecond
+		cfg.Cluster.ElectionTimeout = 200 * time.Millisecond
+		cfg.Lease.MinTTL = time.Second
+		out = append(out, cfg)
+	}
+	return out
+}
+
+func startMember(t *testing.T, cfg *config.Config) *clusterMember {
+	t.Helper()
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatalf("start %s: %v", cfg.Name, err)
+	}
+	m := &clusterMember{name: cfg.Name, cfg: cfg, s: s, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() { m.done <- s.Run(ctx) }()
+	m.conn, err = grpc.NewClient(s.ClientAddrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.kv, m.lease, m.cluster, m.maint = pb.NewKVClient(m.conn), pb.NewLeaseClient(m.conn), pb.NewClusterClient(m.conn), pb.NewMaintenanceClient(m.conn)
+	t.Cleanup(func() { m.stop(t) })
+	return m
+}
+
+func (m *clusterMember) stop(t *testing.T) {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	m.cancel = nil
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop", m.name)
+	}
+	m.conn.Close()
+}
+
+func startCluster(t *testing.T, n int) []*clusterMember {
+	t.Helper()
+	var ms []*clusterMember
+	for _, cfg := range clusterConfigs(t, n) {
+		ms = append(ms, startMember(t, cfg))
+	}
+	return ms
+}
+
+// waitLeader waits until every running member sees the same leader and
+// returns its index in ms.
+func waitLeader(t *testing.T, ms []*clusterMember) int {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var lead uint64
+		same := true
+		for _, m := range ms {
+			if m.cancel == nil {
+				continue
+			}
+			l := m.s.node.Leader()
+			if l == 0 || (lead != 0 && l != lead) {
+				same = false
+				break
+			}
+			lead = l
+		}
+		if same && lead != 0 {
+			for i, m := range ms {
+				if m.cancel != nil && m.s.ids.Member == lead {
+					return i
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no common leader")
+	return -1
+}
+
+func put(t *testing.T, m *clusterMember, k, v string) *pb.PutResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := m.kv.Put(ctx, &pb.PutRequest{Key: []byte(k), Value: []byte(v)})
+	if err != nil {
+		t.Fatalf("put %s on %s: %v", k, m.name, err)
+	}
+	return resp
+}
+
+func get(t *testing.T, m *clusterMember, k string, serializable bool) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := m.kv.Range(ctx, &pb.RangeRequest{Key: []byte(k), Serializable: serializable})
+	if err != nil {
+		t.Fatalf("get %s on %s: %v", k, m.name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+func others(ms []*clusterMember, i int) []*clusterMember {
+	var out []*clusterMember
+	for j, m := range ms {
+		if j != i && m.cancel != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestClusterWritesReadsFailover: writes on a follower, linearizable reads
+// on another, IDs and Status as etcd's, the leader stopped → a new one is
+// elected and writes go on, the old leader restarts and catches up.
+func TestClusterWritesReadsFailover(t *testing.T) {
+	ms := startCluster(t, 3)
+	lead := waitLeader(t, ms)
+	fs := others(ms, lead)
+
+	resp := put(t, fs[0], "k1", "v1")
+	// Linearizable on the other follower: it must see the write at once.
+	if got := get(t, fs[1], "k1", false); got != "v1" {
+		t.Fatalf("linearizable read on a follower after a write on another: %q", got)
+	}
+	// IDs: etcd's derivations, the same on every member.
+	for _, m := range ms {
+		if resp.Header.ClusterId != m.s.ids.Cluster {
+			t.Fatalf("cluster IDs differ: %x vs %x", resp.Header.ClusterId, m.s.ids.Cluster)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := fs[1].maint.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader != ms[lead].s.ids.Member || st.RaftTerm == 0 || st.RaftIndex == 0 || st.RaftAppliedIndex == 0 {
+		t.Fatalf("status on a follower: %+v (leader %x)", st, ms[lead].s.ids.Member)
+	}
+	// Member list: every member published its name.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ml, err := fs[0].cluster.MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		named := 0
+		for _, m := range ml.Members {
+			if m.Name != "" && len(m.ClientURLs) == 1 {
+				named++
+			}
+		}
+		if len(ml.Members) == 3 && named == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member list: %v", ml.Members)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Leader stops: the others elect one and writes continue.
+	old := ms[lead]
+	old.stop(t)
+	lead2 := waitLeader(t, ms)
+	if ms[lead2] == old {
+		t.Fatal("stopped member still leads")
+	}
+	for i := range 20 {
+		put(t, others(ms, lead2)[0], fmt.Sprintf("after/%d", i), "x")
+	}
+	// Restart the old leader on its data: it catches up from the log.
+	ms[lead] = startMember(t, old.cfg)
+	deadline = time.Now().Add(15 * time.Second)
+	for get(t, ms[lead], "after/19", true) != "x" {
+		if time.Now().After(deadline) {
+			t.Fatal("restarted member did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := get(t, ms[lead], "k1", false); got != "v1" {
+		t.Fatalf("restarted member lost k1: %q", got)
+	}
+	// Equal stores: the same revision and HashKV everywhere.
+	waitLeader(t, ms)
+	var hashes []uint32
+	for _, m := range ms {
+		get(t, m, "k1", false) // catch up
+		h, err := m.maint.HashKV(ctx, &pb.HashKVRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes = append(hashes, h.Hash)
+	}
+	if hashes[0] != hashes[1] || hashes[1] != hashes[2] {
+		t.Fatalf("HashKV differs between members: %v", hashes)
+	}
+}
+
+// TestClusterNoLeader: with a quorum gone, WithRequireLeader requests get
+// etcd's no-leader error and linearizable reads fail; serializable reads
+// are still answered.
+func TestClusterNoLeader(t *testing.T) {
+	ms := startCluster(t, 3)
+	lead := waitLeader(t, ms)
+	put(t, ms[lead], "k", "v")
+	survivor := others(ms, lead)[0]
+	get(t, survivor, "k", false)
+	for _, m := range ms {
+		if m != survivor {
+			m.stop(t)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for survivor.s.node.Leader() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("survivor still sees a leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader)
+	_, err := survivor.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
+	if err == nil || err.Error() != rpctypes.ErrGRPCNoLeader.Error() {
+		t.Fatalf("require-leader range without a leader: %v, want %v", err, rpctypes.ErrGRPCNoLeader)
+	}
+	if got := get(t, survivor, "k", true); got != "v" {
+		t.Fatalf("serializable read without a leader: %q", got)
+	}
+	tctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := survivor.kv.Range(tctx, &pb.RangeRequest{Key: []byte("k")}); err == nil {
+		t.Fatal("linearizable read without a quorum succeeded")
+	}
+}

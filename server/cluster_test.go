@@ -310,3 +310,188 @@ func TestClusterNoLeader(t *testing.T) {
 		t.Fatal("linearizable read without a quorum succeeded")
 	}
 }
+
+// TestClusterLeases: a lease granted on a follower is kept alive through
+// it (forwarded to the leader), its TimeToLive comes from the leader, and
+// only the leader expires leases: a lease nobody renews is revoked and its
+// key deleted on every member.
+func TestClusterLeases(t *testing.T) {
+	ms := startCluster(t, 3)
+	lead := waitLeader(t, ms)
+	f := others(ms, lead)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kept, err := f.lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept.TTL != 1 {
+		t.Fatalf("granted TTL %d", kept.TTL)
+	}
+	short, err := f.lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.kv.Put(ctx, &pb.PutRequest{Key: []byte("kept"), Value: []byte("x"), Lease: kept.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.kv.Put(ctx, &pb.PutRequest{Key: []byte("short"), Value: []byte("x"), Lease: short.ID}); err != nil {
+		t.Fatal(err)
+	}
+	ka, err := f.lease.LeaseKeepAlive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep one alive through the follower for 3 TTLs; the other expires.
+	end := time.Now().Add(3 * time.Second)
+	for time.Now().Before(end) {
+		if err := ka.Send(&pb.LeaseKeepAliveRequest{ID: kept.ID}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := ka.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.TTL != 1 {
+			t.Fatalf("keep-alive through a follower: TTL %d", r.TTL)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, m := range ms {
+		if get(t, m, "short", false) != "" {
+			t.Fatalf("%s still has the expired lease's key", m.name)
+		}
+		if get(t, m, "kept", false) != "x" {
+			t.Fatalf("%s lost the kept lease's key", m.name)
+		}
+	}
+	ttl, err := f.lease.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: kept.ID, Keys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.GrantedTTL != 1 || ttl.TTL < 0 || len(ttl.Keys) != 1 {
+		t.Fatalf("TimeToLive on a follower: %+v", ttl)
+	}
+	ttl, err = f.lease.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: short.ID})
+	if err != nil || ttl.TTL != -1 {
+		t.Fatalf("TimeToLive of the expired lease: %+v %v", ttl, err)
+	}
+	// Followers never revoke: the expiry was proposed by the leader.
+	for i, m := range ms {
+		if got := m.s.expiredRevokes.Load(); (i == lead) != (got > 0) {
+			t.Fatalf("%s (leader %v) revoked %v leases on expiry", m.name, i == lead, got)
+		}
+	}
+}
+
+// TestClusterMembership: a learner added with MemberAdd joins with
+// --initial-cluster-state existing, replays the log, is promoted, moves
+// leadership, and a removed member stops.
+func TestClusterMembership(t *testing.T) {
+	ms := startCluster(t, 3)
+	lead := waitLeader(t, ms)
+	put(t, ms[lead], "before", "join")
+	waitPublished(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	port := freePorts(t, 1)[0]
+	peer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	f := others(ms, lead)[0]
+	add, err := f.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{peer}, IsLearner: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(add.Members) != 4 || !add.Member.IsLearner {
+		t.Fatalf("member add: %+v", add)
+	}
+	// Promotion before the learner started: etcd's error.
+	if _, err := f.cluster.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: add.Member.ID}); err == nil || err.Error() != rpctypes.ErrGRPCLearnerNotReady.Error() {
+		t.Fatalf("promote a learner that never started: %v, want %v", err, rpctypes.ErrGRPCLearnerNotReady)
+	}
+	cfg := config.Default()
+	cfg.Name = "m3"
+	cfg.DataDir = t.TempDir()
+	cfg.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	cfg.Server.ListenPeerURLs, cfg.Server.AdvertisePeerURLs = []string{peer}, []string{peer}
+	cfg.Cluster.InitialCluster = ms[0].cfg.Cluster.InitialCluster + ",m3=" + peer
+	cfg.Cluster.InitialClusterState = "existing"
+	cfg.Cluster.HeartbeatInterval, cfg.Cluster.ElectionTimeout = 20*time.Millisecond, 200*time.Millisecond
+	joined := startMember(t, cfg)
+	if joined.s.ids.Member != add.Member.ID || joined.s.ids.Cluster != ms[0].s.ids.Cluster {
+		t.Fatalf("joined with IDs %+v, want member %x cluster %x", joined.s.ids, add.Member.ID, ms[0].s.ids.Cluster)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for get(t, joined, "before", true) != "join" {
+		if time.Now().After(deadline) {
+			t.Fatal("the new member did not replay the log")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Promote (from a follower: forwarded to the leader).
+	for {
+		_, err := f.cluster.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: add.Member.ID})
+		if err == nil {
+			break
+		}
+		if err.Error() != rpctypes.ErrGRPCLearnerNotReady.Error() || time.Now().After(deadline) {
+			t.Fatalf("promote: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ms = append(ms, joined)
+	// Move leadership to the new member; a follower is refused.
+	lead = waitLeader(t, ms)
+	if _, err := f.maint.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: joined.s.ids.Member}); f != ms[lead] && (err == nil || err.Error() != rpctypes.ErrGRPCNotLeader.Error()) {
+		t.Fatalf("move-leader on a follower: %v, want %v", err, rpctypes.ErrGRPCNotLeader)
+	}
+	if _, err := ms[lead].maint.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: 12345}); err == nil || err.Error() != rpctypes.ErrGRPCBadLeaderTransferee.Error() {
+		t.Fatalf("move-leader to a stranger: %v", err)
+	}
+	if _, err := ms[lead].maint.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: joined.s.ids.Member}); err != nil {
+		t.Fatalf("move-leader: %v", err)
+	}
+	if joined.s.node.Leader() != joined.s.ids.Member {
+		t.Fatal("leadership did not move")
+	}
+	// Remove a member: it stops by itself; the others go on.
+	victim := others(ms, len(ms)-1)[0]
+	if _, err := joined.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: victim.s.ids.Member}); err != nil {
+		t.Fatalf("member remove: %v", err)
+	}
+	select {
+	case <-victim.done:
+		victim.cancel = nil
+		victim.conn.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed member did not stop")
+	}
+	put(t, joined, "after", "remove")
+	ml, err := joined.cluster.MemberList(ctx, &pb.MemberListRequest{})
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("member list after remove: %v %v", ml, err)
+	}
+}
+
+// waitPublished waits until every member has published its name (etcd's
+// "started", which the reconfiguration checks count).
+func waitPublished(t *testing.T, ms []*clusterMember) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		named := len(ms) * len(ms)
+		for _, m := range ms {
+			for _, x := range m.s.applier.Members().Members {
+				if x.Name == "" {
+					named--
+				}
+			}
+		}
+		if named == len(ms)*len(ms) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d members published", named, len(ms))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

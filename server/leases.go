@@ -55,6 +55,7 @@ func (s *Server) runLeaseExpiry(ctx context.Context) {
 				}
 				if err == nil {
 					s.metrics.LeaseExpired()
+					s.expiredRevokes.Add(1)
 				}
 				// Not found: revoked by a client meanwhile. Anything else is
 				// retried when the lessor reports the lease again.

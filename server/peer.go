@@ -116,6 +116,11 @@ var peerServiceDesc = grpc.ServiceDesc{
 			if err := r.Unmarshal(raw); err != nil {
 				return nil, err
 			}
+			// The leader's progress must know the learner: apply what is
+			// committed (its addition) first.
+			if _, err := s.node.ReadIndex(ctx); err != nil {
+				return nil, err
+			}
 			res, err := s.proposer.ProposeConfChange(ctx, &apply.ConfChange{Type: apply.ConfChangePromoteMember, ID: r.ID})
 			if err == nil {
 				err = res.Err

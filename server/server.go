@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -51,6 +52,8 @@ type Server struct {
 	peerServer    *grpc.Server
 	peerListeners []net.Listener
 	peers         *peerClients
+	// expiredRevokes counts expired leases this member revoked.
+	expiredRevokes atomic.Uint64
 
 	auth   *auth.Store
 	tokens *auth.Tokens

@@ -123,6 +123,11 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 		}
 		return &pb.MemberPromoteResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
 	}
+	// The leader's progress must know the learner: apply what is
+	// committed (its addition) first.
+	if err := s.linearizableRead(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	ms, err := s.proposeConfChange(ctx, &apply.ConfChange{Type: apply.ConfChangePromoteMember, ID: r.ID})
 	if err != nil {
 		return nil, err

@@ -362,8 +362,19 @@ func (s *Server) leaderForwarder() v3rpc.LeaderForwarder {
 // log and the two would disagree.
 func refuseClusterDataDir(store *mvcc.Store) error {
 	has, err := apply.HasRaftState(store)
-	if err != nil || !has {
+	if err != nil {
 		return err
+	}
+	if !has {
+		log, err := raftnode.OpenLogStore(store.DB(), raftnode.LogStoreOptions{CacheBytes: -1})
+		if err != nil {
+			return err
+		}
+		last, _ := log.LastIndex()
+		has = last > 0 || !raft.IsEmptyHardState(log.HardState())
+	}
+	if !has {
+		return nil
 	}
 	return errors.New("the data directory belongs to a cluster member (it holds Raft state): start it with its cluster settings (--listen-peer-urls, --initial-advertise-peer-urls, --initial-cluster)")
 }

@@ -495,3 +495,55 @@ func waitPublished(t *testing.T, ms []*clusterMember) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSingleNodeDataDirBecomesCluster: a data directory written by the
+// single-node loop opens as a one-member Raft group at the loop's applied
+// index, with its data, IDs and member; the other way round is refused.
+func TestSingleNodeDataDirBecomesCluster(t *testing.T) {
+	dir := t.TempDir()
+	single := config.Default()
+	single.DataDir = dir
+	single.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	m := startMember(t, single)
+	for i := range 5 {
+		put(t, m, fmt.Sprintf("k%d", i), "single")
+	}
+	applied := m.s.proposer.AppliedIndex()
+	ids := m.s.ids
+	m.stop(t)
+
+	cfg := clusterConfigs(t, 1)[0]
+	cfg.DataDir = dir
+	cfg.Name = single.Name
+	cfg.Cluster.InitialCluster = ""
+	m = startMember(t, cfg)
+	if m.s.node == nil {
+		t.Fatal("not started as a cluster member")
+	}
+	if m.s.ids.Member != ids.Member || m.s.ids.Cluster != ids.Cluster {
+		t.Fatalf("IDs changed: %+v, were %+v", m.s.ids, ids)
+	}
+	waitLeader(t, []*clusterMember{m})
+	if got := m.s.proposer.AppliedIndex(); got < applied {
+		t.Fatalf("applied index %d went back from %d", got, applied)
+	}
+	if got := get(t, m, "k4", false); got != "single" {
+		t.Fatalf("data lost: %q", got)
+	}
+	put(t, m, "k5", "raft")
+	if got := m.s.proposer.AppliedIndex(); got <= applied {
+		t.Fatalf("applied index %d did not continue from %d", got, applied)
+	}
+	m.stop(t)
+
+	// Reopened without cluster settings: refused, not silently diverged.
+	if _, err := New(single, nil); err == nil || !strings.Contains(err.Error(), "belongs to a cluster member") {
+		t.Fatalf("single member on a cluster member's data directory: %v", err)
+	}
+	// And with them again: a restart from log and state.
+	m = startMember(t, cfg)
+	waitLeader(t, []*clusterMember{m})
+	if got := get(t, m, "k5", false); got != "raft" {
+		t.Fatalf("after restart: %q", got)
+	}
+}

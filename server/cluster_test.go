@@ -32,7 +32,7 @@ type clusterMember struct {
 }
 
 // freePorts returns n loopback ports free a moment ago.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var lns []net.Listener
 	var out []int

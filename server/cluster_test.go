@@ -284,6 +284,20 @@ func TestClusterNoLeader(t *testing.T) {
 	put(t, ms[lead], "k", "v")
 	survivor := others(ms, lead)[0]
 	get(t, survivor, "k", false)
+	// A watch that requires a leader ends with etcd's error once there is
+	// none (etcd's monitorLeader).
+	wctx, wcancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader))
+	defer wcancel()
+	ws, err := pb.NewWatchClient(survivor.conn).Watch(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Recv(); err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range ms {
 		if m != survivor {
 			m.stop(t)
@@ -296,8 +310,18 @@ func TestClusterNoLeader(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	for {
+		_, err := ws.Recv()
+		if err == nil {
+			continue
+		}
+		if err.Error() != rpctypes.ErrGRPCNoLeader.Error() {
+			t.Fatalf("require-leader watch without a leader ended with %v, want %v", err, rpctypes.ErrGRPCNoLeader)
+		}
+		break
+	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader)
-	_, err := survivor.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
+	_, err = survivor.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
 	if err == nil || err.Error() != rpctypes.ErrGRPCNoLeader.Error() {
 		t.Fatalf("require-leader range without a leader: %v, want %v", err, rpctypes.ErrGRPCNoLeader)
 	}

@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -79,7 +80,16 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if _, err := s.guard.CheckRate(ss.Context(), info.FullMethod, guard.StreamKind(info.FullMethod)); err != nil {
 		return toGRPCError(err)
 	}
-	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
+	ctx, lost, stop := s.monitorLeader(ss.Context())
+	defer stop()
+	if ctx != ss.Context() {
+		ss = &leaderStream{ServerStream: ss, ctx: ctx}
+	}
+	err = handler(srv, &countingStream{ServerStream: ss, mm: mm})
+	if lost() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return err
 }
 
 func (s *Server) recovered(method string, r any) {

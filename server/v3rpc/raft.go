@@ -3,10 +3,12 @@ package v3rpc
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/metastore-dev/metastore/server/raftnode"
@@ -126,3 +128,57 @@ func (s *Server) requestTimeout() time.Duration {
 // GRPCError maps an internal error to what etcd sends for it (the member's
 // peer service answers forwarded requests with it).
 func GRPCError(err error) error { return toGRPCError(err) }
+
+// monitorLeader ends a stream that asked for a leader (WithRequireLeader)
+// once the member has seen none for three election timeouts in a row, as
+// etcd's monitorLeader does; the stream then ends with ErrGRPCNoLeader. It
+// returns the stream's context and a function that reports whether that
+// happened, to be called once the handler returned.
+func (s *Server) monitorLeader(ctx context.Context) (context.Context, func() bool, func()) {
+	none := func() bool { return false }
+	if s.raft == nil {
+		return ctx, none, func() {}
+	}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx, none, func() {}
+	}
+	if v := md.Get(rpctypes.MetadataRequireLeaderKey); len(v) == 0 || v[0] != rpctypes.MetadataHasLeader {
+		return ctx, none, func() {}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	var lost atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.Cluster.ElectionTimeout)
+		defer t.Stop()
+		misses := 0
+		for {
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			case <-cctx.Done():
+				return
+			}
+			if s.raft.Leader() != 0 {
+				misses = 0
+				continue
+			}
+			if misses++; misses >= 3 {
+				lost.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return cctx, lost.Load, func() { close(done); cancel() }
+}
+
+// leaderStream is a server stream whose context monitorLeader may end.
+type leaderStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (l *leaderStream) Context() context.Context { return l.ctx }

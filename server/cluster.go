@@ -13,6 +13,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
@@ -210,7 +212,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 	if err != nil {
 		return err
 	}
-	s.node = node
+	s.node, s.logStore = node, cs.log
 	s.peerTransport.SetRaft(node)
 	s.proposer = apply.NewRaftProposer(node, 5*time.Second+2*et)
 	return nil
@@ -377,4 +379,23 @@ func refuseClusterDataDir(store *mvcc.Store) error {
 		return nil
 	}
 	return errors.New("the data directory belongs to a cluster member (it holds Raft state): start it with its cluster settings (--listen-peer-urls, --initial-advertise-peer-urls, --initial-cluster)")
+}
+
+// errLogNotFromStart refuses a member add while a new member could not
+// catch up: the log does not reach back to the first entry (a single
+// node's data directory adopted at its applied index) and there are no
+// Raft snapshots yet (issue 16). Adding a voter then would cost the
+// cluster its quorum for good.
+var errLogNotFromStart = status.Error(codes.FailedPrecondition,
+	"metastore: this cluster's Raft log does not start at the first entry (it grew from a single node's data directory), and a new member cannot catch up until Raft snapshots exist")
+
+// canAddMember is v3rpc's check before a member add.
+func (s *Server) canAddMember() error {
+	if s.logStore == nil {
+		return nil
+	}
+	if first, _ := s.logStore.FirstIndex(); first > 1 {
+		return errLogNotFromStart
+	}
+	return nil
 }

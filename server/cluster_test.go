@@ -558,6 +558,14 @@ func TestSingleNodeDataDirBecomesCluster(t *testing.T) {
 	if got := m.s.proposer.AppliedIndex(); got <= applied {
 		t.Fatalf("applied index %d did not continue from %d", got, applied)
 	}
+
+	// A member add could never catch up (the log starts at the adopted
+	// index and there are no snapshots yet): refused.
+	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer acancel()
+	if _, err := m.cluster.MemberAdd(actx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}}); err == nil || !strings.Contains(err.Error(), "cannot catch up") {
+		t.Fatalf("member add on an adopted single node: %v", err)
+	}
 	m.stop(t)
 
 	// Reopened without cluster settings: refused, not silently diverged.

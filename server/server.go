@@ -48,6 +48,7 @@ type Server struct {
 	// A cluster member's (cluster.go); nil for a single member.
 	node          *raftnode.Node
 	machine       *apply.RaftMachine
+	logStore      *raftnode.LogStore
 	peerTransport *raftnode.PeerTransport
 	peerServer    *grpc.Server
 	peerListeners []net.Listener
@@ -165,6 +166,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		SlowThreshold: s.live.slowThreshold,
 		Raft:          s.node,
 		Leader:        s.leaderForwarder(),
+		CanAddMember:  s.canAddMember,
 	})
 	if s.transport, err = serve.New(serve.Options{
 		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),

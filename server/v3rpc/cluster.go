@@ -57,6 +57,11 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	if err := s.mayAddMember(r.IsLearner); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if s.canAdd != nil {
+		if err := s.canAdd(); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	ms, err := s.proposeConfChange(ctx, cc)
 	if err != nil {
 		return nil, err

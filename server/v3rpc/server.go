@@ -67,6 +67,9 @@ type Member struct {
 	// Leader reaches the leader (lease keep-alive and TimeToLive on a
 	// follower, promotion); with Raft only.
 	Leader LeaderForwarder
+	// CanAddMember, if set, refuses a member add the cluster could not
+	// serve (a new member that could not catch up).
+	CanAddMember func() error
 }
 
 // Server holds etcd's gRPC services of one member. Each handler is a
@@ -93,6 +96,7 @@ type Server struct {
 	quota    *spaceQuota          // etcd's backend quota (spacequota.go)
 	raft     *raftnode.Node       // nil on a single member
 	leader   LeaderForwarder
+	canAdd   func() error
 }
 
 // New builds the services over m and registers their metrics.
@@ -106,7 +110,7 @@ func New(m Member) *Server {
 		lessor: m.Lessor, auth: m.Auth, tokens: m.Tokens, guard: m.Guard, metrics: m.Metrics,
 		ids:      memberIDs{cluster: m.IDs.Cluster, member: m.IDs.Member, term: m.IDs.Term},
 		stopping: m.Stopping, addrs: m.ClientAddrs, slow: m.SlowThreshold,
-		raft: m.Raft, leader: m.Leader,
+		raft: m.Raft, leader: m.Leader, canAdd: m.CanAddMember,
 	}
 	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
 	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)

@@ -579,3 +579,39 @@ func TestSingleNodeDataDirBecomesCluster(t *testing.T) {
 		t.Fatalf("after restart: %q", got)
 	}
 }
+
+// TestClusterPeerAutoTLS: members configured from etcd's flags with https
+// peer URLs, --peer-auto-tls and --peer-client-cert-auth replicate over
+// TLS.
+func TestClusterPeerAutoTLS(t *testing.T) {
+	ports := freePorts(t, 3)
+	var initial []string
+	for i, p := range ports {
+		initial = append(initial, fmt.Sprintf("m%d=https://127.0.0.1:%d", i, p))
+	}
+	var ms []*clusterMember
+	for i, p := range ports {
+		peer := fmt.Sprintf("https://127.0.0.1:%d", p)
+		cfg, _, err := config.Load([]string{
+			"--name", fmt.Sprintf("m%d", i), "--data-dir", t.TempDir(),
+			"--listen-client-urls", "http://127.0.0.1:0",
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", "tls",
+			"--heartbeat-interval", "20", "--election-timeout", "200",
+			"--peer-auto-tls", "--peer-client-cert-auth",
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Server.PeerTLS.CertFile == "" {
+			t.Fatal("--peer-auto-tls made no certificate")
+		}
+		ms = append(ms, startMember(t, cfg))
+	}
+	lead := waitLeader(t, ms)
+	fs := others(ms, lead)
+	put(t, fs[0], "tls", "yes")
+	if got := get(t, fs[1], "tls", false); got != "yes" {
+		t.Fatalf("read over TLS-replicated cluster: %q", got)
+	}
+}

@@ -62,9 +62,15 @@ func peerTLS(c config.PeerTLS) (server, client *tls.Config, err error) {
 		cn := c.AllowedCN
 		// etcd's --peer-cert-allowed-cn: the peer's verified certificate
 		// must carry this common name.
-		server.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		server.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
 			for _, chain := range chains {
 				if len(chain) > 0 && chain[0].Subject.CommonName == cn {
+					return nil
+				}
+			}
+			if len(chains) == 0 && len(raw) > 0 {
+				// Not verified against a CA (auto TLS): the presented leaf.
+				if c, err := x509.ParseCertificate(raw[0]); err == nil && c.Subject.CommonName == cn {
 					return nil
 				}
 			}

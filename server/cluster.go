@@ -214,7 +214,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 	}
 	s.node, s.logStore = node, cs.log
 	s.peerTransport.SetRaft(node)
-	s.proposer = apply.NewRaftProposer(node, 5*time.Second+2*et)
+	s.proposer = apply.NewRaftProposer(node, s.applier, 5*time.Second+2*et)
 	return nil
 }
 
@@ -253,6 +253,12 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 			if err := s.node.Err(); err != nil {
 				if errors.Is(err, raftnode.ErrRemoved) {
 					s.lg.Warn("this member was removed from the cluster; shutting down")
+					// As etcd's stopWithDelay: let the answer to a member
+					// remove of this member get out first.
+					select {
+					case <-time.After(10 * s.cfg.Cluster.HeartbeatInterval):
+					case <-ctx.Done():
+					}
 				} else {
 					s.lg.Error("raft node stopped; shutting down", "err", err)
 				}

@@ -477,9 +477,10 @@ func TestClusterMembership(t *testing.T) {
 	if joined.s.node.Leader() != joined.s.ids.Member {
 		t.Fatal("leadership did not move")
 	}
-	// Remove a member: it stops by itself; the others go on.
+	// Remove a member (through itself): it stops; the others go on.
 	victim := others(ms, len(ms)-1)[0]
-	if _, err := joined.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: victim.s.ids.Member}); err != nil {
+	waitPublished(t, others(ms, -1))
+	if _, err := victim.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: victim.s.ids.Member}); err != nil {
 		t.Fatalf("member remove: %v", err)
 	}
 	select {

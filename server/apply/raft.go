@@ -211,6 +211,7 @@ var (
 // caller waits until this member has applied it.
 type RaftProposer struct {
 	node    *raftnode.Node
+	applier *Applier
 	timeout time.Duration
 }
 
@@ -219,8 +220,8 @@ var _ Proposer = (*RaftProposer)(nil)
 // NewRaftProposer proposes through node; a proposal not applied within
 // timeout (etcd's request timeout: 5s + 2 election timeouts) fails with
 // ErrTimeout.
-func NewRaftProposer(node *raftnode.Node, timeout time.Duration) *RaftProposer {
-	return &RaftProposer{node: node, timeout: timeout}
+func NewRaftProposer(node *raftnode.Node, a *Applier, timeout time.Duration) *RaftProposer {
+	return &RaftProposer{node: node, applier: a, timeout: timeout}
 }
 
 // Propose implements Proposer.
@@ -260,6 +261,16 @@ func (p *RaftProposer) ProposeConfChange(ctx context.Context, cc *ConfChange) (R
 	defer cancel()
 	leaderChanged := p.node.LeaderChangedNotify()
 	v, err := p.node.ProposeConfChange(tctx, rc)
+	if errors.Is(err, raftnode.ErrRemoved) && cc.Type == ConfChangeRemoveMember && cc.ID == p.node.ID() {
+		// This member removed itself, and the others told it so before
+		// it applied the change (the leader stops replicating to a
+		// removed member): the change is committed.
+		cur := p.applier.Members()
+		if cur.Member(cc.ID) != nil {
+			return Result{Resp: cur.with(cc)}, nil
+		}
+		return Result{Resp: cur}, nil
+	}
 	if err != nil {
 		return Result{}, p.proposeError(ctx, tctx, leaderChanged, err)
 	}

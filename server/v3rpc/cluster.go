@@ -243,8 +243,8 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	if m := ms.Member(id); m != nil && m.IsLearner {
 		return nil
 	}
-	if !s.cfg.Cluster.StrictReconfigCheck && id != s.ids.member {
-		return nil // etcd skips the check; this member, the only one running, still cannot go
+	if !s.cfg.Cluster.StrictReconfigCheck && (id != s.ids.member || s.raft != nil) {
+		return nil // etcd skips the check; a single member, the only one running, still cannot go
 	}
 	members, started := 0, 0
 	for _, m := range ms.Voting() {
@@ -258,6 +258,24 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	}
 	if started < members/2+1 {
 		return errNotEnoughStartedMembers
+	}
+	if s.raft != nil {
+		// etcd's active-quorum check, with a published member counting as
+		// connected: the members left must still make a quorum.
+		voting := ms.Voting()
+		active := 0
+		for _, m := range voting {
+			if s.started(m) {
+				active++
+			}
+		}
+		if m := ms.Member(id); m != nil && !s.started(m) && id != s.ids.member {
+			return nil // a member that never started is not part of the active quorum
+		}
+		if active-1 < 1+(len(voting)-1)/2 {
+			return errUnhealthy
+		}
+		return nil
 	}
 	if id != s.ids.member {
 		return nil // a member that never connected is not part of the active quorum

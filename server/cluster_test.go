@@ -73,6 +73,7 @@ func clusterConfigs(t *testing.T, n int) []*config.Config {
 		cfg.Cluster.HeartbeatInterval = 20 * time.Millisecond
 		cfg.Cluster.ElectionTimeout = 200 * time.Millisecond
 		cfg.Lease.MinTTL = time.Second
+		cfg.Auth.BcryptCost = 4
 		out = append(out, cfg)
 	}
 	return out
@@ -614,5 +615,38 @@ func TestClusterPeerAutoTLS(t *testing.T) {
 	put(t, fs[0], "tls", "yes")
 	if got := get(t, fs[1], "tls", false); got != "yes" {
 		t.Fatalf("read over TLS-replicated cluster: %q", got)
+	}
+}
+
+// TestClusterSimpleToken: a simple token issued by one member is valid on
+// the others (it is registered when the authentication is applied, on
+// every member).
+func TestClusterSimpleToken(t *testing.T) {
+	ms := startCluster(t, 3)
+	waitLeader(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := pb.NewAuthClient(ms[0].conn)
+	if _, err := a.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "root", Role: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AuthEnable(ctx, &pb.AuthEnableRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := pb.NewAuthClient(ms[1].conn).Authenticate(ctx, &pb.AuthenticateRequest{Name: "root", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		tctx := metadata.AppendToOutgoingContext(ctx, rpctypes.TokenFieldNameGRPC, resp.Token)
+		if _, err := m.kv.Put(tctx, &pb.PutRequest{Key: []byte("k"), Value: []byte(m.name)}); err != nil {
+			t.Fatalf("token issued on m1 used on %s: %v", m.name, err)
+		}
+	}
+	if _, err := ms[2].kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("anon")}); err == nil {
+		t.Fatal("put without a token succeeded with auth enabled")
 	}
 }

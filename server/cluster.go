@@ -212,6 +212,8 @@ func (s *Server) startCluster(cs *clusterState) error {
 	if err != nil {
 		return err
 	}
+	s.lg.Info("started raft member", "member-id", raftnode.FormatID(s.ids.Member), "cluster-id", raftnode.FormatID(s.ids.Cluster),
+		"peer-urls", cfg.PeerListenURLs(), "new-cluster", cs.newCluster, "members", len(peers))
 	s.node, s.logStore = node, cs.log
 	s.peerTransport.SetRaft(node)
 	s.proposer = apply.NewRaftProposer(node, s.applier, 5*time.Second+2*et)

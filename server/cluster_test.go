@@ -464,6 +464,14 @@ func TestClusterMembership(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ms = append(ms, joined)
+	// Update: a peer URL taken by another member is refused (etcd's
+	// error); the member's own URLs are accepted.
+	if _, err := f.cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: joined.s.ids.Member, PeerURLs: ms[0].cfg.Server.AdvertisePeerURLs}); err == nil || err.Error() != rpctypes.ErrGRPCPeerURLExist.Error() {
+		t.Fatalf("update to another member's URL: %v", err)
+	}
+	if _, err := f.cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: joined.s.ids.Member, PeerURLs: []string{peer}}); err != nil {
+		t.Fatalf("member update: %v", err)
+	}
 	// Move leadership to the new member; a follower is refused.
 	lead = waitLeader(t, ms)
 	if _, err := f.maint.MoveLeader(ctx, &pb.MoveLeaderRequest{TargetID: joined.s.ids.Member}); f != ms[lead] && (err == nil || err.Error() != rpctypes.ErrGRPCNotLeader.Error()) {

@@ -196,7 +196,24 @@ func TestClusterWritesReadsFailover(t *testing.T) {
 	lead := waitLeader(t, ms)
 	fs := others(ms, lead)
 
+	// A watch on one follower sees a write made on the other.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	ws, err := pb.NewWatchClient(fs[1].conn).Watch(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("k1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Recv(); err != nil { // created
+		t.Fatal(err)
+	}
 	resp := put(t, fs[0], "k1", "v1")
+	ev, err := ws.Recv()
+	if err != nil || len(ev.Events) != 1 || string(ev.Events[0].Kv.Value) != "v1" || ev.Events[0].Kv.ModRevision != resp.Header.Revision {
+		t.Fatalf("watch on a follower: %v %v", ev, err)
+	}
 	// Linearizable on the other follower: it must see the write at once.
 	if got := get(t, fs[1], "k1", false); got != "v1" {
 		t.Fatalf("linearizable read on a follower after a write on another: %q", got)

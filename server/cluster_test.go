@@ -469,6 +469,13 @@ func TestClusterMembership(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A learner serves only Status and serializable reads (etcd's).
+	if _, err := joined.kv.Range(ctx, &pb.RangeRequest{Key: []byte("before")}); err == nil || err.Error() != rpctypes.ErrGRPCNotSupportedForLearner.Error() {
+		t.Fatalf("linearizable read on a learner: %v, want %v", err, rpctypes.ErrGRPCNotSupportedForLearner)
+	}
+	if st, err := joined.maint.Status(ctx, &pb.StatusRequest{}); err != nil || !st.IsLearner {
+		t.Fatalf("status of a learner: %+v %v", st, err)
+	}
 	// Promote (from a follower: forwarded to the leader).
 	for {
 		_, err := f.cluster.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: add.Member.ID})

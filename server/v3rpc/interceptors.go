@@ -50,6 +50,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if err := s.requireLeader(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.learnerUnary(req); err != nil {
+		return nil, err
+	}
 	ctx, err = s.guard.CheckRate(ctx, info.FullMethod, guard.KindUnary)
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -74,6 +77,9 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 		}()
 	}
 	if err := s.requireLeader(ss.Context()); err != nil {
+		return err
+	}
+	if err := s.learnerStream(info.FullMethod); err != nil {
 		return err
 	}
 	// A stream's handler identifies its caller itself (per request).

@@ -182,3 +182,37 @@ type leaderStream struct {
 }
 
 func (l *leaderStream) Context() context.Context { return l.ctx }
+
+// isLearner reports whether this member is a learner of a cluster.
+func (s *Server) isLearner() bool {
+	if s.raft == nil {
+		return false
+	}
+	m := s.applier.Members().Member(s.ids.member)
+	return m != nil && m.IsLearner
+}
+
+// learnerUnary refuses what a learner does not serve, as etcd's
+// interceptor: only Status and serializable ranges.
+func (s *Server) learnerUnary(req any) error {
+	if !s.isLearner() {
+		return nil
+	}
+	switch r := req.(type) {
+	case *pb.StatusRequest:
+		return nil
+	case *pb.RangeRequest:
+		if r.Serializable {
+			return nil
+		}
+	}
+	return rpctypes.ErrGRPCNotSupportedForLearner
+}
+
+// learnerStream refuses every stream but Snapshot on a learner, as etcd's.
+func (s *Server) learnerStream(method string) error {
+	if s.isLearner() && method != "/etcdserverpb.Maintenance/Snapshot" {
+		return rpctypes.ErrGRPCNotSupportedForLearner
+	}
+	return nil
+}

@@ -207,7 +207,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 		ID: s.ids.Member, Log: cs.log, StateMachine: s.machine, Transport: s.peerTransport,
 		Peers: peers, Removed: ms.Removed, NewCluster: cs.newCluster,
 		TickInterval: hb, ElectionTicks: int(et / hb), HeartbeatTicks: 1,
-		Logger: s.lg,
+		Logger: s.lg, OnSave: s.metrics.ObserveRaftSave,
 	})
 	if err != nil {
 		return err

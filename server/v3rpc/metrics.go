@@ -36,6 +36,7 @@ type metrics struct {
 	connsRefused  prometheus.Counter
 	panics        prometheus.Counter
 	commitLatency prometheus.Histogram
+	walFsync      prometheus.Histogram // a cluster member's Raft log syncs
 	applyLatency  prometheus.Histogram
 	batchSize     prometheus.Histogram
 	applyFailed   prometheus.Counter
@@ -97,6 +98,10 @@ func newMetrics() *metrics {
 		Name: "etcd_disk_backend_commit_duration_seconds", Help: "The latency distributions of commit called by backend.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
+	m.walFsync = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "etcd_disk_wal_fsync_duration_seconds", Help: "The latency distributions of fsync called by WAL.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
 	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "metastore_apply_batch_duration_seconds", Help: "Time to apply one group-commit batch, before its commit.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -124,7 +129,7 @@ func newMetrics() *metrics {
 	m.reloadOK.Set(1)
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
-		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
+		m.commitLatency, m.walFsync, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
 		m.reloads, m.reloadOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -333,6 +333,9 @@ func (s *Server) stopCluster() {
 	if s.peerServer != nil {
 		s.peerServer.Stop()
 	}
+	for _, ln := range s.peerListeners {
+		ln.Close() // not served yet if New failed after binding
+	}
 	if s.node != nil {
 		if err := s.node.Stop(); err != nil {
 			s.lg.Error("stop raft node", "err", err)

@@ -78,10 +78,14 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 			return nil, errors.New("data directory has state but no member ID")
 		}
 		s.ids = ids
-		cs.self = &pb.Member{ID: ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs}
-		if !hasRaft {
+		if !hasRaft && last == 0 && raft.IsEmptyHardState(cs.log.HardState()) {
+			// A single node's data directory: its member set (stored by
+			// the loop, or this one) stands for the configuration.
+			cs.self = &pb.Member{ID: ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs}
 			s.lg.Info("opening a single member's data directory as a one-member cluster", "applied-index", applied)
 		}
+		// Otherwise the member set is the log's, even if none of it is
+		// applied yet (a crash right after the bootstrap was saved).
 		return cs, nil
 	}
 	members, err := cfg.InitialMembers()

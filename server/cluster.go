@@ -201,6 +201,12 @@ func (s *Server) startCluster(cs *clusterState) error {
 	}
 	peers := cs.peers
 	ms := s.applier.Members()
+	if cs.self != nil && len(ms.Members) > 1 {
+		// A single node's `member add` recorded members that never ran;
+		// as voters of the adopted group they would hold its quorum, and
+		// they could not catch up (no snapshots yet).
+		return fmt.Errorf("the single node's member set lists %d members: remove the ones added with `member add` (etcdctl member remove) before starting it with peer flags", len(ms.Members))
+	}
 	if peers == nil {
 		for _, m := range ms.Members {
 			peers = append(peers, raftnode.Peer{ID: m.ID, PeerURLs: m.PeerURLs})

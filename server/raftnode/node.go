@@ -829,11 +829,17 @@ func (n *Node) proposeWait(ctx context.Context, id uint64, step func() error) (a
 		}
 		// Nothing was appended: there is no leader yet, a leadership
 		// transfer is under way, or the uncommitted log is full. Like
-		// etcd's, the proposal waits for that to pass, within ctx.
+		// etcd's, the proposal waits for that to pass, within ctx:
+		// without a leader until one is known (raft logs every dropped
+		// proposal), otherwise retrying every tick.
 		retry := time.NewTimer(n.cfg.TickInterval)
+		retryC := retry.C
+		if n.leader.Load() == raft.None {
+			retryC = nil
+		}
 		select {
 		case <-changed:
-		case <-retry.C:
+		case <-retryC:
 		case <-ctx.Done():
 			retry.Stop()
 			n.wait.cancel(id)

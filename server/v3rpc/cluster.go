@@ -27,10 +27,12 @@ var (
 )
 
 // clusterServer implements etcd's Cluster service. Membership is kept by the
-// applier and changed through the apply loop; this member is the only one
-// that ever starts (metastore has no peer protocol yet), so every other
-// member stays as etcd shows a member that never joined: no name, no client
-// URLs, never in sync.
+// applier and changed through the proposer. On a single member (the loop)
+// this member is the only one that ever starts, so every other member stays
+// as etcd shows a member that never joined: no name, no client URLs, never
+// in sync. On a cluster member the changes are raft ConfChanges, members
+// publish their names and client URLs, and the leader judges a learner's
+// progress.
 type clusterServer struct {
 	pb.UnimplementedClusterServer
 	s *Server

@@ -246,25 +246,48 @@ func (l leaderClient) leaderURLs() ([]string, error) {
 	return m.PeerURLs, nil
 }
 
-func (l leaderClient) LeaseRenew(ctx context.Context, id int64) (int64, error) {
-	urls, err := l.leaderURLs()
-	if err != nil {
-		return 0, err
+// toLeader calls method on the leader until it answers, as etcd's
+// LeaseRenew forwarding: through elections and lost connections, within
+// the request timeout (then etcd's timeout error). A lease's absence is an
+// answer, and so is any other error of the leader's own.
+func (l leaderClient) toLeader(ctx context.Context, method string, req marshaler, resp interface{ Unmarshal([]byte) error }) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second+2*l.s.cfg.Cluster.ElectionTimeout)
+	defer cancel()
+	for {
+		changed := l.s.node.LeaderChangedNotify()
+		urls, err := l.leaderURLs()
+		if err == nil {
+			err = l.s.peers.call(cctx, l.s.ids.Cluster, urls, method, req, resp)
+			if err == nil {
+				return nil
+			}
+			if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Err().Error() != rpctypes.ErrGRPCNotLeader.Error() && cctx.Err() == nil {
+				return err
+			}
+		}
+		select {
+		case <-changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-cctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return rpctypes.ErrGRPCTimeout
+		}
 	}
+}
+
+func (l leaderClient) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 	var resp pb.LeaseKeepAliveResponse
-	if err := l.s.peers.call(ctx, l.s.ids.Cluster, urls, peerLeaseRenew, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
+	if err := l.toLeader(ctx, peerLeaseRenew, &pb.LeaseKeepAliveRequest{ID: id}, &resp); err != nil {
 		return 0, err
 	}
 	return resp.TTL, nil
 }
 
 func (l leaderClient) LeaseTimeToLive(ctx context.Context, id int64) (*pb.LeaseTimeToLiveResponse, error) {
-	urls, err := l.leaderURLs()
-	if err != nil {
-		return nil, err
-	}
 	var resp pb.LeaseTimeToLiveResponse
-	if err := l.s.peers.call(ctx, l.s.ids.Cluster, urls, peerLeaseTimeToLive, &pb.LeaseTimeToLiveRequest{ID: id}, &resp); err != nil {
+	if err := l.toLeader(ctx, peerLeaseTimeToLive, &pb.LeaseTimeToLiveRequest{ID: id}, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

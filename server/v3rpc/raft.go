@@ -79,13 +79,13 @@ func (s *Server) requireLeader(ctx context.Context) error {
 }
 
 // forwardLease reports whether lease requests go to the leader: a
-// follower's lessor does not expire or renew. With no leader known it
-// fails as etcd's does.
+// follower's lessor does not expire or renew. The forwarder waits for a
+// leader within the request timeout, as etcd's.
 func (s *Server) forwardLease() (bool, error) {
 	if s.raft == nil || s.raft.IsLeader() {
 		return false, nil
 	}
-	if s.raft.Leader() == 0 || s.leader == nil {
+	if s.leader == nil {
 		return false, rpctypes.ErrGRPCNoLeader
 	}
 	return true, nil

@@ -938,16 +938,26 @@ func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error 
 	if !slices.Contains(n.ConfState().Voters, transferee) {
 		return ErrBadTransferee
 	}
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		return ErrStopped
+	transfer := func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.stopped {
+			return ErrStopped
+		}
+		n.rn.TransferLeader(transferee)
+		return nil
 	}
-	n.rn.TransferLeader(transferee)
-	n.mu.Unlock()
+	if err := transfer(); err != nil {
+		return err
+	}
 	n.signal()
 	t := time.NewTicker(n.cfg.TickInterval)
 	defer t.Stop()
+	// raft abandons a transfer that has not completed within an election
+	// timeout (a slow transferee); while this member still leads, ask
+	// again (raft ignores a repeat of a transfer in progress).
+	again := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer again.Stop()
 	for {
 		changed := n.LeaderChangedNotify()
 		if n.leader.Load() == transferee {
@@ -955,6 +965,13 @@ func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error 
 		}
 		select {
 		case <-changed:
+		case <-again.C:
+			if n.leader.Load() == n.id {
+				if err := transfer(); err != nil {
+					return err
+				}
+				n.signal()
+			}
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()

@@ -420,3 +420,15 @@ func (s *Server) canAddMember() error {
 	}
 	return nil
 }
+
+// catchUp is the guard's wait for this member to apply what the cluster
+// committed; nil for a single member.
+func (s *Server) catchUp() func(ctx context.Context) error {
+	if s.node == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		_, err := s.node.ReadIndex(ctx)
+		return err
+	}
+}

@@ -155,6 +155,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		Validate:  v3rpc.Validators(cfg.Limits.MaxTxnOps),
 		Metrics:   guard.Metrics{Registry: s.metrics.Registry(), RateLimited: s.metrics.RateLimited(), Reloaded: s.countReload},
 		ApplyLive: s.applyLive, // reload.go
+		CatchUp:   s.catchUp(),
 	}); err != nil {
 		return nil, err
 	}

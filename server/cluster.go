@@ -186,6 +186,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	for _, raw := range cfg.PeerListenURLs() {

@@ -255,6 +255,23 @@ func TestClusterWritesReadsFailover(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// Peer traffic is exported under etcd's names.
+	mfs, err := ms[lead].s.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent float64
+	for _, mf := range mfs {
+		if mf.GetName() == "etcd_network_peer_sent_bytes_total" {
+			for _, m := range mf.GetMetric() {
+				sent += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if sent == 0 {
+		t.Fatal("etcd_network_peer_sent_bytes_total is 0 on the leader")
+	}
+
 	// Leader stops: the others elect one and writes continue.
 	old := ms[lead]
 	old.stop(t)

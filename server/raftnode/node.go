@@ -223,7 +223,8 @@ type Node struct {
 	stopc    chan struct{}
 	donec    chan struct{}
 	errMu    sync.Mutex
-	err      error // why the node stopped by itself
+	err      error         // why the node stopped by itself
+	failedc  chan struct{} // closed when err is set
 }
 
 // Start opens the node over cfg.Log and cfg.StateMachine: a new cluster is
@@ -336,6 +337,7 @@ func Start(cfg Config) (*Node, error) {
 		readStatec:    make(chan raft.ReadState, 16),
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
+		failedc:       make(chan struct{}),
 	}
 	for _, id := range cfg.Removed {
 		n.removed[id] = true
@@ -393,6 +395,38 @@ func (n *Node) campaignIfAlone() {
 	n.mu.Unlock()
 }
 
+// waitAppliedLocal waits until the apply goroutine has applied index.
+// Unlike waitApplied it goes on waiting through Stop (which persists and
+// applies what raft has handed out) and ends early only when the node
+// failed (the apply goroutine then drains without applying).
+func (n *Node) waitAppliedLocal(index uint64) error {
+	stopc := n.stopc
+	for {
+		n.notifyMu.Lock()
+		ch := n.appliedc
+		n.notifyMu.Unlock()
+		if n.applied.Load() >= index {
+			return nil
+		}
+		if err := n.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-stopc:
+			stopc = nil // stopping: the apply goroutine still runs
+		case <-n.failedc:
+		}
+	}
+}
+
+// alone reports whether this member is the group's only voter.
+func (n *Node) alone() bool {
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	return len(n.conf.Voters) == 1 && n.conf.Voters[0] == n.id && len(n.conf.VotersOutgoing) == 0
+}
+
 // ID returns this member's ID.
 func (n *Node) ID() uint64 { return n.id }
 
@@ -445,6 +479,7 @@ func (n *Node) fail(err error) {
 	n.errMu.Lock()
 	if n.err == nil {
 		n.err = err
+		close(n.failedc)
 		if !errors.Is(err, ErrRemoved) {
 			n.lg.Error("raft node stopping", "err", err)
 		}
@@ -560,6 +595,15 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	durable, pending := splitDurable(rd.CommittedEntries, rd.Entries)
 	if len(durable) > 0 {
 		n.applyc <- durable
+		if leader && len(rd.Entries) > 0 && n.alone() {
+			// A lone voter has no follower to wait for: letting the
+			// apply finish before the next synced write lets proposals
+			// queue meanwhile, so each fsync carries a larger batch (the
+			// group-commit loop's rhythm: apply, then fsync).
+			if err := n.waitAppliedLocal(durable[len(durable)-1].Index); err != nil {
+				return err
+			}
+		}
 	}
 	start := time.Now()
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {

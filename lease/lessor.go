@@ -597,3 +597,23 @@ func (le *Lessor) heapDown(i int) bool {
 	}
 	return i > start
 }
+
+// Promote restarts every lease's clock for a member that has just become
+// the leader, as etcd's lessor Promote: followers do not track renewals
+// (keep-alives go to the leader), so each lease gets its checkpointed
+// remaining TTL (or its full TTL) plus extend from now — never less time
+// than the old leader could have promised.
+func (le *Lessor) Promote(extend time.Duration) {
+	now := le.now()
+	le.leases.Range(func(_ int64, l *lease) bool {
+		rem := seconds(l.ttl)
+		if p := l.persisted.Load(); p > 0 && p < l.ttl {
+			rem = seconds(p)
+		}
+		next := now + int64(extend) + rem
+		l.expiry.Store(next)
+		l.grace.Store(int64(extend))
+		le.reschedule(l, next)
+		return true
+	})
+}

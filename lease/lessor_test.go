@@ -440,3 +440,37 @@ func TestConcurrentRenewAndExpiry(t *testing.T) {
 		}
 	}
 }
+
+// TestPromote: a new leader's lessor gives every lease, even one a
+// follower's clock had reported expired, its checkpointed remaining TTL
+// (or full TTL) plus the extension from now, as etcd's Promote.
+func TestPromote(t *testing.T) {
+	le, c := newManual(t, Config{})
+	le.Grant(1, 10)
+	le.Grant(2, 10)
+	le.Checkpointed(2, 4) // 4s left when last persisted
+	c.Advance(20 * time.Second)
+	if ids := expireNow(le); len(ids) != 2 {
+		t.Fatalf("follower's clock: expired %v", ids)
+	}
+	le.Promote(time.Second)
+	if info, ok := le.Lookup(1); !ok || info.Remaining != 11*time.Second {
+		t.Fatalf("lease 1 after promote: %+v %v, want 11s", info, ok)
+	}
+	if info, ok := le.Lookup(2); !ok || info.Remaining != 5*time.Second {
+		t.Fatalf("lease 2 after promote: %+v %v, want 5s", info, ok)
+	}
+	// The extension is not earned: checkpoints leave it out.
+	for _, cp := range le.Checkpoints() {
+		if cp.ID == 2 && cp.RemainingTTL != 4 {
+			t.Fatalf("checkpoint after promote: %+v", cp)
+		}
+	}
+	c.Advance(5 * time.Second)
+	if ids := expireNow(le); !slices.Equal(ids, []int64{2}) {
+		t.Fatalf("after 5s: expired %v, want [2]", ids)
+	}
+	if ttl, err := le.Renew(context.Background(), 1); err != nil || ttl != 10 {
+		t.Fatalf("renew after promote: %d %v", ttl, err)
+	}
+}

@@ -77,10 +77,25 @@ func (b *Batch) DeleteMeta(name string) error {
 	return b.b.Delete(metaKey(name), nil)
 }
 
+// DeleteRaftLog removes a Raft member's log and hard state (prefix 'R')
+// with the batch: a restored store starts a new cluster.
+func (b *Batch) DeleteRaftLog() error {
+	return b.b.DeleteRange([]byte{raftLogPrefix}, []byte{raftLogPrefix + 1}, nil)
+}
+
 // Commit makes the batch durable (one synced Pebble commit) and publishes its
 // revision to readers. After an error the store refuses further writes: the
 // caller must not acknowledge any request of the batch.
-func (b *Batch) Commit() error {
+func (b *Batch) Commit() error { return b.commit(pebble.Sync) }
+
+// CommitUnsynced is Commit without the fsync: the batch reaches Pebble's WAL
+// (and readers) but may be lost in a crash. For a Raft member, whose
+// applied entries are already durable in its log: a lost apply batch is
+// applied again from the log on restart, and the next synced write (the
+// log's own) makes it durable.
+func (b *Batch) CommitUnsynced() error { return b.commit(pebble.NoSync) }
+
+func (b *Batch) commit(opts *pebble.WriteOptions) error {
 	if b.done {
 		return fmt.Errorf("mvcc: batch already finished")
 	}
@@ -102,7 +117,7 @@ func (b *Batch) Commit() error {
 			return err
 		}
 	}
-	if err := b.b.Commit(pebble.Sync); err != nil {
+	if err := b.b.Commit(opts); err != nil {
 		return b.s.fail(err)
 	}
 	// NB: a failed WAL write or sync reaches us through the logger's Fatalf

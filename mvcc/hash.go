@@ -335,6 +335,12 @@ func (s *Store) Hash(ctx context.Context) (uint32, int64, error) {
 				return 0, 0, err
 			}
 		}
+		if k := it.Key(); len(k) > 0 && k[0] == raftLogPrefix {
+			// A Raft member's log is the member's, not the store's.
+			if ok = it.SeekGE([]byte{raftLogPrefix + 1}); !ok {
+				break
+			}
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return 0, 0, err

@@ -25,12 +25,15 @@ const (
 	prefixMeta   = 'm'
 	prefixLease  = 'L'
 	prefixAttach = 'A'
-	escByte      = 0x00
-	escEscaped   = 0xFF
-	escTerm      = 0x01
-	escNextKey   = 0x02 // sorts after every version of the preceding user key
-	revSuffixLen = 8
-	logKeyLen    = 1 + 8 + 4
+	// raftLogPrefix is the Raft log's (server/raftnode's DefaultLogPrefix),
+	// which may share the database: mvcc never reads or copies it.
+	raftLogPrefix = 'R'
+	escByte       = 0x00
+	escEscaped    = 0xFF
+	escTerm       = 0x01
+	escNextKey    = 0x02 // sorts after every version of the preceding user key
+	revSuffixLen  = 8
+	logKeyLen     = 1 + 8 + 4
 )
 
 var errCorruptKey = errors.New("mvcc: corrupt key encoding")

@@ -64,7 +64,10 @@ func (s *Store) Snapshot(dir string) (*Snapshot, error) {
 	// NB: the revision is read before the checkpoint, which may hold newer
 	// batches; the marker only reports it.
 	rev := s.rev.Load()
-	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+	// NB: a Raft member's log shares the database under its own prefix
+	// ('R'); it is the member's, not the store's, and stays out.
+	spans := []pebble.CheckpointSpan{{Start: nil, End: []byte{raftLogPrefix}}, {Start: []byte{raftLogPrefix + 1}, End: []byte{0xff, 0xff}}}
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL(), pebble.WithRestrictToSpans(spans)); err != nil {
 		return nil, fmt.Errorf("mvcc: checkpoint: %w", err)
 	}
 	snap := &Snapshot{fs: fs, dir: dir, rev: rev}

@@ -12,7 +12,16 @@
 // monitor, auto-compaction, the cluster version monitor, the policy file
 // watcher), /health and /version, and the member's ids.
 //
+// A member with peer settings (config.ClusterMode) is a cluster member
+// (cluster.go): a Raft node (server/raftnode) over the same store and
+// applier replaces the loop, behind apply.RaftProposer; it listens for
+// peers (raftnode's message stream plus the member's own peer service,
+// peer.go: join, and the lease and promotion requests a follower forwards
+// to the leader), derives its IDs as etcd does, publishes its name and
+// client URLs, and runs lease expiry, checkpoints, auto-compaction and the
+// version monitor only while it leads.
+//
 // Imports go one way: cmd → server → {serve, v3rpc, v3lock} → {guard,
-// apply} → {mvcc, lease, auth, wasmhost}; internal/importlint enforces it.
+// apply/raftnode} → {mvcc, lease, auth, wasmhost}; internal/importlint enforces it.
 // server must not import any command (cmd/...).
 package server

@@ -47,6 +47,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		health, reason = "false", "ALARM "+a.Alarm.String()
 		break
 	}
+	if health == "true" && s.node != nil && s.node.Leader() == 0 {
+		health, reason = "false", "RAFT NO LEADER"
+	}
 	if health == "true" {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()

@@ -34,6 +34,11 @@ func (s *Server) runLeaseExpiry(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		if !s.rpc.IsLeader() {
+			// Only the leader's lessor expires leases (as etcd's); a
+			// follower's clocks restart when it is promoted.
+			continue
+		}
 		for _, id := range ids {
 			select {
 			case sem <- struct{}{}:
@@ -44,12 +49,13 @@ func (s *Server) runLeaseExpiry(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				res, err := s.loop.Propose(ctx, &apply.Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
+				res, err := s.proposer.Propose(ctx, &apply.Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
 				if err == nil {
 					err = res.Err
 				}
 				if err == nil {
 					s.metrics.LeaseExpired()
+					s.expiredRevokes.Add(1)
 				}
 				// Not found: revoked by a client meanwhile. Anything else is
 				// retried when the lessor reports the lease again.
@@ -84,6 +90,9 @@ func (s *Server) runLeaseCheckpoints(ctx context.Context) {
 // checkpointLeases proposes every remaining TTL that changed since it was
 // last persisted, in requests of up to maxCheckpointBatch.
 func (s *Server) checkpointLeases(ctx context.Context) error {
+	if !s.rpc.IsLeader() {
+		return nil // the leader's lessor is the one that knows
+	}
 	cps := s.lessor.Checkpoints()
 	for len(cps) > 0 {
 		n := min(len(cps), maxCheckpointBatch)
@@ -92,7 +101,7 @@ func (s *Server) checkpointLeases(ctx context.Context) error {
 			req.Checkpoints[i] = &pb.LeaseCheckpoint{ID: c.ID, Remaining_TTL: c.RemainingTTL}
 		}
 		cps = cps[n:]
-		res, err := s.loop.Propose(ctx, &apply.Request{LeaseCheckpoint: req})
+		res, err := s.proposer.Propose(ctx, &apply.Request{LeaseCheckpoint: req})
 		if err == nil {
 			err = res.Err
 		}

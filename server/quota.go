@@ -38,7 +38,7 @@ func (s *Server) runQuota(ctx context.Context) {
 			continue
 		}
 		s.lg.Warn("database space exceeded; raising NOSPACE alarm", "db-size", size, "quota-size", quota)
-		res, err := s.loop.Propose(ctx, &apply.Request{Alarm: &pb.AlarmRequest{
+		res, err := s.proposer.Propose(ctx, &apply.Request{Alarm: &pb.AlarmRequest{
 			Action: pb.AlarmRequest_ACTIVATE, MemberID: s.ids.Member, Alarm: pb.AlarmType_NOSPACE,
 		}})
 		if err == nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -20,6 +22,7 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/server/raftnode"
 	"github.com/metastore-dev/metastore/server/serve"
 	"github.com/metastore-dev/metastore/server/v3lock"
 	"github.com/metastore-dev/metastore/server/v3rpc"
@@ -37,8 +40,21 @@ type Server struct {
 	store   *mvcc.Store
 	hub     *mvcc.Hub
 	applier *apply.Applier
-	loop    *apply.Loop
+	loop    *apply.Loop // a single member's; nil for a cluster member
 	lessor  *lease.Lessor
+	// proposer is the loop, or a cluster member's Raft proposer.
+	proposer apply.Proposer
+
+	// A cluster member's (cluster.go); nil for a single member.
+	node          *raftnode.Node
+	machine       *apply.RaftMachine
+	logStore      *raftnode.LogStore
+	peerTransport *raftnode.PeerTransport
+	peerServer    *grpc.Server
+	peerListeners []net.Listener
+	peers         *peerClients
+	// expiredRevokes counts expired leases this member revoked.
+	expiredRevokes atomic.Uint64
 
 	auth   *auth.Store
 	tokens *auth.Tokens
@@ -86,8 +102,20 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 			s.closeStorage()
 		}
 	}()
-	if s.ids, err = v3rpc.BootstrapIDs(store); err != nil {
-		return nil, err
+	var cs *clusterState
+	self := func() *pb.Member { return &pb.Member{ID: s.ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs} }
+	if cfg.ClusterMode() {
+		if cs, err = s.prepareCluster(context.Background()); err != nil {
+			return nil, err
+		}
+		self = func() *pb.Member { return cs.self }
+	} else {
+		if err := refuseClusterDataDir(store); err != nil {
+			return nil, err
+		}
+		if s.ids, err = v3rpc.BootstrapIDs(store); err != nil {
+			return nil, err
+		}
 	}
 	s.lessor = lease.New(lease.Config{RevokeRate: cfg.Lease.RevokeRate, RestartGrace: cfg.Lease.RestartGrace})
 	minTTL := int64(cfg.Lease.MinTTL / time.Second)
@@ -99,7 +127,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	}
 	if s.applier, err = apply.New(store, apply.Options{
 		Auth: s.auth, Tenants: guard.ApplyTenants(cfg.Tenants), Leases: s.lessor, MinLeaseTTL: minTTL,
-		Self:           &pb.Member{ID: s.ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs},
+		Self:           self(),
 		MaxLearners:    cfg.Cluster.MaxLearners,
 		ClusterVersion: v3rpc.InitialClusterVersion,
 	}); err != nil {
@@ -108,25 +136,38 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	// The hub starts at the store's revision; every batch the loop commits
 	// reaches it before the batch's callers are answered.
 	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: v3rpc.WatchResponseBytes(cfg.Limits)})
-	if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.ObserveBatch}); err != nil {
-		return nil, err
+	var counter guard.TenantCounter
+	if cs != nil {
+		if err := s.startCluster(cs); err != nil {
+			return nil, err
+		}
+		counter = s.machine
+	} else {
+		if s.loop, err = apply.NewLoop(store, s.applier, apply.LoopOptions{OnCommit: s.hub.Publish, OnBatch: s.metrics.ObserveBatch}); err != nil {
+			return nil, err
+		}
+		s.proposer, counter = s.loop, s.loop
 	}
 	s.live.init(cfg)
 	if s.guard, err = guard.New(guard.Options{
 		Config: cfg, Logger: lg, Auth: s.auth, Tokens: s.tokens,
-		Applier: s.applier, Counter: s.loop, Store: store, LeaseKeys: s.readLeaseKeys,
+		Applier: s.applier, Counter: counter, Store: store, LeaseKeys: s.readLeaseKeys,
 		Validate:  v3rpc.Validators(cfg.Limits.MaxTxnOps),
 		Metrics:   guard.Metrics{Registry: s.metrics.Registry(), RateLimited: s.metrics.RateLimited(), Reloaded: s.countReload},
 		ApplyLive: s.applyLive, // reload.go
+		CatchUp:   s.catchUp(),
 	}); err != nil {
 		return nil, err
 	}
 	s.rpc = v3rpc.New(v3rpc.Member{
-		Config: cfg, Logger: lg, Store: store, Hub: s.hub, Applier: s.applier, Proposer: s.loop, Lessor: s.lessor,
+		Config: cfg, Logger: lg, Store: store, Hub: s.hub, Applier: s.applier, Proposer: s.proposer, Lessor: s.lessor,
 		Auth: s.auth, Tokens: s.tokens, Guard: s.guard, Metrics: s.metrics, Stopping: s.stopping,
 		IDs:           s.ids,
 		ClientAddrs:   s.ClientAddrs,
 		SlowThreshold: s.live.slowThreshold,
+		Raft:          s.node,
+		Leader:        s.leaderForwarder(),
+		CanAddMember:  s.canAddMember,
 	})
 	if s.transport, err = serve.New(serve.Options{
 		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),
@@ -136,6 +177,9 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		ConnRefused: s.metrics.ConnRefused, Revision: s.store.Rev,
 	}); err != nil {
 		return nil, err
+	}
+	if s.node != nil {
+		s.servePeers()
 	}
 	ok = true
 	return s, nil
@@ -162,6 +206,12 @@ func (s *Server) Run(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.startBackground(bgCtx)
+	if s.node != nil {
+		var stop context.CancelFunc
+		ctx, stop = context.WithCancel(ctx)
+		defer stop()
+		s.runCluster(bgCtx, stop)
+	}
 	err := s.transport.Serve(ctx)
 	s.lg.Info("shutting down")
 	s.stop()
@@ -219,7 +269,10 @@ func (s *Server) startBackground(ctx context.Context) {
 			retention: retention,
 			rev:       s.store.Rev,
 			compact: func(ctx context.Context, rev int64) error {
-				res, err := s.loop.Propose(ctx, &apply.Request{Compaction: &pb.CompactionRequest{Revision: rev}})
+				if !s.rpc.IsLeader() {
+					return nil // the leader compacts, as etcd's
+				}
+				res, err := s.proposer.Propose(ctx, &apply.Request{Compaction: &pb.CompactionRequest{Revision: rev}})
 				if err != nil {
 					return err
 				}
@@ -261,6 +314,7 @@ func (s *Server) closeStorage() {
 	if s.loop != nil {
 		s.loop.Stop()
 	}
+	s.stopCluster()
 	if s.guard != nil {
 		s.guard.Close()
 	}

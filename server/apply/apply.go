@@ -184,6 +184,8 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 		return a.clusterVersionSet(b, r.ClusterVersionSet)
 	case r.DowngradeInfoSet != nil:
 		return a.downgradeInfoSet(b, r.DowngradeInfoSet)
+	case r.ClusterMemberAttrSet != nil:
+		return a.memberAttrSet(b, r.ClusterMemberAttrSet)
 	}
 	return Result{Err: fmt.Errorf("apply: unsupported request %s", r.String())}
 }

@@ -10,13 +10,17 @@
 // Proposer is the seam callers propose through and wait on. Loop implements
 // it on one member with group commit: it takes every queued request, applies
 // them into one batch, commits with one fsync, publishes the events, then
-// answers each caller. A Raft node will implement Proposer next.
+// answers each caller. On a cluster member RaftProposer implements it over
+// a raftnode.Node, and RaftMachine is the node's StateMachine: the same
+// Applier, one unsynced batch per run of committed entries with the
+// applied index (the Loop's counter, continued) and the ConfState.
 //
 // Per-member derived data, the tenants' usage counts, is kept by Apply from
 // each request's changes; a new tenants list is recounted locally on the
-// apply goroutine (Loop.SetTenants), never written by a caller.
+// apply goroutine (Loop.SetTenants, RaftMachine.SetTenants between batches),
+// never written by a caller.
 //
-// apply imports mvcc, lease's interface (Lessor, declared here) and auth;
-// it must not import server, its RPC or transport packages, server/config,
+// apply imports mvcc, lease's interface (Lessor, declared here), auth and
+// server/raftnode (a library that imports none of ours); it must not import server, its RPC or transport packages, server/config,
 // or any command.
 package apply

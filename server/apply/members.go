@@ -152,6 +152,14 @@ func ClearMembers(b *mvcc.Batch) error {
 	if err := b.DeleteMeta(metaMembers); err != nil {
 		return err
 	}
+	// A Raft member's configuration and log go with the member set: the
+	// restored store is a single node's.
+	if err := b.DeleteMeta(metaRaftConfState); err != nil {
+		return err
+	}
+	if err := b.DeleteRaftLog(); err != nil {
+		return err
+	}
 	return b.DeleteMeta(metaMembersRemoved)
 }
 

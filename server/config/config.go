@@ -57,6 +57,14 @@ type Server struct {
 	// member set, which MemberUpdate changes, is what MemberList reports.
 	// metastore has no peer listener until clustering; the default is etcd's.
 	AdvertisePeerURLs []string `yaml:"advertise_peer_urls"`
+	// ListenPeerURLs are the URLs the Raft peer service listens on (etcd's
+	// --listen-peer-urls). Empty (the default) runs a single member
+	// without peers, on the group-commit loop; set, the member runs Raft
+	// (see Cluster and ClusterMode).
+	ListenPeerURLs []string `yaml:"listen_peer_urls"`
+	// PeerTLS secures the peer listener and the connections to peers
+	// (etcd's --peer-* flags).
+	PeerTLS PeerTLS `yaml:"peer_tls"`
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
@@ -76,6 +84,25 @@ type Cluster struct {
 	// too few started members for a quorum (etcd's
 	// --strict-reconfig-check; off, etcd and metastore skip the check).
 	StrictReconfigCheck bool `yaml:"strict_reconfig_check"`
+	// InitialCluster is etcd's --initial-cluster: "name=peer-url,..." of
+	// the members a new cluster starts with (a name may repeat for several
+	// URLs). Empty means this member alone, at its advertised peer URLs.
+	// Used only when the data directory is new.
+	InitialCluster string `yaml:"initial_cluster"`
+	// InitialClusterState is "new" (bootstrap InitialCluster) or
+	// "existing" (join a running cluster that added this member with
+	// `member add`) — etcd's --initial-cluster-state.
+	InitialClusterState string `yaml:"initial_cluster_state"`
+	// InitialClusterToken is mixed into member and cluster IDs, so that
+	// two clusters started from the same URLs differ (etcd's
+	// --initial-cluster-token).
+	InitialClusterToken string `yaml:"initial_cluster_token"`
+	// HeartbeatInterval is the Raft tick and heartbeat (etcd's
+	// --heartbeat-interval, which takes milliseconds).
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// ElectionTimeout is how long a follower waits without a heartbeat
+	// before it campaigns (etcd's --election-timeout, milliseconds).
+	ElectionTimeout time.Duration `yaml:"election_timeout"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -260,7 +287,11 @@ func Default() *Config {
 			AdvertisePeerURLs: []string{"http://localhost:2380"},
 			EnableGRPCGateway: true,
 		},
-		Cluster: Cluster{MaxLearners: 1, StrictReconfigCheck: true},
+		Cluster: Cluster{
+			MaxLearners: 1, StrictReconfigCheck: true,
+			InitialClusterState: "new", InitialClusterToken: "etcd-cluster",
+			HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: time.Second,
+		},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,
 			KeepaliveMinTime:     5 * time.Second,

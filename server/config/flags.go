@@ -44,10 +44,11 @@ const (
 	groupMaintenance = "Maintenance"
 	groupPolicies    = "Policies and tenants (the lists themselves are YAML: in the config file, or in the files named here)"
 	groupLogging     = "Logging and monitoring"
-	groupCompat      = "etcd clustering (accepted for etcd compatibility; metastore runs one member)"
+	groupCluster     = "Clustering (Raft)"
+	groupCompat      = "etcd flags accepted for compatibility"
 )
 
-var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupLease, groupAuth, groupPolicies, groupWatch, groupMaintenance, groupLogging, groupCompat}
+var flagGroups = []string{groupMember, groupClients, groupSecurity, groupGRPC, groupLimits, groupLease, groupAuth, groupPolicies, groupWatch, groupMaintenance, groupLogging, groupCluster, groupCompat}
 
 var flagDefs = []flagDef{
 	{name: configFileFlag, group: groupMember, usage: "Path to the YAML configuration file (see configs/metastore.yaml). Unlike etcd, environment variables and flags still apply on top of it.",
@@ -139,37 +140,23 @@ var flagDefs = []flagDef{
 			return nil
 		}},
 
-	{name: "initial-cluster", group: groupCompat, def: "default=http://localhost:2380", usage: "Must list only this member (name=peer-urls) if given.",
-		apply: func(l *loader, source, v string) error {
-			members, err := parseInitialCluster(v)
-			if err != nil {
-				return err
-			}
-			l.initialCluster, l.initialClusterSource = members, source
-			return nil
-		}},
-	{name: "initial-cluster-state", group: groupCompat, def: "new", usage: "'new' or 'existing'; ignored.",
-		apply: func(l *loader, source, v string) error {
-			if v != "new" && v != "existing" {
-				return fmt.Errorf("invalid value %q (want new or existing)", v)
-			}
-			l.ignored(source)
-			return nil
-		}},
-	{name: "initial-cluster-token", group: groupCompat, def: "etcd-cluster", usage: "Ignored.", apply: ignoreAny},
-	{name: "initial-advertise-peer-urls", group: groupCompat, key: "server.advertise_peer_urls", usage: "Comma-separated peer URLs reported in MemberList (no peer listener until clustering)."},
-	{name: "listen-peer-urls", group: groupCompat, def: "http://localhost:2380", usage: "Ignored (checked to be URLs).", apply: ignorePeerURLs},
-	{name: "heartbeat-interval", group: groupCompat, def: "100", usage: "Ignored (checked to be a number).", apply: ignoreUint},
-	{name: "election-timeout", group: groupCompat, def: "1000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
-	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored (checked to be a number).", apply: ignoreUint},
-	{name: "strict-reconfig-check", group: groupCompat, key: "cluster.strict_reconfig_check", isBool: true, usage: "Reject membership changes that would leave too few started members for a quorum."},
-	{name: "peer-cert-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
-	{name: "peer-key-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
-	{name: "peer-trusted-ca-file", group: groupCompat, usage: "Ignored.", apply: ignoreAny},
+	{name: "initial-cluster", group: groupCluster, key: "cluster.initial_cluster", usage: "Initial cluster configuration for bootstrapping (name=peer-url,...); empty means this member alone."},
+	{name: "initial-cluster-state", group: groupCluster, key: "cluster.initial_cluster_state", usage: "Initial cluster state ('new' or 'existing')."},
+	{name: "initial-cluster-token", group: groupCluster, key: "cluster.initial_cluster_token", usage: "Initial cluster token for the etcd cluster during bootstrap."},
+	{name: "initial-advertise-peer-urls", group: groupCluster, key: "server.advertise_peer_urls", usage: "List of this member's peer URLs to advertise to the rest of the cluster."},
+	{name: "listen-peer-urls", group: groupCluster, key: "server.listen_peer_urls", usage: "List of URLs to listen on for peer traffic; empty runs a single member without peers."},
+	{name: "heartbeat-interval", group: groupCluster, key: "cluster.heartbeat_interval", translate: milliseconds, usage: "Time (in milliseconds) of a heartbeat interval."},
+	{name: "election-timeout", group: groupCluster, key: "cluster.election_timeout", translate: milliseconds, usage: "Time (in milliseconds) for an election to timeout."},
+	{name: "peer-cert-file", group: groupCluster, key: "server.peer_tls.cert_file", usage: "Path to the peer server TLS cert file."},
+	{name: "peer-key-file", group: groupCluster, key: "server.peer_tls.key_file", usage: "Path to the peer server TLS key file."},
+	{name: "peer-trusted-ca-file", group: groupCluster, key: "server.peer_tls.trusted_ca_file", usage: "Path to the peer server TLS trusted CA file."},
+	{name: "peer-client-cert-auth", group: groupCluster, key: "server.peer_tls.client_cert_auth", isBool: true, usage: "Enable peer client cert authentication."},
+	{name: "peer-cert-allowed-cn", group: groupCluster, key: "server.peer_tls.allowed_cn", usage: "Allowed CN for inter peer authentication."},
+	{name: "peer-auto-tls", group: groupCluster, key: "server.peer_tls.auto_tls", isBool: true, usage: "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided."},
+	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored until Raft snapshots exist (issue 16): the log is not truncated (checked to be a number).", apply: ignoreUint},
+	{name: "strict-reconfig-check", group: groupCluster, key: "cluster.strict_reconfig_check", isBool: true, usage: "Reject membership changes that would leave too few started members for a quorum."},
 	{name: "experimental-initial-corrupt-check", group: groupCompat, def: "false", isBool: true,
 		usage: "Accepted for etcd compatibility: etcd compares this member's HashKV with its peers' before serving; a single member has no peer, so there is nothing to compare (as in etcd).", apply: ignoreBool},
-	{name: "peer-auto-tls", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
-	{name: "peer-client-cert-auth", group: groupCompat, def: "false", isBool: true, usage: "Ignored.", apply: ignoreBool},
 }
 
 var flagByName = func() map[string]*flagDef {
@@ -183,11 +170,6 @@ var flagByName = func() map[string]*flagDef {
 // etcdEnvName is the variable etcd reads for a flag: data-dir → ETCD_DATA_DIR.
 func etcdEnvName(flag string) string {
 	return "ETCD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-func ignoreAny(l *loader, source, _ string) error {
-	l.ignored(source)
-	return nil
 }
 
 func ignoreUint(l *loader, source, v string) error {
@@ -204,37 +186,6 @@ func ignoreBool(l *loader, source, v string) error {
 	}
 	l.ignored(source)
 	return nil
-}
-
-func ignorePeerURLs(l *loader, source, v string) error {
-	for _, u := range splitList(v) {
-		if err := checkURL(u, false); err != nil {
-			return err
-		}
-	}
-	l.ignored(source)
-	return nil
-}
-
-// parseInitialCluster parses etcd's "name=url,name=url" into the member
-// names it lists, in order, checking every URL.
-func parseInitialCluster(v string) ([]string, error) {
-	var names []string
-	seen := map[string]bool{}
-	for _, entry := range splitList(v) {
-		name, u, ok := strings.Cut(entry, "=")
-		if !ok || name == "" {
-			return nil, fmt.Errorf("invalid entry %q (want name=peer-url)", entry)
-		}
-		if err := checkURL(u, false); err != nil {
-			return nil, err
-		}
-		if !seen[name] {
-			seen[name] = true
-			names = append(names, name)
-		}
-	}
-	return names, nil
 }
 
 // secondsOrDuration accepts etcd's bare seconds ("300") as well as a Go

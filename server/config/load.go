@@ -86,8 +86,10 @@ func Load(args, env []string) (*Config, []Note, error) {
 		l.applyFlag(f.def, "--"+f.def.name, f.value)
 	}
 	l.loadLists()
-	l.checkInitialCluster()
 	if err := l.cfg.Server.autoTLS(l.cfg.DataDir); err != nil {
+		l.errs = append(l.errs, err)
+	}
+	if err := l.cfg.peerAutoTLS(); err != nil {
 		l.errs = append(l.errs, err)
 	}
 
@@ -105,11 +107,6 @@ type loader struct {
 	cfg   *Config
 	errs  []error
 	notes []Note
-
-	// initialCluster is etcd's --initial-cluster member list, checked
-	// against the final name once every layer is applied.
-	initialCluster       []string
-	initialClusterSource string
 }
 
 func (l *loader) note(level slog.Level, msg string) {
@@ -117,7 +114,7 @@ func (l *loader) note(level slog.Level, msg string) {
 }
 
 func (l *loader) ignored(source string) {
-	l.note(slog.LevelDebug, "ignoring "+source+": metastore runs a single member without peers")
+	l.note(slog.LevelDebug, "ignoring "+source+": metastore does not use it")
 }
 
 // configFile returns the YAML path: the flag, else METASTORE_CONFIG_FILE,
@@ -211,22 +208,6 @@ func (l *loader) noteUnknown(vars map[string]string, prefix string, used map[str
 	slices.Sort(unknown)
 	for _, name := range unknown {
 		l.note(slog.LevelWarn, "ignoring unrecognized environment variable "+name)
-	}
-}
-
-// checkInitialCluster accepts etcd's --initial-cluster only when it lists
-// just this member, as a single-node etcd unit file does; anything more
-// would silently start an unreplicated store where a cluster was expected.
-func (l *loader) checkInitialCluster() {
-	names, source := l.initialCluster, l.initialClusterSource
-	switch {
-	case names == nil:
-	case len(names) > 1:
-		l.errs = append(l.errs, fmt.Errorf("%s: lists %d members (%s) but metastore runs a single member", source, len(names), strings.Join(names, ", ")))
-	case names[0] != l.cfg.Name:
-		l.errs = append(l.errs, fmt.Errorf("%s: does not list this member's name %q", source, l.cfg.Name))
-	default:
-		l.ignored(source)
 	}
 }
 

@@ -138,6 +138,8 @@ logging: {level: debug, format: json}
 		want: func(c *Config) {
 			c.Name, c.DataDir = "s1", "/d"
 			c.Cluster.MaxLearners = 2
+			c.Cluster.InitialCluster, c.Cluster.InitialClusterToken = "s1=http://127.0.0.1:2380", "tok"
+			c.Server.ListenPeerURLs = []string{"http://127.0.0.1:2380"}
 			c.Server.ListenClientURLs = []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}
 			c.Server.AdvertisePeerURLs = []string{"http://127.0.0.1:2380"}
 			c.Server.AdvertiseClientURLs = []string{"http://10.0.0.1:2379"}
@@ -172,6 +174,7 @@ logging: {level: debug, format: json}
 		name: "etcd env",
 		env:  []string{"ETCD_NAME=s1", "ETCD_DATA_DIR=/d", "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379", "ETCD_INITIAL_CLUSTER=s1=http://127.0.0.1:2380"},
 		want: func(c *Config) {
+			c.Cluster.InitialCluster = "s1=http://127.0.0.1:2380"
 			c.Name, c.DataDir = "s1", "/d"
 			c.Server.ListenClientURLs = []string{"http://0.0.0.0:2379"}
 		},
@@ -194,7 +197,7 @@ logging: {level: debug, format: json}
 
 func TestNotes(t *testing.T) {
 	_, notes, err := Load(
-		[]string{"--initial-cluster-token=x", "--name=n"},
+		[]string{"--snapshot-count=5", "--name=n"},
 		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379"},
 	)
 	if err != nil {
@@ -204,7 +207,7 @@ func TestNotes(t *testing.T) {
 		{slog.LevelWarn, "environment variable ETCD_NAME is shadowed by flag --name"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable ETCD_SERVICE_HOST"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable METASTORE_PORT"},
-		{slog.LevelDebug, "ignoring --initial-cluster-token: metastore runs a single member without peers"},
+		{slog.LevelDebug, "ignoring --snapshot-count: metastore does not use it"},
 	}
 	if !reflect.DeepEqual(notes, want) {
 		t.Errorf("notes:\n%v\nwant\n%v", notes, want)
@@ -267,20 +270,32 @@ func TestLoadErrors(t *testing.T) {
 			"cluster.max_learners: must be >= 0, got -1",
 		},
 	}, {
-		name: "multi-member initial cluster",
+		name: "initial cluster without this member's advertised URLs",
 		args: []string{"--name=a", "--initial-cluster=a=http://10.0.0.1:2380,b=http://10.0.0.2:2380,c=http://10.0.0.3:2380"},
-		want: []string{"--initial-cluster: lists 3 members (a, b, c) but metastore runs a single member"},
+		want: []string{"cluster.initial_cluster: --initial-cluster has http://10.0.0.1:2380 but missing from --initial-advertise-peer-urls=http://localhost:2380"},
+	}, {
+		name: "initial cluster with a duplicate URL",
+		args: []string{"--name=a", "--initial-cluster=a=http://10.0.0.1:2380,b=http://10.0.0.1:2380"},
+		want: []string{"cluster.initial_cluster: initial cluster a=http://10.0.0.1:2380,b=http://10.0.0.1:2380 has duplicate url"},
+	}, {
+		name: "election timeout too short",
+		args: []string{"--heartbeat-interval=300", "--election-timeout=1000"},
+		want: []string{"--election-timeout[1000ms] should be at least as 5 times as --heartbeat-interval[300ms]"},
+	}, {
+		name: "https peer URLs without certificates",
+		args: []string{"--listen-peer-urls=https://127.0.0.1:2380", "--initial-advertise-peer-urls=https://127.0.0.1:2380"},
+		want: []string{"server.peer_tls: cert_file and key_file (or auto_tls) are required for https:// peer URLs"},
 	}, {
 		name: "initial cluster without this member",
 		env:  []string{"ETCD_INITIAL_CLUSTER=infra0=http://10.0.0.1:2380"},
-		want: []string{`ETCD_INITIAL_CLUSTER: does not list this member's name "default"`},
+		want: []string{`cluster.initial_cluster: couldn't find local name "default" in the initial cluster configuration`},
 	}, {
 		name: "bad etcd compatibility values",
 		args: []string{"--initial-cluster-state=maybe", "--heartbeat-interval=fast", "--listen-peer-urls=unix://x", "--log-outputs=/var/log/etcd.log"},
 		want: []string{
-			`--initial-cluster-state: invalid value "maybe"`,
-			`--heartbeat-interval: invalid number "fast"`,
-			`--listen-peer-urls: URL "unix://x": scheme must be http or https`,
+			`cluster.initial_cluster_state: invalid value "maybe"`,
+			`--heartbeat-interval: invalid duration "fast"`,
+			`server.listen_peer_urls: URL "unix://x": scheme must be http or https`,
 			`--log-outputs: unsupported log output "/var/log/etcd.log"`,
 		},
 	}, {

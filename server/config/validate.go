@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 		"grpc.max_connection_age_grace", "has no effect without grpc.max_connection_age")
 	p.check(c.GRPC.StreamWorkers <= maxStreamWorkers, "grpc.stream_workers", "must be at most %d, got %d", maxStreamWorkers, c.GRPC.StreamWorkers)
 
+	c.validateCluster(&p)
 	p.check(c.Cluster.MaxLearners >= 0, "cluster.max_learners", "must be >= 0, got %d", c.Cluster.MaxLearners)
 	p.check(c.Limits.MaxTxnOps > 0, "limits.max_txn_ops", "must be > 0, got %d", c.Limits.MaxTxnOps)
 	// gRPC sizes messages with an int32.

@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"sync"
 
@@ -90,7 +91,14 @@ func (s *Guard) Identify(ctx context.Context) (Identity, error) {
 		v = metadata.ValueFromIncomingContext(ctx, rpctypes.TokenFieldNameSwagger)
 	}
 	if len(v) > 0 {
-		user, err := s.tokens.Resolve(strings.TrimPrefix(v[0], "Bearer "))
+		token := strings.TrimPrefix(v[0], "Bearer ")
+		user, err := s.tokens.Resolve(token)
+		if err != nil && s.catchUp != nil && s.tokens.Simple() && errors.Is(err, auth.ErrInvalidAuthToken) {
+			// Issued on another member, maybe not applied here yet.
+			if cerr := s.catchUp(ctx); cerr == nil {
+				user, err = s.tokens.Resolve(token)
+			}
+		}
 		if err != nil {
 			return id, err
 		}

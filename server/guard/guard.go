@@ -81,6 +81,11 @@ type Options struct {
 	// settings) once its policies and tenants are known to load, under the
 	// reload lock, before Metrics.Reloaded counts it; nil: none.
 	ApplyLive func(next *config.Config)
+	// CatchUp, on a cluster member, waits until this member has applied
+	// what the cluster committed (a ReadIndex round): a simple token
+	// issued on another member just now is registered once this member
+	// applies the authentication. Nil on a single member.
+	CatchUp func(ctx context.Context) error
 }
 
 // Guard is the request guard of one member. It is safe for concurrent use.
@@ -108,6 +113,7 @@ type Guard struct {
 	leaseKeys func(id int64) [][]byte
 	// applyLive applies a reload's other live settings (Options.ApplyLive).
 	applyLive func(next *config.Config)
+	catchUp   func(ctx context.Context) error
 	rates     *rateLimits               // global, per-user, unary and stream buckets (ratelimit.go)
 	tenants   atomic.Pointer[tenantSet] // nil: no tenants configured; replaced by a reload
 }
@@ -137,7 +143,7 @@ func New(o Options) (*Guard, error) {
 	}
 	s := &Guard{
 		cfg: o.Config, lg: lg, auth: o.Auth, tokens: o.Tokens, applier: o.Applier, counter: o.Counter,
-		store: o.Store, validate: o.Validate, leaseKeys: o.LeaseKeys, applyLive: o.ApplyLive,
+		store: o.Store, validate: o.Validate, leaseKeys: o.LeaseKeys, applyLive: o.ApplyLive, catchUp: o.CatchUp,
 		metrics: guardMetrics{reg: reg, rateLimited: o.Metrics.RateLimited, onReload: o.Metrics.Reloaded},
 	}
 	if s.metrics.rateLimited == nil {

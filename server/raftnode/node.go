@@ -223,7 +223,8 @@ type Node struct {
 	stopc    chan struct{}
 	donec    chan struct{}
 	errMu    sync.Mutex
-	err      error // why the node stopped by itself
+	err      error         // why the node stopped by itself
+	failedc  chan struct{} // closed when err is set
 }
 
 // Start opens the node over cfg.Log and cfg.StateMachine: a new cluster is
@@ -336,6 +337,7 @@ func Start(cfg Config) (*Node, error) {
 		readStatec:    make(chan raft.ReadState, 16),
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
+		failedc:       make(chan struct{}),
 	}
 	for _, id := range cfg.Removed {
 		n.removed[id] = true
@@ -393,6 +395,38 @@ func (n *Node) campaignIfAlone() {
 	n.mu.Unlock()
 }
 
+// waitAppliedLocal waits until the apply goroutine has applied index.
+// Unlike waitApplied it goes on waiting through Stop (which persists and
+// applies what raft has handed out) and ends early only when the node
+// failed (the apply goroutine then drains without applying).
+func (n *Node) waitAppliedLocal(index uint64) error {
+	stopc := n.stopc
+	for {
+		n.notifyMu.Lock()
+		ch := n.appliedc
+		n.notifyMu.Unlock()
+		if n.applied.Load() >= index {
+			return nil
+		}
+		if err := n.Err(); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-stopc:
+			stopc = nil // stopping: the apply goroutine still runs
+		case <-n.failedc:
+		}
+	}
+}
+
+// alone reports whether this member is the group's only voter.
+func (n *Node) alone() bool {
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	return len(n.conf.Voters) == 1 && n.conf.Voters[0] == n.id && len(n.conf.VotersOutgoing) == 0
+}
+
 // ID returns this member's ID.
 func (n *Node) ID() uint64 { return n.id }
 
@@ -445,6 +479,7 @@ func (n *Node) fail(err error) {
 	n.errMu.Lock()
 	if n.err == nil {
 		n.err = err
+		close(n.failedc)
 		if !errors.Is(err, ErrRemoved) {
 			n.lg.Error("raft node stopping", "err", err)
 		}
@@ -560,6 +595,15 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	durable, pending := splitDurable(rd.CommittedEntries, rd.Entries)
 	if len(durable) > 0 {
 		n.applyc <- durable
+		if leader && len(rd.Entries) > 0 && n.alone() {
+			// A lone voter has no follower to wait for: letting the
+			// apply finish before the next synced write lets proposals
+			// queue meanwhile, so each fsync carries a larger batch (the
+			// group-commit loop's rhythm: apply, then fsync).
+			if err := n.waitAppliedLocal(durable[len(durable)-1].Index); err != nil {
+				return err
+			}
+		}
 	}
 	start := time.Now()
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
@@ -829,11 +873,17 @@ func (n *Node) proposeWait(ctx context.Context, id uint64, step func() error) (a
 		}
 		// Nothing was appended: there is no leader yet, a leadership
 		// transfer is under way, or the uncommitted log is full. Like
-		// etcd's, the proposal waits for that to pass, within ctx.
+		// etcd's, the proposal waits for that to pass, within ctx:
+		// without a leader until one is known (raft logs every dropped
+		// proposal), otherwise retrying every tick.
 		retry := time.NewTimer(n.cfg.TickInterval)
+		retryC := retry.C
+		if n.leader.Load() == raft.None {
+			retryC = nil
+		}
 		select {
 		case <-changed:
-		case <-retry.C:
+		case <-retryC:
 		case <-ctx.Done():
 			retry.Stop()
 			n.wait.cancel(id)
@@ -932,16 +982,26 @@ func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error 
 	if !slices.Contains(n.ConfState().Voters, transferee) {
 		return ErrBadTransferee
 	}
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		return ErrStopped
+	transfer := func() error {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.stopped {
+			return ErrStopped
+		}
+		n.rn.TransferLeader(transferee)
+		return nil
 	}
-	n.rn.TransferLeader(transferee)
-	n.mu.Unlock()
+	if err := transfer(); err != nil {
+		return err
+	}
 	n.signal()
 	t := time.NewTicker(n.cfg.TickInterval)
 	defer t.Stop()
+	// raft abandons a transfer that has not completed within an election
+	// timeout (a slow transferee); while this member still leads, ask
+	// again (raft ignores a repeat of a transfer in progress).
+	again := time.NewTicker(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer again.Stop()
 	for {
 		changed := n.LeaderChangedNotify()
 		if n.leader.Load() == transferee {
@@ -949,6 +1009,13 @@ func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error 
 		}
 		select {
 		case <-changed:
+		case <-again.C:
+			if n.leader.Load() == n.id {
+				if err := transfer(); err != nil {
+					return err
+				}
+				n.signal()
+			}
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()

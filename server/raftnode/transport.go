@@ -576,6 +576,11 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			}
 			return err
 		}
+		if r.IsIDRemoved(from) {
+			// Removed while its stream was open: end it, so that the
+			// sender reconnects, is refused and learns it was removed.
+			return status.Error(codes.PermissionDenied, msgMemberRemoved)
+		}
 		t.recvMu.Lock()
 		t.received[from] += uint64(len(frame))
 		t.recvMu.Unlock()

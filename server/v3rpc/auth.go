@@ -87,6 +87,11 @@ func (a *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*
 // is issued at; if auth changed in between, it starts over, as etcd's.
 func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
 	s := a.s
+	// As etcd's: the password is checked against auth state that has
+	// caught up with the cluster.
+	if err := s.linearizableRead(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	for {
 		checkedRev, err := s.auth.CheckPassword(r.Name, r.Password)
 		if err != nil {
@@ -114,6 +119,13 @@ func (a *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest
 			return nil, toGRPCError(res.Err)
 		}
 		resp := res.Resp.(*pb.AuthenticateResponse)
+		if s.raft != nil && s.tokens.Simple() {
+			// A cluster member registers a simple token when it applies
+			// the authentication (package server), so that every member
+			// knows it, as etcd's.
+			s.fillHeader(resp.Header)
+			return resp, nil
+		}
 		tok, err := s.tokens.Issue(r.Name, res.AuthRevision, resp.Token)
 		if auth.ErrTokenCollision(err) {
 			continue

@@ -27,10 +27,12 @@ var (
 )
 
 // clusterServer implements etcd's Cluster service. Membership is kept by the
-// applier and changed through the apply loop; this member is the only one
-// that ever starts (metastore has no peer protocol yet), so every other
-// member stays as etcd shows a member that never joined: no name, no client
-// URLs, never in sync.
+// applier and changed through the proposer. On a single member (the loop)
+// this member is the only one that ever starts, so every other member stays
+// as etcd shows a member that never joined: no name, no client URLs, never
+// in sync. On a cluster member the changes are raft ConfChanges, members
+// publish their names and client URLs, and the leader judges a learner's
+// progress.
 type clusterServer struct {
 	pb.UnimplementedClusterServer
 	s *Server
@@ -56,6 +58,11 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	}
 	if err := s.mayAddMember(r.IsLearner); err != nil {
 		return nil, toGRPCError(err)
+	}
+	if s.canAdd != nil {
+		if err := s.canAdd(); err != nil {
+			return nil, toGRPCError(err)
+		}
 	}
 	ms, err := s.proposeConfChange(ctx, cc)
 	if err != nil {
@@ -109,6 +116,25 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	if err := s.mayPromoteMember(r.ID); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if s.raft != nil && !s.raft.IsLeader() {
+		// As etcd's: only the leader knows whether the learner is in
+		// sync, so a follower forwards the promotion to it.
+		if s.leader == nil || s.raft.Leader() == 0 {
+			return nil, rpctypes.ErrGRPCNoLeader
+		}
+		if err := s.leader.MemberPromote(ctx, r.ID); err != nil {
+			return nil, toGRPCError(err)
+		}
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+		return &pb.MemberPromoteResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
+	}
+	// The leader's progress must know the learner: apply what is
+	// committed (its addition) first.
+	if err := s.linearizableRead(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	ms, err := s.proposeConfChange(ctx, &apply.ConfChange{Type: apply.ConfChangePromoteMember, ID: r.ID})
 	if err != nil {
 		return nil, err
@@ -122,12 +148,17 @@ func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest)
 	if err := s.requireUser(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if r.Linearizable {
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	return &pb.MemberListResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
 }
 
 // clusterHeader is the Cluster service's header: etcd's carries no revision.
 func (s *Server) clusterHeader() *pb.ResponseHeader {
-	return &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.ids.term}
+	return &pb.ResponseHeader{ClusterId: s.ids.cluster, MemberId: s.ids.member, RaftTerm: s.raftTerm()}
 }
 
 func (s *Server) proposeConfChange(ctx context.Context, cc *apply.ConfChange) (*apply.Membership, error) {
@@ -147,7 +178,9 @@ func (s *Server) proposeConfChange(ctx context.Context, cc *apply.ConfChange) (*
 func (s *Server) protoMembers(ms *apply.Membership) []*pb.Member {
 	out := make([]*pb.Member, len(ms.Members))
 	for i, m := range ms.Members {
-		c := &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner}
+		// A cluster member's name and client URLs are what it published
+		// when it started (ClusterMemberAttrSet).
+		c := &pb.Member{ID: m.ID, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, Name: m.Name, ClientURLs: m.ClientURLs}
 		if m.ID == s.ids.member {
 			c.Name = s.cfg.Name
 			c.ClientURLs = s.cfg.Server.AdvertiseClientURLs
@@ -160,9 +193,11 @@ func (s *Server) protoMembers(ms *apply.Membership) []*pb.Member {
 	return out
 }
 
-// started reports whether member m has started and published itself: only
-// this member can.
-func (s *Server) started(m *pb.Member) bool { return m.ID == s.ids.member }
+// started reports whether member m has started and published itself
+// (etcd's IsStarted: it has a name): on a single member only this one can.
+func (s *Server) started(m *pb.Member) bool {
+	return m.ID == s.ids.member || (s.raft != nil && m.Name != "")
+}
 
 // mayAddMember is etcd's quorum check before an add (mayAddMember with
 // IsReadyToAddVotingMember and isConnectedToQuorumAfterAddingNewMemberSince).
@@ -210,8 +245,8 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	if m := ms.Member(id); m != nil && m.IsLearner {
 		return nil
 	}
-	if !s.cfg.Cluster.StrictReconfigCheck && id != s.ids.member {
-		return nil // etcd skips the check; this member, the only one running, still cannot go
+	if !s.cfg.Cluster.StrictReconfigCheck && (id != s.ids.member || s.raft != nil) {
+		return nil // etcd skips the check; a single member, the only one running, still cannot go
 	}
 	members, started := 0, 0
 	for _, m := range ms.Voting() {
@@ -225,6 +260,24 @@ func (s *Server) mayRemoveMember(id uint64) error {
 	}
 	if started < members/2+1 {
 		return errNotEnoughStartedMembers
+	}
+	if s.raft != nil {
+		// etcd's active-quorum check, with a published member counting as
+		// connected: the members left must still make a quorum.
+		voting := ms.Voting()
+		active := 0
+		for _, m := range voting {
+			if s.started(m) {
+				active++
+			}
+		}
+		if m := ms.Member(id); m != nil && !s.started(m) && id != s.ids.member {
+			return nil // a member that never started is not part of the active quorum
+		}
+		if active-1 < 1+(len(voting)-1)/2 {
+			return errUnhealthy
+		}
+		return nil
 	}
 	if id != s.ids.member {
 		return nil // a member that never connected is not part of the active quorum
@@ -243,7 +296,9 @@ func (s *Server) mayPromoteMember(id uint64) error {
 	if m == nil {
 		return apply.ErrIDNotFound
 	}
-	if !s.started(m) {
+	// A cluster's leader checks the learner's log (raftnode); a single
+	// member has no learner that could have started.
+	if s.raft == nil && !s.started(m) {
 		return errLearnerNotReady
 	}
 	if !s.cfg.Cluster.StrictReconfigCheck {

@@ -14,6 +14,12 @@
 // it (apply.ErrAuthRetry), and a read during which auth moved, go through
 // the guard again.
 //
+// On a cluster member (Member.Raft set; raft.go) linearizable reads first
+// wait for a ReadIndex round, WithRequireLeader is honoured, Status and
+// MoveLeader come from the Raft node, a learner serves only what etcd's
+// does, and lease keep-alive, TimeToLive and learner promotion on a
+// follower go to the leader (LeaderForwarder).
+//
 // v3rpc must not import the member (server), the transport (server/serve)
 // or Lock and Election (server/v3lock), nor any command.
 package v3rpc

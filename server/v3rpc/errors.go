@@ -44,6 +44,8 @@ var grpcErrors = []struct {
 	{lease.ErrStopped, rpctypes.ErrGRPCStopped},
 	{apply.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
 	{apply.ErrStopped, rpctypes.ErrGRPCStopped},
+	{apply.ErrTimeout, rpctypes.ErrGRPCTimeout},
+	{apply.ErrTimeoutLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
 	{auth.ErrRootUserNotExist, rpctypes.ErrGRPCRootUserNotExist},
 	{auth.ErrRootRoleNotExist, rpctypes.ErrGRPCRootRoleNotExist},
 	{auth.ErrUserAlreadyExist, rpctypes.ErrGRPCUserAlreadyExist},
@@ -103,6 +105,9 @@ func toGRPCError(err error) error {
 		if errors.Is(err, e.err) {
 			return e.grpc
 		}
+	}
+	if g, ok := raftError(err); ok {
+		return g
 	}
 	return status.Error(codes.Unknown, err.Error())
 }

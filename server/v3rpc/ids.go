@@ -82,3 +82,23 @@ func randomID() uint64 {
 		}
 	}
 }
+
+// StoredIDs returns the ids stored in s, and whether there are any (a new
+// data directory has none).
+func StoredIDs(s *mvcc.Store) (IDs, bool, error) {
+	v, err := s.Meta(metaMemberID)
+	if err != nil || v == nil {
+		return IDs{}, false, err
+	}
+	ids, err := bootstrapIDs(s)
+	return IDs{Cluster: ids.cluster, Member: ids.member, Term: ids.term}, true, err
+}
+
+// SaveIDs stores a cluster member's ids, derived as etcd derives them
+// (server/raftnode) rather than drawn at random.
+func SaveIDs(s *mvcc.Store, ids IDs) error {
+	if ids.Term == 0 {
+		ids.Term = 1
+	}
+	return writeIDs(s, memberIDs{cluster: ids.Cluster, member: ids.Member, term: ids.Term})
+}

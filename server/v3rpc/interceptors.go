@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -46,6 +47,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			}
 		}()
 	}
+	if err := s.requireLeader(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.learnerUnary(req); err != nil {
+		return nil, err
+	}
 	ctx, err = s.guard.CheckRate(ctx, info.FullMethod, guard.KindUnary)
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -69,11 +76,26 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 			}
 		}()
 	}
+	if err := s.requireLeader(ss.Context()); err != nil {
+		return err
+	}
+	if err := s.learnerStream(info.FullMethod); err != nil {
+		return err
+	}
 	// A stream's handler identifies its caller itself (per request).
 	if _, err := s.guard.CheckRate(ss.Context(), info.FullMethod, guard.StreamKind(info.FullMethod)); err != nil {
 		return toGRPCError(err)
 	}
-	return handler(srv, &countingStream{ServerStream: ss, mm: mm})
+	ctx, lost, stop := s.monitorLeader(ss.Context())
+	defer stop()
+	if ctx != ss.Context() {
+		ss = &leaderStream{ServerStream: ss, ctx: ctx}
+	}
+	err = handler(srv, &countingStream{ServerStream: ss, mm: mm})
+	if lost() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return err
 }
 
 func (s *Server) recovered(method string, r any) {

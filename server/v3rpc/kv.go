@@ -29,8 +29,13 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
-	// On one member every committed write is visible to a new read view,
-	// so linearizable and serializable reads take the same path.
+	// On one member every committed write is visible to a new read view;
+	// a cluster member first catches up with the leader's commit index.
+	if !r.Serializable {
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
+	}
 	tx, err := s.store.Read()
 	if err != nil {
 		return nil, toGRPCError(err)
@@ -118,6 +123,11 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	id, err := s.guard.Read(ctx, r)
 	if err != nil {
 		return nil, toGRPCError(err)
+	}
+	if !isTxnSerializable(r) {
+		if err := s.linearizableRead(ctx); err != nil {
+			return nil, toGRPCError(err)
+		}
 	}
 	tx, err := s.store.Read()
 	if err != nil {

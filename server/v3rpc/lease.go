@@ -41,6 +41,11 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 	if err := l.s.requireUser(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	// The minimum TTL is applied here, before the grant is proposed, so
+	// that every member applies the same TTL whatever its own setting.
+	if minTTL := int64(l.s.cfg.Lease.MinTTL / time.Second); r.TTL < minTTL {
+		r.TTL = minTTL
+	}
 	chosen := r.ID == 0
 	for attempt := 1; ; attempt++ {
 		if chosen {
@@ -115,7 +120,7 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		if err != nil {
 			return toGRPCError(err)
 		}
-		ttl, err := l.s.lessor.Renew(ctx, req.ID)
+		ttl, err := l.s.renew(ctx, req.ID)
 		if errors.Is(err, lease.ErrLeaseNotFound) {
 			ttl, err = 0, nil
 		}
@@ -137,10 +142,29 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
-	if info, ok := s.lessor.Lookup(r.ID); ok {
+	fwd, err := s.forwardLease()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		found  bool
+		lresp  *pb.LeaseTimeToLiveResponse
+		remain int64
+		grant  int64
+	)
+	if fwd {
+		// Only the leader's lessor knows how long a lease has left.
+		if lresp, err = s.leader.LeaseTimeToLive(ctx, r.ID); err != nil {
+			return nil, toGRPCError(err)
+		}
+		found, remain, grant = lresp.TTL >= 0, lresp.TTL, lresp.GrantedTTL
+	} else if info, ok := s.lessor.Lookup(r.ID); ok {
 		// etcd truncates the remaining time to whole seconds.
-		resp.TTL = int64(info.Remaining.Seconds())
-		resp.GrantedTTL = info.TTL
+		found, remain, grant = true, int64(info.Remaining.Seconds()), info.TTL
+	}
+	if found {
+		resp.TTL = remain
+		resp.GrantedTTL = grant
 		if r.Keys {
 			if resp.Keys, err = s.readLeaseKeysAt(r.ID); err != nil {
 				return nil, toGRPCError(err)
@@ -154,6 +178,30 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 	}
 	s.fillHeader(resp.Header)
 	return resp, nil
+}
+
+// renew renews a lease here, or on the leader from a follower.
+func (s *Server) renew(ctx context.Context, id int64) (int64, error) {
+	fwd, err := s.forwardLease()
+	if err != nil {
+		return 0, err
+	}
+	if fwd {
+		return s.leader.LeaseRenew(ctx, id)
+	}
+	return s.lessor.Renew(ctx, id)
+}
+
+// LeaseTimeToLive answers a forwarded TimeToLive from this member's lessor
+// (the leader's): TTL -1 for an unknown lease.
+func (s *Server) LeaseTimeToLive(id int64) *pb.LeaseTimeToLiveResponse {
+	resp := &pb.LeaseTimeToLiveResponse{Header: &pb.ResponseHeader{}, ID: id, TTL: -1}
+	if info, ok := s.lessor.Lookup(id); ok {
+		resp.TTL = int64(info.Remaining.Seconds())
+		resp.GrantedTTL = info.TTL
+	}
+	s.fillHeader(resp.Header)
+	return resp
 }
 
 // authorizeTimeToLive is etcd's check of TimeToLive: an authenticated

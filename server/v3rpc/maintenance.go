@@ -2,13 +2,20 @@ package v3rpc
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/server/apply"
 )
+
+// errTimeoutLeaderTransfer is etcd's ErrTimeoutLeaderTransfer, which its
+// error table lacks: clients get it as Unknown with the message.
+var errTimeoutLeaderTransfer = status.Error(codes.Unknown, "etcdserver: request timed out, leader transfer took too long")
 
 // maintenanceServer implements etcd's Maintenance service.
 type maintenanceServer struct {
@@ -42,6 +49,17 @@ func (m *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 		// apply.Versions).
 		StorageVersion: s.clusterVersion().String(),
 		DowngradeInfo:  &pb.DowngradeInfo{},
+	}
+	if s.raft != nil {
+		st := s.raft.Status()
+		resp.Leader, resp.RaftTerm, resp.RaftIndex, resp.RaftAppliedIndex = st.Leader, st.Term, st.Commit, st.Applied
+		if m := s.applier.Members().Member(s.ids.member); m != nil {
+			resp.IsLearner = m.IsLearner
+		}
+		if st.Leader == 0 {
+			// etcd's Status lists this when the member sees no leader.
+			resp.Errors = append(resp.Errors, rpctypes.ErrGRPCNoLeader.Error())
+		}
 	}
 	if vs := s.applier.Versions(); vs.DowngradeEnabled {
 		resp.DowngradeInfo = &pb.DowngradeInfo{Enabled: true, TargetVersion: vs.DowngradeTarget}
@@ -88,6 +106,24 @@ func (m *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	if m.s.raft != nil {
+		// etcd's MoveLeader: only the leader hands leadership over, to a
+		// voting member, waiting at most the request timeout.
+		if !m.s.raft.IsLeader() {
+			return nil, rpctypes.ErrGRPCNotLeader
+		}
+		tctx, cancel := context.WithTimeout(ctx, m.s.requestTimeout())
+		defer cancel()
+		if err := m.s.raft.TransferLeadership(tctx, r.TargetID); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return nil, errTimeoutLeaderTransfer
+			}
+			return nil, toGRPCError(err)
+		}
+		hdr := &pb.ResponseHeader{}
+		m.s.fillHeader(hdr)
+		return &pb.MoveLeaderResponse{Header: hdr}, nil
+	}
 	if r.TargetID != m.s.ids.member {
 		return nil, rpctypes.ErrGRPCBadLeaderTransferee
 	}
@@ -112,6 +148,16 @@ func (s *Server) dbSize() (size, inUse int64) {
 	}
 	if live, err := s.store.DB().EstimateDiskUsage([]byte{0}, []byte{0xff}); err == nil {
 		inUse = int64(live)
+	}
+	if s.raft != nil {
+		// A cluster member's Raft log shares the database ('R'); etcd's
+		// db size and quota do not count its WAL, so the flushed part of
+		// the log is left out (until issue 16 truncates it, it grows
+		// with every write ever made).
+		if logBytes, err := s.store.DB().EstimateDiskUsage([]byte{'R'}, []byte{'S'}); err == nil {
+			size -= min(int64(logBytes), size)
+			inUse -= min(int64(logBytes), inUse)
+		}
 	}
 	if inUse > size || inUse == 0 {
 		inUse = size

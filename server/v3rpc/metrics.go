@@ -36,6 +36,7 @@ type metrics struct {
 	connsRefused  prometheus.Counter
 	panics        prometheus.Counter
 	commitLatency prometheus.Histogram
+	walFsync      prometheus.Histogram // a cluster member's Raft log syncs
 	applyLatency  prometheus.Histogram
 	batchSize     prometheus.Histogram
 	applyFailed   prometheus.Counter
@@ -97,6 +98,10 @@ func newMetrics() *metrics {
 		Name: "etcd_disk_backend_commit_duration_seconds", Help: "The latency distributions of commit called by backend.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
+	m.walFsync = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "etcd_disk_wal_fsync_duration_seconds", Help: "The latency distributions of fsync called by WAL.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
 	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "metastore_apply_batch_duration_seconds", Help: "Time to apply one group-commit batch, before its commit.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -124,7 +129,7 @@ func newMetrics() *metrics {
 	m.reloadOK.Set(1)
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
-		m.commitLatency, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
+		m.commitLatency, m.walFsync, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
 		m.reloads, m.reloadOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -211,6 +216,27 @@ func (s *Server) registerStoreMetrics() {
 	}
 	one := func() float64 { return 1 }
 	applied := func() float64 { return float64(s.loop.AppliedIndex()) }
+	hasLeader, isLeader, leaderChanges, committed := one, one, one, applied
+	pendingProposals := func() float64 { return float64(pending(s.loop)) }
+	isLearner := func() float64 { return 0 }
+	if s.raft != nil {
+		// A cluster member's come from its Raft node.
+		b := func(v bool) float64 {
+			if v {
+				return 1
+			}
+			return 0
+		}
+		hasLeader = func() float64 { return b(s.raft.Metrics().HasLeader) }
+		isLeader = func() float64 { return b(s.raft.Metrics().IsLeader) }
+		leaderChanges = func() float64 { return float64(s.raft.Metrics().LeaderChanges) }
+		committed = func() float64 { return float64(s.raft.Metrics().Committed) }
+		pendingProposals = func() float64 { return float64(s.raft.Metrics().Pending) }
+		isLearner = func() float64 {
+			m := s.applier.Members().Member(s.ids.member)
+			return b(m != nil && m.IsLearner)
+		}
+	}
 	s.metrics.reg.MustRegister(
 		gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.",
 			func() float64 { size, _ := s.dbSize(); return float64(size) }),
@@ -222,18 +248,18 @@ func (s *Server) registerStoreMetrics() {
 			func() float64 { return float64(s.store.Rev()) }),
 		gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
 			func() float64 { return float64(max(s.store.CompactRev(), 0)) }),
-		gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", one),
-		gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", one),
-		counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", one),
-		counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", applied),
+		gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", hasLeader),
+		gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", isLeader),
+		counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", leaderChanges),
+		counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", committed),
 		counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied),
 		gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
-			func() float64 { return float64(pending(s.loop)) }),
+			pendingProposals),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "etcd_server_version", Help: "Which version is running. 1 for 'server_version' label with current version.",
 			ConstLabels: prometheus.Labels{"server_version": EtcdVersion},
 		}, one),
-		gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", func() float64 { return 0 }),
+		gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", isLearner),
 		clusterVersionCollector{s},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": "NOSPACE"},

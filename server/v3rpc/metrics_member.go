@@ -1,6 +1,8 @@
 package v3rpc
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metastore-dev/metastore/server/apply"
@@ -38,3 +40,11 @@ func (m *metrics) ReloadedRestartRequired() {
 
 // LeaseExpired counts a lease revoked on expiry.
 func (m *metrics) LeaseExpired() { m.leaseExpired.Inc() }
+
+// ObserveRaftSave records one write of a cluster member's Raft log (etcd's
+// etcd_disk_wal_fsync_duration_seconds counts the synced ones).
+func (m *metrics) ObserveRaftSave(d time.Duration, synced bool) {
+	if synced {
+		m.walFsync.Observe(d.Seconds())
+	}
+}

@@ -235,6 +235,11 @@ func (k *kvServer) RangeStream(r *pb.RangeRequest, ss grpc.ServerStream) error {
 		}
 		return ss.SendMsg(&RangeStreamResponse{RangeResponse: resp})
 	}
+	if !r.Serializable {
+		if err := s.linearizableRead(ctx); err != nil {
+			return toGRPCError(err)
+		}
+	}
 	view := s.store.ReadPinned()
 	defer view.End()
 	if err := s.streamRange(ctx, view, r, send); err != nil {

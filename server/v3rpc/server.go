@@ -20,6 +20,7 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/guard"
+	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
 // EtcdVersion is the etcd version metastore reports in Status. Clients such
@@ -60,6 +61,15 @@ type Member struct {
 	// SlowThreshold is monitoring.slow_request_threshold as last reloaded;
 	// nil: the configuration's.
 	SlowThreshold func() time.Duration
+	// Raft is the member's Raft node; nil for a single member on the
+	// group-commit loop (raft.go).
+	Raft *raftnode.Node
+	// Leader reaches the leader (lease keep-alive and TimeToLive on a
+	// follower, promotion); with Raft only.
+	Leader LeaderForwarder
+	// CanAddMember, if set, refuses a member add the cluster could not
+	// serve (a new member that could not catch up).
+	CanAddMember func() error
 }
 
 // Server holds etcd's gRPC services of one member. Each handler is a
@@ -84,6 +94,9 @@ type Server struct {
 	addrs    func() []string
 	slow     func() time.Duration // nil: cfg's threshold
 	quota    *spaceQuota          // etcd's backend quota (spacequota.go)
+	raft     *raftnode.Node       // nil on a single member
+	leader   LeaderForwarder
+	canAdd   func() error
 }
 
 // New builds the services over m and registers their metrics.
@@ -97,6 +110,7 @@ func New(m Member) *Server {
 		lessor: m.Lessor, auth: m.Auth, tokens: m.Tokens, guard: m.Guard, metrics: m.Metrics,
 		ids:      memberIDs{cluster: m.IDs.Cluster, member: m.IDs.Member, term: m.IDs.Term},
 		stopping: m.Stopping, addrs: m.ClientAddrs, slow: m.SlowThreshold,
+		raft: m.Raft, leader: m.Leader, canAdd: m.CanAddMember,
 	}
 	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
 	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)
@@ -166,7 +180,7 @@ func (s *Server) fillHeader(h *pb.ResponseHeader) {
 	}
 	h.ClusterId = s.ids.cluster
 	h.MemberId = s.ids.member
-	h.RaftTerm = s.ids.term
+	h.RaftTerm = s.raftTerm()
 	if h.Revision == 0 {
 		h.Revision = s.store.Rev()
 	}

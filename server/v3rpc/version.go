@@ -196,7 +196,9 @@ func (s *Server) runVersionMonitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if next, err := s.decideClusterVersion(); err != nil {
+		if !s.isLeader() {
+			// As etcd's monitor: only the leader decides.
+		} else if next, err := s.decideClusterVersion(); err != nil {
 			s.lg.Error("failed to monitor cluster version", "err", err)
 		} else if next != nil {
 			_, err := s.propose(ctx, &apply.Request{ClusterVersionSet: &membershippb.ClusterVersionSetRequest{Ver: next.String()}})

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/metastore-dev/metastore/server/config"
+)
+
+// selfSigned writes a certificate with common name cn and its key.
+func selfSigned(t *testing.T, dir, cn string) (certFile, keyFile string, der []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile, der
+}
+
+// TestPeerTLSAllowedCN: --peer-cert-allowed-cn admits only a peer whose
+// certificate has that common name; --peer-client-cert-auth requires one.
+func TestPeerTLSAllowedCN(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, _ := selfSigned(t, dir, "member")
+	_, _, good := selfSigned(t, dir, "peer-ok")
+	_, _, bad := selfSigned(t, dir, "intruder")
+	srv, cli, err := peerTLS(config.PeerTLS{CertFile: cert, KeyFile: key, ClientCertAuth: true, AutoTLS: true, AllowedCN: "peer-ok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.ClientAuth != tls.RequireAnyClientCert || !cli.InsecureSkipVerify || len(cli.Certificates) != 1 {
+		t.Fatalf("auto TLS with client cert auth: server %v, client skip-verify %v", srv.ClientAuth, cli.InsecureSkipVerify)
+	}
+	if err := srv.VerifyPeerCertificate([][]byte{good}, nil); err != nil {
+		t.Fatalf("allowed CN refused: %v", err)
+	}
+	if err := srv.VerifyPeerCertificate([][]byte{bad}, nil); err == nil {
+		t.Fatal("a peer with another CN was accepted")
+	}
+	if s, c, err := peerTLS(config.PeerTLS{}); s != nil || c != nil || err != nil {
+		t.Fatal("no certificate: want plaintext peers")
+	}
+}

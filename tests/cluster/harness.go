@@ -60,6 +60,7 @@ type Cluster struct {
 	Members []*Member
 	cfg     Config
 	net     *Network // with Config.Proxy
+	pending map[string]*Member
 }
 
 // Member is one server process with its own data directory, client port,
@@ -586,4 +587,32 @@ func tailString(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// AddMember makes a new member (not started) with fresh ports and data
+// dir, to join the running cluster with --initial-cluster-state existing
+// once `member add` has told the cluster about it: initialCluster is the
+// ETCD_INITIAL_CLUSTER `member add` printed.
+func (c *Cluster) AddMember(name, initialCluster string) *Member {
+	m := c.pending[name]
+	if m == nil {
+		m = c.newMember(name)
+	}
+	delete(c.pending, name)
+	m.Index = len(c.Members)
+	c.Members = append(c.Members, m)
+	m.setArgs(initialCluster, "existing")
+	return m
+}
+
+// NewMemberURLs returns the peer URL a member named name would advertise
+// if added next: AddMember must then be called with the same name. Without
+// Config.Proxy it is a port picked now and kept for AddMember.
+func (c *Cluster) NewMemberURLs(name string) string {
+	if c.pending == nil {
+		c.pending = map[string]*Member{}
+	}
+	m := c.newMember(name)
+	c.pending[name] = m
+	return m.PeerURL
 }

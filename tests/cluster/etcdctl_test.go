@@ -135,7 +135,7 @@ func (x *ctl) record(label string, post func(string) string, res framework.Etcdc
 	if post != nil {
 		out = post(out)
 	}
-	rec := fmt.Sprintf("$ etcdctl %s [%s]\nexit %d\n%s\n%s", x.norm(strings.Join(args, " ")), label, res.ExitCode, out, x.norm(strings.TrimSpace(res.Stderr)))
+	rec := fmt.Sprintf("$ etcdctl %s [%s]\nexit %d\n%s\n%s", x.norm(strings.Join(args, " ")), label, res.ExitCode, out, x.norm(errorLines(res.Stderr)))
 	x.log = append(x.log, rec)
 	return res
 }
@@ -154,6 +154,18 @@ func (x *ctl) runSettled(label string, post func(string) string, args ...string)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// errorLines drops clientv3's JSON log lines (timestamps, connection
+// addresses) from etcdctl's standard error, keeping its message.
+func errorLines(s string) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if !strings.HasPrefix(l, `{"level"`) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func sortLines(s string) string {

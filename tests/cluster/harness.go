@@ -122,6 +122,22 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	if cfg.ElectionMs == 0 {
 		cfg.ElectionMs = 1000
 	}
+	// A port picked free may be taken by another process before the member
+	// binds it (tests run in parallel): then the cluster starts anew on
+	// other ports.
+	for attempt := 1; ; attempt++ {
+		c, err := start(t, cfg)
+		if err == nil {
+			return c
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("starting the %s cluster again on other ports: %v", cfg.Kind, firstLine(err.Error()))
+	}
+}
+
+func start(t testing.TB, cfg Config) (*Cluster, error) {
 	c := &Cluster{t: t, Kind: cfg.Kind, cfg: cfg, Token: fmt.Sprintf("tok-%d", time.Now().UnixNano())}
 	if cfg.Proxy {
 		c.net = newNetwork(t)
@@ -141,13 +157,23 @@ func Start(t testing.TB, cfg Config) *Cluster {
 	}
 	for _, m := range c.Members {
 		if err := m.WaitReady(90 * time.Second); err != nil {
-			t.Fatalf("%s: %v", m, err)
+			for _, m := range c.Members {
+				m.Kill()
+			}
+			return nil, fmt.Errorf("%s: %v", m, err)
 		}
 	}
 	if _, err := c.WaitLeader(60 * time.Second); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return c
+	return c, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // newMember makes a member (not started) with fresh ports and data dir.

@@ -18,7 +18,8 @@ import (
 // it both ways), first the leader's, then a follower's, while clients
 // still reach every member. The minority must refuse writes and
 // linearizable reads (etcd's errors, or the client's deadline), answer
-// "no leader" to a request WithRequireLeader once it knows it has none, and
+// "no leader" to a request WithRequireLeader once it knows it has none and
+// cancel a watch made WithRequireLeader, and
 // keep serving serializable reads of its old state; the majority elects a
 // leader if it lost it and goes on writing; after healing, the cut member
 // catches up: same revision, same keys, same HashKV, and none of the
@@ -78,6 +79,12 @@ func partitionPhase(t *testing.T, c *Cluster, cut *Member, role string, phase in
 	if _, err := c.WaitConverged(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+
+	// A watch on the member that requires a leader: canceled with "no
+	// leader" once the member has lost it.
+	rlWatchCtx, rlWatchCancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer rlWatchCancel()
+	rlWatch := cut.Client().Watch(rlWatchCtx, before)
 
 	c.Partition(cut)
 	begin := time.Now()
@@ -140,6 +147,15 @@ func partitionPhase(t *testing.T, c *Cluster, cut *Member, role string, phase in
 		t.Fatalf("WithRequireLeader write on the cut-off %s: %v, want %v", role, err, rpctypes.ErrNoLeader)
 	}
 	errs = append(errs, fmt.Sprintf("put WithRequireLeader (%v): %v", time.Since(t0).Round(time.Millisecond), err))
+	select {
+	case wr, ok := <-rlWatch:
+		if !ok || !errors.Is(wr.Err(), rpctypes.ErrNoLeader) {
+			t.Fatalf("WithRequireLeader watch on the cut-off %s: %v (open %v), want %v", role, wr.Err(), ok, rpctypes.ErrNoLeader)
+		}
+		errs = append(errs, fmt.Sprintf("watch WithRequireLeader canceled %v after the cut: %v", time.Since(begin).Round(100*time.Millisecond), wr.Err()))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("WithRequireLeader watch on the cut-off %s still open 30s after the cut", role)
+	}
 	// Serializable reads serve the old state.
 	sr, err := mc.Get(ctx, fmt.Sprintf("p%d/", phase), clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {

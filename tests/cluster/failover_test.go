@@ -131,7 +131,7 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-func testFailover(t *testing.T, kind string, kills int) {
+func testFailover(t *testing.T, kind string, nkills int) {
 	c := Start(t, Config{Kind: kind})
 	r := &failoverRun{start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -169,10 +169,13 @@ func testFailover(t *testing.T, kind string, kills int) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	var kills []time.Duration // when each kill was sent, on the run's clock
 	cycle := func(i int, m *Member, role string) {
 		t.Helper()
 		waitAcked(fmt.Sprintf("before kill %d", i), 100)
+		killedAt := r.now()
 		m.Kill()
+		kills = append(kills, killedAt)
 		begin := time.Now()
 		waitAcked(fmt.Sprintf("%s %s down (kill %d)", role, m.Name, i), 50)
 		down := time.Since(begin)
@@ -184,7 +187,7 @@ func testFailover(t *testing.T, kind string, kills int) {
 			t.Logf("kill %d: %s %s SIGKILLed, 50 writes acknowledged by the others in %v, restarted", i, role, m.Name, down.Round(time.Millisecond))
 		}
 	}
-	for i := 0; i < kills; i++ {
+	for i := 0; i < nkills; i++ {
 		l, err := c.WaitLeader(30 * time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -195,7 +198,7 @@ func testFailover(t *testing.T, kind string, kills int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cycle(kills, c.Followers(l)[0], "follower")
+	cycle(nkills, c.Followers(l)[0], "follower")
 	waitAcked("at the end", 100)
 	stop()
 
@@ -212,6 +215,18 @@ func testFailover(t *testing.T, kind string, kills int) {
 		}
 	}
 	checkRealTime(t, r)
+	// How long clients waited: from each kill to the first acknowledgement
+	// of a write sent after it.
+	var firstAck []string
+	for _, k := range kills {
+		best := time.Duration(-1)
+		for _, op := range r.ops {
+			if op.acked && op.call >= k && (best < 0 || op.ret-k < best) {
+				best = op.ret - k
+			}
+		}
+		firstAck = append(firstAck, best.Round(time.Millisecond).String())
+	}
 	histories := map[string]string{}
 	for _, m := range c.Members {
 		h := checkMemberHistory(t, m, r, rev)
@@ -237,8 +252,8 @@ func testFailover(t *testing.T, kind string, kills int) {
 		_ = name
 	}
 	c.CheckRaces(t)
-	t.Logf("%s: %d leader kills and 1 follower kill; %d writes acknowledged, %d with unknown outcome, %d linearizable reads; all %d members hold the same %d revisions (HashKV %x) with every acknowledged write",
-		kind, kills, acked, unknown, len(r.reads), len(c.Members), rev, hs[c.Members[0].Name])
+	t.Logf("%s: %d leader kills and 1 follower kill (first write sent after each kill acknowledged after %v); %d writes acknowledged, %d with unknown outcome, %d linearizable reads; all %d members hold the same %d revisions (HashKV %x) with every acknowledged write",
+		kind, nkills, firstAck, acked, unknown, len(r.reads), len(c.Members), rev, hs[c.Members[0].Name])
 }
 
 // checkRealTime checks that revisions never go back in real time: an

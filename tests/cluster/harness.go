@@ -48,8 +48,20 @@ type Config struct {
 	// Proxy routes every member's peer traffic through a PeerProxy: the
 	// advertised peer URLs are the proxies', so Partition can cut pairs.
 	Proxy bool
+	// PeerTLS, if set, makes the peer URLs https and gives every member
+	// etcd's peer TLS flags.
+	PeerTLS *PeerTLS
 	// Extra flags for every member.
 	Extra []string
+}
+
+// PeerTLS are the files and settings of etcd's peer TLS flags.
+type PeerTLS struct {
+	CertFile, KeyFile, TrustedCAFile string
+	// ClientCertAuth is --peer-client-cert-auth.
+	ClientCertAuth bool
+	// AllowedCN is --peer-cert-allowed-cn (empty: not given).
+	AllowedCN string
 }
 
 // Cluster is a running set of members.
@@ -180,15 +192,19 @@ func firstLine(s string) string {
 func (c *Cluster) newMember(name string) *Member {
 	t := c.t
 	cp, pp := framework.StablePort(t), framework.StablePort(t)
+	scheme := "http://"
+	if c.cfg.PeerTLS != nil {
+		scheme = "https://"
+	}
 	m := &Member{
 		c: c, Name: name, Index: len(c.Members), DataDir: filepath.Join(t.TempDir(), name),
 		ClientURL: localURL(cp), Endpoint: "127.0.0.1:" + strconv.Itoa(cp),
-		ListenPeerURL: localURL(pp), PeerURL: localURL(pp),
+		ListenPeerURL: scheme + "127.0.0.1:" + strconv.Itoa(pp), PeerURL: scheme + "127.0.0.1:" + strconv.Itoa(pp),
 		logPath: filepath.Join(t.TempDir(), c.Kind+"-"+name+".log"),
 	}
 	if c.net != nil {
 		m.proxy = c.net.addProxy(t, m)
-		m.PeerURL = "http://" + m.proxy.Addr()
+		m.PeerURL = scheme + m.proxy.Addr()
 	}
 	t.Cleanup(func() {
 		m.Kill()
@@ -225,6 +241,21 @@ func (m *Member) setArgs(initialCluster, state string) {
 		"--election-timeout", strconv.Itoa(cfg.ElectionMs),
 		"--log-level", "warn",
 	}, cfg.Extra...)
+	if p := cfg.PeerTLS; p != nil {
+		m.Args = append(m.Args, "--peer-cert-file", p.CertFile, "--peer-key-file", p.KeyFile, "--peer-trusted-ca-file", p.TrustedCAFile)
+		if p.ClientCertAuth {
+			m.Args = append(m.Args, "--peer-client-cert-auth")
+		}
+		if p.AllowedCN != "" {
+			m.Args = append(m.Args, "--peer-cert-allowed-cn", p.AllowedCN)
+		}
+	}
+}
+
+// PeerAddr is the host:port the member listens on for peers.
+func (m *Member) PeerAddr() string {
+	_, hp, _ := strings.Cut(m.ListenPeerURL, "://")
+	return hp
 }
 
 func (m *Member) String() string { return m.c.Kind + "/" + m.Name }

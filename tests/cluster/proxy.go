@@ -172,7 +172,7 @@ func (p *PeerProxy) handle(in net.Conn) {
 		in.Close()
 		return
 	}
-	out, err := net.DialTimeout("tcp", strings.TrimPrefix(p.member.ListenPeerURL, "http://"), 5*time.Second)
+	out, err := net.DialTimeout("tcp", p.member.PeerAddr(), 5*time.Second)
 	if err != nil {
 		in.Close()
 		return

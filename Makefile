@@ -74,10 +74,11 @@ test-upstream:
 cluster: build
 	./scripts/cluster.sh
 
-# Long forms of tests/cluster (3-member etcd, then 3-member metastore): 100
-# leader SIGKILLs under 16 writers, then porcupine and the watch checkers
-# over 40 segments, each ending with a leader SIGKILL. CLUSTER_KILLS sets
-# the leader kills.
+# Long forms of tests/cluster (etcd, then metastore): 100 leader SIGKILLs
+# of a 3-member cluster under 16 writers, 20 double kills (leader and a
+# follower) of a 5-member one, then porcupine and the watch checkers over
+# 40 segments, each ending with a leader SIGKILL. CLUSTER_KILLS sets the
+# 3-member leader kills.
 CLUSTER_KILLS ?= 100
 soak-cluster:
 	cd tests && METASTORE_SOAK=1 METASTORE_CLUSTER_KILLS=$(CLUSTER_KILLS) $(GO) test -race -count=1 -timeout 3h -v \

@@ -127,12 +127,32 @@ func TestFailover(t *testing.T) {
 	}
 	kills = envInt(t, "METASTORE_CLUSTER_KILLS", kills)
 	for _, kind := range Kinds() {
-		t.Run(kind, func(t *testing.T) { testFailover(t, kind, kills) })
+		t.Run(kind, func(t *testing.T) { testFailover(t, kind, 3, kills) })
 	}
 }
 
-func testFailover(t *testing.T, kind string, nkills int) {
-	c := Start(t, Config{Kind: kind})
+// TestFailoverFiveMembers is TestFailover on a 5-member cluster with the
+// leader and a follower SIGKILLed together each time (the other three are
+// a quorum), then two followers. It runs with METASTORE_SOAK (make
+// soak-cluster: 20 double kills) or METASTORE_CLUSTER_FIVE=n (n double
+// kills).
+func TestFailoverFiveMembers(t *testing.T) {
+	kills := 0
+	if soak() {
+		kills = 20
+	}
+	if kills = envInt(t, "METASTORE_CLUSTER_FIVE", kills); kills == 0 {
+		t.Skip("5-member failover runs with METASTORE_SOAK or METASTORE_CLUSTER_FIVE=n")
+	}
+	for _, kind := range Kinds() {
+		t.Run(kind, func(t *testing.T) { testFailover(t, kind, 5, kills) })
+	}
+}
+
+// testFailover kills the leader nkills times (with a follower alongside
+// when the cluster has 5 members), then followers; see TestFailover.
+func testFailover(t *testing.T, kind string, size, nkills int) {
+	c := Start(t, Config{Kind: kind, Size: size})
 	r := &failoverRun{start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -170,35 +190,55 @@ func testFailover(t *testing.T, kind string, nkills int) {
 		}
 	}
 	var kills []time.Duration // when each kill was sent, on the run's clock
-	cycle := func(i int, m *Member, role string) {
-		t.Helper()
-		waitAcked(fmt.Sprintf("before kill %d", i), 100)
-		killedAt := r.now()
-		m.Kill()
-		kills = append(kills, killedAt)
-		begin := time.Now()
-		waitAcked(fmt.Sprintf("%s %s down (kill %d)", role, m.Name, i), 50)
-		down := time.Since(begin)
-		m.Restart()
-		if err := c.WaitHealthy(60 * time.Second); err != nil {
-			t.Fatalf("after restarting %s: %v", m, err)
-		}
-		if i < 5 || i%10 == 0 {
-			t.Logf("kill %d: %s %s SIGKILLed, 50 writes acknowledged by the others in %v, restarted", i, role, m.Name, down.Round(time.Millisecond))
-		}
-	}
-	for i := 0; i < nkills; i++ {
+	// The members a cycle kills together: the leader (or not) and as many
+	// followers as leave a quorum running.
+	victims := func(withLeader bool) []*Member {
 		l, err := c.WaitLeader(30 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cycle(i, l, "leader")
+		var ms []*Member
+		if withLeader {
+			ms = append(ms, l)
+		}
+		for _, f := range c.Followers(l) {
+			if len(ms) < (size-1)/2 {
+				ms = append(ms, f)
+			}
+		}
+		return ms
 	}
-	l, err := c.WaitLeader(30 * time.Second)
-	if err != nil {
-		t.Fatal(err)
+	cycle := func(i int, ms []*Member, role string) {
+		t.Helper()
+		waitAcked(fmt.Sprintf("before kill %d", i), 100)
+		killedAt := r.now()
+		var names []string
+		for _, m := range ms {
+			m.Kill()
+			names = append(names, m.Name)
+		}
+		kills = append(kills, killedAt)
+		begin := time.Now()
+		waitAcked(fmt.Sprintf("%s %v down (kill %d)", role, names, i), 50)
+		down := time.Since(begin)
+		for _, m := range ms {
+			m.Restart()
+		}
+		if err := c.WaitHealthy(60 * time.Second); err != nil {
+			t.Fatalf("after restarting %v: %v", names, err)
+		}
+		if i < 5 || i%10 == 0 {
+			t.Logf("kill %d: %s %v SIGKILLed, 50 writes acknowledged by the others in %v, restarted", i, role, names, down.Round(time.Millisecond))
+		}
 	}
-	cycle(nkills, c.Followers(l)[0], "follower")
+	for i := 0; i < nkills; i++ {
+		role := "leader"
+		if size > 3 {
+			role = "leader and follower"
+		}
+		cycle(i, victims(true), role)
+	}
+	cycle(nkills, victims(false), "follower(s)")
 	waitAcked("at the end", 100)
 	stop()
 
@@ -252,8 +292,8 @@ func testFailover(t *testing.T, kind string, nkills int) {
 		_ = name
 	}
 	c.CheckRaces(t)
-	t.Logf("%s: %d leader kills and 1 follower kill (first write sent after each kill acknowledged after %v); %d writes acknowledged, %d with unknown outcome, %d linearizable reads; all %d members hold the same %d revisions (HashKV %x) with every acknowledged write",
-		kind, nkills, firstAck, acked, unknown, len(r.reads), len(c.Members), rev, hs[c.Members[0].Name])
+	t.Logf("%s, %d members: %d leader kills and 1 follower kill (first write sent after each kill acknowledged after %v); %d writes acknowledged, %d with unknown outcome, %d linearizable reads; all %d members hold the same %d revisions (HashKV %x) with every acknowledged write",
+		kind, size, nkills, firstAck, acked, unknown, len(r.reads), len(c.Members), rev, hs[c.Members[0].Name])
 }
 
 // checkRealTime checks that revisions never go back in real time: an

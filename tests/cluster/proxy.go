@@ -3,7 +3,6 @@ package cluster
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -269,10 +268,21 @@ func (n *Network) caller(in net.Conn) (int, error) {
 	return -1, fmt.Errorf("no member holds the socket 127.0.0.1:%d → %s", ra.Port, la)
 }
 
-// socketInode finds the inode of the IPv4 TCP socket whose local port is
-// lport and remote port rport (both on loopback) in /proc/net/tcp.
+// socketInode finds the inode of the TCP socket whose local port is lport
+// and remote port rport (both on loopback) in /proc/net/tcp, or tcp6 for a
+// dual-stack socket (IPv4-mapped addresses keep the port suffix).
 func socketInode(lport, rport int) (string, error) {
-	f, err := os.Open("/proc/net/tcp")
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		inode, err := findSocket(table, lport, rport)
+		if err != nil || inode != "" {
+			return inode, err
+		}
+	}
+	return "", fmt.Errorf("socket :%d→:%d not found", lport, rport)
+}
+
+func findSocket(table string, lport, rport int) (string, error) {
+	f, err := os.Open(table)
 	if err != nil {
 		return "", err
 	}
@@ -290,10 +300,7 @@ func socketInode(lport, rport int) (string, error) {
 			return fs[9], nil
 		}
 	}
-	if err := sc.Err(); err != nil && err != io.EOF {
-		return "", err
-	}
-	return "", fmt.Errorf("socket :%d→:%d not found", lport, rport)
+	return "", sc.Err()
 }
 
 func holdsFD(pid int, link string) bool {

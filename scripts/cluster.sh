@@ -47,7 +47,6 @@ done
 EPS=127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
 for i in 0 1 2; do
 	name=infra$((i + 1))
-	# --log-outputs/--logger are etcd's; metastore logs to stderr already.
 	# shellcheck disable=SC2086
 	launch_member "$KIND" "$name" "$DIR/$name" /dev/stdout "${CPORTS[i]}" "${PPORTS[i]}" \
 		"$INITIAL" etcd-cluster-1 ${CLUSTER_ARGS:-} > >(sed -u "s/^/$name | /") 2>&1
@@ -70,3 +69,4 @@ EOF
 # Any member exiting ends the run (and the trap stops the others).
 wait -n "${PIDS[@]}" || true
 log "a member exited; stopping the cluster"
+exit 1

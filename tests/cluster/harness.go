@@ -616,17 +616,21 @@ func (c *Cluster) revisions() ([]int64, error) {
 	return revs, nil
 }
 
-// HashKVs returns every running member's HashKV at rev.
-func (c *Cluster) HashKVs(ctx context.Context, rev int64) (map[string]uint32, error) {
-	hs := map[string]uint32{}
+// HashKVs returns every running member's HashKV at rev, each asked with
+// its own timeout, and how long each took.
+func (c *Cluster) HashKVs(timeout time.Duration, rev int64) (map[string]uint32, map[string]time.Duration, error) {
+	hs, took := map[string]uint32{}, map[string]time.Duration{}
 	for _, m := range c.Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		t0 := time.Now()
 		r, err := m.Client().HashKV(ctx, m.Endpoint, rev)
+		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("%s: hashkv: %w", m, err)
+			return nil, nil, fmt.Errorf("%s: hashkv at %d (after %v): %w", m, rev, time.Since(t0).Round(time.Millisecond), err)
 		}
-		hs[m.Name] = r.Hash
+		hs[m.Name], took[m.Name] = r.Hash, time.Since(t0)
 	}
-	return hs, nil
+	return hs, took, nil
 }
 
 // CheckRaces fails the test if a member reported a data race.

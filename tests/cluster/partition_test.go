@@ -187,7 +187,7 @@ func partitionPhase(t *testing.T, c *Cluster, cut *Member, role string, phase in
 			}
 		}
 	}
-	hs, err := c.HashKVs(ctx, rev)
+	hs, _, err := c.HashKVs(time.Minute, rev)
 	if err != nil {
 		t.Fatal(err)
 	}

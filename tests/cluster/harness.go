@@ -90,8 +90,7 @@ type Member struct {
 	// ListenPeerURL is where the process listens for peers; PeerURL is the
 	// URL it advertises (the proxy's with Config.Proxy).
 	ListenPeerURL, PeerURL string
-	// Args are the process' flags; InitialCluster and State may be changed
-	// before a (re)start, e.g. for a member joining an existing cluster.
+	// Args are the process' flags (etcd's clustering flags, see setArgs).
 	Args    []string
 	logPath string
 	proxy   *PeerProxy
@@ -666,9 +665,9 @@ func (c *Cluster) AddMember(name, initialCluster string) *Member {
 	return m
 }
 
-// NewMemberURLs returns the peer URL a member named name would advertise
-// if added next: AddMember must then be called with the same name. Without
-// Config.Proxy it is a port picked now and kept for AddMember.
+// NewMemberURLs makes the ports (and proxy) of a member named name, to be
+// started by AddMember with the same name, and returns the peer URL it will
+// advertise (what `member add --peer-urls` needs first).
 func (c *Cluster) NewMemberURLs(name string) string {
 	if c.pending == nil {
 		c.pending = map[string]*Member{}

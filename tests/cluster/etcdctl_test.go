@@ -31,7 +31,7 @@ var (
 	hexWordRe  = regexp.MustCompile(`\b[0-9a-f]{12,16}\b`)
 	tookRe     = regexp.MustCompile(`took = [0-9.]+[µnm]?s`)
 	portRe     = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
-	memberIDRe = regexp.MustCompile(`Member ([0-9a-f]+) added`)
+	memberIDRe = regexp.MustCompile(`Member +([0-9a-f]+) added`)
 	clusterEnv = regexp.MustCompile(`ETCD_INITIAL_CLUSTER="([^"]*)"`)
 	// etcdctl prints member and cluster ids as %16x: shorter ids are
 	// padded with spaces.

@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large test-upstream test-migrate-old tools bench bench-auth bench-watch bench-policy bench-restart vet fmt lint clean soak fuzz policies test-lease-scale bench-lease
+.PHONY: all build run test test-unit test-compat test-k8s soak-k8s test-rangestream test-rangestream-large test-upstream test-migrate-old tools bench bench-auth bench-watch bench-policy bench-restart vet fmt lint clean soak fuzz policies test-lease-scale bench-lease cluster soak-cluster bench-cluster
 
 all: build
 
@@ -76,6 +76,28 @@ test-migrate-old:
 # of make test). UPSTREAM_RUN=<pattern> runs only the matching cases.
 test-upstream:
 	./scripts/test-upstream.sh
+
+# A local 3-member metastore cluster in the foreground, laid out as etcd's
+# Procfile: clients on 127.0.0.1:2379, :22379, :32379, peers on :2380,
+# :22380, :32380, data in ./default.cluster (CLUSTER_FRESH=1 starts anew,
+# CLUSTER_KIND=etcd runs etcd instead). Ctrl-C stops all three.
+cluster: build
+	./scripts/cluster.sh
+
+# Long forms of tests/cluster (etcd, then metastore): 100 leader SIGKILLs
+# of a 3-member cluster under 16 writers, 20 double kills (leader and a
+# follower) of a 5-member one, then porcupine and the watch checkers over
+# 40 segments, each ending with a leader SIGKILL. CLUSTER_KILLS sets the
+# 3-member leader kills.
+CLUSTER_KILLS ?= 100
+soak-cluster:
+	cd tests && METASTORE_SOAK=1 METASTORE_CLUSTER_KILLS=$(CLUSTER_KILLS) $(GO) test -race -count=1 -timeout 3h -v \
+		-run 'TestFailover|TestLinearizableLeaderKills' ./cluster
+
+# make bench's workloads against a 3-member etcd and a 3-member metastore
+# (docs/benchmarks-cluster.md).
+bench-cluster: build tools
+	./scripts/bench-cluster.sh
 
 # Long forms of the reliability tests (tests/reliability, tests/e2e): 100
 # SIGKILL/restart cycles and longer linearizability runs.

@@ -111,6 +111,11 @@ start_metastore() {
 	fi
 }
 
+# make bench-cluster (BENCH_CLUSTER=3): each server as a 3-member cluster
+# on loopback instead (start_etcd, start_metastore and cpu_ticks redefined).
+# shellcheck source=scripts/cluster-lib.sh
+[[ -z ${BENCH_CLUSTER:-} ]] || source "$ROOT/scripts/cluster-lib.sh"
+
 for t in $BENCH_TARGETS; do
 	case $t in
 	etcd) start_etcd ;;

@@ -395,14 +395,7 @@ func (m *Member) Kill() { _ = m.signalAndWait(syscall.SIGKILL, 30*time.Second) }
 // Stop sends SIGTERM and waits up to 30s for a graceful exit (then
 // SIGKILLs); nil for exit status 0 or death by the SIGTERM itself.
 func (m *Member) Stop() error {
-	err := m.signalAndWait(syscall.SIGTERM, 30*time.Second)
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
-			return nil
-		}
-	}
-	return err
+	return framework.GracefulExit(m.signalAndWait(syscall.SIGTERM, 30*time.Second))
 }
 
 func (m *Member) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
@@ -412,15 +405,7 @@ func (m *Member) signalAndWait(sig syscall.Signal, timeout time.Duration) error 
 	if cmd == nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(sig)
-	escalated := false
-	select {
-	case <-exited:
-	case <-time.After(timeout):
-		escalated = true
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	escalated := framework.SignalAndWait(cmd, exited, sig, timeout)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cmd, m.exited = nil, nil

@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -133,8 +134,15 @@ func (p *Process) Kill() {
 // SIGKILLs it. It returns nil for a graceful exit: status 0, or death by the
 // SIGTERM itself (etcd re-raises the signal after cleaning up).
 func (p *Process) Stop() error {
-	err := p.signalAndWait(syscall.SIGTERM, 30*time.Second)
-	if ee, ok := err.(*exec.ExitError); ok {
+	return GracefulExit(p.signalAndWait(syscall.SIGTERM, 30*time.Second))
+}
+
+// GracefulExit maps a stopped process's wait error to nil when the exit
+// was graceful: status 0, or death by the SIGTERM itself (etcd re-raises
+// the signal after cleaning up).
+func GracefulExit(err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
 			return nil
 		}
@@ -151,15 +159,7 @@ func (p *Process) signalAndWait(sig syscall.Signal, timeout time.Duration) error
 	if cmd == nil {
 		return nil
 	}
-	_ = cmd.Process.Signal(sig)
-	var escalated bool
-	select {
-	case <-exited:
-	case <-time.After(timeout):
-		escalated = true
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	escalated := SignalAndWait(cmd, exited, sig, timeout)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cmd, p.exited = nil, nil
@@ -167,6 +167,20 @@ func (p *Process) signalAndWait(sig syscall.Signal, timeout time.Duration) error
 		return fmt.Errorf("%s did not exit within %v of %v; killed", p.Kind, timeout, sig)
 	}
 	return p.err
+}
+
+// SignalAndWait signals cmd and waits until exited is closed, SIGKILLing
+// the process after timeout; it reports whether it had to.
+func SignalAndWait(cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal, timeout time.Duration) (escalated bool) {
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return false
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-exited
+		return true
+	}
 }
 
 // Running reports whether the process has been started and not yet waited for.

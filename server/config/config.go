@@ -103,6 +103,21 @@ type Cluster struct {
 	// ElectionTimeout is how long a follower waits without a heartbeat
 	// before it campaigns (etcd's --election-timeout, milliseconds).
 	ElectionTimeout time.Duration `yaml:"election_timeout"`
+	// InitialCorruptCheck makes a restarting member compare its HashKV
+	// with its peers' before it serves, and refuse to start on a mismatch
+	// (etcd's --feature-gates=InitialCorruptCheck=true, formerly
+	// --experimental-initial-corrupt-check).
+	InitialCorruptCheck bool `yaml:"initial_corrupt_check"`
+	// CorruptCheckTime is how often the leader compares its HashKV with
+	// the followers' and raises the CORRUPT alarm on a mismatch (etcd's
+	// --corrupt-check-time); 0 disables.
+	CorruptCheckTime time.Duration `yaml:"corrupt_check_time"`
+	// CompactHashCheck makes the leader compare the hashes members took
+	// at their last compactions every CompactHashCheckTime, raising the
+	// CORRUPT alarm for a minority that differs (etcd's
+	// --feature-gates=CompactHashCheck=true and --compact-hash-check-time).
+	CompactHashCheck     bool          `yaml:"compact_hash_check"`
+	CompactHashCheckTime time.Duration `yaml:"compact_hash_check_time"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -291,6 +306,7 @@ func Default() *Config {
 			MaxLearners: 1, StrictReconfigCheck: true,
 			InitialClusterState: "new", InitialClusterToken: "etcd-cluster",
 			HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: time.Second,
+			CompactHashCheckTime: time.Minute,
 		},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,

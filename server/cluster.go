@@ -35,6 +35,9 @@ type clusterState struct {
 	// peers are the members to reach at start; nil: the stored members.
 	peers      []raftnode.Peer
 	newCluster bool
+	// initialized: the data directory already had this member's state
+	// (etcd's memberInitialized: a restart, not a bootstrap or a join).
+	initialized bool
 	// self is the member record the applier stores when it has none (a
 	// single node's data directory); nil for a new or joining member,
 	// whose member set comes from the log.
@@ -78,6 +81,7 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 			return nil, errors.New("data directory has state but no member ID")
 		}
 		s.ids = ids
+		cs.initialized = true
 		if !hasRaft && last == 0 && raft.IsEmptyHardState(cs.log.HardState()) {
 			// A single node's data directory: its member set (stored by
 			// the loop, or this one) stands for the configuration.
@@ -285,6 +289,7 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 		defer s.bg.Done()
 		s.publishMember(ctx)
 	}()
+	s.runCorruptChecks(ctx) // corrupt.go
 	go func() {
 		defer s.bg.Done()
 		wasLeader := false

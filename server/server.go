@@ -137,6 +137,11 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	// reaches it before the batch's callers are answered.
 	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: v3rpc.WatchResponseBytes(cfg.Limits)})
 	var counter guard.TenantCounter
+	if cs != nil && cs.initialized && cfg.Cluster.InitialCorruptCheck {
+		if err := s.initialCorruptCheck(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	if cs != nil {
 		if err := s.startCluster(cs); err != nil {
 			return nil, err

@@ -184,13 +184,14 @@ func (s *Server) joinCluster(ctx context.Context, cs *clusterState, members []co
 func (s *Server) startCluster(cs *clusterState) error {
 	cfg := s.cfg
 	s.machine = apply.NewRaftMachine(s.store, s.applier, apply.RaftMachineOptions{
-		OnCommit: s.hub.Publish, OnApplied: s.onApplied,
+		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnBatchCommit: s.metrics.ObserveBackendCommit,
 	})
 	s.peerTransport = raftnode.NewTransport(raftnode.TransportConfig{
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
+	s.peerRTT = newPeerRTT()
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport, s.peerRTT})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	for _, raw := range cfg.PeerListenURLs() {
@@ -290,6 +291,11 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 		s.publishMember(ctx)
 	}()
 	s.runCorruptChecks(ctx) // corrupt.go
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.runPeerProber(ctx) // peermetrics.go
+	}()
 	go func() {
 		defer s.bg.Done()
 		wasLeader := false

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -68,6 +69,7 @@ type Server struct {
 	// transport is the listeners and the gRPC and HTTP servers on them.
 	transport *serve.Server
 	metrics   *v3rpc.Metrics
+	peerRTT   *prometheus.HistogramVec // a cluster member's (peermetrics.go)
 	// live is what a reload changes while serving (reload.go).
 	live liveSettings
 

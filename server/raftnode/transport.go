@@ -104,6 +104,7 @@ type PeerTransport struct {
 
 	recvMu   sync.Mutex
 	received map[uint64]uint64 // bytes received, by sender
+	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -128,6 +129,7 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
 		peers:    make(map[uint64]*peer),
 		received: make(map[uint64]uint64),
+		recvFail: make(map[uint64]uint64),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -275,6 +277,9 @@ func (t *PeerTransport) Close() {
 // etcd_network_peer_received_bytes_total, etcd_network_peer_sent_failures_total).
 type PeerMetrics struct {
 	SentBytes, ReceivedBytes, SentFailures uint64
+	// ReceivedFailures counts messages from the peer that could not be
+	// decoded or that raft refused (etcd_network_peer_received_failures_total).
+	ReceivedFailures uint64
 }
 
 // Metrics returns the counters of every peer known or heard from.
@@ -289,6 +294,11 @@ func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
 	for id, n := range t.received {
 		m := out[id]
 		m.ReceivedBytes = n
+		out[id] = m
+	}
+	for id, n := range t.recvFail {
+		m := out[id]
+		m.ReceivedFailures = n
 		out[id] = m
 	}
 	t.recvMu.Unlock()
@@ -590,6 +600,8 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			}
 			if err := r.Step(m); errors.Is(err, ErrStopped) {
 				return err
+			} else if err != nil {
+				t.countRecvFailure(from)
 			}
 			return nil // raft ignores what it must (stale terms, …)
 		})
@@ -597,9 +609,17 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			return status.Error(codes.Unavailable, err.Error())
 		}
 		if err != nil {
+			t.countRecvFailure(from)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
+}
+
+// countRecvFailure counts a message from peer from that was lost here.
+func (t *PeerTransport) countRecvFailure(from uint64) {
+	t.recvMu.Lock()
+	t.recvFail[from]++
+	t.recvMu.Unlock()
 }
 
 // A frame is messages, each as uvarint(length) then raftpb.Message bytes.

@@ -68,6 +68,10 @@ type Server struct {
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
+	// ListenClientHTTPURLs serve the client HTTP endpoints (the JSON
+	// gateway, /health, /metrics, /version) on listeners of their own; the
+	// client URLs then serve gRPC only (etcd's --listen-client-http-urls).
+	ListenClientHTTPURLs []string `yaml:"listen_client_http_urls"`
 	// TLS secures every https:// client and metrics listener.
 	TLS TLS `yaml:"tls"`
 	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, /v3/watch
@@ -132,6 +136,10 @@ type TLS struct {
 	// ClientCertAuth requires clients to present a certificate signed by
 	// TrustedCAFile; its CN becomes the auth user (etcd's --client-cert-auth).
 	ClientCertAuth bool `yaml:"client_cert_auth"`
+	// CRLFile is a certificate revocation list, PEM or DER: a client
+	// certificate it lists is refused at the handshake (etcd's
+	// --client-crl-file). Re-read when it changes.
+	CRLFile string `yaml:"crl_file"`
 	// AutoTLS serves https:// listeners with a self-signed certificate
 	// when no cert_file and key_file are given (etcd's --auto-tls). The
 	// certificate is made once and kept in <data_dir>/fixtures/client.

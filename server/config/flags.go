@@ -59,11 +59,13 @@ var flagDefs = []flagDef{
 
 	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
 	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},
+	{name: "listen-client-http-urls", group: groupClients, key: "server.listen_client_http_urls", usage: "Comma-separated URLs for the client HTTP endpoints (JSON gateway, /health, /metrics, /version) on listeners of their own; --listen-client-urls then serve gRPC only."},
 	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
 	{name: "enable-grpc-gateway", group: groupClients, key: "server.enable_grpc_gateway", isBool: true, usage: "Serve etcd's JSON gateway (/v3/kv/range, /v3/watch, ...) on the client URLs."},
 
 	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
 	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},
+	{name: "client-crl-file", group: groupSecurity, key: "server.tls.crl_file", usage: "Path to the client certificate revocation list file."},
 	{name: "trusted-ca-file", group: groupSecurity, key: "server.tls.trusted_ca_file", usage: "Path to the client server TLS trusted CA cert file."},
 	{name: "auto-tls", group: groupSecurity, key: "server.tls.auto_tls", isBool: true, usage: "Serve https:// client URLs with a generated self-signed certificate when --cert-file and --key-file are not given."},
 	{name: "client-cert-auth", group: groupSecurity, key: "server.tls.client_cert_auth", isBool: true, usage: "Require client certificates signed by --trusted-ca-file."},

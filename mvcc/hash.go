@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"sort"
 	"sync"
 
@@ -177,6 +178,15 @@ func (c *compactionHashes) store(h KVHash) {
 	if len(c.hashes) > compactionHashesMax {
 		c.hashes = c.hashes[len(c.hashes)-compactionHashesMax:]
 	}
+}
+
+// CompactionHashes returns the hashes taken at the last compactions since
+// the store opened (at most 10, by revision): what etcd's compaction hash
+// check compares between members.
+func (s *Store) CompactionHashes() []KVHash {
+	s.compactHashes.mu.Lock()
+	defer s.compactHashes.mu.Unlock()
+	return slices.Clone(s.compactHashes.hashes)
 }
 
 func (c *compactionHashes) get(rev int64) (KVHash, bool) {

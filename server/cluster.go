@@ -33,6 +33,9 @@ type clusterState struct {
 	// peers are the members to reach at start; nil: the stored members.
 	peers      []raftnode.Peer
 	newCluster bool
+	// initialized: the data directory already had this member's state
+	// (etcd's memberInitialized: a restart, not a bootstrap or a join).
+	initialized bool
 	// self is the member record the applier stores when it has none (a
 	// single node's data directory); nil for a new or joining member,
 	// whose member set comes from the log.
@@ -76,6 +79,7 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 			return nil, errors.New("data directory has state but no member ID")
 		}
 		s.ids = ids
+		cs.initialized = true
 		if !hasRaft && last == 0 && raft.IsEmptyHardState(cs.log.HardState()) {
 			// A single node's data directory: its member set (stored by
 			// the loop, or this one) stands for the configuration.
@@ -178,7 +182,7 @@ func (s *Server) joinCluster(ctx context.Context, cs *clusterState, members []co
 func (s *Server) startCluster(cs *clusterState) error {
 	cfg := s.cfg
 	s.machine = apply.NewRaftMachine(s.store, s.applier, apply.RaftMachineOptions{
-		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnRestore: s.restoreDerived,
+		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnRestore: s.restoreDerived, OnBatchCommit: s.metrics.ObserveBackendCommit,
 	})
 	snaps, err := s.openSnapshots(cs.log)
 	if err != nil {
@@ -188,7 +192,8 @@ func (s *Server) startCluster(cs *clusterState) error {
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport}, snapshotCollector{s.peerTransport})
+	s.peerRTT = newPeerRTT()
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport, s.peerRTT}, snapshotCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	for _, raw := range cfg.PeerListenURLs() {
@@ -288,6 +293,12 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 	go func() {
 		defer s.bg.Done()
 		s.publishMember(ctx)
+	}()
+	s.runCorruptChecks(ctx) // corrupt.go
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.runPeerProber(ctx) // peermetrics.go
 	}()
 	go func() {
 		defer s.bg.Done()

@@ -39,6 +39,7 @@ const (
 	peerLeaseRenew      = "/" + peerSvc + "/LeaseRenew"
 	peerLeaseTimeToLive = "/" + peerSvc + "/LeaseTimeToLive"
 	peerMemberPromote   = "/" + peerSvc + "/MemberPromote"
+	peerHashKVMethod    = "/" + peerSvc + "/HashKV"
 	mdPeerClusterID     = "metastore-cluster-id"
 )
 
@@ -110,6 +111,9 @@ var peerServiceDesc = grpc.ServiceDesc{
 				return nil, rpctypes.ErrGRPCNotLeader
 			}
 			return s.rpc.LeaseTimeToLive(r.ID), nil
+		}),
+		peerMethod("HashKV", true, func(s *Server, ctx context.Context, raw []byte) (marshaler, error) {
+			return s.peerHashKV(ctx, raw) // corrupt.go
 		}),
 		peerMethod("MemberPromote", true, func(s *Server, ctx context.Context, raw []byte) (marshaler, error) {
 			var r pb.MemberPromoteRequest

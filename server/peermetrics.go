@@ -1,14 +1,30 @@
 package server
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
 // peerCollector exports the peer transport's counters under etcd's names
-// (etcd_network_peer_*), labelled with the peer's ID as etcd labels them.
-type peerCollector struct{ t *raftnode.PeerTransport }
+// (etcd_network_peer_*), labelled with the peer's ID as etcd labels them,
+// and the round trips the prober measures.
+type peerCollector struct {
+	t   *raftnode.PeerTransport
+	rtt *prometheus.HistogramVec
+}
+
+// newPeerRTT is etcd's etcd_network_peer_round_trip_time_seconds.
+func newPeerRTT() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "etcd_network_peer_round_trip_time_seconds", Help: "Round-Trip-Time histogram between peers",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	}, []string{"To"})
+}
 
 var (
 	peerSentBytesDesc = prometheus.NewDesc("etcd_network_peer_sent_bytes_total",
@@ -17,12 +33,16 @@ var (
 		"The total number of bytes received from peers.", []string{"From"}, nil)
 	peerSentFailuresDesc = prometheus.NewDesc("etcd_network_peer_sent_failures_total",
 		"The total number of send failures from peers.", []string{"To"}, nil)
+	peerReceivedFailuresDesc = prometheus.NewDesc("etcd_network_peer_received_failures_total",
+		"The total number of receive failures from peers.", []string{"From"}, nil)
 )
 
 func (c peerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- peerSentBytesDesc
 	ch <- peerReceivedBytesDesc
 	ch <- peerSentFailuresDesc
+	ch <- peerReceivedFailuresDesc
+	c.rtt.Describe(ch)
 }
 
 func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -30,6 +50,47 @@ func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
 		peer := raftnode.FormatID(id)
 		ch <- prometheus.MustNewConstMetric(peerSentBytesDesc, prometheus.CounterValue, float64(m.SentBytes), peer)
 		ch <- prometheus.MustNewConstMetric(peerReceivedBytesDesc, prometheus.CounterValue, float64(m.ReceivedBytes), peer)
-		ch <- prometheus.MustNewConstMetric(peerSentFailuresDesc, prometheus.CounterValue, float64(m.SentFailures), peer)
+		// As etcd's counter vectors, a failure series appears with the
+		// first failure.
+		if m.SentFailures > 0 {
+			ch <- prometheus.MustNewConstMetric(peerSentFailuresDesc, prometheus.CounterValue, float64(m.SentFailures), peer)
+		}
+		if m.ReceivedFailures > 0 {
+			ch <- prometheus.MustNewConstMetric(peerReceivedFailuresDesc, prometheus.CounterValue, float64(m.ReceivedFailures), peer)
+		}
+	}
+	c.rtt.Collect(ch)
+}
+
+// proberInterval is how often each peer's round trip is measured: etcd's
+// prober's interval (its connection read timeout less a second).
+const proberInterval = 4 * time.Second
+
+// runPeerProber measures the round trip of a small peer call (the member
+// list) to every other member, as etcd's prober does over its peer
+// transport, into etcd_network_peer_round_trip_time_seconds; unreachable
+// peers are not observed.
+func (s *Server) runPeerProber(ctx context.Context) {
+	t := time.NewTicker(proberInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range s.applier.Members().Members {
+			if m.ID == s.ids.Member || len(m.PeerURLs) == 0 {
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, proberInterval)
+			start := time.Now()
+			var resp pb.MemberListResponse
+			err := s.peers.call(pctx, 0, m.PeerURLs, peerMembers, &pb.MemberListRequest{}, &resp)
+			cancel()
+			if err == nil {
+				s.peerRTT.WithLabelValues(raftnode.FormatID(m.ID)).Observe(time.Since(start).Seconds())
+			}
+		}
 	}
 }

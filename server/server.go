@@ -12,6 +12,7 @@ import (
 	"time"
 
 	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -68,6 +69,7 @@ type Server struct {
 	// transport is the listeners and the gRPC and HTTP servers on them.
 	transport *serve.Server
 	metrics   *v3rpc.Metrics
+	peerRTT   *prometheus.HistogramVec // a cluster member's (peermetrics.go)
 	// live is what a reload changes while serving (reload.go).
 	live liveSettings
 
@@ -137,6 +139,11 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	// reaches it before the batch's callers are answered.
 	s.hub = mvcc.NewHub(store, mvcc.HubOptions{ResponseMaxBytes: v3rpc.WatchResponseBytes(cfg.Limits)})
 	var counter guard.TenantCounter
+	if cs != nil && cs.initialized && cfg.Cluster.InitialCorruptCheck {
+		if err := s.initialCorruptCheck(context.Background()); err != nil {
+			return nil, err
+		}
+	}
 	if cs != nil {
 		if err := s.startCluster(cs); err != nil {
 			return nil, err

@@ -86,6 +86,11 @@ func TestRun(t *testing.T) {
 		code:   2,
 		stderr: []string{"flag provided but not defined: -datadir", "Usage:"},
 	}, {
+		name:   "snapshot restore into a cluster without this member",
+		args:   []string{"snapshot", "restore", "x.db", "--data-dir", "/nonexistent/d", "--name", "m9", "--initial-cluster", "m0=http://127.0.0.1:2380"},
+		code:   1,
+		stderr: []string{`couldn't find local name "m9" in the initial cluster configuration`},
+	}, {
 		name:       "policy --help",
 		args:       []string{"policy", "--help"},
 		stdout:     []string{"metastore policy eval"},

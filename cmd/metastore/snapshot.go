@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/metastore-dev/metastore/server"
 )
@@ -13,6 +14,9 @@ const snapshotUsage = `Usage:
 
   metastore snapshot restore FILE --data-dir DIR [--skip-hash-check]
                              [--bump-revision N --mark-compacted]
+                             [--name NAME --initial-cluster NAME=URL,...
+                              --initial-cluster-token TOKEN
+                              --initial-advertise-peer-urls URL,...]
     Restore a snapshot saved with 'etcdctl snapshot save' from etcd (3.4 to
     3.6) or metastore, or an etcd member's member/snap/db file (with
     --skip-hash-check), into DIR, which must not exist or be empty. Start
@@ -27,6 +31,22 @@ const snapshotUsage = `Usage:
     --bump-revision N  raise the restored revision by N, and with
     --mark-compacted   compact at it (as etcdutl: for restoring an older
                        backup; watchers from before must start over)
+
+  Disaster recovery into a new cluster, as etcdutl's: restore the same
+  file into every member's DIR with the same --initial-cluster and
+  --initial-cluster-token and each member's own --name and
+  --initial-advertise-peer-urls, then start the members with those flags.
+  The member and cluster IDs are derived from them as etcd does; the
+  snapshot's member set is replaced by --initial-cluster. Given any of
+  these flags, the others take etcdutl's defaults:
+
+    --name                         member name (default "default")
+    --initial-cluster              the new cluster's members
+                                   (default "NAME=http://localhost:2380")
+    --initial-cluster-token        token of the new cluster (default
+                                   "etcd-cluster")
+    --initial-advertise-peer-urls  this member's peer URLs, as listed for
+                                   --name (default "http://localhost:2380")
 `
 
 // snapshotCmd runs `metastore snapshot ...` and returns the exit status.
@@ -51,6 +71,12 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 	skipHash := fs.Bool("skip-hash-check", false, "accept a file without a SHA-256 trailer (etcd's member/snap/db) and do not verify one")
 	bump := fs.Uint64("bump-revision", 0, "raise the restored revision by this much (needs --mark-compacted)")
 	markCompacted := fs.Bool("mark-compacted", false, "compact at the restored revision (needs --bump-revision)")
+	var rc server.RestoreCluster
+	var advertise string
+	fs.StringVar(&rc.Name, "name", "", "this member's name in --initial-cluster")
+	fs.StringVar(&rc.InitialCluster, "initial-cluster", "", "the new cluster's members, name=peer-url,...")
+	fs.StringVar(&rc.Token, "initial-cluster-token", "", "token of the new cluster")
+	fs.StringVar(&advertise, "initial-advertise-peer-urls", "", "this member's peer URLs, comma-separated")
 	// The file may come before or after the flags, as in etcdutl.
 	var file string
 	rest := args[1:]
@@ -75,7 +101,29 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "metastore snapshot restore: FILE and --data-dir are required\n%s", snapshotUsage)
 		return 2
 	}
-	rev, err := server.RestoreSnapshot(file, *dataDir, server.RestoreOptions{SkipHashCheck: *skipHash, BumpRevision: *bump, MarkCompacted: *markCompacted})
+	opts := server.RestoreOptions{SkipHashCheck: *skipHash, BumpRevision: *bump, MarkCompacted: *markCompacted}
+	clusterFlags := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name", "initial-cluster", "initial-cluster-token", "initial-advertise-peer-urls":
+			clusterFlags = true
+		}
+	})
+	var (
+		rev int64
+		err error
+	)
+	if clusterFlags {
+		for _, u := range strings.Split(advertise, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				rc.AdvertisePeerURLs = append(rc.AdvertisePeerURLs, u)
+			}
+		}
+		rev, err = server.RestoreSnapshotCluster(file, *dataDir, opts, rc)
+	} else {
+		// No cluster flags: a single node with new random IDs, as before.
+		rev, err = server.RestoreSnapshot(file, *dataDir, opts)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "metastore snapshot restore: %v\n", err)
 		return 1

@@ -143,6 +143,9 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 	if isAuth(r) {
 		return a.applyAuth(b, r)
 	}
+	if refusedWhenCorrupt(r) && a.hasAlarm(pb.AlarmType_CORRUPT) {
+		return Result{Err: ErrCorrupt}
+	}
 	switch {
 	case r.Put != nil:
 		if a.hasAlarm(pb.AlarmType_NOSPACE) {

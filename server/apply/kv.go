@@ -20,7 +20,18 @@ var (
 	// whether the lessor or Apply finds it missing.
 	ErrLeaseNotFound = lease.ErrLeaseNotFound
 	ErrNoSpace       = errors.New("apply: database space exceeded")
+	// ErrCorrupt refuses changes while the CORRUPT alarm is on (etcd's
+	// corrupt applier).
+	ErrCorrupt = errors.New("apply: corrupt cluster")
 )
+
+// refusedWhenCorrupt reports whether etcd's corrupt applier refuses r: the
+// key-value and lease changes (reads are not applied; auth, alarms and
+// membership go on, so the alarm can be disarmed).
+func refusedWhenCorrupt(r *Request) bool {
+	return r.Put != nil || r.DeleteRange != nil || r.Txn != nil || r.Compaction != nil ||
+		r.LeaseGrant != nil || r.LeaseRevoke != nil
+}
 
 // WriteView is what the KV operations need from a write transaction.
 type WriteView interface {

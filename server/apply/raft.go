@@ -25,11 +25,12 @@ const metaRaftConfState = "raft_conf_state"
 // a crash is applied again on restart, and the log's next synced write
 // makes it durable (the log shares the Pebble database).
 type RaftMachine struct {
-	store     *mvcc.Store
-	applier   *Applier
-	onCommit  func([]mvcc.RevisionEvents)
-	onApplied func(r *Request, res *Result)
-	onRestore func() error
+	store         *mvcc.Store
+	applier       *Applier
+	onCommit      func([]mvcc.RevisionEvents)
+	onApplied     func(r *Request, res *Result)
+	onRestore     func() error
+	onBatchCommit func(time.Duration)
 }
 
 // RaftMachineOptions configure a RaftMachine.
@@ -45,13 +46,16 @@ type RaftMachineOptions struct {
 	// store and the applier reloaded: the member rebuilds what it derives
 	// from the store (leases, watchers). An error is fatal.
 	OnRestore func() error
+	// OnBatchCommit sees how long each apply batch's commit took
+	// (etcd_disk_backend_commit_duration_seconds).
+	OnBatchCommit func(time.Duration)
 }
 
 var _ raftnode.StateMachine = (*RaftMachine)(nil)
 
 // NewRaftMachine returns the state machine over s and a.
 func NewRaftMachine(s *mvcc.Store, a *Applier, opts RaftMachineOptions) *RaftMachine {
-	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied, onRestore: opts.OnRestore}
+	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied, onRestore: opts.OnRestore, onBatchCommit: opts.OnBatchCommit}
 }
 
 // AppliedState implements raftnode.StateMachine. A data directory written
@@ -123,8 +127,12 @@ func (m *RaftMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		b.Abort()
 		return nil, err
 	}
+	start := time.Now()
 	if err := b.CommitUnsynced(); err != nil {
 		return nil, err
+	}
+	if m.onBatchCommit != nil {
+		m.onBatchCommit(time.Since(start))
 	}
 	if m.onCommit != nil {
 		if ev := b.Events(); len(ev) > 0 {

@@ -33,7 +33,7 @@ func (s *Server) autoTLS(dataDir string) error {
 		return nil
 	}
 	var hosts []string
-	for _, raw := range append(append([]string(nil), s.ListenClientURLs...), s.ListenMetricsURLs...) {
+	for _, raw := range s.servedURLs() {
 		u, err := url.Parse(raw)
 		if err != nil || u.Scheme != "https" {
 			continue // plain listeners need no certificate; bad URLs are Validate's to report

@@ -101,6 +101,9 @@ func (c *Config) validateCluster(p *problems) {
 		"cluster.initial_cluster_state", "invalid value %q (want new or existing)", cl.InitialClusterState)
 	p.check(cl.HeartbeatInterval > 0, "cluster.heartbeat_interval", "must be > 0, got %v", cl.HeartbeatInterval)
 	p.check(cl.ElectionTimeout > 0, "cluster.election_timeout", "must be > 0, got %v", cl.ElectionTimeout)
+	p.check(cl.CorruptCheckTime >= 0, "cluster.corrupt_check_time", "must be >= 0, got %v", cl.CorruptCheckTime)
+	// etcd's message.
+	p.check(!cl.CompactHashCheck || cl.CompactHashCheckTime > 0, "cluster.compact_hash_check_time", "--compact-hash-check-time must be >0 (set to %v)", cl.CompactHashCheckTime)
 	if cl.HeartbeatInterval > 0 && cl.ElectionTimeout > 0 {
 		ms := func(d time.Duration) int64 { return d.Milliseconds() }
 		// etcd's embed.Config.Validate messages.

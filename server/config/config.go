@@ -68,6 +68,10 @@ type Server struct {
 	// ListenMetricsURLs serve /metrics and /health on separate listeners
 	// (etcd's --listen-metrics-urls). Empty means only on the client URLs.
 	ListenMetricsURLs []string `yaml:"listen_metrics_urls"`
+	// ListenClientHTTPURLs serve the client HTTP endpoints (the JSON
+	// gateway, /health, /metrics, /version) on listeners of their own; the
+	// client URLs then serve gRPC only (etcd's --listen-client-http-urls).
+	ListenClientHTTPURLs []string `yaml:"listen_client_http_urls"`
 	// TLS secures every https:// client and metrics listener.
 	TLS TLS `yaml:"tls"`
 	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, /v3/watch
@@ -112,6 +116,21 @@ type Cluster struct {
 	// ElectionTimeout is how long a follower waits without a heartbeat
 	// before it campaigns (etcd's --election-timeout, milliseconds).
 	ElectionTimeout time.Duration `yaml:"election_timeout"`
+	// InitialCorruptCheck makes a restarting member compare its HashKV
+	// with its peers' before it serves, and refuse to start on a mismatch
+	// (etcd's --feature-gates=InitialCorruptCheck=true, formerly
+	// --experimental-initial-corrupt-check).
+	InitialCorruptCheck bool `yaml:"initial_corrupt_check"`
+	// CorruptCheckTime is how often the leader compares its HashKV with
+	// the followers' and raises the CORRUPT alarm on a mismatch (etcd's
+	// --corrupt-check-time); 0 disables.
+	CorruptCheckTime time.Duration `yaml:"corrupt_check_time"`
+	// CompactHashCheck makes the leader compare the hashes members took
+	// at their last compactions every CompactHashCheckTime, raising the
+	// CORRUPT alarm for a minority that differs (etcd's
+	// --feature-gates=CompactHashCheck=true and --compact-hash-check-time).
+	CompactHashCheck     bool          `yaml:"compact_hash_check"`
+	CompactHashCheckTime time.Duration `yaml:"compact_hash_check_time"`
 }
 
 // TLS holds the certificates for https:// listeners (etcd's client
@@ -126,6 +145,10 @@ type TLS struct {
 	// ClientCertAuth requires clients to present a certificate signed by
 	// TrustedCAFile; its CN becomes the auth user (etcd's --client-cert-auth).
 	ClientCertAuth bool `yaml:"client_cert_auth"`
+	// CRLFile is a certificate revocation list, PEM or DER: a client
+	// certificate it lists is refused at the handshake (etcd's
+	// --client-crl-file). Re-read when it changes.
+	CRLFile string `yaml:"crl_file"`
 	// AutoTLS serves https:// listeners with a self-signed certificate
 	// when no cert_file and key_file are given (etcd's --auto-tls). The
 	// certificate is made once and kept in <data_dir>/fixtures/client.
@@ -301,6 +324,7 @@ func Default() *Config {
 			SnapshotCount: 10000, SnapshotCatchUpEntries: 5000,
 			InitialClusterState: "new", InitialClusterToken: "etcd-cluster",
 			HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: time.Second,
+			CompactHashCheckTime: time.Minute,
 		},
 		GRPC: GRPC{
 			MaxConcurrentStreams: 1<<32 - 1,

@@ -59,11 +59,13 @@ var flagDefs = []flagDef{
 
 	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
 	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},
+	{name: "listen-client-http-urls", group: groupClients, key: "server.listen_client_http_urls", usage: "Comma-separated URLs for the client HTTP endpoints (JSON gateway, /health, /metrics, /version) on listeners of their own; --listen-client-urls then serve gRPC only."},
 	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
 	{name: "enable-grpc-gateway", group: groupClients, key: "server.enable_grpc_gateway", isBool: true, usage: "Serve etcd's JSON gateway (/v3/kv/range, /v3/watch, ...) on the client URLs."},
 
 	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
 	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},
+	{name: "client-crl-file", group: groupSecurity, key: "server.tls.crl_file", usage: "Path to the client certificate revocation list file."},
 	{name: "trusted-ca-file", group: groupSecurity, key: "server.tls.trusted_ca_file", usage: "Path to the client server TLS trusted CA cert file."},
 	{name: "auto-tls", group: groupSecurity, key: "server.tls.auto_tls", isBool: true, usage: "Serve https:// client URLs with a generated self-signed certificate when --cert-file and --key-file are not given."},
 	{name: "client-cert-auth", group: groupSecurity, key: "server.tls.client_cert_auth", isBool: true, usage: "Require client certificates signed by --trusted-ca-file."},
@@ -156,8 +158,83 @@ var flagDefs = []flagDef{
 	{name: "snapshot-count", group: groupCluster, key: "cluster.snapshot_count", usage: "Number of applied Raft entries that triggers a truncation of the log (0: never)."},
 	{name: "snapshot-catchup-entries", group: groupCluster, key: "cluster.snapshot_catchup_entries", usage: "Number of entries a truncation keeps below the applied index for slow followers to catch up from."},
 	{name: "strict-reconfig-check", group: groupCluster, key: "cluster.strict_reconfig_check", isBool: true, usage: "Reject membership changes that would leave too few started members for a quorum."},
-	{name: "experimental-initial-corrupt-check", group: groupCompat, def: "false", isBool: true,
-		usage: "Accepted for etcd compatibility: etcd compares this member's HashKV with its peers' before serving; a single member has no peer, so there is nothing to compare (as in etcd).", apply: ignoreBool},
+	{name: "experimental-initial-corrupt-check", group: groupCluster, def: "false", isBool: true,
+		usage: "Deprecated (as in etcd 3.6) form of --feature-gates=InitialCorruptCheck=true.",
+		apply: deprecatedAlias("--feature-gates=InitialCorruptCheck=true", "cluster.initial_corrupt_check")},
+	{name: "corrupt-check-time", group: groupCluster, key: "cluster.corrupt_check_time", usage: "Duration of time between cluster corruption check passes (the leader compares HashKV with the followers'); 0 disables."},
+	{name: "experimental-corrupt-check-time", group: groupCluster, def: "0s",
+		usage: "Deprecated (as in etcd 3.6) name of --corrupt-check-time.",
+		apply: deprecatedAlias("--corrupt-check-time", "cluster.corrupt_check_time")},
+	{name: "compact-hash-check-time", group: groupCluster, key: "cluster.compact_hash_check_time", usage: "Duration of time between leader checks followers compaction hashes (with --feature-gates=CompactHashCheck=true)."},
+	{name: "experimental-compact-hash-check-time", group: groupCluster, def: "1m0s",
+		usage: "Deprecated (as in etcd 3.6) name of --compact-hash-check-time.",
+		apply: deprecatedAlias("--compact-hash-check-time", "cluster.compact_hash_check_time")},
+	{name: "experimental-compact-hash-check-enabled", group: groupCluster, def: "false", isBool: true,
+		usage: "Deprecated (as in etcd 3.6) form of --feature-gates=CompactHashCheck=true.",
+		apply: deprecatedAlias("--feature-gates=CompactHashCheck=true", "cluster.compact_hash_check")},
+	{name: "initial-corrupt-check", group: groupCluster, key: "cluster.initial_corrupt_check", isBool: true, usage: "Compare this member's HashKV with its peers' before serving after a restart; refuse to start on a mismatch (metastore's name for etcd's --feature-gates=InitialCorruptCheck=true)."},
+	{name: "compact-hash-check", group: groupCluster, key: "cluster.compact_hash_check", isBool: true, usage: "The leader checks followers' compaction hashes every --compact-hash-check-time (metastore's name for etcd's --feature-gates=CompactHashCheck=true)."},
+	{name: "feature-gates", group: groupCluster, def: "",
+		usage: "etcd's feature gates, key=true|false,...: InitialCorruptCheck and CompactHashCheck are used; etcd's other gates are accepted and have no effect.",
+		apply: featureGates},
+}
+
+// deprecatedAlias sets key from an etcd 3.6 flag that was renamed, with
+// etcd's deprecation warning.
+func deprecatedAlias(replacement, key string) func(l *loader, source, v string) error {
+	return func(l *loader, source, v string) error {
+		l.note(slog.LevelWarn, source+" is deprecated (as in etcd 3.6); use "+replacement)
+		return leafByKey[key].set(l.cfg, v)
+	}
+}
+
+// etcdFeatureGates are etcd 3.6's server feature gates: the ones metastore
+// acts on map to a config leaf; the others are accepted (etcd's e2e
+// framework and unit files pass them) and change nothing here.
+var etcdFeatureGates = map[string]string{
+	"InitialCorruptCheck":          "cluster.initial_corrupt_check",
+	"CompactHashCheck":             "cluster.compact_hash_check",
+	"StopGRPCServiceOnDefrag":      "",
+	"TxnModeWriteWithSharedBuffer": "",
+	"LeaseCheckpoint":              "",
+	"LeaseCheckpointPersist":       "",
+	"SetMemberLocalAddr":           "",
+	"AllAlpha":                     "",
+	"AllBeta":                      "",
+}
+
+// featureGates parses etcd's --feature-gates, with etcd's errors.
+func featureGates(l *loader, source, v string) error {
+	for _, kv := range splitList(v) {
+		name, val, ok := strings.Cut(kv, "=")
+		name, val = strings.TrimSpace(name), strings.TrimSpace(val)
+		if !ok {
+			return fmt.Errorf("missing bool value for %s", name)
+		}
+		key, known := etcdFeatureGates[name]
+		if !known {
+			return fmt.Errorf("unrecognized feature gate: %s", name)
+		}
+		on, err := strconv.ParseBool(val)
+		if err != nil {
+			return fmt.Errorf("invalid value of %s=%s, err: %v", name, val, err)
+		}
+		switch {
+		case key != "":
+			if err := leafByKey[key].set(l.cfg, strconv.FormatBool(on)); err != nil {
+				return err
+			}
+		case name == "AllAlpha":
+			for _, k := range []string{"cluster.initial_corrupt_check", "cluster.compact_hash_check"} {
+				if err := leafByKey[k].set(l.cfg, strconv.FormatBool(on)); err != nil {
+					return err
+				}
+			}
+		default:
+			l.note(slog.LevelDebug, source+": feature gate "+name+" has no effect in metastore")
+		}
+	}
+	return nil
 }
 
 var flagByName = func() map[string]*flagDef {

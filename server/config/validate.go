@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ func (c *Config) Validate() error {
 	p.urls("server.advertise_client_urls", c.Server.AdvertiseClientURLs, false)
 	p.urls("server.advertise_peer_urls", c.Server.AdvertisePeerURLs, false)
 	p.urls("server.listen_metrics_urls", c.Server.ListenMetricsURLs, true)
+	p.urls("server.listen_client_http_urls", c.Server.ListenClientHTTPURLs, true)
 	c.Server.validateTLS(&p)
 
 	p.check(c.GRPC.MaxConcurrentStreams > 0, "grpc.max_concurrent_streams", "must be > 0, got 0")
@@ -172,7 +174,7 @@ func checkURL(raw string, listen bool) error {
 func (s *Server) validateTLS(p *problems) {
 	t := &s.TLS
 	var https []string
-	for _, u := range append(append([]string(nil), s.ListenClientURLs...), s.ListenMetricsURLs...) {
+	for _, u := range s.servedURLs() {
 		if strings.HasPrefix(u, "https://") {
 			https = append(https, u)
 		}
@@ -189,6 +191,13 @@ func (s *Server) validateTLS(p *problems) {
 	p.fileExists("server.tls.cert_file", t.CertFile)
 	p.fileExists("server.tls.key_file", t.KeyFile)
 	p.fileExists("server.tls.trusted_ca_file", t.TrustedCAFile)
+	p.fileExists("server.tls.crl_file", t.CRLFile)
+}
+
+// servedURLs are the client-side listeners' URLs: client, metrics and
+// client HTTP.
+func (s *Server) servedURLs() []string {
+	return slices.Concat(s.ListenClientURLs, s.ListenMetricsURLs, s.ListenClientHTTPURLs)
 }
 
 // Bounds of golang.org/x/crypto/bcrypt's cost, copied so that config does
@@ -315,7 +324,7 @@ func (l Logging) SlogLevel() slog.Level {
 
 // HasTLS reports whether any client or metrics listener is https://.
 func (s *Server) HasTLS() bool {
-	for _, u := range append(append([]string(nil), s.ListenClientURLs...), s.ListenMetricsURLs...) {
+	for _, u := range s.servedURLs() {
 		if strings.HasPrefix(u, "https://") {
 			return true
 		}

@@ -102,8 +102,9 @@ type PeerTransport struct {
 	recvMu   sync.Mutex
 	received map[uint64]uint64 // bytes received, by sender
 	snaps    map[uint64]*snapshotCounters
-	snapsIn  atomic.Int64 // snapshots being received
-	snapsOut atomic.Int64 // snapshots being sent
+	snapsIn  atomic.Int64      // snapshots being received
+	snapsOut atomic.Int64      // snapshots being sent
+	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -129,6 +130,7 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 		peers:    make(map[uint64]*peer),
 		received: make(map[uint64]uint64),
 		snaps:    make(map[uint64]*snapshotCounters),
+		recvFail: make(map[uint64]uint64),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -284,6 +286,9 @@ func (t *PeerTransport) Close() {
 // etcd_network_peer_received_bytes_total, etcd_network_peer_sent_failures_total).
 type PeerMetrics struct {
 	SentBytes, ReceivedBytes, SentFailures uint64
+	// ReceivedFailures counts messages from the peer that could not be
+	// decoded or that raft refused (etcd_network_peer_received_failures_total).
+	ReceivedFailures uint64
 }
 
 // Metrics returns the counters of every peer known or heard from.
@@ -298,6 +303,11 @@ func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
 	for id, n := range t.received {
 		m := out[id]
 		m.ReceivedBytes = n
+		out[id] = m
+	}
+	for id, n := range t.recvFail {
+		m := out[id]
+		m.ReceivedFailures = n
 		out[id] = m
 	}
 	t.recvMu.Unlock()
@@ -584,6 +594,8 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			}
 			if err := r.Step(m); errors.Is(err, ErrStopped) {
 				return err
+			} else if err != nil {
+				t.countRecvFailure(from)
 			}
 			return nil // raft ignores what it must (stale terms, …)
 		})
@@ -591,6 +603,7 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			return status.Error(codes.Unavailable, err.Error())
 		}
 		if err != nil {
+			t.countRecvFailure(from)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
@@ -630,6 +643,13 @@ func (t *PeerTransport) acceptStream(ss grpc.ServerStream) (uint64, Raft, error)
 		return 0, nil, err
 	}
 	return from, r, nil
+}
+
+// countRecvFailure counts a message from peer from that was lost here.
+func (t *PeerTransport) countRecvFailure(from uint64) {
+	t.recvMu.Lock()
+	t.recvFail[from]++
+	t.recvMu.Unlock()
 }
 
 // A frame is messages, each as uvarint(length) then raftpb.Message bytes.

@@ -117,6 +117,14 @@ func New(o Options) (_ *Server, err error) {
 		}
 		s.lns = append(s.lns, cl)
 	}
+	for _, u := range cfg.Server.ListenClientHTTPURLs {
+		cl, err := s.listen(u, false)
+		if err != nil {
+			return nil, err
+		}
+		cl.httpOnly = true
+		s.lns = append(s.lns, cl)
+	}
 	return s, nil
 }
 
@@ -128,6 +136,9 @@ type clientListener struct {
 	addr    string
 	secure  bool
 	metrics bool
+	// httpOnly: a --listen-client-http-urls listener (the client port's
+	// HTTP endpoints without gRPC).
+	httpOnly bool
 }
 
 func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error) {
@@ -171,6 +182,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.lg.Info("serving metrics and health", "address", cl.addr, "tls", cl.secure)
 			continue
 		}
+		if cl.httpOnly || len(s.cfg.Server.ListenClientHTTPURLs) > 0 {
+			s.serveSplit(cl, errc)
+			continue
+		}
 		// gRPC and etcd's plain-HTTP endpoints share the client port, as on
 		// etcd: HTTP/2 goes to gRPC, HTTP/1 to the HTTP handler.
 		m := cmux.New(cl.ln)
@@ -201,6 +216,34 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// serveSplit serves a listener of a member with --listen-client-http-urls,
+// as etcd then does: a client URL serves gRPC alone, an HTTP URL the HTTP
+// endpoints alone (over TLS, h2 as well as HTTP/1).
+func (s *Server) serveSplit(cl clientListener, errc chan<- error) {
+	switch {
+	case !cl.httpOnly:
+		g := s.grpc
+		if cl.secure {
+			g = s.grpcTLS
+		}
+		go func() { errc <- g.Serve(cl.ln) }()
+		s.lg.Info("ready to serve client requests (gRPC only)", "address", cl.addr, "tls", cl.secure,
+			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
+			"data-dir", s.cfg.DataDir, "revision", s.o.Revision())
+	case cl.secure:
+		m := cmux.New(cl.ln)
+		h2L := m.Match(cmux.HTTP2())
+		httpL := m.Match(cmux.Any())
+		go func() { errc <- s.h2.serve(h2L) }()
+		go func() { errc <- s.http.Serve(httpL) }()
+		go func() { errc <- m.Serve() }()
+		s.lg.Info("serving client HTTP", "address", cl.addr, "tls", true)
+	default:
+		go func() { errc <- s.http.Serve(cl.ln) }()
+		s.lg.Info("serving client HTTP", "address", cl.addr, "tls", false)
+	}
 }
 
 // Stop stops accepting, lets in-flight requests finish (long-lived streams

@@ -50,6 +50,13 @@ func newServerTLS(c config.TLS) (*tls.Config, error) {
 		}
 		cfg.ClientCAs = pool
 	}
+	if c.CRLFile != "" {
+		crl, err := newCRLChecker(c.CRLFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.VerifyConnection = crl.verify
+	}
 	return cfg, nil
 }
 

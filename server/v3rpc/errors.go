@@ -43,6 +43,7 @@ var grpcErrors = []struct {
 	{lease.ErrLeaseNotFound, rpctypes.ErrGRPCLeaseNotFound},
 	{lease.ErrStopped, rpctypes.ErrGRPCStopped},
 	{apply.ErrNoSpace, rpctypes.ErrGRPCNoSpace},
+	{apply.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 	{apply.ErrStopped, rpctypes.ErrGRPCStopped},
 	{apply.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{apply.ErrTimeoutLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail},

@@ -37,6 +37,10 @@ type RestoreOptions struct {
 	// before are told to start over). etcdutl requires both or neither.
 	BumpRevision  uint64
 	MarkCompacted bool
+	// Finish, if set, runs on the restored store before it is moved into
+	// place (the member set of a restore into a new cluster): an error
+	// leaves nothing behind, as any failed restore.
+	Finish func(*mvcc.Store) error
 }
 
 func (o RestoreOptions) validate() error {
@@ -214,6 +218,11 @@ func importEtcd(r *etcdformat.Reader, store *mvcc.Store, opts RestoreOptions) (i
 	}
 	if err := writeIDs(store, newMemberIDs()); err != nil {
 		return 0, err
+	}
+	if opts.Finish != nil {
+		if err := opts.Finish(store); err != nil {
+			return 0, err
+		}
 	}
 	return store.Rev(), nil
 }

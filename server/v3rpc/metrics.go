@@ -39,7 +39,9 @@ type metrics struct {
 	walFsync      prometheus.Histogram // a cluster member's Raft log syncs
 	applyLatency  prometheus.Histogram
 	batchSize     prometheus.Histogram
-	applyFailed   prometheus.Counter
+	applyFailed   prometheus.CounterFunc
+	loopFailed    atomic.Uint64                 // requests of failed loop batches
+	raftFailed    atomic.Pointer[func() uint64] // a cluster member's failed proposals
 	defragLatency prometheus.Histogram
 	leaseExpired  prometheus.Counter
 	reloads       *prometheus.CounterVec
@@ -110,8 +112,14 @@ func newMetrics() *metrics {
 		Name: "metastore_apply_batch_requests", Help: "Requests per group-commit batch.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 	})
-	m.applyFailed = prometheus.NewCounter(prometheus.CounterOpts{
+	m.applyFailed = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "etcd_server_proposals_failed_total", Help: "The total number of failed proposals seen.",
+	}, func() float64 {
+		n := m.loopFailed.Load()
+		if f := m.raftFailed.Load(); f != nil {
+			n += (*f)()
+		}
+		return float64(n)
 	})
 	m.defragLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "metastore_defragment_duration_seconds", Help: "Duration of online defragmentation (Pebble manual compaction).",
@@ -236,6 +244,8 @@ func (s *Server) registerStoreMetrics() {
 			m := s.applier.Members().Member(s.ids.member)
 			return b(m != nil && m.IsLearner)
 		}
+		failed := func() uint64 { return s.raft.Metrics().Failed }
+		s.metrics.raftFailed.Store(&failed)
 	}
 	s.metrics.reg.MustRegister(
 		gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.",
@@ -251,8 +261,9 @@ func (s *Server) registerStoreMetrics() {
 		gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", hasLeader),
 		gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", isLeader),
 		counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", leaderChanges),
-		counter("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", committed),
-		counter("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied),
+		// Gauges despite the _total, as etcd declares them.
+		gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", committed),
+		gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied),
 		gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
 			pendingProposals),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -286,7 +297,7 @@ func (m *metrics) observeBatch(st apply.BatchStats) {
 	m.batchSize.Observe(float64(st.Requests))
 	m.applyLatency.Observe(st.Apply.Seconds())
 	if st.Err != nil {
-		m.applyFailed.Add(float64(st.Requests))
+		m.loopFailed.Add(uint64(st.Requests))
 		return
 	}
 	m.commitLatency.Observe(st.Commit.Seconds())

@@ -41,6 +41,11 @@ func (m *metrics) ReloadedRestartRequired() {
 // LeaseExpired counts a lease revoked on expiry.
 func (m *metrics) LeaseExpired() { m.leaseExpired.Inc() }
 
+// ObserveBackendCommit records one commit of a cluster member's apply
+// batch (etcd_disk_backend_commit_duration_seconds; its durability is the
+// Raft log's synced save).
+func (m *metrics) ObserveBackendCommit(d time.Duration) { m.commitLatency.Observe(d.Seconds()) }
+
 // ObserveRaftSave records one write of a cluster member's Raft log (etcd's
 // etcd_disk_wal_fsync_duration_seconds counts the synced ones).
 func (m *metrics) ObserveRaftSave(d time.Duration, synced bool) {

@@ -135,5 +135,10 @@ func RestoreSnapshot(file, dataDir string, opts RestoreOptions) (rev int64, err 
 	if err := b.Commit(); err != nil {
 		return 0, err
 	}
+	if opts.Finish != nil {
+		if err := opts.Finish(store); err != nil {
+			return 0, err
+		}
+	}
 	return store.Rev(), nil
 }

@@ -235,6 +235,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 	s.lg.Info("started raft member", "member-id", raftnode.FormatID(s.ids.Member), "cluster-id", raftnode.FormatID(s.ids.Cluster),
 		"peer-urls", cfg.PeerListenURLs(), "new-cluster", cs.newCluster, "members", len(peers))
 	s.node, s.logStore = node, cs.log
+	s.health = newPeerHealth(s, cs.clientTLS)
 	s.peerTransport.SetRaft(node)
 	s.proposer = apply.NewRaftProposer(node, s.applier, 5*time.Second+2*et)
 	return nil
@@ -267,8 +268,9 @@ func (s *Server) onApplied(r *apply.Request, res *apply.Result) {
 // runCluster is a cluster member's background work: it publishes the
 // member's name and client URLs (etcd's publish), promotes the lessor when
 // this member becomes the leader, and stops the server when the node stops
-// (removed from the cluster, or a fatal error).
-func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
+// (removed from the cluster, or a fatal error). The channel it returns is
+// closed once the member's attributes are published.
+func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) <-chan struct{} {
 	go func() {
 		select {
 		case <-s.node.Done():
@@ -289,10 +291,17 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 		case <-ctx.Done():
 		}
 	}()
-	s.bg.Add(2)
+	published := make(chan struct{})
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
-		s.publishMember(ctx)
+		if s.publishMember(ctx) {
+			close(published)
+		}
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.health.run(ctx)
 	}()
 	s.runCorruptChecks(ctx) // corrupt.go
 	s.bg.Add(1)
@@ -320,11 +329,13 @@ func (s *Server) runCluster(ctx context.Context, stop context.CancelFunc) {
 			}
 		}
 	}()
+	return published
 }
 
 // publishMember proposes this member's name and client URLs until they are
-// applied (etcd's publishV3), unless the stored ones are current.
-func (s *Server) publishMember(ctx context.Context) {
+// applied (etcd's publishV3), unless the stored ones are current; false if
+// ctx ended first.
+func (s *Server) publishMember(ctx context.Context) bool {
 	clientURLs := s.cfg.Server.AdvertiseClientURLs
 	if len(clientURLs) == 0 {
 		for _, a := range s.ClientAddrs() {
@@ -333,7 +344,7 @@ func (s *Server) publishMember(ctx context.Context) {
 	}
 	for {
 		if m := s.applier.Members().Member(s.ids.Member); m != nil && m.Name == s.cfg.Name && slices.Equal(m.ClientURLs, clientURLs) {
-			return
+			return true
 		}
 		req := &apply.Request{ClusterMemberAttrSet: &membershippb.ClusterMemberAttrSetRequest{
 			Member_ID:        s.ids.Member,
@@ -347,7 +358,7 @@ func (s *Server) publishMember(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

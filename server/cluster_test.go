@@ -457,6 +457,7 @@ func TestClusterMembership(t *testing.T) {
 	lead := waitLeader(t, ms)
 	put(t, ms[lead], "before", "join")
 	waitPublished(t, ms)
+	waitConnected(t, ms)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	port := freePorts(t, 1)[0]
@@ -536,6 +537,7 @@ func TestClusterMembership(t *testing.T) {
 	// Remove a member (through itself): it stops; the others go on.
 	victim := others(ms, len(ms)-1)[0]
 	waitPublished(t, others(ms, -1))
+	waitConnected(t, ms)
 	if _, err := victim.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: victim.s.ids.Member}); err != nil {
 		t.Fatalf("member remove: %v", err)
 	}

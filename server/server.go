@@ -54,6 +54,7 @@ type Server struct {
 	peerServer    *grpc.Server
 	peerListeners []net.Listener
 	peers         *peerClients
+	health        *peerHealth // since when each peer is connected (peerhealth.go)
 	// expiredRevokes counts expired leases this member revoked.
 	expiredRevokes atomic.Uint64
 
@@ -169,11 +170,12 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 	s.rpc = v3rpc.New(v3rpc.Member{
 		Config: cfg, Logger: lg, Store: store, Hub: s.hub, Applier: s.applier, Proposer: s.proposer, Lessor: s.lessor,
 		Auth: s.auth, Tokens: s.tokens, Guard: s.guard, Metrics: s.metrics, Stopping: s.stopping,
-		IDs:           s.ids,
-		ClientAddrs:   s.ClientAddrs,
-		SlowThreshold: s.live.slowThreshold,
-		Raft:          s.node,
-		Leader:        s.leaderForwarder(),
+		IDs:             s.ids,
+		ClientAddrs:     s.ClientAddrs,
+		SlowThreshold:   s.live.slowThreshold,
+		Raft:            s.node,
+		Leader:          s.leaderForwarder(),
+		PeerActiveSince: s.peerActiveSince(),
 	})
 	if s.transport, err = serve.New(serve.Options{
 		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),
@@ -216,7 +218,14 @@ func (s *Server) Run(ctx context.Context) error {
 		var stop context.CancelFunc
 		ctx, stop = context.WithCancel(ctx)
 		defer stop()
-		s.runCluster(bgCtx, stop)
+		published := s.runCluster(bgCtx, stop)
+		// As etcd's, clients are served once this member has published
+		// its name and client URLs (it has joined: a leader exists and the
+		// cluster has applied its attributes).
+		select {
+		case <-published:
+		case <-ctx.Done():
+		}
 	}
 	err := s.transport.Serve(ctx)
 	s.lg.Info("shutting down")

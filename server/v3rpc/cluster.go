@@ -199,9 +199,26 @@ func (s *Server) started(m *pb.Member) bool {
 	return m.ID == s.ids.member || (s.raft != nil && m.Name != "")
 }
 
+// healthInterval is etcd's HealthInterval: how long a member must have
+// been connected to its peers before a reconfiguration counts on them.
+const healthInterval = 5 * time.Second
+
+// connectedSince reports whether this member has been connected to member
+// id since t (etcd's isConnectedSince over rafthttp's ActiveSince); a
+// member is connected to itself. A single member has no peer.
+func (s *Server) connectedSince(id uint64, t time.Time) bool {
+	if id == s.ids.member {
+		return true
+	}
+	if s.raft == nil || s.activeSince == nil {
+		return false
+	}
+	a := s.activeSince(id)
+	return !a.IsZero() && a.Before(t)
+}
+
 // mayAddMember is etcd's quorum check before an add (mayAddMember with
 // IsReadyToAddVotingMember and isConnectedToQuorumAfterAddingNewMemberSince).
-// Only this member is started and connected.
 func (s *Server) mayAddMember(learner bool) error {
 	if !s.cfg.Cluster.StrictReconfigCheck {
 		return nil
@@ -225,9 +242,12 @@ func (s *Server) mayAddMember(learner bool) error {
 	if len(voting) == 1 {
 		return nil
 	}
+	// The new member counts as not connected: the members connected for
+	// etcd's health interval must make a quorum of the grown cluster.
+	since := time.Now().Add(-healthInterval)
 	connected := 0
 	for _, m := range voting {
-		if s.started(m) {
+		if s.connectedSince(m.ID, since) {
 			connected++
 		}
 	}
@@ -239,7 +259,8 @@ func (s *Server) mayAddMember(learner bool) error {
 
 // mayRemoveMember is etcd's quorum check before a removal: a learner may
 // always go; a voting member only if the started members left keep a
-// quorum.
+// quorum, and, on a cluster, if the members connected to this one for
+// etcd's health interval do (a member not connected at all may go).
 func (s *Server) mayRemoveMember(id uint64) error {
 	ms := s.applier.Members()
 	if m := ms.Member(id); m != nil && m.IsLearner {
@@ -262,17 +283,18 @@ func (s *Server) mayRemoveMember(id uint64) error {
 		return errNotEnoughStartedMembers
 	}
 	if s.raft != nil {
-		// etcd's active-quorum check, with a published member counting as
-		// connected: the members left must still make a quorum.
+		// etcd: a member this one is not connected to is not part of the
+		// active quorum, so it is safe to remove.
+		if id != s.ids.member && !s.connectedSince(id, time.Now()) {
+			return nil
+		}
 		voting := ms.Voting()
+		since := time.Now().Add(-healthInterval)
 		active := 0
 		for _, m := range voting {
-			if s.started(m) {
+			if s.connectedSince(m.ID, since) {
 				active++
 			}
-		}
-		if m := ms.Member(id); m != nil && !s.started(m) && id != s.ids.member {
-			return nil // a member that never started is not part of the active quorum
 		}
 		if active-1 < 1+(len(voting)-1)/2 {
 			return errUnhealthy

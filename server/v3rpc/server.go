@@ -70,6 +70,10 @@ type Member struct {
 	// CanAddMember, if set, refuses a member add the cluster could not
 	// serve (a new member that could not catch up).
 	CanAddMember func() error
+	// PeerActiveSince is when this member's connection to a peer came
+	// up (zero: not connected), etcd's transport ActiveSince, for the
+	// reconfiguration checks; with Raft only.
+	PeerActiveSince func(id uint64) time.Time
 }
 
 // Server holds etcd's gRPC services of one member. Each handler is a
@@ -97,6 +101,8 @@ type Server struct {
 	raft     *raftnode.Node       // nil on a single member
 	leader   LeaderForwarder
 	canAdd   func() error
+	// activeSince is Member.PeerActiveSince.
+	activeSince func(id uint64) time.Time
 }
 
 // New builds the services over m and registers their metrics.
@@ -110,7 +116,7 @@ func New(m Member) *Server {
 		lessor: m.Lessor, auth: m.Auth, tokens: m.Tokens, guard: m.Guard, metrics: m.Metrics,
 		ids:      memberIDs{cluster: m.IDs.Cluster, member: m.IDs.Member, term: m.IDs.Term},
 		stopping: m.Stopping, addrs: m.ClientAddrs, slow: m.SlowThreshold,
-		raft: m.Raft, leader: m.Leader, canAdd: m.CanAddMember,
+		raft: m.Raft, leader: m.Leader, canAdd: m.CanAddMember, activeSince: m.PeerActiveSince,
 	}
 	s.leaseIDs = newLeaseIDGen(s.ids.member, time.Now())
 	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)

@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// peerHealth knows, for every other member, since when this member has
+// been connected to it: etcd's rafthttp ActiveSince, which the
+// reconfiguration checks of --strict-reconfig-check count on (a member
+// add or removal is refused while fewer peers than a quorum have been
+// connected for etcd's health interval, 5s).
+//
+// NB: raftnode's transport opens a stream to a peer only when it has a
+// message for it, so a follower never talks to the other followers and
+// its streams cannot tell whether they are up. etcd's members keep
+// streams to every peer. peerHealth asks every member for its member
+// list on the peer service instead, every probeInterval, over its own
+// connections that redial within a second (gRPC's default backoff starts
+// at one and grows to two minutes), and checks that the answer comes from
+// the expected member of this cluster.
+type peerHealth struct {
+	s        *Server
+	tls      *tls.Config
+	interval time.Duration
+
+	mu    sync.Mutex
+	since map[uint64]time.Time        // first answer of the current unbroken run
+	conns map[string]*grpc.ClientConn // by peer URL
+}
+
+// probeInterval is how often each peer is asked; a dead peer is noticed
+// within it (or within probeTimeout, if it does not answer at all).
+const (
+	probeInterval = 200 * time.Millisecond
+	probeTimeout  = time.Second
+)
+
+func newPeerHealth(s *Server, tlsConf *tls.Config) *peerHealth {
+	return &peerHealth{s: s, tls: tlsConf, interval: probeInterval,
+		since: map[uint64]time.Time{}, conns: map[string]*grpc.ClientConn{}}
+}
+
+// ActiveSince returns when this member's connection to member id came up;
+// zero if it is not connected.
+func (h *peerHealth) ActiveSince(id uint64) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.since[id]
+}
+
+// run probes every other member until ctx ends, then closes the
+// connections.
+func (h *peerHealth) run(ctx context.Context) {
+	defer h.close()
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		members := h.s.applier.Members().Members
+		var wg sync.WaitGroup
+		for _, m := range members {
+			if m.ID != h.s.ids.Member {
+				wg.Go(func() { h.probe(ctx, m) })
+			}
+		}
+		wg.Wait()
+		h.forget(members)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probe asks member m for its member list at each of its peer URLs until
+// one answers as m of this cluster.
+func (h *peerHealth) probe(ctx context.Context, m *pb.Member) {
+	ok := false
+	for _, u := range m.PeerURLs {
+		var resp pb.MemberListResponse
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := h.call(pctx, u, &resp)
+		cancel()
+		if err == nil && resp.Header != nil && resp.Header.MemberId == m.ID && resp.Header.ClusterId == h.s.ids.Cluster {
+			ok = true
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case !ok:
+		delete(h.since, m.ID)
+	case h.since[m.ID].IsZero():
+		h.since[m.ID] = time.Now()
+	}
+}
+
+// forget drops what is known of members no longer in the cluster.
+func (h *peerHealth) forget(members []*pb.Member) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range h.since {
+		found := false
+		for _, m := range members {
+			found = found || m.ID == id
+		}
+		if !found {
+			delete(h.since, id)
+		}
+	}
+}
+
+func (h *peerHealth) call(ctx context.Context, raw string, resp *pb.MemberListResponse) error {
+	c, err := h.conn(raw)
+	if err != nil {
+		return err
+	}
+	in := []byte{}
+	var out []byte
+	if err := c.Invoke(ctx, peerMembers, &in, &out); err != nil {
+		return err
+	}
+	return resp.Unmarshal(out)
+}
+
+func (h *peerHealth) conn(raw string) (*grpc.ClientConn, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.conns[raw]; c != nil {
+		return c, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if u.Scheme == "https" {
+		if h.tls == nil {
+			return nil, fmt.Errorf("peer URL %s needs TLS but no peer TLS is configured", raw)
+		}
+		creds = credentials.NewTLS(h.tls)
+	}
+	// A peer that is starting refuses the first dials; the next ones
+	// must not wait out gRPC's default backoff (1s, growing to 2m).
+	bo := backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
+	c, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: probeTimeout}),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		return nil, err
+	}
+	h.conns[raw] = c
+	return c, nil
+}
+
+func (h *peerHealth) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		c.Close()
+	}
+	h.conns = map[string]*grpc.ClientConn{}
+	h.since = map[uint64]time.Time{}
+}
+
+// peerActiveSince is v3rpc's view of peerHealth; nil for a single member.
+func (s *Server) peerActiveSince() func(id uint64) time.Time {
+	if s.health == nil {
+		return nil
+	}
+	return s.health.ActiveSince
+}

@@ -82,6 +82,44 @@ func snapshotsReceived(t testing.TB, m *Member) float64 {
 	return n
 }
 
+// snapTally counts the snapshots members received across kills: a
+// process' counter starts at zero, so each member is read just before it
+// is killed, and every running member at the end.
+type snapTally struct{ n float64 }
+
+func (s *snapTally) beforeKill(m *Member) error {
+	n, err := metricSum(m, snapshotReceiveMetric)
+	s.n += n
+	return err
+}
+
+func (s *snapTally) total(c *Cluster) (float64, error) {
+	n := s.n
+	for _, m := range c.Running() {
+		v, err := metricSum(m, snapshotReceiveMetric)
+		if err != nil {
+			return 0, err
+		}
+		n += v
+	}
+	return n, nil
+}
+
+// truncation returns the --snapshot-count and --snapshot-catchup-entries
+// the leader-kill tests run with: METASTORE_CLUSTER_SNAPSHOT_COUNT (the
+// tail half of it), by default snapCount with METASTORE_SOAK (make
+// soak-cluster: the log is truncated, so killed members come back through
+// snapshots) and 0 otherwise (the servers' defaults: no truncation within
+// a short test).
+func truncation(t *testing.T) (count, catchUp int) {
+	def := 0
+	if soak() {
+		def = snapCount
+	}
+	count = envInt(t, "METASTORE_CLUSTER_SNAPSHOT_COUNT", def)
+	return count, count / 2
+}
+
 // putAck is an acknowledged put.
 type putAck struct {
 	key, value string

@@ -120,6 +120,60 @@ func truncation(t *testing.T) (count, catchUp int) {
 	return count, count / 2
 }
 
+// snapSenders remembers when each member, as leader, last sent a
+// snapshot. etcd stops truncating its log for 30s after sending one
+// (releaseDelayAfterSnapshot, so that the receiver finds the entries that
+// follow it): a round that needs a new snapshot is led by the member that
+// sent one longest ago, or waits.
+type snapSenders map[*Member]time.Time
+
+const snapshotPause = 31 * time.Second
+
+// lead makes the running member that sent a snapshot longest ago the
+// leader (MoveLeader), waits until 31s have passed since it sent one, and
+// returns it.
+func (s snapSenders) lead(t *testing.T, c *Cluster) *Member {
+	t.Helper()
+	l, err := c.WaitLeader(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	best := l
+	for _, m := range c.Running() {
+		if s[m].Before(s[best]) {
+			best = m
+		}
+	}
+	if best != l {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := best.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Client().MoveLeader(ctx, st.Header.MemberId); err != nil {
+			t.Fatalf("moving the leadership from %s to %s: %v", l, best, err)
+		}
+		if l, err = c.WaitLeader(30 * time.Second); err != nil || l != best {
+			t.Fatalf("after moving the leadership to %s the leader is %v (%v)", best, l, err)
+		}
+	}
+	if last := s[best]; !last.IsZero() {
+		time.Sleep(snapshotPause - time.Since(last))
+	}
+	return best
+}
+
+// sent records that the current leader has just sent a snapshot.
+func (s snapSenders) sent(t *testing.T, c *Cluster) {
+	t.Helper()
+	l, err := c.WaitLeader(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s[l] = time.Now()
+}
+
 // putAck is an acknowledged put.
 type putAck struct {
 	key, value string
@@ -262,109 +316,128 @@ func checkSameState(t *testing.T, c *Cluster, what string) int64 {
 // one), and then hold what the others hold: the same revision, every key
 // with its revisions and lease, the same HashKV; its own lease list and
 // user list (served from its derived state) show the changes, a read below
-// the compaction is refused as compacted, and it takes writes again.
+// the compaction is refused as compacted, and it takes writes again. One
+// round (10 with METASTORE_SOAK; METASTORE_CLUSTER_SNAP_ROUNDS), each
+// killing the other follower of the moment; METASTORE_CLUSTER_SNAP_WRITES
+// sets the puts a round (500).
 func TestSnapshotCatchUp(t *testing.T) {
 	writes := envInt(t, "METASTORE_CLUSTER_SNAP_WRITES", 5*snapCount)
+	rounds := 1
+	if soak() {
+		rounds = 10
+	}
+	rounds = envInt(t, "METASTORE_CLUSTER_SNAP_ROUNDS", rounds)
 	for _, kind := range Kinds() {
 		t.Run(kind, func(t *testing.T) {
 			c := Start(t, snapConfig(kind))
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			l, err := c.WaitLeader(30 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fs := c.Followers(l)
-			f := fs[0]
-			cli := c.ClientOf(t, l, fs[1])
-			// What the follower sees before it dies: a lease with a key.
-			old, err := cli.Grant(ctx, 600)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cli.Put(ctx, "s/old-lease", "x", clientv3.WithLease(old.ID)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.WaitConverged(30 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			f.Kill()
-
-			if _, err := cli.Revoke(ctx, old.ID); err != nil {
-				t.Fatal(err)
-			}
-			fresh, err := cli.Grant(ctx, 600)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cli.Put(ctx, "s/fresh-lease", "y", clientv3.WithLease(fresh.ID)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cli.UserAdd(ctx, "snapuser", "pw"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cli.RoleAdd(ctx, "snaprole"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := cli.UserGrantRole(ctx, "snapuser", "snaprole"); err != nil {
-				t.Fatal(err)
-			}
-			acks, err := putMany(ctx, cli, "s/k", "v", writes, 200, 8)
-			if err != nil {
-				t.Fatal(err)
-			}
-			compactAt := acks[len(acks)-1].rev - 20
-			if _, err := cli.Compact(ctx, compactAt, clientv3.WithCompactPhysical()); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := putMany(ctx, cli, "s/after", "a", 20, 20, 4); err != nil {
-				t.Fatal(err)
-			}
-
-			t0 := time.Now()
-			f.Restart()
-			rev := checkSameState(t, c, "after restarting the follower")
-			took := time.Since(t0)
-			n := snapshotsReceived(t, f)
-			if n < 1 {
-				t.Fatalf("%s caught up %d revisions without receiving a snapshot (%s = %v): the log was not truncated at --snapshot-count %d, --snapshot-catchup-entries %d",
-					f, writes, snapshotReceiveMetric, n, snapCount, snapCatchUp)
-			}
-
-			// Derived state, read from the follower itself.
-			fc := f.Client()
-			ls, err := fc.Leases(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids []clientv3.LeaseID
-			for _, x := range ls.Leases {
-				ids = append(ids, x.ID)
-			}
-			if !slices.Contains(ids, fresh.ID) || slices.Contains(ids, old.ID) {
-				t.Errorf("%s lists leases %x, want %x (granted while it was down) and not %x (revoked while it was down)", f, ids, fresh.ID, old.ID)
-			}
-			us, err := fc.UserGet(ctx, "snapuser")
-			if err != nil {
-				t.Errorf("%s: user added while it was down: %v", f, err)
-			} else if !slices.Equal(us.Roles, []string{"snaprole"}) {
-				t.Errorf("%s: snapuser has roles %v, want [snaprole]", f, us.Roles)
-			}
-			_, err = fc.Get(ctx, "s/k000000", clientv3.WithRev(compactAt-1), clientv3.WithSerializable())
-			if !errors.Is(err, rpctypes.ErrCompacted) {
-				t.Errorf("%s: serializable read at %d, below the compaction at %d: %v, want %v", f, compactAt-1, compactAt, err, rpctypes.ErrCompacted)
-			}
-			if _, err := fc.Put(ctx, "s/through-follower", "z"); err != nil {
-				t.Errorf("%s: write after catching up: %v", f, err)
-			}
-			if _, err := c.WaitConverged(time.Minute); err != nil {
-				t.Error(err)
+			senders := snapSenders{}
+			for r := 0; r < rounds; r++ {
+				catchUpRound(t, c, senders, r, writes)
 			}
 			c.CheckRaces(t)
-			t.Logf("%s: follower %s down for %d puts (%d entries past the snapshot count %d), restarted: %v snapshot(s) received, same keys and HashKV at revision %d %v after the restart",
-				kind, f.Name, writes, writes-snapCount, snapCount, n, rev, took.Round(time.Millisecond))
 		})
 	}
+}
+
+// catchUpRound is one kill, writes, restart and check of
+// TestSnapshotCatchUp; round names its keys, lease keys, user and role.
+func catchUpRound(t *testing.T, c *Cluster, senders snapSenders, round, writes int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l := senders.lead(t, c)
+	fs := c.Followers(l)
+	f := fs[round%2]
+	cli := c.ClientOf(t, l, fs[1-round%2])
+	defer cli.Close()
+	pre := fmt.Sprintf("s%d/", round)
+	// What the follower sees before it dies: a lease with a key.
+	old, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, pre+"old-lease", "x", clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitConverged(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.Kill()
+
+	if _, err := cli.Revoke(ctx, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, pre+"fresh-lease", "y", clientv3.WithLease(fresh.ID)); err != nil {
+		t.Fatal(err)
+	}
+	user, role := fmt.Sprintf("snapuser%d", round), fmt.Sprintf("snaprole%d", round)
+	if _, err := cli.UserAdd(ctx, user, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.RoleAdd(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, user, role); err != nil {
+		t.Fatal(err)
+	}
+	acks, err := putMany(ctx, cli, pre+"k", "v", writes, 200, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compactAt := acks[len(acks)-1].rev - 20
+	if _, err := cli.Compact(ctx, compactAt, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := putMany(ctx, cli, pre+"after", "a", 20, 20, 4); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	f.Restart()
+	rev := checkSameState(t, c, fmt.Sprintf("round %d, after restarting the follower %s", round, f))
+	took := time.Since(t0)
+	n := snapshotsReceived(t, f)
+	if n < 1 {
+		t.Fatalf("round %d: %s caught up %d puts without receiving a snapshot (%s = %v): the log was not truncated at --snapshot-count %d, --snapshot-catchup-entries %d",
+			round, f, writes, snapshotReceiveMetric, n, snapCount, snapCatchUp)
+	}
+
+	// Derived state, read from the follower itself.
+	fc := f.Client()
+	ls, err := fc.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []clientv3.LeaseID
+	for _, x := range ls.Leases {
+		ids = append(ids, x.ID)
+	}
+	if !slices.Contains(ids, fresh.ID) || slices.Contains(ids, old.ID) {
+		t.Errorf("round %d: %s lists leases %x, want %x (granted while it was down) and not %x (revoked while it was down)", round, f, ids, fresh.ID, old.ID)
+	}
+	us, err := fc.UserGet(ctx, user)
+	if err != nil {
+		t.Errorf("round %d: %s: user added while it was down: %v", round, f, err)
+	} else if !slices.Equal(us.Roles, []string{role}) {
+		t.Errorf("round %d: %s: %s has roles %v, want [%s]", round, f, user, us.Roles, role)
+	}
+	_, err = fc.Get(ctx, pre+"k000000", clientv3.WithRev(compactAt-1), clientv3.WithSerializable())
+	if !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Errorf("round %d: %s: serializable read at %d, below the compaction at %d: %v, want %v", round, f, compactAt-1, compactAt, err, rpctypes.ErrCompacted)
+	}
+	if _, err := fc.Put(ctx, pre+"through-follower", "z"); err != nil {
+		t.Errorf("round %d: %s: write after catching up: %v", round, f, err)
+	}
+	if _, err := c.WaitConverged(time.Minute); err != nil {
+		t.Error(err)
+	}
+	senders.sent(t, c)
+	t.Logf("%s, round %d: follower %s down for %d puts (%d entries past the snapshot count %d), restarted: %v snapshot(s) received, same keys and HashKV at revision %d %v after the restart",
+		c.Kind, round, f.Name, writes, writes-snapCount, snapCount, n, rev, took.Round(time.Millisecond))
 }
 
 // initialCluster is the --initial-cluster a member added by resp starts
@@ -594,120 +667,137 @@ func TestSnapshotNewMember(t *testing.T) {
 // snapshot (its receive counter rises) and converge; a watch opened on it
 // before the cut, from the revision after the last one it had, must then
 // deliver exactly the majority's writes, each revision once and in order
-// (the watchers resync after the snapshot replaces the store).
+// (the watchers resync after the snapshot replaces the store). One round
+// (10 with METASTORE_SOAK; METASTORE_CLUSTER_SNAP_ROUNDS), each cutting
+// the other follower of the moment.
 func TestSnapshotPartition(t *testing.T) {
 	writes := envInt(t, "METASTORE_CLUSTER_SNAP_WRITES", 5*snapCount)
+	rounds := 1
+	if soak() {
+		rounds = 10
+	}
+	rounds = envInt(t, "METASTORE_CLUSTER_SNAP_ROUNDS", rounds)
 	for _, kind := range Kinds() {
 		t.Run(kind, func(t *testing.T) {
 			cfg := snapConfig(kind)
 			cfg.Proxy = true
 			c := Start(t, cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			l, err := c.WaitLeader(30 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fs := c.Followers(l)
-			cut := fs[0]
-			maj := c.ClientOf(t, l, fs[1])
-			if _, err := maj.Put(ctx, "p/before", "1"); err != nil {
-				t.Fatal(err)
-			}
-			rev0, err := c.WaitConverged(30 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wctx, wcancel := context.WithCancel(ctx)
-			defer wcancel()
-			wch := cut.Client().Watch(wctx, "p/", clientv3.WithPrefix(), clientv3.WithRev(rev0+1))
-			var wmu sync.Mutex
-			var events []*clientv3.Event
-			var werr error
-			watchDone := make(chan struct{})
-			go func() {
-				defer close(watchDone)
-				for wr := range wch {
-					wmu.Lock()
-					if err := wr.Err(); err != nil && werr == nil {
-						werr = err
-					}
-					events = append(events, wr.Events...)
-					wmu.Unlock()
-				}
-			}()
-			before := snapshotsReceived(t, cut)
-
-			c.Partition(cut)
-			acks, err := putMany(ctx, maj, "p/k", "v", writes, 100, 8)
-			if err != nil {
-				t.Fatalf("majority writes with %s cut off: %v", cut, err)
-			}
-			del, err := maj.Delete(ctx, "p/k000001")
-			if err != nil || del.Deleted != 1 {
-				t.Fatalf("majority delete: %v %v", del, err)
-			}
-			r, err := cut.Client().Get(ctx, "p/", clientv3.WithPrefix(), clientv3.WithSerializable())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Header.Revision != rev0 {
-				t.Fatalf("the cut-off %s applied up to revision %d, want %d: the partition leaked", cut, r.Header.Revision, rev0)
-			}
-			c.Heal()
-			t0 := time.Now()
-			rev := checkSameState(t, c, "after healing")
-			took := time.Since(t0)
-			n := snapshotsReceived(t, cut) - before
-			if n < 1 {
-				t.Fatalf("%s came back from %d puts behind without receiving a snapshot (%s rose by %v)", cut, writes, snapshotReceiveMetric, n)
-			}
-
-			// The watch on the cut member: every revision after rev0, once,
-			// in order, as the majority wrote it.
-			want := map[int64]putAck{}
-			for _, a := range acks {
-				want[a.rev] = a
-			}
-			want[del.Header.Revision] = putAck{key: "p/k000001", rev: del.Header.Revision}
-			deadline := time.Now().Add(time.Minute)
-			for {
-				wmu.Lock()
-				got, last, err := len(events), int64(0), werr
-				if got > 0 {
-					last = events[got-1].Kv.ModRevision
-				}
-				wmu.Unlock()
-				if err != nil {
-					t.Fatalf("watch on %s: %v", cut, err)
-				}
-				if last >= rev {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("watch on %s opened at revision %d: %d events up to revision %d a minute after healing, want up to %d", cut, rev0+1, got, last, rev)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			wcancel()
-			<-watchDone
-			if len(events) != int(rev-rev0) {
-				t.Errorf("watch on %s: %d events for revisions %d..%d, want %d", cut, len(events), rev0+1, rev, rev-rev0)
-			}
-			bad := 0
-			for i, e := range events {
-				wr := rev0 + 1 + int64(i)
-				w, ok := want[wr]
-				isDel := w.value == ""
-				if e.Kv.ModRevision != wr || !ok || string(e.Kv.Key) != w.key || string(e.Kv.Value) != w.value || (e.Type == mvccpb.DELETE) != isDel {
-					if bad++; bad <= 5 {
-						t.Errorf("watch on %s: event %d is %s %s=%q at revision %d, want revision %d: %+v", cut, i, e.Type, e.Kv.Key, e.Kv.Value, e.Kv.ModRevision, wr, w)
-					}
-				}
+			senders := snapSenders{}
+			for r := 0; r < rounds; r++ {
+				partitionRound(t, c, senders, r, writes)
 			}
 			c.CheckRaces(t)
-			t.Logf("%s: %s cut off for %d puts and a delete, healed: %v snapshot(s) received, same keys and HashKV at revision %d after %v; its watch delivered revisions %d..%d in order",
-				kind, cut.Name, writes, n, rev, took.Round(time.Millisecond), rev0+1, rev)
 		})
 	}
+}
+
+// partitionRound is one cut, writes, heal and check of
+// TestSnapshotPartition; round names its keys.
+func partitionRound(t *testing.T, c *Cluster, senders snapSenders, round, writes int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l := senders.lead(t, c)
+	fs := c.Followers(l)
+	cut := fs[round%2]
+	maj := c.ClientOf(t, l, fs[1-round%2])
+	defer maj.Close()
+	pre := fmt.Sprintf("p%d/", round)
+	if _, err := maj.Put(ctx, pre+"before", "1"); err != nil {
+		t.Fatal(err)
+	}
+	rev0, err := c.WaitConverged(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := cut.Client().Watch(wctx, pre, clientv3.WithPrefix(), clientv3.WithRev(rev0+1))
+	var wmu sync.Mutex
+	var events []*clientv3.Event
+	var werr error
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for wr := range wch {
+			wmu.Lock()
+			if err := wr.Err(); err != nil && werr == nil {
+				werr = err
+			}
+			events = append(events, wr.Events...)
+			wmu.Unlock()
+		}
+	}()
+	before := snapshotsReceived(t, cut)
+
+	c.Partition(cut)
+	acks, err := putMany(ctx, maj, pre+"k", "v", writes, 100, 8)
+	if err != nil {
+		t.Fatalf("majority writes with %s cut off: %v", cut, err)
+	}
+	del, err := maj.Delete(ctx, pre+"k000001")
+	if err != nil || del.Deleted != 1 {
+		t.Fatalf("majority delete: %v %v", del, err)
+	}
+	r, err := cut.Client().Get(ctx, pre, clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Header.Revision != rev0 {
+		t.Fatalf("the cut-off %s applied up to revision %d, want %d: the partition leaked", cut, r.Header.Revision, rev0)
+	}
+	c.Heal()
+	t0 := time.Now()
+	rev := checkSameState(t, c, fmt.Sprintf("round %d, after healing", round))
+	took := time.Since(t0)
+	n := snapshotsReceived(t, cut) - before
+	if n < 1 {
+		t.Fatalf("%s came back from %d puts behind without receiving a snapshot (%s rose by %v)", cut, writes, snapshotReceiveMetric, n)
+	}
+
+	// The watch on the cut member: every revision after rev0, once,
+	// in order, as the majority wrote it.
+	want := map[int64]putAck{}
+	for _, a := range acks {
+		want[a.rev] = a
+	}
+	want[del.Header.Revision] = putAck{key: pre + "k000001", rev: del.Header.Revision}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		wmu.Lock()
+		got, last, err := len(events), int64(0), werr
+		if got > 0 {
+			last = events[got-1].Kv.ModRevision
+		}
+		wmu.Unlock()
+		if err != nil {
+			t.Fatalf("watch on %s: %v", cut, err)
+		}
+		if last >= rev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch on %s opened at revision %d: %d events up to revision %d a minute after healing, want up to %d", cut, rev0+1, got, last, rev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wcancel()
+	<-watchDone
+	if len(events) != int(rev-rev0) {
+		t.Errorf("watch on %s: %d events for revisions %d..%d, want %d", cut, len(events), rev0+1, rev, rev-rev0)
+	}
+	bad := 0
+	for i, e := range events {
+		wr := rev0 + 1 + int64(i)
+		w, ok := want[wr]
+		isDel := w.value == ""
+		if e.Kv.ModRevision != wr || !ok || string(e.Kv.Key) != w.key || string(e.Kv.Value) != w.value || (e.Type == mvccpb.DELETE) != isDel {
+			if bad++; bad <= 5 {
+				t.Errorf("watch on %s: event %d is %s %s=%q at revision %d, want revision %d: %+v", cut, i, e.Type, e.Kv.Key, e.Kv.Value, e.Kv.ModRevision, wr, w)
+			}
+		}
+	}
+	senders.sent(t, c)
+	t.Logf("%s, round %d: %s cut off for %d puts and a delete, healed: %v snapshot(s) received, same keys and HashKV at revision %d after %v; its watch delivered revisions %d..%d in order",
+		c.Kind, round, cut.Name, writes, n, rev, took.Round(time.Millisecond), rev0+1, rev)
 }

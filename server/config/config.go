@@ -80,6 +80,15 @@ type Cluster struct {
 	// MaxLearners caps the learner members in the cluster (etcd's
 	// --max-learners).
 	MaxLearners int `yaml:"max_learners"`
+	// SnapshotCount is how many applied entries past the last truncation
+	// make a member truncate its Raft log (etcd's --snapshot-count); 0
+	// never truncates.
+	SnapshotCount uint64 `yaml:"snapshot_count"`
+	// SnapshotCatchUpEntries is how many entries below the applied index a
+	// truncation keeps, so a slightly slow follower catches up from the
+	// log instead of a snapshot (etcd's --snapshot-catchup-entries). A
+	// truncation keeps at most SnapshotCount of them.
+	SnapshotCatchUpEntries uint64 `yaml:"snapshot_catchup_entries"`
 	// StrictReconfigCheck refuses a membership change that would leave
 	// too few started members for a quorum (etcd's
 	// --strict-reconfig-check; off, etcd and metastore skip the check).
@@ -289,6 +298,7 @@ func Default() *Config {
 		},
 		Cluster: Cluster{
 			MaxLearners: 1, StrictReconfigCheck: true,
+			SnapshotCount: 10000, SnapshotCatchUpEntries: 5000,
 			InitialClusterState: "new", InitialClusterToken: "etcd-cluster",
 			HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: time.Second,
 		},

@@ -153,7 +153,8 @@ var flagDefs = []flagDef{
 	{name: "peer-client-cert-auth", group: groupCluster, key: "server.peer_tls.client_cert_auth", isBool: true, usage: "Enable peer client cert authentication."},
 	{name: "peer-cert-allowed-cn", group: groupCluster, key: "server.peer_tls.allowed_cn", usage: "Allowed CN for inter peer authentication."},
 	{name: "peer-auto-tls", group: groupCluster, key: "server.peer_tls.auto_tls", isBool: true, usage: "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided."},
-	{name: "snapshot-count", group: groupCompat, def: "10000", usage: "Ignored until Raft snapshots exist (issue 16): the log is not truncated (checked to be a number).", apply: ignoreUint},
+	{name: "snapshot-count", group: groupCluster, key: "cluster.snapshot_count", usage: "Number of applied Raft entries that triggers a truncation of the log (0: never)."},
+	{name: "snapshot-catchup-entries", group: groupCluster, key: "cluster.snapshot_catchup_entries", usage: "Number of entries a truncation keeps below the applied index for slow followers to catch up from."},
 	{name: "strict-reconfig-check", group: groupCluster, key: "cluster.strict_reconfig_check", isBool: true, usage: "Reject membership changes that would leave too few started members for a quorum."},
 	{name: "experimental-initial-corrupt-check", group: groupCompat, def: "false", isBool: true,
 		usage: "Accepted for etcd compatibility: etcd compares this member's HashKV with its peers' before serving; a single member has no peer, so there is nothing to compare (as in etcd).", apply: ignoreBool},
@@ -170,14 +171,6 @@ var flagByName = func() map[string]*flagDef {
 // etcdEnvName is the variable etcd reads for a flag: data-dir → ETCD_DATA_DIR.
 func etcdEnvName(flag string) string {
 	return "ETCD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-func ignoreUint(l *loader, source, v string) error {
-	if _, err := strconv.ParseUint(v, 10, 64); err != nil {
-		return fmt.Errorf("invalid number %q", v)
-	}
-	l.ignored(source)
-	return nil
 }
 
 func ignoreBool(l *loader, source, v string) error {

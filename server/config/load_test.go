@@ -137,7 +137,7 @@ logging: {level: debug, format: json}
 		},
 		want: func(c *Config) {
 			c.Name, c.DataDir = "s1", "/d"
-			c.Cluster.MaxLearners = 2
+			c.Cluster.MaxLearners, c.Cluster.SnapshotCount = 2, 5000
 			c.Cluster.InitialCluster, c.Cluster.InitialClusterToken = "s1=http://127.0.0.1:2380", "tok"
 			c.Server.ListenPeerURLs = []string{"http://127.0.0.1:2380"}
 			c.Server.ListenClientURLs = []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}
@@ -197,7 +197,7 @@ logging: {level: debug, format: json}
 
 func TestNotes(t *testing.T) {
 	_, notes, err := Load(
-		[]string{"--snapshot-count=5", "--name=n"},
+		[]string{"--experimental-initial-corrupt-check=true", "--name=n"},
 		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379"},
 	)
 	if err != nil {
@@ -207,7 +207,7 @@ func TestNotes(t *testing.T) {
 		{slog.LevelWarn, "environment variable ETCD_NAME is shadowed by flag --name"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable ETCD_SERVICE_HOST"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable METASTORE_PORT"},
-		{slog.LevelDebug, "ignoring --snapshot-count: metastore does not use it"},
+		{slog.LevelDebug, "ignoring --experimental-initial-corrupt-check: metastore does not use it"},
 	}
 	if !reflect.DeepEqual(notes, want) {
 		t.Errorf("notes:\n%v\nwant\n%v", notes, want)

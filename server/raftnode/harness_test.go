@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -38,7 +39,11 @@ type kvSM struct {
 
 	// hooks (optional)
 	beforeApply func([]Entry)
+	// installs counts the snapshots installed.
+	installs int
 }
+
+var _ SnapshotStateMachine = (*kvSM)(nil)
 
 const smPrefix = 'T'
 
@@ -47,10 +52,20 @@ func smKey(kind byte, i uint64) []byte {
 }
 
 func openKVSM(db *pebble.DB) (*kvSM, error) {
-	sm := &kvSM{db: db, members: map[uint64][]string{}, removed: map[uint64]bool{}}
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{smPrefix}, UpperBound: []byte{smPrefix + 1}})
-	if err != nil {
+	sm := &kvSM{db: db}
+	if err := sm.load(); err != nil {
 		return nil, err
+	}
+	return sm, nil
+}
+
+// load reads the state from the database (at open, and after a snapshot).
+func (sm *kvSM) load() error {
+	sm.applied, sm.cs, sm.data = 0, raftpb.ConfState{}, nil
+	sm.members, sm.removed = map[uint64][]string{}, map[uint64]bool{}
+	it, err := sm.db.NewIter(&pebble.IterOptions{LowerBound: []byte{smPrefix}, UpperBound: []byte{smPrefix + 1}})
+	if err != nil {
+		return err
 	}
 	defer it.Close()
 	for ok := it.First(); ok; ok = it.Next() {
@@ -60,21 +75,73 @@ func openKVSM(db *pebble.DB) (*kvSM, error) {
 			sm.applied = binary.BigEndian.Uint64(v)
 		case 'c':
 			if err := sm.cs.Unmarshal(v); err != nil {
-				return nil, err
+				return err
 			}
 		case 'd':
 			sm.data = append(sm.data, string(v))
 		case 'm':
 			var urls []string
 			if err := json.Unmarshal(v, &urls); err != nil {
-				return nil, err
+				return err
 			}
 			sm.members[binary.BigEndian.Uint64(k[2:])] = urls
 		case 'x':
 			sm.removed[binary.BigEndian.Uint64(k[2:])] = true
 		}
 	}
-	return sm, nil
+	return it.Error()
+}
+
+func (sm *kvSM) SnapshotState(r pebble.Reader) (uint64, raftpb.ConfState, error) {
+	var (
+		applied uint64
+		cs      raftpb.ConfState
+	)
+	if v, closer, err := r.Get(smKey('a', 0)); err == nil {
+		applied = binary.BigEndian.Uint64(v)
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return 0, cs, err
+	}
+	if v, closer, err := r.Get(smKey('c', 0)); err == nil {
+		err = cs.Unmarshal(v)
+		closer.Close()
+		if err != nil {
+			return 0, cs, err
+		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return 0, cs, err
+	}
+	return applied, cs, nil
+}
+
+func (sm *kvSM) InstallSnapshot(meta raftpb.SnapshotMetadata, install func() error) (Restored, error) {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if err := install(); err != nil {
+		return Restored{}, err
+	}
+	if err := sm.load(); err != nil {
+		return Restored{}, err
+	}
+	if sm.applied != meta.Index {
+		return Restored{}, fmt.Errorf("kvSM: snapshot at %d holds state applied to %d", meta.Index, sm.applied)
+	}
+	sm.installs++
+	var r Restored
+	for id, urls := range sm.members {
+		r.Peers = append(r.Peers, Peer{ID: id, PeerURLs: urls})
+	}
+	for id := range sm.removed {
+		r.Removed = append(r.Removed, id)
+	}
+	return r, nil
+}
+
+func (sm *kvSM) installCount() int {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return sm.installs
 }
 
 func (sm *kvSM) AppliedState() (uint64, raftpb.ConfState, error) {
@@ -342,12 +409,15 @@ type member struct {
 	gate      *gate
 	tls       *peerTLS
 
-	db   *pebble.DB
-	log  *LogStore
-	sm   *kvSM
-	tr   *PeerTransport
-	srv  *grpc.Server
-	node *Node
+	db    *pebble.DB
+	log   *LogStore
+	snaps *SnapshotStore
+	sm    *kvSM
+	// snapshotCount is the node's SnapshotCount (0: no truncation).
+	snapshotCount uint64
+	tr            *PeerTransport
+	srv           *grpc.Server
+	node          *Node
 	// wrap lets a test wrap the log and transport the node sees.
 	wrap func(m *member, cfg *Config)
 }
@@ -439,6 +509,9 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	if m.sm, err = openKVSM(m.db); err != nil {
 		t.Fatal(err)
 	}
+	if m.snaps, err = NewSnapshotStore(m.log, SnapshotStoreOptions{Dir: filepath.Join(m.dir, "snap.tmp"), LocalKeys: [][]byte{smKey('l', 0)}}); err != nil {
+		t.Fatal(err)
+	}
 	if sp := m.sm.peers(); len(sp) > 0 {
 		peers = sp // a restart: the stored membership
 	}
@@ -451,6 +524,10 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	cfg.ID, cfg.Log, cfg.StateMachine, cfg.Transport = m.id, m.log, m.sm, m.tr
 	cfg.Peers, cfg.NewCluster, cfg.Logger = peers, newCluster, testLogger(t)
 	cfg.Removed = m.sm.removedIDs()
+	cfg.Snapshots, cfg.SnapshotCount = m.snaps, m.snapshotCount
+	if m.snapshotCount > 0 {
+		cfg.SnapshotCatchUpEntries = m.snapshotCount / 2
+	}
 	if m.wrap != nil {
 		m.wrap(m, &cfg)
 	}

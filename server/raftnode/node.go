@@ -27,9 +27,9 @@ var (
 	ErrNotLeader       = errors.New("raftnode: not the leader")
 	ErrLearnerNotReady = errors.New("raftnode: learner is not in sync with the leader")
 	ErrBadTransferee   = errors.New("raftnode: bad leader transferee")
-	// ErrSnapshotUnsupported stops a node that receives a snapshot: the
-	// seam for installing one is issue 16's.
-	ErrSnapshotUnsupported = errors.New("raftnode: snapshot installation is not supported yet")
+	// ErrSnapshotUnsupported stops a node without a SnapshotStore that
+	// receives a snapshot.
+	ErrSnapshotUnsupported = errors.New("raftnode: snapshot received but this node has no snapshot store")
 )
 
 // Log is the node's durable log: a raft.Storage it also writes. LogStore
@@ -43,6 +43,8 @@ type Log interface {
 	SetConfState(cs raftpb.ConfState)
 	// ResetTo starts an empty log at (index, term).
 	ResetTo(index, term uint64) error
+	// Compact removes the entries up to and including index.
+	Compact(index uint64) error
 }
 
 var _ Log = (*LogStore)(nil)
@@ -106,6 +108,20 @@ type Config struct {
 	// etcd_disk_wal_fsync_duration_seconds). It must not block.
 	OnSave func(d time.Duration, synced bool)
 
+	// SnapshotCount truncates the log once the applied index (durable in
+	// the store) is this many entries past the last truncation (etcd's
+	// --snapshot-count); 0 never truncates.
+	SnapshotCount uint64
+	// SnapshotCatchUpEntries are kept below the applied index at a
+	// truncation, for followers a little behind (etcd's
+	// --snapshot-catchup-entries, 5000); at most SnapshotCount are kept.
+	SnapshotCatchUpEntries uint64
+	// Snapshots sends and installs snapshots of the state machine (which
+	// must then be a SnapshotStateMachine); nil: a follower whose entries
+	// were truncated cannot catch up, and receiving a snapshot stops the
+	// node with ErrSnapshotUnsupported.
+	Snapshots *SnapshotStore
+
 	// testHooks observe the ready loop (tests only).
 	testHooks *testHooks
 }
@@ -134,6 +150,9 @@ func (c *Config) setDefaults() {
 	if c.ReadIndexRetry <= 0 {
 		c.ReadIndexRetry = 500 * time.Millisecond
 	}
+	if c.SnapshotCatchUpEntries == 0 {
+		c.SnapshotCatchUpEntries = 5000
+	}
 	if c.ReadIndexTimeout <= 0 {
 		c.ReadIndexTimeout = 5*time.Second + 2*time.Duration(c.ElectionTicks)*c.TickInterval
 	}
@@ -161,6 +180,9 @@ func (c *Config) validate() error {
 			errs = append(errs, errors.New("raftnode: peer with ID 0"))
 		}
 	}
+	if _, ok := c.StateMachine.(SnapshotStateMachine); c.Snapshots != nil && !ok {
+		errs = append(errs, errors.New("raftnode: snapshots need a SnapshotStateMachine"))
+	}
 	if c.NewCluster && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
 		errs = append(errs, fmt.Errorf("raftnode: new cluster's peers do not include this member %s", FormatID(c.ID)))
 	}
@@ -180,6 +202,8 @@ type Node struct {
 	log Log
 	sm  StateMachine
 	tr  Transport
+	// snaps is cfg.Snapshots; nil without snapshots.
+	snaps *SnapshotStore
 
 	// mu guards rn and stopped: every call into raft holds it briefly, so
 	// proposals and incoming messages reach raft without a channel hop,
@@ -191,7 +215,15 @@ type Node struct {
 	readyc chan struct{} // cap 1: raft may have a Ready
 	// campaignWanted asks the ready loop to check for a lone voter.
 	campaignWanted atomic.Bool
-	applyc         chan []raftpb.Entry
+	applyc         chan applyItem
+
+	// Log truncation (the ready loop's): durableApplied is the applied
+	// index as of the start of the last synced log write, which made
+	// every apply batch before it durable; truncatedAt the applied index
+	// at the last truncation.
+	durableApplied atomic.Uint64
+	truncatedAt    uint64
+	snapStats      snapshotStats
 
 	ids  *requestIDs
 	wait waitRegistry
@@ -281,11 +313,12 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	lg := cfg.Logger.With("member", FormatID(cfg.ID))
+	storage := &nodeStorage{Log: cfg.Log}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
-		Storage:                   cfg.Log,
+		Storage:                   storage,
 		Applied:                   applied,
 		MaxSizePerMsg:             cfg.MaxSizePerMsg,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
@@ -324,9 +357,11 @@ func Start(cfg Config) (*Node, error) {
 		log:           cfg.Log,
 		sm:            cfg.StateMachine,
 		tr:            cfg.Transport,
+		snaps:         cfg.Snapshots,
 		rn:            rn,
 		readyc:        make(chan struct{}, 1),
-		applyc:        make(chan []raftpb.Entry, 16),
+		applyc:        make(chan applyItem, 16),
+		truncatedAt:   applied,
 		ids:           newRequestIDs(cfg.ID, time.Now()),
 		leaderChanged: make(chan struct{}),
 		appliedc:      make(chan struct{}),
@@ -342,7 +377,9 @@ func Start(cfg Config) (*Node, error) {
 	for _, id := range cfg.Removed {
 		n.removed[id] = true
 	}
+	storage.n = n
 	n.applied.Store(applied)
+	n.durableApplied.Store(applied)
 	n.term.Store(hs.Term)
 	n.commit.Store(hs.Commit)
 	if n.tr != nil {
@@ -586,7 +623,9 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 		n.send(before)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
-		return fmt.Errorf("%w (snapshot at index %d)", ErrSnapshotUnsupported, rd.Snapshot.Metadata.Index)
+		if err := n.handleSnapshot(rd); err != nil {
+			return err
+		}
 	}
 	// Committed entries already durable here (below this Ready's new
 	// entries) are applied while the Ready is saved; the rest wait for the
@@ -594,7 +633,7 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	// previous Ready would wait for the next batch's fsync too.
 	durable, pending := splitDurable(rd.CommittedEntries, rd.Entries)
 	if len(durable) > 0 {
-		n.applyc <- durable
+		n.applyc <- applyItem{ents: durable}
 		if leader && len(rd.Entries) > 0 && n.alone() {
 			// A lone voter has no follower to wait for: letting the
 			// apply finish before the next synced write lets proposals
@@ -606,8 +645,17 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 		}
 	}
 	start := time.Now()
+	appliedBefore := n.applied.Load()
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
+	}
+	if rd.MustSync && (len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState)) {
+		// Pebble's WAL is ordered: the apply batches committed before
+		// this synced write are durable with it.
+		n.durableApplied.Store(max(n.durableApplied.Load(), appliedBefore))
+		if err := n.maybeTruncate(); err != nil {
+			return err
+		}
 	}
 	if n.cfg.OnSave != nil && (len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState)) {
 		n.cfg.OnSave(time.Since(start), rd.MustSync)
@@ -618,7 +666,7 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	}
 	n.send(after)
 	if len(pending) > 0 {
-		n.applyc <- pending
+		n.applyc <- applyItem{ents: pending}
 	}
 	return nil
 }
@@ -681,11 +729,22 @@ func (n *Node) setApplied(i uint64) {
 
 // applyLoop hands committed entries to the state machine, in order.
 func (n *Node) applyLoop() {
-	for ents := range n.applyc {
+	for it := range n.applyc {
 		if n.Err() != nil {
+			if it.snap != nil {
+				it.snap.done <- n.Err()
+			}
 			continue // a fatal error: drain without applying
 		}
-		if err := n.apply(ents); err != nil {
+		if it.snap != nil {
+			err := n.installSnapshot(it.snap)
+			it.snap.done <- err
+			if err != nil {
+				n.fail(err)
+			}
+			continue
+		}
+		if err := n.apply(it.ents); err != nil {
 			n.fail(err)
 		}
 	}
@@ -1076,6 +1135,11 @@ type Metrics struct {
 	Failed uint64
 	// ReadIndexRounds counts linearizable-read rounds.
 	ReadIndexRounds uint64
+	// LogTruncations counts truncations of the log; SnapshotsInstalled
+	// the snapshots this member installed, and SnapshotInstallTime their
+	// total duration.
+	LogTruncations, SnapshotsInstalled uint64
+	SnapshotInstallTime                time.Duration
 }
 
 // Metrics returns the node's counters.
@@ -1090,6 +1154,10 @@ func (n *Node) Metrics() Metrics {
 		Pending:         n.wait.pending(),
 		Failed:          n.proposalsFailed.Load(),
 		ReadIndexRounds: n.readRounds.Load(),
+
+		LogTruncations:      n.snapStats.truncations.Load(),
+		SnapshotsInstalled:  n.snapStats.installed.Load(),
+		SnapshotInstallTime: time.Duration(n.snapStats.installNanos.Load()),
 	}
 }
 

@@ -158,6 +158,7 @@ func recordCluster(t *testing.T, n int) (*cluster, *recorder) {
 			cfg.Log = &recLog{Log: cfg.Log, rec: rec, id: m.id}
 			cfg.Transport = &recTransport{Transport: cfg.Transport, rec: rec, id: m.id}
 			cfg.StateMachine = &recSM{StateMachine: cfg.StateMachine, rec: rec, id: m.id}
+			cfg.Snapshots = nil // the recording state machine does not install them
 			cfg.testHooks = &testHooks{readyStart: func(leader bool) {
 				rec.add(event{kind: evReady, member: m.id, leader: leader})
 			}}

@@ -32,14 +32,6 @@ const (
 // ErrLogNotEmpty is returned by ResetTo on a log that holds entries.
 var ErrLogNotEmpty = errors.New("raftnode: log is not empty")
 
-// SnapshotSource produces the state machine's snapshot for a follower whose
-// next entries were compacted away. It is the seam for snapshot transfer
-// (issue 16); without one, Snapshot reports raft's
-// ErrSnapshotTemporarilyUnavailable and raft waits.
-type SnapshotSource interface {
-	Snapshot() (raftpb.Snapshot, error)
-}
-
 // LogStore is a raft.Storage over Pebble: the log entries and HardState live
 // under their own key prefix, in the store's database or a database of their
 // own. Writes go through Save, one batch per Ready, synced when raft says so.
@@ -53,8 +45,6 @@ type SnapshotSource interface {
 type LogStore struct {
 	db     *pebble.DB
 	prefix byte
-	// SnapshotSource answers Snapshot; nil until snapshots exist (issue 16).
-	snaps SnapshotSource
 
 	mu         sync.RWMutex
 	hard       raftpb.HardState
@@ -75,8 +65,6 @@ type LogStoreOptions struct {
 	// serves followers' appends and the apply of committed entries without
 	// reading Pebble. Default 4 MiB; negative disables the cache.
 	CacheBytes int
-	// Snapshots is the seam for snapshot transfer (nil: none yet).
-	Snapshots SnapshotSource
 }
 
 // OpenLogStore loads the log's state from db.
@@ -87,7 +75,7 @@ func OpenLogStore(db *pebble.DB, opts LogStoreOptions) (*LogStore, error) {
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 4 << 20
 	}
-	s := &LogStore{db: db, prefix: opts.Prefix, snaps: opts.Snapshots}
+	s := &LogStore{db: db, prefix: opts.Prefix}
 	s.cache.maxBytes = opts.CacheBytes
 	if raw, closer, err := db.Get(s.key(keyHardState)); err == nil {
 		err = s.hard.Unmarshal(raw)
@@ -263,12 +251,11 @@ func (s *LogStore) Entries(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 	return out, nil
 }
 
-// Snapshot implements raft.Storage; see SnapshotSource.
+// Snapshot implements raft.Storage: the log has none of its own (the
+// node answers raft with the state machine's, see SnapshotStore), so raft
+// waits.
 func (s *LogStore) Snapshot() (raftpb.Snapshot, error) {
-	if s.snaps == nil {
-		return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
-	}
-	return s.snaps.Snapshot()
+	return raftpb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
 }
 
 func (s *LogStore) readEntry(i uint64) (raftpb.Entry, error) {
@@ -432,6 +419,28 @@ func (s *LogStore) ResetTo(index, term uint64) error {
 	s.truncIndex, s.truncTerm, s.last, s.hard = index, term, index, hs
 	s.mu.Unlock()
 	return nil
+}
+
+// truncated returns the index of the last entry removed.
+func (s *LogStore) truncated() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.truncIndex
+}
+
+// resetToSnapshot sets the in-memory state to what an installed snapshot
+// wrote: no entries, truncated at (index, term), and hs.
+func (s *LogStore) resetToSnapshot(index, term uint64, hs raftpb.HardState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncIndex, s.truncTerm, s.last, s.hard = index, term, index, hs
+	clear(s.cache.ents)
+	s.cache.ents, s.cache.bytes = s.cache.ents[:0], 0
+}
+
+// LogBytes estimates the disk space of the log (entries and state).
+func (s *LogStore) LogBytes() (uint64, error) {
+	return s.db.EstimateDiskUsage([]byte{s.prefix}, []byte{s.prefix + 1})
 }
 
 func truncValue(index, term uint64) []byte {

@@ -33,6 +33,8 @@ import (
 const (
 	peerServiceName  = "metastore.raftnode.Peer"
 	peerStreamMethod = "/" + peerServiceName + "/Messages"
+	// peerSnapshotMethod streams one snapshot (snapshot_transport.go).
+	peerSnapshotMethod = "/" + peerServiceName + "/Snapshot"
 
 	mdClusterID = "metastore-cluster-id"
 	mdFrom      = "metastore-from"
@@ -59,13 +61,6 @@ type Raft interface {
 
 var _ Raft = (*Node)(nil)
 
-// SnapshotSender streams a MsgSnap and the state machine's data to its
-// receiver: the seam for issue 16. Without one, the transport reports every
-// snapshot as failed, and raft retries later.
-type SnapshotSender interface {
-	SendSnapshot(ctx context.Context, m raftpb.Message) error
-}
-
 // TransportConfig configures a Transport.
 type TransportConfig struct {
 	// ID is this member's ID; ClusterID the cluster's, checked on every
@@ -82,10 +77,12 @@ type TransportConfig struct {
 	QueueSize int
 	// RetryInterval is the pause after a failed connection (100ms).
 	RetryInterval time.Duration
-	// Snapshots sends MsgSnap (nil: not supported yet, issue 16).
-	Snapshots SnapshotSender
 	// Logger receives connection errors.
 	Logger *slog.Logger
+
+	// corruptSnapshot, in tests, alters each snapshot data frame after
+	// its checksum was taken.
+	corruptSnapshot func(frame []byte)
 }
 
 // PeerTransport sends raft messages to peers over the gRPC peer service and
@@ -104,6 +101,9 @@ type PeerTransport struct {
 
 	recvMu   sync.Mutex
 	received map[uint64]uint64 // bytes received, by sender
+	snaps    map[uint64]*snapshotCounters
+	snapsIn  atomic.Int64 // snapshots being received
+	snapsOut atomic.Int64 // snapshots being sent
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -128,6 +128,7 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
 		peers:    make(map[uint64]*peer),
 		received: make(map[uint64]uint64),
+		snaps:    make(map[uint64]*snapshotCounters),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -174,9 +175,12 @@ func (t *PeerTransport) Send(msgs []raftpb.Message) {
 	}
 }
 
+// sendSnapshot streams m's snapshot to its peer on a goroutine of its own
+// and reports the outcome to raft; see snapshot_transport.go.
 func (t *PeerTransport) sendSnapshot(p *peer, m raftpb.Message) {
 	r := t.getRaft()
-	if p == nil || t.cfg.Snapshots == nil {
+	sp, ok := r.(snapshotPeer)
+	if p == nil || !ok {
 		if r != nil {
 			r.ReportSnapshot(m.To, raft.SnapshotFailure)
 		}
@@ -185,13 +189,18 @@ func (t *PeerTransport) sendSnapshot(p *peer, m raftpb.Message) {
 	t.snapWG.Add(1)
 	go func() {
 		defer t.snapWG.Done()
-		err := t.cfg.Snapshots.SendSnapshot(t.ctx, m)
+		start := time.Now()
+		t.snapsOut.Add(1)
+		size, err := p.streamSnapshot(sp, m)
+		t.snapsOut.Add(-1)
+		t.countSnapshot(m.To, true, err == nil, time.Since(start))
 		if r := t.getRaft(); r != nil {
 			if err != nil {
 				t.lg.Warn("sending snapshot failed", "peer", FormatID(m.To), "err", err)
 				r.ReportUnreachable(m.To)
 				r.ReportSnapshot(m.To, raft.SnapshotFailure)
 			} else {
+				t.lg.Info("sent snapshot", "peer", FormatID(m.To), "bytes", size, "took", time.Since(start))
 				r.ReportSnapshot(m.To, raft.SnapshotFinish)
 			}
 		}
@@ -433,6 +442,11 @@ func (s *peerStream) finish(err error) error {
 // open dials the peer's next URL and opens the message stream; the
 // receiver's cluster and member ID check answers before any message goes.
 func (p *peer) open(ctx context.Context) (*peerStream, error) {
+	return p.openStream(ctx, &peerStreamDesc, peerStreamMethod)
+}
+
+// openStream opens a stream of method on a connection of its own.
+func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method string) (*peerStream, error) {
 	p.mu.Lock()
 	if len(p.urls) == 0 {
 		p.mu.Unlock()
@@ -473,7 +487,7 @@ func (p *peer) open(ctx context.Context) (*peerStream, error) {
 	sctx = metadata.AppendToOutgoingContext(sctx,
 		mdClusterID, FormatID(p.t.cfg.ClusterID), mdFrom, FormatID(p.t.cfg.ID), mdTo, FormatID(p.id))
 	s := &peerStream{conn: conn, cancel: cancel}
-	s.stream, err = conn.NewStream(sctx, &peerStreamDesc, peerStreamMethod)
+	s.stream, err = conn.NewStream(sctx, desc, method)
 	if err == nil {
 		var md metadata.MD
 		if md, err = s.stream.Header(); err == nil && md == nil {
@@ -500,6 +514,12 @@ var peerServiceDesc = grpc.ServiceDesc{
 		ClientStreams: true,
 		Handler: func(srv any, ss grpc.ServerStream) error {
 			return srv.(*PeerTransport).serveMessages(ss)
+		},
+	}, {
+		StreamName:    "Snapshot",
+		ClientStreams: true,
+		Handler: func(srv any, ss grpc.ServerStream) error {
+			return srv.(*PeerTransport).serveSnapshot(ss)
 		},
 	}},
 }
@@ -538,34 +558,8 @@ const (
 )
 
 func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
-	md, _ := metadata.FromIncomingContext(ss.Context())
-	get := func(k string) uint64 {
-		if v := md.Get(k); len(v) == 1 {
-			id, err := strconv.ParseUint(v[0], 16, 64)
-			if err == nil {
-				return id
-			}
-		}
-		return 0
-	}
-	if cid := get(mdClusterID); cid != t.cfg.ClusterID {
-		return status.Errorf(codes.FailedPrecondition, "%s: local %s, remote %s", msgClusterMismatch, FormatID(t.cfg.ClusterID), FormatID(cid))
-	}
-	if to := get(mdTo); to != t.cfg.ID {
-		return status.Errorf(codes.FailedPrecondition, "%s: message for %s reached %s", msgMemberMismatch, FormatID(to), FormatID(t.cfg.ID))
-	}
-	from := get(mdFrom)
-	if from == 0 {
-		return status.Error(codes.InvalidArgument, "raftnode: stream without a sender member ID")
-	}
-	r := t.getRaft()
-	if r == nil {
-		return status.Error(codes.Unavailable, "raftnode: member not started")
-	}
-	if r.IsIDRemoved(from) {
-		return status.Error(codes.PermissionDenied, msgMemberRemoved)
-	}
-	if err := ss.SendHeader(metadata.MD{}); err != nil {
+	from, r, err := t.acceptStream(ss)
+	if err != nil {
 		return err
 	}
 	var frame []byte
@@ -600,6 +594,42 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
+}
+
+// acceptStream checks an incoming stream's cluster, receiver and sender
+// and answers its header.
+func (t *PeerTransport) acceptStream(ss grpc.ServerStream) (uint64, Raft, error) {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	get := func(k string) uint64 {
+		if v := md.Get(k); len(v) == 1 {
+			id, err := strconv.ParseUint(v[0], 16, 64)
+			if err == nil {
+				return id
+			}
+		}
+		return 0
+	}
+	if cid := get(mdClusterID); cid != t.cfg.ClusterID {
+		return 0, nil, status.Errorf(codes.FailedPrecondition, "%s: local %s, remote %s", msgClusterMismatch, FormatID(t.cfg.ClusterID), FormatID(cid))
+	}
+	if to := get(mdTo); to != t.cfg.ID {
+		return 0, nil, status.Errorf(codes.FailedPrecondition, "%s: message for %s reached %s", msgMemberMismatch, FormatID(to), FormatID(t.cfg.ID))
+	}
+	from := get(mdFrom)
+	if from == 0 {
+		return 0, nil, status.Error(codes.InvalidArgument, "raftnode: stream without a sender member ID")
+	}
+	r := t.getRaft()
+	if r == nil {
+		return 0, nil, status.Error(codes.Unavailable, "raftnode: member not started")
+	}
+	if r.IsIDRemoved(from) {
+		return 0, nil, status.Error(codes.PermissionDenied, msgMemberRemoved)
+	}
+	if err := ss.SendHeader(metadata.MD{}); err != nil {
+		return 0, nil, err
+	}
+	return from, r, nil
 }
 
 // A frame is messages, each as uvarint(length) then raftpb.Message bytes.

@@ -801,3 +801,36 @@ func (s *Store) String() string {
 	st := s.st.Load()
 	return fmt.Sprintf("auth{enabled=%v rev=%d users=%d roles=%d}", st.enabled, st.rev, s.users.Size(), s.roles.Size())
 }
+
+// Reload replaces the users, roles and switch with those persisted in r,
+// after the store under them was replaced (a Raft snapshot installed on
+// this member). Tokens issued before stay valid only if the new state's
+// revision says so, as at any other auth change.
+func (s *Store) Reload(r Reader) error {
+	fresh, err := Open(r, Options{BcryptCost: s.bcryptCost, Logger: s.lg})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// NB: new entries are stored before stale ones go, so a reader never
+	// sees a user or role missing that both states have.
+	fresh.users.Range(func(k string, v *user) bool { s.users.Store(k, v); return true })
+	fresh.roles.Range(func(k string, v *role) bool { s.roles.Store(k, v); return true })
+	s.users.Range(func(k string, _ *user) bool {
+		if _, ok := fresh.users.Load(k); !ok {
+			s.users.Delete(k)
+		}
+		return true
+	})
+	s.roles.Range(func(k string, _ *role) bool {
+		if _, ok := fresh.roles.Load(k); !ok {
+			s.roles.Delete(k)
+		}
+		return true
+	})
+	next := *fresh.st.Load()
+	next.epoch = s.st.Load().epoch + 1
+	s.st.Store(&next)
+	return nil
+}

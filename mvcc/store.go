@@ -114,33 +114,39 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	gate.start()
 	s.db = db
-	rev, err := s.metaInt(metaRev)
+	done, scheduled, err := s.loadState()
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	s.compactor = startCompactor(s, done, scheduled)
+	return s, nil
+}
+
+// loadState reads the revision and the compaction state from the database
+// into the store, and returns the compaction's progress.
+func (s *Store) loadState() (done, scheduled int64, err error) {
+	rev, err := s.metaInt(metaRev)
+	if err != nil {
+		return 0, 0, err
 	}
 	if rev == 0 {
 		rev = 1 // an empty store is at revision 1, as etcd's
 	}
-	s.rev.Store(rev)
-	scheduled, err := s.metaInt(metaCompactScheduled)
-	if err != nil {
-		db.Close()
-		return nil, err
+	if scheduled, err = s.metaInt(metaCompactScheduled); err != nil {
+		return 0, 0, err
 	}
 	compactRev := scheduled
 	if raw, err := s.Meta(metaCompactScheduled); err == nil && raw == nil {
 		// Never compacted: as etcd, even revision 0 may still be compacted.
 		compactRev = -1
 	}
-	done, err := s.metaInt(metaCompactDone)
-	if err != nil {
-		db.Close()
-		return nil, err
+	if done, err = s.metaInt(metaCompactDone); err != nil {
+		return 0, 0, err
 	}
+	s.rev.Store(rev)
 	s.compactRev.Store(compactRev)
-	s.compactor = startCompactor(s, done, scheduled)
-	return s, nil
+	return done, scheduled, nil
 }
 
 // Close stops background work and closes Pebble. Pending compaction resumes

@@ -13,8 +13,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
@@ -180,13 +178,17 @@ func (s *Server) joinCluster(ctx context.Context, cs *clusterState, members []co
 func (s *Server) startCluster(cs *clusterState) error {
 	cfg := s.cfg
 	s.machine = apply.NewRaftMachine(s.store, s.applier, apply.RaftMachineOptions{
-		OnCommit: s.hub.Publish, OnApplied: s.onApplied,
+		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnRestore: s.restoreDerived,
 	})
+	snaps, err := s.openSnapshots(cs.log)
+	if err != nil {
+		return err
+	}
 	s.peerTransport = raftnode.NewTransport(raftnode.TransportConfig{
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport}, snapshotCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	for _, raw := range cfg.PeerListenURLs() {
@@ -204,8 +206,8 @@ func (s *Server) startCluster(cs *clusterState) error {
 	ms := s.applier.Members()
 	if cs.self != nil && len(ms.Members) > 1 {
 		// A single node's `member add` recorded members that never ran;
-		// as voters of the adopted group they would hold its quorum, and
-		// they could not catch up (no snapshots yet).
+		// as voters of the adopted group they would hold its quorum
+		// before they ever started.
 		return fmt.Errorf("the single node's member set lists %d members: remove the ones added with `member add` (etcdctl member remove) before starting it with peer flags", len(ms.Members))
 	}
 	if peers == nil {
@@ -219,6 +221,8 @@ func (s *Server) startCluster(cs *clusterState) error {
 		Peers: peers, Removed: ms.Removed, NewCluster: cs.newCluster,
 		TickInterval: hb, ElectionTicks: int(et / hb), HeartbeatTicks: 1,
 		Logger: s.lg, OnSave: s.metrics.ObserveRaftSave,
+		SnapshotCount: cfg.Cluster.SnapshotCount, SnapshotCatchUpEntries: cfg.Cluster.SnapshotCatchUpEntries,
+		Snapshots: snaps,
 	})
 	if err != nil {
 		return err
@@ -401,25 +405,6 @@ func refuseClusterDataDir(store *mvcc.Store) error {
 		return nil
 	}
 	return errors.New("the data directory belongs to a cluster member (it holds Raft state): start it with its cluster settings (--listen-peer-urls, --initial-advertise-peer-urls, --initial-cluster)")
-}
-
-// errLogNotFromStart refuses a member add while a new member could not
-// catch up: the log does not reach back to the first entry (a single
-// node's data directory adopted at its applied index) and there are no
-// Raft snapshots yet (issue 16). Adding a voter then would cost the
-// cluster its quorum for good.
-var errLogNotFromStart = status.Error(codes.FailedPrecondition,
-	"metastore: this cluster's Raft log does not start at the first entry (it grew from a single node's data directory), and a new member cannot catch up until Raft snapshots exist")
-
-// canAddMember is v3rpc's check before a member add.
-func (s *Server) canAddMember() error {
-	if s.logStore == nil {
-		return nil
-	}
-	if first, _ := s.logStore.FirstIndex(); first > 1 {
-		return errLogNotFromStart
-	}
-	return nil
 }
 
 // catchUp is the guard's wait for this member to apply what the cluster

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +83,11 @@ func clusterConfigs(t *testing.T, n int) []*config.Config {
 
 func startMember(t *testing.T, cfg *config.Config) *clusterMember {
 	t.Helper()
-	s, err := New(cfg, nil)
+	var lg *slog.Logger
+	if os.Getenv("MEMBER_LOG") != "" {
+		lg = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("name", cfg.Name)
+	}
+	s, err := New(cfg, lg)
 	if err != nil {
 		t.Fatalf("start %s: %v", cfg.Name, err)
 	}
@@ -610,12 +616,31 @@ func TestSingleNodeDataDirBecomesCluster(t *testing.T) {
 		t.Fatalf("applied index %d did not continue from %d", got, applied)
 	}
 
-	// A member add could never catch up (the log starts at the adopted
-	// index and there are no snapshots yet): refused.
-	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// A member added now catches up although the log starts at the
+	// adopted index: by a snapshot.
+	actx, acancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer acancel()
-	if _, err := m.cluster.MemberAdd(actx, &pb.MemberAddRequest{PeerURLs: []string{"http://127.0.0.1:1"}}); err == nil || !strings.Contains(err.Error(), "cannot catch up") {
+	peer := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
+	// The single node recorded its default peer URL: the new member must
+	// reach the one it listens on.
+	if _, err := m.cluster.MemberUpdate(actx, &pb.MemberUpdateRequest{ID: m.s.ids.Member, PeerURLs: cfg.Server.AdvertisePeerURLs}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.cluster.MemberAdd(actx, &pb.MemberAddRequest{PeerURLs: []string{peer}}); err != nil {
 		t.Fatalf("member add on an adopted single node: %v", err)
+	}
+	jcfg := config.Default()
+	jcfg.Name = "joined"
+	jcfg.DataDir = t.TempDir()
+	jcfg.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	jcfg.Server.ListenPeerURLs, jcfg.Server.AdvertisePeerURLs = []string{peer}, []string{peer}
+	jcfg.Cluster.InitialCluster = fmt.Sprintf("%s=%s,joined=%s", cfg.Name, cfg.Server.AdvertisePeerURLs[0], peer)
+	jcfg.Cluster.InitialClusterState = "existing"
+	jcfg.Cluster.HeartbeatInterval, jcfg.Cluster.ElectionTimeout = 20*time.Millisecond, 200*time.Millisecond
+	joined := startMember(t, jcfg)
+	sameState(t, m, joined)
+	if joined.s.node.Metrics().SnapshotsInstalled == 0 {
+		t.Fatal("the new member caught up without a snapshot")
 	}
 	m.stop(t)
 

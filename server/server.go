@@ -167,7 +167,6 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		SlowThreshold: s.live.slowThreshold,
 		Raft:          s.node,
 		Leader:        s.leaderForwarder(),
-		CanAddMember:  s.canAddMember,
 	})
 	if s.transport, err = serve.New(serve.Options{
 		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),

@@ -49,6 +49,8 @@ type Applier struct {
 	members     atomic.Pointer[Membership]
 	maxLearners int
 	versions    atomic.Pointer[Versions]
+	// initialVersion is Options.ClusterVersion (for Reload).
+	initialVersion string
 }
 
 // Options wire the optional collaborators of an Applier.
@@ -80,7 +82,7 @@ const metaAlarms = "alarms"
 // New loads the applier's persistent state (alarms, members, versions) from
 // the store.
 func New(s *mvcc.Store, opts Options) (*Applier, error) {
-	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth, maxLearners: opts.MaxLearners}
+	a := &Applier{leases: opts.Leases, minLeaseTTL: opts.MinLeaseTTL, auth: opts.Auth, maxLearners: opts.MaxLearners, initialVersion: opts.ClusterVersion}
 	members, err := loadMembers(s, opts.Self)
 	if err != nil {
 		return nil, err
@@ -98,19 +100,24 @@ func New(s *mvcc.Store, opts Options) (*Applier, error) {
 		}
 		a.tenants.Store(u)
 	}
-	a.alarms.Store(&[]*pb.AlarmMember{})
-	raw, err := s.Meta(metaAlarms)
+	alarms, err := loadAlarms(s)
 	if err != nil {
 		return nil, err
 	}
-	if raw != nil {
-		var ar pb.AlarmResponse
-		if err := ar.Unmarshal(raw); err != nil {
-			return nil, fmt.Errorf("apply: decode alarms: %w", err)
-		}
-		a.alarms.Store(&ar.Alarms)
-	}
+	a.alarms.Store(&alarms)
 	return a, nil
+}
+
+func loadAlarms(s *mvcc.Store) ([]*pb.AlarmMember, error) {
+	raw, err := s.Meta(metaAlarms)
+	if err != nil || raw == nil {
+		return []*pb.AlarmMember{}, err
+	}
+	var ar pb.AlarmResponse
+	if err := ar.Unmarshal(raw); err != nil {
+		return nil, fmt.Errorf("apply: decode alarms: %w", err)
+	}
+	return ar.Alarms, nil
 }
 
 // Alarms returns the active alarms.

@@ -29,6 +29,7 @@ type RaftMachine struct {
 	applier   *Applier
 	onCommit  func([]mvcc.RevisionEvents)
 	onApplied func(r *Request, res *Result)
+	onRestore func() error
 }
 
 // RaftMachineOptions configure a RaftMachine.
@@ -40,13 +41,17 @@ type RaftMachineOptions struct {
 	// on the apply goroutine, after the batch is committed: per-member
 	// effects of replicated state (simple tokens). It must not block.
 	OnApplied func(r *Request, res *Result)
+	// OnRestore runs on the apply goroutine after a snapshot replaced the
+	// store and the applier reloaded: the member rebuilds what it derives
+	// from the store (leases, watchers). An error is fatal.
+	OnRestore func() error
 }
 
 var _ raftnode.StateMachine = (*RaftMachine)(nil)
 
 // NewRaftMachine returns the state machine over s and a.
 func NewRaftMachine(s *mvcc.Store, a *Applier, opts RaftMachineOptions) *RaftMachine {
-	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied}
+	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied, onRestore: opts.OnRestore}
 }
 
 // AppliedState implements raftnode.StateMachine. A data directory written

@@ -20,10 +20,13 @@
 //     bounded queue (full: drop and report unreachable), cluster and member
 //     IDs checked on every stream, TLS from the caller.
 //   - MemberID, ClusterID: etcd's derivations, so member lists match etcd's.
+//   - Log truncation (Config.SnapshotCount) and snapshots: SnapshotStore
+//     sends the state machine's data (everything in the shared Pebble
+//     database but the log) from a Pebble snapshot over a peer stream of
+//     its own with a SHA-256, stages it into sstables on the receiver and
+//     installs it with one atomic ingest that also resets the log.
 //
 // What it does not own: the state machine (the server's apply package
-// implements StateMachine), membership records and their validation, and
-// snapshots — SnapshotSource and SnapshotSender are the seams for issue 16;
-// until then the log is never compacted by the node and a new member
-// replays it from the start.
+// implements StateMachine and SnapshotStateMachine), membership records
+// and their validation, and what a member derives from its store.
 package raftnode

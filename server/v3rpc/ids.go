@@ -102,3 +102,8 @@ func SaveIDs(s *mvcc.Store, ids IDs) error {
 	}
 	return writeIDs(s, memberIDs{cluster: ids.Cluster, member: ids.Member, term: ids.Term})
 }
+
+// LocalMetaNames are the metadata values that belong to this member, not
+// to the replicated state: a Raft snapshot neither carries nor replaces
+// them.
+func LocalMetaNames() []string { return []string{metaClusterID, metaMemberID, metaTerm} }

@@ -93,12 +93,15 @@ cluster: build
 # Long forms of tests/cluster (etcd, then metastore): 100 leader SIGKILLs
 # of a 3-member cluster under 16 writers, 20 double kills (leader and a
 # follower) of a 5-member one, then porcupine and the watch checkers over
-# 40 segments, each ending with a leader SIGKILL. CLUSTER_KILLS sets the
-# 3-member leader kills.
+# 40 segments, each ending with a leader SIGKILL, all with the Raft log
+# truncated (--snapshot-count CLUSTER_SNAPSHOT_COUNT, a tail of half that)
+# so killed members come back by snapshots; then the snapshot tests with
+# 100,000 keys. CLUSTER_KILLS sets the 3-member leader kills.
 CLUSTER_KILLS ?= 100
+CLUSTER_SNAPSHOT_COUNT ?= 100
 soak-cluster:
-	cd tests && METASTORE_SOAK=1 METASTORE_CLUSTER_KILLS=$(CLUSTER_KILLS) $(GO) test -race -count=1 -timeout 3h -v \
-		-run 'TestFailover|TestLinearizableLeaderKills' ./cluster
+	cd tests && METASTORE_SOAK=1 METASTORE_CLUSTER_KILLS=$(CLUSTER_KILLS) METASTORE_CLUSTER_SNAPSHOT_COUNT=$(CLUSTER_SNAPSHOT_COUNT) \
+		$(GO) test -race -count=1 -timeout 3h -v -run 'TestFailover|TestLinearizableLeaderKills|TestSnapshot' ./cluster
 
 # make bench's workloads against a 3-member etcd and a 3-member metastore
 # (docs/benchmarks-cluster.md).

@@ -113,6 +113,13 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	if err := s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	// Apply what is committed first (the learner's addition may have been
+	// answered by another member): etcd waits for its applied index, and
+	// a follower lets the leader judge, so a fresh learner is never "not
+	// found". On the leader this also makes raft's progress know it.
+	if err := s.linearizableRead(ctx); err != nil {
+		return nil, toGRPCError(err)
+	}
 	if err := s.mayPromoteMember(r.ID); err != nil {
 		return nil, toGRPCError(err)
 	}
@@ -129,11 +136,6 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 			return nil, toGRPCError(err)
 		}
 		return &pb.MemberPromoteResponse{Header: s.clusterHeader(), Members: s.protoMembers(s.applier.Members())}, nil
-	}
-	// The leader's progress must know the learner: apply what is
-	// committed (its addition) first.
-	if err := s.linearizableRead(ctx); err != nil {
-		return nil, toGRPCError(err)
 	}
 	ms, err := s.proposeConfChange(ctx, &apply.ConfChange{Type: apply.ConfChangePromoteMember, ID: r.ID})
 	if err != nil {

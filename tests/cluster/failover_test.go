@@ -152,7 +152,9 @@ func TestFailoverFiveMembers(t *testing.T) {
 // testFailover kills the leader nkills times (with a follower alongside
 // when the cluster has 5 members), then followers; see TestFailover.
 func testFailover(t *testing.T, kind string, size, nkills int) {
-	c := Start(t, Config{Kind: kind, Size: size})
+	sc, cu := truncation(t)
+	c := Start(t, Config{Kind: kind, Size: size, SnapshotCount: sc, CatchUpEntries: cu})
+	var snaps snapTally
 	r := &failoverRun{start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -214,6 +216,11 @@ func testFailover(t *testing.T, kind string, size, nkills int) {
 		killedAt := r.now()
 		var names []string
 		for _, m := range ms {
+			if sc > 0 {
+				if err := snaps.beforeKill(m); err != nil {
+					t.Fatal(err)
+				}
+			}
 			m.Kill()
 			names = append(names, m.Name)
 		}
@@ -290,6 +297,19 @@ func testFailover(t *testing.T, kind string, size, nkills int) {
 		_ = name
 	}
 	c.CheckRaces(t)
+	if sc > 0 {
+		// With the log truncated every snapCount entries, a member killed
+		// for the hundreds of writes of a cycle misses more than the tail:
+		// over 10 kills at least one must have come back by a snapshot.
+		n, err := snaps.total(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 && nkills >= 10 {
+			t.Errorf("no member received a snapshot over %d kills with --snapshot-count %d, --snapshot-catchup-entries %d", nkills+1, sc, cu)
+		}
+		t.Logf("--snapshot-count %d, --snapshot-catchup-entries %d: %v snapshots received by restarted members over %d kills", sc, cu, n, nkills+1)
+	}
 	t.Logf("%s, %d members: %d leader kills and 1 follower kill (first write sent after each kill acknowledged after %v); %d writes acknowledged, %d with unknown outcome, %d linearizable reads; all %d members hold the same %d revisions (HashKV %x, taking %v) with every acknowledged write",
 		kind, size, nkills, firstAck, acked, unknown, len(r.reads), len(c.Members), rev, hs[c.Members[0].Name], took)
 }

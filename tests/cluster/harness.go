@@ -51,6 +51,11 @@ type Config struct {
 	// PeerTLS, if set, makes the peer URLs https and gives every member
 	// etcd's peer TLS flags.
 	PeerTLS *PeerTLS
+	// SnapshotCount is --snapshot-count and CatchUpEntries
+	// --snapshot-catchup-entries (0: not given, the server's default). Small
+	// values make the leader truncate its log within seconds, so a member
+	// that falls behind needs a snapshot.
+	SnapshotCount, CatchUpEntries int
 	// Extra flags for every member.
 	Extra []string
 }
@@ -240,6 +245,12 @@ func (m *Member) setArgs(initialCluster, state string) {
 		"--election-timeout", strconv.Itoa(cfg.ElectionMs),
 		"--log-level", "warn",
 	}, cfg.Extra...)
+	if cfg.SnapshotCount > 0 {
+		m.Args = append(m.Args, "--snapshot-count", strconv.Itoa(cfg.SnapshotCount))
+	}
+	if cfg.CatchUpEntries > 0 {
+		m.Args = append(m.Args, "--snapshot-catchup-entries", strconv.Itoa(cfg.CatchUpEntries))
+	}
 	if p := cfg.PeerTLS; p != nil {
 		m.Args = append(m.Args, "--peer-cert-file", p.CertFile, "--peer-key-file", p.KeyFile, "--peer-trusted-ca-file", p.TrustedCAFile)
 		if p.ClientCertAuth {
@@ -272,15 +283,26 @@ func (c *Cluster) Endpoints() []string {
 // balances across them and fails over), closed on cleanup.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
+	return c.ClientOf(t, c.Members...)
+}
+
+// ClientOf returns a clientv3 client over the endpoints of ms only (say,
+// the members that stay up while another is killed), closed on cleanup.
+func (c *Cluster) ClientOf(t testing.TB, ms ...*Member) *clientv3.Client {
+	t.Helper()
+	var eps []string
+	for _, m := range ms {
+		eps = append(eps, m.Endpoint)
+	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            c.Endpoints(),
+		Endpoints:            eps,
 		DialTimeout:          10 * time.Second,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {
-		t.Fatalf("client for %v: %v", c.Endpoints(), err)
+		t.Fatalf("client for %v: %v", eps, err)
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli

@@ -50,7 +50,9 @@ func TestLinearizableLeaderKills(t *testing.T) {
 }
 
 func testLinearizableLeaderKills(t *testing.T, kind string, segments int) {
-	c := Start(t, Config{Kind: kind, Extra: []string{"--watch-progress-notify-interval=200ms"}})
+	sc, cu := truncation(t)
+	c := Start(t, Config{Kind: kind, SnapshotCount: sc, CatchUpEntries: cu, Extra: []string{"--watch-progress-notify-interval=200ms"}})
+	var snaps snapTally
 	var clients []reliability.Conn
 	for i := 0; i < 6; i++ {
 		clients = append(clients, reliability.NewConn(c.Client(t).ActiveConnection()))
@@ -79,6 +81,11 @@ func testLinearizableLeaderKills(t *testing.T, kind string, segments int) {
 				return err
 			}
 			killed, termBefore = l, st.RaftTerm
+			if sc > 0 {
+				if err := snaps.beforeKill(l); err != nil {
+					return err
+				}
+			}
 			l.Kill()
 			kills++
 			return nil
@@ -142,6 +149,13 @@ func testLinearizableLeaderKills(t *testing.T, kind string, segments int) {
 		t.Fatalf("%d leader changes for %d kills", changes, kills)
 	}
 	c.CheckRaces(t)
+	if sc > 0 {
+		n, err := snaps.total(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("--snapshot-count %d, --snapshot-catchup-entries %d: %v snapshots received by restarted members over %d kills", sc, cu, n, kills)
+	}
 	events := 0
 	for _, w := range res.Watches {
 		for _, r := range w.Records {

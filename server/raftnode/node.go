@@ -225,8 +225,9 @@ type Node struct {
 	truncatedAt    uint64
 	snapStats      snapshotStats
 
-	ids  *requestIDs
-	wait waitRegistry
+	ids   *requestIDs
+	wait  waitRegistry
+	props proposalQueue
 
 	leader atomic.Uint64
 	state  atomic.Int32 // raft.StateType
@@ -577,6 +578,7 @@ func (n *Node) processReadies(tickc <-chan time.Time) error {
 			n.tick()
 		default:
 		}
+		n.stepProposals()
 		n.mu.Lock()
 		if !n.rn.HasReady() {
 			n.mu.Unlock()
@@ -871,7 +873,7 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	id := n.ids.next()
 	payload := encodeEntry(id, data)
-	return n.propose(ctx, id, func() error { return n.rn.Propose(payload) })
+	return n.propose(ctx, id, payload, nil)
 }
 
 // ProposeConfChange proposes a membership change and waits until it is
@@ -894,18 +896,20 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error
 	if err != nil {
 		return nil, err
 	}
-	return n.propose(ctx, cc.ID, func() error { return n.rn.ProposeConfChange(rc) })
+	return n.propose(ctx, cc.ID, nil, func() error { return n.rn.ProposeConfChange(rc) })
 }
 
-func (n *Node) propose(ctx context.Context, id uint64, step func() error) (any, error) {
-	v, err := n.proposeWait(ctx, id, step)
+// propose submits a normal entry's payload through the ready loop's batch,
+// or runs step (a conf change) under the raft mutex.
+func (n *Node) propose(ctx context.Context, id uint64, payload []byte, step func() error) (any, error) {
+	v, err := n.proposeWait(ctx, id, payload, step)
 	if err != nil {
 		n.proposalsFailed.Add(1)
 	}
 	return v, err
 }
 
-func (n *Node) proposeWait(ctx context.Context, id uint64, step func() error) (any, error) {
+func (n *Node) proposeWait(ctx context.Context, id uint64, payload []byte, step func() error) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -915,16 +919,35 @@ func (n *Node) proposeWait(ctx context.Context, id uint64, step func() error) (a
 	}
 	for {
 		changed := n.LeaderChangedNotify()
-		n.mu.Lock()
-		if n.stopped {
+		if step == nil {
+			n.enqueueProposal(id, payload)
+			select {
+			case r := <-ch:
+				if !errors.Is(r.err, raft.ErrProposalDropped) {
+					return r.val, r.err
+				}
+				err = r.err
+			case <-ctx.Done():
+				n.wait.cancel(id)
+				return nil, ctx.Err()
+			}
+			// Refused by raft, so no longer registered: wait again.
+			var rerr error
+			if ch, rerr = n.wait.register(id); rerr != nil {
+				return nil, rerr
+			}
+		} else {
+			n.mu.Lock()
+			if n.stopped {
+				n.mu.Unlock()
+				n.wait.cancel(id)
+				return nil, n.stopError()
+			}
+			err = step()
 			n.mu.Unlock()
-			n.wait.cancel(id)
-			return nil, n.stopError()
-		}
-		err = step()
-		n.mu.Unlock()
-		if err == nil {
-			break
+			if err == nil {
+				break
+			}
 		}
 		if !errors.Is(err, raft.ErrProposalDropped) {
 			n.wait.cancel(id)

@@ -86,9 +86,9 @@ type Store struct {
 // last flushed memtable for reuse, so about twice this is resident after a
 // burst of writes, and a crash leaves up to this much WAL to replay (and
 // flush) before Open returns. MVCC writes never overwrite a key in the
-// memtable, so a larger one saves no writes. 16 MiB was tried and reverted:
-// see RATIONALE.md ("16 MiB memtables").
-const memTableSize = 64 << 20
+// memtable, so a larger one saves no writes. See RATIONALE.md ("16 MiB
+// memtables", and why they were briefly reverted).
+const memTableSize = 16 << 20
 
 // Open opens (or creates) a store in dir.
 func Open(dir string, opts Options) (*Store, error) {

@@ -37,7 +37,10 @@ var catchUpMaxBytes = 4 << 20
 type HubOptions struct {
 	// RecentEvents and RecentBytes bound the newest events the hub keeps in
 	// memory so that watchers a little behind catch up without reading
-	// Pebble. Defaults 65536 events and 64 MiB.
+	// Pebble. Defaults 16384 events and 16 MiB: each event costs ~250-500 B
+	// of live heap beyond its key and value, and 65,536 of them were the
+	// largest item in the memory left after a bulk load (RATIONALE.md,
+	// "A 16,384-event recent window").
 	RecentEvents int
 	RecentBytes  int64
 	// StreamQueue is how many responses may wait for one stream's sender.
@@ -65,10 +68,10 @@ type HubOptions struct {
 
 func (o *HubOptions) ensureDefaults() {
 	if o.RecentEvents <= 0 {
-		o.RecentEvents = 1 << 16
+		o.RecentEvents = 1 << 14
 	}
 	if o.RecentBytes <= 0 {
-		o.RecentBytes = 64 << 20
+		o.RecentBytes = 16 << 20
 	}
 	if o.StreamQueue <= 0 {
 		o.StreamQueue = 1024

@@ -48,7 +48,9 @@ func main() {
 		stop()
 	}()
 	stopFloor := startGCFloor(os.Getenv)
+	stopProfile := startCPUProfile(os.Getenv, os.Stderr)
 	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stopProfile()
 	stopFloor()
 	os.Exit(code)
 }

@@ -89,8 +89,16 @@ var grpcErrors = []struct {
 // toGRPCError maps an internal error to its wire form. Errors that are already
 // gRPC statuses pass through.
 func toGRPCError(err error) error {
-	if err == nil {
+	switch err {
+	case nil:
 		return nil
+	case context.Canceled:
+		// NB: every stream a client cancels ends here (each KeepAliveOnce
+		// does), and status.FromError on a plain error allocates a status
+		// with its message: ~5% of a keep-alive's server CPU.
+		return rpctypes.ErrGRPCCanceled
+	case context.DeadlineExceeded:
+		return rpctypes.ErrGRPCDeadlineExceeded
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

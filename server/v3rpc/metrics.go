@@ -304,7 +304,7 @@ func (m *metrics) observeBatch(st apply.BatchStats) {
 }
 
 // pebbleCollector reports a few of Pebble's own numbers (compactions, read
-// amplification, memtables) from one Metrics() call per scrape.
+// amplification, memtables, block cache) from one Metrics() call per scrape.
 type pebbleCollector struct {
 	db          func() *pebble.DB
 	compactions *prometheus.Desc
@@ -312,6 +312,7 @@ type pebbleCollector struct {
 	memtable    *prometheus.Desc
 	flushes     *prometheus.Desc
 	diskUsage   *prometheus.Desc
+	blockCache  *prometheus.Desc
 }
 
 func newPebbleCollector(db func() *pebble.DB) *pebbleCollector {
@@ -322,6 +323,7 @@ func newPebbleCollector(db func() *pebble.DB) *pebbleCollector {
 		memtable:    prometheus.NewDesc("metastore_pebble_memtable_bytes", "Bytes in Pebble memtables.", nil, nil),
 		flushes:     prometheus.NewDesc("metastore_pebble_flushes_total", "Pebble memtable flushes.", nil, nil),
 		diskUsage:   prometheus.NewDesc("metastore_pebble_disk_usage_bytes", "Bytes Pebble uses on disk (tables, WAL, manifests).", nil, nil),
+		blockCache:  prometheus.NewDesc("metastore_pebble_block_cache_bytes", "Bytes in Pebble's block cache.", nil, nil),
 	}
 }
 
@@ -331,6 +333,7 @@ func (c *pebbleCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.memtable
 	ch <- c.flushes
 	ch <- c.diskUsage
+	ch <- c.blockCache
 }
 
 func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
@@ -340,6 +343,7 @@ func (c *pebbleCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.memtable, prometheus.GaugeValue, float64(m.MemTable.Size))
 	ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(m.Flush.Count))
 	ch <- prometheus.MustNewConstMetric(c.diskUsage, prometheus.GaugeValue, float64(m.DiskSpaceUsage()))
+	ch <- prometheus.MustNewConstMetric(c.blockCache, prometheus.GaugeValue, float64(m.BlockCache.Size))
 }
 
 // reloaded counts a reload of the configuration.

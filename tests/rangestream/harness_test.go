@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// metastoreBin is the metastore binary built from the repository root.
-var metastoreBin string
+// metastoreBin is the metastore binary built from the repository root
+// (with -race when the tests are); plainBin is one built without -race
+// (the same file when the tests are not -race).
+var metastoreBin, plainBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "metastore-rangestream")
@@ -30,16 +32,20 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	metastoreBin = filepath.Join(dir, "metastore")
-	args := []string{"build", "-o", metastoreBin}
+	plainBin = metastoreBin
+	builds := [][]string{{"-o", metastoreBin}}
 	if raceEnabled {
-		args = append(args, "-race")
+		plainBin = filepath.Join(dir, "metastore-norace")
+		builds = [][]string{{"-o", metastoreBin, "-race"}, {"-o", plainBin}}
 	}
-	build := exec.Command("go", append(args, "./cmd/metastore")...)
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building metastore: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	for _, args := range builds {
+		build := exec.Command("go", append(append([]string{"build"}, args...), "./cmd/metastore")...)
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building metastore: %v\n%s", err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -84,12 +90,18 @@ func (s *syncBuffer) String() string {
 // data directory until the test ends; env is added to its environment.
 func startMetastore(t testing.TB, maxRequestBytes int, env ...string) *server {
 	t.Helper()
+	return startMetastoreBin(t, metastoreBin, maxRequestBytes, env...)
+}
+
+// startMetastoreBin is startMetastore with the binary bin.
+func startMetastoreBin(t testing.TB, bin string, maxRequestBytes int, env ...string) *server {
+	t.Helper()
 	ep := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	args := []string{"--data-dir", t.TempDir(), "--listen-client-urls", ep, "--advertise-client-urls", ep, "--log-level", "warn", "--bcrypt-cost", "4"}
 	if maxRequestBytes > 0 {
 		args = append(args, "--max-request-bytes", strconv.Itoa(maxRequestBytes))
 	}
-	cmd := exec.Command(metastoreBin, args...)
+	cmd := exec.Command(bin, args...)
 	// A -race binary otherwise sleeps a second at exit.
 	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	logs := &syncBuffer{}

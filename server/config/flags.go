@@ -250,14 +250,6 @@ func etcdEnvName(flag string) string {
 	return "ETCD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-func ignoreBool(l *loader, source, v string) error {
-	if _, err := strconv.ParseBool(v); err != nil {
-		return fmt.Errorf("invalid boolean %q (want true or false)", v)
-	}
-	l.ignored(source)
-	return nil
-}
-
 // secondsOrDuration accepts etcd's bare seconds ("300") as well as a Go
 // duration ("5m").
 func secondsOrDuration(v string) (string, error) {

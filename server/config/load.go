@@ -113,10 +113,6 @@ func (l *loader) note(level slog.Level, msg string) {
 	l.notes = append(l.notes, Note{Level: level, Msg: msg})
 }
 
-func (l *loader) ignored(source string) {
-	l.note(slog.LevelDebug, "ignoring "+source+": metastore does not use it")
-}
-
 // configFile returns the YAML path: the flag, else METASTORE_CONFIG_FILE,
 // else ETCD_CONFIG_FILE. The last --config-file given wins, as with any flag.
 func (l *loader) configFile(setFlags []flagValue, vars map[string]string) string {

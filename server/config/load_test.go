@@ -207,7 +207,7 @@ func TestNotes(t *testing.T) {
 		{slog.LevelWarn, "environment variable ETCD_NAME is shadowed by flag --name"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable ETCD_SERVICE_HOST"},
 		{slog.LevelWarn, "ignoring unrecognized environment variable METASTORE_PORT"},
-		{slog.LevelDebug, "ignoring --experimental-initial-corrupt-check: metastore does not use it"},
+		{slog.LevelWarn, "--experimental-initial-corrupt-check is deprecated (as in etcd 3.6); use --feature-gates=InitialCorruptCheck=true"},
 	}
 	if !reflect.DeepEqual(notes, want) {
 		t.Errorf("notes:\n%v\nwant\n%v", notes, want)

@@ -80,22 +80,26 @@ WORKLOADS=(
 	"lease-keepalive-100c|KeepAliveOnce, 100 clients / 10 conns, $N100 requests|--conns 10 --clients 100 lease-keepalive --total $N100"
 )
 
-declare -A RPS=() P99=() ERRS=() CPU=()
+declare -A RPS=() P99=() ERRS=() CPU=() CCPU=()
 run_one() { # target name round args...
 	local t=$1 name=$2 r=$3 rc=0
 	shift 3
 	local out="$RESULTS/$name.$t.r$r.txt" k=$name.$t.$r
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
 	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
-	local c0
+	local c0 cc0
 	c0=$(cpu_ticks "${PID[$t]}")
+	children_cpu
+	cc0=$CHILDREN_CPU_US
 	run_child timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" >>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" || rc=$?
 	((rc == 0)) || log "  benchmark exited with status $rc (see $out)"
 	CPU[$k]=$(cpu_us_per_req "$c0" "$(cpu_ticks "${PID[$t]}")" "$(total_of "$@")")
+	children_cpu
+	CCPU[$k]=$(awk -v a="$cc0" -v b="$CHILDREN_CPU_US" -v n="$(total_of "$@")" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n }')
 	RPS[$k]=$(bench_rps "$out")
 	P99[$k]=$(bench_p99 "$out")
 	ERRS[$k]=$(bench_errors "$out")
-	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]} µs/req, errors ${ERRS[$k]}"
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]} µs/req, client CPU ${CCPU[$k]:-?} µs/req, errors ${ERRS[$k]}"
 }
 
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
@@ -111,13 +115,13 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 done
 
 {
-	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\n'
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\tclient_cpu_us_per_req\n'
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		for t in "${TARGETS[@]}"; do
 			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 				k=$name.$t.$r
-				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}"
+				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}" "${CCPU[$k]:-}"
 			done
 		done
 	done
@@ -126,10 +130,11 @@ done
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		rs=() ps=() cs=() errs=0
+		rs=() ps=() cs=() ccs=() errs=0
 		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 			k=$name.$t.$r
 			[[ -n ${CPU[$k]} ]] && cs+=("${CPU[$k]}")
+			[[ -n ${CCPU[$k]} ]] && ccs+=("${CCPU[$k]}")
 			[[ -n ${RPS[$k]} ]] && rs+=("${RPS[$k]}")
 			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
 			errs=$((errs + ${ERRS[$k]:-0}))
@@ -137,6 +142,7 @@ for w in "${WORKLOADS[@]}"; do
 		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
 		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
 		CPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${cs[@]}")
+		CCPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${ccs[@]}")
 		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
 		ERRS[$name.$t]=$errs
 	done
@@ -187,8 +193,8 @@ done
 # ------------------------------------------------------------------ table ---
 
 {
-	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req | client CPU µs/req (etcd; metastore) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		e=${RPS[$name.etcd]} m=${RPS[$name.metastore]}
@@ -197,7 +203,7 @@ done
 		for t in "${TARGETS[@]}"; do
 			[[ ${ERRS[$name.$t]:-0} == 0 ]] || note+=" ($t: ${ERRS[$name.$t]} errors)"
 		done
-		echo "| $name$note | $e | $m | $ratio | ${P99[$name.etcd]:-?} ms | ${P99[$name.metastore]:-?} ms | ${CPU[$name.etcd]:-?} | ${CPU[$name.metastore]:-?} |"
+		echo "| $name$note | $e | $m | $ratio | ${P99[$name.etcd]:-?} ms | ${P99[$name.metastore]:-?} ms | ${CPU[$name.etcd]:-?} | ${CPU[$name.metastore]:-?} | ${CCPU[$name.etcd]:-?}; ${CCPU[$name.metastore]:-?} |"
 	done
 	echo
 	echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."

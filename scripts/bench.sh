@@ -151,7 +151,7 @@ for t in "${TARGETS[@]}"; do
 		|| die "could not write $RANGE_KEY to $t"
 done
 
-declare -A RPS=() P99=() ERRS=() FAILED=() CPU=()
+declare -A RPS=() P99=() ERRS=() FAILED=() CPU=() CCPU=()
 
 # run_one target name round args...
 run_one() {
@@ -160,8 +160,10 @@ run_one() {
 	local out="$RESULTS/$name.$t.r$r.txt"
 	echo "# $BIN/benchmark --endpoints=${EP[$t]} --precise $*" >"$out"
 	log "$name → $t (round $r/$BENCH_ROUNDS): benchmark $*"
-	local rc=0 c0
+	local rc=0 c0 cc0
 	c0=$(cpu_ticks "${PID[$t]}")
+	children_cpu
+	cc0=$CHILDREN_CPU_US
 	# --precise: full float precision, so sub-millisecond p99s are not rounded
 	run_child timeout "$BENCH_TIMEOUT" "$BIN/benchmark" --endpoints="${EP[$t]}" --precise "$@" \
 		>>"$out" 2>"$RESULTS/$name.$t.r$r.stderr" || rc=$?
@@ -170,10 +172,12 @@ run_one() {
 	fi
 	local k=$name.$t.$r
 	CPU[$k]=$(cpu_us_per_req "$c0" "$(cpu_ticks "${PID[$t]}")" "$(total_of "$@")")
+	children_cpu
+	CCPU[$k]=$(awk -v a="$cc0" -v b="$CHILDREN_CPU_US" -v n="$(total_of "$@")" 'BEGIN { if (n > 0) printf "%.1f", (b - a) / n }')
 	RPS[$k]=$(bench_rps "$out")
 	P99[$k]=$(bench_p99 "$out")
 	ERRS[$k]=$(bench_errors "$out")
-	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]:-?} µs/req, errors ${ERRS[$k]}"
+	log "  $t: ${RPS[$k]:-no result} req/s, p99 ${P99[$k]:-?} ms, server CPU ${CPU[$k]:-?} µs/req, client CPU ${CCPU[$k]:-?} µs/req, errors ${ERRS[$k]}"
 }
 
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
@@ -195,13 +199,13 @@ echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/env.txt"
 
 # every run, one line each
 {
-	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\n'
+	printf 'workload\tserver\tround\treq_per_s\tp99_ms\tserver_cpu_us_per_req\terrors\tclient_cpu_us_per_req\n'
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		for t in "${TARGETS[@]}"; do
 			for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 				k=$name.$t.$r
-				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}"
+				printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n' "$name" "$t" "$r" "${RPS[$k]:-}" "${P99[$k]:-}" "${CPU[$k]:-}" "${ERRS[$k]:-}" "${CCPU[$k]:-}"
 			done
 		done
 	done
@@ -211,17 +215,19 @@ echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/env.txt"
 for w in "${WORKLOADS[@]}"; do
 	IFS='|' read -r name _ _ <<<"$w"
 	for t in "${TARGETS[@]}"; do
-		rs=() ps=() cs=() errs=0 failed=0
+		rs=() ps=() cs=() ccs=() errs=0 failed=0
 		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 			k=$name.$t.$r
 			if [[ -n ${RPS[$k]} ]]; then rs+=("${RPS[$k]}"); else failed=$((failed + 1)); fi
 			[[ -n ${P99[$k]} ]] && ps+=("${P99[$k]}")
 			[[ -n ${CPU[$k]} ]] && cs+=("${CPU[$k]}")
+			[[ -n ${CCPU[$k]} ]] && ccs+=("${CCPU[$k]}")
 			errs=$((errs + ${ERRS[$k]:-0}))
 		done
 		RPS[$name.$t]=$(MEDIAN_FMT=%.0f median "${rs[@]}")
 		P99[$name.$t]=$(MEDIAN_FMT=%.2f median "${ps[@]}")
 		CPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${cs[@]}")
+		CCPU[$name.$t]=$(MEDIAN_FMT=%.1f median "${ccs[@]}")
 		[[ -n ${RPS[$name.$t]} ]] || RPS[$name.$t]=failed
 		ERRS[$name.$t]=$errs
 		FAILED[$name.$t]=$failed
@@ -247,12 +253,13 @@ cell() { # target name field
 	rps) echo "${RPS[$k]}" ;;
 	p99) if [[ -n ${P99[$k]} ]]; then echo "${P99[$k]} ms"; else echo "-"; fi ;;
 	cpu) echo "${CPU[$k]:--}" ;;
+	ccpu) echo "${CCPU[$k]:--}" ;;
 	esac
 }
 
 {
-	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| workload | etcd req/s | metastore req/s | ratio (metastore/etcd) | etcd p99 | metastore p99 | etcd CPU µs/req | metastore CPU µs/req | client CPU µs/req (etcd; metastore) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r name _ _ <<<"$w"
 		e=$(cell etcd "$name" rps)
@@ -263,14 +270,14 @@ cell() { # target name field
 			if [[ ${ERRS[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${ERRS[$name.$t]} errors)"; fi
 			if [[ ${FAILED[$name.$t]:-0} != 0 ]]; then note+=" ($t: ${FAILED[$name.$t]} failed runs)"; fi
 		done
-		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) | $(cell etcd "$name" cpu) | $(cell metastore "$name" cpu) |"
+		echo "| $name$note | $e | $m | $ratio | $(cell etcd "$name" p99) | $(cell metastore "$name" p99) | $(cell etcd "$name" cpu) | $(cell metastore "$name" cpu) | $(cell etcd "$name" ccpu); $(cell metastore "$name" ccpu) |"
 	done
 	echo
 	if ((BENCH_ROUNDS > 1)); then
 		echo "Medians of $BENCH_ROUNDS rounds per server (each round alternates which server runs first)."
 		echo
 	fi
-	echo "CPU µs/req: the server process's user+system CPU time during the run divided by its requests."
+	echo "CPU µs/req: the server process's user+system CPU time during the run divided by its requests; client CPU µs/req the same for etcd's benchmark tool (on a 2-core machine, 2 cores ÷ (client + server µs/req) bounds req/s)."
 	echo
 	echo "Workloads (BENCH_SCALE=$BENCH_SCALE):"
 	for w in "${WORKLOADS[@]}"; do

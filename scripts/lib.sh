@@ -211,3 +211,15 @@ median() {
 	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
 		awk -v f="$MEDIAN_FMT" '{a[NR] = $1} END { if (NR == 0) exit; m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf f, m }'
 }
+
+# children_cpu sets CHILDREN_CPU_US to the user+system CPU time, in µs, of
+# this shell's children that have exited: read around a benchmark run, the
+# benchmark tool's (the client's CPU per request). NB: `times` must run in
+# this shell, so this sets a variable instead of printing.
+children_cpu() {
+	local f
+	f=$(mktemp)
+	times >"$f"
+	CHILDREN_CPU_US=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] }; printf "%.0f", n * 1e6 }' "$f")
+	rm -f "$f"
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/metastore-dev/metastore/server/config"
 )
 
-func newTestGuard(t *testing.T, configure func(*config.Config)) *Guard {
+func newTestGuard(t testing.TB, configure func(*config.Config)) *Guard {
 	t.Helper()
 	store, err := mvcc.Open(t.TempDir(), mvcc.Options{})
 	if err != nil {
@@ -107,5 +107,23 @@ func enableAuth(t *testing.T, g *Guard) {
 	}
 	if enabled, _, _ := g.auth.State(); !enabled {
 		t.Fatal("auth not enabled")
+	}
+}
+
+// BenchmarkIdentify: a caller of a member without auth, in a context as
+// deep as gRPC's for a unary call (a cancel and eight values).
+func BenchmarkIdentify(b *testing.B) {
+	g := newTestGuard(b, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type key int
+	for i := range 8 {
+		ctx = context.WithValue(ctx, key(i), i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := g.Identify(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

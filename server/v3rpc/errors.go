@@ -94,8 +94,8 @@ func toGRPCError(err error) error {
 		return nil
 	case context.Canceled:
 		// NB: every stream a client cancels ends here (each KeepAliveOnce
-		// does), and status.FromError on a plain error allocates a status
-		// with its message: ~5% of a keep-alive's server CPU.
+		// does), and status.FromError and the table below cost 2.5 µs and
+		// 5 allocations for a plain error (BenchmarkToGRPCErrorCanceled).
 		return rpctypes.ErrGRPCCanceled
 	case context.DeadlineExceeded:
 		return rpctypes.ErrGRPCDeadlineExceeded

@@ -1,6 +1,7 @@
 package v3rpc
 
 import (
+	"context"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -33,6 +34,17 @@ func TestWatchCancelReason(t *testing.T) {
 	} {
 		if got := watchCancelReason(err); got != want.Error() {
 			t.Errorf("watchCancelReason(%v) = %q, want %q", err, got, want.Error())
+		}
+	}
+}
+
+// BenchmarkToGRPCErrorCanceled: how every canceled stream (each
+// KeepAliveOnce) ends.
+func BenchmarkToGRPCErrorCanceled(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if toGRPCError(context.Canceled) != rpctypes.ErrGRPCCanceled {
+			b.Fatal("wrong error")
 		}
 	}
 }

@@ -184,16 +184,16 @@ func (s *Server) joinCluster(ctx context.Context, cs *clusterState, members []co
 func (s *Server) startCluster(cs *clusterState) error {
 	cfg := s.cfg
 	s.machine = apply.NewRaftMachine(s.store, s.applier, apply.RaftMachineOptions{
-		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnBatchCommit: s.metrics.ObserveBackendCommit,
+		OnCommit: s.hub.Publish, OnApplied: s.onApplied,
 	})
 	s.peerTransport = raftnode.NewTransport(raftnode.TransportConfig{
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
-	s.peerRTT = newPeerRTT()
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport, s.peerRTT})
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
+	s.registerClusterMetrics() // peermetrics.go
 	for _, raw := range cfg.PeerListenURLs() {
 		u, err := url.Parse(raw)
 		if err != nil {

@@ -102,9 +102,9 @@ type PeerTransport struct {
 	closed bool
 	snapWG sync.WaitGroup
 
+	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender (recvMu)
 	recvMu   sync.Mutex
 	received map[uint64]uint64 // bytes received, by sender
-	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -127,9 +127,9 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 	return &PeerTransport{
 		cfg:      cfg,
 		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
+		recvFail: make(map[uint64]uint64),
 		peers:    make(map[uint64]*peer),
 		received: make(map[uint64]uint64),
-		recvFail: make(map[uint64]uint64),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -303,6 +303,13 @@ func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
 	}
 	t.recvMu.Unlock()
 	return out
+}
+
+// countRecvFailure counts a message from peer from that was lost here.
+func (t *PeerTransport) countRecvFailure(from uint64) {
+	t.recvMu.Lock()
+	t.recvFail[from]++
+	t.recvMu.Unlock()
 }
 
 // peer is the sender to one member.
@@ -613,13 +620,6 @@ func (t *PeerTransport) serveMessages(ss grpc.ServerStream) error {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
-}
-
-// countRecvFailure counts a message from peer from that was lost here.
-func (t *PeerTransport) countRecvFailure(from uint64) {
-	t.recvMu.Lock()
-	t.recvFail[from]++
-	t.recvMu.Unlock()
 }
 
 // A frame is messages, each as uvarint(length) then raftpb.Message bytes.

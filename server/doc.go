@@ -19,13 +19,15 @@
 // peer.go: join, and the lease and promotion requests a follower forwards
 // to the leader), derives its IDs as etcd does, publishes its name and
 // client URLs, and runs lease expiry, checkpoints, auto-compaction and the
-// version monitor only while it leads. It also runs etcd's corruption
-// checks (corrupt.go: HashKV compared with the peers' at start, and by the
-// leader periodically and at compactions, raising the CORRUPT alarm) and
-// the peer round-trip prober (peermetrics.go). restore.go turns a
-// snapshot into one member of a new cluster (disaster recovery).
+// version monitor only while it leads.
 //
 // Imports go one way: cmd → server → {serve, v3rpc, v3lock} → {guard,
 // apply/raftnode} → {mvcc, lease, auth, wasmhost}; internal/importlint enforces it.
 // server must not import any command (cmd/...).
+//
+// A cluster member also runs etcd's corruption checks (corrupt.go: HashKV
+// compared with the peers' at start, and by the leader periodically and
+// at compactions, raising the CORRUPT alarm) and the peer round-trip
+// prober (peermetrics.go); restore.go turns a snapshot into one member of
+// a new cluster (disaster recovery).
 package server

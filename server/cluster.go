@@ -182,7 +182,7 @@ func (s *Server) joinCluster(ctx context.Context, cs *clusterState, members []co
 func (s *Server) startCluster(cs *clusterState) error {
 	cfg := s.cfg
 	s.machine = apply.NewRaftMachine(s.store, s.applier, apply.RaftMachineOptions{
-		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnRestore: s.restoreDerived, OnBatchCommit: s.metrics.ObserveBackendCommit,
+		OnCommit: s.hub.Publish, OnApplied: s.onApplied, OnRestore: s.restoreDerived,
 	})
 	snaps, err := s.openSnapshots(cs.log)
 	if err != nil {
@@ -192,10 +192,10 @@ func (s *Server) startCluster(cs *clusterState) error {
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
 		Logger: s.lg,
 	})
-	s.peerRTT = newPeerRTT()
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport, s.peerRTT}, snapshotCollector{s.peerTransport})
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport}, snapshotCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
+	s.registerClusterMetrics() // peermetrics.go
 	for _, raw := range cfg.PeerListenURLs() {
 		u, err := url.Parse(raw)
 		if err != nil {

@@ -164,9 +164,11 @@ func TestCorruptAlarm(t *testing.T) {
 			corruptValue(t, f.cfg.DataDir, "victim")
 			ms[i] = startMember(t, f.cfg)
 			lead = waitLeader(t, ms)
-			put(t, ms[lead], "after", "restart") // 5
-			waitApplied(t, ms, "after", "restart")
 			if tc.compact {
+				// (The periodic check, off here, may raise the alarm
+				// before any further write.)
+				put(t, ms[lead], "after", "restart") // 5
+				waitApplied(t, ms, "after", "restart")
 				if _, err := ms[lead].kv.Compact(ctx, &pb.CompactionRequest{Revision: 5, Physical: true}); err != nil {
 					t.Fatal(err)
 				}
@@ -201,6 +203,31 @@ func TestCorruptAlarm(t *testing.T) {
 			if got := get(t, ms[lead], "other", false); got != "x" {
 				t.Fatalf("read under CORRUPT: %q", got)
 			}
+			if v := alarmMetric(t, ms[lead], "CORRUPT"); v != 1 {
+				t.Fatalf("metastore_alarms_active{alarm=CORRUPT} = %v", v)
+			}
 		})
 	}
+}
+
+// alarmMetric reads metastore_alarms_active{alarm=name} from m's registry.
+func alarmMetric(t *testing.T, m *clusterMember, name string) float64 {
+	t.Helper()
+	fams, err := m.s.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "metastore_alarms_active" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "alarm" && l.GetValue() == name {
+					return mt.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

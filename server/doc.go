@@ -24,4 +24,10 @@
 // Imports go one way: cmd → server → {serve, v3rpc, v3lock} → {guard,
 // apply/raftnode} → {mvcc, lease, auth, wasmhost}; internal/importlint enforces it.
 // server must not import any command (cmd/...).
+//
+// A cluster member also runs etcd's corruption checks (corrupt.go: HashKV
+// compared with the peers' at start, and by the leader periodically and
+// at compactions, raising the CORRUPT alarm) and the peer round-trip
+// prober (peermetrics.go); restore.go turns a snapshot into one member of
+// a new cluster (disaster recovery).
 package server

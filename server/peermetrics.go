@@ -11,11 +11,16 @@ import (
 )
 
 // peerCollector exports the peer transport's counters under etcd's names
-// (etcd_network_peer_*), labelled with the peer's ID as etcd labels them,
-// and the round trips the prober measures.
-type peerCollector struct {
-	t   *raftnode.PeerTransport
-	rtt *prometheus.HistogramVec
+// (etcd_network_peer_*), labelled with the peer's ID as etcd labels them.
+type peerCollector struct{ t *raftnode.PeerTransport }
+
+// registerClusterMetrics adds a cluster member's series beside the peer
+// transport's: the round trips the prober measures and the apply
+// batches' commits.
+func (s *Server) registerClusterMetrics() {
+	s.peerRTT = newPeerRTT()
+	s.metrics.Registry().MustRegister(s.peerRTT)
+	s.machine.ObserveCommits(s.metrics.ObserveBackendCommit)
 }
 
 // newPeerRTT is etcd's etcd_network_peer_round_trip_time_seconds.
@@ -42,7 +47,6 @@ func (c peerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- peerReceivedBytesDesc
 	ch <- peerSentFailuresDesc
 	ch <- peerReceivedFailuresDesc
-	c.rtt.Describe(ch)
 }
 
 func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -59,7 +63,6 @@ func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(peerReceivedFailuresDesc, prometheus.CounterValue, float64(m.ReceivedFailures), peer)
 		}
 	}
-	c.rtt.Collect(ch)
 }
 
 // proberInterval is how often each peer's round trip is measured: etcd's

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
@@ -122,16 +124,32 @@ func TestRestoreSnapshotCluster(t *testing.T) {
 	if ms[0].s.ids.Cluster == srcCluster {
 		t.Fatal("the restored cluster kept the old cluster ID")
 	}
-	waitPublished(t, ms)
-	ml, err := ms[1].cluster.MemberList(ctx, &pb.MemberListRequest{Linearizable: true})
-	if err != nil {
-		t.Fatal(err)
+	// The restored member records have names but no client URLs: each
+	// member publishes its own once it runs.
+	var ml *pb.MemberListResponse
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if ml, err = ms[1].cluster.MemberList(ctx, &pb.MemberListRequest{Linearizable: true}); err != nil {
+			t.Fatal(err)
+		}
+		published := 0
+		for _, m := range ml.Members {
+			if len(m.ClientURLs) > 0 {
+				published++
+			}
+		}
+		if published == len(ml.Members) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members not published: %v", ml.Members)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	var got []uint64
 	for _, m := range ml.Members {
 		got = append(got, m.ID)
-		if len(m.ClientURLs) == 0 || !strings.HasPrefix(m.Name, "m") {
-			t.Fatalf("member not published: %+v", m)
+		if !strings.HasPrefix(m.Name, "m") {
+			t.Fatalf("member without its name: %+v", m)
 		}
 	}
 	slices.Sort(got)
@@ -208,4 +226,46 @@ func TestRestoreSnapshotClusterFlags(t *testing.T) {
 	if self != want {
 		t.Fatalf("default member ID %x, want %x", self, want)
 	}
+}
+
+// TestRestoreSnapshotClusterBump: etcdutl's --bump-revision and
+// --mark-compacted combine with the cluster flags: the restored members
+// agree on the raised revision, compacted there, and continue after it.
+func TestRestoreSnapshotClusterBump(t *testing.T) {
+	single := config.Default()
+	single.DataDir = t.TempDir()
+	single.Server.ListenClientURLs = []string{"http://127.0.0.1:0"}
+	src := startMember(t, single)
+	for i := range 5 {
+		put(t, src, fmt.Sprintf("k%d", i), "v")
+	}
+	file := saveSnapshot(t, src)
+	src.stop(t)
+
+	cfgs := clusterConfigs(t, 3)
+	var ms []*clusterMember
+	for _, cfg := range cfgs {
+		cfg.DataDir = filepath.Join(cfg.DataDir, "member")
+		rev, err := RestoreSnapshotCluster(file, cfg.DataDir, RestoreOptions{BumpRevision: 1000, MarkCompacted: true}, RestoreCluster{
+			Name: cfg.Name, InitialCluster: cfg.Cluster.InitialCluster, Token: cfg.Cluster.InitialClusterToken, AdvertisePeerURLs: cfg.Server.AdvertisePeerURLs,
+		})
+		if err != nil || rev != 1006 {
+			t.Fatalf("restore %s: revision %d, %v", cfg.Name, rev, err)
+		}
+	}
+	for _, cfg := range cfgs {
+		ms = append(ms, startMember(t, cfg))
+	}
+	lead := waitLeader(t, ms)
+	if resp := put(t, ms[lead], "after", "bump"); resp.Header.Revision != 1007 {
+		t.Fatalf("first write at revision %d, want 1007", resp.Header.Revision)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range ms {
+		if _, err := m.kv.Range(ctx, &pb.RangeRequest{Key: []byte("k0"), Revision: 1005, Serializable: true}); err == nil || err.Error() != rpctypes.ErrGRPCCompacted.Error() {
+			t.Fatalf("%s: read below the bumped compaction: %v", m.name, err)
+		}
+	}
+	waitApplied(t, ms, "after", "bump")
 }

@@ -91,6 +91,16 @@ func TestRun(t *testing.T) {
 		code:   1,
 		stderr: []string{`couldn't find local name "m9" in the initial cluster configuration`},
 	}, {
+		name:   "snapshot restore with cluster flags and no --data-dir (etcdutl's NAME.etcd)",
+		args:   []string{"snapshot", "restore", "x.db", "--name", "m9", "--initial-cluster", "m0=http://127.0.0.1:2380"},
+		code:   1,
+		stderr: []string{`couldn't find local name "m9"`},
+	}, {
+		name:   "snapshot restore without --data-dir nor cluster flags",
+		args:   []string{"snapshot", "restore", "x.db"},
+		code:   2,
+		stderr: []string{"FILE and --data-dir are required"},
+	}, {
 		name:       "policy --help",
 		args:       []string{"policy", "--help"},
 		stdout:     []string{"metastore policy eval"},

@@ -47,6 +47,8 @@ const snapshotUsage = `Usage:
                                    "etcd-cluster")
     --initial-advertise-peer-urls  this member's peer URLs, as listed for
                                    --name (default "http://localhost:2380")
+    --data-dir                     may then be left out: NAME.etcd, as
+                                   etcdutl's default
 `
 
 // snapshotCmd runs `metastore snapshot ...` and returns the exit status.
@@ -97,10 +99,6 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 			file, rest = rest[0], rest[1:]
 		}
 	}
-	if file == "" || *dataDir == "" {
-		fmt.Fprintf(stderr, "metastore snapshot restore: FILE and --data-dir are required\n%s", snapshotUsage)
-		return 2
-	}
 	opts := server.RestoreOptions{SkipHashCheck: *skipHash, BumpRevision: *bump, MarkCompacted: *markCompacted}
 	clusterFlags := false
 	fs.Visit(func(f *flag.Flag) {
@@ -109,6 +107,18 @@ func snapshotCmd(args []string, stdout, stderr io.Writer) int {
 			clusterFlags = true
 		}
 	})
+	if *dataDir == "" && clusterFlags {
+		// etcdutl's default: <name>.etcd.
+		name := rc.Name
+		if name == "" {
+			name = "default"
+		}
+		*dataDir = name + ".etcd"
+	}
+	if file == "" || *dataDir == "" {
+		fmt.Fprintf(stderr, "metastore snapshot restore: FILE and --data-dir are required\n%s", snapshotUsage)
+		return 2
+	}
 	var (
 		rev int64
 		err error

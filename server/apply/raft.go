@@ -25,12 +25,12 @@ const metaRaftConfState = "raft_conf_state"
 // a crash is applied again on restart, and the log's next synced write
 // makes it durable (the log shares the Pebble database).
 type RaftMachine struct {
-	store         *mvcc.Store
-	applier       *Applier
-	onCommit      func([]mvcc.RevisionEvents)
-	onApplied     func(r *Request, res *Result)
-	onRestore     func() error
-	onBatchCommit func(time.Duration)
+	onBatch   func(time.Duration) // see ObserveCommits
+	store     *mvcc.Store
+	applier   *Applier
+	onCommit  func([]mvcc.RevisionEvents)
+	onApplied func(r *Request, res *Result)
+	onRestore func() error
 }
 
 // RaftMachineOptions configure a RaftMachine.
@@ -46,17 +46,19 @@ type RaftMachineOptions struct {
 	// store and the applier reloaded: the member rebuilds what it derives
 	// from the store (leases, watchers). An error is fatal.
 	OnRestore func() error
-	// OnBatchCommit sees how long each apply batch's commit took
-	// (etcd_disk_backend_commit_duration_seconds).
-	OnBatchCommit func(time.Duration)
 }
 
 var _ raftnode.StateMachine = (*RaftMachine)(nil)
 
 // NewRaftMachine returns the state machine over s and a.
 func NewRaftMachine(s *mvcc.Store, a *Applier, opts RaftMachineOptions) *RaftMachine {
-	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied, onRestore: opts.OnRestore, onBatchCommit: opts.OnBatchCommit}
+	return &RaftMachine{store: s, applier: a, onCommit: opts.OnCommit, onApplied: opts.OnApplied, onRestore: opts.OnRestore}
 }
+
+// ObserveCommits makes f see how long each apply batch's commit takes
+// (etcd_disk_backend_commit_duration_seconds). Call it before the node
+// starts.
+func (m *RaftMachine) ObserveCommits(f func(time.Duration)) { m.onBatch = f }
 
 // AppliedState implements raftnode.StateMachine. A data directory written
 // by the single-node Loop has an applied index but no ConfState: its
@@ -131,8 +133,8 @@ func (m *RaftMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 	if err := b.CommitUnsynced(); err != nil {
 		return nil, err
 	}
-	if m.onBatchCommit != nil {
-		m.onBatchCommit(time.Since(start))
+	if m.onBatch != nil {
+		m.onBatch(time.Since(start))
 	}
 	if m.onCommit != nil {
 		if ev := b.Events(); len(ev) > 0 {

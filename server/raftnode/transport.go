@@ -99,12 +99,12 @@ type PeerTransport struct {
 	closed bool
 	snapWG sync.WaitGroup
 
+	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender (recvMu)
 	recvMu   sync.Mutex
 	received map[uint64]uint64 // bytes received, by sender
 	snaps    map[uint64]*snapshotCounters
-	snapsIn  atomic.Int64      // snapshots being received
-	snapsOut atomic.Int64      // snapshots being sent
-	recvFail map[uint64]uint64 // messages received but not handed to raft, by sender
+	snapsIn  atomic.Int64 // snapshots being received
+	snapsOut atomic.Int64 // snapshots being sent
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -127,10 +127,10 @@ func NewTransport(cfg TransportConfig) *PeerTransport {
 	return &PeerTransport{
 		cfg:      cfg,
 		lg:       cfg.Logger.With("member", FormatID(cfg.ID), "component", "peer-transport"),
+		recvFail: make(map[uint64]uint64),
 		peers:    make(map[uint64]*peer),
 		received: make(map[uint64]uint64),
 		snaps:    make(map[uint64]*snapshotCounters),
-		recvFail: make(map[uint64]uint64),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -312,6 +312,13 @@ func (t *PeerTransport) Metrics() map[uint64]PeerMetrics {
 	}
 	t.recvMu.Unlock()
 	return out
+}
+
+// countRecvFailure counts a message from peer from that was lost here.
+func (t *PeerTransport) countRecvFailure(from uint64) {
+	t.recvMu.Lock()
+	t.recvFail[from]++
+	t.recvMu.Unlock()
 }
 
 // peer is the sender to one member.
@@ -643,13 +650,6 @@ func (t *PeerTransport) acceptStream(ss grpc.ServerStream) (uint64, Raft, error)
 		return 0, nil, err
 	}
 	return from, r, nil
-}
-
-// countRecvFailure counts a message from peer from that was lost here.
-func (t *PeerTransport) countRecvFailure(from uint64) {
-	t.recvMu.Lock()
-	t.recvFail[from]++
-	t.recvMu.Unlock()
 }
 
 // A frame is messages, each as uvarint(length) then raftpb.Message bytes.

@@ -272,14 +272,8 @@ func (s *Server) registerStoreMetrics() {
 		}, one),
 		gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.", isLearner),
 		clusterVersionCollector{s},
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": "NOSPACE"},
-		}, func() float64 {
-			if s.applier.HasAlarm(pb.AlarmType_NOSPACE) {
-				return 1
-			}
-			return 0
-		}),
+		s.alarmGauge(pb.AlarmType_NOSPACE),
+		s.alarmGauge(pb.AlarmType_CORRUPT),
 		newPebbleCollector(s.store.DB),
 		// etcd's lease metrics.
 		gauge("metastore_leases", "The number of live leases.", func() float64 { return float64(s.lessor.Len()) }),
@@ -290,6 +284,18 @@ func (s *Server) registerStoreMetrics() {
 		counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
 			func() float64 { return float64(s.lessor.Stats().Renewed) }),
 	)
+}
+
+// alarmGauge is 1 while an alarm of type t is active on any member.
+func (s *Server) alarmGauge(t pb.AlarmType) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "metastore_alarms_active", Help: "Active alarms by type.", ConstLabels: prometheus.Labels{"alarm": t.String()},
+	}, func() float64 {
+		if s.applier.HasAlarm(t) {
+			return 1
+		}
+		return 0
+	})
 }
 
 // observeBatch records one apply-loop batch (on the loop goroutine).

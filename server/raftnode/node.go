@@ -581,12 +581,8 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	if h := n.cfg.testHooks; h != nil && h.readyStart != nil {
 		h.readyStart(leader)
 	}
-	after := rd.Messages
-	if leader {
-		var before []raftpb.Message
-		before, after = splitAfterPersist(rd.Messages)
-		n.send(before)
-	}
+	before, after := splitAfterPersist(rd.Messages, leader)
+	n.send(before)
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		return fmt.Errorf("%w (snapshot at index %d)", ErrSnapshotUnsupported, rd.Snapshot.Metadata.Index)
 	}
@@ -641,14 +637,41 @@ func splitDurable(committed, appending []raftpb.Entry) (durable, pending []raftp
 }
 
 // splitAfterPersist separates the messages that must wait for the Ready's
-// write from those that may go before it.
-func splitAfterPersist(msgs []raftpb.Message) (before, after []raftpb.Message) {
-	for _, m := range msgs {
-		switch m.Type {
+// write from those that may go before it. A leader's appends and
+// heartbeats go before; so do the requests a follower forwards to the
+// leader (MsgProp, MsgReadIndex): they carry no term and vouch for nothing
+// in this member's log or vote, and holding them until the follower's own
+// fsync would add that fsync to the latency of every write and
+// linearizable read that reaches a follower. Everything else of a follower
+// or candidate waits.
+func splitAfterPersist(msgs []raftpb.Message, leader bool) (before, after []raftpb.Message) {
+	early := func(t raftpb.MessageType) bool {
+		switch t {
 		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
-			after = append(after, m)
-		default:
+			return false
+		case raftpb.MsgProp, raftpb.MsgReadIndex:
+			return true
+		}
+		return leader
+	}
+	n := 0
+	for i := range msgs {
+		if early(msgs[i].Type) {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil, msgs
+	case len(msgs):
+		return msgs, nil
+	}
+	before, after = make([]raftpb.Message, 0, n), make([]raftpb.Message, 0, len(msgs)-n)
+	for _, m := range msgs {
+		if early(m.Type) {
 			before = append(before, m)
+		} else {
+			after = append(after, m)
 		}
 	}
 	return before, after

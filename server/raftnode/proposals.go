@@ -7,11 +7,11 @@ import (
 )
 
 // proposalQueue holds the normal proposals waiting for the ready loop,
-// which steps them into raft together (stepProposals). Stepped one by one, each
-// proposal made the leader send every follower its own MsgApp (and each
-// follower answer with its own MsgAppResp), and each proposal reaching a
-// follower was forwarded to the leader as its own MsgProp; as one batch,
-// a Ready's proposals cost one message per peer.
+// which steps them into raft together (stepProposals). Stepped one by
+// one, each proposal made the leader send every follower its own MsgApp
+// (and each follower answer with its own MsgAppResp), and each proposal
+// reaching a follower was forwarded to the leader as its own MsgProp; as
+// one batch, a Ready's proposals cost one message per peer.
 type proposalQueue struct {
 	mu   sync.Mutex
 	ents []raftpb.Entry

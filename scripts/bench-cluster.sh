@@ -17,6 +17,10 @@ DOC=${BENCH_DOC:-$ROOT/docs/benchmarks-cluster.md}
 BENCH_CLUSTER=3 "$ROOT/scripts/bench.sh"
 
 [[ $DOC == - ]] && exit 0
+# Sections after this marker (measurements made by hand) survive a rerun.
+MARK='<!-- kept by bench-cluster.sh: sections below are not regenerated -->'
+KEPT=""
+[[ -f $DOC ]] && KEPT=$(sed -n "/^$MARK\$/,\$p" "$DOC")
 {
 	cat <<'HEAD'
 # Benchmarks: 3-member clusters
@@ -43,5 +47,6 @@ HEAD
 	echo '```'
 	grep -E '^(date_utc|host|cpus|cpu_model|mem|go|git|bench_scale|bench_rounds|loadavg)' "$BENCH_RESULTS/env.txt" || true
 	echo '```'
+	[[ -z $KEPT ]] || printf '\n%s\n' "$KEPT"
 } >"$DOC"
 echo "wrote $DOC"

@@ -29,6 +29,7 @@ func BenchmarkThreeMembers(b *testing.B) {
 	b.Run("put-100c", func(b *testing.B) { benchThreeMembers(b, "put") })
 	b.Run("txn-put-100c", func(b *testing.B) { benchThreeMembers(b, "txn-put") })
 	b.Run("range-l-100c", func(b *testing.B) { benchThreeMembers(b, "range-l") })
+	b.Run("range-s-100c", func(b *testing.B) { benchThreeMembers(b, "range-s") })
 }
 
 func benchThreeMembers(b *testing.B, op string) {
@@ -80,18 +81,21 @@ func benchThreeMembers(b *testing.B, op string) {
 	val := make([]byte, 256)
 	var next, seq atomic.Int64
 	b.ReportAllocs()
-	var syncs0 uint64
+	var syncs0, rounds0 uint64
 	for _, s := range servers {
 		syncs0 += syncCount(b, s)
+		rounds0 += s.node.Metrics().ReadIndexRounds
 	}
 	b.ResetTimer()
 	defer reportCPU(b)()
 	defer func() {
-		var syncs uint64
+		var syncs, rounds uint64
 		for _, s := range servers {
 			syncs += syncCount(b, s)
+			rounds += s.node.Metrics().ReadIndexRounds
 		}
 		b.ReportMetric(float64(syncs-syncs0)/float64(b.N), "fsyncs/op")
+		b.ReportMetric(float64(rounds-rounds0)/float64(b.N), "readindex/op")
 	}()
 	b.SetParallelism(max(1, 100/testingProcs()))
 	ctx := pprof.WithLabels(context.Background(), pprof.Labels("member", "client"))
@@ -109,6 +113,8 @@ func benchThreeMembers(b *testing.B, op string) {
 				_, err = kv.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: k, Value: val}}}}})
 			case "range-l":
 				_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("bench-range-key")})
+			case "range-s":
+				_, err = kv.Range(ctx, &pb.RangeRequest{Key: []byte("bench-range-key"), Serializable: true})
 			}
 			if err != nil {
 				b.Fatal(err)

@@ -566,6 +566,7 @@ func (n *Node) tick() {
 	n.mu.Lock()
 	n.rn.Tick()
 	n.mu.Unlock()
+	n.wait.expire(time.Now())
 }
 
 // processReadies handles Readies until raft has none. It keeps ticking
@@ -618,12 +619,8 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	if h := n.cfg.testHooks; h != nil && h.readyStart != nil {
 		h.readyStart(leader)
 	}
-	after := rd.Messages
-	if leader {
-		var before []raftpb.Message
-		before, after = splitAfterPersist(rd.Messages)
-		n.send(before)
-	}
+	before, after := splitAfterPersist(rd.Messages, leader)
+	n.send(before)
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		if err := n.handleSnapshot(rd); err != nil {
 			return err
@@ -689,14 +686,41 @@ func splitDurable(committed, appending []raftpb.Entry) (durable, pending []raftp
 }
 
 // splitAfterPersist separates the messages that must wait for the Ready's
-// write from those that may go before it.
-func splitAfterPersist(msgs []raftpb.Message) (before, after []raftpb.Message) {
-	for _, m := range msgs {
-		switch m.Type {
+// write from those that may go before it. A leader's appends and
+// heartbeats go before; so do the requests a follower forwards to the
+// leader (MsgProp, MsgReadIndex): they carry no term and vouch for nothing
+// in this member's log or vote, and holding them until the follower's own
+// fsync would add that fsync to the latency of every write and
+// linearizable read that reaches a follower. Everything else of a follower
+// or candidate waits.
+func splitAfterPersist(msgs []raftpb.Message, leader bool) (before, after []raftpb.Message) {
+	early := func(t raftpb.MessageType) bool {
+		switch t {
 		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
-			after = append(after, m)
-		default:
+			return false
+		case raftpb.MsgProp, raftpb.MsgReadIndex:
+			return true
+		}
+		return leader
+	}
+	n := 0
+	for i := range msgs {
+		if early(msgs[i].Type) {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil, msgs
+	case len(msgs):
+		return msgs, nil
+	}
+	before, after = make([]raftpb.Message, 0, n), make([]raftpb.Message, 0, len(msgs)-n)
+	for _, m := range msgs {
+		if early(m.Type) {
 			before = append(before, m)
+		} else {
+			after = append(after, m)
 		}
 	}
 	return before, after
@@ -871,9 +895,20 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 // (an election, a leadership transfer) it waits for one. If ctx ends first
 // the entry may still be applied.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	return n.ProposeTimeout(ctx, data, 0)
+}
+
+// ProposeTimeout is Propose that gives up with ErrTimeout once timeout (if
+// not 0) has passed, within a tick (etcd's request timeout). Unlike a
+// context deadline it costs no timer per proposal.
+func (n *Node) ProposeTimeout(ctx context.Context, data []byte, timeout time.Duration) (any, error) {
 	id := n.ids.next()
 	payload := encodeEntry(id, data)
-	return n.propose(ctx, id, payload, nil)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	return n.propose(ctx, id, deadline, payload, nil)
 }
 
 // ProposeConfChange proposes a membership change and waits until it is
@@ -896,24 +931,24 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error
 	if err != nil {
 		return nil, err
 	}
-	return n.propose(ctx, cc.ID, nil, func() error { return n.rn.ProposeConfChange(rc) })
+	return n.propose(ctx, cc.ID, time.Time{}, nil, func() error { return n.rn.ProposeConfChange(rc) })
 }
 
 // propose submits a normal entry's payload through the ready loop's batch,
 // or runs step (a conf change) under the raft mutex.
-func (n *Node) propose(ctx context.Context, id uint64, payload []byte, step func() error) (any, error) {
-	v, err := n.proposeWait(ctx, id, payload, step)
+func (n *Node) propose(ctx context.Context, id uint64, deadline time.Time, payload []byte, step func() error) (any, error) {
+	v, err := n.proposeWait(ctx, id, deadline, payload, step)
 	if err != nil {
 		n.proposalsFailed.Add(1)
 	}
 	return v, err
 }
 
-func (n *Node) proposeWait(ctx context.Context, id uint64, payload []byte, step func() error) (any, error) {
+func (n *Node) proposeWait(ctx context.Context, id uint64, deadline time.Time, payload []byte, step func() error) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ch, err := n.wait.register(id)
+	ch, err := n.wait.register(id, deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -933,7 +968,7 @@ func (n *Node) proposeWait(ctx context.Context, id uint64, payload []byte, step 
 			}
 			// Refused by raft, so no longer registered: wait again.
 			var rerr error
-			if ch, rerr = n.wait.register(id); rerr != nil {
+			if ch, rerr = n.wait.register(id, deadline); rerr != nil {
 				return nil, rerr
 			}
 		} else {
@@ -966,6 +1001,9 @@ func (n *Node) proposeWait(ctx context.Context, id uint64, payload []byte, step 
 		select {
 		case <-changed:
 		case <-retryC:
+		case r := <-ch: // expired, or the node stopped
+			retry.Stop()
+			return r.val, r.err
 		case <-ctx.Done():
 			retry.Stop()
 			n.wait.cancel(id)

@@ -16,7 +16,8 @@ import (
 //   - an entry is applied only after this member saved it (etcd #14370);
 //   - within a Ready, only a leader sends before the Ready's save, and never
 //     a response that vouches for its log or vote (MsgAppResp,
-//     MsgVoteResp, MsgPreVoteResp);
+//     MsgVoteResp, MsgPreVoteResp); a follower only the requests it
+//     forwards to the leader (MsgProp, MsgReadIndex);
 //   - an append response claiming index i, or a granted vote, goes out
 //     only once that is durable.
 
@@ -84,7 +85,8 @@ func checkDurability(events []event) (early int, err error) {
 				if s.inReady && !s.saved {
 					early++
 				}
-				if s.inReady && !s.saved && (!s.leader || resp) {
+				fwd := m.Type == raftpb.MsgProp || m.Type == raftpb.MsgReadIndex
+				if s.inReady && !s.saved && (!s.leader && !fwd || resp) {
 					return early, fmt.Errorf("event %d: member %x sent %v before its Ready was saved (leader=%v)", i, e.member, m.Type, s.leader)
 				}
 				if m.Type == raftpb.MsgAppResp && !m.Reject && m.Index > s.last {
@@ -255,6 +257,8 @@ func TestCheckDurabilityCatches(t *testing.T) {
 		"apply before save": {events: []event{ready(false), save(4, 4), apply(5), save(5, 5)}, want: "applied 5"},
 		"apply in the Ready that appends it": {events: []event{ready(true), save(4, 4), ready(true), apply(5), save(5, 5)},
 			want: "applied 5"},
+		"follower forwards early": {events: []event{ready(false), send(raftpb.Message{Type: raftpb.MsgProp}),
+			send(raftpb.Message{Type: raftpb.MsgReadIndex}), save(1, 1)}},
 		"follower sends early": {events: []event{ready(false), send(raftpb.Message{Type: raftpb.MsgHeartbeatResp}), save(1, 1)},
 			want: "before its Ready was saved"},
 		"leader acks early": {events: []event{ready(true), send(raftpb.Message{Type: raftpb.MsgVoteResp, Reject: true}), save(1, 1)},

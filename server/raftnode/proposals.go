@@ -7,11 +7,11 @@ import (
 )
 
 // proposalQueue holds the normal proposals waiting for the ready loop,
-// which steps them into raft as one MsgProp. Stepped one by one, each
-// proposal made the leader send every follower its own MsgApp (and each
-// follower answer with its own MsgAppResp), and each proposal reaching a
-// follower was forwarded to the leader as its own MsgProp; as one batch,
-// a Ready's proposals cost one message per peer.
+// which steps them into raft together (stepProposals). Stepped one by
+// one, each proposal made the leader send every follower its own MsgApp
+// (and each follower answer with its own MsgAppResp), and each proposal
+// reaching a follower was forwarded to the leader as its own MsgProp; as
+// one batch, a Ready's proposals cost one message per peer.
 type proposalQueue struct {
 	mu   sync.Mutex
 	ents []raftpb.Entry
@@ -30,8 +30,14 @@ func (n *Node) enqueueProposal(id uint64, payload []byte) {
 	n.signal()
 }
 
-// stepProposals steps the queued proposals into raft as one MsgProp; on
-// the ready loop, before each Ready.
+// maxPropBatchBytes bounds the payload of one MsgProp, so that a follower's
+// forwarded batch of large requests stays well inside a peer frame
+// (maxPeerMsgBytes); a larger single entry still goes alone. A variable
+// for tests.
+var maxPropBatchBytes = 4 << 20
+
+// stepProposals steps the queued proposals into raft, as one MsgProp per
+// maxPropBatchBytes; on the ready loop, before each Ready.
 func (n *Node) stepProposals() {
 	q := &n.props
 	q.mu.Lock()
@@ -40,9 +46,18 @@ func (n *Node) stepProposals() {
 	// or a forwarded MsgProp) after Step returns.
 	q.ents, q.ids = nil, nil
 	q.mu.Unlock()
-	if len(ents) == 0 {
-		return
+	for len(ents) > 0 {
+		k, size := 1, len(ents[0].Data)
+		for k < len(ents) && size+len(ents[k].Data) <= maxPropBatchBytes {
+			size += len(ents[k].Data)
+			k++
+		}
+		n.stepProposalBatch(ents[:k:k], ids[:k])
+		ents, ids = ents[k:], ids[k:]
 	}
+}
+
+func (n *Node) stepProposalBatch(ents []raftpb.Entry, ids []uint64) {
 	var err error
 	n.mu.Lock()
 	if n.stopped {

@@ -1,6 +1,9 @@
 package raftnode
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // result is what a waiting proposer receives.
 type result struct {
@@ -12,11 +15,19 @@ type result struct {
 // request ID; whichever goroutine applies the entry on this member answers.
 type waitRegistry struct {
 	mu     sync.Mutex
-	m      map[uint64]chan result
+	m      map[uint64]waiter
+	timed  int // waiters with a deadline
 	closed error
 }
 
-func (w *waitRegistry) register(id uint64) (<-chan result, error) {
+type waiter struct {
+	ch       chan result
+	deadline time.Time // zero: none
+}
+
+// register adds id's waiter; expire answers it with ErrTimeout once
+// deadline (unless zero) has passed.
+func (w *waitRegistry) register(id uint64, deadline time.Time) (<-chan result, error) {
 	ch := make(chan result, 1)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -24,20 +35,51 @@ func (w *waitRegistry) register(id uint64) (<-chan result, error) {
 		return nil, w.closed
 	}
 	if w.m == nil {
-		w.m = make(map[uint64]chan result)
+		w.m = make(map[uint64]waiter)
 	}
-	w.m[id] = ch
+	w.m[id] = waiter{ch: ch, deadline: deadline}
+	if !deadline.IsZero() {
+		w.timed++
+	}
 	return ch, nil
+}
+
+// remove deletes id's waiter; w.mu is held.
+func (w *waitRegistry) remove(id uint64) waiter {
+	x, ok := w.m[id]
+	if ok {
+		delete(w.m, id)
+		if !x.deadline.IsZero() {
+			w.timed--
+		}
+	}
+	return x
 }
 
 // trigger answers id's waiter, if it is still waiting on this member.
 func (w *waitRegistry) trigger(id uint64, r result) {
 	w.mu.Lock()
-	ch := w.m[id]
-	delete(w.m, id)
+	x := w.remove(id)
 	w.mu.Unlock()
-	if ch != nil {
-		ch <- r
+	if x.ch != nil {
+		x.ch <- r
+	}
+}
+
+// expire answers the waiters whose deadline is before now with
+// ErrTimeout. The ready loop calls it on every tick: one sweep there costs
+// less than a timer per proposal.
+func (w *waitRegistry) expire(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timed == 0 {
+		return
+	}
+	for id, x := range w.m {
+		if !x.deadline.IsZero() && x.deadline.Before(now) {
+			w.remove(id)
+			x.ch <- result{err: ErrTimeout}
+		}
 	}
 }
 
@@ -50,7 +92,7 @@ func (w *waitRegistry) pending() int {
 
 func (w *waitRegistry) cancel(id uint64) {
 	w.mu.Lock()
-	delete(w.m, id)
+	w.remove(id)
 	w.mu.Unlock()
 }
 
@@ -58,9 +100,9 @@ func (w *waitRegistry) cancel(id uint64) {
 func (w *waitRegistry) closeAll(err error) {
 	w.mu.Lock()
 	m := w.m
-	w.m, w.closed = nil, err
+	w.m, w.timed, w.closed = nil, 0, err
 	w.mu.Unlock()
-	for _, ch := range m {
-		ch <- result{err: err}
+	for _, x := range m {
+		x.ch <- result{err: err}
 	}
 }

@@ -3,6 +3,7 @@ package raftnode
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,11 +64,20 @@ func (n *Node) maybeTruncate() error {
 		return nil
 	}
 	keep := min(n.cfg.SnapshotCatchUpEntries, count)
-	n.truncatedAt = durable
 	if durable <= keep {
+		n.truncatedAt = durable
 		return nil
 	}
 	index := durable - keep
+	if limit, ok := n.snapsSent.limit(n); ok && limit < index {
+		// A follower installing a snapshot needs the entries after it:
+		// truncating them would send it another snapshot, and again
+		// (etcd pauses its compaction while a snapshot is in flight).
+		// Tried again at the next synced write.
+		index = limit
+	} else {
+		n.truncatedAt = durable
+	}
 	first, err := n.log.FirstIndex()
 	if err != nil {
 		return err
@@ -158,7 +168,60 @@ func (n *Node) openSnapshot(m raftpb.Message) (*snapshotView, raftpb.Message, er
 		return nil, m, err
 	}
 	m.Snapshot = &raftpb.Snapshot{Metadata: v.meta}
+	n.snapsSent.add(m.To, v.meta.Index)
 	return v, m, nil
+}
+
+// sentSnapshots are the snapshots sent to followers that have not yet
+// caught up past them: the log keeps the entries after them.
+type sentSnapshots struct {
+	mu      sync.Mutex
+	pending map[uint64]sentSnapshot
+}
+
+type sentSnapshot struct {
+	index uint64
+	at    time.Time
+}
+
+// sentSnapshotHold is how long a sent snapshot holds the log back at most
+// (a follower that died while installing it does not keep the log from
+// being truncated for ever).
+const sentSnapshotHold = 5 * time.Minute
+
+func (s *sentSnapshots) add(to, index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending = map[uint64]sentSnapshot{}
+	}
+	s.pending[to] = sentSnapshot{index: index, at: time.Now()}
+}
+
+// limit returns the lowest index of the snapshots whose followers have not
+// matched them yet (by the leader's progress), dropping the others.
+func (s *sentSnapshots) limit(n *Node) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return 0, false
+	}
+	n.mu.Lock()
+	st := n.rn.Status()
+	n.mu.Unlock()
+	var lim uint64
+	found := false
+	for id, p := range s.pending {
+		pr, ok := st.Progress[id]
+		if !ok || pr.Match >= p.index || time.Since(p.at) > sentSnapshotHold {
+			delete(s.pending, id)
+			continue
+		}
+		if !found || p.index < lim {
+			lim, found = p.index, true
+		}
+	}
+	return lim, found
 }
 
 // stageSnapshot starts receiving the data of m (a MsgSnap from a peer).

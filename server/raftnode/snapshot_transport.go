@@ -67,7 +67,7 @@ func (p *peer) streamSnapshot(sp snapshotPeer, m raftpb.Message) (int64, error) 
 	err = v.writeTo(func(frame []byte) error {
 		sum.Write(frame[1:])
 		n += int64(len(frame) - 1)
-		if f := p.t.cfg.corruptSnapshot; f != nil {
+		if f := p.t.cfg.snapshotFrameHook; f != nil {
 			f(frame)
 		}
 		if err := s.stream.SendMsg(&frame); err != nil {

@@ -27,12 +27,12 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 	if keys == 0 {
 		t.Skip("set METASTORE_MEASURE_CATCHUP=<keys> to measure")
 	}
-	// etcd's default timings; the log is truncated every 200 entries (the
+	// etcd's default timings; the log is truncated every 1000 entries (the
 	// load is ~keys/128 entries), so the new member needs a snapshot.
 	var ms []*clusterMember
 	for _, c := range clusterConfigs(t, 3) {
 		c.Cluster.HeartbeatInterval, c.Cluster.ElectionTimeout = 100*time.Millisecond, time.Second
-		c.Cluster.SnapshotCount, c.Cluster.SnapshotCatchUpEntries = 200, 100
+		c.Cluster.SnapshotCount, c.Cluster.SnapshotCatchUpEntries = 1000, 500
 		ms = append(ms, startMember(t, c))
 	}
 	lead := ms[waitLeader(t, ms)]
@@ -126,7 +126,7 @@ func TestMeasureSnapshotCatchUp(t *testing.T) {
 	cfg.Cluster.InitialCluster = ms[0].cfg.Cluster.InitialCluster + ",m3=" + peer
 	cfg.Cluster.InitialClusterState = "existing"
 	cfg.Cluster.HeartbeatInterval, cfg.Cluster.ElectionTimeout = 100*time.Millisecond, time.Second
-	cfg.Cluster.SnapshotCount, cfg.Cluster.SnapshotCatchUpEntries = 200, 100
+	cfg.Cluster.SnapshotCount, cfg.Cluster.SnapshotCatchUpEntries = 1000, 500
 	joined := startMember(t, cfg)
 	for joined.s.node.AppliedIndex() < lead.s.node.AppliedIndex() || joined.s.node.Metrics().SnapshotsInstalled == 0 {
 		if time.Since(addStart) > 20*time.Minute {

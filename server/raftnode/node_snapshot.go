@@ -69,7 +69,7 @@ func (n *Node) maybeTruncate() error {
 		return nil
 	}
 	index := durable - keep
-	if limit, ok := n.snapsSent.limit(n); ok && limit < index {
+	if limit, ok := n.snapsSent.limit(n, index); ok {
 		// A follower installing a snapshot needs the entries after it:
 		// truncating them would send it another snapshot, and again
 		// (etcd pauses its compaction while a snapshot is in flight).
@@ -198,9 +198,12 @@ func (s *sentSnapshots) add(to, index uint64) {
 	s.pending[to] = sentSnapshot{index: index, at: time.Now()}
 }
 
-// limit returns the lowest index of the snapshots whose followers have not
-// matched them yet (by the leader's progress), dropping the others.
-func (s *sentSnapshots) limit(n *Node) (uint64, bool) {
+// limit returns how far the log may be truncated, below index, for the
+// followers sent a snapshot: up to the snapshot until one has installed
+// it, then up to what it has (the leader's progress). A follower that
+// installed it and is past index no longer holds the log back and is
+// forgotten.
+func (s *sentSnapshots) limit(n *Node, index uint64) (uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pending) == 0 {
@@ -213,12 +216,16 @@ func (s *sentSnapshots) limit(n *Node) (uint64, bool) {
 	found := false
 	for id, p := range s.pending {
 		pr, ok := st.Progress[id]
-		if !ok || pr.Match >= p.index || time.Since(p.at) > sentSnapshotHold {
-			delete(s.pending, id)
+		if !ok || time.Since(p.at) > sentSnapshotHold || pr.Match >= max(p.index, index) {
+			delete(s.pending, id) // gone, given up on, or installed and past index
 			continue
 		}
-		if !found || p.index < lim {
-			lim, found = p.index, true
+		has := max(p.index, pr.Match)
+		if has >= index {
+			continue // not in the way yet
+		}
+		if !found || has < lim {
+			lim, found = has, true
 		}
 	}
 	return lim, found

@@ -255,8 +255,8 @@ func TestCrashDuringInstall(t *testing.T) {
 					break
 				}
 			}
-			before := follower.sm.applied
 			follower.stop()
+			before := follower.sm.applied
 			proposeN(t, lead, "b", 100)
 			crashed := errors.New("crash")
 			follower.wrap = func(m *member, _ *Config) {

@@ -358,3 +358,15 @@ func TestSlowSnapshotHoldsTruncation(t *testing.T) {
 		t.Fatalf("the leader's log was not truncated after the catch-up: first %d, applied %d", first, lead.node.AppliedIndex())
 	}
 }
+
+func TestReplacedSpans(t *testing.T) {
+	got := replacedSpans('R', [][]byte{[]byte("mz"), []byte("ma")})
+	var s []string
+	for _, sp := range got {
+		s = append(s, fmt.Sprintf("[%q,%q)", sp.start, sp.end))
+	}
+	want := []string{`["\x00","R")`, `["S","ma")`, `["ma\x00","mz")`, `["mz\x00","\xff")`}
+	if !slices.Equal(s, want) {
+		t.Fatalf("spans %v, want %v", s, want)
+	}
+}

@@ -168,7 +168,15 @@ func (n *Node) openSnapshot(m raftpb.Message) (*snapshotView, raftpb.Message, er
 		return nil, m, err
 	}
 	m.Snapshot = &raftpb.Snapshot{Metadata: v.meta}
-	n.snapsSent.add(m.To, v.meta.Index)
+	// The hold starts with the transfer (a long one must not see the log
+	// cut past it) and ends with it if it failed: a follower unreachable
+	// for long must not keep the log from being truncated.
+	sent := n.snapsSent.add(m.To, v.meta.Index)
+	v.onFinish = func(delivered bool) {
+		if !delivered {
+			n.snapsSent.remove(m.To, sent)
+		}
+	}
 	return v, m, nil
 }
 
@@ -189,13 +197,25 @@ type sentSnapshot struct {
 // being truncated for ever).
 const sentSnapshotHold = 5 * time.Minute
 
-func (s *sentSnapshots) add(to, index uint64) {
+func (s *sentSnapshots) add(to, index uint64) sentSnapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pending == nil {
 		s.pending = map[uint64]sentSnapshot{}
 	}
-	s.pending[to] = sentSnapshot{index: index, at: time.Now()}
+	p := sentSnapshot{index: index, at: time.Now()}
+	s.pending[to] = p
+	return p
+}
+
+// remove drops the hold of a transfer that failed, unless another one
+// replaced it.
+func (s *sentSnapshots) remove(to uint64, p sentSnapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending[to] == p {
+		delete(s.pending, to)
+	}
 }
 
 // limit returns how far the log may be truncated, below index, for the

@@ -370,3 +370,53 @@ func TestReplacedSpans(t *testing.T) {
 		t.Fatalf("spans %v, want %v", s, want)
 	}
 }
+
+// TestFailedSnapshotsDoNotHoldTruncation: a follower that refused its
+// snapshot (it arrived corrupted) and went away does not keep the
+// leader's log from being truncated; it catches up once back.
+func TestFailedSnapshotsDoNotHoldTruncation(t *testing.T) {
+	const count = 20
+	c := snapshotCluster(t, 3, count)
+	var corrupt atomic.Bool
+	for _, m := range c.members {
+		m.wrap = func(m *member, cfg *Config) {
+			m.tr.cfg.snapshotFrameHook = func(frame []byte) {
+				if corrupt.Load() {
+					frame[len(frame)-1] ^= 1
+				}
+			}
+		}
+	}
+	c.startAll()
+	lead := c.leader(t)
+	var follower *member
+	for _, m := range c.members {
+		if m != lead {
+			follower = m
+			break
+		}
+	}
+	proposeN(t, lead, "a", 10)
+	c.waitAllApplied(t, lead.node.AppliedIndex())
+	follower.stop()
+	proposeN(t, lead, "b", 60)
+	corrupt.Store(true)
+	follower.restart()
+	waitFor(t, 10*time.Second, "a refused snapshot", func() bool {
+		byPeer, _, _ := lead.tr.SnapshotMetrics()
+		return byPeer[follower.id].SendFailures > 0
+	})
+	// Then it is gone (unreachable: an attempt in flight fails too), and
+	// no later attempt replaces the failed one's hold.
+	follower.stop()
+	follower.gate.setDown(true)
+	proposeN(t, lead, "c", 200)
+	first, _ := lead.log.FirstIndex()
+	if applied := lead.node.AppliedIndex(); first+3*count < applied {
+		t.Fatalf("the leader's log holds [%d, %d] while snapshots to a follower fail", first, applied)
+	}
+	corrupt.Store(false)
+	follower.gate.setDown(false)
+	follower.restart()
+	c.waitConverged(t, 270)
+}

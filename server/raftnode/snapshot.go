@@ -151,6 +151,16 @@ type snapshotView struct {
 	s    *SnapshotStore
 	snap *pebble.Snapshot
 	meta raftpb.SnapshotMetadata
+	// onFinish, if set, learns whether the snapshot was delivered.
+	onFinish func(delivered bool)
+}
+
+// finish releases the view once the transfer ended.
+func (v *snapshotView) finish(delivered bool) {
+	v.snap.Close()
+	if v.onFinish != nil {
+		v.onFinish(delivered)
+	}
 }
 
 // open takes a Pebble snapshot and reads the state it stands for.
@@ -170,8 +180,6 @@ func (s *SnapshotStore) open(sm SnapshotStateMachine) (*snapshotView, error) {
 	}
 	return &snapshotView{s: s, snap: snap, meta: raftpb.SnapshotMetadata{Index: index, Term: term, ConfState: cs}}, nil
 }
-
-func (v *snapshotView) Close() error { return v.snap.Close() }
 
 // snapshotChunkBytes is the size of one data frame.
 const snapshotChunkBytes = 1 << 20
@@ -239,14 +247,15 @@ type snapshotStage struct {
 	last []byte // last key written (order check)
 }
 
-// stage starts receiving a snapshot at meta. Only one is received at a
-// time; the caller must finish or abort it.
-func (s *SnapshotStore) stage(meta raftpb.SnapshotMetadata) (*snapshotStage, error) {
+// stage starts receiving a snapshot at meta on a member that applied
+// through applied. Only one is received at a time; the caller must finish
+// or abort it.
+func (s *SnapshotStore) stage(meta raftpb.SnapshotMetadata, applied uint64) (*snapshotStage, error) {
 	if !s.receive.TryLock() {
 		return nil, ErrSnapshotBusy
 	}
 	s.mu.Lock()
-	s.pruneLocked(s.log.truncated())
+	s.pruneLocked(applied)
 	if len(s.staged) >= maxStagedSnapshots {
 		s.mu.Unlock()
 		s.receive.Unlock()
@@ -487,8 +496,9 @@ func (s *SnapshotStore) hook(step string) error {
 	return nil
 }
 
-// pruneLocked removes staged snapshots at or below index: raft will never
-// install them.
+// pruneLocked removes staged snapshots at or below index, an applied
+// index: raft will never install them (it ignores a snapshot that is not
+// past its commit index).
 func (s *SnapshotStore) pruneLocked(index uint64) {
 	for name, i := range s.staged {
 		if i <= index {

@@ -652,7 +652,8 @@ func TestSingleNodeDataDirBecomesCluster(t *testing.T) {
 	}
 	// And with them again: a restart from log and state.
 	m = startMember(t, cfg)
-	waitLeader(t, []*clusterMember{m})
+	// Two voters now: the leader may be either of them.
+	waitLeader(t, []*clusterMember{m, joined})
 	if got := get(t, m, "k5", false); got != "raft" {
 		t.Fatalf("after restart: %q", got)
 	}

@@ -220,9 +220,18 @@ func TestClusterLearnerCatchesUpBySnapshot(t *testing.T) {
 	defer cancel()
 	port := freePorts(t, 2)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", port[0])
-	add, err := ms[lead].cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{peer}, IsLearner: true})
-	if err != nil {
-		t.Fatal(err)
+	// etcd's strict reconfiguration check wants every peer connected for
+	// 5 s: a cluster this young is "unhealthy" until then.
+	var add *pb.MemberAddResponse
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		add, err = ms[lead].cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{peer}, IsLearner: true})
+		if err == nil {
+			break
+		}
+		if err.Error() != rpctypes.ErrGRPCUnhealthy.Error() || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	_, err = ms[lead].cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", port[1])}, IsLearner: true})
 	if err == nil || err.Error() != rpctypes.ErrGRPCTooManyLearners.Error() {

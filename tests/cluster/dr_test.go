@@ -156,7 +156,7 @@ func disasterRecovery(t *testing.T, from, to string) {
 	for _, m := range dst.Members {
 		urls[m.Name] = []string{m.PeerURL}
 	}
-	um, err := types.NewURLsMap(initialCluster(dst))
+	um, err := types.NewURLsMap(initialClusterOf(dst))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func disasterRecovery(t *testing.T, from, to string) {
 	}
 }
 
-func initialCluster(c *Cluster) string {
+func initialClusterOf(c *Cluster) string {
 	var parts []string
 	for _, m := range c.Members {
 		parts = append(parts, m.Name+"="+m.PeerURL)
@@ -259,7 +259,7 @@ func restoreCluster(t *testing.T, kind, file string) *Cluster {
 	for i := range 3 {
 		c.Members = append(c.Members, c.newMember(fmt.Sprintf("r%d", i)))
 	}
-	initial := initialCluster(c)
+	initial := initialClusterOf(c)
 	for _, m := range c.Members {
 		m.setArgs(initial, "new")
 		switch kind {

@@ -190,9 +190,9 @@ func (s *Server) startCluster(cs *clusterState) error {
 	}
 	s.peerTransport = raftnode.NewTransport(raftnode.TransportConfig{
 		ID: s.ids.Member, ClusterID: s.ids.Cluster, TLS: cs.clientTLS,
-		Logger: s.lg,
+		Logger: s.lg, Snapshots: newSnapshotMetrics(s.metrics.Registry()),
 	})
-	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport}, snapshotCollector{s.peerTransport})
+	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
 	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	s.registerClusterMetrics() // peermetrics.go

@@ -59,51 +59,68 @@ func (s *Server) restoreDerived() error {
 	return nil
 }
 
-// snapshotCollector exports the transport's snapshot counters under
-// etcd's names and labels (etcd_network_snapshot_*).
-type snapshotCollector struct{ t *raftnode.PeerTransport }
+// snapshotMetrics are etcd's etcd_network_snapshot_* series, with etcd's
+// types, labels and buckets, fed by the peer transport's observer.
+type snapshotMetrics struct {
+	sendOK, sendFailed, recvOK, recvFailed *prometheus.CounterVec
+	sendSeconds, recvSeconds               *prometheus.HistogramVec
+	sendInflight, recvInflight             *prometheus.GaugeVec
+}
 
-var (
-	snapSendSuccessDesc = prometheus.NewDesc("etcd_network_snapshot_send_success",
-		"Total number of successful snapshot sends", []string{"To"}, nil)
-	snapSendFailuresDesc = prometheus.NewDesc("etcd_network_snapshot_send_failures",
-		"Total number of snapshot send failures", []string{"To"}, nil)
-	snapSendSecondsDesc = prometheus.NewDesc("etcd_network_snapshot_send_total_duration_seconds",
-		"Total latency distributions of v3 snapshot sends", []string{"To"}, nil)
-	snapRecvSuccessDesc = prometheus.NewDesc("etcd_network_snapshot_receive_success",
-		"Total number of successful snapshot receives", []string{"From"}, nil)
-	snapRecvFailuresDesc = prometheus.NewDesc("etcd_network_snapshot_receive_failures",
-		"Total number of snapshot receive failures", []string{"From"}, nil)
-	snapRecvSecondsDesc = prometheus.NewDesc("etcd_network_snapshot_receive_total_duration_seconds",
-		"Total latency distributions of v3 snapshot receives", []string{"From"}, nil)
-	snapSendInflightDesc = prometheus.NewDesc("etcd_network_snapshot_send_inflights_total",
-		"Total number of inflight snapshot sends", nil, nil)
-	snapRecvInflightDesc = prometheus.NewDesc("etcd_network_snapshot_receive_inflights_total",
-		"Total number of inflight snapshot receives", nil, nil)
-)
+func newSnapshotMetrics(reg prometheus.Registerer) *snapshotMetrics {
+	counter := func(name, help, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	}
+	histogram := func(name, help, label string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help,
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 14)}, []string{label})
+	}
+	gauge := func(name, help, label string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label})
+	}
+	m := &snapshotMetrics{
+		sendOK:       counter("etcd_network_snapshot_send_success", "Total number of successful snapshot sends", "To"),
+		sendFailed:   counter("etcd_network_snapshot_send_failures", "Total number of snapshot send failures", "To"),
+		sendSeconds:  histogram("etcd_network_snapshot_send_total_duration_seconds", "Total latency distributions of v3 snapshot sends", "To"),
+		sendInflight: gauge("etcd_network_snapshot_send_inflights_total", "Total number of inflight snapshot sends", "To"),
+		recvOK:       counter("etcd_network_snapshot_receive_success", "Total number of successful snapshot receives", "From"),
+		recvFailed:   counter("etcd_network_snapshot_receive_failures", "Total number of snapshot receive failures", "From"),
+		recvSeconds:  histogram("etcd_network_snapshot_receive_total_duration_seconds", "Total latency distributions of v3 snapshot receives", "From"),
+		recvInflight: gauge("etcd_network_snapshot_receive_inflights_total", "Total number of inflight snapshot receives", "From"),
+	}
+	reg.MustRegister(m.sendOK, m.sendFailed, m.sendSeconds, m.sendInflight,
+		m.recvOK, m.recvFailed, m.recvSeconds, m.recvInflight)
+	return m
+}
 
-func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{snapSendSuccessDesc, snapSendFailuresDesc, snapSendSecondsDesc,
-		snapRecvSuccessDesc, snapRecvFailuresDesc, snapRecvSecondsDesc, snapSendInflightDesc, snapRecvInflightDesc} {
-		ch <- d
+// SnapshotStarted implements raftnode.SnapshotObserver.
+func (m *snapshotMetrics) SnapshotStarted(peer uint64, send bool) {
+	if send {
+		m.sendInflight.WithLabelValues(raftnode.FormatID(peer)).Inc()
+	} else {
+		m.recvInflight.WithLabelValues(raftnode.FormatID(peer)).Inc()
 	}
 }
 
-func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
-	byPeer, sending, receiving := c.t.SnapshotMetrics()
-	for id, m := range byPeer {
-		peer := raftnode.FormatID(id)
-		if m.SendSuccess+m.SendFailures > 0 {
-			ch <- prometheus.MustNewConstMetric(snapSendSuccessDesc, prometheus.CounterValue, float64(m.SendSuccess), peer)
-			ch <- prometheus.MustNewConstMetric(snapSendFailuresDesc, prometheus.CounterValue, float64(m.SendFailures), peer)
-			ch <- prometheus.MustNewConstMetric(snapSendSecondsDesc, prometheus.CounterValue, m.SendTime.Seconds(), peer)
-		}
-		if m.ReceiveSuccess+m.ReceiveFailures > 0 {
-			ch <- prometheus.MustNewConstMetric(snapRecvSuccessDesc, prometheus.CounterValue, float64(m.ReceiveSuccess), peer)
-			ch <- prometheus.MustNewConstMetric(snapRecvFailuresDesc, prometheus.CounterValue, float64(m.ReceiveFailures), peer)
-			ch <- prometheus.MustNewConstMetric(snapRecvSecondsDesc, prometheus.CounterValue, m.ReceiveTime.Seconds(), peer)
-		}
+// SnapshotEnded implements raftnode.SnapshotObserver. As etcd's, only
+// successful transfers are timed.
+func (m *snapshotMetrics) SnapshotEnded(peer uint64, send, ok bool, took time.Duration) {
+	id := raftnode.FormatID(peer)
+	switch {
+	case send && ok:
+		m.sendOK.WithLabelValues(id).Inc()
+		m.sendSeconds.WithLabelValues(id).Observe(took.Seconds())
+	case send:
+		m.sendFailed.WithLabelValues(id).Inc()
+	case ok:
+		m.recvOK.WithLabelValues(id).Inc()
+		m.recvSeconds.WithLabelValues(id).Observe(took.Seconds())
+	default:
+		m.recvFailed.WithLabelValues(id).Inc()
 	}
-	ch <- prometheus.MustNewConstMetric(snapSendInflightDesc, prometheus.GaugeValue, float64(sending))
-	ch <- prometheus.MustNewConstMetric(snapRecvInflightDesc, prometheus.GaugeValue, float64(receiving))
+	if send {
+		m.sendInflight.WithLabelValues(id).Dec()
+	} else {
+		m.recvInflight.WithLabelValues(id).Dec()
+	}
 }

@@ -189,7 +189,7 @@ func TestClusterFollowerCatchesUpBySnapshot(t *testing.T) {
 	for _, f := range fams {
 		for _, m := range f.Metric {
 			for _, lp := range m.Label {
-				if lp.GetName() == "To" && lp.GetValue() == raftnode.FormatID(f2.s.ids.Member) && m.GetCounter().GetValue() > 0 {
+				if lp.GetName() == "To" && lp.GetValue() == raftnode.FormatID(f2.s.ids.Member) && (m.GetCounter().GetValue() > 0 || m.GetHistogram().GetSampleCount() > 0) {
 					found[f.GetName()] = true
 				}
 			}

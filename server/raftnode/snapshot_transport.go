@@ -106,6 +106,7 @@ func (t *PeerTransport) serveSnapshot(ss grpc.ServerStream) (err error) {
 	}
 	start := time.Now()
 	t.snapsIn.Add(1)
+	t.observeStart(from, false)
 	defer func() {
 		t.snapsIn.Add(-1)
 		t.countSnapshot(from, false, err == nil, time.Since(start))
@@ -189,7 +190,25 @@ type snapshotCounters struct {
 	sendTime, recvTime                     time.Duration
 }
 
+// SnapshotObserver sees snapshot transfers: send is true for one this
+// member sends to peer, false for one it receives from peer. Every start
+// is followed by one end. Called outside the transport's locks; it must
+// not block.
+type SnapshotObserver interface {
+	SnapshotStarted(peer uint64, send bool)
+	SnapshotEnded(peer uint64, send, ok bool, took time.Duration)
+}
+
+func (t *PeerTransport) observeStart(id uint64, send bool) {
+	if o := t.cfg.Snapshots; o != nil {
+		o.SnapshotStarted(id, send)
+	}
+}
+
 func (t *PeerTransport) countSnapshot(id uint64, send, ok bool, d time.Duration) {
+	if o := t.cfg.Snapshots; o != nil {
+		defer o.SnapshotEnded(id, send, ok, d)
+	}
 	t.recvMu.Lock()
 	defer t.recvMu.Unlock()
 	c := t.snaps[id]

@@ -79,6 +79,9 @@ type TransportConfig struct {
 	RetryInterval time.Duration
 	// Logger receives connection errors.
 	Logger *slog.Logger
+	// Snapshots, if set, sees every snapshot transfer start and end, for
+	// etcd's etcd_network_snapshot_* series.
+	Snapshots SnapshotObserver
 
 	// snapshotFrameHook, in tests, sees (and may alter or delay) each
 	// snapshot data frame after its checksum was taken.
@@ -193,6 +196,7 @@ func (t *PeerTransport) sendSnapshot(p *peer, m raftpb.Message) {
 		defer t.snapWG.Done()
 		start := time.Now()
 		t.snapsOut.Add(1)
+		t.observeStart(m.To, true)
 		size, err := p.streamSnapshot(sp, m)
 		t.snapsOut.Add(-1)
 		t.countSnapshot(m.To, true, err == nil, time.Since(start))

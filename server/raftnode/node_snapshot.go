@@ -169,7 +169,7 @@ func (n *Node) stageSnapshot(m raftpb.Message) (*snapshotStage, error) {
 	if m.Snapshot == nil || m.Snapshot.Metadata.Index == 0 {
 		return nil, errors.New("raftnode: snapshot message without metadata")
 	}
-	return n.snaps.stage(m.Snapshot.Metadata)
+	return n.snaps.stage(m.Snapshot.Metadata, n.applied.Load())
 }
 
 // snapshotPeer is what the transport needs from the Raft it delivers to

@@ -239,14 +239,15 @@ type snapshotStage struct {
 	last []byte // last key written (order check)
 }
 
-// stage starts receiving a snapshot at meta. Only one is received at a
-// time; the caller must finish or abort it.
-func (s *SnapshotStore) stage(meta raftpb.SnapshotMetadata) (*snapshotStage, error) {
+// stage starts receiving a snapshot at meta on a member that applied
+// through applied. Only one is received at a time; the caller must finish
+// or abort it.
+func (s *SnapshotStore) stage(meta raftpb.SnapshotMetadata, applied uint64) (*snapshotStage, error) {
 	if !s.receive.TryLock() {
 		return nil, ErrSnapshotBusy
 	}
 	s.mu.Lock()
-	s.pruneLocked(s.log.truncated())
+	s.pruneLocked(applied)
 	if len(s.staged) >= maxStagedSnapshots {
 		s.mu.Unlock()
 		s.receive.Unlock()
@@ -487,8 +488,9 @@ func (s *SnapshotStore) hook(step string) error {
 	return nil
 }
 
-// pruneLocked removes staged snapshots at or below index: raft will never
-// install them.
+// pruneLocked removes staged snapshots at or below index, an applied
+// index: raft will never install them (it ignores a snapshot that is not
+// past its commit index).
 func (s *SnapshotStore) pruneLocked(index uint64) {
 	for name, i := range s.staged {
 		if i <= index {

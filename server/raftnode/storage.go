@@ -421,13 +421,6 @@ func (s *LogStore) ResetTo(index, term uint64) error {
 	return nil
 }
 
-// truncated returns the index of the last entry removed.
-func (s *LogStore) truncated() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.truncIndex
-}
-
 // resetToSnapshot sets the in-memory state to what an installed snapshot
 // wrote: no entries, truncated at (index, term), and hs.
 func (s *LogStore) resetToSnapshot(index, term uint64, hs raftpb.HardState) {

@@ -19,7 +19,8 @@
 // peer.go: join, and the lease and promotion requests a follower forwards
 // to the leader), derives its IDs as etcd does, publishes its name and
 // client URLs, and runs lease expiry, checkpoints, auto-compaction and the
-// version monitor only while it leads.
+// version monitor only while it leads. When a Raft snapshot replaces its
+// store (snapshot.go), it rebuilds its leases and resyncs its watchers.
 //
 // Imports go one way: cmd → server → {serve, v3rpc, v3lock} → {guard,
 // apply/raftnode} → {mvcc, lease, auth, wasmhost}; internal/importlint enforces it.

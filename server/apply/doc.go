@@ -13,7 +13,11 @@
 // answers each caller. On a cluster member RaftProposer implements it over
 // a raftnode.Node, and RaftMachine is the node's StateMachine: the same
 // Applier, one unsynced batch per run of committed entries with the
-// applied index (the Loop's counter, continued) and the ConfState.
+// applied index (the Loop's counter, continued) and the ConfState. It is
+// also the node's SnapshotStateMachine: a snapshot's applied index and
+// ConfState are read from the snapshot's own data, and after one is
+// installed the Applier reloads its members, versions, alarms, tenants'
+// counts and auth (snapshot.go).
 //
 // Per-member derived data, the tenants' usage counts, is kept by Apply from
 // each request's changes; a new tenants list is recounted locally on the

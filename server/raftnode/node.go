@@ -224,6 +224,7 @@ type Node struct {
 	durableApplied atomic.Uint64
 	truncatedAt    uint64
 	snapStats      snapshotStats
+	snapsSent      sentSnapshots
 
 	ids  *requestIDs
 	wait waitRegistry

@@ -3,6 +3,7 @@ package raftnode
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,11 +64,20 @@ func (n *Node) maybeTruncate() error {
 		return nil
 	}
 	keep := min(n.cfg.SnapshotCatchUpEntries, count)
-	n.truncatedAt = durable
 	if durable <= keep {
+		n.truncatedAt = durable
 		return nil
 	}
 	index := durable - keep
+	if limit, ok := n.snapsSent.limit(n, index); ok {
+		// A follower installing a snapshot needs the entries after it:
+		// truncating them would send it another snapshot, and again
+		// (etcd pauses its compaction while a snapshot is in flight).
+		// Tried again at the next synced write.
+		index = limit
+	} else {
+		n.truncatedAt = durable
+	}
 	first, err := n.log.FirstIndex()
 	if err != nil {
 		return err
@@ -158,7 +168,87 @@ func (n *Node) openSnapshot(m raftpb.Message) (*snapshotView, raftpb.Message, er
 		return nil, m, err
 	}
 	m.Snapshot = &raftpb.Snapshot{Metadata: v.meta}
+	// The hold starts with the transfer (a long one must not see the log
+	// cut past it) and ends with it if it failed: a follower unreachable
+	// for long must not keep the log from being truncated.
+	sent := n.snapsSent.add(m.To, v.meta.Index)
+	v.onFinish = func(delivered bool) {
+		if !delivered {
+			n.snapsSent.remove(m.To, sent)
+		}
+	}
 	return v, m, nil
+}
+
+// sentSnapshots are the snapshots sent to followers that have not yet
+// caught up past them: the log keeps the entries after them.
+type sentSnapshots struct {
+	mu      sync.Mutex
+	pending map[uint64]sentSnapshot
+}
+
+type sentSnapshot struct {
+	index uint64
+	at    time.Time
+}
+
+// sentSnapshotHold is how long a sent snapshot holds the log back at most
+// (a follower that died while installing it does not keep the log from
+// being truncated for ever).
+const sentSnapshotHold = 5 * time.Minute
+
+func (s *sentSnapshots) add(to, index uint64) sentSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending = map[uint64]sentSnapshot{}
+	}
+	p := sentSnapshot{index: index, at: time.Now()}
+	s.pending[to] = p
+	return p
+}
+
+// remove drops the hold of a transfer that failed, unless another one
+// replaced it.
+func (s *sentSnapshots) remove(to uint64, p sentSnapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending[to] == p {
+		delete(s.pending, to)
+	}
+}
+
+// limit returns how far the log may be truncated, below index, for the
+// followers sent a snapshot: up to the snapshot until one has installed
+// it, then up to what it has (the leader's progress). A follower that
+// installed it and is past index no longer holds the log back and is
+// forgotten.
+func (s *sentSnapshots) limit(n *Node, index uint64) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return 0, false
+	}
+	n.mu.Lock()
+	st := n.rn.Status()
+	n.mu.Unlock()
+	var lim uint64
+	found := false
+	for id, p := range s.pending {
+		pr, ok := st.Progress[id]
+		if !ok || time.Since(p.at) > sentSnapshotHold || pr.Match >= max(p.index, index) {
+			delete(s.pending, id) // gone, given up on, or installed and past index
+			continue
+		}
+		has := max(p.index, pr.Match)
+		if has >= index {
+			continue // not in the way yet
+		}
+		if !found || has < lim {
+			lim, found = has, true
+		}
+	}
+	return lim, found
 }
 
 // stageSnapshot starts receiving the data of m (a MsgSnap from a peer).

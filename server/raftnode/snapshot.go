@@ -151,6 +151,16 @@ type snapshotView struct {
 	s    *SnapshotStore
 	snap *pebble.Snapshot
 	meta raftpb.SnapshotMetadata
+	// onFinish, if set, learns whether the snapshot was delivered.
+	onFinish func(delivered bool)
+}
+
+// finish releases the view once the transfer ended.
+func (v *snapshotView) finish(delivered bool) {
+	v.snap.Close()
+	if v.onFinish != nil {
+		v.onFinish(delivered)
+	}
 }
 
 // open takes a Pebble snapshot and reads the state it stands for.
@@ -170,8 +180,6 @@ func (s *SnapshotStore) open(sm SnapshotStateMachine) (*snapshotView, error) {
 	}
 	return &snapshotView{s: s, snap: snap, meta: raftpb.SnapshotMetadata{Index: index, Term: term, ConfState: cs}}, nil
 }
-
-func (v *snapshotView) Close() error { return v.snap.Close() }
 
 // snapshotChunkBytes is the size of one data frame.
 const snapshotChunkBytes = 1 << 20

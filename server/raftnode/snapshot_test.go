@@ -81,7 +81,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	corrupt.Store(1)
 	for _, m := range c.members {
 		m.wrap = func(m *member, cfg *Config) {
-			m.tr.cfg.corruptSnapshot = func(frame []byte) {
+			m.tr.cfg.snapshotFrameHook = func(frame []byte) {
 				if corrupt.Add(-1) >= 0 {
 					frame[len(frame)/2] ^= 0x5a
 				}
@@ -255,8 +255,8 @@ func TestCrashDuringInstall(t *testing.T) {
 					break
 				}
 			}
-			before := follower.sm.applied
 			follower.stop()
+			before := follower.sm.applied
 			proposeN(t, lead, "b", 100)
 			crashed := errors.New("crash")
 			follower.wrap = func(m *member, _ *Config) {
@@ -304,4 +304,119 @@ func TestCrashDuringInstall(t *testing.T) {
 			c.waitConverged(t, 111)
 		})
 	}
+}
+
+// TestSlowSnapshotHoldsTruncation: while a snapshot is on its way, the
+// leader goes on writing past the snapshot count; it keeps the entries
+// after the snapshot, so the follower catches up from the log after one
+// snapshot instead of needing another.
+func TestSlowSnapshotHoldsTruncation(t *testing.T) {
+	c := snapshotCluster(t, 3, 20)
+	var slow atomic.Bool
+	for _, m := range c.members {
+		m.wrap = func(m *member, cfg *Config) {
+			m.tr.cfg.snapshotFrameHook = func([]byte) {
+				if slow.Load() {
+					time.Sleep(time.Second)
+				}
+			}
+		}
+	}
+	c.startAll()
+	lead := c.leader(t)
+	var follower *member
+	for _, m := range c.members {
+		if m != lead {
+			follower = m
+			break
+		}
+	}
+	proposeN(t, lead, "a", 10)
+	c.waitAllApplied(t, lead.node.AppliedIndex())
+	follower.stop()
+	proposeN(t, lead, "b", 100)
+	slow.Store(true)
+	follower.restart()
+	waitFor(t, 10*time.Second, "a snapshot on its way", func() bool {
+		_, sending, _ := lead.tr.SnapshotMetrics()
+		return sending > 0
+	})
+	proposeN(t, lead, "c", 100) // five snapshot counts while it travels
+	slow.Store(false)
+	c.waitConverged(t, 210)
+	byPeer, _, _ := lead.tr.SnapshotMetrics()
+	if s := byPeer[follower.id]; s.SendSuccess != 1 {
+		t.Fatalf("%d snapshots sent to the follower (%+v), want 1", s.SendSuccess, s)
+	}
+	if n := follower.sm.installCount(); n != 1 {
+		t.Fatalf("the follower installed %d snapshots, want 1", n)
+	}
+	// Once it has caught up, the log is truncated again.
+	proposeN(t, lead, "d", 60)
+	c.waitAllApplied(t, lead.node.AppliedIndex())
+	if first, _ := lead.log.FirstIndex(); first < lead.node.AppliedIndex()-60 {
+		t.Fatalf("the leader's log was not truncated after the catch-up: first %d, applied %d", first, lead.node.AppliedIndex())
+	}
+}
+
+func TestReplacedSpans(t *testing.T) {
+	got := replacedSpans('R', [][]byte{[]byte("mz"), []byte("ma")})
+	var s []string
+	for _, sp := range got {
+		s = append(s, fmt.Sprintf("[%q,%q)", sp.start, sp.end))
+	}
+	want := []string{`["\x00","R")`, `["S","ma")`, `["ma\x00","mz")`, `["mz\x00","\xff")`}
+	if !slices.Equal(s, want) {
+		t.Fatalf("spans %v, want %v", s, want)
+	}
+}
+
+// TestFailedSnapshotsDoNotHoldTruncation: a follower that refused its
+// snapshot (it arrived corrupted) and went away does not keep the
+// leader's log from being truncated; it catches up once back.
+func TestFailedSnapshotsDoNotHoldTruncation(t *testing.T) {
+	const count = 20
+	c := snapshotCluster(t, 3, count)
+	var corrupt atomic.Bool
+	for _, m := range c.members {
+		m.wrap = func(m *member, cfg *Config) {
+			m.tr.cfg.snapshotFrameHook = func(frame []byte) {
+				if corrupt.Load() {
+					frame[len(frame)-1] ^= 1
+				}
+			}
+		}
+	}
+	c.startAll()
+	lead := c.leader(t)
+	var follower *member
+	for _, m := range c.members {
+		if m != lead {
+			follower = m
+			break
+		}
+	}
+	proposeN(t, lead, "a", 10)
+	c.waitAllApplied(t, lead.node.AppliedIndex())
+	follower.stop()
+	proposeN(t, lead, "b", 60)
+	corrupt.Store(true)
+	follower.restart()
+	waitFor(t, 10*time.Second, "a refused snapshot", func() bool {
+		byPeer, _, _ := lead.tr.SnapshotMetrics()
+		return byPeer[follower.id].SendFailures > 0
+	})
+	// Then it is gone (unreachable: an attempt in flight fails too), and
+	// no later attempt replaces the failed one's hold.
+	follower.stop()
+	follower.gate.setDown(true)
+	proposeN(t, lead, "c", 200)
+	first, _ := lead.log.FirstIndex()
+	if applied := lead.node.AppliedIndex(); first+3*count < applied {
+		t.Fatalf("the leader's log holds [%d, %d] while snapshots to a follower fail", first, applied)
+	}
+	corrupt.Store(false)
+	follower.gate.setDown(false)
+	follower.restart()
+	c.waitConverged(t, 270)
 }

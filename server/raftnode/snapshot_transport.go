@@ -34,7 +34,7 @@ const (
 var snapStreamDesc = grpc.StreamDesc{StreamName: "Snapshot", ClientStreams: true}
 
 // streamSnapshot sends m's snapshot to p and returns the data's size.
-func (p *peer) streamSnapshot(sp snapshotPeer, m raftpb.Message) (int64, error) {
+func (p *peer) streamSnapshot(sp snapshotPeer, m raftpb.Message) (n int64, err error) {
 	ctx, cancel := context.WithCancel(p.t.ctx)
 	defer cancel()
 	go func() {
@@ -48,7 +48,7 @@ func (p *peer) streamSnapshot(sp snapshotPeer, m raftpb.Message) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	defer v.Close()
+	defer func() { v.finish(err == nil) }()
 	s, err := p.openStream(ctx, &snapStreamDesc, peerSnapshotMethod)
 	if err != nil {
 		return 0, err
@@ -63,11 +63,10 @@ func (p *peer) streamSnapshot(sp snapshotPeer, m raftpb.Message) (int64, error) 
 		return 0, s.finish(err)
 	}
 	sum := sha256.New()
-	var n int64
 	err = v.writeTo(func(frame []byte) error {
 		sum.Write(frame[1:])
 		n += int64(len(frame) - 1)
-		if f := p.t.cfg.corruptSnapshot; f != nil {
+		if f := p.t.cfg.snapshotFrameHook; f != nil {
 			f(frame)
 		}
 		if err := s.stream.SendMsg(&frame); err != nil {

@@ -80,9 +80,9 @@ type TransportConfig struct {
 	// Logger receives connection errors.
 	Logger *slog.Logger
 
-	// corruptSnapshot, in tests, alters each snapshot data frame after
-	// its checksum was taken.
-	corruptSnapshot func(frame []byte)
+	// snapshotFrameHook, in tests, sees (and may alter or delay) each
+	// snapshot data frame after its checksum was taken.
+	snapshotFrameHook func(frame []byte)
 }
 
 // PeerTransport sends raft messages to peers over the gRPC peer service and

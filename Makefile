@@ -95,8 +95,8 @@ cluster: build
 # follower) of a 5-member one, then porcupine and the watch checkers over
 # 40 segments, each ending with a leader SIGKILL, all with the Raft log
 # truncated (--snapshot-count CLUSTER_SNAPSHOT_COUNT, a tail of half that)
-# so killed members come back by snapshots; then the snapshot tests with
-# 100,000 keys. CLUSTER_KILLS sets the 3-member leader kills.
+# so members killed under the failover writers come back by snapshots;
+# then the snapshot tests, 10 rounds each and a new member on 100,000 keys. CLUSTER_KILLS sets the 3-member leader kills.
 CLUSTER_KILLS ?= 100
 CLUSTER_SNAPSHOT_COUNT ?= 100
 soak-cluster:

@@ -6,7 +6,10 @@
 // checkers of tests/reliability across leader changes; a network
 // partition of the peer traffic (the minority neither writes nor serves
 // linearizable reads, the majority goes on, the healed member catches up);
-// etcdctl's cluster commands.
+// etcdctl's cluster commands; with the log truncated (a small
+// --snapshot-count), members that come back after a kill or a partition,
+// new members and learners on a loaded cluster catch up by a snapshot
+// (counted by etcd's etcd_network_snapshot_receive_success) and converge.
 //
 // The harness (harness.go) starts N members of a binary with etcd's own
 // clustering flags, so the same code runs a 3-member etcd (built from its Go

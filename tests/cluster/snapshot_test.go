@@ -3,8 +3,10 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sort"
@@ -220,15 +222,18 @@ func putMany(ctx context.Context, cli *clientv3.Client, prefix, tag string, n, k
 	return acks, first
 }
 
-// loadKeys writes n distinct keys prefix+i with values of size bytes, 100
-// puts to a txn (etcd's default --max-txn-ops is 128), 4 txns at a time.
+// loadKeys writes n distinct keys prefix+i with random values of size
+// bytes (random, so that neither store's compression makes the snapshot
+// small), 100 puts to a txn (etcd's default --max-txn-ops is 128), 4 txns
+// at a time.
 func loadKeys(ctx context.Context, cli *clientv3.Client, prefix string, n, size int) error {
 	const perTxn = 100
-	val := strings.Repeat("v", size)
 	var next atomic.Int64
 	errc := make(chan error, 4)
 	for w := 0; w < 4; w++ {
 		go func() {
+			rnd := rand.New(rand.NewPCG(uint64(w), 16))
+			raw := make([]byte, size)
 			for {
 				from := int(next.Add(perTxn)) - perTxn
 				if from >= n {
@@ -237,6 +242,10 @@ func loadKeys(ctx context.Context, cli *clientv3.Client, prefix string, n, size 
 				}
 				var ops []clientv3.Op
 				for i := from; i < min(from+perTxn, n); i++ {
+					for j := range raw {
+						raw[j] = byte(rnd.Uint32())
+					}
+					val := base64.StdEncoding.EncodeToString(raw)[:size]
 					ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%07d", prefix, i), val))
 				}
 				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -302,6 +302,7 @@ func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
 		s.transport.Stop()
+		s.transferLeadership() // handover.go; before the peer probes stop
 		if s.bgCancel != nil {
 			s.bgCancel()
 		}

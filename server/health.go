@@ -1,16 +1,12 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-
-	"github.com/metastore-dev/metastore/mvcc"
 )
 
 func (s *Server) metricsHandler() http.Handler {
@@ -47,14 +43,16 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		health, reason = "false", "ALARM "+a.Alarm.String()
 		break
 	}
-	if health == "true" && s.node != nil && s.node.Leader() == 0 {
+	// As etcd's: ?serializable=true checks this member alone; otherwise
+	// the member needs a leader and a linearizable read (a ReadIndex
+	// round) within etcd's request timeout.
+	serializable := r.URL.Query().Get("serializable") == "true"
+	if health == "true" && !serializable && s.node != nil && s.node.Leader() == 0 {
 		health, reason = "false", "RAFT NO LEADER"
 	}
 	if health == "true" {
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if _, err := s.store.Range(ctx, []byte("health"), nil, mvcc.RangeOptions{Limit: 1}); err != nil {
-			health, reason = "false", "RANGE ERROR"
+		if err := s.readCheck(r.Context(), serializable); err != nil {
+			health, reason = "false", "RANGE ERROR:"+err.Error()
 		}
 	}
 	// NB: etcd sets no content type (net/http sniffs text/plain) and ends

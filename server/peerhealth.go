@@ -44,6 +44,10 @@ type peerHealth struct {
 const (
 	probeInterval = 200 * time.Millisecond
 	probeTimeout  = time.Second
+	// In the first startupProbing of the member's life, peers that have
+	// not answered yet are asked again every startupProbeInterval.
+	startupProbing       = 5 * time.Second
+	startupProbeInterval = 20 * time.Millisecond
 )
 
 func newPeerHealth(s *Server, tlsConf *tls.Config) *peerHealth {
@@ -63,8 +67,7 @@ func (h *peerHealth) ActiveSince(id uint64) time.Time {
 // connections.
 func (h *peerHealth) run(ctx context.Context) {
 	defer h.close()
-	t := time.NewTicker(h.interval)
-	defer t.Stop()
+	start := time.Now()
 	for {
 		members := h.s.applier.Members().Members
 		var wg sync.WaitGroup
@@ -75,12 +78,40 @@ func (h *peerHealth) run(ctx context.Context) {
 		}
 		wg.Wait()
 		h.forget(members)
+		// NB: etcd's streams are up before its member serves (it needs
+		// them to publish), so right after start a reconfiguration on
+		// this member must already count the peers that answer: until
+		// every peer has answered, within the first health interval,
+		// probe again at once. A joining member learns its peers only
+		// as it replays the log.
+		next := h.interval
+		if time.Since(start) < startupProbing && !h.allConnected(members) {
+			next = startupProbeInterval
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(next):
 		}
 	}
+}
+
+// allConnected reports whether some other member is known and every
+// other member answers.
+func (h *peerHealth) allConnected(members []*pb.Member) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range members {
+		if m.ID == h.s.ids.Member {
+			continue
+		}
+		if h.since[m.ID].IsZero() {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // probe asks member m for its member list at each of its peer URLs until

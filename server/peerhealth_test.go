@@ -48,6 +48,7 @@ func waitConnected(t *testing.T, ms []*clusterMember) {
 // grown cluster) for etcd's health interval; a member that is down may be
 // removed.
 func TestClusterReconfigHealth(t *testing.T) {
+	started := time.Now()
 	ms := startCluster(t, 3)
 	lead := waitLeader(t, ms)
 	waitPublished(t, ms)
@@ -58,11 +59,19 @@ func TestClusterReconfigHealth(t *testing.T) {
 	newPeer := fmt.Sprintf("http://127.0.0.1:%d", freePorts(t, 1)[0])
 
 	// Just started: connected for less than the health interval.
-	if _, err := f.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{newPeer}}); err == nil || err.Error() != unhealthy {
-		t.Fatalf("member add right after start: %v, want %v", err, unhealthy)
+	_, addErr := f.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{newPeer}})
+	_, removeErr := f.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: ms[lead].s.ids.Member})
+	if took := time.Since(started); took >= etcdHealthInterval-500*time.Millisecond {
+		// NB: on a loaded machine (-race, shared cores) the cluster may
+		// take the whole health interval to start; the refusals then
+		// prove nothing, and a change that went through spoils the rest.
+		t.Skipf("the cluster took %v to start and be asked (add: %v, remove: %v)", took, addErr, removeErr)
 	}
-	if _, err := f.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: ms[lead].s.ids.Member}); err == nil || err.Error() != unhealthy {
-		t.Fatalf("member remove right after start: %v, want %v", err, unhealthy)
+	if addErr == nil || addErr.Error() != unhealthy {
+		t.Fatalf("member add right after start: %v, want %v", addErr, unhealthy)
+	}
+	if removeErr == nil || removeErr.Error() != unhealthy {
+		t.Fatalf("member remove right after start: %v, want %v", removeErr, unhealthy)
 	}
 
 	waitConnected(t, ms)

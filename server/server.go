@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -181,6 +182,7 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 		Config: cfg, Logger: lg, NewGRPC: s.newGRPCServer, Codec: v3rpc.Codec(),
 		GatewayRoutes: []func(*gwruntime.ServeMux, *grpc.ClientConn) error{v3lock.RegisterGateway},
 		Health:        s.handleHealth, Version: s.handleVersion, Metrics: s.metricsHandler(),
+		Probes:      http.HandlerFunc(s.handleProbes),
 		AuthEnabled: func() bool { enabled, _, _ := s.auth.State(); return enabled },
 		ConnRefused: s.metrics.ConnRefused, Revision: s.store.Rev,
 	}); err != nil {
@@ -308,6 +310,7 @@ func (s *Server) stop() {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
 		s.transport.Stop()
+		s.transferLeadership() // handover.go; before the peer probes stop
 		if s.bgCancel != nil {
 			s.bgCancel()
 		}

@@ -21,8 +21,14 @@ func (s *Server) newHTTPHandler() http.Handler {
 		mux.Handle("/v3/", s.gw.handler)
 	}
 	mux.HandleFunc("/health", s.o.Health)
-	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	if s.o.Probes != nil {
+		for _, p := range []string{"/livez", "/livez/", "/readyz", "/readyz/"} {
+			mux.Handle(p, s.o.Probes)
+		}
+	} else {
+		mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	}
 	mux.HandleFunc("/version", s.o.Version)
 	mux.Handle("/metrics", s.o.Metrics)
 	return &accessController{s: s, mux: mux}

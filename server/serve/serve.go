@@ -36,7 +36,10 @@ type Options struct {
 	GatewayRoutes []func(*gwruntime.ServeMux, *grpc.ClientConn) error
 	// Health, Version and Metrics answer /health, /version and /metrics.
 	Health, Version http.HandlerFunc
-	Metrics         http.Handler
+	// Probes, if set, answers /livez and /readyz and their sub-paths
+	// (etcd's per-check paths); nil: a plain "ok".
+	Probes  http.Handler
+	Metrics http.Handler
 	// AuthEnabled reports whether auth is on (the gateway's CN check).
 	AuthEnabled func() bool
 	// ConnRefused counts a connection refused by --max-connections.

@@ -4,9 +4,10 @@
 // outcome differs.
 //
 // Only leaf cases are counted (a test with subtests is the sum of its
-// subtests). A metastore case that could not start because its cluster
-// has more than one member is counted as "not applicable" rather than
-// failed: metastore runs a single member until clustering lands.
+// subtests). Cases are counted once more by the size of the cluster they
+// started (the distinct members the framework logged starting), and the
+// cases that loop over etcd's cluster shapes by shape (NoTLS, ClientTLS
+// and ClientAutoTLS are one member; PeerTLS and PeerAutoTLS three).
 package main
 
 import (
@@ -19,10 +20,6 @@ import (
 	"sort"
 	"strings"
 )
-
-// multiMember is what metastore says when asked to start as one member of
-// a larger cluster (server/config's --initial-cluster check).
-const multiMember = "but metastore runs a single member"
 
 type event struct {
 	Action string
@@ -37,7 +34,6 @@ const (
 	pass     outcome = "pass"
 	fail     outcome = "fail"
 	skip     outcome = "skip"
-	na       outcome = "n/a"
 	notRun   outcome = "not run" // started but never finished (the run timed out or panicked)
 	notFound outcome = "-"
 )
@@ -95,9 +91,6 @@ func (r *run) leaves() map[string]outcome {
 		if parent {
 			continue
 		}
-		if o == fail && r.output[name] != nil && strings.Contains(r.output[name].String(), multiMember) {
-			o = na
-		}
 		out[name] = o
 	}
 	return out
@@ -111,6 +104,25 @@ func count(m map[string]outcome, o outcome) int {
 		}
 	}
 	return n
+}
+
+// members returns how many distinct members the case started (the
+// framework logs `starting server...	{"name": "<member>"}` for each
+// start); 0 if it started none.
+func (r *run) members(name string) int {
+	b := r.output[name]
+	if b == nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	const mark = "starting server...\t{\"name\": \""
+	for _, line := range strings.Split(b.String(), "\n") {
+		if _, rest, ok := strings.Cut(line, mark); ok {
+			member, _, _ := strings.Cut(rest, "\"")
+			seen[member] = true
+		}
+	}
+	return len(seen)
 }
 
 // firstError returns the first line of a failed case's output that looks
@@ -174,11 +186,11 @@ func write(w io.Writer, etcdRun, msRun *run, all bool) {
 	sort.Strings(sorted)
 
 	fmt.Fprintf(w, "| cases (%d) | etcd | metastore |\n|---|---:|---:|\n", len(sorted))
-	for _, o := range []outcome{pass, fail, skip, na, notRun} {
-		if count(e, o)+count(m, o) == 0 && o != pass && o != fail && o != skip {
+	for _, o := range []outcome{pass, fail, skip, notRun} {
+		if count(e, o)+count(m, o) == 0 && o == notRun {
 			continue
 		}
-		label := map[outcome]string{pass: "passed", fail: "failed", skip: "skipped", na: "not applicable (cluster of 3)", notRun: "not finished"}[o]
+		label := map[outcome]string{pass: "passed", fail: "failed", skip: "skipped", notRun: "not finished"}[o]
 		fmt.Fprintf(w, "| %s | %d | %d |\n", label, count(e, o), count(m, o))
 	}
 
@@ -188,13 +200,59 @@ func write(w io.Writer, etcdRun, msRun *run, all bool) {
 		}
 		return notFound
 	}
-	var diff, napp []string
+	// By cluster size, as the run against etcd started them.
+	sizes := map[int][3]int{}
 	for _, n := range sorted {
-		eo, mo := get(e, n), get(m, n)
-		switch {
-		case mo == na:
-			napp = append(napp, n)
-		case eo != mo:
+		k := etcdRun.members(n)
+		c := sizes[k]
+		c[0]++
+		if get(e, n) == pass {
+			c[1]++
+		}
+		if get(m, n) == pass {
+			c[2]++
+		}
+		sizes[k] = c
+	}
+	keys := make([]int, 0, len(sizes))
+	for k := range sizes {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	fmt.Fprintln(w, "\n| cluster size | cases | etcd passed | metastore passed |\n|---|---:|---:|---:|")
+	for _, k := range keys {
+		label := fmt.Sprintf("%d", k)
+		if k == 0 {
+			label = "none started (skipped early)"
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", label, sizes[k][0], sizes[k][1], sizes[k][2])
+	}
+
+	// By cluster shape: cases named after one of etcd's clusterTestCases.
+	fmt.Fprintln(w, "\n| shape (members) | cases | etcd passed | metastore passed |\n|---|---:|---:|---:|")
+	for _, sh := range []struct {
+		name    string
+		members int
+	}{{"NoTLS", 1}, {"ClientTLS", 1}, {"ClientAutoTLS", 1}, {"PeerTLS", 3}, {"PeerAutoTLS", 3}} {
+		cases, ep, mp := 0, 0, 0
+		for _, n := range sorted {
+			if n[strings.LastIndex(n, "/")+1:] != sh.name {
+				continue
+			}
+			cases++
+			if get(e, n) == pass {
+				ep++
+			}
+			if get(m, n) == pass {
+				mp++
+			}
+		}
+		fmt.Fprintf(w, "| %s (%d) | %d | %d | %d |\n", sh.name, sh.members, cases, ep, mp)
+	}
+
+	var diff []string
+	for _, n := range sorted {
+		if get(e, n) != get(m, n) {
 			diff = append(diff, n)
 		}
 	}
@@ -205,32 +263,6 @@ func write(w io.Writer, etcdRun, msRun *run, all bool) {
 			fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", n, get(e, n), get(m, n), firstError(msRun, n))
 		}
 	}
-	// Not-applicable cases are listed by top-level test, with what etcd
-	// made of them.
-	var tops []string
-	byTop := map[string][]string{}
-	for _, n := range napp {
-		top, _, _ := strings.Cut(n, "/")
-		if byTop[top] == nil {
-			tops = append(tops, top)
-		}
-		byTop[top] = append(byTop[top], n)
-	}
-	fmt.Fprintf(w, "\nNot applicable to metastore until clustering (a cluster of 3; %d cases):", len(napp))
-	for i, top := range tops {
-		etcdPassed := 0
-		for _, n := range byTop[top] {
-			if get(e, n) == pass {
-				etcdPassed++
-			}
-		}
-		sep := ","
-		if i == 0 {
-			sep = ""
-		}
-		fmt.Fprintf(w, "%s `%s` (%d, etcd passed %d)", sep, top, len(byTop[top]), etcdPassed)
-	}
-	fmt.Fprintln(w, ".")
 	if all {
 		fmt.Fprintln(w, "\n| case | etcd | metastore |\n|---|---|---|")
 		for _, n := range sorted {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/metastore-dev/metastore/server/config"
 )
@@ -58,24 +60,48 @@ func peerTLS(c config.PeerTLS) (server, client *tls.Config, err error) {
 		// cannot verify; the connection is encrypted, not authenticated.
 		client.InsecureSkipVerify = true
 	}
-	if c.AllowedCN != "" {
-		cn := c.AllowedCN
-		// etcd's --peer-cert-allowed-cn: the peer's verified certificate
-		// must carry this common name.
+	cns, hosts := splitList(c.AllowedCN), splitList(c.AllowedHostname)
+	if len(cns) > 0 && len(hosts) > 0 {
+		return nil, nil, fmt.Errorf("AllowedCNs and AllowedHostnames are mutually exclusive (cns=%q, hostnames=%q)", cns, hosts)
+	}
+	// etcd's --peer-cert-allowed-cn and --peer-cert-allowed-hostname: the
+	// peer's verified certificate must carry one of these common names,
+	// or be valid for one of these hosts.
+	var allowed func(*x509.Certificate) bool
+	if len(cns) > 0 {
+		allowed = func(cert *x509.Certificate) bool { return slices.Contains(cns, cert.Subject.CommonName) }
+	}
+	if len(hosts) > 0 {
+		allowed = func(cert *x509.Certificate) bool {
+			return slices.ContainsFunc(hosts, func(h string) bool { return cert.VerifyHostname(h) == nil })
+		}
+	}
+	if allowed != nil {
 		server.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
 			for _, chain := range chains {
-				if len(chain) > 0 && chain[0].Subject.CommonName == cn {
+				if len(chain) > 0 && allowed(chain[0]) {
 					return nil
 				}
 			}
 			if len(chains) == 0 && len(raw) > 0 {
 				// Not verified against a CA (auto TLS): the presented leaf.
-				if c, err := x509.ParseCertificate(raw[0]); err == nil && c.Subject.CommonName == cn {
+				if c, err := x509.ParseCertificate(raw[0]); err == nil && allowed(c) {
 					return nil
 				}
 			}
-			return errors.New("peer certificate: common name not allowed")
+			return errors.New("peer certificate: common name or host name not allowed")
 		}
 	}
 	return server, client, nil
+}
+
+// splitList reads etcd's comma-separated flag values, skipping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

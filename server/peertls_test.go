@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func selfSigned(t *testing.T, dir, cn string) (certFile, keyFile string, der []b
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn + ".example"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
@@ -65,5 +66,42 @@ func TestPeerTLSAllowedCN(t *testing.T) {
 	}
 	if s, c, err := peerTLS(config.PeerTLS{}); s != nil || c != nil || err != nil {
 		t.Fatal("no certificate: want plaintext peers")
+	}
+}
+
+// TestPeerTLSAllowedHostname: --peer-cert-allowed-hostname admits a peer
+// whose certificate is valid for one of the listed hosts; lists work for
+// both flags, and the two are exclusive, with etcd's error.
+func TestPeerTLSAllowedHostname(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, _ := selfSigned(t, dir, "member")
+	_, _, good := selfSigned(t, dir, "peer-ok")
+	_, _, bad := selfSigned(t, dir, "intruder")
+	base := config.PeerTLS{CertFile: cert, KeyFile: key, ClientCertAuth: true, AutoTLS: true}
+	hosts := base
+	hosts.AllowedHostname = "other.example, peer-ok.example"
+	srv, _, err := peerTLS(hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.VerifyPeerCertificate([][]byte{good}, nil); err != nil {
+		t.Fatalf("allowed host refused: %v", err)
+	}
+	if err := srv.VerifyPeerCertificate([][]byte{bad}, nil); err == nil {
+		t.Fatal("a peer valid for another host was accepted")
+	}
+	cns := base
+	cns.AllowedCN = "x,intruder"
+	srv, _, err = peerTLS(cns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.VerifyPeerCertificate([][]byte{bad}, nil); err != nil {
+		t.Fatalf("second CN of the list refused: %v", err)
+	}
+	both := hosts
+	both.AllowedCN = "peer-ok"
+	if _, _, err := peerTLS(both); err == nil || !strings.Contains(err.Error(), "AllowedCNs and AllowedHostnames are mutually exclusive") {
+		t.Fatalf("both allowed CNs and hostnames: %v", err)
 	}
 }

@@ -24,9 +24,13 @@ type PeerTLS struct {
 	// ClientCertAuth requires peers to present a certificate signed by
 	// TrustedCAFile (etcd's --peer-client-cert-auth).
 	ClientCertAuth bool `yaml:"client_cert_auth"`
-	// AllowedCN, if set, is the only common name accepted in a peer's
-	// certificate (etcd's --peer-cert-allowed-cn).
+	// AllowedCN, if set, is a comma-separated list of the common names
+	// accepted in a peer's certificate (etcd's --peer-cert-allowed-cn).
 	AllowedCN string `yaml:"allowed_cn"`
+	// AllowedHostname, if set, is a comma-separated list of host names or
+	// IPs one of which a peer's certificate must be valid for (etcd's
+	// --peer-cert-allowed-hostname); exclusive with AllowedCN.
+	AllowedHostname string `yaml:"allowed_hostname"`
 	// AutoTLS serves https:// peer URLs with a self-signed certificate
 	// made once in <data_dir>/fixtures/peer when no cert_file and
 	// key_file are given; peers then skip verification (etcd's

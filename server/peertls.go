@@ -41,9 +41,15 @@ func peerTLS(c config.PeerTLS) (server, client *tls.Config, err error) {
 		ClientAuth:   tls.NoClientCert,
 		ClientCAs:    pool,
 	}
+	clientCert := cert // presented for --peer-client-cert-auth
+	if c.ClientCertFile != "" || c.ClientKeyFile != "" {
+		if clientCert, err = tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile); err != nil {
+			return nil, nil, fmt.Errorf("peer client certificate: %w", err)
+		}
+	}
 	client = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert}, // presented for --peer-client-cert-auth
+		Certificates: []tls.Certificate{clientCert},
 		RootCAs:      pool,
 		NextProtos:   []string{"h2"},
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -103,5 +104,23 @@ func TestPeerTLSAllowedHostname(t *testing.T) {
 	both.AllowedCN = "peer-ok"
 	if _, _, err := peerTLS(both); err == nil || !strings.Contains(err.Error(), "AllowedCNs and AllowedHostnames are mutually exclusive") {
 		t.Fatalf("both allowed CNs and hostnames: %v", err)
+	}
+}
+
+// TestPeerTLSClientCert: --peer-client-cert-file and --peer-client-key-file
+// replace the certificate presented when dialing peers, not the served one.
+func TestPeerTLSClientCert(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, served := selfSigned(t, dir, "member")
+	ccert, ckey, presented := selfSigned(t, dir, "member-client")
+	srv, cli, err := peerTLS(config.PeerTLS{CertFile: cert, KeyFile: key, ClientCertFile: ccert, ClientKeyFile: ckey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(srv.Certificates[0].Certificate[0], served) || !bytes.Equal(cli.Certificates[0].Certificate[0], presented) {
+		t.Fatal("served or presented certificate is not the configured one")
+	}
+	if _, _, err := peerTLS(config.PeerTLS{CertFile: cert, KeyFile: key, ClientCertFile: ccert}); err == nil || !strings.Contains(err.Error(), "peer client certificate") {
+		t.Fatalf("client cert without its key: %v", err)
 	}
 }

@@ -18,6 +18,11 @@ type PeerTLS struct {
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is its private key (etcd's --peer-key-file).
 	KeyFile string `yaml:"key_file"`
+	// ClientCertFile and ClientKeyFile, if set, are the certificate and key
+	// this member presents when it dials peers, instead of CertFile and
+	// KeyFile (etcd's --peer-client-cert-file, --peer-client-key-file).
+	ClientCertFile string `yaml:"client_cert_file"`
+	ClientKeyFile  string `yaml:"client_key_file"`
 	// TrustedCAFile verifies peers' certificates (etcd's
 	// --peer-trusted-ca-file).
 	TrustedCAFile string `yaml:"trusted_ca_file"`

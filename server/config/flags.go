@@ -151,6 +151,8 @@ var flagDefs = []flagDef{
 	{name: "election-timeout", group: groupCluster, key: "cluster.election_timeout", translate: milliseconds, usage: "Time (in milliseconds) for an election to timeout."},
 	{name: "peer-cert-file", group: groupCluster, key: "server.peer_tls.cert_file", usage: "Path to the peer server TLS cert file."},
 	{name: "peer-key-file", group: groupCluster, key: "server.peer_tls.key_file", usage: "Path to the peer server TLS key file."},
+	{name: "peer-client-cert-file", group: groupCluster, key: "server.peer_tls.client_cert_file", usage: "Path to an explicit peer client TLS cert file otherwise peer cert file will be used when client auth is required."},
+	{name: "peer-client-key-file", group: groupCluster, key: "server.peer_tls.client_key_file", usage: "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required."},
 	{name: "peer-trusted-ca-file", group: groupCluster, key: "server.peer_tls.trusted_ca_file", usage: "Path to the peer server TLS trusted CA file."},
 	{name: "peer-client-cert-auth", group: groupCluster, key: "server.peer_tls.client_cert_auth", isBool: true, usage: "Enable peer client cert authentication."},
 	{name: "peer-cert-allowed-cn", group: groupCluster, key: "server.peer_tls.allowed_cn", usage: "Comma-separated list of allowed CNs for inter-peer TLS authentication."},

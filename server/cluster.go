@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +56,18 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 	var err error
 	if cs.serverTLS, cs.clientTLS, err = peerTLS(cfg.Server.PeerTLS); err != nil {
 		return nil, err
+	}
+	if cs.serverTLS != nil && cs.serverTLS.VerifyPeerCertificate != nil {
+		// A refused peer is logged, as etcd's listener logs it: an
+		// operator sees why a member cannot join.
+		verify := cs.serverTLS.VerifyPeerCertificate
+		cs.serverTLS.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			err := verify(raw, chains)
+			if err != nil {
+				s.lg.Warn("rejected connection on peer endpoint", "err", err)
+			}
+			return err
+		}
 	}
 	s.peers = &peerClients{tls: cs.clientTLS}
 	if cs.log, err = raftnode.OpenLogStore(s.store.DB(), raftnode.LogStoreOptions{}); err != nil {

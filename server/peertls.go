@@ -95,7 +95,7 @@ func peerTLS(c config.PeerTLS) (server, client *tls.Config, err error) {
 					return nil
 				}
 			}
-			return errors.New("peer certificate: common name or host name not allowed")
+			return errors.New("client certificate authentication failed") // etcd's words
 		}
 	}
 	return server, client, nil

@@ -152,8 +152,8 @@ func (s *Server) dbSize() (size, inUse int64) {
 	if s.raft != nil {
 		// A cluster member's Raft log shares the database ('R'); etcd's
 		// db size and quota do not count its WAL, so the flushed part of
-		// the log is left out (until issue 16 truncates it, it grows
-		// with every write ever made).
+		// the log is left out (its truncated tail waits for Pebble's
+		// compactions to reclaim it).
 		if logBytes, err := s.store.DB().EstimateDiskUsage([]byte{'R'}, []byte{'S'}); err == nil {
 			size -= min(int64(logBytes), size)
 			inUse -= min(int64(logBytes), inUse)

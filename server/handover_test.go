@@ -16,25 +16,30 @@ func TestClusterLeaderHandsOverOnStop(t *testing.T) {
 	waitConnected(t, ms)
 	old, term := ms[lead].s.ids.Member, ms[lead].s.node.Term()
 	oldNode := ms[lead].s.node
-	f := others(ms, lead)[0]
-	before := make(chan bool, 1)
+	// The transferee knows it leads before the old leader learns it (and
+	// only then stops); the other follower may hear of it later, so the
+	// check looks at both.
+	before := make(chan *clusterMember, 1)
 	go func() {
 		for {
 			select {
 			case <-oldNode.Done():
-				before <- false
+				before <- nil
 				return
 			default:
 			}
-			if l := f.s.node.Leader(); l != 0 && l != old {
-				before <- true
-				return
+			for _, f := range others(ms, lead) {
+				if l := f.s.node.Leader(); l != 0 && l != old {
+					before <- f
+					return
+				}
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}()
 	ms[lead].stop(t)
-	if !<-before {
+	f := <-before
+	if f == nil {
 		t.Fatal("no new leader before the old leader's node stopped")
 	}
 	if got := f.s.node.Term(); got != term+1 {

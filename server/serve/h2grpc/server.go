@@ -95,7 +95,7 @@ func NewServer(o Options) *Server {
 	if o.Keepalive.Time < time.Second {
 		o.Keepalive.Time = time.Second // grpc-go's floor
 	}
-	if o.Enforcement.MinTime == 0 && !o.Enforcement.PermitWithoutStream {
+	if o.Enforcement.MinTime == 0 {
 		o.Enforcement.MinTime = 5 * time.Minute
 	}
 	s := &Server{

@@ -2,6 +2,7 @@ package h2grpc
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"strconv"
@@ -16,8 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	"context"
 )
 
 // stream is one call. The fields under "c.mu" are the connection's
@@ -57,7 +56,7 @@ type stream struct {
 	// (read by the call, or padding) and window granted, all since the
 	// start (granted begins at streamWindow).
 	rtotal, consumed, granted int64
-	rsig            chan struct{} // a streaming call's wakeup; cap 1
+	rsig                      chan struct{} // a streaming call's wakeup; cap 1
 }
 
 // onData is the reader handing over a DATA frame's payload; pad is its

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ const (
 	// pingStrikes is how many too-early pings a client gets before a
 	// too_many_pings GOAWAY (grpc-go's maxPingStrikes).
 	maxPingStrikes = 2
+	// minBatch is the output below which the writer yields once before
+	// writing (grpc-go's loopy writer does the same).
+	minBatch = 16 << 10
 	// noStreamPingTime is the shortest ping interval without active
 	// streams when the policy does not permit such pings (grpc-go's).
 	noStreamPingTime = 2 * time.Hour
@@ -75,6 +79,7 @@ type conn struct {
 	// fatal GOAWAY).
 	closeAfterFlush bool
 	streams         map[uint32]*stream
+	running         int // unary calls dispatched and not yet answered
 	maxStreamID     uint32
 	goingAway       bool
 	lastStreamID    uint32 // last stream we serve after a GOAWAY
@@ -287,6 +292,12 @@ func (c *conn) writer() {
 		select {
 		case <-c.kick:
 			c.mu.Lock()
+			if len(c.wbuf) < minBatch {
+				// A small batch: let the calls about to answer add theirs.
+				c.mu.Unlock()
+				runtime.Gosched()
+				c.mu.Lock()
+			}
 			c.flushLocked()
 			c.mu.Unlock()
 		case <-c.done:
@@ -451,6 +462,8 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
 	if st.m.unary == nil {
 		c.s.dispatch(st)
 	} else if st.clientDone {
+		st.dispatched = true
+		c.running++
 		c.s.dispatch(st)
 	}
 }

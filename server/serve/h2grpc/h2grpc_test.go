@@ -195,7 +195,17 @@ func TestUnaryMetadata(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fmt.Sprintf("%s %v %v %q", resp.Payload.Body, hdr.Get("echo-header"), hdr.Get("content-type"), trl.Get("echo-bin"))
+		out := fmt.Sprintf("%s %v %v %q", resp.Payload.Body, hdr.Get("echo-header"), hdr.Get("content-type"), trl.Get("echo-bin"))
+		// Header blocks beyond one frame: HEADERS + CONTINUATION both ways.
+		big := strings.Repeat("0123456789", 5000)
+		ctx = metadata.AppendToOutgoingContext(context.Background(), "echo-header", big)
+		if _, err := c.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr)); err != nil {
+			t.Fatal(err)
+		}
+		if got := hdr.Get("echo-header"); len(got) != 1 || got[0] != big {
+			t.Fatalf("a 50 kB header came back as %d values", len(got))
+		}
+		return out
 	})
 }
 

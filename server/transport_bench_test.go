@@ -17,7 +17,7 @@ import (
 func BenchmarkTransport(b *testing.B) {
 	for _, tr := range []string{config.TransportGRPCGo, config.TransportLean} {
 		use := func(c *config.Config) { c.GRPC.Transport = tr }
-		b.Run(tr+"/range-100c", func(b *testing.B) {
+		b.Run("transport="+tr+"/range-100c", func(b *testing.B) {
 			conns, ctx := servingBenchServer(b, false, 10, use)
 			key := []byte("bench-range-key")
 			if _, err := pb.NewKVClient(conns[0]).Put(ctx, &pb.PutRequest{Key: key, Value: make([]byte, 256)}); err != nil {
@@ -39,7 +39,7 @@ func BenchmarkTransport(b *testing.B) {
 				}
 			})
 		})
-		b.Run(tr+"/put-100c", func(b *testing.B) {
+		b.Run("transport="+tr+"/put-100c", func(b *testing.B) {
 			conns, ctx := servingBenchServer(b, false, 10, use)
 			val := make([]byte, 256)
 			var next, seq atomic.Int64

@@ -353,19 +353,12 @@ func (st *stream) send(m any, last bool) error {
 	return nil
 }
 
-// flushLocked gets the call's output written. A unary call's answer is
-// left to the connection's writer goroutine, which batches the answers of
-// every call that ends meanwhile into one write (as grpc-go's loopy writer
-// does; measured: ~0.7 writes per call written inline, ~0.1 batched).
-// Streaming calls write inline: a stream's sender expects its message
-// on the way when SendMsg returns.
-func (st *stream) flushLocked() {
-	if st.m.unary != nil {
-		st.c.kickLocked()
-		return
-	}
-	st.c.flushLocked()
-}
+// flushLocked gets the call's output written, by the connection's writer
+// goroutine, which batches the output of every call that answers meanwhile
+// into one write (as grpc-go's loopy writer does; measured: ~0.7 writes
+// per unary call when each wrote its own answer, ~0.14 batched). A sender
+// never holds more than highWater unwritten (send waits for the writer).
+func (st *stream) flushLocked() { st.c.kickLocked() }
 
 type appendWriter struct{ b []byte }
 
@@ -571,7 +564,7 @@ func (st *stream) SendHeader(md metadata.MD) error {
 	}
 	st.header = metadata.Join(st.header, md)
 	st.writeHeadersLocked()
-	c.flushLocked()
+	c.kickLocked()
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/gzip"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -575,4 +576,73 @@ func newCert(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa
 		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// rawCall sends one request with the given grpc-encoding and message
+// flag over raw HTTP/2 frames and returns the grpc-status and
+// grpc-message of the answer.
+func rawCall(t *testing.T, addr, encoding string, flag byte) string {
+	fr, nc := rawConn(t, addr)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/grpc.testing.TestService/UnaryCall"},
+		{":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}, {"grpc-encoding", encoding}} {
+		if f[1] != "" {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	fr.WriteData(1, true, []byte{flag, 0, 0, 0, 2, 1, 2})
+	var got []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			for _, hf := range f.Fields {
+				if hf.Name == "grpc-status" || hf.Name == "grpc-message" {
+					got = append(got, hf.Name+"="+hf.Value)
+				}
+			}
+			if f.StreamEnded() {
+				return strings.Join(got, " ")
+			}
+		}
+	}
+}
+
+func TestCompressionErrors(t *testing.T) {
+	var got []string
+	for _, mk := range newTransports(Options{Codec: protoCodec()}, &testService{}) {
+		tr := mk()
+		t.Run(tr.name, func(t *testing.T) {
+			_, _, addr := run(t, tr)
+			got = append(got, rawCall(t, addr, "", 1)+" | "+rawCall(t, addr, "snappy", 0)+" | "+rawCall(t, addr, "identity", 1))
+		})
+	}
+	if got[0] != got[1] {
+		t.Fatalf("grpc-go: %s\nlean:    %s", got[0], got[1])
+	}
+	if !strings.Contains(got[1], "grpc-status=12 grpc-message=grpc: Decompressor is not installed") {
+		t.Fatalf("unknown encoding answered %s", got[1])
+	}
+}
+
+func TestGzipRoundTrip(t *testing.T) {
+	both(t, Options{}, func(t *testing.T, cc *grpc.ClientConn, c testpb.TestServiceClient) string {
+		var hdr metadata.MD
+		r, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{ResponseSize: 10000, Payload: &testpb.Payload{Body: make([]byte, 5000)}},
+			grpc.UseCompressor(gzip.Name), grpc.Header(&hdr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(len(r.Payload.Body), hdr.Get("grpc-encoding"))
+	})
 }

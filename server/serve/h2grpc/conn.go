@@ -418,11 +418,21 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 }
 
 func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) {
+	const maxWindow = 1<<31 - 1 // RFC 9113 §6.9.1
 	c.mu.Lock()
 	if f.StreamID == 0 {
 		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			c.mu.Unlock()
+			c.fatal(http2.ErrCodeFlowControl, nil)
+			return
+		}
 	} else if st := c.streams[f.StreamID]; st != nil {
 		st.sendWindow += int64(f.Increment)
+		if st.sendWindow > maxWindow {
+			c.resetLocked(f.StreamID, http2.ErrCodeFlowControl)
+			c.kickLocked()
+		}
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()

@@ -63,7 +63,7 @@ type conn struct {
 	connUnacked uint32 // received bytes not yet returned by a WINDOW_UPDATE
 	// pingAck is signalled when the client acks our keepalive ping.
 	pingAck chan struct{}
-	br *bufio.Reader
+	br      *bufio.Reader
 	// pending are streaming calls to start before the reader blocks.
 	pending []*stream
 	// The reader's header decoding state.

@@ -186,8 +186,8 @@ type GRPC struct {
 	// past its MaxConnectionAge may take before the connection is closed
 	// under them; 0 means as long as they take.
 	MaxConnectionAgeGrace time.Duration `yaml:"max_connection_age_grace"`
-	// Transport serves gRPC on the client port: "grpc-go" (grpc-go's own
-	// server) or "lean" (server/serve/h2grpc, cheaper per call).
+	// Transport serves gRPC on the client port: "lean" (server/serve/h2grpc,
+	// cheaper per call; the default) or "grpc-go" (grpc-go's own server).
 	Transport string `yaml:"transport"`
 }
 
@@ -341,7 +341,7 @@ func Default() *Config {
 			KeepaliveInterval:    2 * time.Hour,
 			KeepaliveTimeout:     20 * time.Second,
 			StreamWorkers:        128,
-			Transport:            TransportGRPCGo,
+			Transport:            TransportLean,
 		},
 		Limits: Limits{
 			MaxTxnOps:         128,

@@ -675,7 +675,7 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 		st.ctx, st.cancel = context.WithCancel(c.ctx)
 	}
 	st.ctx = metadata.NewIncomingContext(st.ctx, md)
-	st.sendWindow = c.peerWindowLocked()
+	st.sendWindow = c.peerWindow // the reader's own: only it changes it
 	if m == nil {
 		// grpc-go answers an unknown method after the headers, with a
 		// normal (trailers-only) response.
@@ -684,10 +684,6 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 	}
 	return st, nil
 }
-
-// peerWindowLocked reads the client's initial window; the reader is the
-// only writer of it, so no lock is needed here.
-func (c *conn) peerWindowLocked() int64 { return c.peerWindow }
 
 // contentSubtype splits application/grpc[+sub] or [;params].
 func contentSubtype(ct string) (string, bool) {

@@ -36,8 +36,9 @@ type Options struct {
 	Creds credentials.TransportCredentials
 }
 
-// ErrServerStopped is what Serve returns after Stop or GracefulStop (the
-// same value as grpc's, so callers treat both transports alike).
+// ErrServerStopped is what Serve returns when the server was already
+// stopped (the same value as grpc's, so callers treat both transports
+// alike).
 var ErrServerStopped = grpc.ErrServerStopped
 
 // Server serves gRPC calls to the registered services.
@@ -49,15 +50,13 @@ type Server struct {
 	services map[string]bool
 	work     chan *stream
 
-	mu       sync.Mutex
-	lis      map[net.Listener]struct{}
-	conns    map[*conn]struct{}
-	stopped  bool // Stop or GracefulStop began
-	draining bool
-	connWG   sync.WaitGroup
-	serveWG  sync.WaitGroup
-	cv       *sync.Cond // signals a connection's end
-	quit     chan struct{}
+	mu      sync.Mutex
+	lis     map[net.Listener]struct{}
+	conns   map[*conn]struct{}
+	stopped bool // Stop or GracefulStop began
+	connWG  sync.WaitGroup
+	serveWG sync.WaitGroup
+	quit    chan struct{}
 }
 
 // method is one registered method: a unary MethodDesc or a StreamDesc.
@@ -102,7 +101,6 @@ func NewServer(o Options) *Server {
 		o: o, methods: map[string]*method{}, services: map[string]bool{},
 		lis: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, quit: make(chan struct{}),
 	}
-	s.cv = sync.NewCond(&s.mu)
 	if o.Workers > 0 {
 		s.work = make(chan *stream)
 		for range o.Workers {
@@ -245,7 +243,6 @@ func (s *Server) handshake(nc net.Conn) {
 	c.serve()
 	s.mu.Lock()
 	delete(s.conns, c)
-	s.cv.Broadcast()
 	s.mu.Unlock()
 }
 
@@ -282,7 +279,6 @@ func (s *Server) GracefulStop() {
 		s.stopped = true
 		close(s.quit)
 	}
-	s.draining = true
 	s.closeListeners()
 	for c := range s.conns {
 		c.goAway()

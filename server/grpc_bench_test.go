@@ -13,13 +13,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/metastore-dev/metastore/server/config"
 )
 
 // servingBenchServer runs a server on a loopback port, optionally with auth
 // enabled, and returns conns client connections to it and the context to
 // call with (carrying a token when auth is on).
-func servingBenchServer(b *testing.B, withAuth bool, conns int) ([]*grpc.ClientConn, context.Context) {
-	s := newBenchServer(b)
+func servingBenchServer(b *testing.B, withAuth bool, conns int, configure ...func(*config.Config)) ([]*grpc.ClientConn, context.Context) {
+	s := newBenchServer(b, configure...)
 	ctx := context.Background()
 	if withAuth {
 		ctx = enableAuth(b, s)

@@ -197,13 +197,21 @@ func New(cfg *config.Config, lg *slog.Logger) (*Server, error) {
 
 // newGRPCServer is a gRPC server with etcd's services (server/v3rpc) and
 // Lock and Election (server/v3lock), which call the KV and Lease services
-// in-process as the caller.
-func (s *Server) newGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
-	g := s.rpc.NewGRPCServer(creds)
-	v3lock.Register(g, v3lock.Deps{
+// in-process as the caller: grpc-go's or the lean transport
+// (grpc.transport), with the same services, interceptors and limits.
+func (s *Server) newGRPCServer(creds credentials.TransportCredentials) serve.GRPCServer {
+	lock := v3lock.Deps{
 		KV: s.rpc.KV(), Lease: s.rpc.Lease(), Hub: s.hub, FillHeader: s.rpc.FillHeader,
 		AuthorizeWatch: s.rpc.AuthorizeWatch, Stopping: s.stopping,
-	})
+	}
+	if s.cfg.GRPC.Transport == config.TransportLean {
+		l := newLeanServer(s.cfg, s.rpc.Transport(), creds)
+		s.rpc.RegisterServices(l)
+		v3lock.Register(l, lock)
+		return l
+	}
+	g := s.rpc.NewGRPCServer(creds)
+	v3lock.Register(g, lock)
 	return g
 }
 

@@ -186,7 +186,16 @@ type GRPC struct {
 	// past its MaxConnectionAge may take before the connection is closed
 	// under them; 0 means as long as they take.
 	MaxConnectionAgeGrace time.Duration `yaml:"max_connection_age_grace"`
+	// Transport serves gRPC on the client port: "lean" (server/serve/h2grpc,
+	// cheaper per call; the default) or "grpc-go" (grpc-go's own server).
+	Transport string `yaml:"transport"`
 }
+
+// The values of grpc.transport.
+const (
+	TransportGRPCGo = "grpc-go"
+	TransportLean   = "lean"
+)
 
 // Limits bound what one request or the whole store may use.
 type Limits struct {
@@ -332,6 +341,7 @@ func Default() *Config {
 			KeepaliveInterval:    2 * time.Hour,
 			KeepaliveTimeout:     20 * time.Second,
 			StreamWorkers:        128,
+			Transport:            TransportLean,
 		},
 		Limits: Limits{
 			MaxTxnOps:         128,

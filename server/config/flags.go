@@ -78,6 +78,7 @@ var flagDefs = []flagDef{
 	{name: "grpc-max-connection-age", group: groupGRPC, key: "grpc.max_connection_age", usage: "Send a connection GOAWAY once it is this old (±10%), so clients reconnect and load rebalances; 0 means never."},
 	{name: "grpc-max-connection-age-grace", group: groupGRPC, key: "grpc.max_connection_age_grace", usage: "Time RPCs still running past --grpc-max-connection-age get before the connection is closed; 0 means unbounded."},
 	{name: "grpc-stream-workers", group: groupGRPC, key: "grpc.stream_workers", usage: "Goroutines kept to serve RPCs (a new one serves an RPC while all are busy); 0 starts a goroutine per RPC."},
+	{name: "grpc-transport", group: groupGRPC, key: "grpc.transport", usage: "gRPC server of the client port: lean (metastore's HTTP/2 transport, cheaper per call) or grpc-go (grpc-go's own server)."},
 
 	{name: "max-txn-ops", group: groupLimits, key: "limits.max_txn_ops", usage: "Maximum number of operations permitted in a transaction."},
 	{name: "max-request-bytes", group: groupLimits, key: "limits.max_request_bytes", usage: "Maximum client request size in bytes (units such as 4MiB accepted)."},

@@ -47,6 +47,8 @@ func (c *Config) Validate() error {
 	p.nonNegative("grpc.max_connection_age_grace", c.GRPC.MaxConnectionAgeGrace)
 	p.check(c.GRPC.MaxConnectionAgeGrace == 0 || c.GRPC.MaxConnectionAge > 0,
 		"grpc.max_connection_age_grace", "has no effect without grpc.max_connection_age")
+	p.check(c.GRPC.Transport == TransportGRPCGo || c.GRPC.Transport == TransportLean,
+		"grpc.transport", "unknown transport %q (want %s or %s)", c.GRPC.Transport, TransportGRPCGo, TransportLean)
 	p.check(c.GRPC.StreamWorkers <= maxStreamWorkers, "grpc.stream_workers", "must be at most %d, got %d", maxStreamWorkers, c.GRPC.StreamWorkers)
 
 	c.validateCluster(&p)

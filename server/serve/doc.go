@@ -4,7 +4,8 @@
 // by content type), and serves etcd's plain-HTTP endpoints (/health,
 // /livez, /readyz, /version, /metrics) and the JSON gateway behind etcd's
 // access controller. The gRPC servers, their services and the handlers'
-// answers come from the member through Options.
+// answers come from the member through Options; a gRPC server is grpc-go's
+// or the lean transport of server/serve/h2grpc (grpc.transport).
 //
 // serve must not import the member (server), the RPC adapters
 // (server/v3rpc) or Lock/Election (server/v3lock), nor the guard or apply.

@@ -104,7 +104,7 @@ func newGateway(lg *slog.Logger, codec encoding.CodecV2, routes []func(*gwruntim
 }
 
 // serve runs g's gRPC side until srv stops.
-func (g *gateway) serve(srv *grpc.Server) error { return srv.Serve(g.lis) }
+func (g *gateway) serve(srv GRPCServer) error { return srv.Serve(g.lis) }
 
 // close ends the client connection; the listener is closed by the gRPC
 // server that serves it (or here, if it never did).

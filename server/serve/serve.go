@@ -28,7 +28,7 @@ type Options struct {
 	Logger *slog.Logger
 	// NewGRPC returns a gRPC server with every service registered; creds
 	// is nil for plaintext listeners.
-	NewGRPC func(creds credentials.TransportCredentials) *grpc.Server
+	NewGRPC func(creds credentials.TransportCredentials) GRPCServer
 	// Codec is the codec of the JSON gateway's client (the server's own).
 	Codec encoding.CodecV2
 	// GatewayRoutes add routes to the JSON gateway beyond etcd's six
@@ -48,14 +48,22 @@ type Options struct {
 	Revision func() int64
 }
 
+// GRPCServer is a gRPC transport with every service registered: grpc-go's
+// *grpc.Server or the lean *h2grpc.Server (grpc.transport).
+type GRPCServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
 // Server is the member's client transport: its listeners, and on each
 // client port gRPC and HTTP split by cmux (TLS, h2 by content type).
 type Server struct {
 	o       Options
 	cfg     *config.Config
 	lg      *slog.Logger
-	grpc    *grpc.Server // plaintext listeners
-	grpcTLS *grpc.Server // https listeners; nil without any
+	grpc    GRPCServer // plaintext listeners
+	grpcTLS GRPCServer // https listeners; nil without any
 	http    *http.Server
 	gw      *gateway // the JSON gateway; nil when disabled
 	// h2 serves HTTP/2 requests that are not gRPC on https listeners;
@@ -255,7 +263,7 @@ func (s *Server) Stop() {
 	done := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
-		for _, g := range []*grpc.Server{s.grpc, s.grpcTLS} {
+		for _, g := range []GRPCServer{s.grpc, s.grpcTLS} {
 			if g != nil {
 				wg.Go(g.GracefulStop)
 			}

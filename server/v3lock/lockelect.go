@@ -62,8 +62,9 @@ type Deps struct {
 	Stopping <-chan struct{}
 }
 
-// Register adds the Lock and Election services to g.
-func Register(g *grpc.Server, d Deps) {
+// Register adds the Lock and Election services to g (a grpc.Server or
+// the lean transport).
+func Register(g grpc.ServiceRegistrar, d Deps) {
 	c := &concurrency{d: d, kv: d.KV, lease: d.Lease}
 	cpb.RegisterLockServer(g, &lockServer{c: c})
 	cpb.RegisterElectionServer(g, &electionServer{c: c})

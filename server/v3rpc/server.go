@@ -10,8 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/metastore-dev/metastore/auth"
@@ -160,15 +158,7 @@ func (s *Server) NewGRPCServer(creds credentials.TransportCredentials) *grpc.Ser
 		opts = append(opts, grpc.Creds(creds))
 	}
 	g := grpc.NewServer(opts...)
-	g.RegisterService(&kvServiceDesc, &kvServer{s: s}) // etcd 3.7's KV, with RangeStream
-	pb.RegisterMaintenanceServer(g, &maintenanceServer{s: s})
-	pb.RegisterClusterServer(g, &clusterServer{s: s})
-	pb.RegisterAuthServer(g, &authServer{s: s})
-	pb.RegisterWatchServer(g, s.watch)
-	pb.RegisterLeaseServer(g, &leaseServer{s: s})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, hs)
+	s.RegisterServices(g)
 	return g
 }
 

@@ -1,0 +1,830 @@
+package h2grpc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Flow-control windows we grant a client: large, so that neither unary
+// requests nor streams wait on WINDOW_UPDATEs in the common case (grpc-go
+// starts at 64 KiB and grows by BDP estimation).
+const (
+	streamWindow = 1 << 20
+	connWindow   = 8 << 20
+	// highWater bounds a connection's unflushed output; a sender past it
+	// waits for the flush.
+	highWater = 1 << 20
+	// pingStrikes is how many too-early pings a client gets before a
+	// too_many_pings GOAWAY (grpc-go's maxPingStrikes).
+	maxPingStrikes = 2
+	// minBatch is the output below which the writer yields once before
+	// writing (grpc-go's loopy writer does the same).
+	minBatch = 16 << 10
+	// noStreamPingTime is the shortest ping interval without active
+	// streams when the policy does not permit such pings (grpc-go's).
+	noStreamPingTime = 2 * time.Hour
+)
+
+var errConnClosed = status.Error(codes.Unavailable, "transport is closing")
+
+// conn is one client connection.
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	ctx  context.Context // carries the peer
+	done chan struct{}   // closed by close
+	fr   *http2.Framer   // reader side; the reader goroutine's own
+
+	// read is set by the reader on every frame; keepalive clears it.
+	read atomic.Bool
+	// resetStrikes is set when we send headers or data: a client ping
+	// after that is not a strike (grpc-go's resetPingStrikes).
+	resetStrikes atomic.Bool
+	// reader-owned ping enforcement state.
+	lastPing    time.Time
+	strikes     int
+	connUnacked uint32 // received bytes not yet returned by a WINDOW_UPDATE
+	// pingAck is signalled when the client acks our keepalive ping.
+	pingAck chan struct{}
+	br      *bufio.Reader
+	// pending are streaming calls to start before the reader blocks.
+	pending []*stream
+	// The reader's header decoding state.
+	hdec   *hpack.Decoder
+	hdr    headerBlock
+	fields []hpack.HeaderField
+
+	mu    sync.Mutex
+	cond  *sync.Cond // window grew, output flushed, stream ended or conn closed
+	wbuf  []byte     // encoded frames waiting for a flush
+	spare []byte
+	wfr   *http2.Framer // writes into wbuf
+	henc  *hpack.Encoder
+	hbuf  bytes.Buffer
+	// flushing: a goroutine is writing wbuf out; it loops until wbuf is empty.
+	flushing bool
+	kick     chan struct{} // wakes the writer goroutine
+	closed   bool
+	// closeAfterFlush: close once everything queued is written (a
+	// fatal GOAWAY).
+	closeAfterFlush bool
+	streams         map[uint32]*stream
+	running         int // unary calls dispatched and not yet answered
+	maxStreamID     uint32
+	goingAway       bool
+	lastStreamID    uint32 // last stream we serve after a GOAWAY
+	sendWindow      int64  // connection send window
+	peerWindow      int64  // client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame    int
+	idleSince       time.Time // no streams since (zero: streams open)
+}
+
+func newConn(s *Server, nc net.Conn, auth credentials.AuthInfo) *conn {
+	c := &conn{
+		s: s, nc: nc, done: make(chan struct{}), kick: make(chan struct{}, 1), pingAck: make(chan struct{}, 1),
+		streams: map[uint32]*stream{}, sendWindow: 65535, peerWindow: 65535, peerMaxFrame: 16384,
+		idleSince: time.Now(),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	c.ctx = peer.NewContext(context.Background(), &peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr(), AuthInfo: auth})
+	c.br = bufio.NewReaderSize(nc, 32<<10)
+	c.fr = http2.NewFramer(nil, c.br)
+	// Header blocks are decoded here rather than by the framer's
+	// ReadMetaHeaders, into one field slice reused for every request
+	// (the framer's grew a new one per request: ~8% of a range's CPU).
+	c.hdec = hpack.NewDecoder(4096, c.emitField)
+	c.hdec.SetMaxStringLength(maxHeaderList)
+	c.wfr = http2.NewFramer((*wsink)(c), nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	// No dynamic table: every header block we send is stateless, so the
+	// common ones are encoded once (blocks.go).
+	c.henc.SetMaxDynamicTableSizeLimit(0)
+	return c
+}
+
+// wsink appends the framer's output to wbuf (c.mu held).
+type wsink conn
+
+func (w *wsink) Write(p []byte) (int, error) {
+	w.wbuf = append(w.wbuf, p...)
+	return len(p), nil
+}
+
+// serve reads the connection until it ends.
+func (c *conn) serve() {
+	defer func() {
+		c.mu.Lock()
+		linger := c.closeAfterFlush
+		c.mu.Unlock()
+		if linger {
+			// Let the writer get the GOAWAY out first.
+			select {
+			case <-c.done:
+			case <-time.After(time.Second):
+			}
+		}
+		c.close(nil)
+	}()
+	go c.writer()
+	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.nc, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+		return
+	}
+	c.nc.SetReadDeadline(time.Time{})
+	c.mu.Lock()
+	settings := []http2.Setting{{ID: http2.SettingInitialWindowSize, Val: streamWindow}}
+	if n := c.s.o.MaxConcurrentStreams; n != 1<<32-1 {
+		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: n})
+	}
+	c.wfr.WriteSettings(settings...)
+	c.wfr.WriteWindowUpdate(0, connWindow-65535)
+	c.kickLocked()
+	c.mu.Unlock()
+	go c.keepalive()
+	for {
+		if len(c.pending) > 0 && !c.frameBuffered() {
+			c.dispatchPending()
+		}
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.mu.Lock()
+				c.resetLocked(se.StreamID, se.Code)
+				c.kickLocked()
+				c.mu.Unlock()
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.fatal(http2.ErrCode(ce), nil)
+			}
+			return
+		}
+		c.read.Store(true)
+		switch f := f.(type) {
+		case *http2.HeadersFrame:
+			c.hdr = headerBlock{id: f.StreamID, end: f.StreamEnded()}
+			c.fields = c.fields[:0]
+			if !c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded()) {
+				return
+			}
+		case *http2.ContinuationFrame:
+			// The framer has checked that it continues the open block.
+			if !c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded()) {
+				return
+			}
+		case *http2.DataFrame:
+			c.onData(f)
+		case *http2.WindowUpdateFrame:
+			c.onWindowUpdate(f)
+		case *http2.SettingsFrame:
+			if err := c.onSettings(f); err != nil {
+				c.fatal(http2.ErrCodeFlowControl, nil)
+				return
+			}
+		case *http2.PingFrame:
+			if !c.onPing(f) {
+				return
+			}
+		case *http2.RSTStreamFrame:
+			c.onReset(f)
+		case *http2.GoAwayFrame:
+			// The client will open no new streams; running ones finish.
+		case *http2.PushPromiseFrame:
+			c.fatal(http2.ErrCodeProtocol, nil)
+			return
+		}
+	}
+}
+
+// frameBuffered reports whether a whole frame is buffered, so the next
+// ReadFrame will not wait on the network (the 24-bit length leads the
+// 9-byte frame header).
+func (c *conn) frameBuffered() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := c.br.Peek(3)
+	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
+
+// dispatchPending starts the streaming calls whose headers were read.
+func (c *conn) dispatchPending() {
+	c.mu.Lock()
+	for i, st := range c.pending {
+		if !st.reset && !c.closed {
+			c.s.dispatch(st)
+		}
+		c.pending[i] = nil
+	}
+	c.pending = c.pending[:0]
+	c.mu.Unlock()
+}
+
+// headerBlock is the header block being read.
+type headerBlock struct {
+	id   uint32
+	end  bool   // END_STREAM on its HEADERS frame
+	size uint32 // RFC 7541 size of the fields so far
+}
+
+// maxHeaderList bounds a request's header list (grpc-go's default).
+const maxHeaderList = 16 << 20
+
+func (c *conn) emitField(hf hpack.HeaderField) {
+	c.hdr.size += hf.Size()
+	if c.hdr.size <= maxHeaderList {
+		c.fields = append(c.fields, hf)
+	}
+}
+
+// headerFragment decodes part of a header block, and once it is whole
+// starts the call; false: the connection is being closed.
+func (c *conn) headerFragment(frag []byte, last bool) bool {
+	if _, err := c.hdec.Write(frag); err != nil {
+		c.fatal(http2.ErrCodeCompression, nil)
+		return false
+	}
+	if !last {
+		return true
+	}
+	if err := c.hdec.Close(); err != nil {
+		c.fatal(http2.ErrCodeCompression, nil)
+		return false
+	}
+	if c.hdr.size > maxHeaderList {
+		// Too large: refused like grpc-go's (the framer's check).
+		c.mu.Lock()
+		c.resetLocked(c.hdr.id, http2.ErrCodeProtocol)
+		c.kickLocked()
+		c.mu.Unlock()
+		return true
+	}
+	c.onHeaders(c.hdr.id, c.fields, c.hdr.end)
+	return true
+}
+
+// fatal sends a GOAWAY with code and closes the connection after it.
+func (c *conn) fatal(code http2.ErrCode, debug []byte) {
+	c.mu.Lock()
+	if !c.closed {
+		c.wfr.WriteGoAway(c.maxStreamID, code, debug)
+		c.closeAfterFlush = true
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+}
+
+// close ends the connection: every stream's context is canceled.
+func (c *conn) close(error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	close(c.done)
+	c.nc.Close()
+	for id, st := range c.streams {
+		st.reset = true
+		st.cancel()
+		delete(c.streams, id)
+	}
+	c.cond.Broadcast()
+}
+
+// goAway starts a graceful close: no new streams; the connection closes
+// once the open ones are done.
+func (c *conn) goAway() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.goingAway || c.closed {
+		return
+	}
+	c.goingAway = true
+	c.lastStreamID = c.maxStreamID
+	c.wfr.WriteGoAway(c.lastStreamID, http2.ErrCodeNo, nil)
+	c.kickLocked()
+}
+
+// kickLocked makes sure queued output gets written: by the flusher in
+// progress, or the writer goroutine.
+func (c *conn) kickLocked() {
+	if c.flushing {
+		return
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushLocked writes queued output on the calling goroutine unless
+// another is already at it (it will write ours too); c.mu is held and
+// stays held, but is released during the write.
+func (c *conn) flushLocked() {
+	if c.flushing {
+		return
+	}
+	c.flushing = true
+	for len(c.wbuf) > 0 && !c.closed {
+		buf := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.mu.Unlock()
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= 4*highWater {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil
+		}
+		c.cond.Broadcast()
+		if err != nil {
+			c.flushing = false
+			c.mu.Unlock()
+			c.close(err)
+			c.mu.Lock()
+			return
+		}
+	}
+	c.flushing = false
+	if !c.closed && (c.closeAfterFlush || c.goingAway && len(c.streams) == 0) {
+		// Drained (or a fatal GOAWAY is out): the reader sees the close.
+		c.mu.Unlock()
+		c.close(nil)
+		c.mu.Lock()
+	}
+}
+
+// writer flushes output queued by the reader and by senders waiting
+// for flow control.
+func (c *conn) writer() {
+	for {
+		select {
+		case <-c.kick:
+			c.mu.Lock()
+			if len(c.wbuf) < minBatch {
+				// A small batch: let the calls about to answer add theirs.
+				c.mu.Unlock()
+				runtime.Gosched()
+				c.mu.Lock()
+			}
+			c.flushLocked()
+			c.mu.Unlock()
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// resetLocked sends RST_STREAM and forgets the stream.
+func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
+	c.wfr.WriteRSTStream(id, code)
+	if st := c.streams[id]; st != nil {
+		st.reset = true
+		c.removeLocked(st)
+		st.cancel()
+	}
+}
+
+func (c *conn) removeLocked(st *stream) {
+	delete(c.streams, st.id)
+	if len(c.streams) == 0 {
+		c.idleSince = time.Now()
+		if c.goingAway {
+			c.kickLocked()
+		}
+	}
+	c.cond.Broadcast()
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			if s.Val > 1<<31-1 {
+				return errors.New("window too large")
+			}
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = int(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.wfr.WriteSettingsAck()
+	c.kickLocked()
+	c.cond.Broadcast()
+	return nil
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) {
+	const maxWindow = 1<<31 - 1 // RFC 9113 §6.9.1
+	c.mu.Lock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			c.mu.Unlock()
+			c.fatal(http2.ErrCodeFlowControl, nil)
+			return
+		}
+	} else if st := c.streams[f.StreamID]; st != nil {
+		st.sendWindow += int64(f.Increment)
+		if st.sendWindow > maxWindow {
+			c.resetLocked(f.StreamID, http2.ErrCodeFlowControl)
+			c.kickLocked()
+		}
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// onPing acks a ping and enforces the keepalive policy as grpc-go does;
+// false: the connection is being closed for too many pings.
+func (c *conn) onPing(f *http2.PingFrame) bool {
+	if f.IsAck() {
+		select {
+		case c.pingAck <- struct{}{}:
+		default:
+		}
+		return true
+	}
+	c.mu.Lock()
+	c.wfr.WritePing(true, f.Data)
+	c.kickLocked()
+	active := len(c.streams)
+	c.mu.Unlock()
+	now := time.Now()
+	last := c.lastPing
+	c.lastPing = now
+	if c.resetStrikes.CompareAndSwap(true, false) {
+		c.strikes = 0
+		return true
+	}
+	ep := c.s.o.Enforcement
+	if active == 0 && !ep.PermitWithoutStream {
+		if last.Add(noStreamPingTime).After(now) {
+			c.strikes++
+		}
+	} else if last.Add(ep.MinTime).After(now) {
+		c.strikes++
+	}
+	if c.strikes > maxPingStrikes {
+		c.fatal(http2.ErrCodeEnhanceYourCalm, []byte("too_many_pings"))
+		return false
+	}
+	return true
+}
+
+func (c *conn) onReset(f *http2.RSTStreamFrame) {
+	c.mu.Lock()
+	if st := c.streams[f.StreamID]; st != nil {
+		st.reset = true
+		c.removeLocked(st)
+		st.cancel()
+	}
+	c.mu.Unlock()
+}
+
+// onHeaders starts a call.
+func (c *conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) {
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil {
+		// Trailers from a client: only an end of stream means anything.
+		c.mu.Unlock()
+		if end {
+			st.endRecv()
+		}
+		return
+	}
+	if id%2 == 0 || id <= c.maxStreamID {
+		c.mu.Unlock()
+		c.fatal(http2.ErrCodeProtocol, nil)
+		return
+	}
+	c.maxStreamID = id
+	if c.goingAway && id > c.lastStreamID || c.closed {
+		// After our GOAWAY: the client retries it elsewhere.
+		c.mu.Unlock()
+		return
+	}
+	if uint32(len(c.streams)) >= c.s.o.MaxConcurrentStreams {
+		c.resetLocked(id, http2.ErrCodeRefusedStream)
+		c.kickLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	st, abort := c.newStream(id, fields, end)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if abort != nil {
+		c.earlyAbortLocked(id, abort, !end)
+		return
+	}
+	if c.closed {
+		st.cancel()
+		return
+	}
+	c.streams[id] = st
+	c.idleSince = time.Time{}
+	if st.m.unary == nil {
+		// Started once the reader has nothing more to read: the request
+		// that usually follows its headers is then already there, and
+		// the call does not park in RecvMsg to be woken for it.
+		c.pending = append(c.pending, st)
+	} else if st.clientDone {
+		st.dispatched = true
+		c.running++
+		c.s.dispatch(st)
+	}
+}
+
+// callAbort is a call refused before it starts (grpc-go's early abort).
+type callAbort struct {
+	httpStatus int
+	st         *status.Status
+	rstCode    http2.ErrCode // when not zero: RST_STREAM alone
+	rst        bool
+}
+
+// newStream parses a request's headers into a stream.
+func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stream, *callAbort) {
+	st := &stream{c: c, id: id, clientDone: end}
+	var (
+		path, ctype, httpMethod string
+		isGRPC                  bool
+		timeout                 time.Duration
+		timeoutSet              bool
+		headerErr               *status.Status
+		md                      = make(metadata.MD, len(fields))
+		// vals backs the metadata's one-value slices: one allocation.
+		vals = make([]string, 0, len(fields))
+	)
+	add := func(k, v string) {
+		if old, ok := md[k]; ok {
+			md[k] = append(old[:len(old):len(old)], v)
+			return
+		}
+		vals = append(vals, v)
+		md[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	for _, hf := range fields {
+		switch hf.Name {
+		case "content-type":
+			if sub, ok := contentSubtype(hf.Value); ok {
+				isGRPC = true
+				st.subtype = sub
+				add(hf.Name, hf.Value)
+			} else {
+				ctype = hf.Value
+			}
+		case ":path":
+			path = hf.Value
+		case ":method":
+			httpMethod = hf.Value
+		case "grpc-encoding":
+			st.recvCompress = hf.Value
+		case "grpc-timeout":
+			timeoutSet = true
+			var err error
+			if timeout, err = decodeTimeout(hf.Value); err != nil {
+				headerErr = status.Newf(codes.Internal, "malformed grpc-timeout: %v", err)
+			}
+		case "connection":
+			return nil, &callAbort{rstCode: http2.ErrCodeProtocol}
+		default:
+			if isReserved(hf.Name) {
+				continue
+			}
+			v := hf.Value
+			if len(hf.Name) > 4 && hf.Name[len(hf.Name)-4:] == "-bin" {
+				var err error
+				if v, err = decodeBin(hf.Value); err != nil {
+					headerErr = status.Newf(codes.Internal, "malformed binary metadata %q in header %q: %v", hf.Value, hf.Name, err)
+					continue
+				}
+			}
+			add(hf.Name, v)
+		}
+	}
+	if httpMethod != "POST" {
+		return nil, &callAbort{rstCode: http2.ErrCodeProtocol}
+	}
+	if len(md[":authority"]) > 1 || len(md["host"]) > 1 {
+		return nil, &callAbort{httpStatus: 400, st: status.Newf(codes.Internal,
+			"num values of :authority: %v, num values of host: %v, both must only have 1 value as per HTTP/2 spec",
+			len(md[":authority"]), len(md["host"]))}
+	}
+	if !isGRPC {
+		return nil, &callAbort{httpStatus: 415, st: status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ctype)}
+	}
+	if headerErr != nil {
+		return nil, &callAbort{httpStatus: 400, st: headerErr}
+	}
+	if len(md[":authority"]) == 0 {
+		if h, ok := md["host"]; ok {
+			md[":authority"] = h
+		}
+	}
+	delete(md, "host")
+	if len(md[":authority"]) == 0 {
+		return nil, &callAbort{httpStatus: 400, st: status.New(codes.Internal, "no host or :authority header present")}
+	}
+	m, msg := c.s.lookup(path)
+	st.path = path
+	st.m = m
+	if m != nil && m.stream != nil {
+		st.rsig = make(chan struct{}, 1)
+		st.granted = streamWindow
+	}
+	if timeoutSet {
+		st.ctx, st.cancel = context.WithTimeout(c.ctx, timeout)
+	} else {
+		st.ctx, st.cancel = context.WithCancel(c.ctx)
+	}
+	st.ctx = metadata.NewIncomingContext(st.ctx, md)
+	st.sendWindow = c.peerWindow // the reader's own: only it changes it
+	if m == nil {
+		// grpc-go answers an unknown method after the headers, with a
+		// normal (trailers-only) response.
+		st.cancel()
+		return nil, &callAbort{httpStatus: 200, st: status.New(codes.Unimplemented, msg)}
+	}
+	return st, nil
+}
+
+// contentSubtype splits application/grpc[+sub] or [;params].
+func contentSubtype(ct string) (string, bool) {
+	const base = "application/grpc"
+	if len(ct) < len(base) || ct[:len(base)] != base {
+		return "", false
+	}
+	if len(ct) == len(base) {
+		return "", true
+	}
+	switch ct[len(base)] {
+	case '+', ';':
+		return ct[len(base)+1:], true
+	}
+	return "", false
+}
+
+// earlyAbortLocked answers a refused call with a trailers-only response.
+func (c *conn) earlyAbortLocked(id uint32, a *callAbort, rst bool) {
+	if a.rstCode != 0 {
+		c.wfr.WriteRSTStream(id, a.rstCode)
+		c.kickLocked()
+		return
+	}
+	c.hbuf.Reset()
+	c.writeFieldLocked(":status", httpStatusText(a.httpStatus))
+	c.writeFieldLocked("content-type", "application/grpc")
+	c.writeStatusFieldsLocked(a.st)
+	c.writeHeaderBlockLocked(id, true)
+	if rst {
+		c.wfr.WriteRSTStream(id, http2.ErrCodeNo)
+	}
+	c.kickLocked()
+}
+
+func httpStatusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 400:
+		return "400"
+	case 415:
+		return "415"
+	}
+	return "500"
+}
+
+// onData queues a request's bytes for its call.
+func (c *conn) onData(f *http2.DataFrame) {
+	n := f.Header().Length
+	c.connUnacked += n
+	c.mu.Lock()
+	if c.connUnacked >= connWindow/4 {
+		c.wfr.WriteWindowUpdate(0, c.connUnacked)
+		c.connUnacked = 0
+		c.kickLocked()
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxStreamID {
+			c.mu.Unlock()
+			c.fatal(http2.ErrCodeProtocol, nil)
+			return
+		}
+		// A stream that ended or was reset; its bytes count only for
+		// the connection window (done above).
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	st.onData(f.Data(), n-uint32(len(f.Data())), f.StreamEnded())
+}
+
+// keepalive pings an idle client, closes a connection whose pings go
+// unanswered, and ends connections idle or old past the configured limits.
+func (c *conn) keepalive() {
+	ka := c.s.o.Keepalive
+	ping := time.NewTimer(ka.Time)
+	defer ping.Stop()
+	var idle, age, grace <-chan time.Time
+	if ka.MaxConnectionIdle > 0 {
+		t := time.NewTimer(ka.MaxConnectionIdle)
+		defer t.Stop()
+		idle = t.C
+	}
+	if ka.MaxConnectionAge > 0 {
+		// ±10% jitter, as grpc-go, so connections opened together do
+		// not all go away together.
+		d := ka.MaxConnectionAge + time.Duration(float64(ka.MaxConnectionAge)*(rand.Float64()*0.2-0.1))
+		age = time.After(d)
+	}
+	var pingOut <-chan time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-ping.C:
+			if c.read.Swap(false) {
+				ping.Reset(ka.Time)
+				continue
+			}
+			c.mu.Lock()
+			c.wfr.WritePing(false, [8]byte{})
+			c.kickLocked()
+			c.mu.Unlock()
+			pingOut = time.After(ka.Timeout)
+		case <-c.pingAck:
+			pingOut = nil
+			ping.Reset(ka.Time)
+		case <-pingOut:
+			if c.read.Swap(false) {
+				// Something arrived; the ack may be behind it.
+				pingOut = nil
+				ping.Reset(ka.Time)
+				continue
+			}
+			c.close(errors.New("keepalive ping not acknowledged"))
+			return
+		case <-idle:
+			c.mu.Lock()
+			since := c.idleSince
+			c.mu.Unlock()
+			if !since.IsZero() && time.Since(since) >= ka.MaxConnectionIdle {
+				c.goAway()
+				idle = nil
+				continue
+			}
+			wait := ka.MaxConnectionIdle
+			if !since.IsZero() {
+				wait -= time.Since(since)
+			}
+			idle = time.After(wait)
+		case <-age:
+			age = nil
+			c.goAway()
+			if ka.MaxConnectionAgeGrace > 0 {
+				grace = time.After(ka.MaxConnectionAgeGrace)
+			}
+		case <-grace:
+			c.close(errors.New("max connection age grace elapsed"))
+			return
+		}
+	}
+}

@@ -17,6 +17,9 @@ type readRound struct {
 	// remote are followers' MsgReadIndex requests that reached this
 	// leader before the round started; the round answers them too.
 	remote []raftpb.Message
+	// local counts this member's readers (readMu): a round with none does
+	// not wait for this member's apply.
+	local int
 }
 
 func newReadRound() *readRound { return &readRound{done: make(chan struct{})} }
@@ -30,6 +33,7 @@ func newReadRound() *readRound { return &readRound{done: make(chan struct{})} }
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	n.readMu.Lock()
 	r := n.readNext
+	r.local++
 	n.readMu.Unlock()
 	select {
 	case n.readc <- struct{}{}:
@@ -58,7 +62,7 @@ func (n *Node) readLoop() {
 		n.readMu.Unlock()
 		n.readRounds.Add(1)
 		r.index, r.err = n.requestReadIndex(r.remote)
-		if r.err == nil {
+		if r.err == nil && r.local > 0 {
 			r.err = n.waitApplied(r.index)
 		}
 		close(r.done)

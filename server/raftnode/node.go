@@ -252,6 +252,9 @@ type Node struct {
 	readc      chan struct{} // cap 1: a reader waits for a round
 	readStatec chan raft.ReadState
 	readRounds atomic.Uint64 // ReadIndex rounds run (each serves many readers)
+	// remoteReads counts followers' ReadIndex requests this member served
+	// from its own rounds as their leader.
+	remoteReads atomic.Uint64
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -1042,8 +1045,12 @@ func (n *Node) learnerReady(id uint64) error {
 	return nil
 }
 
-// Step hands a message from another member to raft.
+// Step hands a message from another member to raft. A follower's
+// ReadIndex request to this leader joins the next read round instead.
 func (n *Node) Step(m raftpb.Message) error {
+	if m.Type == raftpb.MsgReadIndex && len(m.Entries) == 1 && m.From != raft.None && n.state.Load() == int32(raft.StateLeader) {
+		return n.joinRemoteRead(m)
+	}
 	n.mu.Lock()
 	if n.stopped {
 		n.mu.Unlock()
@@ -1195,8 +1202,9 @@ type Metrics struct {
 	// Failed counts proposals that ended in an error here, the caller's
 	// deadline included (etcd_server_proposals_failed_total).
 	Failed uint64
-	// ReadIndexRounds counts linearizable-read rounds.
-	ReadIndexRounds uint64
+	// ReadIndexRounds counts linearizable-read rounds; RemoteReads the
+	// followers' ReadIndex requests served by this leader's rounds.
+	ReadIndexRounds, RemoteReads uint64
 	// LogTruncations counts truncations of the log; SnapshotsInstalled
 	// the snapshots this member installed, and SnapshotInstallTime their
 	// total duration.
@@ -1216,6 +1224,7 @@ func (n *Node) Metrics() Metrics {
 		Pending:         n.wait.pending(),
 		Failed:          n.proposalsFailed.Load(),
 		ReadIndexRounds: n.readRounds.Load(),
+		RemoteReads:     n.remoteReads.Load(),
 
 		LogTruncations:      n.snapStats.truncations.Load(),
 		SnapshotsInstalled:  n.snapStats.installed.Load(),

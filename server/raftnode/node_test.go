@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 func TestSingleMemberElectsAndApplies(t *testing.T) {
@@ -705,4 +706,75 @@ func TestUpdateMemberPeerURL(t *testing.T) {
 	mover.gate = newGateAddr
 	mover.restart()
 	c.waitConverged(t, 5)
+}
+
+// heartbeatCounter counts the heartbeats with a ReadIndex context (a read
+// round's quorum check) a member sends.
+type heartbeatCounter struct {
+	Transport
+	n *atomic.Int64
+}
+
+func (t heartbeatCounter) Send(msgs []raftpb.Message) {
+	for _, m := range msgs {
+		if m.Type == raftpb.MsgHeartbeat && len(m.Context) > 0 {
+			t.n.Add(1)
+		}
+	}
+	t.Transport.Send(msgs)
+}
+
+// Followers' ReadIndex requests are answered by the leader's own rounds:
+// many concurrent reads on the followers cost the leader no more quorum
+// checks than its rounds (raft alone runs one per forwarded request), and
+// every read still sees the write acknowledged before it.
+func TestFollowerReadsJoinLeaderRounds(t *testing.T) {
+	c := newCluster(t, 3)
+	var beats atomic.Int64
+	for _, m := range c.members {
+		m.wrap = func(_ *member, cfg *Config) {
+			cfg.Transport = heartbeatCounter{Transport: cfg.Transport, n: &beats}
+		}
+	}
+	c.startAll()
+	lead := c.leader(t)
+	for i := range 5 {
+		idx := propose(t, lead, fmt.Sprint("w", i))
+		before := lead.node.Metrics()
+		beats0 := beats.Load()
+		var wg sync.WaitGroup
+		errs := make(chan error, 60)
+		for _, m := range c.members {
+			if m == lead {
+				continue
+			}
+			for range 30 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ri, err := m.node.ReadIndex(context.Background())
+					if err == nil && (ri < idx || m.node.AppliedIndex() < idx) {
+						err = fmt.Errorf("member %s: read index %d, applied %d, after a write at %d", FormatID(m.id), ri, m.node.AppliedIndex(), idx)
+					}
+					if err != nil {
+						errs <- err
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		after := lead.node.Metrics()
+		if after.RemoteReads == before.RemoteReads {
+			t.Fatal("no follower read was served by the leader's rounds")
+		}
+		rounds := int64(after.ReadIndexRounds - before.ReadIndexRounds)
+		// Raft's periodic heartbeats carry a pending round's context too.
+		if b := beats.Load() - beats0; b > 2*rounds+4 {
+			t.Fatalf("%d read heartbeats for %d leader rounds: followers' requests did not share them", b, rounds)
+		}
+	}
 }

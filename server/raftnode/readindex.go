@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // readRound is one ReadIndex round shared by every reader that joined it.
@@ -13,6 +14,12 @@ type readRound struct {
 	done  chan struct{}
 	index uint64
 	err   error
+	// remote are followers' MsgReadIndex requests that reached this
+	// leader before the round started; the round answers them too.
+	remote []raftpb.Message
+	// local counts this member's readers (readMu): a round with none does
+	// not wait for this member's apply.
+	local int
 }
 
 func newReadRound() *readRound { return &readRound{done: make(chan struct{})} }
@@ -26,6 +33,7 @@ func newReadRound() *readRound { return &readRound{done: make(chan struct{})} }
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	n.readMu.Lock()
 	r := n.readNext
+	r.local++
 	n.readMu.Unlock()
 	select {
 	case n.readc <- struct{}{}:
@@ -53,20 +61,57 @@ func (n *Node) readLoop() {
 		n.readNext = newReadRound()
 		n.readMu.Unlock()
 		n.readRounds.Add(1)
-		r.index, r.err = n.requestReadIndex()
-		if r.err == nil {
+		r.index, r.err = n.requestReadIndex(r.remote)
+		if r.err == nil && r.local > 0 {
 			r.err = n.waitApplied(r.index)
 		}
 		close(r.done)
 	}
 }
 
+// joinRemoteRead adds a follower's forwarded ReadIndex request to this
+// leader's next read round instead of stepping it into raft, where every
+// such request costs a heartbeat round of its own: one quorum round then
+// serves the leader's readers and every follower's (see
+// RATIONALE.md, "Followers' reads join the leader's round").
+func (n *Node) joinRemoteRead(m raftpb.Message) error {
+	select {
+	case <-n.stopc:
+		return ErrStopped
+	default:
+	}
+	n.readMu.Lock()
+	n.readNext.remote = append(n.readNext.remote, m)
+	n.readMu.Unlock()
+	n.remoteReads.Add(1)
+	select {
+	case n.readc <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// answerRemote sends each remote request the round's read index, as raft's
+// leader answers a MsgReadIndex: the index is the commit index when the
+// round started, confirmed by a quorum afterwards, and every request
+// reached this member before the round started.
+func (n *Node) answerRemote(remote []raftpb.Message, term, index uint64) {
+	msgs := make([]raftpb.Message, len(remote))
+	for i, m := range remote {
+		msgs[i] = raftpb.Message{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.id, Term: term, Index: index, Entries: m.Entries}
+	}
+	n.send(msgs)
+}
+
 // requestReadIndex runs one raft ReadIndex: it waits for a leader, resends
 // the request every ReadIndexRetry until the leader answers, and fails when
 // the leader changes, or with ErrNoLeader or ErrTimeout when
 // ReadIndexTimeout passes. Like etcd's, a read during an election waits for
-// its outcome rather than failing at once.
-func (n *Node) requestReadIndex() (uint64, error) {
+// its outcome rather than failing at once. The round also answers remote,
+// followers' requests that joined it, while this member leads in the term
+// it started in; otherwise they go to raft, which forwards them to the
+// leader it knows (or drops them, and the followers ask again).
+func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 	timeout := time.NewTimer(n.cfg.ReadIndexTimeout)
 	defer timeout.Stop()
 	for {
@@ -84,11 +129,23 @@ func (n *Node) requestReadIndex() (uint64, error) {
 	}
 	leaderChanged := n.LeaderChangedNotify()
 	rctx := binary.BigEndian.AppendUint64(nil, n.ids.next())
+	var term uint64 // the term remote requests are answered in
 	send := func() error {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.stopped {
 			return ErrStopped
+		}
+		if len(remote) > 0 {
+			st := n.rn.BasicStatus()
+			if st.RaftState != raft.StateLeader || (term != 0 && st.Term != term) {
+				for _, m := range remote {
+					_ = n.rn.Step(m)
+				}
+				remote, term = nil, 0
+			} else {
+				term = st.Term
+			}
 		}
 		n.rn.ReadIndex(rctx)
 		return nil
@@ -103,6 +160,9 @@ func (n *Node) requestReadIndex() (uint64, error) {
 		select {
 		case rs := <-n.readStatec:
 			if string(rs.RequestCtx) == string(rctx) {
+				if len(remote) > 0 {
+					n.answerRemote(remote, term, rs.Index)
+				}
 				return rs.Index, nil
 			}
 			// An answer to an earlier, abandoned round.

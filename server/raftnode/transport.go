@@ -45,6 +45,13 @@ const (
 	maxFrameBytes = 4 << 20
 	// maxPeerMsgBytes bounds one frame on the wire.
 	maxPeerMsgBytes = 256 << 20
+	// Static HTTP/2 flow-control windows for peer connections, at the
+	// ceiling gRPC's dynamic windows grow to. A dynamic window costs a
+	// BDP ping and its ack after nearly every frame of a sparse stream
+	// (a ReadIndex round's heartbeats), two more frames read and written
+	// per raft message (RATIONALE.md, "Static windows on peer streams").
+	peerStreamWindow = 8 << 20
+	peerConnWindow   = 16 << 20
 )
 
 // Raft is what the transport delivers to: a Node.
@@ -496,6 +503,8 @@ func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method str
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(frameCodec{}), grpc.MaxCallSendMsgSize(maxPeerMsgBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithStaticStreamWindowSize(peerStreamWindow),
+		grpc.WithStaticConnWindowSize(peerConnWindow),
 	}
 	if d := p.t.cfg.Dialer; d != nil {
 		opts = append(opts, grpc.WithContextDialer(d))
@@ -557,6 +566,8 @@ func PeerServerOptions(tlsConf *tls.Config) []grpc.ServerOption {
 		grpc.ForceServerCodec(frameCodec{}),
 		grpc.MaxRecvMsgSize(maxPeerMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.StaticStreamWindowSize(peerStreamWindow),
+		grpc.StaticConnWindowSize(peerConnWindow),
 	}
 	if tlsConf != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))

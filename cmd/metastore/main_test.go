@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/metastore-dev/metastore/server"
 )
 
 func runCmd(t *testing.T, ctx context.Context, args, env []string) (code int, stdout, stderr string) {
@@ -29,16 +32,17 @@ func TestRun(t *testing.T) {
 	}{{
 		name: "version",
 		args: []string{"version"},
+		// etcd's four lines, in etcd's order, then metastore's.
 		stdout: []string{
-			"metastore Version: " + version + "\n",
-			"etcd API Version: 3.6\n",
-			"Go Version: " + runtime.Version() + "\n",
+			"etcd Version: " + server.EtcdVersion + "\nGit SHA: ",
+			"\nGo Version: " + runtime.Version() + "\nGo OS/Arch: " + runtime.GOOS + "/" + runtime.GOARCH + "\n" +
+				"metastore Version: " + version + "\n",
 		},
 		emptyError: true,
 	}, {
 		name:       "etcd's --version",
 		args:       []string{"--version"},
-		stdout:     []string{"metastore Version: "},
+		stdout:     []string{"etcd Version: 3.", "metastore Version: "},
 		emptyError: true,
 	}, {
 		name:       "help flag",
@@ -212,5 +216,29 @@ func TestGCFloorYieldsToGOGC(t *testing.T) {
 	stop()
 	if p := debug.SetGCPercent(100); p != 100 {
 		t.Fatalf("GOGC unset: GOGC after the floor stopped %d, want 100", p)
+	}
+}
+
+// TestVersionAsEtcdFramework reads --version as etcd's e2e framework does
+// (GetVersionFromBinary): the "etcd Version:" line must hold a semver of
+// at least 3.5.14, or the framework refuses --snapshot-catchup-entries.
+func TestVersionAsEtcdFramework(t *testing.T) {
+	code, out, _ := runCmd(t, context.Background(), []string{"--version"}, nil)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var v string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "etcd Version:") {
+			v = strings.TrimSpace(strings.SplitAfter(line, ":")[1])
+			break
+		}
+	}
+	var major, minor, patch int
+	if n, err := fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch); n != 3 || err != nil || fmt.Sprintf("%d.%d.%d", major, minor, patch) != v {
+		t.Fatalf("etcd Version %q is not major.minor.patch (output %q)", v, out)
+	}
+	if major != 3 || minor < 5 || minor == 5 && patch < 14 {
+		t.Fatalf("etcd Version %s is below 3.5.14", v)
 	}
 }

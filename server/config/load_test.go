@@ -198,7 +198,9 @@ logging: {level: debug, format: json}
 func TestNotes(t *testing.T) {
 	_, notes, err := Load(
 		[]string{"--experimental-initial-corrupt-check=true", "--name=n"},
-		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379"},
+		// etcd's runtime variables (its e2e framework sets them) pass quietly.
+		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379",
+			"ETCD_UNSUPPORTED_ARCH=amd64", "ETCD_VERIFY=all"},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -441,5 +443,36 @@ func TestWatchProgressNotifyInterval(t *testing.T) {
 	}
 	if _, _, err := Load([]string{"--watch-progress-notify-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "watch.progress_notify_interval: must be >= 0") {
 		t.Errorf("negative interval: %v", err)
+	}
+}
+
+// TestLoadAsEtcd: invoked under etcd's name the log format defaults to
+// etcd's JSON; anything the operator sets still wins over that default.
+func TestLoadAsEtcd(t *testing.T) {
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(yamlFile, []byte("logging:\n  format: text\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		prog string
+		args []string
+		env  []string
+		want string
+	}{
+		{prog: "metastore", want: "text"},
+		{prog: "etcd", want: "json"},
+		{prog: "etcd", args: []string{"--log-format=console"}, want: "text"},
+		{prog: "etcd", env: []string{"ETCD_LOG_FORMAT=console"}, want: "text"},
+		{prog: "etcd", args: []string{"--config-file", yamlFile}, want: "text"},
+		{prog: "metastore", args: []string{"--log-format=json"}, want: "json"},
+	} {
+		c, _, err := LoadAs(tc.prog, tc.args, tc.env)
+		if err != nil {
+			t.Fatalf("%s %v %v: %v", tc.prog, tc.args, tc.env, err)
+		}
+		if c.Logging.Format != tc.want {
+			t.Errorf("%s %v %v: format %q, want %q", tc.prog, tc.args, tc.env, c.Logging.Format, tc.want)
+		}
 	}
 }

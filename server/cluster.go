@@ -21,6 +21,7 @@ import (
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/raftnode"
+	"github.com/metastore-dev/metastore/server/serve"
 	"github.com/metastore-dev/metastore/server/v3rpc"
 )
 
@@ -211,7 +212,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", u.Host)
+		ln, err := serve.ListenURL(u)
 		if err != nil {
 			return fmt.Errorf("listen on peer URL %s: %w", raw, err)
 		}

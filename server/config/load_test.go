@@ -297,7 +297,7 @@ func TestLoadErrors(t *testing.T) {
 		want: []string{
 			`cluster.initial_cluster_state: invalid value "maybe"`,
 			`--heartbeat-interval: invalid duration "fast"`,
-			`server.listen_peer_urls: URL "unix://x": scheme must be http or https`,
+			`server.listen_peer_urls: URL "unix://x": must have a host and a port`,
 			`--log-outputs: unsupported log output "/var/log/etcd.log"`,
 		},
 	}, {

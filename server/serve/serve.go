@@ -149,11 +149,11 @@ func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error)
 	if err != nil {
 		return clientListener{}, fmt.Errorf("listen URL: %w", err)
 	}
-	ln, err := net.Listen("tcp", u.Host)
+	ln, err := ListenURL(u)
 	if err != nil {
 		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
 	}
-	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
+	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: config.IsTLSScheme(u.Scheme)}
 	ln = newConnLimitListener(ln, &s.maxConns, s.o.ConnRefused)
 	if cl.secure {
 		// Validate guarantees the certificates for every https:// URL.

@@ -133,7 +133,7 @@ func TestRun(t *testing.T) {
 			"invalid configuration:\n",
 			"  limits.max_txn_ops: must be > 0, got -1\n",
 			`  logging.format: unknown format "xml"`,
-			`  server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http or https`,
+			`  server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http, https, unix or unixs`,
 			"warning: ignoring unrecognized environment variable METASTORE_LIMITS_MAX_TXN_OP",
 		},
 	}, {

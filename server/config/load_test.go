@@ -128,7 +128,7 @@ logging: {level: debug, format: json}
 			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1",
 			"--auth-token-ttl", "60", "--bcrypt-cost", "4",
 			"--log-level", "fatal", "--log-format", "console", "--logger=zap", "--log-outputs=stderr",
-			"--warning-unary-request-duration", "300ms",
+			"--warning-unary-request-duration", "300ms", "--metrics", "extensive",
 			"--initial-cluster", "s1=http://127.0.0.1:2380", "--initial-cluster-state", "new",
 			"--initial-cluster-token", "tok", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 			"--listen-peer-urls", "http://127.0.0.1:2380", "--heartbeat-interval", "100",
@@ -254,11 +254,12 @@ func TestLoadErrors(t *testing.T) {
 	}, {
 		name: "bad values in every layer, all reported",
 		yaml: "limits: {max_txn_ops: -1}\n",
-		args: []string{"--max-request-bytes=lots", "--log-format=xml", "--logger=capnslog"},
+		args: []string{"--max-request-bytes=lots", "--log-format=xml", "--logger=capnslog", "--metrics=all"},
 		env:  []string{"METASTORE_GRPC_KEEPALIVE_MIN_TIME=5", "ETCD_BCRYPT_COST=x"},
 		want: []string{
 			`--max-request-bytes: invalid size "lots"`,
 			`--logger: unsupported logger "capnslog"`,
+			`--metrics: unsupported metrics level "all"`,
 			`METASTORE_GRPC_KEEPALIVE_MIN_TIME: invalid duration "5"`,
 			`ETCD_BCRYPT_COST: invalid integer "x"`,
 			`limits.max_txn_ops: must be > 0, got -1`,

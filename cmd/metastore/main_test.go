@@ -242,3 +242,38 @@ func TestVersionAsEtcdFramework(t *testing.T) {
 		t.Fatalf("etcd Version %s is below 3.5.14", v)
 	}
 }
+
+// TestStartLineAsEtcd: invoked as etcd (a drop-in, as etcd's e2e framework
+// runs it) metastore logs etcd's JSON lines by default, and its start line
+// carries etcd's configuration fields, which etcd's
+// TestSnapshotCatchupEntriesFlag waits for.
+func TestStartLineAsEtcd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	args := []string{
+		"--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--listen-client-urls", "http://127.0.0.1:0",
+		"--experimental-snapshot-catchup-entries", "1000",
+	}
+	var out, errOut bytes.Buffer
+	if code := runAs(ctx, "etcd", args, []string{"ETCD_UNSUPPORTED_ARCH=" + runtime.GOARCH}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+		if !strings.HasPrefix(line, `{"ts":"`) || !strings.Contains(line, `"level":"`) || !strings.Contains(line, `"caller":"`) {
+			t.Errorf("not an etcd JSON line: %s", line)
+		}
+		if strings.Contains(line, "ETCD_UNSUPPORTED_ARCH") {
+			t.Errorf("warned about etcd's variable: %s", line)
+		}
+	}
+	for _, want := range []string{
+		`"msg":"starting metastore"`, `"etcd-version":"` + server.EtcdVersion + `"`,
+		`"snapshot-catchup-entries":1000`, `"initial-cluster-token":"etcd-cluster"`,
+		`"listen-metrics-urls":[]`, `"heartbeat-interval":"100ms"`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, errOut.String())
+		}
+	}
+}

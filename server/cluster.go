@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -14,12 +13,15 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/metastore-dev/metastore/auth"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/config"
 	"github.com/metastore-dev/metastore/server/raftnode"
+	"github.com/metastore-dev/metastore/server/serve"
 	"github.com/metastore-dev/metastore/server/v3rpc"
 )
 
@@ -56,18 +58,6 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 	var err error
 	if cs.serverTLS, cs.clientTLS, err = peerTLS(cfg.Server.PeerTLS); err != nil {
 		return nil, err
-	}
-	if cs.serverTLS != nil && cs.serverTLS.VerifyPeerCertificate != nil {
-		// A refused peer is logged, as etcd's listener logs it: an
-		// operator sees why a member cannot join.
-		verify := cs.serverTLS.VerifyPeerCertificate
-		cs.serverTLS.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
-			err := verify(raw, chains)
-			if err != nil {
-				s.lg.Warn("rejected connection on peer endpoint", "err", err)
-			}
-			return err
-		}
 	}
 	s.peers = &peerClients{tls: cs.clientTLS}
 	if cs.log, err = raftnode.OpenLogStore(s.store.DB(), raftnode.LogStoreOptions{}); err != nil {
@@ -206,7 +196,15 @@ func (s *Server) startCluster(cs *clusterState) error {
 		Logger: s.lg, Snapshots: newSnapshotMetrics(s.metrics.Registry()),
 	})
 	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
-	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS)
+	var peerOpts []grpc.ServerOption
+	if cs.serverTLS != nil {
+		// Every refused handshake (a certificate refused by the CA or the
+		// allowed CN/hostname check, no certificate, not TLS) is logged,
+		// as etcd's listener logs it: an operator sees why a member
+		// cannot join.
+		peerOpts = append(peerOpts, grpc.Creds(rejectLoggingCreds{credentials.NewTLS(cs.serverTLS), s.lg}))
+	}
+	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS, peerOpts...)
 	s.peerServer.RegisterService(&peerServiceDesc, s)
 	s.registerClusterMetrics() // peermetrics.go
 	for _, raw := range cfg.PeerListenURLs() {
@@ -214,7 +212,7 @@ func (s *Server) startCluster(cs *clusterState) error {
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", u.Host)
+		ln, err := serve.ListenURL(u)
 		if err != nil {
 			return fmt.Errorf("listen on peer URL %s: %w", raw, err)
 		}

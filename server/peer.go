@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 	"time"
 
@@ -13,8 +12,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -174,19 +171,11 @@ func (p *peerClients) conn(raw string) (*grpc.ClientConn, error) {
 	if c := p.conns[raw]; c != nil {
 		return c, nil
 	}
-	u, err := url.Parse(raw)
+	target, opts, err := raftnode.PeerDial(raw, p.tls)
 	if err != nil {
 		return nil, err
 	}
-	creds := insecure.NewCredentials()
-	if u.Scheme == "https" {
-		if p.tls == nil {
-			return nil, fmt.Errorf("peer URL %s needs TLS but no peer TLS is configured", raw)
-		}
-		creds = credentials.NewTLS(p.tls)
-	}
-	c, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	c, err := grpc.NewClient(target, append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))...)
 	if err != nil {
 		return nil, err
 	}

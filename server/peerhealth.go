@@ -3,16 +3,14 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
-	"net/url"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
 // peerHealth knows, for every other member, since when this member has
@@ -175,23 +173,16 @@ func (h *peerHealth) conn(raw string) (*grpc.ClientConn, error) {
 	if c := h.conns[raw]; c != nil {
 		return c, nil
 	}
-	u, err := url.Parse(raw)
+	target, opts, err := raftnode.PeerDial(raw, h.tls)
 	if err != nil {
 		return nil, err
-	}
-	creds := insecure.NewCredentials()
-	if u.Scheme == "https" {
-		if h.tls == nil {
-			return nil, fmt.Errorf("peer URL %s needs TLS but no peer TLS is configured", raw)
-		}
-		creds = credentials.NewTLS(h.tls)
 	}
 	// A peer that is starting refuses the first dials; the next ones
 	// must not wait out gRPC's default backoff (1s, growing to 2m).
 	bo := backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
-	c, err := grpc.NewClient("passthrough:///"+u.Host, grpc.WithTransportCredentials(creds),
+	c, err := grpc.NewClient(target, append(opts,
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: probeTimeout}),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))...)
 	if err != nil {
 		return nil, err
 	}

@@ -54,7 +54,9 @@ func peerTLS(c config.PeerTLS) (server, client *tls.Config, err error) {
 		NextProtos:   []string{"h2"},
 	}
 	switch {
-	case c.ClientCertAuth && pool != nil:
+	case pool != nil:
+		// As etcd's TLSInfo: a trusted CA alone already makes the
+		// listener require a client certificate signed by it.
 		server.ClientAuth = tls.RequireAndVerifyClientCert
 	case c.ClientCertAuth:
 		// Auto TLS: every member's certificate is its own, so there is

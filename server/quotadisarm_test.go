@@ -76,3 +76,42 @@ func TestQuotaDisarmedAlarmStaysOff(t *testing.T) {
 		t.Fatalf("alarms after the next refused put: %v", a)
 	}
 }
+
+// TestQuotaSeesDefragAtOnce is etcd's TestAlarm: a put refused for space,
+// compaction, defragmentation, disarm, then at once a small put, which
+// fits: the defragmentation's smaller size is what the quota sees when
+// Defragment returns, not after the next size poll.
+func TestQuotaSeesDefragAtOnce(t *testing.T) {
+	ts := startTestServer(t, func(c *config.Config) { c.Limits.QuotaBackendBytes = 13 * 4096 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	maint := pb.NewMaintenanceClient(ts.conn)
+	val := []byte(strings.Repeat("b", 4096))
+	var rev int64
+	for i := 0; ; i++ {
+		resp, err := ts.kv.Put(ctx, &pb.PutRequest{Key: []byte("big"), Value: val})
+		if err == nil {
+			rev = resp.Header.Revision
+			continue
+		}
+		if rpctypes.Error(err) != rpctypes.ErrNoSpace || i == 0 {
+			t.Fatalf("put %d: %v, want %v after some puts", i, err, rpctypes.ErrNoSpace)
+		}
+		break
+	}
+	if _, err := ts.kv.Compact(ctx, &pb.CompactionRequest{Revision: rev, Physical: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := maint.Defragment(ctx, &pb.DefragmentRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if size, quota := ts.s.rpc.QuotaSize(), ts.s.rpc.QuotaBytes(); size+4096 > quota {
+		t.Fatalf("right after the defrag the quota sees %d bytes of %d", size, quota)
+	}
+	if _, err := maint.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, MemberID: ts.s.ids.Member, Alarm: pb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.kv.Put(ctx, &pb.PutRequest{Key: []byte("small"), Value: []byte("a")}); err != nil {
+		t.Fatalf("put after defrag and disarm: %v", err)
+	}
+}

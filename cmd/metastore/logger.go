@@ -4,7 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/metastore-dev/metastore/server/config"
@@ -22,13 +25,52 @@ type logRoot struct {
 
 func (r *logRoot) set(c config.Logging) error {
 	r.level.Set(c.SlogLevel())
-	opts := &slog.HandlerOptions{Level: &r.level}
-	var h slog.Handler = slog.NewTextHandler(r.w, opts)
+	var h slog.Handler = slog.NewTextHandler(r.w, &slog.HandlerOptions{Level: &r.level})
 	if c.Format == "json" {
-		h = slog.NewJSONHandler(r.w, opts)
+		h = newEtcdJSONHandler(r.w, &r.level)
 	}
 	r.base.Store(&h)
 	return nil
+}
+
+// newEtcdJSONHandler writes JSON lines shaped as etcd's (zap with etcd's
+// encoder settings): "level" in lower case, "ts" with microseconds,
+// "caller" as dir/file.go:line, "msg", then the fields, durations as
+// strings ("100ms"). Log pipelines built for etcd, and etcd's own e2e
+// tests, read these fields.
+func newEtcdJSONHandler(w io.Writer, level slog.Leveler) slog.Handler {
+	return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, AddSource: true, ReplaceAttr: etcdAttr})
+}
+
+// etcdTimeLayout is etcd's EncodeTime layout.
+const etcdTimeLayout = "2006-01-02T15:04:05.000000Z0700"
+
+func etcdAttr(groups []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	if len(groups) > 0 {
+		return a
+	}
+	// NB: a caller's own attribute may share a built-in's key; only values
+	// of the built-in's kind are rewritten.
+	switch a.Key {
+	case slog.TimeKey:
+		if a.Value.Kind() == slog.KindTime {
+			return slog.String("ts", a.Value.Time().Format(etcdTimeLayout))
+		}
+	case slog.LevelKey:
+		if l, ok := a.Value.Any().(slog.Level); ok {
+			return slog.String("level", strings.ToLower(l.String()))
+		}
+	case slog.SourceKey:
+		if src, ok := a.Value.Any().(*slog.Source); ok {
+			// zap's ShortCallerEncoder: the file's directory and name.
+			file := filepath.Join(filepath.Base(filepath.Dir(src.File)), filepath.Base(src.File))
+			return slog.String("caller", file+":"+strconv.Itoa(src.Line))
+		}
+	}
+	return a
 }
 
 // newReloadableLogger builds the logger the configuration asks for and

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -36,9 +37,6 @@ var version = "0.1.0-dev"
 // go command (if any) is printed.
 var gitSHA = ""
 
-// etcdAPIVersion is the etcd API metastore speaks, printed as etcd prints it.
-const etcdAPIVersion = "3.6"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -49,7 +47,7 @@ func main() {
 	}()
 	stopFloor := startGCFloor(os.Getenv)
 	stopProfile := startCPUProfile(os.Getenv, os.Stderr)
-	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	code := runAs(ctx, filepath.Base(os.Args[0]), os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
 	stopProfile()
 	stopFloor()
 	os.Exit(code)
@@ -69,6 +67,12 @@ func startGCFloor(getenv func(string) string) (stop func()) {
 // returns the exit status: 0 on success, 1 on a bad configuration or a
 // server failure, 2 on a malformed command line. ctx ends serving.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
+	return runAs(ctx, "metastore", args, env, stdout, stderr)
+}
+
+// runAs is run for a program invoked as prog: under etcd's name it takes
+// etcd's defaults (config.DefaultAs).
+func runAs(ctx context.Context, prog string, args, env []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		// Subcommands are bare words; a flag or nothing means serve.
 		// NB: new subcommands (snapshot restore, policy eval) go here.
@@ -88,12 +92,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 	}
-	return serve(ctx, args, env, stdout, stderr)
+	return serve(ctx, prog, args, env, stdout, stderr)
 }
 
 // serve loads the configuration and runs the server until ctx ends.
-func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
-	cfg, notes, err := config.Load(args, env)
+func serve(ctx context.Context, prog string, args, env []string, stdout, stderr io.Writer) int {
+	cfg, notes, err := config.LoadAs(prog, args, env)
 	var usageErr *config.UsageError
 	switch {
 	case errors.Is(err, config.ErrHelp):
@@ -121,10 +125,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 	for _, n := range notes {
 		lg.Log(ctx, n.Level, n.Msg)
 	}
-	lg.Info("starting metastore",
-		"version", version, "go", runtime.Version(),
-		"name", cfg.Name, "data-dir", cfg.DataDir,
-		"listen-client-urls", cfg.Server.ListenClientURLs)
+	lg.Info("starting metastore", startAttrs(cfg)...)
 
 	srv, err := server.New(cfg, lg)
 	if err != nil {
@@ -135,7 +136,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 	// reloads the policies from a fresh read of the same configuration.
 	srv.SetLoggingReloader(setLogging)
 	srv.SetConfigReloader(func() (*config.Config, error) {
-		c, _, err := config.Load(args, env)
+		c, _, err := config.LoadAs(prog, args, env)
 		return c, err
 	})
 	hup := make(chan os.Signal, 1)
@@ -163,14 +164,17 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// printVersion prints the version in etcd's `etcd --version` layout, so
-// scripts that parse it keep working.
+// printVersion prints etcd's `etcd --version` lines, then metastore's own.
+// NB: tools read "etcd Version:" as the version of the etcd server they
+// drive (etcd's e2e framework decides which flags exist from it), so it is
+// the etcd release whose API metastore implements, a full semver as etcd
+// prints it.
 func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "metastore Version: %s\n", version)
-	fmt.Fprintf(w, "etcd API Version: %s\n", etcdAPIVersion)
+	fmt.Fprintf(w, "etcd Version: %s\n", server.EtcdVersion)
 	fmt.Fprintf(w, "Git SHA: %s\n", revision())
 	fmt.Fprintf(w, "Go Version: %s\n", runtime.Version())
 	fmt.Fprintf(w, "Go OS/Arch: %s/%s\n", runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "metastore Version: %s\n", version)
 }
 
 const versionUsage = `Usage:

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/metastore-dev/metastore/server"
 )
 
 func runCmd(t *testing.T, ctx context.Context, args, env []string) (code int, stdout, stderr string) {
@@ -29,16 +32,17 @@ func TestRun(t *testing.T) {
 	}{{
 		name: "version",
 		args: []string{"version"},
+		// etcd's four lines, in etcd's order, then metastore's.
 		stdout: []string{
-			"metastore Version: " + version + "\n",
-			"etcd API Version: 3.6\n",
-			"Go Version: " + runtime.Version() + "\n",
+			"etcd Version: " + server.EtcdVersion + "\nGit SHA: ",
+			"\nGo Version: " + runtime.Version() + "\nGo OS/Arch: " + runtime.GOOS + "/" + runtime.GOARCH + "\n" +
+				"metastore Version: " + version + "\n",
 		},
 		emptyError: true,
 	}, {
 		name:       "etcd's --version",
 		args:       []string{"--version"},
-		stdout:     []string{"metastore Version: "},
+		stdout:     []string{"etcd Version: 3.", "metastore Version: "},
 		emptyError: true,
 	}, {
 		name:       "help flag",
@@ -129,7 +133,7 @@ func TestRun(t *testing.T) {
 			"invalid configuration:\n",
 			"  limits.max_txn_ops: must be > 0, got -1\n",
 			`  logging.format: unknown format "xml"`,
-			`  server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http or https`,
+			`  server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http, https, unix or unixs`,
 			"warning: ignoring unrecognized environment variable METASTORE_LIMITS_MAX_TXN_OP",
 		},
 	}, {
@@ -212,5 +216,64 @@ func TestGCFloorYieldsToGOGC(t *testing.T) {
 	stop()
 	if p := debug.SetGCPercent(100); p != 100 {
 		t.Fatalf("GOGC unset: GOGC after the floor stopped %d, want 100", p)
+	}
+}
+
+// TestVersionAsEtcdFramework reads --version as etcd's e2e framework does
+// (GetVersionFromBinary): the "etcd Version:" line must hold a semver of
+// at least 3.5.14, or the framework refuses --snapshot-catchup-entries.
+func TestVersionAsEtcdFramework(t *testing.T) {
+	code, out, _ := runCmd(t, context.Background(), []string{"--version"}, nil)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var v string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "etcd Version:") {
+			v = strings.TrimSpace(strings.SplitAfter(line, ":")[1])
+			break
+		}
+	}
+	var major, minor, patch int
+	if n, err := fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch); n != 3 || err != nil || fmt.Sprintf("%d.%d.%d", major, minor, patch) != v {
+		t.Fatalf("etcd Version %q is not major.minor.patch (output %q)", v, out)
+	}
+	if major != 3 || minor < 5 || minor == 5 && patch < 14 {
+		t.Fatalf("etcd Version %s is below 3.5.14", v)
+	}
+}
+
+// TestStartLineAsEtcd: invoked as etcd (a drop-in, as etcd's e2e framework
+// runs it) metastore logs etcd's JSON lines by default, and its start line
+// carries etcd's configuration fields, which etcd's
+// TestSnapshotCatchupEntriesFlag waits for.
+func TestStartLineAsEtcd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	args := []string{
+		"--data-dir", filepath.Join(t.TempDir(), "data"),
+		"--listen-client-urls", "http://127.0.0.1:0",
+		"--experimental-snapshot-catchup-entries", "1000",
+	}
+	var out, errOut bytes.Buffer
+	if code := runAs(ctx, "etcd", args, []string{"ETCD_UNSUPPORTED_ARCH=" + runtime.GOARCH}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+		if !strings.HasPrefix(line, `{"ts":"`) || !strings.Contains(line, `"level":"`) || !strings.Contains(line, `"caller":"`) {
+			t.Errorf("not an etcd JSON line: %s", line)
+		}
+		if strings.Contains(line, "ETCD_UNSUPPORTED_ARCH") {
+			t.Errorf("warned about etcd's variable: %s", line)
+		}
+	}
+	for _, want := range []string{
+		`"msg":"starting metastore"`, `"etcd-version":"` + server.EtcdVersion + `"`,
+		`"snapshot-catchup-entries":1000`, `"initial-cluster-token":"etcd-cluster"`,
+		`"listen-metrics-urls":[]`, `"heartbeat-interval":"100ms"`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, errOut.String())
+		}
 	}
 }

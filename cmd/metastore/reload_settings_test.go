@@ -121,7 +121,7 @@ func TestSIGHUPReloadsSettingsUnderLoad(t *testing.T) {
 	// A: a unary limit far above the load, and JSON logs.
 	writeConfig("limits: {unary_rate_limit: 1000000, unary_rate_burst: 1000000}\nlogging: {level: info, format: json}\n")
 	hup()
-	waitFor(`\{"time":"[^"]+","level":"INFO","msg":"reload: log settings changed","log-level":"info","log-format":"json"\}`)
+	waitFor(`\{"ts":"[^"]+","level":"info","caller":"server/reload.go:\d+","msg":"reload: log settings changed","log-level":"info","log-format":"json"\}`)
 	if got := metric(`metastore_server_rate_limit{scope="unary"}`); got != "1e+06" {
 		t.Errorf("unary rate limit after the first reload: %q, want 1e+06", got)
 	}
@@ -130,7 +130,7 @@ func TestSIGHUPReloadsSettingsUnderLoad(t *testing.T) {
 	// takes a restart.
 	writeConfig("limits: {unary_rate_limit: 500000, max_txn_ops: 256}\nlogging: {level: warn, format: json}\n")
 	hup()
-	waitFor(`"level":"WARN","msg":"reload: these settings changed but take effect only after a restart; the running values are kept","settings":\["limits.max_txn_ops"\]`)
+	waitFor(`"level":"warn","caller":"[^"]+","msg":"reload: these settings changed but take effect only after a restart; the running values are kept","settings":\["limits.max_txn_ops"\]`)
 	if got := metric(`metastore_server_rate_limit{scope="unary"}`); got != "500000" {
 		t.Errorf("unary rate limit after the second reload: %q, want 500000", got)
 	}

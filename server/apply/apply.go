@@ -51,6 +51,8 @@ type Applier struct {
 	versions    atomic.Pointer[Versions]
 	// initialVersion is Options.ClusterVersion (for Reload).
 	initialVersion string
+	// stats counts mvcc operations as etcd does (mvccstats.go).
+	stats MVCCStats
 }
 
 // Options wire the optional collaborators of an Applier.
@@ -154,14 +156,17 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 		tx := b.Txn()
 		defer tx.End()
 		if err := a.checkPut(tx, r.Put); err != nil {
+			a.countPut(r.Put, nil, err)
 			return Result{Err: err}
 		}
 		resp, err := put(tx, r.Put)
+		a.countPut(r.Put, tx.Changes(), err)
 		return a.counted(b, tx, resp, err)
 	case r.DeleteRange != nil:
 		tx := b.Txn()
 		defer tx.End()
 		resp, err := deleteRange(tx, r.DeleteRange)
+		a.countDelete(r.DeleteRange)
 		return a.counted(b, tx, resp, err)
 	case r.Txn != nil:
 		if a.hasAlarm(pb.AlarmType_NOSPACE) && txnHasPut(r.Txn) {

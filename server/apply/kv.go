@@ -274,12 +274,12 @@ func deleteRange(tx WriteView, r *pb.DeleteRangeRequest) (*pb.DeleteRangeRespons
 // fails the whole txn and leaves nothing behind.
 
 // comparePath evaluates the compares of rt and of every nested txn on the path
-// taken, depth first, in op order.
-func comparePath(rv mvcc.ReadView, rt *pb.TxnRequest) []bool {
-	path := []bool{compareAll(rv, rt.Compare)}
+// taken, depth first, in op order; compared counts the compares evaluated.
+func comparePath(rv mvcc.ReadView, rt *pb.TxnRequest, compared *uint64) []bool {
+	path := []bool{compareAll(rv, rt.Compare, compared)}
 	for _, op := range branch(rt, path[0]) {
 		if nested := op.GetRequestTxn(); nested != nil {
-			path = append(path, comparePath(rv, nested)...)
+			path = append(path, comparePath(rv, nested, compared)...)
 		}
 	}
 	return path
@@ -292,8 +292,9 @@ func branch(rt *pb.TxnRequest, succeeded bool) []*pb.RequestOp {
 	return rt.Failure
 }
 
-func compareAll(rv mvcc.ReadView, cmps []*pb.Compare) bool {
+func compareAll(rv mvcc.ReadView, cmps []*pb.Compare, compared *uint64) bool {
 	for _, c := range cmps {
+		*compared++
 		if !compare(rv, c) {
 			return false
 		}
@@ -426,13 +427,31 @@ func execTxn(ctx context.Context, tx WriteView, rt *pb.TxnRequest, path []bool) 
 // Txn runs a transaction on a view; read-only transactions may run on a
 // committed read view, the rest inside a write batch.
 func (a *Applier) txn(ctx context.Context, tx WriteView, rt *pb.TxnRequest) (*pb.TxnResponse, error) {
-	path := comparePath(tx, rt)
-	if _, err := a.checkTxn(tx, rt, path); err != nil {
+	// As etcd: the compares and checks are one mvcc transaction, the ops a
+	// second one; a read-only txn is a single one (mvccstats.go).
+	var first mvccTxn
+	path := comparePath(tx, rt, &first.ranges)
+	_, readOnly := tx.(readOnlyWrite)
+	_, err := a.checkTxn(tx, rt, path)
+	switch {
+	case !readOnly:
+		countTxnChecks(&first, rt, path)
+	case err == nil:
+		countTxnOps(&first, rt, path)
+	}
+	a.stats.end(first)
+	if err != nil {
 		return nil, err
 	}
 	resp, _, err := execTxn(ctx, tx, rt, path)
 	if err != nil {
 		return nil, err
+	}
+	if !readOnly {
+		var ops mvccTxn
+		countTxnOps(&ops, rt, path)
+		ops.putBytes = putBytes(tx.Changes())
+		a.stats.end(ops)
 	}
 	rev := tx.Rev()
 	if len(tx.Changes()) > 0 {

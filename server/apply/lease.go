@@ -190,6 +190,9 @@ func (a *Applier) leaseRevoke(b *mvcc.Batch, r *pb.LeaseRevokeRequest) (*pb.Leas
 			return nil, err
 		}
 	}
+	// etcd's lessor deletes each attached key with its own DeleteRange,
+	// in one mvcc transaction.
+	a.stats.end(mvccTxn{deletes: uint64(len(keys))})
 	// The deleted keys leave their tenants' usage, like any other delete.
 	if err := a.tenants.Load().account(b, tx.Changes()); err != nil {
 		return nil, err

@@ -35,7 +35,7 @@ func (s *Server) autoTLS(dataDir string) error {
 	var hosts []string
 	for _, raw := range s.servedURLs() {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "https" {
+		if err != nil || !IsTLSScheme(u.Scheme) {
 			continue // plain listeners need no certificate; bad URLs are Validate's to report
 		}
 		hosts = append(hosts, u.Hostname())

@@ -153,7 +153,7 @@ func (c *Config) validateCluster(p *problems) {
 	t := &c.Server.PeerTLS
 	var https bool
 	for _, u := range append(slices.Clone(c.PeerListenURLs()), c.Server.AdvertisePeerURLs...) {
-		https = https || strings.HasPrefix(u, "https://")
+		https = https || isTLSURL(u)
 	}
 	if https && !t.AutoTLS {
 		p.check(t.CertFile != "" && t.KeyFile != "", "server.peer_tls", "cert_file and key_file (or auto_tls) are required for https:// peer URLs")
@@ -187,7 +187,7 @@ func (c *Config) peerAutoTLS() error {
 	var hosts []string
 	for _, raw := range append(slices.Clone(c.PeerListenURLs()), c.Server.AdvertisePeerURLs...) {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "https" {
+		if err != nil || !IsTLSScheme(u.Scheme) {
 			continue
 		}
 		hosts = append(hosts, u.Hostname())

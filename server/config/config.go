@@ -307,7 +307,9 @@ type Reliability struct {
 type Logging struct {
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
-	// Format is "text" or "json".
+	// Format is "text" or "json" (etcd's zap JSON: level, ts, caller,
+	// msg). The default is text, or json when the program is invoked under
+	// etcd's name (DefaultAs).
 	Format string `yaml:"format"`
 }
 
@@ -315,6 +317,20 @@ type Logging struct {
 type Monitoring struct {
 	// SlowRequestThreshold logs requests slower than this; 0 disables.
 	SlowRequestThreshold time.Duration `yaml:"slow_request_threshold"`
+}
+
+// DefaultAs is Default for a program invoked as prog (the base name of
+// argv[0]). Installed under etcd's name, as a drop-in for etcd, metastore
+// takes etcd's defaults where they differ from its own and are safe to
+// follow: logs in etcd's JSON, which log pipelines and etcd's own e2e
+// tests parse. The data directory stays metastore.data: etcd's default
+// (<name>.etcd) may hold a real etcd's data.
+func DefaultAs(prog string) *Config {
+	c := Default()
+	if prog == "etcd" {
+		c.Logging.Format = "json"
+	}
+	return c
 }
 
 // Default returns the built-in defaults: a working single-node server on

@@ -57,7 +57,7 @@ var flagDefs = []flagDef{
 	{name: "data-dir", group: groupMember, key: "data_dir", usage: "Path to the data directory."},
 	{name: "max-learners", group: groupMember, key: "cluster.max_learners", usage: "Sets the maximum number of learners that can be available in the cluster membership."},
 
-	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http:// or https://, host:port)."},
+	{name: "listen-client-urls", group: groupClients, key: "server.listen_client_urls", usage: "Comma-separated URLs to serve the client API on (http://, https://, or unix:// and unixs:// for a Unix socket named host:port; host:port)."},
 	{name: "advertise-client-urls", group: groupClients, key: "server.advertise_client_urls", usage: "Comma-separated client URLs reported to clients; empty means the listen URLs."},
 	{name: "listen-client-http-urls", group: groupClients, key: "server.listen_client_http_urls", usage: "Comma-separated URLs for the client HTTP endpoints (JSON gateway, /health, /metrics, /version) on listeners of their own; --listen-client-urls then serve gRPC only."},
 	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
@@ -121,6 +121,14 @@ var flagDefs = []flagDef{
 	{name: "panic-recovery", group: groupLogging, key: "reliability.panic_recovery", isBool: true, usage: "Answer a panicking request with an Internal error (stack logged) instead of crashing."},
 	{name: "log-level", group: groupLogging, key: "logging.level", translate: etcdLogLevel, usage: "Log level: debug, info, warn or error (etcd's panic and fatal mean error)."},
 	{name: "log-format", group: groupLogging, key: "logging.format", translate: etcdLogFormat, usage: "Log format: text or json (etcd's console means text)."},
+	{name: "metrics", group: groupLogging, def: "basic",
+		usage: "etcd's metrics level, basic or extensive; metastore always exports what extensive adds (grpc_server_handling_seconds).",
+		apply: func(_ *loader, _, v string) error {
+			if v != "basic" && v != "extensive" {
+				return fmt.Errorf("unsupported metrics level %q: basic or extensive", v)
+			}
+			return nil
+		}},
 	{name: "warning-unary-request-duration", group: groupLogging, key: "monitoring.slow_request_threshold", usage: "Log a warning for requests slower than this; 0 disables."},
 	{name: "logger", group: groupLogging, def: "zap", usage: "Accepted for etcd compatibility; only 'zap' (etcd's only logger) is valid. metastore logs with log/slog.",
 		apply: func(_ *loader, _, v string) error {

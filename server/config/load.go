@@ -46,7 +46,13 @@ type Note struct {
 // parse, and otherwise a single error listing every problem found in any
 // layer and by Validate. Notes are returned even when there is an error.
 func Load(args, env []string) (*Config, []Note, error) {
-	l := &loader{cfg: Default()}
+	return LoadAs("metastore", args, env)
+}
+
+// LoadAs is Load over DefaultAs(prog): prog is the name the program was
+// invoked by.
+func LoadAs(prog string, args, env []string) (*Config, []Note, error) {
+	l := &loader{cfg: DefaultAs(prog)}
 
 	// Flags are parsed first, to find --config-file, but applied last:
 	// each flag only records its value here.
@@ -155,6 +161,9 @@ func (l *loader) applyFlag(f *flagDef, source, value string) {
 // METASTORE_ variables).
 func (l *loader) applyEtcdEnv(vars map[string]string, flagSet map[string]bool) {
 	used := map[string]bool{etcdEnvName(configFileFlag): true}
+	for _, name := range etcdRuntimeEnv {
+		used[name] = true
+	}
 	for i := range flagDefs {
 		f := &flagDefs[i]
 		name := etcdEnvName(f.name)
@@ -171,6 +180,13 @@ func (l *loader) applyEtcdEnv(vars map[string]string, flagSet map[string]bool) {
 	}
 	l.noteUnknown(vars, "ETCD_", used)
 }
+
+// etcdRuntimeEnv are ETCD_ variables etcd reads that are not flags:
+// ETCD_UNSUPPORTED_ARCH lets etcd run on an architecture it does not
+// support, ETCD_VERIFY turns on etcd's extra consistency assertions (etcd's
+// test framework sets both). Neither changes what metastore does, so they
+// are accepted without a warning rather than reported as unrecognized.
+var etcdRuntimeEnv = []string{"ETCD_UNSUPPORTED_ARCH", "ETCD_VERIFY"}
 
 // applyEnv applies METASTORE_<SECTION>_<KEY> variables; empty values are
 // ignored, as etcd ignores empty ETCD_ variables.

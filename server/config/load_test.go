@@ -128,7 +128,7 @@ logging: {level: debug, format: json}
 			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1",
 			"--auth-token-ttl", "60", "--bcrypt-cost", "4",
 			"--log-level", "fatal", "--log-format", "console", "--logger=zap", "--log-outputs=stderr",
-			"--warning-unary-request-duration", "300ms",
+			"--warning-unary-request-duration", "300ms", "--metrics", "extensive",
 			"--initial-cluster", "s1=http://127.0.0.1:2380", "--initial-cluster-state", "new",
 			"--initial-cluster-token", "tok", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 			"--listen-peer-urls", "http://127.0.0.1:2380", "--heartbeat-interval", "100",
@@ -198,7 +198,9 @@ logging: {level: debug, format: json}
 func TestNotes(t *testing.T) {
 	_, notes, err := Load(
 		[]string{"--experimental-initial-corrupt-check=true", "--name=n"},
-		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379"},
+		// etcd's runtime variables (its e2e framework sets them) pass quietly.
+		[]string{"ETCD_NAME=other", "ETCD_SERVICE_HOST=10.0.0.1", "METASTORE_PORT=tcp://10.0.0.1:2379",
+			"ETCD_UNSUPPORTED_ARCH=amd64", "ETCD_VERIFY=all"},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -252,11 +254,12 @@ func TestLoadErrors(t *testing.T) {
 	}, {
 		name: "bad values in every layer, all reported",
 		yaml: "limits: {max_txn_ops: -1}\n",
-		args: []string{"--max-request-bytes=lots", "--log-format=xml", "--logger=capnslog"},
+		args: []string{"--max-request-bytes=lots", "--log-format=xml", "--logger=capnslog", "--metrics=all"},
 		env:  []string{"METASTORE_GRPC_KEEPALIVE_MIN_TIME=5", "ETCD_BCRYPT_COST=x"},
 		want: []string{
 			`--max-request-bytes: invalid size "lots"`,
 			`--logger: unsupported logger "capnslog"`,
+			`--metrics: unsupported metrics level "all"`,
 			`METASTORE_GRPC_KEEPALIVE_MIN_TIME: invalid duration "5"`,
 			`ETCD_BCRYPT_COST: invalid integer "x"`,
 			`limits.max_txn_ops: must be > 0, got -1`,
@@ -295,7 +298,7 @@ func TestLoadErrors(t *testing.T) {
 		want: []string{
 			`cluster.initial_cluster_state: invalid value "maybe"`,
 			`--heartbeat-interval: invalid duration "fast"`,
-			`server.listen_peer_urls: URL "unix://x": scheme must be http or https`,
+			`server.listen_peer_urls: URL "unix://x": must have a host and a port`,
 			`--log-outputs: unsupported log output "/var/log/etcd.log"`,
 		},
 	}, {
@@ -441,5 +444,36 @@ func TestWatchProgressNotifyInterval(t *testing.T) {
 	}
 	if _, _, err := Load([]string{"--watch-progress-notify-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "watch.progress_notify_interval: must be >= 0") {
 		t.Errorf("negative interval: %v", err)
+	}
+}
+
+// TestLoadAsEtcd: invoked under etcd's name the log format defaults to
+// etcd's JSON; anything the operator sets still wins over that default.
+func TestLoadAsEtcd(t *testing.T) {
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(yamlFile, []byte("logging:\n  format: text\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		prog string
+		args []string
+		env  []string
+		want string
+	}{
+		{prog: "metastore", want: "text"},
+		{prog: "etcd", want: "json"},
+		{prog: "etcd", args: []string{"--log-format=console"}, want: "text"},
+		{prog: "etcd", env: []string{"ETCD_LOG_FORMAT=console"}, want: "text"},
+		{prog: "etcd", args: []string{"--config-file", yamlFile}, want: "text"},
+		{prog: "metastore", args: []string{"--log-format=json"}, want: "json"},
+	} {
+		c, _, err := LoadAs(tc.prog, tc.args, tc.env)
+		if err != nil {
+			t.Fatalf("%s %v %v: %v", tc.prog, tc.args, tc.env, err)
+		}
+		if c.Logging.Format != tc.want {
+			t.Errorf("%s %v %v: format %q, want %q", tc.prog, tc.args, tc.env, c.Logging.Format, tc.want)
+		}
 	}
 }

@@ -137,20 +137,24 @@ func (p *problems) fileExists(key, path string) {
 	}
 }
 
-// checkURL accepts http:// and https:// URLs with a host and a port (0
-// picks a free port) and nothing else. A listen URL's host must be an IP
-// address or localhost, as etcd requires, because binding to a DNS name
+// checkURL accepts etcd's URL schemes: http:// and https://, and unix://
+// and unixs:// (a Unix socket, plaintext or TLS, whose path is the URL's
+// host:port, as etcd names its sockets), each with a host and a port (0
+// picks a free port) and nothing else. A TCP listen URL's host must be an
+// IP address or localhost, as etcd requires, because binding to a DNS name
 // depends on what it resolves to at start-up.
 func checkURL(raw string, listen bool) error {
 	if !strings.Contains(raw, "://") { // url.Parse's error for "host:port" is cryptic
-		return fmt.Errorf("URL %q: scheme must be http or https", raw)
+		return fmt.Errorf("URL %q: scheme must be http, https, unix or unixs", raw)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("invalid URL %q: %v", raw, err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("URL %q: scheme must be http or https", raw)
+	switch u.Scheme {
+	case "http", "https", "unix", "unixs":
+	default:
+		return fmt.Errorf("URL %q: scheme must be http, https, unix or unixs", raw)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("URL %q: must be scheme://host:port with no user, path, query or fragment", raw)
@@ -163,6 +167,11 @@ func checkURL(raw string, listen bool) error {
 		return fmt.Errorf("URL %q: invalid port %q", raw, port)
 	}
 	switch {
+	case IsUnixScheme(u.Scheme):
+		// The host names a socket file, not an address.
+		if host == "" {
+			return fmt.Errorf("URL %q: must name a socket (host:port)", raw)
+		}
 	case listen && host != "" && host != "localhost":
 		if _, err := netip.ParseAddr(host); err != nil {
 			return fmt.Errorf("URL %q: host must be an IP address or localhost to listen on", raw)
@@ -173,11 +182,24 @@ func checkURL(raw string, listen bool) error {
 	return nil
 }
 
+// IsUnixScheme reports whether a URL scheme names a Unix socket: unix, or
+// unixs with TLS.
+func IsUnixScheme(scheme string) bool { return scheme == "unix" || scheme == "unixs" }
+
+// IsTLSScheme reports whether a URL scheme is served over TLS: https, or
+// unixs.
+func IsTLSScheme(scheme string) bool { return scheme == "https" || scheme == "unixs" }
+
+// isTLSURL is IsTLSScheme for a raw URL.
+func isTLSURL(raw string) bool {
+	return strings.HasPrefix(raw, "https://") || strings.HasPrefix(raw, "unixs://")
+}
+
 func (s *Server) validateTLS(p *problems) {
 	t := &s.TLS
 	var https []string
 	for _, u := range s.servedURLs() {
-		if strings.HasPrefix(u, "https://") {
+		if isTLSURL(u) {
 			https = append(https, u)
 		}
 	}
@@ -324,10 +346,11 @@ func (l Logging) SlogLevel() slog.Level {
 	return logLevels[l.Level]
 }
 
-// HasTLS reports whether any client or metrics listener is https://.
+// HasTLS reports whether any client or metrics listener is https:// (or
+// unixs://).
 func (s *Server) HasTLS() bool {
 	for _, u := range s.servedURLs() {
-		if strings.HasPrefix(u, "https://") {
+		if isTLSURL(u) {
 			return true
 		}
 	}

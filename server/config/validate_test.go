@@ -59,14 +59,34 @@ func TestValidateFields(t *testing.T) {
 		{"port 0 and IPv6", func(c *Config) {
 			c.Server.ListenClientURLs = []string{"http://127.0.0.1:0", "http://[::1]:2379", "http://0.0.0.0:2379", "http://localhost:2379", "http://:2379"}
 		}, nil},
+		// etcd's Unix sockets: the socket file is named host:port (etcd's
+		// e2e tests use unix://localhost:20001 peers); unixs is TLS.
+		{"unix sockets", func(c *Config) {
+			c.Server.ListenClientURLs = []string{"unix://localhost:2379", "unix://node1.example.com:1"}
+			c.Server.AdvertiseClientURLs = []string{"unix://localhost:2379"}
+			c.Server.ListenPeerURLs = []string{"unix://localhost:2380"}
+			c.Server.AdvertisePeerURLs = []string{"unix://localhost:2380"}
+			c.Cluster.InitialCluster = "default=unix://localhost:2380"
+		}, nil},
+		{"unixs needs TLS", func(c *Config) {
+			c.Server.ListenClientURLs = []string{"unixs://localhost:2379", "ftp://localhost:1"}
+			c.Server.ListenPeerURLs = []string{"unixs://localhost:2380"}
+			c.Server.AdvertisePeerURLs = []string{"unixs://localhost:2380"}
+			c.Cluster.InitialCluster = "default=unixs://localhost:2380"
+		}, []string{
+			`server.listen_client_urls: URL "ftp://localhost:1": scheme must be http, https, unix or unixs`,
+			"server.tls.cert_file: required to serve unixs://localhost:2379",
+			"server.tls.key_file: required to serve unixs://localhost:2379",
+			"server.peer_tls: cert_file and key_file (or auto_tls) are required for https:// peer URLs",
+		}},
 		{"advertise names a host", func(c *Config) {
 			c.Server.AdvertiseClientURLs = []string{"http://node1.example.com:2379", "http://:2379"}
 		}, []string{`server.advertise_client_urls: URL "http://:2379": must name a host`}},
 		{"bad listen URLs", func(c *Config) {
 			c.Server.ListenClientURLs = []string{"127.0.0.1:2379", "unix:///tmp/s", "http://127.0.0.1", "http://node1.example.com:2379", "http://127.0.0.1:2379/v3", "http://127.0.0.1:70000"}
 		}, []string{
-			`server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http or https`,
-			`server.listen_client_urls: URL "unix:///tmp/s": scheme must be http or https`,
+			`server.listen_client_urls: URL "127.0.0.1:2379": scheme must be http, https, unix or unixs`,
+			`server.listen_client_urls: URL "unix:///tmp/s": must be scheme://host:port with no user, path, query or fragment`,
 			`server.listen_client_urls: URL "http://127.0.0.1": must have a host and a port`,
 			`server.listen_client_urls: URL "http://node1.example.com:2379": host must be an IP address or localhost to listen on`,
 			`server.listen_client_urls: URL "http://127.0.0.1:2379/v3": must be scheme://host:port with no user, path, query or fragment`,

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -483,33 +481,20 @@ func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method str
 	raw := p.urls[p.next%len(p.urls)]
 	p.next++
 	p.mu.Unlock()
-	u, err := url.Parse(raw)
+	target, opts, err := PeerDial(raw, p.t.cfg.TLS)
 	if err != nil {
-		return nil, fmt.Errorf("raftnode: peer URL %q: %w", raw, err)
+		return nil, err
 	}
-	var creds credentials.TransportCredentials
-	switch u.Scheme {
-	case "http":
-		creds = insecure.NewCredentials()
-	case "https":
-		if p.t.cfg.TLS == nil {
-			return nil, fmt.Errorf("raftnode: peer URL %q needs TLS but no peer TLS is configured", raw)
-		}
-		creds = credentials.NewTLS(p.t.cfg.TLS)
-	default:
-		return nil, fmt.Errorf("raftnode: peer URL %q: unsupported scheme", raw)
-	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
+	opts = append(opts,
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(frameCodec{}), grpc.MaxCallSendMsgSize(maxPeerMsgBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithStaticStreamWindowSize(peerStreamWindow),
 		grpc.WithStaticConnWindowSize(peerConnWindow),
-	}
+	)
 	if d := p.t.cfg.Dialer; d != nil {
 		opts = append(opts, grpc.WithContextDialer(d))
 	}
-	conn, err := grpc.NewClient("passthrough:///"+u.Host, opts...)
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -157,15 +157,15 @@ func (s *Server) listen(rawURL string, metricsOnly bool) (clientListener, error)
 	if err != nil {
 		return clientListener{}, fmt.Errorf("listen URL: %w", err)
 	}
-	ln, err := net.Listen("tcp", u.Host)
+	ln, err := ListenURL(u)
 	if err != nil {
 		return clientListener{}, fmt.Errorf("listen on %s: %w", rawURL, err)
 	}
-	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: u.Scheme == "https"}
+	cl := clientListener{addr: ln.Addr().String(), metrics: metricsOnly, secure: config.IsTLSScheme(u.Scheme)}
 	ln = newConnLimitListener(ln, &s.maxConns, s.o.ConnRefused)
 	if cl.secure {
 		// Validate guarantees the certificates for every https:// URL.
-		ln = tls.NewListener(ln, s.tlsCfg)
+		ln = newHandshakeListener(ln, s.tlsCfg, logRejected(s.lg, "client"))
 	}
 	cl.ln = ln
 	return cl, nil
@@ -217,6 +217,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.lg.Info("ready to serve client requests", "address", cl.addr, "tls", cl.secure,
 			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
 			"data-dir", s.cfg.DataDir, "revision", s.o.Revision())
+		s.logServing(cl, "grpc+http")
 	}
 	var err error
 	select {
@@ -243,6 +244,7 @@ func (s *Server) serveSplit(cl clientListener, errc chan<- error) {
 		s.lg.Info("ready to serve client requests (gRPC only)", "address", cl.addr, "tls", cl.secure,
 			"client-cert-auth", cl.secure && s.cfg.Server.TLS.ClientCertAuth, "name", s.cfg.Name,
 			"data-dir", s.cfg.DataDir, "revision", s.o.Revision())
+		s.logServing(cl, "grpc")
 	case cl.secure:
 		m := cmux.New(cl.ln)
 		h2L := m.Match(cmux.HTTP2())
@@ -251,10 +253,23 @@ func (s *Server) serveSplit(cl clientListener, errc chan<- error) {
 		go func() { errc <- s.http.Serve(httpL) }()
 		go func() { errc <- m.Serve() }()
 		s.lg.Info("serving client HTTP", "address", cl.addr, "tls", true)
+		s.logServing(cl, "http")
 	default:
 		go func() { errc <- s.http.Serve(cl.ln) }()
 		s.lg.Info("serving client HTTP", "address", cl.addr, "tls", false)
+		s.logServing(cl, "http")
 	}
+}
+
+// logServing logs etcd's line for a client listener that serves, in
+// etcd's words: tools and etcd's e2e tests wait for "serving client
+// traffic".
+func (s *Server) logServing(cl clientListener, traffic string) {
+	if cl.secure {
+		s.lg.Info("serving client traffic securely", "traffic", traffic, "address", cl.addr)
+		return
+	}
+	s.lg.Info("serving client traffic insecurely; this is strongly discouraged!", "traffic", traffic, "address", cl.addr)
 }
 
 // Stop stops accepting, lets in-flight requests finish (long-lived streams

@@ -2,6 +2,7 @@ package v3rpc
 
 import (
 	"context"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
@@ -12,10 +13,12 @@ func (m *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	start := time.Now()
 	h, rev, err := m.s.store.Hash(ctx)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
+	m.s.metrics.hashSec.Observe(time.Since(start).Seconds())
 	resp := &pb.HashResponse{Header: &pb.ResponseHeader{Revision: rev}, Hash: h}
 	m.s.fillHeader(resp.Header)
 	return resp, nil
@@ -27,10 +30,12 @@ func (m *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*p
 	if err := m.s.requireAdmin(ctx); err != nil {
 		return nil, toGRPCError(err)
 	}
+	start := time.Now()
 	h, rev, err := m.s.store.HashKV(ctx, r.Revision)
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
+	m.s.metrics.ObserveHashKV(time.Since(start))
 	resp := &pb.HashKVResponse{
 		Header:          &pb.ResponseHeader{Revision: rev},
 		Hash:            h.Hash,

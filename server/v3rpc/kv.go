@@ -42,6 +42,7 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	}
 	resp, err := apply.Range(ctx, tx, r)
 	tx.End()
+	s.applier.MVCCStats().CountRange()
 	if err != nil {
 		return nil, toGRPCError(err)
 	}

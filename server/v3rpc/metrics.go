@@ -43,6 +43,8 @@ type metrics struct {
 	loopFailed    atomic.Uint64                 // requests of failed loop batches
 	raftFailed    atomic.Pointer[func() uint64] // a cluster member's failed proposals
 	defragLatency prometheus.Histogram
+	hashSec       prometheus.Histogram // Hash
+	hashRevSec    prometheus.Histogram // HashKV, the RPC's and the corruption checks'
 	leaseExpired  prometheus.Counter
 	reloads       *prometheus.CounterVec
 	reloadOK      prometheus.Gauge
@@ -125,6 +127,15 @@ func newMetrics() *metrics {
 		Name: "metastore_defragment_duration_seconds", Help: "Duration of online defragmentation (Pebble manual compaction).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 	})
+	// etcd's buckets: 10ms doubling to 163.84s.
+	m.hashSec = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "etcd_mvcc_hash_duration_seconds", Help: "The latency distribution of storage hash operation.",
+		Buckets: prometheus.ExponentialBuckets(.01, 2, 15),
+	})
+	m.hashRevSec = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "etcd_mvcc_hash_rev_duration_seconds", Help: "The latency distribution of storage hash by revision operation.",
+		Buckets: prometheus.ExponentialBuckets(.01, 2, 15),
+	})
 	m.leaseExpired = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
 	})
@@ -137,7 +148,7 @@ func newMetrics() *metrics {
 	m.reloadOK.Set(1)
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
-		m.commitLatency, m.walFsync, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.leaseExpired,
+		m.commitLatency, m.walFsync, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.hashSec, m.hashRevSec, m.leaseExpired,
 		m.reloads, m.reloadOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -275,6 +286,7 @@ func (s *Server) registerStoreMetrics() {
 		s.alarmGauge(pb.AlarmType_NOSPACE),
 		s.alarmGauge(pb.AlarmType_CORRUPT),
 		newPebbleCollector(s.store.DB),
+		mvccCounters(s.applier.MVCCStats()),
 		// etcd's lease metrics.
 		gauge("metastore_leases", "The number of live leases.", func() float64 { return float64(s.lessor.Len()) }),
 		counter("etcd_debugging_lease_granted_total", "The total number of granted leases.",
@@ -284,6 +296,13 @@ func (s *Server) registerStoreMetrics() {
 		counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
 			func() float64 { return float64(s.lessor.Stats().Renewed) }),
 	)
+	// etcd_debugging_mvcc_keys_total, etcd's live-key gauge, where the
+	// store keeps that count (mvcc.Store.LiveKeys); asserted rather than
+	// called so that this builds before the store has it.
+	if lk, ok := any(s.store).(interface{ LiveKeys() int64 }); ok {
+		s.metrics.reg.MustRegister(gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.",
+			func() float64 { return float64(lk.LiveKeys()) }))
+	}
 }
 
 // alarmGauge is 1 while an alarm of type t is active on any member.
@@ -387,4 +406,42 @@ func pending(p apply.Proposer) int {
 		return q.Pending()
 	}
 	return 0
+}
+
+// mvccCounters are etcd's mvcc operation series, with etcd's names, types
+// and help (etcd declares the put size a gauge), pulled from the
+// applier's counts (apply.MVCCStats says what is counted when).
+func mvccCounters(st *apply.MVCCStats) prometheus.Collector {
+	return mvccCollector{st}
+}
+
+var (
+	mvccRangeDesc   = prometheus.NewDesc("etcd_mvcc_range_total", "Total number of ranges seen by this member.", nil, nil)
+	mvccPutDesc     = prometheus.NewDesc("etcd_mvcc_put_total", "Total number of puts seen by this member.", nil, nil)
+	mvccDeleteDesc  = prometheus.NewDesc("etcd_mvcc_delete_total", "Total number of deletes seen by this member.", nil, nil)
+	mvccTxnDesc     = prometheus.NewDesc("etcd_mvcc_txn_total", "Total number of txns seen by this member.", nil, nil)
+	mvccPutSizeDesc = prometheus.NewDesc("etcd_debugging_mvcc_total_put_size_in_bytes", "The total size of put kv pairs seen by this member.", nil, nil)
+)
+
+type mvccCollector struct{ st *apply.MVCCStats }
+
+var _ prometheus.Collector = mvccCollector{}
+
+// Describe implements prometheus.Collector.
+func (c mvccCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- mvccRangeDesc
+	ch <- mvccPutDesc
+	ch <- mvccDeleteDesc
+	ch <- mvccTxnDesc
+	ch <- mvccPutSizeDesc
+}
+
+// Collect implements prometheus.Collector: one read of the counts.
+func (c mvccCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.st.Counts()
+	ch <- prometheus.MustNewConstMetric(mvccRangeDesc, prometheus.CounterValue, float64(n.Ranges))
+	ch <- prometheus.MustNewConstMetric(mvccPutDesc, prometheus.CounterValue, float64(n.Puts))
+	ch <- prometheus.MustNewConstMetric(mvccDeleteDesc, prometheus.CounterValue, float64(n.Deletes))
+	ch <- prometheus.MustNewConstMetric(mvccTxnDesc, prometheus.CounterValue, float64(n.Txns))
+	ch <- prometheus.MustNewConstMetric(mvccPutSizeDesc, prometheus.GaugeValue, float64(n.PutBytes))
 }

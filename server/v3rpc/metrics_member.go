@@ -53,3 +53,8 @@ func (m *metrics) ObserveRaftSave(d time.Duration, synced bool) {
 		m.walFsync.Observe(d.Seconds())
 	}
 }
+
+// ObserveHashKV records one HashKV computation (etcd's
+// etcd_mvcc_hash_rev_duration_seconds: the RPC's and the corruption
+// checks').
+func (m *metrics) ObserveHashKV(d time.Duration) { m.hashRevSec.Observe(d.Seconds()) }

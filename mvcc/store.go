@@ -98,6 +98,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{opts: opts, readStale: make(chan struct{}, 1)}
 	po := &pebble.Options{
 		Cache:                       cache,
+		Comparer:                    comparer,
 		FS:                          opts.FS,
 		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: 4,
@@ -106,7 +107,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                      pebbleLogger{lg: opts.Logger, s: s},
 		EventListener:               s.readEvents(),
 	}
-	gate := newCompactionGate() // compactgate.go: no compaction until Open returns
+	po.Levels[0].FilterPolicy = filterPolicy // the other levels inherit it
+	gate := newCompactionGate()              // compactgate.go: no compaction until Open returns
 	po.Experimental.CompactionScheduler = gate
 	db, err := pebble.Open(dir, po)
 	if err != nil {

@@ -28,6 +28,7 @@ type Batch struct {
 	rev      int64 // newest revision assigned so far
 	compact  int64 // compaction scheduled by this batch, if compacts
 	compacts bool
+	live     int64 // change of the live-key count
 	events   []RevisionEvents
 	buf      []byte
 	vbuf     []byte  // a version's value as Put encodes it (the batch copies it)
@@ -112,6 +113,11 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 	if err := b.b.Set(metaKey(metaRev), revBuf[:], nil); err != nil {
 		return err
 	}
+	live := b.s.liveKeys.Load() + b.live
+	b.buf = appendLiveKeys(b.buf[:0], live, b.rev)
+	if err := b.b.Set(metaKey(metaLiveKeys), b.buf, nil); err != nil {
+		return err
+	}
 	if b.compacts {
 		var c [8]byte
 		binary.BigEndian.PutUint64(c[:], uint64(b.compact))
@@ -128,6 +134,7 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 		return err
 	}
 	b.s.written.Add(int64(b.b.Len()))
+	b.s.liveKeys.Store(live)
 	b.s.rev.Store(b.rev)
 	if b.compacts {
 		// As etcd: a compaction's hash is taken only when the previous
@@ -288,6 +295,8 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 	if found {
 		prev = &a.prev
 		create, version = prev.CreateRevision, prev.Version+1
+	} else {
+		t.b.live++
 	}
 	b := t.b
 	b.buf = appendVersionKey(b.buf[:0], key, rev)
@@ -340,6 +349,7 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		return nil, err
 	}
 	rev := t.writeRev()
+	t.b.live -= int64(len(rr.KVs))
 	for i := range rr.KVs {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)

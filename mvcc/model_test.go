@@ -156,6 +156,15 @@ func runModel(t *testing.T, seed uint64) {
 		if s.Rev() != m.rev {
 			t.Fatalf("step %d: store rev %d, model rev %d", step, s.Rev(), m.rev)
 		}
+		live := 0
+		for k := range m.versions {
+			if m.latest(k, m.rev) != nil {
+				live++
+			}
+		}
+		if n := s.LiveKeys(); n != int64(live) {
+			t.Fatalf("step %d: LiveKeys %d, model %d", step, n, live)
+		}
 		// Move versions out of the memtable now and then: Put's lookup of
 		// the latest version then goes through tables and their filters.
 		switch rng.IntN(20) {

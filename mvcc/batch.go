@@ -22,7 +22,7 @@ type RevisionEvents struct {
 type Batch struct {
 	s        *Store
 	b        *pebble.Batch
-	it       *pebble.Iterator // over the indexed batch: reads see earlier writes
+	it       *pebble.Iterator // over the indexed batch: reads see earlier writes; nil until used (view)
 	lit      *pebble.Iterator // the same, unbounded, for latest's prefix seeks; nil until used
 	startRev int64
 	rev      int64 // newest revision assigned so far
@@ -44,15 +44,21 @@ func (s *Store) NewBatch() (*Batch, error) {
 		s.writeMu.Unlock()
 		return nil, err
 	}
-	b := s.db.NewIndexedBatch()
-	it, err := b.NewIter(&pebble.IterOptions{})
-	if err != nil {
-		b.Close()
-		s.writeMu.Unlock()
-		return nil, err
-	}
 	rev := s.rev.Load()
-	return &Batch{s: s, b: b, it: it, startRev: rev, rev: rev}, nil
+	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev}, nil
+}
+
+// view returns the batch's iterator for ranges, creating it on first use:
+// a batch of puts never needs it.
+func (b *Batch) view() (*pebble.Iterator, error) {
+	if b.it == nil {
+		it, err := b.b.NewIter(&pebble.IterOptions{})
+		if err != nil {
+			return nil, err
+		}
+		b.it = it
+	}
+	return b.it, nil
 }
 
 // Rev returns the newest revision assigned in the batch.
@@ -159,7 +165,9 @@ func (b *Batch) Abort() {
 
 func (b *Batch) release(committed bool) {
 	b.done = true
-	b.it.Close()
+	if b.it != nil {
+		b.it.Close()
+	}
 	if b.lit != nil {
 		b.lit.Close()
 	}
@@ -225,7 +233,11 @@ func (t *WriteTxn) readRev() int64 {
 // Range reads [key, end), seeing the writes made earlier in the batch and
 // in this transaction.
 func (t *WriteTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
-	return rangeKeys(ctx, t.b.it, true, &t.b.sc, key, end, t.readRev(), t.FirstRev(), ro)
+	it, err := t.b.view()
+	if err != nil {
+		return nil, err
+	}
+	return rangeKeys(ctx, it, true, &t.b.sc, key, end, t.readRev(), t.FirstRev(), ro)
 }
 
 // latestIterOptions are those of a batch's lit. L6 filters are read too:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -283,4 +284,43 @@ func TestTablesCarryBloomFilters(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no table after a compaction")
 	}
+}
+
+// TestDatabaseOpensWithoutTheSplit: the comparer keeps Pebble's default
+// name, so a database with filtered tables opens with Pebble's defaults (an
+// older binary, a maintenance tool) and a store reopened afterwards still
+// finds every key's latest version.
+func TestDatabaseOpensWithoutTheSplit(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open("db", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &latestEnv{t: t, s: s, where: "flushed"}
+	e.batch(func(tx *WriteTxn) { e.put(tx, "a", "1", 0) })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: pebbleLogger{lg: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatalf("open with Pebble's default comparer: %v", err)
+	}
+	if err := db.Set(appendVersionKey(nil, []byte("b"), 3), appendVersionValue(nil, 0, 3, 1, 0, []byte("1")), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open("db", Options{FS: fs}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e.s = s
+	var pa, pb *mvccpb.KeyValue
+	e.batch(func(tx *WriteTxn) { pa = e.put(tx, "a", "2", 0); pb = e.put(tx, "b", "2", 0) })
+	e.wantKV("a, from a filtered table", pa, "a=1@2 c=2 v=1 l=0")
+	e.wantKV("b, from a table without a filter", pb, "b=1@3 c=3 v=1 l=0")
 }

@@ -22,13 +22,16 @@ type RevisionEvents struct {
 type Batch struct {
 	s        *Store
 	b        *pebble.Batch
-	it       *pebble.Iterator // over the indexed batch: reads see earlier writes
+	it       *pebble.Iterator // over the indexed batch: reads see earlier writes; nil until used (view)
+	lit      *pebble.Iterator // the same, unbounded, for latest's prefix seeks; nil until used
 	startRev int64
 	rev      int64 // newest revision assigned so far
 	compact  int64 // compaction scheduled by this batch, if compacts
 	compacts bool
+	live     int64 // change of the live-key count
 	events   []RevisionEvents
 	buf      []byte
+	vbuf     []byte  // a version's value as Put encodes it (the batch copies it)
 	sc       scratch // for reads through it
 	done     bool
 	hooks    []func(committed bool)
@@ -41,15 +44,21 @@ func (s *Store) NewBatch() (*Batch, error) {
 		s.writeMu.Unlock()
 		return nil, err
 	}
-	b := s.db.NewIndexedBatch()
-	it, err := b.NewIter(&pebble.IterOptions{})
-	if err != nil {
-		b.Close()
-		s.writeMu.Unlock()
-		return nil, err
-	}
 	rev := s.rev.Load()
-	return &Batch{s: s, b: b, it: it, startRev: rev, rev: rev}, nil
+	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev}, nil
+}
+
+// view returns the batch's iterator for ranges, creating it on first use:
+// a batch of puts never needs it.
+func (b *Batch) view() (*pebble.Iterator, error) {
+	if b.it == nil {
+		it, err := b.b.NewIter(&pebble.IterOptions{})
+		if err != nil {
+			return nil, err
+		}
+		b.it = it
+	}
+	return b.it, nil
 }
 
 // Rev returns the newest revision assigned in the batch.
@@ -110,6 +119,11 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 	if err := b.b.Set(metaKey(metaRev), revBuf[:], nil); err != nil {
 		return err
 	}
+	live := b.s.liveKeys.Load() + b.live
+	b.buf = appendLiveKeys(b.buf[:0], live, b.rev)
+	if err := b.b.Set(metaKey(metaLiveKeys), b.buf, nil); err != nil {
+		return err
+	}
 	if b.compacts {
 		var c [8]byte
 		binary.BigEndian.PutUint64(c[:], uint64(b.compact))
@@ -126,6 +140,7 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 		return err
 	}
 	b.s.written.Add(int64(b.b.Len()))
+	b.s.liveKeys.Store(live)
 	b.s.rev.Store(b.rev)
 	if b.compacts {
 		// As etcd: a compaction's hash is taken only when the previous
@@ -150,7 +165,12 @@ func (b *Batch) Abort() {
 
 func (b *Batch) release(committed bool) {
 	b.done = true
-	b.it.Close()
+	if b.it != nil {
+		b.it.Close()
+	}
+	if b.lit != nil {
+		b.lit.Close()
+	}
 	b.b.Close()
 	// NB: hooks run before the next batch can start, so state they publish
 	// is in place for every request of the next batch.
@@ -213,30 +233,62 @@ func (t *WriteTxn) readRev() int64 {
 // Range reads [key, end), seeing the writes made earlier in the batch and
 // in this transaction.
 func (t *WriteTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
-	return rangeKeys(ctx, t.b.it, true, &t.b.sc, key, end, t.readRev(), t.FirstRev(), ro)
-}
-
-// latest returns the newest live version of key, or nil.
-func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
-	lower, upper := t.b.sc.keyBounds(key)
-	setBounds(t.b.it, true, lower, upper)
-	if !t.b.it.First() {
-		return nil, t.b.it.Error()
-	}
-	k := t.b.it.Key()
-	v, err := t.b.it.ValueAndErr()
+	it, err := t.b.view()
 	if err != nil {
 		return nil, err
+	}
+	return rangeKeys(ctx, it, true, &t.b.sc, key, end, t.readRev(), t.FirstRev(), ro)
+}
+
+// latestIterOptions are those of a batch's lit. L6 filters are read too:
+// most keys a put writes are new or live only in the last level, and a
+// filter saves the seek into it.
+var latestIterOptions = pebble.IterOptions{UseL6Filters: true}
+
+// latest reads the newest live version of key into kv and reports whether
+// there is one. One prefix seek
+// over the batch and the database: the bloom filters (see comparer) skip
+// every table that does not hold the key, where a bounded SeekGE seeks
+// every level.
+func (t *WriteTxn) latest(key []byte, kv *mvccpb.KeyValue) (bool, error) {
+	b := t.b
+	if b.lit == nil {
+		it, err := b.b.NewIter(&latestIterOptions)
+		if err != nil {
+			return false, err
+		}
+		b.lit = it
+	} else {
+		// NB: refreshes the iterator's view of the batch (earlier writes).
+		b.lit.SetOptions(&latestIterOptions)
+	}
+	// Revision -1 sorts before every version of key: the seek lands on
+	// the newest.
+	b.sc.seek = appendVersionKey(b.sc.seek[:0], key, -1)
+	if !b.lit.SeekPrefixGE(b.sc.seek) {
+		return false, b.lit.Error()
+	}
+	k := b.lit.Key()
+	v, err := b.lit.ValueAndErr()
+	if err != nil {
+		return false, err
 	}
 	rec, err := decodeVersionValue(v)
 	if err != nil || rec.tombstone {
-		return nil, err
+		return false, err
 	}
-	kv, err := recordToKV(k, rec)
-	if err != nil {
-		return nil, err
+	if *kv, err = recordToKV(k, rec); err != nil {
+		return false, err
 	}
-	return &kv, nil
+	return true, nil
+}
+
+// putKVs holds what a Put allocates for its event, in one allocation: the
+// new version, the previous one and, for a transaction's first change, the
+// room of its change list (most transactions make one).
+type putKVs struct {
+	kv, prev mvccpb.KeyValue
+	ev       [1]mvccpb.Event
 }
 
 // Put writes a new version of key and returns the revision it was written
@@ -245,18 +297,23 @@ func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
 // old lease and attaches the new one).
 func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error) {
 	rev := t.writeRev()
-	prev, err := t.latest(key)
+	a := new(putKVs)
+	found, err := t.latest(key, &a.prev)
 	if err != nil {
 		return 0, nil, err
 	}
+	var prev *mvccpb.KeyValue
 	create, version := rev, int64(1)
-	if prev != nil {
+	if found {
+		prev = &a.prev
 		create, version = prev.CreateRevision, prev.Version+1
+	} else {
+		t.b.live++
 	}
 	b := t.b
 	b.buf = appendVersionKey(b.buf[:0], key, rev)
-	val := appendVersionValue(make([]byte, 0, len(value)+20), len(t.changes), create, version, lease, value)
-	if err := b.b.Set(b.buf, val, nil); err != nil {
+	b.vbuf = appendVersionValue(b.vbuf[:0], len(t.changes), create, version, lease, value)
+	if err := b.b.Set(b.buf, b.vbuf, nil); err != nil {
 		return 0, nil, err
 	}
 	if err := t.logChange(key); err != nil {
@@ -274,7 +331,7 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 			}
 		}
 	}
-	kv := &mvccpb.KeyValue{
+	a.kv = mvccpb.KeyValue{
 		Key:            key,
 		Value:          value,
 		CreateRevision: create,
@@ -282,7 +339,10 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 		Version:        version,
 		Lease:          lease,
 	}
-	t.changes = append(t.changes, mvccpb.Event{Type: mvccpb.PUT, Kv: kv, PrevKv: prev})
+	if t.changes == nil {
+		t.changes = a.ev[:0]
+	}
+	t.changes = append(t.changes, mvccpb.Event{Type: mvccpb.PUT, Kv: &a.kv, PrevKv: prev})
 	return rev, prev, nil
 }
 
@@ -301,10 +361,12 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		return nil, err
 	}
 	rev := t.writeRev()
+	t.b.live -= int64(len(rr.KVs))
 	for i := range rr.KVs {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
-		if err := t.b.b.Set(t.b.buf, appendTombstoneValue(nil, len(t.changes)), nil); err != nil {
+		t.b.vbuf = appendTombstoneValue(t.b.vbuf[:0], len(t.changes))
+		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
 		}
 		if err := t.logChange(prev.Key); err != nil {

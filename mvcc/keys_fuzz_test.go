@@ -83,7 +83,22 @@ func FuzzKeyEncoding(f *testing.F) {
 		if l2, u2 := (&scratch{}).rangeBounds(a, b); !bytes.Equal(l2, lower) || !bytes.Equal(u2, upper) {
 			t.Fatalf("rangeBounds(%x, %x) overwritten by the next call", a, b)
 		}
+		// The comparer's Split cuts exactly the revision off a version key
+		// and leaves every other key whole: a bare prefix, a next-key bound,
+		// range bounds, and keys of the other keyspaces.
+		if n := splitVersionKey(ka); n != len(ua) {
+			t.Fatalf("splitVersionKey(%x) = %d, want %d", ka, n, len(ua))
+		}
+		for _, k := range [][]byte{ua, nextUserKeyBound(nil, ua), lower, upper, appendLogKey(nil, ra, int(uint32(rb))), appendAttachKey(nil, ra, a)} {
+			if n := splitVersionKey(k); n != len(k) {
+				t.Fatalf("splitVersionKey(%x) = %d on a key that is no version key", k, n)
+			}
+		}
+		if bytes.Compare(ka, kb) < 0 && bytes.Compare(ka[:splitVersionKey(ka)], kb[:splitVersionKey(kb)]) > 0 {
+			t.Fatalf("prefixes of %x and %x order the other way", ka, kb)
+		}
 		// Garbage never panics the decoders.
+		_ = splitVersionKey(a)
 		_, _ = decodeUserKey(a)
 		_, _ = decodeVersionValue(b)
 		// Version values round-trip.

@@ -61,7 +61,11 @@ func (s *Store) ForEachLease(f func(id int64, record []byte) error) error {
 // LeaseKeys returns the keys attached to lease id as of this transaction
 // (the batch's earlier writes included), in byte order.
 func (t *WriteTxn) LeaseKeys(id int64) ([][]byte, error) {
-	return leaseKeys(t.b.it, true, id)
+	it, err := t.b.view()
+	if err != nil {
+		return nil, err
+	}
+	return leaseKeys(it, true, id)
 }
 
 // LeaseKeys returns the keys attached to lease id at the view's revision

@@ -199,6 +199,7 @@ type Importer struct {
 	buf        []byte
 	finished   bool
 	importedKV int
+	live       int64 // keys whose newest version is live (counted by attachLeases)
 }
 
 // ErrNotEmpty is returned by Import for a store that already holds data.
@@ -322,6 +323,9 @@ func (im *Importer) Finish(rev int64) error {
 		return err
 	}
 	im.rev = max(im.rev, rev, im.scheduled)
+	if err := im.b.Set(metaKey(metaLiveKeys), appendLiveKeys(nil, im.live, im.rev), nil); err != nil {
+		return err
+	}
 	if err := im.b.Set(metaKey(metaRev), binary.BigEndian.AppendUint64(nil, uint64(im.rev)), nil); err != nil {
 		return err
 	}
@@ -341,6 +345,7 @@ func (im *Importer) Finish(rev int64) error {
 	if err := im.s.db.Flush(); err != nil {
 		return err
 	}
+	im.s.liveKeys.Store(im.live)
 	im.s.rev.Store(im.rev)
 	if im.scheduled >= 0 {
 		im.s.compactRev.Store(im.scheduled)
@@ -360,6 +365,7 @@ func (im *Importer) attachLeases() error {
 	}
 	defer it.Close()
 	var prefix, key []byte
+	im.live = 0
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		p := versionKeyPrefix(k)
@@ -370,6 +376,9 @@ func (im *Importer) attachLeases() error {
 		rec, err := decodeVersionValue(it.Value())
 		if err != nil {
 			return err
+		}
+		if !rec.tombstone {
+			im.live++
 		}
 		if rec.tombstone || rec.lease == 0 {
 			continue

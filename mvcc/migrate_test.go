@@ -169,6 +169,9 @@ func TestImportRoundTrip(t *testing.T) {
 			t.Fatalf("lease %d: keys %q after import, %q before", id, k2, k1)
 		}
 	}
+	if n, m := dst.LiveKeys(), src.LiveKeys(); n != m || n == 0 {
+		t.Fatalf("LiveKeys %d after import, %d before", n, m)
+	}
 	if _, err := dst.Import(-1, -1); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("import into a non-empty store: %v", err)
 	}

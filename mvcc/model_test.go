@@ -94,10 +94,15 @@ func runModel(t *testing.T, seed uint64) {
 				}
 				if rng.IntN(3) > 0 {
 					val := []byte(fmt.Sprint(step))
-					if _, _, err := tx.Put(k, val, int64(rng.IntN(3))); err != nil {
+					_, gotPrev, err := tx.Put(k, val, int64(rng.IntN(3)))
+					if err != nil {
 						t.Fatal(err)
 					}
 					prev := m.latest(string(k), rev)
+					if (gotPrev == nil) != (prev == nil) || gotPrev != nil && (gotPrev.ModRevision != prev.ModRevision ||
+						gotPrev.CreateRevision != prev.CreateRevision || gotPrev.Version != prev.Version || gotPrev.Lease != prev.Lease || !bytes.Equal(gotPrev.Value, prev.Value)) {
+						t.Fatalf("step %d: put %q: previous version %v, want %v", step, k, gotPrev, prev)
+					}
 					kv := mvccpb.KeyValue{Key: k, Value: val, ModRevision: rev, CreateRevision: rev, Version: 1, Lease: 0}
 					if prev != nil {
 						kv.CreateRevision, kv.Version = prev.CreateRevision, prev.Version+1
@@ -150,6 +155,27 @@ func runModel(t *testing.T, seed uint64) {
 		}
 		if s.Rev() != m.rev {
 			t.Fatalf("step %d: store rev %d, model rev %d", step, s.Rev(), m.rev)
+		}
+		live := 0
+		for k := range m.versions {
+			if m.latest(k, m.rev) != nil {
+				live++
+			}
+		}
+		if n := s.LiveKeys(); n != int64(live) {
+			t.Fatalf("step %d: LiveKeys %d, model %d", step, n, live)
+		}
+		// Move versions out of the memtable now and then: Put's lookup of
+		// the latest version then goes through tables and their filters.
+		switch rng.IntN(20) {
+		case 0, 1:
+			if err := s.DB().Flush(); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			if err := s.DB().Compact(ctx, []byte{0}, []byte{0xff}, false); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if rng.IntN(50) == 0 {
 			s.Close()

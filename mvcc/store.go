@@ -70,6 +70,7 @@ type Store struct {
 	rev        atomic.Int64          // newest committed revision
 	written    atomic.Int64          // bytes of the batches committed since Open
 	compactRev atomic.Int64          // reads below this fail with ErrCompacted
+	liveKeys   atomic.Int64          // keys whose newest version is live (livekeys.go)
 	failErr    atomic.Pointer[error] // ErrFailed wrapping the first cause; nil while healthy
 
 	writeMu sync.Mutex // one Batch (or compaction step commit) at a time
@@ -98,6 +99,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{opts: opts, readStale: make(chan struct{}, 1)}
 	po := &pebble.Options{
 		Cache:                       cache,
+		Comparer:                    comparer,
 		FS:                          opts.FS,
 		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: 4,
@@ -106,7 +108,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                      pebbleLogger{lg: opts.Logger, s: s},
 		EventListener:               s.readEvents(),
 	}
-	gate := newCompactionGate() // compactgate.go: no compaction until Open returns
+	po.Levels[0].FilterPolicy = filterPolicy // the other levels inherit it
+	gate := newCompactionGate()              // compactgate.go: no compaction until Open returns
 	po.Experimental.CompactionScheduler = gate
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -142,6 +145,9 @@ func (s *Store) loadState() (done, scheduled int64, err error) {
 		compactRev = -1
 	}
 	if done, err = s.metaInt(metaCompactDone); err != nil {
+		return 0, 0, err
+	}
+	if err := s.loadLiveKeys(rev); err != nil {
 		return 0, 0, err
 	}
 	s.rev.Store(rev)

@@ -242,11 +242,27 @@ func put(tx WriteView, r *pb.PutRequest) (*pb.PutResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: rev}}
+	a := &putResponse{hdr: pb.ResponseHeader{Revision: rev}}
+	resp := &a.resp
+	resp.Header = &a.hdr
 	if r.PrevKv && prev != nil {
 		resp.PrevKv = prev
 	}
 	return resp, nil
+}
+
+// putResponse is a put's response and its header in one allocation.
+type putResponse struct {
+	resp pb.PutResponse
+	hdr  pb.ResponseHeader
+}
+
+// txnResponse is a txn's response, its header and, for a one-op txn (the
+// common one), its op response, in one allocation.
+type txnResponse struct {
+	resp pb.TxnResponse
+	hdr  pb.ResponseHeader
+	ops  [1]*pb.ResponseOp
 }
 
 func deleteRange(tx WriteView, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
@@ -386,9 +402,15 @@ func (a *Applier) checkTxn(rv mvcc.ReadView, rt *pb.TxnRequest, path []bool) (in
 
 // execTxn applies the ops on the path and fills the responses.
 func execTxn(ctx context.Context, tx WriteView, rt *pb.TxnRequest, path []bool) (*pb.TxnResponse, int, error) {
-	resp := &pb.TxnResponse{Succeeded: path[0], Header: &pb.ResponseHeader{}}
+	a := &txnResponse{resp: pb.TxnResponse{Succeeded: path[0]}}
+	resp := &a.resp
+	resp.Header = &a.hdr
 	ops := branch(rt, path[0])
-	resp.Responses = make([]*pb.ResponseOp, len(ops))
+	if len(ops) == 1 {
+		resp.Responses = a.ops[:]
+	} else {
+		resp.Responses = make([]*pb.ResponseOp, len(ops))
+	}
 	used := 0
 	for i, op := range ops {
 		switch v := op.Request.(type) {

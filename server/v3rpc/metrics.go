@@ -296,13 +296,9 @@ func (s *Server) registerStoreMetrics() {
 		counter("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.",
 			func() float64 { return float64(s.lessor.Stats().Renewed) }),
 	)
-	// etcd_debugging_mvcc_keys_total, etcd's live-key gauge, where the
-	// store keeps that count (mvcc.Store.LiveKeys); asserted rather than
-	// called so that this builds before the store has it.
-	if lk, ok := any(s.store).(interface{ LiveKeys() int64 }); ok {
-		s.metrics.reg.MustRegister(gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.",
-			func() float64 { return float64(lk.LiveKeys()) }))
-	}
+	// etcd's live-key gauge, from the count the store keeps with every batch.
+	s.metrics.reg.MustRegister(gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.",
+		func() float64 { return float64(s.store.LiveKeys()) }))
 }
 
 // alarmGauge is 1 while an alarm of type t is active on any member.

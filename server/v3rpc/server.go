@@ -21,9 +21,12 @@ import (
 	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
-// EtcdVersion is the etcd version metastore reports in Status. Clients such
-// as kube-apiserver enable features by it.
-const EtcdVersion = "3.6.0"
+// EtcdVersion is the etcd version metastore reports in Status, /version and
+// etcd_server_version: the release of the etcd API module it is built with
+// (TestEtcdVersionIsAPIModules keeps them equal). Clients such as
+// kube-apiserver enable features by it; the cluster version is its
+// major.minor.
+const EtcdVersion = "3.6.16"
 
 // grpcOverheadBytes is what etcd allows on top of --max-request-bytes for
 // gRPC framing before the transport refuses a message.

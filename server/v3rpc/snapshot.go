@@ -13,6 +13,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/metastore-dev/metastore/etcdformat"
 	"github.com/metastore-dev/metastore/mvcc"
 	"github.com/metastore-dev/metastore/server/apply"
 )
@@ -71,11 +72,13 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_S
 		}
 		sent += int64(n)
 		h.Write(buf)
-		if err := srv.Send(&pb.SnapshotResponse{RemainingBytes: uint64(total - sent), Blob: buf, Version: EtcdVersion}); err != nil {
+		// As etcd: the version a snapshot carries is its storage version
+		// (etcdctl prints it as "Server version").
+		if err := srv.Send(&pb.SnapshotResponse{RemainingBytes: uint64(total - sent), Blob: buf, Version: etcdformat.StorageVersion}); err != nil {
 			return toGRPCError(err)
 		}
 	}
-	if err := srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: EtcdVersion}); err != nil {
+	if err := srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: etcdformat.StorageVersion}); err != nil {
 		return toGRPCError(err)
 	}
 	s.lg.Info("sent database snapshot to client", "total-bytes", total, "took", time.Since(start))

@@ -1,6 +1,8 @@
 package mvcc
 
 import (
+	"bytes"
+
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 )
@@ -27,15 +29,29 @@ var comparer = func() *pebble.Comparer {
 // 1% false positives).
 var filterPolicy = bloom.FilterPolicy(10)
 
-// splitVersionKey returns the length of k without its revision if k is a
-// version key ('k' esc(key) 0x00 0x01 ^rev), else len(k). Escaping makes
-// 0x00 0x01 appear only as the terminator, so a key of the 'k' keyspace
-// with the terminator 8 bytes before its end is a version key, and a bare
-// prefix (a seek key or bound) never looks like one.
+// splitVersionKey returns the length of k's prefix: for a key of the 'k'
+// keyspace, up to and including the first terminator (0x00 0x01), else all
+// of k. For a version key ('k' esc(key) 0x00 0x01 ^rev) that is the key
+// without its revision.
+//
+// NB: Pebble needs Compare(a, b) to equal "prefixes byte-wise, then
+// suffixes" for every key it meets, including the shortened separators it
+// makes for index blocks (such as a version prefix followed by seven 0xff
+// bytes): a rule that only recognized whole 8-byte revisions split those
+// differently from the version keys around them and broke that order.
+// Escaping makes 0x00 0x01 appear in a 'k' key only as the terminator, so
+// no key's prefix ending in it can be a proper prefix of another key's
+// prefix, which is what makes the two orders agree
+// (TestComparerSplitOrder).
 func splitVersionKey(k []byte) int {
-	n := len(k)
-	if n >= 1+2+revSuffixLen && k[0] == prefixKey && k[n-revSuffixLen-2] == escByte && k[n-revSuffixLen-1] == escTerm {
-		return n - revSuffixLen
+	if len(k) < 3 || k[0] != prefixKey {
+		return len(k)
 	}
-	return n
+	if i := bytes.Index(k[1:], terminator); i >= 0 {
+		return 1 + i + len(terminator)
+	}
+	return len(k)
 }
+
+// terminator ends an escaped user key.
+var terminator = []byte{escByte, escTerm}

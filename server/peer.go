@@ -159,7 +159,8 @@ func (rawCodec) Name() string { return "raftnode-frame" }
 
 // peerClients keeps one connection per peer URL.
 type peerClients struct {
-	tls *tls.Config
+	tls  *tls.Config
+	dial []grpc.DialOption // added to every connection's options
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -175,7 +176,8 @@ func (p *peerClients) conn(raw string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := grpc.NewClient(target, append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))...)
+	opts = append(append(opts, p.dial...), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	c, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,8 +9,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-
-	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
 // peerHealth knows, for every other member, since when this member has
@@ -29,12 +27,11 @@ import (
 // the expected member of this cluster.
 type peerHealth struct {
 	s        *Server
-	tls      *tls.Config
 	interval time.Duration
+	peers    *peerClients // the probes' own connections, quick to redial
 
 	mu    sync.Mutex
-	since map[uint64]time.Time        // first answer of the current unbroken run
-	conns map[string]*grpc.ClientConn // by peer URL
+	since map[uint64]time.Time // first answer of the current unbroken run
 }
 
 // probeInterval is how often each peer is asked; a dead peer is noticed
@@ -49,8 +46,13 @@ const (
 )
 
 func newPeerHealth(s *Server, tlsConf *tls.Config) *peerHealth {
-	return &peerHealth{s: s, tls: tlsConf, interval: probeInterval,
-		since: map[uint64]time.Time{}, conns: map[string]*grpc.ClientConn{}}
+	// A peer that is starting refuses the first dials; the next ones
+	// must not wait out gRPC's default backoff (1s, growing to 2m).
+	bo := backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
+	peers := &peerClients{tls: tlsConf, dial: []grpc.DialOption{
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: probeTimeout}),
+	}}
+	return &peerHealth{s: s, interval: probeInterval, peers: peers, since: map[uint64]time.Time{}}
 }
 
 // ActiveSince returns when this member's connection to member id came up;
@@ -155,7 +157,7 @@ func (h *peerHealth) forget(members []*pb.Member) {
 }
 
 func (h *peerHealth) call(ctx context.Context, raw string, resp *pb.MemberListResponse) error {
-	c, err := h.conn(raw)
+	c, err := h.peers.conn(raw)
 	if err != nil {
 		return err
 	}
@@ -167,36 +169,10 @@ func (h *peerHealth) call(ctx context.Context, raw string, resp *pb.MemberListRe
 	return resp.Unmarshal(out)
 }
 
-func (h *peerHealth) conn(raw string) (*grpc.ClientConn, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if c := h.conns[raw]; c != nil {
-		return c, nil
-	}
-	target, opts, err := raftnode.PeerDial(raw, h.tls)
-	if err != nil {
-		return nil, err
-	}
-	// A peer that is starting refuses the first dials; the next ones
-	// must not wait out gRPC's default backoff (1s, growing to 2m).
-	bo := backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
-	c, err := grpc.NewClient(target, append(opts,
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: probeTimeout}),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))...)
-	if err != nil {
-		return nil, err
-	}
-	h.conns[raw] = c
-	return c, nil
-}
-
 func (h *peerHealth) close() {
+	h.peers.close()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, c := range h.conns {
-		c.Close()
-	}
-	h.conns = map[string]*grpc.ClientConn{}
 	h.since = map[uint64]time.Time{}
 }
 

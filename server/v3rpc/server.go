@@ -123,6 +123,7 @@ func New(m Member) *Server {
 	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)
 	s.watch = newWatchServer(s)
 	s.registerStoreMetrics()
+	s.registerIdentityMetrics()
 	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
 	return s
 }

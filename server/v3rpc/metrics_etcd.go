@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
 // etcdMetrics are the series of etcd's basic set (the ones its
@@ -29,10 +31,12 @@ type etcdMetrics struct {
 	defragSec              prometheus.Histogram
 	defragging             atomic.Int64
 	snapshotSec            prometheus.Histogram
-	rangeSec               [2]prometheus.Observer // by success: false, true
+	rangeSec               *prometheus.HistogramVec
+	rangeBy                [2]atomic.Pointer[prometheus.Observer] // by success: false, true, made on first use
 	clientRequests         *prometheus.CounterVec
 	clientReqs             [2]sync.Map // client-api-version → counter, by type
 	clientVers             atomic.Int64
+	apply                  *applyMetrics
 }
 
 // etcd's histogram buckets for these series.
@@ -65,16 +69,14 @@ func newEtcdMetrics(reg *prometheus.Registry) *etcdMetrics {
 			Name: "etcd_server_client_requests_total", Help: "The total number of client requests per client version.",
 		}, []string{"type", "client_api_version"}),
 	}
-	rangeSec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	e.rangeSec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "etcd_server_range_duration_seconds", Help: "The latency distributions of txn.Range",
 		Buckets: rangeBuckets,
 	}, []string{"success"})
-	e.rangeSec[0] = rangeSec.WithLabelValues("false")
-	e.rangeSec[1] = rangeSec.WithLabelValues("true")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(e.healthOK, e.healthFailed, e.promoted, e.defragSec, e.snapshotSec, rangeSec, e.clientRequests,
+	reg.MustRegister(e.healthOK, e.healthFailed, e.promoted, e.defragSec, e.snapshotSec, e.rangeSec, e.clientRequests,
 		gauge("etcd_disk_defrag_inflight", "Whether or not defrag is active on the member. 1 means active, 0 means not.",
 			func() float64 { return float64(min(e.defragging.Load(), 1)) }),
 		gauge("os_fd_used", "The number of used file descriptors.", fdUsed),
@@ -85,6 +87,7 @@ func newEtcdMetrics(reg *prometheus.Registry) *etcdMetrics {
 		}, func() float64 { return 1 }),
 	)
 	reg.MustRegister(notHereCollectors()...)
+	e.apply = newApplyMetrics(reg)
 	return e
 }
 
@@ -141,8 +144,10 @@ func fdLimit() float64 {
 	return float64(l.Cur)
 }
 
-// registerIdentityMetrics adds the series that name this member: etcd's
-// etcd_server_id (the member ID in hex) and etcd_debugging_auth_revision.
+// registerIdentityMetrics adds the series that name this member (etcd's
+// etcd_server_id, the member ID in hex), its Raft node's read-index,
+// heartbeat and snapshot-install series, the applier's apply durations
+// and etcd_debugging_auth_revision.
 func (s *Server) registerIdentityMetrics() {
 	s.metrics.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -150,6 +155,33 @@ func (s *Server) registerIdentityMetrics() {
 			ConstLabels: prometheus.Labels{"server_id": strconv.FormatUint(s.ids.member, 16)},
 		}, func() float64 { return 1 }),
 	)
+	// A single member runs no ReadIndex rounds, installs no snapshot from
+	// a leader and sends no heartbeats: its counts stay 0, as etcd's do.
+	var raftMetrics func() raftnode.Metrics = func() raftnode.Metrics { return raftnode.Metrics{} }
+	if s.raft != nil {
+		raftMetrics = s.raft.Metrics
+	}
+	counter := func(name, help string, f func(raftnode.Metrics) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(raftMetrics())) })
+	}
+	s.metrics.reg.MustRegister(
+		counter("etcd_server_read_indexes_failed_total", "The total number of failed read indexes seen.",
+			func(m raftnode.Metrics) uint64 { return m.ReadIndexFailed }),
+		counter("etcd_server_slow_read_indexes_total", "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+			func(m raftnode.Metrics) uint64 { return m.SlowReadIndexes }),
+		counter("etcd_server_heartbeat_send_failures_total", "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+			func(m raftnode.Metrics) uint64 { return m.HeartbeatFailures }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "etcd_server_snapshot_apply_in_progress_total", Help: "1 if the server is applying the incoming snapshot. 0 if none.",
+		}, func() float64 {
+			if raftMetrics().InstallingSnapshot {
+				return 1
+			}
+			return 0
+		}),
+	)
+	s.applier.SetApplyObserver(s.metrics.etcd.apply.observe)
 	if s.auth != nil {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "etcd_debugging_auth_revision", Help: "The current revision of auth store.",
@@ -174,7 +206,13 @@ func (m *metrics) observeRange(took time.Duration, err error) {
 	if err != nil {
 		i = 0
 	}
-	m.etcd.rangeSec[i].Observe(float64(took.Microseconds()) / 1e6)
+	o := m.etcd.rangeBy[i].Load()
+	if o == nil {
+		c := m.etcd.rangeSec.WithLabelValues(strconv.FormatBool(i == 1))
+		m.etcd.rangeBy[i].Store(&c)
+		o = &c
+	}
+	(*o).Observe(float64(took.Microseconds()) / 1e6)
 }
 
 // clientRequest counts a client request by type (clientUnary or
@@ -212,3 +250,48 @@ const (
 	clientUnary  = 0
 	clientStream = 1
 )
+
+// slowApply is etcd's default --warning-apply-duration: an applied
+// request slower than this counts in etcd_server_slow_apply_total.
+const slowApply = 100 * time.Millisecond
+
+// applyMetrics are etcd_server_apply_duration_seconds and
+// etcd_server_slow_apply_total, fed by the applier's observer. Children
+// are made on first use, so that only observed series are exported, as
+// etcd's are.
+type applyMetrics struct {
+	sec      *prometheus.HistogramVec
+	slow     prometheus.Counter
+	children sync.Map // applyKey → prometheus.Observer
+}
+
+type applyKey struct {
+	op      string
+	success bool
+}
+
+func newApplyMetrics(reg *prometheus.Registry) *applyMetrics {
+	am := &applyMetrics{
+		sec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "etcd_server_apply_duration_seconds", Help: "The latency distributions of v2 apply called by backend.",
+			Buckets: rangeBuckets, // etcd's: 0.1ms doubling to 52s, as the range's
+		}, []string{"version", "op", "success"}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_server_slow_apply_total", Help: "The total number of slow apply requests (likely overloaded from slow disk).",
+		}),
+	}
+	reg.MustRegister(am.sec, am.slow)
+	return am
+}
+
+func (am *applyMetrics) observe(op string, took time.Duration, success bool) {
+	k := applyKey{op, success}
+	c, ok := am.children.Load(k)
+	if !ok {
+		c, _ = am.children.LoadOrStore(k, am.sec.WithLabelValues("v3", op, strconv.FormatBool(success)))
+	}
+	c.(prometheus.Observer).Observe(float64(took.Microseconds()) / 1e6)
+	if took > slowApply {
+		am.slow.Inc()
+	}
+}

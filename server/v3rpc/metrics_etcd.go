@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/metastore-dev/metastore/lease"
 	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
@@ -182,6 +183,7 @@ func (s *Server) registerIdentityMetrics() {
 		}),
 	)
 	s.applier.SetApplyObserver(s.metrics.etcd.apply.observe)
+	s.metrics.reg.MustRegister(leaseTTLCollector{s.lessor}, knownPeersCollector{s})
 	if s.auth != nil {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "etcd_debugging_auth_revision", Help: "The current revision of auth store.",
@@ -293,5 +295,45 @@ func (am *applyMetrics) observe(op string, took time.Duration, success bool) {
 	c.(prometheus.Observer).Observe(float64(took.Microseconds()) / 1e6)
 	if took > slowApply {
 		am.slow.Inc()
+	}
+}
+
+var leaseTTLDesc = prometheus.NewDesc("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", nil, nil)
+
+// leaseTTLCollector reports the lessor's granted TTLs as etcd's histogram
+// (upper bounds 1 s doubling to 2^23 s).
+type leaseTTLCollector struct{ l *lease.Lessor }
+
+// Describe implements prometheus.Collector.
+func (c leaseTTLCollector) Describe(ch chan<- *prometheus.Desc) { ch <- leaseTTLDesc }
+
+// Collect implements prometheus.Collector.
+func (c leaseTTLCollector) Collect(ch chan<- prometheus.Metric) {
+	h := c.l.Stats().TTLs
+	buckets := make(map[float64]uint64, lease.TTLBuckets)
+	for i, n := range h.Cumulative {
+		buckets[float64(uint64(1)<<i)] = n
+	}
+	ch <- prometheus.MustNewConstHistogram(leaseTTLDesc, h.Count, float64(h.Sum), buckets)
+}
+
+var knownPeersDesc = prometheus.NewDesc("etcd_network_known_peers", "The current number of known peers.", []string{"Local", "Remote"}, nil)
+
+// knownPeersCollector is etcd's etcd_network_known_peers: 1 for each
+// member of the membership (this one included), 0 for each removed one.
+type knownPeersCollector struct{ s *Server }
+
+// Describe implements prometheus.Collector.
+func (c knownPeersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- knownPeersDesc }
+
+// Collect implements prometheus.Collector.
+func (c knownPeersCollector) Collect(ch chan<- prometheus.Metric) {
+	ms := c.s.applier.Members()
+	local := strconv.FormatUint(c.s.ids.member, 16)
+	for _, m := range ms.Members {
+		ch <- prometheus.MustNewConstMetric(knownPeersDesc, prometheus.GaugeValue, 1, local, strconv.FormatUint(m.ID, 16))
+	}
+	for _, id := range ms.Removed {
+		ch <- prometheus.MustNewConstMetric(knownPeersDesc, prometheus.GaugeValue, 0, local, strconv.FormatUint(id, 16))
 	}
 }

@@ -184,6 +184,12 @@ func (s *Server) registerIdentityMetrics() {
 	)
 	s.applier.SetApplyObserver(s.metrics.etcd.apply.observe)
 	s.metrics.reg.MustRegister(leaseTTLCollector{s.lessor}, knownPeersCollector{s})
+	cm := newCompactionMetrics()
+	s.store.SetCompactionObserver(cm)
+	s.metrics.reg.MustRegister(cm.collectors()...)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "etcd_mvcc_db_open_read_transactions", Help: "The number of currently open read transactions",
+	}, func() float64 { return float64(s.store.OpenReads()) }))
 	if s.auth != nil {
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "etcd_debugging_auth_revision", Help: "The current revision of auth store.",
@@ -336,4 +342,50 @@ func (c knownPeersCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, id := range ms.Removed {
 		ch <- prometheus.MustNewConstMetric(knownPeersDesc, prometheus.GaugeValue, 0, local, strconv.FormatUint(id, 16))
 	}
+}
+
+// compactionMetrics are etcd's etcd_debugging_mvcc_db_compaction_* series,
+// fed by the store's compactor (mvcc.CompactionObserver): a step's pause
+// is how long it held the store's write lock, as etcd's is how long a
+// batch held the backend's; durations in whole milliseconds, as etcd
+// records them.
+type compactionMetrics struct {
+	pauseMs, totalMs prometheus.Histogram
+	keys             prometheus.Counter
+	last             prometheus.Gauge
+}
+
+func newCompactionMetrics() *compactionMetrics {
+	return &compactionMetrics{
+		pauseMs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", Help: "Bucketed histogram of db compaction pause duration.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13),
+		}),
+		totalMs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds", Help: "Bucketed histogram of db compaction total duration.",
+			Buckets: prometheus.ExponentialBuckets(100, 2, 14),
+		}),
+		keys: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_debugging_mvcc_db_compaction_keys_total", Help: "Total number of db keys compacted.",
+		}),
+		last: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "etcd_debugging_mvcc_db_compaction_last", Help: "The unix time of the last db compaction. Resets to 0 on start.",
+		}),
+	}
+}
+
+func (c *compactionMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.pauseMs, c.totalMs, c.keys, c.last}
+}
+
+// CompactionStep implements mvcc.CompactionObserver.
+func (c *compactionMetrics) CompactionStep(pause time.Duration, versions int) {
+	c.pauseMs.Observe(float64(pause / time.Millisecond))
+	c.keys.Add(float64(versions))
+}
+
+// CompactionDone implements mvcc.CompactionObserver.
+func (c *compactionMetrics) CompactionDone(took time.Duration) {
+	c.totalMs.Observe(float64(took / time.Millisecond))
+	c.last.Set(float64(time.Now().Unix()))
 }

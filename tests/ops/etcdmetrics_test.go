@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/metastore-dev/metastore/tests/framework"
 )
 
@@ -36,6 +38,9 @@ var etcdBasicSeries = []string{
 	"etcd_grpc_proxy_cache_hits_total", "etcd_grpc_proxy_cache_keys_total", "etcd_grpc_proxy_cache_misses_total",
 	"etcd_grpc_proxy_events_coalescing_total", "etcd_grpc_proxy_watchers_coalescing_total",
 	"etcd_debugging_store_watchers", "etcd_debugging_store_expires_total", "etcd_debugging_store_watch_requests_total",
+	"etcd_mvcc_db_open_read_transactions",
+	"etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+	"etcd_debugging_mvcc_db_compaction_keys_total", "etcd_debugging_mvcc_db_compaction_last",
 }
 
 // TestEtcdBasicMetrics runs the same requests against an etcd process and
@@ -59,6 +64,12 @@ func TestEtcdBasicMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids[p.Kind] = strconv.FormatUint(st.Header.MemberId, 16)
+		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = cli.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.Get("http://" + p.Endpoint + "/health")
 		if err != nil {
 			t.Fatal(err)
@@ -122,6 +133,20 @@ func TestEtcdBasicMetrics(t *testing.T) {
 		if used, limit := f["os_fd_used"].value(nil), f["os_fd_limit"].value(nil); used < 3 || limit < used {
 			t.Errorf("%s: os_fd_used %v, os_fd_limit %v", kind, used, limit)
 		}
+		// The physical compaction: done once, obsolete versions deleted.
+		if d := grew("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count", nil); d != 1 {
+			t.Errorf("%s: compaction total duration count grew by %v, want 1", kind, d)
+		}
+		if d := grew("etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count", nil); d < 1 {
+			t.Errorf("%s: compaction pauses grew by %v", kind, d)
+		}
+		if d := grew("etcd_debugging_mvcc_db_compaction_keys_total", nil); d < 5 {
+			t.Errorf("%s: compacted keys grew by %v, want at least 5", kind, d)
+		}
+		if v := f["etcd_debugging_mvcc_db_compaction_last"].value(nil); v < float64(time.Now().Add(-time.Minute).Unix()) {
+			t.Errorf("%s: etcd_debugging_mvcc_db_compaction_last %v", kind, v)
+		}
+		t.Logf("%s: compacted keys +%v", kind, grew("etcd_debugging_mvcc_db_compaction_keys_total", nil))
 		if v := f["etcd_debugging_auth_revision"].value(nil); v < 1 {
 			t.Errorf("%s: etcd_debugging_auth_revision %v", kind, v)
 		}

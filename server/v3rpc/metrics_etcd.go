@@ -39,6 +39,7 @@ type etcdMetrics struct {
 	clientVers             atomic.Int64
 	apply                  *applyMetrics
 	snapDBSave             prometheus.Histogram
+	wire                   wireBytes
 }
 
 // etcd's histogram buckets for these series.
@@ -95,6 +96,7 @@ func newEtcdMetrics(reg *prometheus.Registry) *etcdMetrics {
 		Buckets: prometheus.ExponentialBuckets(0.1, 2, 10),
 	})
 	reg.MustRegister(e.snapDBSave)
+	reg.MustRegister(wireCollectors(&e.wire)...)
 	return e
 }
 
@@ -400,4 +402,27 @@ func (c *compactionMetrics) CompactionStep(pause time.Duration, versions int) {
 func (c *compactionMetrics) CompactionDone(took time.Duration) {
 	c.totalMs.Observe(float64(took / time.Millisecond))
 	c.last.Set(float64(time.Now().Unix()))
+}
+
+// wireBytes counts the bytes of the messages the server's codec encodes
+// and decodes, on either transport.
+type wireBytes struct{ sent, received atomic.Uint64 }
+
+// serverCodec is the codec of the server's transports: it counts the
+// bytes of every message, as etcd's codec does.
+func (s *Server) serverCodec() gogoCodec {
+	c := newGogoCodec()
+	c.wire = &s.metrics.etcd.wire
+	return c
+}
+
+func wireCollectors(w *wireBytes) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "etcd_network_client_grpc_sent_bytes_total", Help: "The total number of bytes sent to grpc clients.",
+		}, func() float64 { return float64(w.sent.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "etcd_network_client_grpc_received_bytes_total", Help: "The total number of bytes received from grpc clients.",
+		}, func() float64 { return float64(w.received.Load()) }),
+	}
 }

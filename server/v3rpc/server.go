@@ -138,7 +138,7 @@ func Codec() encoding.CodecV2 { return newGogoCodec() }
 // (server/v3lock). creds is nil for plaintext listeners.
 func (s *Server) NewGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newGogoCodec()),
+		grpc.ForceServerCodecV2(s.serverCodec()),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),

@@ -39,6 +39,8 @@ var etcdBasicSeries = []string{
 	"etcd_grpc_proxy_events_coalescing_total", "etcd_grpc_proxy_watchers_coalescing_total",
 	"etcd_debugging_store_watchers", "etcd_debugging_store_expires_total", "etcd_debugging_store_watch_requests_total",
 	"etcd_mvcc_db_open_read_transactions",
+	"etcd_disk_wal_write_bytes_total", "etcd_snap_db_save_total_duration_seconds",
+	"etcd_network_client_grpc_sent_bytes_total", "etcd_network_client_grpc_received_bytes_total",
 	"etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
 	"etcd_debugging_mvcc_db_compaction_keys_total", "etcd_debugging_mvcc_db_compaction_last",
 }
@@ -132,6 +134,11 @@ func TestEtcdBasicMetrics(t *testing.T) {
 		}
 		if used, limit := f["os_fd_used"].value(nil), f["os_fd_limit"].value(nil); used < 3 || limit < used {
 			t.Errorf("%s: os_fd_used %v, os_fd_limit %v", kind, used, limit)
+		}
+		for _, name := range []string{"etcd_network_client_grpc_sent_bytes_total", "etcd_network_client_grpc_received_bytes_total", "etcd_disk_wal_write_bytes_total"} {
+			if d := grew(name, nil); d < 100 {
+				t.Errorf("%s: %s grew by %v", kind, name, d)
+			}
 		}
 		// The physical compaction: done once, obsolete versions deleted.
 		if d := grew("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count", nil); d != 1 {

@@ -191,7 +191,7 @@ func (s *Server) registerIdentityMetrics() {
 		}),
 	)
 	s.applier.SetApplyObserver(s.metrics.etcd.apply.observe)
-	s.metrics.reg.MustRegister(leaseTTLCollector{s.lessor}, knownPeersCollector{s})
+	s.metrics.reg.MustRegister(leaseTTLCollector{s.lessor}, knownPeersCollector{s}, activePeersCollector{s})
 	cm := newCompactionMetrics()
 	s.store.SetCompactionObserver(cm)
 	s.metrics.reg.MustRegister(cm.collectors()...)
@@ -424,5 +424,33 @@ func wireCollectors(w *wireBytes) []prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "etcd_network_client_grpc_received_bytes_total", Help: "The total number of bytes received from grpc clients.",
 		}, func() float64 { return float64(w.received.Load()) }),
+	}
+}
+
+var activePeersDesc = prometheus.NewDesc("etcd_network_active_peers", "The current number of active peer connections.", []string{"Local", "Remote"}, nil)
+
+// activePeersCollector is etcd's etcd_network_active_peers: for each other
+// member, 1 while this member's connection to it is up, else 0. A single
+// member has no peers and reports none, as etcd's.
+type activePeersCollector struct{ s *Server }
+
+// Describe implements prometheus.Collector.
+func (c activePeersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- activePeersDesc }
+
+// Collect implements prometheus.Collector.
+func (c activePeersCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.s.raft == nil || c.s.activeSince == nil {
+		return
+	}
+	local := strconv.FormatUint(c.s.ids.member, 16)
+	for _, m := range c.s.applier.Members().Members {
+		if m.ID == c.s.ids.member {
+			continue
+		}
+		v := 0.0
+		if !c.s.activeSince(m.ID).IsZero() {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(activePeersDesc, prometheus.GaugeValue, v, local, strconv.FormatUint(m.ID, 16))
 	}
 }

@@ -7,12 +7,12 @@ import (
 	"github.com/metastore-dev/metastore/mvcc"
 )
 
-// ApplyObserver is told how long each applied request took, by etcd's
-// operation name (the InternalRaftRequest field: "Put", "Txn",
-// "LeaseGrant", "AuthUserAdd", ...), and whether it succeeded as etcd
+// ApplyObserver is told how long each applied request took, by its
+// operation (Op.String is etcd's name: the InternalRaftRequest field,
+// "Put", "Txn", "LeaseGrant", "AuthUserAdd", ...), and whether it succeeded as etcd
 // judges it (no error, or only ErrCompacted). It runs on the apply
 // goroutine and must be quick.
-type ApplyObserver func(op string, took time.Duration, success bool)
+type ApplyObserver func(op Op, took time.Duration, success bool)
 
 // SetApplyObserver installs f (etcd's etcd_server_apply_duration_seconds
 // and etcd_server_slow_apply_total are fed from it).
@@ -30,66 +30,115 @@ func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
 	return res
 }
 
-// ApplyOp is etcd's name for the operation of r: "unknown" for none and,
-// as etcd labels it, for AuthStatus.
-func ApplyOp(r *Request) string {
+// Op is an applied request's operation, as etcd names them in
+// etcd_server_apply_duration_seconds.
+type Op uint8
+
+// The operations; OpUnknown is etcd's "unknown" (no request, and
+// AuthStatus, which etcd leaves unnamed).
+const (
+	OpUnknown Op = iota
+	OpRange
+	OpPut
+	OpDeleteRange
+	OpTxn
+	OpCompaction
+	OpLeaseGrant
+	OpLeaseRevoke
+	OpLeaseCheckpoint
+	OpAlarm
+	OpAuthenticate
+	OpAuthEnable
+	OpAuthDisable
+	OpAuthUserAdd
+	OpAuthUserDelete
+	OpAuthUserChangePassword
+	OpAuthUserGrantRole
+	OpAuthUserGet
+	OpAuthUserRevokeRole
+	OpAuthRoleAdd
+	OpAuthRoleGrantPermission
+	OpAuthRoleGet
+	OpAuthRoleRevokePermission
+	OpAuthRoleDelete
+	OpAuthUserList
+	OpAuthRoleList
+	OpClusterVersionSet
+	OpClusterMemberAttrSet
+	OpDowngradeInfoSet
+	// NumOps bounds the operations, for tables indexed by Op.
+	NumOps
+)
+
+var opNames = [NumOps]string{"unknown", "Range", "Put", "DeleteRange", "Txn", "Compaction", "LeaseGrant", "LeaseRevoke", "LeaseCheckpoint", "Alarm", "Authenticate", "AuthEnable", "AuthDisable", "AuthUserAdd", "AuthUserDelete", "AuthUserChangePassword", "AuthUserGrantRole", "AuthUserGet", "AuthUserRevokeRole", "AuthRoleAdd", "AuthRoleGrantPermission", "AuthRoleGet", "AuthRoleRevokePermission", "AuthRoleDelete", "AuthUserList", "AuthRoleList", "ClusterVersionSet", "ClusterMemberAttrSet", "DowngradeInfoSet"}
+
+// String is etcd's name of the operation.
+func (o Op) String() string {
+	if o >= NumOps {
+		return opNames[OpUnknown]
+	}
+	return opNames[o]
+}
+
+// ApplyOp is the operation of r.
+func ApplyOp(r *Request) Op {
 	switch {
 	case r.Range != nil:
-		return "Range"
+		return OpRange
 	case r.Put != nil:
-		return "Put"
+		return OpPut
 	case r.DeleteRange != nil:
-		return "DeleteRange"
+		return OpDeleteRange
 	case r.Txn != nil:
-		return "Txn"
+		return OpTxn
 	case r.Compaction != nil:
-		return "Compaction"
+		return OpCompaction
 	case r.LeaseGrant != nil:
-		return "LeaseGrant"
+		return OpLeaseGrant
 	case r.LeaseRevoke != nil:
-		return "LeaseRevoke"
+		return OpLeaseRevoke
 	case r.LeaseCheckpoint != nil:
-		return "LeaseCheckpoint"
+		return OpLeaseCheckpoint
 	case r.Alarm != nil:
-		return "Alarm"
+		return OpAlarm
 	case r.Authenticate != nil:
-		return "Authenticate"
+		return OpAuthenticate
 	case r.AuthEnable != nil:
-		return "AuthEnable"
+		return OpAuthEnable
 	case r.AuthDisable != nil:
-		return "AuthDisable"
+		return OpAuthDisable
 	case r.AuthUserAdd != nil:
-		return "AuthUserAdd"
+		return OpAuthUserAdd
 	case r.AuthUserDelete != nil:
-		return "AuthUserDelete"
+		return OpAuthUserDelete
 	case r.AuthUserChangePassword != nil:
-		return "AuthUserChangePassword"
+		return OpAuthUserChangePassword
 	case r.AuthUserGrantRole != nil:
-		return "AuthUserGrantRole"
+		return OpAuthUserGrantRole
 	case r.AuthUserGet != nil:
-		return "AuthUserGet"
+		return OpAuthUserGet
 	case r.AuthUserRevokeRole != nil:
-		return "AuthUserRevokeRole"
+		return OpAuthUserRevokeRole
 	case r.AuthRoleAdd != nil:
-		return "AuthRoleAdd"
+		return OpAuthRoleAdd
 	case r.AuthRoleGrantPermission != nil:
-		return "AuthRoleGrantPermission"
+		return OpAuthRoleGrantPermission
 	case r.AuthRoleGet != nil:
-		return "AuthRoleGet"
+		return OpAuthRoleGet
 	case r.AuthRoleRevokePermission != nil:
-		return "AuthRoleRevokePermission"
+		return OpAuthRoleRevokePermission
 	case r.AuthRoleDelete != nil:
-		return "AuthRoleDelete"
+		return OpAuthRoleDelete
 	case r.AuthUserList != nil:
-		return "AuthUserList"
+		return OpAuthUserList
 	case r.AuthRoleList != nil:
-		return "AuthRoleList"
+		return OpAuthRoleList
 	case r.ClusterVersionSet != nil:
-		return "ClusterVersionSet"
+		return OpClusterVersionSet
 	case r.ClusterMemberAttrSet != nil:
-		return "ClusterMemberAttrSet"
+		return OpClusterMemberAttrSet
 	case r.DowngradeInfoSet != nil:
-		return "DowngradeInfoSet"
+		return OpDowngradeInfoSet
 	}
-	return "unknown"
+	return OpUnknown
 }

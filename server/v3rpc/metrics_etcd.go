@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/metastore-dev/metastore/lease"
+	"github.com/metastore-dev/metastore/server/apply"
 	"github.com/metastore-dev/metastore/server/raftnode"
 )
 
@@ -37,6 +38,7 @@ type etcdMetrics struct {
 	clientRequests         *prometheus.CounterVec
 	clientReqs             [2]sync.Map // client-api-version → counter, by type
 	clientVers             atomic.Int64
+	clientLast             [2]atomic.Pointer[versionCounter] // by type
 	apply                  *applyMetrics
 	snapDBSave             prometheus.Histogram
 	wire                   wireBytes
@@ -239,20 +241,28 @@ func (m *metrics) observeRange(took time.Duration, err error) {
 
 // clientRequest counts a client request by type (clientUnary or
 // clientStream) and the client-api-version its client sent ("unknown"
-// without one), as etcd's interceptors do for every request that carries
-// metadata. The children are cached by version: no label hashing per call.
+// without one), as etcd's interceptors do (for every request with
+// metadata, which every gRPC client sends). The children are cached by
+// version: no label hashing per call.
 func (m *metrics) clientRequest(ctx context.Context, typ int) {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return
-	}
+	// NB: ValueFromIncomingContext copies one value; FromIncomingContext
+	// would copy the whole metadata (five allocations a request).
+	vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataClientAPIVersionKey)
 	ver := "unknown"
-	if vs := md[rpctypes.MetadataClientAPIVersionKey]; len(vs) > 0 {
+	if len(vs) > 0 {
 		ver = vs[0]
+	}
+	// Clients of one server mostly send one version: the last one's
+	// counter is checked first, without the map's interface conversion.
+	last := &m.etcd.clientLast[typ]
+	if l := last.Load(); l != nil && l.ver == ver {
+		l.c.Inc()
+		return
 	}
 	cache := &m.etcd.clientReqs[typ]
 	if c, ok := cache.Load(ver); ok {
 		c.(prometheus.Counter).Inc()
+		last.Store(&versionCounter{ver, c.(prometheus.Counter)})
 		return
 	}
 	// A label value must be UTF-8 (etcd refuses such a request; it is not
@@ -264,7 +274,13 @@ func (m *metrics) clientRequest(ctx context.Context, typ int) {
 	if n := m.etcd.clientVers.Add(1); n <= 256 {
 		cache.Store(ver, c)
 	}
+	last.Store(&versionCounter{ver, c})
 	c.Inc()
+}
+
+type versionCounter struct {
+	ver string
+	c   prometheus.Counter
 }
 
 // Request types of etcd_server_client_requests_total.
@@ -284,12 +300,7 @@ const slowApply = 100 * time.Millisecond
 type applyMetrics struct {
 	sec      *prometheus.HistogramVec
 	slow     prometheus.Counter
-	children sync.Map // applyKey → prometheus.Observer
-}
-
-type applyKey struct {
-	op      string
-	success bool
+	children [apply.NumOps][2]atomic.Pointer[prometheus.Observer] // by op, success
 }
 
 func newApplyMetrics(reg *prometheus.Registry) *applyMetrics {
@@ -306,13 +317,21 @@ func newApplyMetrics(reg *prometheus.Registry) *applyMetrics {
 	return am
 }
 
-func (am *applyMetrics) observe(op string, took time.Duration, success bool) {
-	k := applyKey{op, success}
-	c, ok := am.children.Load(k)
-	if !ok {
-		c, _ = am.children.LoadOrStore(k, am.sec.WithLabelValues("v3", op, strconv.FormatBool(success)))
+func (am *applyMetrics) observe(op apply.Op, took time.Duration, success bool) {
+	if op >= apply.NumOps {
+		op = apply.OpUnknown
 	}
-	c.(prometheus.Observer).Observe(float64(took.Microseconds()) / 1e6)
+	i := 0
+	if success {
+		i = 1
+	}
+	c := am.children[op][i].Load()
+	if c == nil {
+		o := am.sec.WithLabelValues("v3", op.String(), strconv.FormatBool(success))
+		am.children[op][i].Store(&o)
+		c = &o
+	}
+	(*c).Observe(float64(took.Microseconds()) / 1e6)
 	if took > slowApply {
 		am.slow.Inc()
 	}

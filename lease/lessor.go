@@ -110,6 +110,7 @@ type Lessor struct {
 	// Counters for Stats; renewals use a striped counter because every
 	// keep-alive stream increments it.
 	granted, revoked atomic.Uint64
+	ttls             ttlStats // granted TTLs, etcd's etcd_debugging_lease_ttl_total
 	renewed          *xsync.Counter
 
 	kick     chan struct{}
@@ -165,6 +166,7 @@ func seconds(s int64) int64 {
 // seconds from now.
 func (le *Lessor) Grant(id, ttl int64) {
 	le.granted.Add(1)
+	le.ttls.observe(ttl)
 	le.add(id, ttl, le.now()+seconds(ttl), 0, 0)
 }
 
@@ -250,11 +252,13 @@ type Stats struct {
 	// Granted and Revoked count leases granted and revoked (by a client or
 	// on expiry); Renewed counts successful renewals.
 	Granted, Revoked, Renewed uint64
+	// TTLs are the granted leases' TTLs (ttlstats.go).
+	TTLs TTLHistogram
 }
 
 // Stats returns the lessor's counters.
 func (le *Lessor) Stats() Stats {
-	return Stats{Granted: le.granted.Load(), Revoked: le.revoked.Load(), Renewed: uint64(le.renewed.Value())}
+	return Stats{Granted: le.granted.Load(), Revoked: le.revoked.Load(), Renewed: uint64(le.renewed.Value()), TTLs: le.ttls.read()}
 }
 
 // Renew extends a lease to its full TTL from now and returns the TTL. A

@@ -183,11 +183,15 @@ func (c *compactor) run() {
 				break
 			}
 			c.takeHashes()
+			start := time.Now()
 			if err := c.compact(from, target); err != nil {
 				if err != errStopped {
 					c.s.opts.Logger.Error("compaction failed; will retry at next schedule", "target", target, "err", err)
 				}
 				break
+			}
+			if o := c.s.stats.compactionObserver(); o != nil {
+				o.CompactionDone(time.Since(start))
 			}
 			c.finish(target)
 		}
@@ -246,6 +250,7 @@ func (c *compactor) compact(from, target int64) error {
 				return err
 			}
 		}
+		versions := int(b.Count()) // compactKey's deletions, before the log's
 		last := next == nil
 		if last {
 			// Every obsolete version is gone: drop the change log below target.
@@ -260,9 +265,13 @@ func (c *compactor) compact(from, target int64) error {
 				return err
 			}
 		}
-		if err := c.commit(b, last); err != nil {
+		pause, err := c.commit(b, last)
+		if err != nil {
 			b.Close()
 			return err
+		}
+		if o := c.s.stats.compactionObserver(); o != nil {
+			o.CompactionStep(pause, versions)
 		}
 		b.Close()
 		if last {
@@ -275,20 +284,22 @@ func (c *compactor) compact(from, target int64) error {
 // commit commits one compaction step. It holds the store's write lock so
 // that no step commits after a write failed: Pebble's commit pipeline is
 // unusable then, and a commit could hang or be lost.
-func (c *compactor) commit(b *pebble.Batch, sync bool) error {
+// It returns how long it held the lock.
+func (c *compactor) commit(b *pebble.Batch, sync bool) (time.Duration, error) {
 	c.s.writeMu.Lock()
+	start := time.Now()
 	defer c.s.writeMu.Unlock()
 	if err := c.s.Failed(); err != nil {
-		return err
+		return time.Since(start), err
 	}
 	opts := pebble.NoSync
 	if sync {
 		opts = pebble.Sync
 	}
 	if err := b.Commit(opts); err != nil {
-		return c.s.fail(err)
+		return time.Since(start), c.s.fail(err)
 	}
-	return c.s.Failed() // a failed commit is reported through Fatalf
+	return time.Since(start), c.s.Failed() // a failed commit is reported through Fatalf
 }
 
 // compactKey deletes the versions of key older than its newest version at or

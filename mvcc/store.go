@@ -79,6 +79,7 @@ type Store struct {
 	compactHashes compactionHashes // etcd's hashes taken at compactions
 
 	reads     readPool      // idle read views (readpool.go)
+	stats     storeStats    // stats.go
 	readGen   atomic.Uint64 // advanced by Pebble flushes and compactions
 	readStale chan struct{} // tells the compactor goroutine to drop stale views
 }
@@ -327,6 +328,7 @@ func (s *Store) Read() (*ReadTxn, error) {
 		// deletes stay visible to every read the check lets through.
 		t.firstRev = s.compactRev.Load()
 		if t.firstRev <= t.tag.rev {
+			s.stats.openReads.Add(1)
 			return t, nil
 		}
 		// Revisions past the view's and a compaction beyond it committed
@@ -370,6 +372,7 @@ func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (
 
 // End releases the view: it is kept for reuse while it is still current.
 func (t *ReadTxn) End() {
+	t.s.stats.openReads.Add(-1)
 	if t.it.Error() == nil && t.tag == t.s.currentTag() && t.s.reads.put(t) {
 		return
 	}
@@ -383,6 +386,7 @@ func (t *ReadTxn) End() {
 // number (which keeps versions a compaction deletes meanwhile readable, so
 // the view never turns compacted). Safe for concurrent use; End it once.
 type PinnedView struct {
+	s        *Store
 	snap     *pebble.Snapshot
 	rev      int64
 	firstRev int64
@@ -396,7 +400,8 @@ func (s *Store) ReadPinned() *PinnedView {
 	snap := s.db.NewSnapshot()
 	// NB: as in Read, the compacted revision is loaded after the point in
 	// time is fixed.
-	return &PinnedView{snap: snap, rev: rev, firstRev: s.compactRev.Load()}
+	s.stats.openReads.Add(1)
+	return &PinnedView{snap: snap, rev: rev, firstRev: s.compactRev.Load(), s: s}
 }
 
 // Rev returns the revision of the view.
@@ -417,7 +422,10 @@ func (v *PinnedView) Range(ctx context.Context, key, end []byte, ro RangeOptions
 }
 
 // End releases the view.
-func (v *PinnedView) End() { v.snap.Close() }
+func (v *PinnedView) End() {
+	v.s.stats.openReads.Add(-1)
+	v.snap.Close()
+}
 
 // rangeKeys is the one read algorithm: for each user key in range, one seek to
 // its newest version at or below the read revision.

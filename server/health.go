@@ -10,7 +10,9 @@ import (
 )
 
 func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{Registry: s.metrics.Registry()})
+	// Instrumented as etcd's handler is (promhttp_metric_handler_*).
+	return promhttp.InstrumentMetricHandler(s.metrics.Registry(),
+		promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{Registry: s.metrics.Registry()}))
 }
 
 // handleVersion answers /version as etcd.
@@ -57,6 +59,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	// NB: etcd sets no content type (net/http sniffs text/plain) and ends
 	// the body without a newline; a failure goes through http.Error.
+	s.metrics.HealthChecked(health == "true")
 	d, _ := json.Marshal(map[string]string{"health": health, "reason": reason})
 	if health != "true" {
 		http.Error(w, string(d), http.StatusServiceUnavailable)

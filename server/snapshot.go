@@ -28,6 +28,7 @@ func (s *Server) openSnapshots(log *raftnode.LogStore) (*raftnode.SnapshotStore,
 	return raftnode.NewSnapshotStore(log, raftnode.SnapshotStoreOptions{
 		Dir:       filepath.Join(s.cfg.DataDir, raftSnapshotDir),
 		LocalKeys: local,
+		OnSaved:   s.metrics.ObserveSnapshotDBSave,
 	})
 }
 

@@ -35,6 +35,7 @@ type Result struct {
 // Applier applies requests to the store. Apply is deterministic given the
 // store's state: no clocks, randomness or I/O besides the batch.
 type Applier struct {
+	observer    atomic.Pointer[ApplyObserver] // applytime.go
 	leases      Lessor
 	minLeaseTTL int64
 	pending     pendingLeases // lease changes of the batch being applied
@@ -137,8 +138,8 @@ func (a *Applier) hasAlarm(t pb.AlarmType) bool {
 	return false
 }
 
-// Apply applies one request inside batch b.
-func (a *Applier) Apply(b *mvcc.Batch, r *Request) Result {
+// applyOne applies one request inside batch b (Apply times it).
+func (a *Applier) applyOne(b *mvcc.Batch, r *Request) Result {
 	if a.authStale(r) {
 		return Result{Err: ErrAuthRetry}
 	}

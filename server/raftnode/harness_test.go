@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,6 +404,7 @@ func (c *trackedConn) Close() error {
 // member is one node of a test cluster with everything it runs.
 type member struct {
 	t         testing.TB
+	saved     atomic.Int64 // snapshots received and saved (OnSaved)
 	id        uint64
 	clusterID uint64
 	dir       string
@@ -509,7 +511,14 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 	if m.sm, err = openKVSM(m.db); err != nil {
 		t.Fatal(err)
 	}
-	if m.snaps, err = NewSnapshotStore(m.log, SnapshotStoreOptions{Dir: filepath.Join(m.dir, "snap.tmp"), LocalKeys: [][]byte{smKey('l', 0)}}); err != nil {
+	if m.snaps, err = NewSnapshotStore(m.log, SnapshotStoreOptions{
+		Dir: filepath.Join(m.dir, "snap.tmp"), LocalKeys: [][]byte{smKey('l', 0)},
+		OnSaved: func(d time.Duration) {
+			if d > 0 {
+				m.saved.Add(1)
+			}
+		},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if sp := m.sm.peers(); len(sp) > 0 {

@@ -255,6 +255,10 @@ type Node struct {
 	// remoteReads counts followers' ReadIndex requests this member served
 	// from its own rounds as their leader.
 	remoteReads atomic.Uint64
+	// readFailed counts rounds that failed, readSlow answers to abandoned
+	// rounds and resent requests (etcd's read-index counters).
+	readFailed, readSlow atomic.Uint64
+	heartbeats           *heartbeatWatch // heartbeat.go
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -373,6 +377,7 @@ func Start(cfg Config) (*Node, error) {
 		conf:          cs,
 		removed:       map[uint64]bool{},
 		readNext:      newReadRound(),
+		heartbeats:    newHeartbeatWatch(time.Duration(cfg.HeartbeatTicks) * cfg.TickInterval),
 		readc:         make(chan struct{}, 1),
 		readStatec:    make(chan raft.ReadState, 16),
 		stopc:         make(chan struct{}),
@@ -732,6 +737,7 @@ func splitAfterPersist(msgs []raftpb.Message, leader bool) (before, after []raft
 
 func (n *Node) send(msgs []raftpb.Message) {
 	if len(msgs) > 0 && n.tr != nil {
+		n.heartbeats.observe(msgs, time.Now())
 		n.tr.Send(msgs)
 	}
 }
@@ -740,6 +746,7 @@ func (n *Node) setLeader(lead uint64) {
 	if n.leader.Swap(lead) == lead {
 		return
 	}
+	n.heartbeats.reset()
 	if lead != raft.None {
 		n.leaderChanges.Add(1)
 	}
@@ -1205,6 +1212,17 @@ type Metrics struct {
 	// ReadIndexRounds counts linearizable-read rounds; RemoteReads the
 	// followers' ReadIndex requests served by this leader's rounds.
 	ReadIndexRounds, RemoteReads uint64
+	// ReadIndexFailed counts rounds that failed (not for a stop);
+	// SlowReadIndexes resent requests and answers to abandoned rounds
+	// (etcd_server_read_indexes_failed_total / _slow_read_indexes_total).
+	ReadIndexFailed, SlowReadIndexes uint64
+	// InstallingSnapshot is true while a received snapshot is being
+	// installed (etcd_server_snapshot_apply_in_progress_total).
+	InstallingSnapshot bool
+	// HeartbeatFailures counts the leader's heartbeats sent late, more
+	// than twice the heartbeat interval after the previous one to the
+	// same peer (etcd_server_heartbeat_send_failures_total).
+	HeartbeatFailures uint64
 	// LogTruncations counts truncations of the log; SnapshotsInstalled
 	// the snapshots this member installed, and SnapshotInstallTime their
 	// total duration.
@@ -1216,15 +1234,19 @@ type Metrics struct {
 func (n *Node) Metrics() Metrics {
 	lead := n.leader.Load()
 	return Metrics{
-		HasLeader:       lead != raft.None,
-		IsLeader:        lead == n.id,
-		LeaderChanges:   n.leaderChanges.Load(),
-		Committed:       n.commit.Load(),
-		Applied:         n.applied.Load(),
-		Pending:         n.wait.pending(),
-		Failed:          n.proposalsFailed.Load(),
-		ReadIndexRounds: n.readRounds.Load(),
-		RemoteReads:     n.remoteReads.Load(),
+		HasLeader:          lead != raft.None,
+		IsLeader:           lead == n.id,
+		LeaderChanges:      n.leaderChanges.Load(),
+		Committed:          n.commit.Load(),
+		Applied:            n.applied.Load(),
+		Pending:            n.wait.pending(),
+		Failed:             n.proposalsFailed.Load(),
+		ReadIndexRounds:    n.readRounds.Load(),
+		RemoteReads:        n.remoteReads.Load(),
+		ReadIndexFailed:    n.readFailed.Load(),
+		SlowReadIndexes:    n.readSlow.Load(),
+		InstallingSnapshot: n.snapStats.installing.Load(),
+		HeartbeatFailures:  n.heartbeats.count(),
 
 		LogTruncations:      n.snapStats.truncations.Load(),
 		SnapshotsInstalled:  n.snapStats.installed.Load(),

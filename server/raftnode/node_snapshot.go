@@ -128,6 +128,8 @@ func (n *Node) installSnapshot(j *snapshotJob) error {
 		return fmt.Errorf("raftnode: snapshot at %d is not past the applied index %d", meta.Index, n.applied.Load())
 	}
 	start := time.Now()
+	n.snapStats.installing.Store(true)
+	defer n.snapStats.installing.Store(false)
 	sm := n.sm.(SnapshotStateMachine) // checked by Config.validate
 	restored, err := sm.InstallSnapshot(meta, func() error { return n.snaps.install(j.snap.Data, meta, j.hs) })
 	if err != nil {
@@ -275,4 +277,5 @@ type snapshotStats struct {
 	truncations  atomic.Uint64
 	installed    atomic.Uint64
 	installNanos atomic.Uint64
+	installing   atomic.Bool // etcd_server_snapshot_apply_in_progress_total
 }

@@ -62,6 +62,9 @@ func (n *Node) readLoop() {
 		n.readMu.Unlock()
 		n.readRounds.Add(1)
 		r.index, r.err = n.requestReadIndex(r.remote)
+		if r.err != nil && r.err != ErrStopped {
+			n.readFailed.Add(1)
+		}
 		if r.err == nil && r.local > 0 {
 			r.err = n.waitApplied(r.index)
 		}
@@ -166,9 +169,11 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 				return rs.Index, nil
 			}
 			// An answer to an earlier, abandoned round.
+			n.readSlow.Add(1)
 		case <-leaderChanged:
 			return 0, ErrLeaderChanged
 		case <-retry.C:
+			n.readSlow.Add(1) // etcd counts each retry of a round
 			if err := send(); err != nil {
 				return 0, err
 			}

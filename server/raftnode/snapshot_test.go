@@ -113,8 +113,13 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	if n := follower.sm.installCount(); n == 0 {
 		t.Fatal("the follower caught up without installing a snapshot")
 	}
-	if mt := follower.node.Metrics(); mt.SnapshotsInstalled == 0 {
+	if mt := follower.node.Metrics(); mt.SnapshotsInstalled == 0 || mt.InstallingSnapshot {
 		t.Fatalf("metrics %+v", mt)
+	}
+	// Every installed snapshot was received and saved first (a corrupted
+	// one is refused before it counts).
+	if n, inst := follower.saved.Load(), follower.node.Metrics().SnapshotsInstalled; n < int64(inst) {
+		t.Fatalf("%d snapshots saved, %d installed", n, inst)
 	}
 	if corrupt.Load() >= 0 {
 		t.Fatal("the corrupting hook never ran")

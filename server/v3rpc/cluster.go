@@ -141,6 +141,7 @@ func (c *clusterServer) MemberPromote(ctx context.Context, r *pb.MemberPromoteRe
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.etcd.promoted.Inc() // etcd counts the leader's promotions
 	return &pb.MemberPromoteResponse{Header: s.clusterHeader(), Members: s.protoMembers(ms)}, nil
 }
 

@@ -19,7 +19,13 @@ type gogoMessage interface {
 // protobuf-go's reflection-based legacy wrapper, which cost ~10% of a Range's
 // CPU in profiles; the bytes on the wire are the same. Other messages (the
 // gRPC health service) go to the default codec.
-type gogoCodec struct{ fallback encoding.CodecV2 }
+type gogoCodec struct {
+	fallback encoding.CodecV2
+	// wire, if set, counts the bytes of the server's messages (etcd's
+	// etcd_network_client_grpc_*_bytes_total, which etcd's codec counts);
+	// nil for the JSON gateway's client.
+	wire *wireBytes
+}
 
 func newGogoCodec() gogoCodec { return gogoCodec{fallback: encoding.GetCodecV2("proto")} }
 
@@ -35,9 +41,16 @@ type unpooled interface{ unpooled() }
 func (c gogoCodec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(gogoMessage)
 	if !ok {
-		return c.fallback.Marshal(v)
+		b, err := c.fallback.Marshal(v)
+		if err == nil && c.wire != nil {
+			c.wire.sent.Add(uint64(b.Len()))
+		}
+		return b, err
 	}
 	size := m.Size()
+	if c.wire != nil {
+		c.wire.sent.Add(uint64(size))
+	}
 	if _, plain := v.(unpooled); plain || mem.IsBelowBufferPoolingThreshold(size) {
 		buf := make([]byte, size)
 		if _, err := m.MarshalToSizedBuffer(buf); err != nil {
@@ -55,6 +68,9 @@ func (c gogoCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c gogoCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if c.wire != nil {
+		c.wire.received.Add(uint64(data.Len()))
+	}
 	m, ok := v.(gogoMessage)
 	if !ok {
 		return c.fallback.Unmarshal(data, v)

@@ -28,6 +28,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	mm := s.metrics.method(info.FullMethod, grpcUnary)
 	mm.started.Inc()
 	mm.msgRecv.Inc()
+	s.metrics.clientRequest(ctx, clientUnary)
 	start := time.Now()
 	defer func() {
 		took := time.Since(start)
@@ -66,6 +67,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	mm := s.metrics.method(info.FullMethod, streamType(info))
 	mm.started.Inc()
+	s.metrics.clientRequest(ss.Context(), clientStream)
 	start := time.Now()
 	defer func() { mm.done(status.Code(err), time.Since(start)) }()
 	if s.cfg.Reliability.PanicRecovery {

@@ -2,6 +2,7 @@ package v3rpc
 
 import (
 	"context"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -36,12 +37,14 @@ func (k *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 			return nil, toGRPCError(err)
 		}
 	}
+	start := time.Now()
 	tx, err := s.store.Read()
 	if err != nil {
 		return nil, toGRPCError(err)
 	}
 	resp, err := apply.Range(ctx, tx, r)
 	tx.End()
+	s.metrics.observeRange(time.Since(start), err)
 	s.applier.MVCCStats().CountRange()
 	if err != nil {
 		return nil, toGRPCError(err)

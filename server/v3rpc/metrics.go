@@ -48,6 +48,7 @@ type metrics struct {
 	leaseExpired  prometheus.Counter
 	reloads       *prometheus.CounterVec
 	reloadOK      prometheus.Gauge
+	etcd          *etcdMetrics // metrics_etcd.go
 }
 
 // methodMetrics caches the label-bound children of one method so the hot
@@ -146,6 +147,7 @@ func newMetrics() *metrics {
 		Name: "metastore_config_last_reload_successful", Help: "1 if the last reload was applied, 0 if it was refused.",
 	})
 	m.reloadOK.Set(1)
+	m.etcd = newEtcdMetrics(m.reg)
 	m.reg.MustRegister(m.started, m.handled, m.handling, m.msgRecv, m.msgSent,
 		m.slowRequests, m.rateLimited, m.connsRefused, m.panics,
 		m.commitLatency, m.walFsync, m.applyLatency, m.batchSize, m.applyFailed, m.defragLatency, m.hashSec, m.hashRevSec, m.leaseExpired,

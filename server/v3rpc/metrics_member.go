@@ -58,3 +58,8 @@ func (m *metrics) ObserveRaftSave(d time.Duration, synced bool) {
 // etcd_mvcc_hash_rev_duration_seconds: the RPC's and the corruption
 // checks').
 func (m *metrics) ObserveHashKV(d time.Duration) { m.hashRevSec.Observe(d.Seconds()) }
+
+// ObserveSnapshotDBSave records how long a snapshot received from the
+// leader took to be saved durably (etcd's
+// etcd_snap_db_save_total_duration_seconds).
+func (m *metrics) ObserveSnapshotDBSave(d time.Duration) { m.etcd.snapDBSave.Observe(d.Seconds()) }

@@ -123,6 +123,7 @@ func New(m Member) *Server {
 	s.quota = newSpaceQuota(s.store, s.quotaBytes(), s.liveDBSize)
 	s.watch = newWatchServer(s)
 	s.registerStoreMetrics()
+	s.registerIdentityMetrics()
 	s.metrics.reg.MustRegister(watchMetrics(s.hub)...)
 	return s
 }
@@ -137,7 +138,7 @@ func Codec() encoding.CodecV2 { return newGogoCodec() }
 // (server/v3lock). creds is nil for plaintext listeners.
 func (s *Server) NewGRPCServer(creds credentials.TransportCredentials) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newGogoCodec()),
+		grpc.ForceServerCodecV2(s.serverCodec()),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes),

@@ -29,7 +29,7 @@ type Transport struct {
 // Transport returns the services' codec, interceptors and limits.
 func (s *Server) Transport() Transport {
 	return Transport{
-		Codec:             newGogoCodec(),
+		Codec:             s.serverCodec(),
 		UnaryInterceptor:  s.unaryInterceptor,
 		StreamInterceptor: s.streamInterceptor,
 		MaxRecvMsgSize:    s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes,

@@ -81,6 +81,7 @@ func (m *maintenanceServer) Snapshot(r *pb.SnapshotRequest, srv pb.Maintenance_S
 	if err := srv.Send(&pb.SnapshotResponse{Blob: h.Sum(nil), Version: etcdformat.StorageVersion}); err != nil {
 		return toGRPCError(err)
 	}
+	s.metrics.etcd.snapshotSec.Observe(time.Since(start).Seconds())
 	s.lg.Info("sent database snapshot to client", "total-bytes", total, "took", time.Since(start))
 	return nil
 }

@@ -29,6 +29,8 @@ var etcdClusterSeries = map[string]string{
 	"etcd_network_peer_round_trip_time_seconds": "histogram",
 	"etcd_disk_wal_fsync_duration_seconds":      "histogram",
 	"etcd_disk_backend_commit_duration_seconds": "histogram",
+	"etcd_network_active_peers":                 "gauge",
+	"etcd_network_known_peers":                  "gauge",
 }
 
 // The failure counters: etcd's appear with the first failure (a member
@@ -246,6 +248,17 @@ func clusterMetrics(t *testing.T, kind string) map[string]string {
 		leaders += f["etcd_server_is_leader"].value("etcd_server_is_leader", nil)
 		if v := f["etcd_server_leader_changes_seen_total"].value("etcd_server_leader_changes_seen_total", nil); v < 1 {
 			t.Errorf("%s: leader_changes_seen_total %v", m, v)
+		}
+		// Every member knows the three; its connections to the two others
+		// are up (round trips were observed to each).
+		for _, o := range c.Members {
+			want := map[string]string{"Local": ids[m], "Remote": ids[o]}
+			if v := f["etcd_network_known_peers"].value("etcd_network_known_peers", want); v != 1 {
+				t.Errorf("%s: known_peers %v = %v", m, want, v)
+			}
+			if v := f["etcd_network_active_peers"].value("etcd_network_active_peers", want); o != m && v != 1 {
+				t.Errorf("%s: active_peers %v = %v", m, want, v)
+			}
 		}
 		committed := f["etcd_server_proposals_committed_total"].value("etcd_server_proposals_committed_total", nil)
 		applied := f["etcd_server_proposals_applied_total"].value("etcd_server_proposals_applied_total", nil)

@@ -163,8 +163,25 @@ func (s *Server) lookup(path string) (*method, string) {
 	return nil, fmt.Sprintf("unknown service %v", svc)
 }
 
+// workerStack is the stack a worker holds while it waits for a call.
+// A call (a Range down through Pebble's iterators) needs a deeper stack
+// than a new goroutine's; the collector shrinks the stack of a parked
+// goroutine using under a quarter of it, so without this reserve a worker
+// grew its stack again, copying it, after every GC (measured: 12% of the
+// server's CPU on a serializable Range). Held below the wait, it keeps the
+// stack from shrinking while a call needs up to three times as much.
+const workerStack = 16 << 10
+
 // worker runs calls handed to it until the server stops.
 func (s *Server) worker() {
+	var reserve [workerStack]byte
+	s.workLoop(&reserve)
+}
+
+// workLoop is the worker's loop, below the reserve.
+//
+//go:noinline
+func (s *Server) workLoop(*[workerStack]byte) {
 	for {
 		select {
 		case st := <-s.work:

@@ -592,8 +592,11 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 		timeoutSet              bool
 		headerErr               *status.Status
 		md                      = make(metadata.MD, len(fields))
-		// vals backs the metadata's one-value slices: one allocation.
-		vals = make([]string, 0, len(fields))
+		// vals backs the metadata's one-value slices: the stream's own
+		// array for a call's usual few (:authority, content-type,
+		// user-agent); past it append moves on to a new array, and the
+		// slices already taken stay where they are.
+		vals = st.mdVals[:0]
 	)
 	add := func(k, v string) {
 		if old, ok := md[k]; ok {

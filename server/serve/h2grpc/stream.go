@@ -31,6 +31,8 @@ type stream struct {
 	// subtype is the request's content-subtype ("" for application/grpc).
 	subtype      string
 	recvCompress string
+	// mdVals backs the values of the request's metadata when they are few.
+	mdVals [4]string
 
 	// c.mu:
 	sendWindow   int64

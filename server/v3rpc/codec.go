@@ -1,6 +1,8 @@
 package v3rpc
 
 import (
+	"slices"
+
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the fallback codec
 	"google.golang.org/grpc/mem"
@@ -80,4 +82,37 @@ func (c gogoCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	return m.Unmarshal(buf.ReadOnlyData())
+}
+
+// AppendMarshal appends v's encoding to b (the lean transport's
+// h2grpc.BytesCodec): a gogo message is marshalled in place at b's end, so
+// a reply costs no buffer of its own.
+func (c gogoCodec) AppendMarshal(b []byte, v any) ([]byte, error) {
+	m, ok := v.(gogoMessage)
+	if !ok {
+		payload, err := c.fallback.Marshal(v)
+		if err != nil {
+			return b, err
+		}
+		defer payload.Free()
+		for _, p := range payload {
+			b = append(b, p.ReadOnlyData()...)
+		}
+		return b, nil
+	}
+	size := m.Size()
+	n := len(b)
+	b = slices.Grow(b, size)[:n+size]
+	if _, err := m.MarshalToSizedBuffer(b[n:]); err != nil {
+		return b[:n], err
+	}
+	return b, nil
+}
+
+// UnmarshalBytes decodes data into v (h2grpc.BytesCodec).
+func (c gogoCodec) UnmarshalBytes(data []byte, v any) error {
+	if m, ok := v.(gogoMessage); ok {
+		return m.Unmarshal(data)
+	}
+	return c.fallback.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v)
 }

@@ -80,3 +80,39 @@ func TestGogoCodecUnpooled(t *testing.T) {
 		t.Errorf("buffer is %T, want a plain mem.SliceBuffer", got[0])
 	}
 }
+
+// TestGogoCodecBytes: AppendMarshal appends the standard encoding after
+// what the buffer holds, and UnmarshalBytes reads it back, for etcd's
+// messages and for others (through the default codec).
+func TestGogoCodecBytes(t *testing.T) {
+	c := newGogoCodec()
+	for _, m := range []protoadapt.MessageV1{
+		&pb.RangeResponse{Header: &pb.ResponseHeader{Revision: 7}, Kvs: []*mvccpb.KeyValue{{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 64<<10)}}, Count: 1},
+		&pb.PutResponse{},
+		protoadapt.MessageV1Of(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}),
+	} {
+		want, err := proto.Marshal(protoadapt.MessageV2Of(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := []byte{1, 2, 3, 4, 5}
+		got, err := c.AppendMarshal(append(make([]byte, 0, 8), prefix...), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[:5], prefix) || !bytes.Equal(got[5:], want) {
+			t.Errorf("%T: AppendMarshal did not append proto.Marshal's bytes", m)
+		}
+		back := protoadapt.MessageV1Of(proto.Clone(protoadapt.MessageV2Of(m)))
+		proto.Reset(protoadapt.MessageV2Of(back))
+		if err := c.UnmarshalBytes(got[5:], back); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(protoadapt.MessageV2Of(back), protoadapt.MessageV2Of(m)) {
+			t.Errorf("%T: UnmarshalBytes did not give the message back", m)
+		}
+	}
+	if err := c.UnmarshalBytes([]byte{0xff}, &pb.RangeRequest{}); err == nil {
+		t.Error("UnmarshalBytes accepted a truncated message")
+	}
+}

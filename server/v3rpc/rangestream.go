@@ -146,26 +146,9 @@ var kvServiceDesc = grpc.ServiceDesc{
 	Metadata: "rpc.proto",
 }
 
-// unaryMethod is what protoc-gen-go-grpc generates for one unary method.
+// unaryMethod is one unary method of the KV service.
 func unaryMethod[Req, Resp any](name string, call func(kvService, context.Context, *Req) (*Resp, error)) grpc.MethodDesc {
-	info := &grpc.UnaryServerInfo{FullMethod: "/" + kvServiceName + "/" + name}
-	return grpc.MethodDesc{
-		MethodName: name,
-		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			in := new(Req)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			if interceptor == nil {
-				return call(srv.(kvService), ctx, in)
-			}
-			info := *info
-			info.Server = srv
-			return interceptor(ctx, in, &info, func(ctx context.Context, req any) (any, error) {
-				return call(srv.(kvService), ctx, req.(*Req))
-			})
-		},
-	}
+	return rpcUnary(kvServiceName, name, call)
 }
 
 func rangeStreamHandler(srv any, stream grpc.ServerStream) error {

@@ -31,6 +31,8 @@ type stream struct {
 	// subtype is the request's content-subtype ("" for application/grpc).
 	subtype      string
 	recvCompress string
+	// mdVals backs the values of the request's metadata when they are few.
+	mdVals [4]string
 
 	// c.mu:
 	sendWindow   int64
@@ -172,12 +174,7 @@ func (st *stream) runUnary() {
 		return
 	}
 	st.rbuf = nil
-	dec := func(v any) error {
-		if err := s.o.Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v); err != nil {
-			return status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
-		}
-		return nil
-	}
+	dec := func(v any) error { return s.unmarshal(data, v) }
 	ctx := grpc.NewContextWithServerTransportStream(st.ctx, st)
 	reply, appErr := st.m.unary(st.m.impl, ctx, dec, s.o.UnaryInterceptor)
 	if appErr != nil {
@@ -269,52 +266,41 @@ func (st *stream) takeMsg(b []byte, decomp encoding.Compressor) ([]byte, error) 
 	}
 }
 
+// unmarshal decodes a request message.
+func (s *Server) unmarshal(data []byte, v any) error {
+	var err error
+	if s.bc != nil {
+		err = s.bc.UnmarshalBytes(data, v)
+	} else {
+		err = s.o.Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v)
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
+	}
+	return nil
+}
+
 var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // send encodes m and writes it (with the response headers the first
 // time); last: also the OK trailers, in the same write (a unary reply).
 func (st *stream) send(m any, last bool) error {
 	c, s := st.c, st.c.s
-	payload, err := s.o.Codec.Marshal(m)
-	if err != nil {
-		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err.Error())
-	}
-	defer payload.Free()
 	c.mu.Lock()
 	comp := st.sendCompress
 	c.mu.Unlock()
 	bp := msgPool.Get().(*[]byte)
-	buf := append((*bp)[:0], 0, 0, 0, 0, 0)
-	if comp != "" {
-		w := &appendWriter{b: buf}
-		cw, err := encoding.GetCompressor(comp).Compress(w)
-		if err == nil {
-			for _, b := range payload {
-				if _, err = cw.Write(b.ReadOnlyData()); err != nil {
-					break
-				}
-			}
-			if err == nil {
-				err = cw.Close()
-			}
-		}
-		if err != nil {
+	buf, err := s.encodeMsg(append((*bp)[:0], 0, 0, 0, 0, 0), m, comp)
+	// The whole buffer goes back to the pool (buf is resliced below).
+	defer func(full []byte) {
+		if cap(full) <= 1<<20 {
+			*bp = full[:0]
 			msgPool.Put(bp)
-			return status.Errorf(codes.Internal, "grpc: error while compressing: %v", err.Error())
 		}
-		buf = w.b
-		buf[0] = 1
-	} else {
-		for _, b := range payload {
-			buf = append(buf, b.ReadOnlyData()...)
-		}
+	}(buf)
+	if err != nil {
+		return err
 	}
-	defer func() {
-		if cap(buf) <= 1<<20 {
-			*bp = buf[:0]
-			msgPool.Put(bp)
-		}
-	}()
 	if n := len(buf) - 5; n > s.o.MaxSendMsgSize {
 		return status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, s.o.MaxSendMsgSize)
 	}
@@ -359,6 +345,46 @@ func (st *stream) send(m any, last bool) error {
 // per unary call when each wrote its own answer, ~0.14 batched). A sender
 // never holds more than highWater unwritten (send waits for the writer).
 func (st *stream) flushLocked() { st.c.kickLocked() }
+
+// encodeMsg appends m's message frame (its 5-byte prefix already in buf),
+// compressed with comp unless that is "", and sets the compressed flag.
+func (s *Server) encodeMsg(buf []byte, m any, comp string) ([]byte, error) {
+	if comp == "" && s.bc != nil {
+		out, err := s.bc.AppendMarshal(buf, m)
+		if err != nil {
+			return buf, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err.Error())
+		}
+		return out, nil
+	}
+	payload, err := s.o.Codec.Marshal(m)
+	if err != nil {
+		return buf, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err.Error())
+	}
+	defer payload.Free()
+	if comp == "" {
+		for _, b := range payload {
+			buf = append(buf, b.ReadOnlyData()...)
+		}
+		return buf, nil
+	}
+	w := &appendWriter{b: buf}
+	cw, err := encoding.GetCompressor(comp).Compress(w)
+	if err == nil {
+		for _, b := range payload {
+			if _, err = cw.Write(b.ReadOnlyData()); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = cw.Close()
+		}
+	}
+	if err != nil {
+		return buf, status.Errorf(codes.Internal, "grpc: error while compressing: %v", err.Error())
+	}
+	w.b[0] = 1
+	return w.b, nil
+}
 
 type appendWriter struct{ b []byte }
 
@@ -605,10 +631,7 @@ func (ss serverStream) RecvMsg(m any) error {
 			if err != nil {
 				return err
 			}
-			if err := st.c.s.o.Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, m); err != nil {
-				return status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
-			}
-			return nil
+			return st.c.s.unmarshal(data, m)
 		}
 		select {
 		case <-st.rsig:

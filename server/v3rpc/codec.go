@@ -98,9 +98,11 @@ func (c gogoCodec) AppendMarshal(b []byte, v any) ([]byte, error) {
 		for _, p := range payload {
 			b = append(b, p.ReadOnlyData()...)
 		}
+		c.countSent(payload.Len())
 		return b, nil
 	}
 	size := m.Size()
+	c.countSent(size)
 	n := len(b)
 	b = slices.Grow(b, size)[:n+size]
 	if _, err := m.MarshalToSizedBuffer(b[n:]); err != nil {
@@ -111,8 +113,17 @@ func (c gogoCodec) AppendMarshal(b []byte, v any) ([]byte, error) {
 
 // UnmarshalBytes decodes data into v (h2grpc.BytesCodec).
 func (c gogoCodec) UnmarshalBytes(data []byte, v any) error {
+	if c.wire != nil {
+		c.wire.received.Add(uint64(len(data)))
+	}
 	if m, ok := v.(gogoMessage); ok {
 		return m.Unmarshal(data)
 	}
 	return c.fallback.Unmarshal(mem.BufferSlice{mem.SliceBuffer(data)}, v)
+}
+
+func (c gogoCodec) countSent(n int) {
+	if c.wire != nil {
+		c.wire.sent.Add(uint64(n))
+	}
 }

@@ -116,3 +116,34 @@ func TestGogoCodecBytes(t *testing.T) {
 		t.Error("UnmarshalBytes accepted a truncated message")
 	}
 }
+
+// TestGogoCodecCountsWireBytes: both transports' paths through the codec
+// (grpc-go's Marshal/Unmarshal, the lean transport's AppendMarshal/
+// UnmarshalBytes) count etcd_network_client_grpc_*_bytes_total.
+func TestGogoCodecCountsWireBytes(t *testing.T) {
+	c := newGogoCodec()
+	c.wire = &wireBytes{}
+	msg := &pb.RangeResponse{Kvs: []*mvccpb.KeyValue{{Key: []byte("k"), Value: []byte("v"), ModRevision: 2}}}
+	size := uint64(msg.Size())
+
+	out, err := c.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unmarshal(out, &pb.RangeResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := [2]uint64{c.wire.sent.Load(), c.wire.received.Load()}; got != [2]uint64{size, size} {
+		t.Fatalf("after Marshal and Unmarshal: sent, received = %v, want %d each", got, size)
+	}
+	b, err := c.AppendMarshal([]byte("prefix"), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UnmarshalBytes(b[len("prefix"):], &pb.RangeResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := [2]uint64{c.wire.sent.Load(), c.wire.received.Load()}; got != [2]uint64{2 * size, 2 * size} {
+		t.Fatalf("after AppendMarshal and UnmarshalBytes: sent, received = %v, want %d each", got, 2*size)
+	}
+}

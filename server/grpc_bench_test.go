@@ -66,14 +66,15 @@ func BenchmarkGRPC(b *testing.B) {
 		if withAuth {
 			name = "auth=on"
 		}
-		b.Run("range-100c/"+name, func(b *testing.B) { benchGRPCRange(b, withAuth) })
+		b.Run("range-100c/"+name, func(b *testing.B) { benchGRPCRange(b, withAuth, false) })
 		b.Run("put-100c/"+name, func(b *testing.B) { benchGRPCPut(b, withAuth, 100) })
 		b.Run("put-1c/"+name, func(b *testing.B) { benchGRPCPut(b, withAuth, 1) })
 	}
 }
 
-func benchGRPCRange(b *testing.B, withAuth bool) {
-	conns, ctx := servingBenchServer(b, withAuth, 10)
+// benchGRPCRange: 100 callers on 10 connections read one key.
+func benchGRPCRange(b *testing.B, withAuth, serializable bool, configure ...func(*config.Config)) {
+	conns, ctx := servingBenchServer(b, withAuth, 10, configure...)
 	key := []byte("bench-range-key")
 	if _, err := pb.NewKVClient(conns[0]).Put(ctx, &pb.PutRequest{Key: key, Value: make([]byte, 256)}); err != nil {
 		b.Fatal(err)
@@ -85,7 +86,7 @@ func benchGRPCRange(b *testing.B, withAuth bool) {
 	defer reportCPU(b)()
 	b.RunParallel(func(p *testing.PB) {
 		kv := pb.NewKVClient(conns[next.Add(1)%int64(len(conns))])
-		r := &pb.RangeRequest{Key: key}
+		r := &pb.RangeRequest{Key: key, Serializable: serializable}
 		for p.Next() {
 			resp, err := kv.Range(ctx, r)
 			if err != nil || len(resp.Kvs) != 1 {
@@ -95,9 +96,10 @@ func benchGRPCRange(b *testing.B, withAuth bool) {
 	})
 }
 
-func benchGRPCPut(b *testing.B, withAuth bool, clients int) {
+// benchGRPCPut: clients callers on up to 10 connections write new keys.
+func benchGRPCPut(b *testing.B, withAuth bool, clients int, configure ...func(*config.Config)) {
 	nconns := min(10, clients)
-	conns, ctx := servingBenchServer(b, withAuth, nconns)
+	conns, ctx := servingBenchServer(b, withAuth, nconns, configure...)
 	val := make([]byte, 256)
 	var next, seq atomic.Int64
 	b.ReportAllocs()

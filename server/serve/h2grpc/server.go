@@ -289,23 +289,16 @@ func (s *Server) closeListeners() {
 // Stop closes the listeners and every connection at once; running calls
 // see their contexts canceled.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	if !s.stopped {
-		s.stopped = true
-		close(s.quit)
-	}
-	s.closeListeners()
-	for c := range s.conns {
-		c.close(errors.New("server stopped"))
-	}
-	s.mu.Unlock()
-	s.serveWG.Wait()
-	s.connWG.Wait()
+	s.stop(func(c *conn) { c.close(errors.New("server stopped")) })
 }
 
 // GracefulStop closes the listeners, sends every connection a GOAWAY
 // and waits until their calls are done and they are closed.
-func (s *Server) GracefulStop() {
+func (s *Server) GracefulStop() { s.stop((*conn).goAway) }
+
+// stop closes the listeners, ends each connection with end and waits for
+// the serving goroutines.
+func (s *Server) stop(end func(*conn)) {
 	s.mu.Lock()
 	if !s.stopped {
 		s.stopped = true
@@ -313,7 +306,7 @@ func (s *Server) GracefulStop() {
 	}
 	s.closeListeners()
 	for c := range s.conns {
-		c.goAway()
+		end(c)
 	}
 	s.mu.Unlock()
 	s.serveWG.Wait()

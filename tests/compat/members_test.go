@@ -378,6 +378,9 @@ func TestDowngrade(t *testing.T) {
 			m.record("/version "+label, fmt.Sprintf("etcdcluster=%q storage=%q", v["etcdcluster"], v["storage"]), nil)
 		}
 		V, E, C := pb.DowngradeRequest_VALIDATE, pb.DowngradeRequest_ENABLE, pb.DowngradeRequest_CANCEL
+		// A new etcd member reports storage 3.5.0 until its version
+		// monitor (every 4 s) has run once; the transcript starts after.
+		waitStorage("3.6.0")
 		versions("initial")
 		st("initial")
 		// While a learner exists the cluster version cannot move (the

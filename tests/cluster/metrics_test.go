@@ -207,7 +207,7 @@ func clusterMetrics(t *testing.T, kind string) map[string]string {
 			fams = append(fams, f)
 			rtt := f["etcd_network_peer_round_trip_time_seconds"]
 			for _, o := range c.Members {
-				ready = ready && o == m || rtt != nil && rtt.value("etcd_network_peer_round_trip_time_seconds_count", map[string]string{"To": ids[o]}) > 0
+				ready = ready && (o == m || rtt != nil && rtt.value("etcd_network_peer_round_trip_time_seconds_count", map[string]string{"To": ids[o]}) > 0)
 			}
 		}
 		if ready {

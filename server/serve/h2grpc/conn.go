@@ -67,6 +67,7 @@ type conn struct {
 	// pending are streaming calls to start before the reader blocks.
 	pending []*stream
 	// The reader's header decoding state.
+	hcache headerCache
 	hdec   *hpack.Decoder
 	hdr    headerBlock
 	fields []hpack.HeaderField
@@ -186,8 +187,19 @@ func (c *conn) serve() {
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			c.hdr = headerBlock{id: f.StreamID, end: f.StreamEnded()}
+			frag := f.HeaderBlockFragment()
+			if f.HeadersEnded() {
+				if rq := c.hcache.get(frag); rq != nil {
+					c.onHeaders(c.hdr.id, rq, c.hdr.end)
+					continue
+				}
+				c.hdr.cacheable = indexedOnly(frag)
+			}
+			if !c.hdr.cacheable {
+				c.hcache.clear()
+			}
 			c.fields = c.fields[:0]
-			if !c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded()) {
+			if !c.headerFragment(frag, f.HeadersEnded()) {
 				return
 			}
 		case *http2.ContinuationFrame:
@@ -249,6 +261,8 @@ type headerBlock struct {
 	id   uint32
 	end  bool   // END_STREAM on its HEADERS frame
 	size uint32 // RFC 7541 size of the fields so far
+	// cacheable: one HEADERS frame of indexed fields only (headerCache).
+	cacheable bool
 }
 
 // maxHeaderList bounds a request's header list (grpc-go's default).
@@ -283,7 +297,11 @@ func (c *conn) headerFragment(frag []byte, last bool) bool {
 		c.mu.Unlock()
 		return true
 	}
-	c.onHeaders(c.hdr.id, c.fields, c.hdr.end)
+	rq := c.parseRequest(c.fields)
+	if c.hdr.cacheable {
+		c.hcache.put(frag, rq)
+	}
+	c.onHeaders(c.hdr.id, rq, c.hdr.end)
 	return true
 }
 
@@ -521,7 +539,7 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) {
 }
 
 // onHeaders starts a call.
-func (c *conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) {
+func (c *conn) onHeaders(id uint32, rq *request, end bool) {
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
 		// Trailers from a client: only an end of stream means anything.
@@ -549,13 +567,15 @@ func (c *conn) onHeaders(id uint32, fields []hpack.HeaderField, end bool) {
 		return
 	}
 	c.mu.Unlock()
-	st, abort := c.newStream(id, fields, end)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if abort != nil {
-		c.earlyAbortLocked(id, abort, !end)
+	if rq.abort != nil {
+		c.mu.Lock()
+		c.earlyAbortLocked(id, rq.abort, !end)
+		c.mu.Unlock()
 		return
 	}
+	st := c.newStream(id, rq, end)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
 		st.cancel()
 		return
@@ -582,22 +602,39 @@ type callAbort struct {
 	rst        bool
 }
 
-// newStream parses a request's headers into a stream.
-func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stream, *callAbort) {
-	st := &stream{c: c, id: id, clientDone: end}
+// request is what a request's header block says. The reader keeps those
+// of recent blocks (headerCache); a stream only reads it.
+type request struct {
+	path, subtype, recvCompress string
+	timeout                     time.Duration
+	timeoutSet                  bool
+	// md is the call's incoming metadata, shared by the calls of the same
+	// block: grpc-go's accessors hand out copies, never the map itself.
+	md    metadata.MD
+	m     *method
+	abort *callAbort // the call is refused (then only abort is set)
+	// vals backs md's one-value slices for a request's usual few
+	// (:authority, content-type, user-agent, client-api-version); past it
+	// append moves on to a new array, and slices already taken stay.
+	vals [4]string
+}
+
+// parseRequest reads a request's header fields.
+func (c *conn) parseRequest(fields []hpack.HeaderField) *request {
+	rq := &request{}
 	var (
-		path, ctype, httpMethod string
-		isGRPC                  bool
-		timeout                 time.Duration
-		timeoutSet              bool
-		headerErr               *status.Status
-		md                      = make(metadata.MD, len(fields))
-		// vals backs the metadata's one-value slices: the stream's own
-		// array for a call's usual few (:authority, content-type,
-		// user-agent); past it append moves on to a new array, and the
-		// slices already taken stay where they are.
-		vals = st.mdVals[:0]
+		ctype, httpMethod string
+		isGRPC            bool
+		headerErr         *status.Status
+		n                 int
 	)
+	for _, hf := range fields {
+		if !isReserved(hf.Name) || hf.Name == "content-type" {
+			n++
+		}
+	}
+	md := make(metadata.MD, n)
+	vals := rq.vals[:0]
 	add := func(k, v string) {
 		if old, ok := md[k]; ok {
 			md[k] = append(old[:len(old):len(old)], v)
@@ -611,25 +648,25 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 		case "content-type":
 			if sub, ok := contentSubtype(hf.Value); ok {
 				isGRPC = true
-				st.subtype = sub
+				rq.subtype = sub
 				add(hf.Name, hf.Value)
 			} else {
 				ctype = hf.Value
 			}
 		case ":path":
-			path = hf.Value
+			rq.path = hf.Value
 		case ":method":
 			httpMethod = hf.Value
 		case "grpc-encoding":
-			st.recvCompress = hf.Value
+			rq.recvCompress = hf.Value
 		case "grpc-timeout":
-			timeoutSet = true
+			rq.timeoutSet = true
 			var err error
-			if timeout, err = decodeTimeout(hf.Value); err != nil {
+			if rq.timeout, err = decodeTimeout(hf.Value); err != nil {
 				headerErr = status.Newf(codes.Internal, "malformed grpc-timeout: %v", err)
 			}
 		case "connection":
-			return nil, &callAbort{rstCode: http2.ErrCodeProtocol}
+			return &request{abort: &callAbort{rstCode: http2.ErrCodeProtocol}}
 		default:
 			if isReserved(hf.Name) {
 				continue
@@ -645,19 +682,20 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 			add(hf.Name, v)
 		}
 	}
+	abort := func(a *callAbort) *request { return &request{abort: a} }
 	if httpMethod != "POST" {
-		return nil, &callAbort{rstCode: http2.ErrCodeProtocol}
+		return abort(&callAbort{rstCode: http2.ErrCodeProtocol})
 	}
 	if len(md[":authority"]) > 1 || len(md["host"]) > 1 {
-		return nil, &callAbort{httpStatus: 400, st: status.Newf(codes.Internal,
+		return abort(&callAbort{httpStatus: 400, st: status.Newf(codes.Internal,
 			"num values of :authority: %v, num values of host: %v, both must only have 1 value as per HTTP/2 spec",
-			len(md[":authority"]), len(md["host"]))}
+			len(md[":authority"]), len(md["host"]))})
 	}
 	if !isGRPC {
-		return nil, &callAbort{httpStatus: 415, st: status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ctype)}
+		return abort(&callAbort{httpStatus: 415, st: status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ctype)})
 	}
 	if headerErr != nil {
-		return nil, &callAbort{httpStatus: 400, st: headerErr}
+		return abort(&callAbort{httpStatus: 400, st: headerErr})
 	}
 	if len(md[":authority"]) == 0 {
 		if h, ok := md["host"]; ok {
@@ -666,29 +704,32 @@ func (c *conn) newStream(id uint32, fields []hpack.HeaderField, end bool) (*stre
 	}
 	delete(md, "host")
 	if len(md[":authority"]) == 0 {
-		return nil, &callAbort{httpStatus: 400, st: status.New(codes.Internal, "no host or :authority header present")}
+		return abort(&callAbort{httpStatus: 400, st: status.New(codes.Internal, "no host or :authority header present")})
 	}
-	m, msg := c.s.lookup(path)
-	st.path = path
-	st.m = m
-	if m != nil && m.stream != nil {
-		st.rsig = make(chan struct{}, 1)
-		st.granted = streamWindow
-	}
-	if timeoutSet {
-		st.ctx, st.cancel = context.WithTimeout(c.ctx, timeout)
-	} else {
-		st.ctx, st.cancel = context.WithCancel(c.ctx)
-	}
-	st.ctx = metadata.NewIncomingContext(st.ctx, md)
-	st.sendWindow = c.peerWindow // the reader's own: only it changes it
+	m, msg := c.s.lookup(rq.path)
 	if m == nil {
 		// grpc-go answers an unknown method after the headers, with a
 		// normal (trailers-only) response.
-		st.cancel()
-		return nil, &callAbort{httpStatus: 200, st: status.New(codes.Unimplemented, msg)}
+		return abort(&callAbort{httpStatus: 200, st: status.New(codes.Unimplemented, msg)})
 	}
-	return st, nil
+	rq.m, rq.md = m, md
+	return rq
+}
+
+// newStream makes the stream of a request that was not refused.
+func (c *conn) newStream(id uint32, rq *request, end bool) *stream {
+	st := &stream{c: c, id: id, clientDone: end, m: rq.m, path: rq.path, subtype: rq.subtype, recvCompress: rq.recvCompress}
+	if rq.m.stream != nil {
+		st.rsig = make(chan struct{}, 1)
+		st.granted = streamWindow
+	}
+	st.cctx.parent, st.cctx.st, st.cctx.md = c.ctx, st, rq.md
+	if rq.timeoutSet {
+		st.cctx.setDeadline(rq.timeout)
+	}
+	st.ctx = st.cctx.withValues()
+	st.sendWindow = c.peerWindow // the reader's own: only it changes it
+	return st
 }
 
 // contentSubtype splits application/grpc[+sub] or [;params].

@@ -22,17 +22,17 @@ import (
 // stream is one call. The fields under "c.mu" are the connection's
 // lock's; the receive side has its own.
 type stream struct {
-	c      *conn
-	id     uint32
-	m      *method
-	path   string
-	ctx    context.Context
-	cancel context.CancelFunc
+	c    *conn
+	id   uint32
+	m    *method
+	path string
+	// ctx is what the handler gets: cctx, under value contexts only when
+	// grpc-go's keys are unknown (callctx.go).
+	ctx  context.Context
+	cctx callCtx
 	// subtype is the request's content-subtype ("" for application/grpc).
 	subtype      string
 	recvCompress string
-	// mdVals backs the values of the request's metadata when they are few.
-	mdVals [4]string
 
 	// c.mu:
 	sendWindow   int64
@@ -144,6 +144,9 @@ func (st *stream) signal() {
 	}
 }
 
+// cancel cancels the call's context.
+func (st *stream) cancel() { st.cctx.cancel() }
+
 // run is the call, on a worker.
 func (st *stream) run() {
 	if st.m.unary != nil {
@@ -175,8 +178,7 @@ func (st *stream) runUnary() {
 	}
 	st.rbuf = nil
 	dec := func(v any) error { return s.unmarshal(data, v) }
-	ctx := grpc.NewContextWithServerTransportStream(st.ctx, st)
-	reply, appErr := st.m.unary(st.m.impl, ctx, dec, s.o.UnaryInterceptor)
+	reply, appErr := st.m.unary(st.m.impl, st.ctx, dec, s.o.UnaryInterceptor)
 	if appErr != nil {
 		st.finish(statusOf(appErr))
 		return
@@ -192,7 +194,6 @@ func (st *stream) runStream() {
 		st.finish(status.Convert(err))
 		return
 	}
-	st.ctx = grpc.NewContextWithServerTransportStream(st.ctx, st)
 	ss := &serverStream{st}
 	var err error
 	if s.o.StreamInterceptor != nil {

@@ -183,7 +183,11 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		c.read.Store(true)
+		if !c.read.Load() {
+			// Stored only when false: a store each frame would take
+			// the cache line from the other cores every time.
+			c.read.Store(true)
+		}
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			c.hdr = headerBlock{id: f.StreamID, end: f.StreamEnded()}
@@ -325,6 +329,7 @@ func (c *conn) close(error) {
 	}
 	c.closed = true
 	close(c.done)
+	c.kickWriterLocked()
 	c.nc.Close()
 	for id, st := range c.streams {
 		st.reset = true
@@ -348,12 +353,26 @@ func (c *conn) goAway() {
 	c.kickLocked()
 }
 
+// noteSent records that we sent headers or data (resetStrikes), storing
+// only when it was not set: a store per call would take the cache line
+// from the other cores every time.
+func (c *conn) noteSent() {
+	if !c.resetStrikes.Load() {
+		c.resetStrikes.Store(true)
+	}
+}
+
 // kickLocked makes sure queued output gets written: by the flusher in
 // progress, or the writer goroutine.
 func (c *conn) kickLocked() {
 	if c.flushing {
 		return
 	}
+	c.kickWriterLocked()
+}
+
+// kickWriterLocked wakes the writer goroutine.
+func (c *conn) kickWriterLocked() {
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -400,21 +419,22 @@ func (c *conn) flushLocked() {
 // writer flushes output queued by the reader and by senders waiting
 // for flow control.
 func (c *conn) writer() {
-	for {
-		select {
-		case <-c.kick:
-			c.mu.Lock()
-			if len(c.wbuf) < minBatch {
-				// A small batch: let the calls about to answer add theirs.
-				c.mu.Unlock()
-				runtime.Gosched()
-				c.mu.Lock()
-			}
-			c.flushLocked()
+	// It waits on kick alone (close kicks it too): a select with done
+	// would cost every wake-up twice the channel locking.
+	for range c.kick {
+		c.mu.Lock()
+		if c.closed {
 			c.mu.Unlock()
-		case <-c.done:
 			return
 		}
+		if len(c.wbuf) < minBatch {
+			// A small batch: let the calls about to answer add theirs.
+			c.mu.Unlock()
+			runtime.Gosched()
+			c.mu.Lock()
+		}
+		c.flushLocked()
+		c.mu.Unlock()
 	}
 }
 
@@ -566,20 +586,14 @@ func (c *conn) onHeaders(id uint32, rq *request, end bool) {
 		c.mu.Unlock()
 		return
 	}
-	c.mu.Unlock()
-	if rq.abort != nil {
-		c.mu.Lock()
-		c.earlyAbortLocked(id, rq.abort, !end)
-		c.mu.Unlock()
-		return
-	}
-	st := c.newStream(id, rq, end)
-	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		st.cancel()
+	if rq.abort != nil {
+		c.earlyAbortLocked(id, rq.abort, !end)
 		return
 	}
+	// Made under c.mu, which the checks above took: one lock a request
+	// fewer, and the lock is contended (the calls answer under it).
+	st := c.newStream(id, rq, end)
 	c.streams[id] = st
 	c.idleSince = time.Time{}
 	if st.m.unary == nil {
@@ -797,6 +811,12 @@ func (c *conn) onData(f *http2.DataFrame) {
 		}
 		// A stream that ended or was reset; its bytes count only for
 		// the connection window (done above).
+		c.mu.Unlock()
+		return
+	}
+	if st.m.unary != nil {
+		// Under the same lock: one fewer a request.
+		st.onUnaryDataLocked(f.Data(), n-uint32(len(f.Data())), f.StreamEnded())
 		c.mu.Unlock()
 		return
 	}

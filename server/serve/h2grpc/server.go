@@ -182,13 +182,15 @@ func (s *Server) worker() {
 //
 //go:noinline
 func (s *Server) workLoop(*[workerStack]byte) {
+	// A plain receive, not a select with s.quit: a select costs a parked
+	// worker twice the channel locking and queueing (measured: 8% of the
+	// server's CPU on a serializable Range). stop sends each worker a nil.
 	for {
-		select {
-		case st := <-s.work:
-			st.run()
-		case <-s.quit:
+		st := <-s.work
+		if st == nil {
 			return
 		}
+		st.run()
 	}
 }
 
@@ -303,6 +305,14 @@ func (s *Server) stop(end func(*conn)) {
 	if !s.stopped {
 		s.stopped = true
 		close(s.quit)
+		if s.work != nil {
+			// Each worker takes one once its call (if any) is done.
+			go func() {
+				for range s.o.Workers {
+					s.work <- nil
+				}
+			}()
+		}
 	}
 	s.closeListeners()
 	for c := range s.conns {

@@ -63,44 +63,48 @@ type stream struct {
 	rsig                      chan struct{} // a streaming call's wakeup; cap 1
 }
 
+// onUnaryDataLocked is onData for a unary call, with c.mu held: the
+// request is buffered until END_STREAM, then the call runs; an oversized
+// request is refused as soon as its length prefix says so.
+func (st *stream) onUnaryDataLocked(p []byte, pad uint32, end bool) {
+	c := st.c
+	if st.clientDone {
+		return
+	}
+	st.rbuf = append(st.rbuf, p...)
+	st.recvd += uint32(len(p)) + pad
+	if len(st.rbuf) >= 5 {
+		if n := int(binary.BigEndian.Uint32(st.rbuf[1:5])); n > c.s.o.MaxRecvMsgSize {
+			st.clientDone = end
+			// On the reader: queue the answer, never write inline.
+			st.writeTrailersLocked(status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, c.s.o.MaxRecvMsgSize))
+			c.kickLocked()
+			return
+		}
+	}
+	if st.recvd >= streamWindow/2 && !end {
+		// A large request: the call consumes it all at once.
+		c.wfr.WriteWindowUpdate(st.id, st.recvd)
+		st.recvd = 0
+		c.kickLocked()
+	}
+	if end {
+		st.clientDone = true
+		if !st.reset && !st.done {
+			st.dispatched = true
+			c.running++
+			c.s.dispatch(st)
+		}
+	}
+}
+
 // onData is the reader handing over a DATA frame's payload; pad is its
 // padding (flow-controlled but never read).
 func (st *stream) onData(p []byte, pad uint32, end bool) {
 	c := st.c
 	if st.m.unary != nil {
-		// Unary: buffer until END_STREAM, then run; refuse an oversized
-		// request as soon as its length prefix says so.
-		if st.clientDone {
-			return
-		}
-		st.rbuf = append(st.rbuf, p...)
-		st.recvd += uint32(len(p)) + pad
-		if len(st.rbuf) >= 5 {
-			if n := int(binary.BigEndian.Uint32(st.rbuf[1:5])); n > c.s.o.MaxRecvMsgSize {
-				st.clientDone = end
-				// On the reader: queue the answer, never write inline.
-				c.mu.Lock()
-				st.writeTrailersLocked(status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, c.s.o.MaxRecvMsgSize))
-				c.kickLocked()
-				c.mu.Unlock()
-				return
-			}
-		}
 		c.mu.Lock()
-		if st.recvd >= streamWindow/2 && !end {
-			// A large request: the call consumes it all at once.
-			c.wfr.WriteWindowUpdate(st.id, st.recvd)
-			st.recvd = 0
-			c.kickLocked()
-		}
-		if end {
-			st.clientDone = true
-			if !st.reset && !st.done {
-				st.dispatched = true
-				c.running++
-				c.s.dispatch(st)
-			}
-		}
+		st.onUnaryDataLocked(p, pad, end)
 		c.mu.Unlock()
 		return
 	}
@@ -287,9 +291,9 @@ var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // time); last: also the OK trailers, in the same write (a unary reply).
 func (st *stream) send(m any, last bool) error {
 	c, s := st.c, st.c.s
-	c.mu.Lock()
+	// Read without c.mu: only decompressor, on this call's goroutine and
+	// before the handler runs, writes it.
 	comp := st.sendCompress
-	c.mu.Unlock()
 	bp := msgPool.Get().(*[]byte)
 	buf, err := s.encodeMsg(append((*bp)[:0], 0, 0, 0, 0, 0), m, comp)
 	// The whole buffer goes back to the pool (buf is resliced below).
@@ -328,7 +332,7 @@ func (st *stream) send(m any, last bool) error {
 		}
 		n := min(int64(len(buf)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
 		c.wfr.WriteData(st.id, false, buf[:n])
-		c.resetStrikes.Store(true)
+		c.noteSent()
 		st.sendWindow -= n
 		c.sendWindow -= n
 		buf = buf[n:]
@@ -444,7 +448,7 @@ func (st *stream) writeTrailersLocked(s *status.Status) {
 		c.writeMDLocked(st.trailer)
 		c.writeHeaderBlockLocked(st.id, true)
 	}
-	c.resetStrikes.Store(true)
+	c.noteSent()
 	if !st.clientDoneLocked() {
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 	}
@@ -478,7 +482,7 @@ func contentType(sub string) string {
 func (st *stream) writeHeadersLocked() {
 	c := st.c
 	st.headerSent = true
-	c.resetStrikes.Store(true)
+	c.noteSent()
 	if st.header.Len() == 0 && st.sendCompress == "" && st.subtype == "" {
 		c.writeHeaderFrameLocked(st.id, blockHeaders, false)
 		return

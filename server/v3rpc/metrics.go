@@ -30,6 +30,10 @@ type metrics struct {
 	msgRecv  *prometheus.CounterVec
 	msgSent  *prometheus.CounterVec
 	methods  sync.Map // full method → *methodMetrics
+	// recent is a direct-mapped cache in front of methods: a hit costs a
+	// string compare where the sync.Map costs a hash and a trie walk
+	// (measured: 1.7% of the server's CPU on a serializable Range).
+	recent [16]atomic.Pointer[methodMetrics]
 
 	slowRequests  prometheus.Counter
 	rateLimited   *prometheus.CounterVec
@@ -64,6 +68,7 @@ type methodMetrics struct {
 	typ     string
 	service string
 	method  string
+	full    string // "/service/method", the key
 	parent  *metrics
 }
 
@@ -177,6 +182,20 @@ func streamType(info *grpc.StreamServerInfo) string {
 // method returns the cached children for a full gRPC method name; typ is
 // its grpc_type.
 func (m *metrics) method(full, typ string) *methodMetrics {
+	slot := &m.recent[0]
+	if n := len(full); n > 0 {
+		slot = &m.recent[(n*7+int(full[n-1]))%len(m.recent)]
+	}
+	if mm := slot.Load(); mm != nil && mm.full == full {
+		return mm
+	}
+	mm := m.lookupMethod(full, typ)
+	slot.Store(mm)
+	return mm
+}
+
+// lookupMethod is method without the cache.
+func (m *metrics) lookupMethod(full, typ string) *methodMetrics {
 	if mm, ok := m.methods.Load(full); ok {
 		return mm.(*methodMetrics)
 	}
@@ -189,7 +208,7 @@ func (m *metrics) method(full, typ string) *methodMetrics {
 		handling: m.handling.WithLabelValues(typ, service, method),
 		msgRecv:  m.msgRecv.WithLabelValues(typ, service, method),
 		msgSent:  m.msgSent.WithLabelValues(typ, service, method),
-		typ:      typ, service: service, method: method, parent: m,
+		typ:      typ, service: service, method: method, full: full, parent: m,
 	}
 	actual, _ := m.methods.LoadOrStore(full, mm)
 	return actual.(*methodMetrics)

@@ -3,6 +3,7 @@ package v3rpc
 import (
 	"context"
 	"testing"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/metadata"
@@ -12,10 +13,36 @@ import (
 // client-api-version they carry, "unknown" without one; a version that is
 // not UTF-8 is neither counted nor able to panic the label check.
 func TestClientRequestsByVersion(t *testing.T) {
-	m := newMetrics()
-	ctx := func(kv ...string) context.Context {
-		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(kv...))
+	t.Run("grpc-go", func(t *testing.T) {
+		testClientRequestsByVersion(t, func(kv ...string) context.Context {
+			return metadata.NewIncomingContext(context.Background(), metadata.Pairs(kv...))
+		})
+	})
+	// The lean transport's contexts answer FirstIncomingValue.
+	t.Run("lean", func(t *testing.T) {
+		testClientRequestsByVersion(t, func(kv ...string) context.Context {
+			return firstValueCtx{metadata.NewIncomingContext(context.Background(), metadata.Pairs(kv...))}
+		})
+	})
+}
+
+// firstValueCtx answers FirstIncomingValue, and nothing through Value.
+type firstValueCtx struct{ md context.Context }
+
+func (c firstValueCtx) FirstIncomingValue(key string) (string, bool) {
+	if v := metadata.ValueFromIncomingContext(c.md, key); len(v) > 0 {
+		return v[0], true
 	}
+	return "", false
+}
+
+func (firstValueCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (firstValueCtx) Done() <-chan struct{}       { return nil }
+func (firstValueCtx) Err() error                  { return nil }
+func (firstValueCtx) Value(any) any               { return nil }
+
+func testClientRequestsByVersion(t *testing.T, ctx func(kv ...string) context.Context) {
+	m := newMetrics()
 	m.clientRequest(ctx(rpctypes.MetadataClientAPIVersionKey, "3.6"), clientUnary)
 	m.clientRequest(ctx(rpctypes.MetadataClientAPIVersionKey, "3.6"), clientUnary)
 	m.clientRequest(ctx(rpctypes.MetadataClientAPIVersionKey, "3.6"), clientStream)

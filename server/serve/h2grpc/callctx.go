@@ -2,6 +2,7 @@ package h2grpc
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,3 +154,25 @@ func (c *callCtx) Value(key any) any {
 }
 
 func (c *callCtx) String() string { return "h2grpc.callCtx" }
+
+// FirstIncomingValue is the first of metadata.ValueFromIncomingContext(c,
+// key), found the same way (the key as given, then case-insensitively),
+// without the copy that function makes. A handler reads it through an
+// interface of its own (the context may be any transport's).
+func (c *callCtx) FirstIncomingValue(key string) (string, bool) {
+	if v, ok := c.md[key]; ok {
+		if len(v) == 0 {
+			return "", false
+		}
+		return v[0], true
+	}
+	for k, v := range c.md {
+		if strings.EqualFold(k, key) {
+			if len(v) == 0 {
+				return "", false
+			}
+			return v[0], true
+		}
+	}
+	return "", false
+}

@@ -166,3 +166,16 @@ func TestCallCtxChildNoGoroutine(t *testing.T) {
 		t.Fatalf("Err after cancel: %v", ctx.Err())
 	}
 }
+
+// FirstIncomingValue finds what metadata.ValueFromIncomingContext finds.
+func TestCallCtxFirstIncomingValue(t *testing.T) {
+	st, ctx := newCallCtx(0)
+	st.cctx.md = metadata.MD{"a": {"1", "2"}, "Mixed-Case": {"m"}, "empty": {}}
+	for _, k := range []string{"a", "A", "mixed-case", "Mixed-Case", "empty", "none"} {
+		want := metadata.ValueFromIncomingContext(ctx, k)
+		v, ok := st.cctx.FirstIncomingValue(k)
+		if ok != (len(want) > 0) || ok && v != want[0] {
+			t.Errorf("%q: %q %v, want %q", k, v, ok, want)
+		}
+	}
+}

@@ -53,6 +53,9 @@ type stream struct {
 	// rbuf holds received bytes not yet consumed; a unary call's whole
 	// request.
 	rbuf []byte
+	// rinline holds a small unary request (a Range's): one allocation a
+	// call fewer. Never reused, so a message decoded from it may keep it.
+	rinline [64]byte
 	// recvd counts a unary request's bytes since the last stream
 	// WINDOW_UPDATE.
 	recvd uint32
@@ -70,6 +73,9 @@ func (st *stream) onUnaryDataLocked(p []byte, pad uint32, end bool) {
 	c := st.c
 	if st.clientDone {
 		return
+	}
+	if st.rbuf == nil && len(p) <= len(st.rinline) {
+		st.rbuf = st.rinline[:0]
 	}
 	st.rbuf = append(st.rbuf, p...)
 	st.recvd += uint32(len(p)) + pad

@@ -329,7 +329,7 @@ func (c *conn) close(error) {
 	}
 	c.closed = true
 	close(c.done)
-	c.kickWriterLocked()
+	c.kickWriter()
 	c.nc.Close()
 	for id, st := range c.streams {
 		st.reset = true
@@ -368,11 +368,16 @@ func (c *conn) kickLocked() {
 	if c.flushing {
 		return
 	}
-	c.kickWriterLocked()
+	c.kickWriter()
 }
 
-// kickWriterLocked wakes the writer goroutine.
-func (c *conn) kickWriterLocked() {
+// kickWriter wakes the writer goroutine; c.mu need not be held. A call's
+// output is written by the writer, which batches the output of every call
+// that answers meanwhile into one write (as grpc-go's loopy writer does;
+// measured: ~0.7 writes per unary call when each wrote its own answer,
+// ~0.14 batched). A sender never holds more than highWater unwritten (send
+// waits for the writer).
+func (c *conn) kickWriter() {
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -815,9 +820,13 @@ func (c *conn) onData(f *http2.DataFrame) {
 		return
 	}
 	if st.m.unary != nil {
-		// Under the same lock: one fewer a request.
-		st.onUnaryDataLocked(f.Data(), n-uint32(len(f.Data())), f.StreamEnded())
+		// Under the same lock: one fewer a request. The hand-off to a
+		// worker (which may wake a thread: a futex call) comes after it.
+		run := st.onUnaryDataLocked(f.Data(), n-uint32(len(f.Data())), f.StreamEnded())
 		c.mu.Unlock()
+		if run {
+			c.s.dispatch(st)
+		}
 		return
 	}
 	c.mu.Unlock()

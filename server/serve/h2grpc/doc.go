@@ -7,7 +7,8 @@
 // of worker goroutines; responses from all of a connection's streams are
 // encoded into one buffer that whoever finds no write in progress flushes
 // (a handler inline, or the connection's writer goroutine for frames the
-// reader sends), so concurrent responses share a write. Framing and HPACK
-// are golang.org/x/net/http2's. The wire behaviour a client sees (status,
+// reader sends), so concurrent responses share a write. A call's context
+// is held in its stream (callctx.go), and a header block a client repeats
+// is parsed once (hcache.go). Framing and HPACK are golang.org/x/net/http2's. The wire behaviour a client sees (status,
 // messages, limits, keepalive enforcement, GOAWAY) follows grpc-go's server.
 package h2grpc

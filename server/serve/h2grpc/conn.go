@@ -649,7 +649,7 @@ func (c *conn) parseRequest(fields []hpack.HeaderField) *request {
 	)
 	for _, hf := range fields {
 		if !isReserved(hf.Name) {
-			n++ // a size hint: the map of len(fields) (often > 8) was twice as big
+			n++ // the hint: above 8 (len(fields) often is) a map gets a table, not one group
 		}
 	}
 	md := make(metadata.MD, n)

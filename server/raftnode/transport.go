@@ -18,8 +18,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -539,33 +539,17 @@ var peerServiceDesc = grpc.ServiceDesc{
 	}},
 }
 
-// Register adds the peer service to s, which must use the peer codec
-// (PeerServerOptions).
-func (t *PeerTransport) Register(s *grpc.Server) { s.RegisterService(&peerServiceDesc, t) }
+// Register adds the peer service to s, which must use PeerCodec and allow
+// messages of MaxPeerMessageBytes and PeerEnforcement's pings (the
+// server's newPeerServer serves it with the lean transport, h2grpc).
+func (t *PeerTransport) Register(s grpc.ServiceRegistrar) { s.RegisterService(&peerServiceDesc, t) }
 
-// PeerServerOptions are the server options the peer service needs: its
-// codec, the frame size and, with tlsConf (etcd's --peer-* server side,
-// including client certificate verification), TLS.
-func PeerServerOptions(tlsConf *tls.Config) []grpc.ServerOption {
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodec(frameCodec{}),
-		grpc.MaxRecvMsgSize(maxPeerMsgBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.StaticStreamWindowSize(peerStreamWindow),
-		grpc.StaticConnWindowSize(peerConnWindow),
-	}
-	if tlsConf != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
-	}
-	return opts
-}
+// MaxPeerMessageBytes bounds one message of the peer services.
+const MaxPeerMessageBytes = maxPeerMsgBytes
 
-// NewPeerServer returns a gRPC server serving t's peer service.
-func NewPeerServer(t *PeerTransport, tlsConf *tls.Config, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(PeerServerOptions(tlsConf), opts...)...)
-	t.Register(s)
-	return s
-}
+// PeerEnforcement is the keepalive policy a peer server enforces: the
+// senders ping every 10 s, with or without a stream.
+var PeerEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 
 // Status messages of refused streams (checked by tests).
 const (
@@ -705,3 +689,45 @@ func (frameCodec) Unmarshal(data []byte, v any) error {
 }
 
 func (frameCodec) Name() string { return "raftnode-frame" }
+
+// PeerCodec is the peer server's codec: raw frames, a *[]byte each way,
+// as frameCodec, in grpc's CodecV2 form and the lean transport's
+// BytesCodec one (a reply appended straight into the frame buffer).
+type PeerCodec struct{}
+
+// Marshal implements encoding.CodecV2.
+func (PeerCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := frameCodec{}.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (PeerCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("raftnode: codec cannot unmarshal into %T", v)
+	}
+	*b = (*b)[:0]
+	for _, d := range data {
+		*b = append(*b, d.ReadOnlyData()...)
+	}
+	return nil
+}
+
+// AppendMarshal appends v's frame to b.
+func (PeerCodec) AppendMarshal(b []byte, v any) ([]byte, error) {
+	f, err := frameCodec{}.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, f...), nil
+}
+
+// UnmarshalBytes copies data into v, a *[]byte (its buffer reused).
+func (PeerCodec) UnmarshalBytes(data []byte, v any) error { return frameCodec{}.Unmarshal(data, v) }
+
+// Name implements encoding.CodecV2.
+func (PeerCodec) Name() string { return frameCodec{}.Name() }

@@ -84,7 +84,7 @@ func servePeer(t *testing.T, tr *PeerTransport, tlsConf *tls.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewPeerServer(tr, tlsConf)
+	srv := newPeerServer(tr, tlsConf)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 	scheme := "http"

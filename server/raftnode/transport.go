@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -154,13 +155,19 @@ func (t *PeerTransport) getRaft() Raft {
 	return nil
 }
 
-// Send queues msgs for their peers without blocking.
+// Send queues msgs for their peers without blocking. Each peer's sender
+// is woken once per call, not once per message: a Ready's messages to one
+// peer leave together, in one frame.
 func (t *PeerTransport) Send(msgs []raftpb.Message) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed {
 		return
 	}
+	var (
+		woken [4]*peer // the peers to wake; a group rarely has more
+		wake  = woken[:0]
+	)
 	for _, m := range msgs {
 		if m.To == 0 {
 			continue
@@ -175,12 +182,26 @@ func (t *PeerTransport) Send(msgs []raftpb.Message) {
 			// configuration change; nothing to report.
 			continue
 		}
-		select {
-		case p.queue <- m:
-		default:
+		p.qmu.Lock()
+		full := len(p.q) >= t.cfg.QueueSize
+		if !full {
+			p.q = append(p.q, m)
+		}
+		p.qmu.Unlock()
+		if full {
 			p.failures.Add(1)
 			t.lg.Warn("dropped raft message: peer's send queue is full", "peer", FormatID(m.To), "type", m.Type.String())
 			t.report(m.To)
+			continue
+		}
+		if !slices.Contains(wake, p) {
+			wake = append(wake, p)
+		}
+	}
+	for _, p := range wake {
+		select {
+		case p.wake <- struct{}{}:
+		default: // already due to look
 		}
 	}
 }
@@ -238,7 +259,7 @@ func (t *PeerTransport) AddPeer(id uint64, peerURLs []string) {
 		t:     t,
 		id:    id,
 		urls:  append([]string(nil), peerURLs...),
-		queue: make(chan raftpb.Message, t.cfg.QueueSize),
+		wake:  make(chan struct{}, 1),
 		stopc: make(chan struct{}),
 		donec: make(chan struct{}),
 	}
@@ -332,9 +353,14 @@ func (t *PeerTransport) countRecvFailure(from uint64) {
 
 // peer is the sender to one member.
 type peer struct {
-	t     *PeerTransport
-	id    uint64
-	queue chan raftpb.Message
+	t  *PeerTransport
+	id uint64
+
+	// q is the send queue (at most QueueSize messages), filled by Send
+	// and taken whole by the sender, which wake wakes (cap 1).
+	qmu  sync.Mutex
+	q    []raftpb.Message
+	wake chan struct{}
 
 	mu     sync.Mutex
 	urls   []string
@@ -365,79 +391,97 @@ func (p *peer) run() {
 		case <-ctx.Done():
 		}
 	}()
-	var (
-		s        *peerStream
-		retryAt  time.Time
-		batch    []raftpb.Message
-		lastWarn time.Time
-	)
-	defer func() { s.close() }()
+	ps := peerSender{p: p, ctx: ctx}
+	defer func() { ps.s.close() }()
+	var spare []raftpb.Message
 	for {
 		select {
-		case m := <-p.queue:
-			batch = append(batch[:0], m)
+		case <-p.wake:
 		case <-p.stopc:
 			return
 		}
-		size := batch[0].Size()
-	fill:
-		for size < maxFrameBytes {
-			select {
-			case m := <-p.queue:
-				batch = append(batch, m)
-				size += m.Size()
-			default:
-				break fill
+		p.qmu.Lock()
+		queued := p.q
+		p.q = spare
+		p.qmu.Unlock()
+		for rest := queued; len(rest) > 0; {
+			// Frames of up to maxFrameBytes (a larger message alone).
+			n, size := 1, rest[0].Size()
+			for n < len(rest) && size < maxFrameBytes {
+				size += rest[n].Size()
+				n++
 			}
-		}
-		if p.resetc.Swap(false) {
-			s.close()
-			s = nil
-		}
-		if s == nil {
-			if time.Now().Before(retryAt) {
-				p.failures.Add(uint64(len(batch)))
-				p.t.report(p.id)
-				continue
-			}
-			var err error
-			if s, err = p.open(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
-					if r := p.t.getRaft(); r != nil {
-						r.ReportRemoved()
-					}
-				}
-				if time.Since(lastWarn) > 5*time.Second {
-					p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
-					lastWarn = time.Now()
-				}
-				retryAt = time.Now().Add(p.t.cfg.RetryInterval)
-				p.failures.Add(uint64(len(batch)))
-				p.t.report(p.id)
-				continue
-			}
-		}
-		// NB: gRPC may still hold the frame after SendMsg returns, so
-		// each frame is a new buffer.
-		frame := appendFrame(make([]byte, 0, size+8*len(batch)), batch)
-		if err := s.stream.SendMsg(&frame); err != nil {
-			if ctx.Err() != nil {
+			if !ps.send(rest[:n], size) {
 				return
 			}
-			err = s.finish(err)
-			p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
-			s.close()
-			s = nil
-			retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+			rest = rest[n:]
+		}
+		clear(queued) // the entries' data is not kept alive here
+		spare = queued[:0]
+	}
+}
+
+// peerSender is a peer's sending side: its stream, opened on demand.
+type peerSender struct {
+	p        *peer
+	ctx      context.Context
+	s        *peerStream
+	retryAt  time.Time
+	lastWarn time.Time
+}
+
+// send sends batch, of size bytes marshalled, as one frame; a batch that
+// cannot go is counted and reported to raft. false: the transport stops.
+func (ps *peerSender) send(batch []raftpb.Message, size int) bool {
+	p := ps.p
+	lost := func() bool {
+		ps.retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+		p.failures.Add(uint64(len(batch)))
+		p.t.report(p.id)
+		return true
+	}
+	if p.resetc.Swap(false) {
+		ps.s.close()
+		ps.s = nil
+	}
+	if ps.s == nil {
+		if time.Now().Before(ps.retryAt) {
 			p.failures.Add(uint64(len(batch)))
 			p.t.report(p.id)
-			continue
+			return true
 		}
-		p.sentBytes.Add(uint64(len(frame)))
+		var err error
+		if ps.s, err = p.open(ps.ctx); err != nil {
+			if ps.ctx.Err() != nil {
+				return false
+			}
+			if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
+				if r := p.t.getRaft(); r != nil {
+					r.ReportRemoved()
+				}
+			}
+			if time.Since(ps.lastWarn) > 5*time.Second {
+				p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
+				ps.lastWarn = time.Now()
+			}
+			return lost()
+		}
 	}
+	// NB: gRPC may still hold the frame after SendMsg returns, so each
+	// frame is a new buffer.
+	frame := appendFrame(make([]byte, 0, size+binary.MaxVarintLen32*len(batch)), batch)
+	if err := ps.s.stream.SendMsg(&frame); err != nil {
+		if ps.ctx.Err() != nil {
+			return false
+		}
+		err = ps.s.finish(err)
+		p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
+		ps.s.close()
+		ps.s = nil
+		return lost()
+	}
+	p.sentBytes.Add(uint64(len(frame)))
+	return true
 }
 
 type peerStream struct {

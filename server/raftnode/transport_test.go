@@ -79,7 +79,7 @@ func (f *fakeRaft) counts() (steps, unreachable int) {
 }
 
 // servePeer serves a transport on a loopback listener.
-func servePeer(t *testing.T, tr *PeerTransport, tlsConf *tls.Config) string {
+func servePeer(t testing.TB, tr *PeerTransport, tlsConf *tls.Config) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

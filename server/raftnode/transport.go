@@ -425,7 +425,7 @@ func (p *peer) run() {
 type peerSender struct {
 	p        *peer
 	ctx      context.Context
-	s        *peerStream
+	s        *msgStream
 	retryAt  time.Time
 	lastWarn time.Time
 }
@@ -467,20 +467,17 @@ func (ps *peerSender) send(batch []raftpb.Message, size int) bool {
 			return lost()
 		}
 	}
-	// NB: gRPC may still hold the frame after SendMsg returns, so each
-	// frame is a new buffer.
-	frame := appendFrame(make([]byte, 0, size+binary.MaxVarintLen32*len(batch)), batch)
-	if err := ps.s.stream.SendMsg(&frame); err != nil {
+	n, err := ps.s.send(batch, size)
+	if err != nil {
 		if ps.ctx.Err() != nil {
 			return false
 		}
-		err = ps.s.finish(err)
 		p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
 		ps.s.close()
 		ps.s = nil
 		return lost()
 	}
-	p.sentBytes.Add(uint64(len(frame)))
+	p.sentBytes.Add(uint64(n))
 	return true
 }
 
@@ -511,20 +508,32 @@ func (s *peerStream) finish(err error) error {
 
 // open dials the peer's next URL and opens the message stream; the
 // receiver's cluster and member ID check answers before any message goes.
-func (p *peer) open(ctx context.Context) (*peerStream, error) {
-	return p.openStream(ctx, &peerStreamDesc, peerStreamMethod)
+func (p *peer) open(ctx context.Context) (*msgStream, error) {
+	raw, err := p.nextURL()
+	if err != nil {
+		return nil, err
+	}
+	return openMsgStream(ctx, raw, &p.t.cfg, p.id)
+}
+
+// nextURL is the peer URL to try (round robin on failure, as rafthttp).
+func (p *peer) nextURL() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.urls) == 0 {
+		return "", errors.New("raftnode: peer has no URLs")
+	}
+	raw := p.urls[p.next%len(p.urls)]
+	p.next++
+	return raw, nil
 }
 
 // openStream opens a stream of method on a connection of its own.
 func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method string) (*peerStream, error) {
-	p.mu.Lock()
-	if len(p.urls) == 0 {
-		p.mu.Unlock()
-		return nil, errors.New("raftnode: peer has no URLs")
+	raw, err := p.nextURL()
+	if err != nil {
+		return nil, err
 	}
-	raw := p.urls[p.next%len(p.urls)]
-	p.next++
-	p.mu.Unlock()
 	target, opts, err := PeerDial(raw, p.t.cfg.TLS)
 	if err != nil {
 		return nil, err
@@ -562,8 +571,6 @@ func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method str
 	}
 	return s, nil
 }
-
-var peerStreamDesc = grpc.StreamDesc{StreamName: "Messages", ClientStreams: true}
 
 var peerServiceDesc = grpc.ServiceDesc{
 	ServiceName: peerServiceName,

@@ -203,7 +203,8 @@ func (s *Server) startCluster(cs *clusterState) error {
 		// cannot join.
 		peerCreds = rejectLoggingCreds{credentials.NewTLS(cs.serverTLS), s.lg}
 	}
-	s.peerServer = s.newPeerServer(peerCreds) // peerserver.go
+	// The lean transport (peerserver.go).
+	s.peerServer = s.newPeerServer(peerCreds)
 	s.registerClusterMetrics() // peermetrics.go
 	for _, raw := range cfg.PeerListenURLs() {
 		u, err := url.Parse(raw)

@@ -13,7 +13,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/metastore-dev/metastore/auth"
@@ -196,16 +195,16 @@ func (s *Server) startCluster(cs *clusterState) error {
 		Logger: s.lg, Snapshots: newSnapshotMetrics(s.metrics.Registry()),
 	})
 	s.metrics.Registry().MustRegister(peerCollector{s.peerTransport})
-	var peerOpts []grpc.ServerOption
+	var peerCreds credentials.TransportCredentials
 	if cs.serverTLS != nil {
 		// Every refused handshake (a certificate refused by the CA or the
 		// allowed CN/hostname check, no certificate, not TLS) is logged,
 		// as etcd's listener logs it: an operator sees why a member
 		// cannot join.
-		peerOpts = append(peerOpts, grpc.Creds(rejectLoggingCreds{credentials.NewTLS(cs.serverTLS), s.lg}))
+		peerCreds = rejectLoggingCreds{credentials.NewTLS(cs.serverTLS), s.lg}
 	}
-	s.peerServer = raftnode.NewPeerServer(s.peerTransport, cs.serverTLS, peerOpts...)
-	s.peerServer.RegisterService(&peerServiceDesc, s)
+	// The lean transport (peerserver.go).
+	s.peerServer = s.newPeerServer(peerCreds)
 	s.registerClusterMetrics() // peermetrics.go
 	for _, raw := range cfg.PeerListenURLs() {
 		u, err := url.Parse(raw)

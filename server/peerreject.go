@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -21,9 +22,17 @@ type rejectLoggingCreds struct {
 
 var _ credentials.TransportCredentials = rejectLoggingCreds{}
 
+// peerHandshakeTimeout bounds a peer connection's TLS handshake, as
+// grpc-go's server bounded it (its ConnectionTimeout) before the peer
+// listener moved to the lean transport: a client that connects and stays
+// silent does not hold a goroutine for good.
+const peerHandshakeTimeout = 120 * time.Second
+
 // ServerHandshake implements credentials.TransportCredentials.
 func (c rejectLoggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn.SetDeadline(time.Now().Add(peerHandshakeTimeout))
 	out, info, err := c.TransportCredentials.ServerHandshake(conn)
+	conn.SetDeadline(time.Time{})
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, io.EOF) {

@@ -26,6 +26,7 @@ import (
 	"github.com/metastore-dev/metastore/server/guard"
 	"github.com/metastore-dev/metastore/server/raftnode"
 	"github.com/metastore-dev/metastore/server/serve"
+	"github.com/metastore-dev/metastore/server/serve/h2grpc"
 	"github.com/metastore-dev/metastore/server/v3lock"
 	"github.com/metastore-dev/metastore/server/v3rpc"
 )
@@ -52,7 +53,7 @@ type Server struct {
 	machine       *apply.RaftMachine
 	logStore      *raftnode.LogStore
 	peerTransport *raftnode.PeerTransport
-	peerServer    *grpc.Server
+	peerServer    *h2grpc.Server
 	peerListeners []net.Listener
 	peers         *peerClients
 	health        *peerHealth // since when each peer is connected (peerhealth.go)

@@ -18,7 +18,10 @@
 //     ConfChanges validated by the state machine at apply.
 //   - PeerTransport: a gRPC peer service, one stream per peer fed by a
 //     bounded queue (full: drop and report unreachable), cluster and member
-//     IDs checked on every stream, TLS from the caller.
+//     IDs checked on every stream, TLS from the caller. The sender writes
+//     the stream's HTTP/2 frames itself (peerclient.go); the server side is
+//     any grpc.ServiceRegistrar using PeerCodec (the member serves it with
+//     the lean transport, h2grpc).
 //   - MemberID, ClusterID: etcd's derivations, so member lists match etcd's.
 //   - Log truncation (Config.SnapshotCount) and snapshots: SnapshotStore
 //     sends the state machine's data (everything in the shared Pebble

@@ -20,7 +20,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
+
+	"github.com/metastore-dev/metastore/server/serve/h2grpc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -418,7 +419,7 @@ type member struct {
 	// snapshotCount is the node's SnapshotCount (0: no truncation).
 	snapshotCount uint64
 	tr            *PeerTransport
-	srv           *grpc.Server
+	srv           *h2grpc.Server
 	node          *Node
 	// wrap lets a test wrap the log and transport the node sees.
 	wrap func(m *member, cfg *Config)
@@ -544,7 +545,7 @@ func (m *member) start(clusterID uint64, peers []Peer, newCluster bool) {
 		t.Fatal(err)
 	}
 	m.tr.SetRaft(m.node)
-	m.srv = NewPeerServer(m.tr, serverTLS)
+	m.srv = newPeerServer(m.tr, serverTLS)
 	go m.srv.Serve(m.gate.listener())
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,8 +19,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -154,13 +155,19 @@ func (t *PeerTransport) getRaft() Raft {
 	return nil
 }
 
-// Send queues msgs for their peers without blocking.
+// Send queues msgs for their peers without blocking. Each peer's sender
+// is woken once per call, not once per message: a Ready's messages to one
+// peer leave together, in one frame.
 func (t *PeerTransport) Send(msgs []raftpb.Message) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed {
 		return
 	}
+	var (
+		woken [4]*peer // the peers to wake; a group rarely has more
+		wake  = woken[:0]
+	)
 	for _, m := range msgs {
 		if m.To == 0 {
 			continue
@@ -175,12 +182,26 @@ func (t *PeerTransport) Send(msgs []raftpb.Message) {
 			// configuration change; nothing to report.
 			continue
 		}
-		select {
-		case p.queue <- m:
-		default:
+		p.qmu.Lock()
+		full := len(p.q) >= t.cfg.QueueSize
+		if !full {
+			p.q = append(p.q, m)
+		}
+		p.qmu.Unlock()
+		if full {
 			p.failures.Add(1)
 			t.lg.Warn("dropped raft message: peer's send queue is full", "peer", FormatID(m.To), "type", m.Type.String())
 			t.report(m.To)
+			continue
+		}
+		if !slices.Contains(wake, p) {
+			wake = append(wake, p)
+		}
+	}
+	for _, p := range wake {
+		select {
+		case p.wake <- struct{}{}:
+		default: // already due to look
 		}
 	}
 }
@@ -238,7 +259,7 @@ func (t *PeerTransport) AddPeer(id uint64, peerURLs []string) {
 		t:     t,
 		id:    id,
 		urls:  append([]string(nil), peerURLs...),
-		queue: make(chan raftpb.Message, t.cfg.QueueSize),
+		wake:  make(chan struct{}, 1),
 		stopc: make(chan struct{}),
 		donec: make(chan struct{}),
 	}
@@ -332,9 +353,14 @@ func (t *PeerTransport) countRecvFailure(from uint64) {
 
 // peer is the sender to one member.
 type peer struct {
-	t     *PeerTransport
-	id    uint64
-	queue chan raftpb.Message
+	t  *PeerTransport
+	id uint64
+
+	// q is the send queue (at most QueueSize messages), filled by Send
+	// and taken whole by the sender, which wake wakes (cap 1).
+	qmu  sync.Mutex
+	q    []raftpb.Message
+	wake chan struct{}
 
 	mu     sync.Mutex
 	urls   []string
@@ -365,79 +391,94 @@ func (p *peer) run() {
 		case <-ctx.Done():
 		}
 	}()
-	var (
-		s        *peerStream
-		retryAt  time.Time
-		batch    []raftpb.Message
-		lastWarn time.Time
-	)
-	defer func() { s.close() }()
+	ps := peerSender{p: p, ctx: ctx}
+	defer func() { ps.s.close() }()
+	var spare []raftpb.Message
 	for {
 		select {
-		case m := <-p.queue:
-			batch = append(batch[:0], m)
+		case <-p.wake:
 		case <-p.stopc:
 			return
 		}
-		size := batch[0].Size()
-	fill:
-		for size < maxFrameBytes {
-			select {
-			case m := <-p.queue:
-				batch = append(batch, m)
-				size += m.Size()
-			default:
-				break fill
+		p.qmu.Lock()
+		queued := p.q
+		p.q = spare
+		p.qmu.Unlock()
+		for rest := queued; len(rest) > 0; {
+			// Frames of up to maxFrameBytes (a larger message alone).
+			n, size := 1, rest[0].Size()
+			for n < len(rest) && size < maxFrameBytes {
+				size += rest[n].Size()
+				n++
 			}
-		}
-		if p.resetc.Swap(false) {
-			s.close()
-			s = nil
-		}
-		if s == nil {
-			if time.Now().Before(retryAt) {
-				p.failures.Add(uint64(len(batch)))
-				p.t.report(p.id)
-				continue
-			}
-			var err error
-			if s, err = p.open(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
-					if r := p.t.getRaft(); r != nil {
-						r.ReportRemoved()
-					}
-				}
-				if time.Since(lastWarn) > 5*time.Second {
-					p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
-					lastWarn = time.Now()
-				}
-				retryAt = time.Now().Add(p.t.cfg.RetryInterval)
-				p.failures.Add(uint64(len(batch)))
-				p.t.report(p.id)
-				continue
-			}
-		}
-		// NB: gRPC may still hold the frame after SendMsg returns, so
-		// each frame is a new buffer.
-		frame := appendFrame(make([]byte, 0, size+8*len(batch)), batch)
-		if err := s.stream.SendMsg(&frame); err != nil {
-			if ctx.Err() != nil {
+			if !ps.send(rest[:n], size) {
 				return
 			}
-			err = s.finish(err)
-			p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
-			s.close()
-			s = nil
-			retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+			rest = rest[n:]
+		}
+		clear(queued) // the entries' data is not kept alive here
+		spare = queued[:0]
+	}
+}
+
+// peerSender is a peer's sending side: its stream, opened on demand.
+type peerSender struct {
+	p        *peer
+	ctx      context.Context
+	s        *msgStream
+	retryAt  time.Time
+	lastWarn time.Time
+}
+
+// send sends batch, of size bytes marshalled, as one frame; a batch that
+// cannot go is counted and reported to raft. false: the transport stops.
+func (ps *peerSender) send(batch []raftpb.Message, size int) bool {
+	p := ps.p
+	lost := func() bool {
+		ps.retryAt = time.Now().Add(p.t.cfg.RetryInterval)
+		p.failures.Add(uint64(len(batch)))
+		p.t.report(p.id)
+		return true
+	}
+	if p.resetc.Swap(false) {
+		ps.s.close()
+		ps.s = nil
+	}
+	if ps.s == nil {
+		if time.Now().Before(ps.retryAt) {
 			p.failures.Add(uint64(len(batch)))
 			p.t.report(p.id)
-			continue
+			return true
 		}
-		p.sentBytes.Add(uint64(len(frame)))
+		var err error
+		if ps.s, err = p.open(ps.ctx); err != nil {
+			if ps.ctx.Err() != nil {
+				return false
+			}
+			if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == msgMemberRemoved {
+				if r := p.t.getRaft(); r != nil {
+					r.ReportRemoved()
+				}
+			}
+			if time.Since(ps.lastWarn) > 5*time.Second {
+				p.t.lg.Warn("cannot reach peer", "peer", FormatID(p.id), "err", err)
+				ps.lastWarn = time.Now()
+			}
+			return lost()
+		}
 	}
+	n, err := ps.s.send(batch, size)
+	if err != nil {
+		if ps.ctx.Err() != nil {
+			return false
+		}
+		p.t.lg.Warn("lost stream to peer", "peer", FormatID(p.id), "err", err)
+		ps.s.close()
+		ps.s = nil
+		return lost()
+	}
+	p.sentBytes.Add(uint64(n))
+	return true
 }
 
 type peerStream struct {
@@ -467,20 +508,32 @@ func (s *peerStream) finish(err error) error {
 
 // open dials the peer's next URL and opens the message stream; the
 // receiver's cluster and member ID check answers before any message goes.
-func (p *peer) open(ctx context.Context) (*peerStream, error) {
-	return p.openStream(ctx, &peerStreamDesc, peerStreamMethod)
+func (p *peer) open(ctx context.Context) (*msgStream, error) {
+	raw, err := p.nextURL()
+	if err != nil {
+		return nil, err
+	}
+	return openMsgStream(ctx, raw, &p.t.cfg, p.id)
+}
+
+// nextURL is the peer URL to try (round robin on failure, as rafthttp).
+func (p *peer) nextURL() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.urls) == 0 {
+		return "", errors.New("raftnode: peer has no URLs")
+	}
+	raw := p.urls[p.next%len(p.urls)]
+	p.next++
+	return raw, nil
 }
 
 // openStream opens a stream of method on a connection of its own.
 func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method string) (*peerStream, error) {
-	p.mu.Lock()
-	if len(p.urls) == 0 {
-		p.mu.Unlock()
-		return nil, errors.New("raftnode: peer has no URLs")
+	raw, err := p.nextURL()
+	if err != nil {
+		return nil, err
 	}
-	raw := p.urls[p.next%len(p.urls)]
-	p.next++
-	p.mu.Unlock()
 	target, opts, err := PeerDial(raw, p.t.cfg.TLS)
 	if err != nil {
 		return nil, err
@@ -519,8 +572,6 @@ func (p *peer) openStream(ctx context.Context, desc *grpc.StreamDesc, method str
 	return s, nil
 }
 
-var peerStreamDesc = grpc.StreamDesc{StreamName: "Messages", ClientStreams: true}
-
 var peerServiceDesc = grpc.ServiceDesc{
 	ServiceName: peerServiceName,
 	HandlerType: (*any)(nil),
@@ -539,33 +590,17 @@ var peerServiceDesc = grpc.ServiceDesc{
 	}},
 }
 
-// Register adds the peer service to s, which must use the peer codec
-// (PeerServerOptions).
-func (t *PeerTransport) Register(s *grpc.Server) { s.RegisterService(&peerServiceDesc, t) }
+// Register adds the peer service to s, which must use PeerCodec and allow
+// messages of MaxPeerMessageBytes and PeerEnforcement's pings (the
+// server's newPeerServer serves it with the lean transport, h2grpc).
+func (t *PeerTransport) Register(s grpc.ServiceRegistrar) { s.RegisterService(&peerServiceDesc, t) }
 
-// PeerServerOptions are the server options the peer service needs: its
-// codec, the frame size and, with tlsConf (etcd's --peer-* server side,
-// including client certificate verification), TLS.
-func PeerServerOptions(tlsConf *tls.Config) []grpc.ServerOption {
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodec(frameCodec{}),
-		grpc.MaxRecvMsgSize(maxPeerMsgBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.StaticStreamWindowSize(peerStreamWindow),
-		grpc.StaticConnWindowSize(peerConnWindow),
-	}
-	if tlsConf != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
-	}
-	return opts
-}
+// MaxPeerMessageBytes bounds one message of the peer services.
+const MaxPeerMessageBytes = maxPeerMsgBytes
 
-// NewPeerServer returns a gRPC server serving t's peer service.
-func NewPeerServer(t *PeerTransport, tlsConf *tls.Config, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(PeerServerOptions(tlsConf), opts...)...)
-	t.Register(s)
-	return s
-}
+// PeerEnforcement is the keepalive policy a peer server enforces: the
+// senders ping every 10 s, with or without a stream.
+var PeerEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 
 // Status messages of refused streams (checked by tests).
 const (
@@ -705,3 +740,45 @@ func (frameCodec) Unmarshal(data []byte, v any) error {
 }
 
 func (frameCodec) Name() string { return "raftnode-frame" }
+
+// PeerCodec is the peer server's codec: raw frames, a *[]byte each way,
+// as frameCodec, in grpc's CodecV2 form and the lean transport's
+// BytesCodec one (a reply appended straight into the frame buffer).
+type PeerCodec struct{}
+
+// Marshal implements encoding.CodecV2.
+func (PeerCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := frameCodec{}.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (PeerCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("raftnode: codec cannot unmarshal into %T", v)
+	}
+	*b = (*b)[:0]
+	for _, d := range data {
+		*b = append(*b, d.ReadOnlyData()...)
+	}
+	return nil
+}
+
+// AppendMarshal appends v's frame to b.
+func (PeerCodec) AppendMarshal(b []byte, v any) ([]byte, error) {
+	f, err := frameCodec{}.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, f...), nil
+}
+
+// UnmarshalBytes copies data into v, a *[]byte (its buffer reused).
+func (PeerCodec) UnmarshalBytes(data []byte, v any) error { return frameCodec{}.Unmarshal(data, v) }
+
+// Name implements encoding.CodecV2.
+func (PeerCodec) Name() string { return frameCodec{}.Name() }

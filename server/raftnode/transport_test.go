@@ -79,12 +79,12 @@ func (f *fakeRaft) counts() (steps, unreachable int) {
 }
 
 // servePeer serves a transport on a loopback listener.
-func servePeer(t *testing.T, tr *PeerTransport, tlsConf *tls.Config) string {
+func servePeer(t testing.TB, tr *PeerTransport, tlsConf *tls.Config) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewPeerServer(tr, tlsConf)
+	srv := newPeerServer(tr, tlsConf)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 	scheme := "http"

@@ -1053,10 +1053,14 @@ func (n *Node) learnerReady(id uint64) error {
 }
 
 // Step hands a message from another member to raft. A follower's
-// ReadIndex request to this leader joins the next read round instead.
+// ReadIndex request to this leader joins the next read round instead, and
+// the leader's answer to this follower goes straight to the read loop.
 func (n *Node) Step(m raftpb.Message) error {
 	if m.Type == raftpb.MsgReadIndex && len(m.Entries) == 1 && m.From != raft.None && n.state.Load() == int32(raft.StateLeader) {
 		return n.joinRemoteRead(m)
+	}
+	if m.Type == raftpb.MsgReadIndexResp && len(m.Entries) == 1 && n.readStateFromLeader(m) {
+		return nil
 	}
 	n.mu.Lock()
 	if n.stopped {

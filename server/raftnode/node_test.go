@@ -778,3 +778,51 @@ func TestFollowerReadsJoinLeaderRounds(t *testing.T) {
 		}
 	}
 }
+
+// TestReadIndexAnswerOnFollower: the leader's answer to a follower's
+// ReadIndex reaches the read loop directly only where raft would have
+// turned it into a ReadState: on a follower, in the follower's term.
+func TestReadIndexAnswerOnFollower(t *testing.T) {
+	c := newCluster(t, 3)
+	c.startAll()
+	lead := c.leader(t)
+	var f *member
+	for _, m := range c.members {
+		if m != lead {
+			f = m
+		}
+	}
+	f.node.mu.Lock()
+	term := f.node.rn.BasicStatus().Term
+	f.node.mu.Unlock()
+	answer := func(to *member, term uint64, ctx string) raftpb.Message {
+		return raftpb.Message{Type: raftpb.MsgReadIndexResp, From: lead.id, To: to.id, Term: term, Index: 7, Entries: []raftpb.Entry{{Data: []byte(ctx)}}}
+	}
+	// An answer from an earlier term is dropped, as raft drops it.
+	if err := f.node.Step(answer(f, term-1, "stale")); err != nil {
+		t.Fatal(err)
+	}
+	// A leader drops an answer too.
+	if err := lead.node.Step(answer(lead, term, "to-leader")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // a ready loop would have handed on a ReadState
+	select {
+	case rs := <-f.node.readStatec:
+		t.Fatalf("follower took an answer from an earlier term: %+v", rs)
+	case rs := <-lead.node.readStatec:
+		t.Fatalf("leader took an answer: %+v", rs)
+	default:
+	}
+	if err := f.node.Step(answer(f, term, "current")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rs := <-f.node.readStatec:
+		if rs.Index != 7 || string(rs.RequestCtx) != "current" {
+			t.Fatalf("read state %+v", rs)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the answer in the follower's term did not reach the read loop")
+	}
+}

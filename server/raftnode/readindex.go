@@ -135,28 +135,41 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 	var term uint64 // the term remote requests are answered in
 	send := func() error {
 		n.mu.Lock()
-		defer n.mu.Unlock()
 		if n.stopped {
+			n.mu.Unlock()
 			return ErrStopped
 		}
+		st := n.rn.BasicStatus()
+		stepped := false // something for the ready loop
 		if len(remote) > 0 {
-			st := n.rn.BasicStatus()
 			if st.RaftState != raft.StateLeader || (term != 0 && st.Term != term) {
 				for _, m := range remote {
 					_ = n.rn.Step(m)
 				}
-				remote, term = nil, 0
+				remote, term, stepped = nil, 0, true
 			} else {
 				term = st.Term
 			}
 		}
-		n.rn.ReadIndex(rctx)
+		var fwd []raftpb.Message
+		if st.RaftState == raft.StateFollower && st.Lead != raft.None {
+			fwd = []raftpb.Message{forwardReadIndex(n.id, st.Lead, rctx)}
+		} else {
+			n.rn.ReadIndex(rctx)
+			stepped = true
+		}
+		n.mu.Unlock()
+		if fwd != nil {
+			n.send(fwd)
+		}
+		if stepped {
+			n.signal()
+		}
 		return nil
 	}
 	if err := send(); err != nil {
 		return 0, err
 	}
-	n.signal()
 	retry := time.NewTicker(n.cfg.ReadIndexRetry)
 	defer retry.Stop()
 	for {
@@ -177,7 +190,6 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 			if err := send(); err != nil {
 				return 0, err
 			}
-			n.signal()
 		case <-timeout.C:
 			return 0, ErrTimeout
 		case <-n.stopc:
@@ -200,4 +212,37 @@ func (n *Node) waitApplied(index uint64) error {
 			return ErrStopped
 		}
 	}
+}
+
+// forwardReadIndex is the MsgReadIndex raft's follower sends its leader for
+// a ReadIndex call (no term: raft treats it as a forwarded local message).
+// A follower's read loop sends it itself rather than through raft and the
+// ready loop: raft would only address it and hand it to the next Ready,
+// one goroutine hand-off and one Ready cycle per round on every follower.
+func forwardReadIndex(from, lead uint64, rctx []byte) raftpb.Message {
+	return raftpb.Message{Type: raftpb.MsgReadIndex, From: from, To: lead, Entries: []raftpb.Entry{{Data: rctx}}}
+}
+
+// readStateFromLeader hands a follower's read loop the ReadIndex answer m
+// without stepping it into raft, when raft would only turn it into a
+// ReadState for the next Ready: this member is a follower in m's term
+// (raft ignores the answer in an earlier term, a candidate or leader drops
+// it, and a later term must go through raft, which then follows the new
+// leader). It reports whether it took m.
+func (n *Node) readStateFromLeader(m raftpb.Message) bool {
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		return false
+	}
+	st := n.rn.BasicStatus()
+	n.mu.Unlock()
+	if st.RaftState != raft.StateFollower || m.Term != st.Term {
+		return false
+	}
+	select {
+	case n.readStatec <- raft.ReadState{Index: m.Index, RequestCtx: m.Entries[0].Data}:
+	default: // the read loop retries, as for a ReadState from a Ready
+	}
+	return true
 }

@@ -257,14 +257,13 @@ var latestIterOptions = pebble.IterOptions{UseL6Filters: true}
 // memtables (recentkeys.go).
 func (t *WriteTxn) latest(key []byte, h uint64, kv *mvccpb.KeyValue) (bool, error) {
 	b := t.b
-	if !b.s.recent.has(h) {
-		it, err := b.durable()
-		if err != nil {
-			return false, err
-		}
-		if it != nil {
-			return b.seekLatest(it, key, kv)
-		}
+	it, err := b.durable(h)
+	if err != nil {
+		return false, err
+	}
+	if it != nil {
+		b.s.recent.seeks++
+		return b.seekLatest(it, key, kv)
 	}
 	if b.lit == nil {
 		it, err := b.b.NewIter(&latestIterOptions)
@@ -279,21 +278,22 @@ func (t *WriteTxn) latest(key []byte, h uint64, kv *mvccpb.KeyValue) (bool, erro
 	return b.seekLatest(b.lit, key, kv)
 }
 
-// durable returns the batch's table-only view, or nil while Store.recent
-// cannot vouch for the memtables. NB: created per batch, not kept by the
-// store: a view held across batches would pin the tables a compaction or
-// a defragmentation replaced.
-func (b *Batch) durable() (*pebble.Iterator, error) {
+// durable returns the batch's table-only view if it can answer for the key
+// of hash h, else nil. The first call after the tables changed creates the
+// view even if not, so that Store.recent catches up with them. NB: the view
+// lives for one batch, not in the store: one held across batches would pin
+// the tables a compaction or a defragmentation replaced.
+func (b *Batch) durable(h uint64) (*pebble.Iterator, error) {
 	r := &b.s.recent
+	if r.off {
+		return nil, nil
+	}
 	if b.dur == nil {
-		if r.off {
-			return nil, nil
-		}
 		// NB: loaded before the view is created, so the view is at least
 		// as new as the generation recorded.
 		gen := b.s.readGen.Load()
-		if !r.ready && gen == r.durGen {
-			return nil, nil // the tables have not moved since they were behind
+		if gen == r.durGen && (!r.ready || r.has(h)) {
+			return nil, nil
 		}
 		it, err := b.s.db.NewIter(&durableIterOptions)
 		if err != nil {
@@ -306,7 +306,7 @@ func (b *Batch) durable() (*pebble.Iterator, error) {
 			}
 		}
 	}
-	if !r.ready {
+	if !r.ready || r.has(h) {
 		return nil, nil
 	}
 	return b.dur, nil

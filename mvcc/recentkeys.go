@@ -35,6 +35,7 @@ type recentKeys struct {
 	durRev int64       // F, as last read
 	durGen uint64      // Store.readGen when F was read; ^0: to read
 	off    bool        // never used again (a reset whose flush failed)
+	seeks  int64       // lookups answered by the tables alone (tests)
 }
 
 // recentGen is the hashes written between two flushes seen, and the newest
@@ -46,7 +47,8 @@ type recentGen struct {
 
 // recentKeysMax bounds the hashes held (~16 B each): past it the set starts
 // over, unused until the tables catch up. Memtables hold far fewer keys.
-const recentKeysMax = 1 << 21
+// A variable for tests.
+var recentKeysMax = 1 << 21
 
 // durableIterOptions read the tables only, with every level's filters.
 var durableIterOptions = pebble.IterOptions{OnlyReadGuaranteedDurable: true, UseL6Filters: true}

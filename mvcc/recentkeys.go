@@ -48,7 +48,7 @@ type recentGen struct {
 // recentKeysMax bounds the hashes held (~16 B each): past it the set starts
 // over, unused until the tables catch up. Memtables hold far fewer keys.
 // A variable for tests.
-var recentKeysMax = 1 << 21
+var recentKeysMax = 1 << 20
 
 // durableIterOptions read the tables only, with every level's filters.
 var durableIterOptions = pebble.IterOptions{OnlyReadGuaranteedDurable: true, UseL6Filters: true}

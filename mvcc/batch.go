@@ -24,6 +24,7 @@ type Batch struct {
 	b        *pebble.Batch
 	it       *pebble.Iterator // over the indexed batch: reads see earlier writes; nil until used (view)
 	lit      *pebble.Iterator // the same, unbounded, for latest's prefix seeks; nil until used
+	dur      *pebble.Iterator // the tables alone, for keys not in Store.recent; nil until used
 	startRev int64
 	rev      int64 // newest revision assigned so far
 	compact  int64 // compaction scheduled by this batch, if compacts
@@ -171,6 +172,9 @@ func (b *Batch) release(committed bool) {
 	if b.lit != nil {
 		b.lit.Close()
 	}
+	if b.dur != nil {
+		b.dur.Close()
+	}
 	b.b.Close()
 	// NB: hooks run before the next batch can start, so state they publish
 	// is in place for every request of the next batch.
@@ -245,13 +249,22 @@ func (t *WriteTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) 
 // filter saves the seek into it.
 var latestIterOptions = pebble.IterOptions{UseL6Filters: true}
 
-// latest reads the newest live version of key into kv and reports whether
-// there is one. One prefix seek
-// over the batch and the database: the bloom filters (see comparer) skip
-// every table that does not hold the key, where a bounded SeekGE seeks
-// every level.
-func (t *WriteTxn) latest(key []byte, kv *mvccpb.KeyValue) (bool, error) {
+// latest reads the newest live version of key (of hash h in Store.recent)
+// into kv and reports whether there is one. One prefix seek: the bloom
+// filters (see comparer) skip every table that does not hold the key,
+// where a bounded SeekGE seeks every level; and a key not written since
+// the tables last caught up is sought in the tables alone, skipping the
+// memtables (recentkeys.go).
+func (t *WriteTxn) latest(key []byte, h uint64, kv *mvccpb.KeyValue) (bool, error) {
 	b := t.b
+	it, err := b.durable(h)
+	if err != nil {
+		return false, err
+	}
+	if it != nil {
+		b.s.recent.seeks++
+		return b.seekLatest(it, key, kv)
+	}
 	if b.lit == nil {
 		it, err := b.b.NewIter(&latestIterOptions)
 		if err != nil {
@@ -262,14 +275,52 @@ func (t *WriteTxn) latest(key []byte, kv *mvccpb.KeyValue) (bool, error) {
 		// NB: refreshes the iterator's view of the batch (earlier writes).
 		b.lit.SetOptions(&latestIterOptions)
 	}
+	return b.seekLatest(b.lit, key, kv)
+}
+
+// durable returns the batch's table-only view if it can answer for the key
+// of hash h, else nil. The first call after the tables changed creates the
+// view even if not, so that Store.recent catches up with them. NB: the view
+// lives for one batch, not in the store: one held across batches would pin
+// the tables a compaction or a defragmentation replaced.
+func (b *Batch) durable(h uint64) (*pebble.Iterator, error) {
+	r := &b.s.recent
+	if r.off {
+		return nil, nil
+	}
+	if b.dur == nil {
+		// NB: loaded before the view is created, so the view is at least
+		// as new as the generation recorded.
+		gen := b.s.readGen.Load()
+		if gen == r.durGen && (!r.ready || r.has(h)) {
+			return nil, nil
+		}
+		it, err := b.s.db.NewIter(&durableIterOptions)
+		if err != nil {
+			return nil, err
+		}
+		b.dur = it
+		if gen != r.durGen {
+			if err := r.caughtUp(it, gen); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !r.ready || r.has(h) {
+		return nil, nil
+	}
+	return b.dur, nil
+}
+
+func (b *Batch) seekLatest(it *pebble.Iterator, key []byte, kv *mvccpb.KeyValue) (bool, error) {
 	// Revision -1 sorts before every version of key: the seek lands on
 	// the newest.
 	b.sc.seek = appendVersionKey(b.sc.seek[:0], key, -1)
-	if !b.lit.SeekPrefixGE(b.sc.seek) {
-		return false, b.lit.Error()
+	if !it.SeekPrefixGE(b.sc.seek) {
+		return false, it.Error()
 	}
-	k := b.lit.Key()
-	v, err := b.lit.ValueAndErr()
+	k := it.Key()
+	v, err := it.ValueAndErr()
 	if err != nil {
 		return false, err
 	}
@@ -298,10 +349,12 @@ type putKVs struct {
 func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error) {
 	rev := t.writeRev()
 	a := new(putKVs)
-	found, err := t.latest(key, &a.prev)
+	h := t.b.s.recent.hash(key)
+	found, err := t.latest(key, h, &a.prev)
 	if err != nil {
 		return 0, nil, err
 	}
+	t.b.s.recent.add(h, rev)
 	var prev *mvccpb.KeyValue
 	create, version := rev, int64(1)
 	if found {
@@ -366,6 +419,7 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
 		t.b.vbuf = appendTombstoneValue(t.b.vbuf[:0], len(t.changes))
+		t.b.s.recent.add(t.b.s.recent.hash(prev.Key), rev)
 		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
 		}

@@ -21,8 +21,11 @@
 // (a range streamed in pieces), holding a Pebble snapshot, not an iterator.
 // Writes go through a Batch: the single writer (the applier) opens one,
 // runs each request as a WriteTxn that gets the next revision, and commits
-// them all with one fsync. The package owns no goroutine but the background
-// compactor, which Close stops; the hub owns none.
+// them all with one fsync. A put reads its key's newest version first; a
+// key not written since Pebble's tables last caught up is looked up in the
+// tables alone, skipping the memtables (recentkeys.go keeps, in memory,
+// the set of keys that may be there). The package owns no goroutine but
+// the background compactor, which Close stops; the hub owns none.
 //
 // Whole histories move in and out for migration (migrate.go): Export is a
 // consistent view that yields every visible version in revision order with

@@ -347,6 +347,7 @@ func (im *Importer) Finish(rev int64) error {
 	}
 	im.s.liveKeys.Store(im.live)
 	im.s.rev.Store(im.rev)
+	im.s.recent.reset(im.rev) // flushed above
 	if im.scheduled >= 0 {
 		im.s.compactRev.Store(im.scheduled)
 		if im.scheduled > im.done {
@@ -401,6 +402,9 @@ func (im *Importer) attachLeases() error {
 // caller discards.
 func (im *Importer) Abort() {
 	if !im.finished {
+		// The imported versions carry no revision the tables can vouch
+		// for.
+		im.s.recent.off = true
 		im.release()
 	}
 }

@@ -15,6 +15,7 @@ func (s *Store) Replace(install func() error) error {
 	defer s.writeMu.Unlock()
 	ierr := install()
 	done, scheduled, err := s.loadState()
+	s.resetRecent(s.rev.Load())
 	s.compactHashes.reset()
 	s.readGen.Add(1)
 	s.reads.dropStale(s.currentTag())

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -82,6 +83,8 @@ type Store struct {
 	stats     storeStats    // stats.go
 	readGen   atomic.Uint64 // advanced by Pebble flushes and compactions
 	readStale chan struct{} // tells the compactor goroutine to drop stale views
+
+	recent recentKeys // keys possibly in the memtables (recentkeys.go); under writeMu
 }
 
 // memTableSize is Pebble's memtable size. Pebble keeps the arena of the
@@ -123,6 +126,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.recent.seed = maphash.MakeSeed()
+	s.recent.reset(s.rev.Load())
 	s.compactor = startCompactor(s, done, scheduled)
 	return s, nil
 }

@@ -112,21 +112,23 @@ func (m *RaftMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		return nil, err
 	}
 	out := make([]any, len(ents))
-	reqs := make([]*Request, len(ents))
-	// One allocation for the batch's requests (a Request is large); nothing
-	// keeps one after the batch.
-	slab := make([]Request, len(ents))
+	// One allocation for the batch's requests (a Request is large) and
+	// results: out holds pointers into it, where a Result boxed on its own
+	// would cost an allocation per entry, most of them for entries no
+	// proposer waits for on this member.
+	slab := make([]appliedEntry, len(ents))
 	for i, e := range ents {
 		if e.Data == nil {
 			continue // raft's empty entry of a new term
 		}
-		r := &slab[i]
-		if err := r.Unmarshal(e.Data); err != nil {
+		x := &slab[i]
+		if err := x.req.Unmarshal(e.Data); err != nil {
 			b.Abort()
 			return nil, fmt.Errorf("apply: entry %d: %w", e.Index, err)
 		}
-		reqs[i] = r
-		out[i] = m.applier.Apply(b, r)
+		x.ok = true
+		x.res = m.applier.Apply(b, &x.req)
+		out[i] = &x.res
 	}
 	if err := b.SetMeta(metaAppliedIndex, binary.BigEndian.AppendUint64(nil, ents[len(ents)-1].Index)); err != nil {
 		b.Abort()
@@ -145,14 +147,22 @@ func (m *RaftMachine) Apply(ents []raftnode.Entry) ([]any, error) {
 		}
 	}
 	if m.onApplied != nil {
-		for i, r := range reqs {
-			if r != nil {
-				res := out[i].(Result)
-				m.onApplied(r, &res)
+		for i := range slab {
+			if x := &slab[i]; x.ok {
+				res := x.res // NB: a copy: the proposer reads x.res
+				m.onApplied(&x.req, &res)
 			}
 		}
 	}
 	return out, nil
+}
+
+// appliedEntry is one entry of an apply batch: its request and result
+// (ok: it had a request).
+type appliedEntry struct {
+	req Request
+	res Result
+	ok  bool
 }
 
 // ApplyConfChange implements raftnode.StateMachine: the member set changes
@@ -255,7 +265,7 @@ func (p *RaftProposer) Propose(ctx context.Context, r *Request) (Result, error) 
 	if err != nil {
 		return Result{}, p.proposeError(ctx, ctx, leaderChanged, err)
 	}
-	return v.(Result), nil
+	return *v.(*Result), nil
 }
 
 // ProposeConfChange implements Proposer.

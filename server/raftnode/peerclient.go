@@ -356,6 +356,11 @@ func (s *msgStream) readLoop() {
 // connection failed.
 func (s *msgStream) control(enc func() error) bool {
 	s.wmu.Lock()
+	return s.writeControlLocked(enc)
+}
+
+// writeControlLocked is control with s.wmu held; it releases it.
+func (s *msgStream) writeControlLocked(enc func() error) bool {
 	err := enc()
 	if err == nil {
 		_, err = s.nc.Write(s.wctl.Bytes())
@@ -496,15 +501,5 @@ func (s *msgStream) ping() bool {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	err := s.wfr.WritePing(false, [8]byte{})
-	if err == nil {
-		_, err = s.nc.Write(s.wctl.Bytes())
-	}
-	s.wctl.Reset()
-	s.wmu.Unlock()
-	if err != nil {
-		s.fail(status.Errorf(codes.Unavailable, "raftnode: write to peer: %v", err))
-		return false
-	}
-	return true
+	return s.writeControlLocked(func() error { return s.wfr.WritePing(false, [8]byte{}) })
 }

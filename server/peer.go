@@ -90,6 +90,9 @@ var peerServiceDesc = grpc.ServiceDesc{
 			if !s.node.IsLeader() {
 				return nil, rpctypes.ErrGRPCNotLeader
 			}
+			if err := s.rpc.LeaderLeaseBarrier(ctx); err != nil {
+				return nil, err
+			}
 			ttl, err := s.lessor.Renew(ctx, r.ID)
 			if errors.Is(err, lease.ErrLeaseNotFound) {
 				ttl, err = 0, nil
@@ -99,13 +102,16 @@ var peerServiceDesc = grpc.ServiceDesc{
 			}
 			return &pb.LeaseKeepAliveResponse{ID: r.ID, TTL: ttl}, nil
 		}),
-		peerMethod("LeaseTimeToLive", true, func(s *Server, _ context.Context, raw []byte) (marshaler, error) {
+		peerMethod("LeaseTimeToLive", true, func(s *Server, ctx context.Context, raw []byte) (marshaler, error) {
 			var r pb.LeaseTimeToLiveRequest
 			if err := r.Unmarshal(raw); err != nil {
 				return nil, err
 			}
 			if !s.node.IsLeader() {
 				return nil, rpctypes.ErrGRPCNotLeader
+			}
+			if err := s.rpc.LeaderLeaseBarrier(ctx); err != nil {
+				return nil, err
 			}
 			return s.rpc.LeaseTimeToLive(r.ID), nil
 		}),

@@ -158,6 +158,8 @@ func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLive
 			return nil, toGRPCError(err)
 		}
 		found, remain, grant = lresp.TTL >= 0, lresp.TTL, lresp.GrantedTTL
+	} else if err := s.LeaderLeaseBarrier(ctx); err != nil {
+		return nil, toGRPCError(err)
 	} else if info, ok := s.lessor.Lookup(r.ID); ok {
 		// etcd truncates the remaining time to whole seconds.
 		found, remain, grant = true, int64(info.Remaining.Seconds()), info.TTL
@@ -189,7 +191,30 @@ func (s *Server) renew(ctx context.Context, id int64) (int64, error) {
 	if fwd {
 		return s.leader.LeaseRenew(ctx, id)
 	}
+	if err := s.LeaderLeaseBarrier(ctx); err != nil {
+		return 0, err
+	}
 	return s.lessor.Renew(ctx, id)
+}
+
+// LeaderLeaseBarrier is what etcd's leader does before it renews a lease or
+// answers its TimeToLive (ensureLeadership, waitAppliedIndex): one
+// linearizable read round, which confirms this member still leads and
+// returns once it has applied every entry committed before the call. A new
+// leader may not yet have applied a grant or a revoke its predecessor
+// acknowledged; its lessor would answer "not found" for a granted lease.
+// A single member (no Raft) applies before it answers: nothing to wait for.
+func (s *Server) LeaderLeaseBarrier(ctx context.Context) error {
+	if s.raft == nil {
+		return nil
+	}
+	if err := s.linearizableRead(ctx); err != nil {
+		return toGRPCError(err)
+	}
+	if !s.raft.IsLeader() {
+		return rpctypes.ErrGRPCNotLeader
+	}
+	return nil
 }
 
 // LeaseTimeToLive answers a forwarded TimeToLive from this member's lessor

@@ -77,6 +77,11 @@ type Server struct {
 	// EnableGRPCGateway serves etcd's JSON gateway (/v3/kv/range, /v3/watch
 	// …) on the client URLs (etcd's --enable-grpc-gateway).
 	EnableGRPCGateway bool `yaml:"enable_grpc_gateway"`
+	// EnablePprof serves Go's runtime profiles under /debug/pprof/ on the
+	// client URLs (etcd's --enable-pprof). Off by default: a profile costs
+	// CPU and shows the process's internals to anyone who can reach the
+	// client port.
+	EnablePprof bool `yaml:"enable_pprof"`
 }
 
 // Cluster holds the membership rules.

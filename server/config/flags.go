@@ -62,6 +62,7 @@ var flagDefs = []flagDef{
 	{name: "listen-client-http-urls", group: groupClients, key: "server.listen_client_http_urls", usage: "Comma-separated URLs for the client HTTP endpoints (JSON gateway, /health, /metrics, /version) on listeners of their own; --listen-client-urls then serve gRPC only."},
 	{name: "listen-metrics-urls", group: groupClients, key: "server.listen_metrics_urls", usage: "Comma-separated URLs for /metrics and /health on their own listeners."},
 	{name: "enable-grpc-gateway", group: groupClients, key: "server.enable_grpc_gateway", isBool: true, usage: "Serve etcd's JSON gateway (/v3/kv/range, /v3/watch, ...) on the client URLs."},
+	{name: "enable-pprof", group: groupClients, key: "server.enable_pprof", isBool: true, usage: "Serve Go runtime profiles under /debug/pprof/ on the client URLs."},
 
 	{name: "cert-file", group: groupSecurity, key: "server.tls.cert_file", usage: "Path to the client server TLS cert file."},
 	{name: "key-file", group: groupSecurity, key: "server.tls.key_file", usage: "Path to the client server TLS key file."},

@@ -31,6 +31,9 @@ func (s *Server) newHTTPHandler() http.Handler {
 	}
 	mux.HandleFunc("/version", s.o.Version)
 	mux.Handle("/metrics", s.o.Metrics)
+	if s.cfg.Server.EnablePprof {
+		registerPprof(mux)
+	}
 	return &accessController{s: s, mux: mux}
 }
 

@@ -627,3 +627,13 @@ func propose(t testing.TB, m *member, data string) uint64 {
 	}
 	return res.(uint64)
 }
+
+// follower returns a member other than lead.
+func (c *cluster) follower(lead *member) *member {
+	for _, m := range c.members {
+		if m != lead {
+			return m
+		}
+	}
+	panic("a one-member cluster has no follower")
+}

@@ -474,13 +474,7 @@ func TestTransferLeadership(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
 	lead := c.leader(t)
-	var to *member
-	for _, m := range c.members {
-		if m != lead {
-			to = m
-			break
-		}
-	}
+	to := c.follower(lead)
 	if err := to.node.TransferLeadership(context.Background(), lead.id); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("transfer from a follower: %v", err)
 	}
@@ -538,13 +532,7 @@ func TestRemovedWhileDownStopsOnReturn(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
 	lead := c.leader(t)
-	var gone *member
-	for _, m := range c.members {
-		if m != lead {
-			gone = m
-			break
-		}
-	}
+	gone := c.follower(lead)
 	gone.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -680,13 +668,7 @@ func TestUpdateMemberPeerURL(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
 	lead := c.leader(t)
-	var mover *member
-	for _, m := range c.members {
-		if m != lead {
-			mover = m
-			break
-		}
-	}
+	mover := c.follower(lead)
 	mover.stop()
 	newGateAddr := newGate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -786,12 +768,7 @@ func TestReadIndexAnswerOnFollower(t *testing.T) {
 	c := newCluster(t, 3)
 	c.startAll()
 	lead := c.leader(t)
-	var f *member
-	for _, m := range c.members {
-		if m != lead {
-			f = m
-		}
-	}
+	f := c.follower(lead)
 	f.node.mu.Lock()
 	term := f.node.rn.BasicStatus().Term
 	f.node.mu.Unlock()

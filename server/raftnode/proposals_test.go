@@ -68,13 +68,7 @@ func proposeOnHeldFollower(t *testing.T, payloads [][]byte) (*cluster, [][]int) 
 	}
 	c.startAll()
 	lead := c.leader(t)
-	var f *member
-	for _, m := range c.members {
-		if m != lead {
-			f = m
-			break
-		}
-	}
+	f := c.follower(lead)
 	hold.Store(f.id)
 	<-blocked // its next Ready (a heartbeat's, at the latest) holds the loop
 	errs := make(chan error, len(payloads))

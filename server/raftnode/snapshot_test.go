@@ -91,13 +91,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	c.startAll()
 	lead := c.leader(t)
 	proposeN(t, lead, "a", 20)
-	var follower *member
-	for _, m := range c.members {
-		if m != lead {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(lead)
 	c.waitAllApplied(t, lead.node.AppliedIndex())
 	follower.stop()
 	proposeN(t, lead, "b", 200)
@@ -154,13 +148,7 @@ func TestLocalKeysSurviveSnapshot(t *testing.T) {
 	c := snapshotCluster(t, 3, 20)
 	c.startAll()
 	lead := c.leader(t)
-	var follower *member
-	for _, m := range c.members {
-		if m != lead {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(lead)
 	// Each member has its own value under the local key.
 	for _, m := range c.members {
 		if err := m.db.Set(smKey('l', 0), []byte(FormatID(m.id)), nil); err != nil {
@@ -253,13 +241,7 @@ func TestCrashDuringInstall(t *testing.T) {
 			lead := c.leader(t)
 			proposeN(t, lead, "a", 10)
 			c.waitAllApplied(t, lead.node.AppliedIndex())
-			var follower *member
-			for _, m := range c.members {
-				if m != lead {
-					follower = m
-					break
-				}
-			}
+			follower := c.follower(lead)
 			follower.stop()
 			before := follower.sm.applied
 			proposeN(t, lead, "b", 100)
@@ -329,13 +311,7 @@ func TestSlowSnapshotHoldsTruncation(t *testing.T) {
 	}
 	c.startAll()
 	lead := c.leader(t)
-	var follower *member
-	for _, m := range c.members {
-		if m != lead {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(lead)
 	proposeN(t, lead, "a", 10)
 	c.waitAllApplied(t, lead.node.AppliedIndex())
 	follower.stop()
@@ -394,13 +370,7 @@ func TestFailedSnapshotsDoNotHoldTruncation(t *testing.T) {
 	}
 	c.startAll()
 	lead := c.leader(t)
-	var follower *member
-	for _, m := range c.members {
-		if m != lead {
-			follower = m
-			break
-		}
-	}
+	follower := c.follower(lead)
 	proposeN(t, lead, "a", 10)
 	c.waitAllApplied(t, lead.node.AppliedIndex())
 	follower.stop()

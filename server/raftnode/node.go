@@ -259,6 +259,9 @@ type Node struct {
 	// rounds and resent requests (etcd's read-index counters).
 	readFailed, readSlow atomic.Uint64
 	heartbeats           *heartbeatWatch // heartbeat.go
+	probes               readProbes      // readprobe.go
+	// confGen counts configuration changes applied to raft (mu).
+	confGen uint64
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -380,6 +383,7 @@ func Start(cfg Config) (*Node, error) {
 		heartbeats:    newHeartbeatWatch(time.Duration(cfg.HeartbeatTicks) * cfg.TickInterval),
 		readc:         make(chan struct{}, 1),
 		readStatec:    make(chan raft.ReadState, 16),
+		probes:        readProbes{donec: make(chan struct{}, 1)},
 		stopc:         make(chan struct{}),
 		donec:         make(chan struct{}),
 		failedc:       make(chan struct{}),
@@ -853,6 +857,7 @@ func (n *Node) applyConfChange(rc raftpb.ConfChange, index, term uint64) error {
 			confirmed = true
 			n.mu.Lock()
 			cs = *n.rn.ApplyConfChange(rc)
+			n.confGen++
 			n.mu.Unlock()
 		}
 		return cs
@@ -1061,6 +1066,15 @@ func (n *Node) Step(m raftpb.Message) error {
 	}
 	if m.Type == raftpb.MsgReadIndexResp && len(m.Entries) == 1 && n.readStateFromLeader(m) {
 		return nil
+	}
+	if isProbeCtx(m.Context) {
+		// A leader's read-round probe and its answers (readprobe.go).
+		if m.Type == raftpb.MsgHeartbeat && n.answerProbe(m) {
+			return nil
+		}
+		if m.Type == raftpb.MsgHeartbeatResp && n.ackProbe(m) {
+			return nil
+		}
 	}
 	n.mu.Lock()
 	if n.stopped {

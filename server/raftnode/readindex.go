@@ -50,20 +50,41 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 }
 
 func (n *Node) readLoop() {
+	again := false // the next round is already requested
 	for {
-		select {
-		case <-n.readc:
-		case <-n.stopc:
-			return
+		if !again {
+			select {
+			case <-n.readc:
+			case <-n.stopc:
+				return
+			}
 		}
+		again = false
 		n.readMu.Lock()
 		r := n.readNext
 		n.readNext = newReadRound()
 		n.readMu.Unlock()
 		n.readRounds.Add(1)
-		r.index, r.err = n.requestReadIndex(r.remote)
+		var answers []raftpb.Message
+		r.index, answers, r.err = n.requestReadIndex(r.remote)
 		if r.err != nil && r.err != ErrStopped {
 			n.readFailed.Add(1)
+		}
+		if len(answers) > 0 {
+			// When the next round starts now, its probes take these
+			// answers along (one frame per follower); otherwise, or if
+			// this round's readers must first wait for the apply, they
+			// go at once.
+			select {
+			case <-n.readc:
+				again = true
+			default:
+			}
+			if again && (r.local == 0 || n.applied.Load() >= r.index) {
+				n.probes.carry = answers
+			} else {
+				n.send(answers)
+			}
 		}
 		if r.err == nil && r.local > 0 {
 			r.err = n.waitApplied(r.index)
@@ -94,18 +115,6 @@ func (n *Node) joinRemoteRead(m raftpb.Message) error {
 	return nil
 }
 
-// answerRemote sends each remote request the round's read index, as raft's
-// leader answers a MsgReadIndex: the index is the commit index when the
-// round started, confirmed by a quorum afterwards, and every request
-// reached this member before the round started.
-func (n *Node) answerRemote(remote []raftpb.Message, term, index uint64) {
-	msgs := make([]raftpb.Message, len(remote))
-	for i, m := range remote {
-		msgs[i] = raftpb.Message{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.id, Term: term, Index: index, Entries: m.Entries}
-	}
-	n.send(msgs)
-}
-
 // requestReadIndex runs one raft ReadIndex: it waits for a leader, resends
 // the request every ReadIndexRetry until the leader answers, and fails when
 // the leader changes, or with ErrNoLeader or ErrTimeout when
@@ -114,7 +123,14 @@ func (n *Node) answerRemote(remote []raftpb.Message, term, index uint64) {
 // followers' requests that joined it, while this member leads in the term
 // it started in; otherwise they go to raft, which forwards them to the
 // leader it knows (or drops them, and the followers ask again).
-func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
+func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, []raftpb.Message, error) {
+	if index, answers, ok, err := n.probeRead(remote); ok {
+		return index, answers, err
+	}
+	if carry := n.probes.carry; len(carry) > 0 {
+		n.probes.carry = nil
+		n.send(carry)
+	}
 	timeout := time.NewTimer(n.cfg.ReadIndexTimeout)
 	defer timeout.Stop()
 	for {
@@ -125,14 +141,15 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 		select {
 		case <-ch:
 		case <-timeout.C:
-			return 0, ErrNoLeader
+			return 0, nil, ErrNoLeader
 		case <-n.stopc:
-			return 0, ErrStopped
+			return 0, nil, ErrStopped
 		}
 	}
 	leaderChanged := n.LeaderChangedNotify()
 	rctx := binary.BigEndian.AppendUint64(nil, n.ids.next())
-	var term uint64 // the term remote requests are answered in
+	var term uint64     // the term remote requests are answered in
+	var leadTerm uint64 // the term this member led in at the last send
 	send := func() error {
 		n.mu.Lock()
 		if n.stopped {
@@ -140,6 +157,10 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 			return ErrStopped
 		}
 		st := n.rn.BasicStatus()
+		leadTerm = 0
+		if st.RaftState == raft.StateLeader {
+			leadTerm = st.Term
+		}
 		stepped := false // something for the ready loop
 		if len(remote) > 0 {
 			if st.RaftState != raft.StateLeader || (term != 0 && st.Term != term) {
@@ -168,7 +189,7 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 		return nil
 	}
 	if err := send(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	retry := time.NewTicker(n.cfg.ReadIndexRetry)
 	defer retry.Stop()
@@ -176,24 +197,31 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, error) {
 		select {
 		case rs := <-n.readStatec:
 			if string(rs.RequestCtx) == string(rctx) {
-				if len(remote) > 0 {
-					n.answerRemote(remote, term, rs.Index)
+				if leadTerm != 0 {
+					// Raft answers a leader's read once an entry of its
+					// term is committed: later rounds in the term may
+					// check their quorum themselves (readprobe.go).
+					n.mu.Lock()
+					if st := n.rn.BasicStatus(); st.RaftState == raft.StateLeader && st.Term == leadTerm {
+						n.probes.term = leadTerm
+					}
+					n.mu.Unlock()
 				}
-				return rs.Index, nil
+				return rs.Index, readAnswers(n.id, remote, term, rs.Index), nil
 			}
 			// An answer to an earlier, abandoned round.
 			n.readSlow.Add(1)
 		case <-leaderChanged:
-			return 0, ErrLeaderChanged
+			return 0, nil, ErrLeaderChanged
 		case <-retry.C:
 			n.readSlow.Add(1) // etcd counts each retry of a round
 			if err := send(); err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 		case <-timeout.C:
-			return 0, ErrTimeout
+			return 0, nil, ErrTimeout
 		case <-n.stopc:
-			return 0, ErrStopped
+			return 0, nil, ErrStopped
 		}
 	}
 }

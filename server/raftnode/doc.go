@@ -14,7 +14,9 @@
 //     this member — to a StateMachine on an apply goroutine. Propose waits
 //     in a registry keyed by request ID until this member applies the
 //     entry; ReadIndex batches concurrent linearizable reads into shared
-//     rounds and waits for the apply; membership changes are raft
+//     rounds (a leader checks a round's quorum itself, with raft's
+//     heartbeat messages, off the ready loop: readprobe.go) and waits for
+//     the apply; membership changes are raft
 //     ConfChanges validated by the state machine at apply.
 //   - PeerTransport: a gRPC peer service, one stream per peer fed by a
 //     bounded queue (full: drop and report unreachable), cluster and member

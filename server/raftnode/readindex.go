@@ -115,14 +115,16 @@ func (n *Node) joinRemoteRead(m raftpb.Message) error {
 	return nil
 }
 
-// requestReadIndex runs one raft ReadIndex: it waits for a leader, resends
-// the request every ReadIndexRetry until the leader answers, and fails when
-// the leader changes, or with ErrNoLeader or ErrTimeout when
-// ReadIndexTimeout passes. Like etcd's, a read during an election waits for
-// its outcome rather than failing at once. The round also answers remote,
-// followers' requests that joined it, while this member leads in the term
-// it started in; otherwise they go to raft, which forwards them to the
-// leader it knows (or drops them, and the followers ask again).
+// requestReadIndex runs one read round: with probes on a leader that can
+// (readprobe.go), or else through raft's ReadIndex, which waits for a
+// leader, resends the request every ReadIndexRetry until the leader
+// answers, and fails when the leader changes, or with ErrNoLeader or
+// ErrTimeout when ReadIndexTimeout passes. Like etcd's, a read during an
+// election waits for its outcome rather than failing at once. The round
+// also answers remote, followers' requests that joined it, while this
+// member leads in the term it started in (the answers are returned, for
+// the caller to send); otherwise they go to raft, which forwards them to
+// the leader it knows (or drops them, and the followers ask again).
 func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, []raftpb.Message, error) {
 	if index, answers, ok, err := n.probeRead(remote); ok {
 		return index, answers, err

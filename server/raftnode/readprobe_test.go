@@ -99,3 +99,98 @@ func TestReadProbeCutLeader(t *testing.T) {
 	}
 	lead.gate.setDown(false)
 }
+
+// probeAnswers records the probe answers a member sends.
+type probeAnswers struct {
+	Transport
+	got chan raftpb.Message
+}
+
+func (t probeAnswers) Send(msgs []raftpb.Message) {
+	for _, m := range msgs {
+		if m.Type == raftpb.MsgHeartbeatResp && isProbeCtx(m.Context) {
+			select {
+			case t.got <- m:
+			default:
+			}
+		}
+	}
+	t.Transport.Send(msgs)
+}
+
+// A follower answers a probe itself only where raft's follower would
+// answer the heartbeat (its leader, its term), and raft answers a probe
+// stepped into it (a member of an older build) as any heartbeat, so the
+// leader's count works with either.
+func TestReadProbeAnswers(t *testing.T) {
+	c := newCluster(t, 3)
+	got := make(chan raftpb.Message, 16)
+	for _, m := range c.members {
+		m.wrap = func(_ *member, cfg *Config) { cfg.Transport = probeAnswers{Transport: cfg.Transport, got: got} }
+	}
+	c.startAll()
+	lead := c.leader(t)
+	f := c.follower(lead)
+	var other *member
+	for _, m := range c.members {
+		if m != lead && m != f {
+			other = m
+		}
+	}
+	f.node.mu.Lock()
+	term := f.node.rn.BasicStatus().Term
+	f.node.mu.Unlock()
+	probe := func(from, to *member, term uint64, id byte) raftpb.Message {
+		return probeMsg(from.id, to.id, term, []byte{probeMark, 0, 0, 0, 0, 0, 0, 0, id})
+	}
+	// Not answered off raft: an earlier term, a sender that is not the
+	// leader, a probe to the leader.
+	for _, m := range []raftpb.Message{probe(lead, f, term-1, 1), probe(other, f, term, 2)} {
+		if f.node.answerProbe(m) {
+			t.Fatalf("follower answered %+v itself", m)
+		}
+	}
+	if lead.node.answerProbe(probe(f, lead, term, 3)) {
+		t.Fatal("the leader answered a probe")
+	}
+	drain := func() {
+		for {
+			select {
+			case <-got:
+			default:
+				return
+			}
+		}
+	}
+	drain()
+	if !f.node.answerProbe(probe(lead, f, term, 4)) {
+		t.Fatal("the follower did not answer its leader's probe")
+	}
+	want := func(id byte) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case m := <-got:
+				if m.Context[8] == id {
+					if m.From != f.id || m.To != lead.id || m.Term != term {
+						t.Fatalf("answer %+v", m)
+					}
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no answer to probe %d", id)
+			}
+		}
+	}
+	want(4)
+	// Stepped into raft, as a member of an older build does.
+	f.node.mu.Lock()
+	err := f.node.rn.Step(probe(lead, f, term, 5))
+	f.node.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.node.signal()
+	want(5)
+}

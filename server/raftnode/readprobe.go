@@ -78,6 +78,9 @@ type readProbe struct {
 // for remote, to send.
 func (n *Node) probeRead(remote []raftpb.Message) (index uint64, answers []raftpb.Message, ok bool, err error) {
 	f := &n.probes
+	if n.state.Load() != int32(raft.StateLeader) {
+		return 0, nil, false, nil // a follower's round: no raft mutex twice
+	}
 	leaderChanged := n.LeaderChangedNotify()
 	n.mu.Lock()
 	if n.stopped {
@@ -85,7 +88,7 @@ func (n *Node) probeRead(remote []raftpb.Message) (index uint64, answers []raftp
 		return 0, nil, true, ErrStopped
 	}
 	st := n.rn.BasicStatus()
-	if st.RaftState != raft.StateLeader || st.Term != f.term || n.tr == nil {
+	if st.RaftState != raft.StateLeader || st.Term != f.term {
 		n.mu.Unlock()
 		return 0, nil, false, nil
 	}
@@ -101,7 +104,11 @@ func (n *Node) probeRead(remote []raftpb.Message) (index uint64, answers []raftp
 	index = st.Commit
 	f.seq++
 	if f.need == 0 {
+		// The only voter: raft answers its reads at once too.
 		return index, readAnswers(n.id, remote, st.Term, index), true, nil
+	}
+	if n.tr == nil {
+		return 0, nil, false, nil
 	}
 	ctx := binary.BigEndian.AppendUint64([]byte{probeMark}, n.ids.next())
 	p := &readProbe{ctx: ctx, term: st.Term, peers: f.peers, need: f.need}
@@ -153,10 +160,14 @@ func (n *Node) probeRead(remote []raftpb.Message) (index uint64, answers []raftp
 				continue
 			}
 			n.mu.Lock()
+			stopped := n.stopped
 			st2 := n.rn.BasicStatus()
-			same := !n.stopped && st2.RaftState == raft.StateLeader && st2.Term == st.Term
+			same := st2.RaftState == raft.StateLeader && st2.Term == st.Term
 			confSame := n.confGen == gen
 			n.mu.Unlock()
+			if stopped {
+				return 0, nil, true, ErrStopped
+			}
 			if !same {
 				return 0, nil, true, ErrLeaderChanged
 			}

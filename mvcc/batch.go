@@ -36,6 +36,9 @@ type Batch struct {
 	sc       scratch // for reads through it
 	done     bool
 	hooks    []func(committed bool)
+
+	// written is the hashes of the keys written, for Store.hot.
+	written []uint64
 }
 
 // NewBatch starts a write batch at the newest committed revision.
@@ -132,6 +135,8 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 			return err
 		}
 	}
+	// NB: before the revision can be published (hotkeys.go).
+	b.s.hot.invalidate(b.written, b.rev)
 	if err := b.b.Commit(opts); err != nil {
 		return b.s.fail(err)
 	}
@@ -355,6 +360,7 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 		return 0, nil, err
 	}
 	t.b.s.recent.add(h, rev)
+	t.b.written = append(t.b.written, h)
 	var prev *mvccpb.KeyValue
 	create, version := rev, int64(1)
 	if found {
@@ -419,7 +425,9 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
 		t.b.vbuf = appendTombstoneValue(t.b.vbuf[:0], len(t.changes))
-		t.b.s.recent.add(t.b.s.recent.hash(prev.Key), rev)
+		h := t.b.s.recent.hash(prev.Key)
+		t.b.s.recent.add(h, rev)
+		t.b.written = append(t.b.written, h)
 		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
 		}

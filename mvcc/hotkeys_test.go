@@ -82,7 +82,7 @@ func TestHotKeysExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	putCommitted(t, s, "k", "v2")     // rev 2
+	putCommitted(t, s, "k", "v2")    // rev 2
 	putCommitted(t, s, "other", "x") // rev 3
 	for range 3 {
 		wantKey(t, s, "k", RangeOptions{}, "v2", 2)

@@ -49,7 +49,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 		return nil, err
 	}
 	rev := s.rev.Load()
-	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev}, nil
+	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev, written: s.hotWritten[:0]}, nil
 }
 
 // view returns the batch's iterator for ranges, creating it on first use:
@@ -187,6 +187,10 @@ func (b *Batch) release(committed bool) {
 		f(committed)
 	}
 	b.hooks = nil
+	if cap(b.written) <= 1<<16 {
+		b.s.hotWritten = b.written[:0]
+	}
+	b.written = nil
 	b.s.writeMu.Unlock()
 }
 

@@ -86,6 +86,8 @@ type Store struct {
 
 	recent recentKeys // keys possibly in the memtables (recentkeys.go); under writeMu
 	hot    hotKeys    // newest versions of keys read often (hotkeys.go)
+
+	hotWritten []uint64 // a finished Batch's written, reused; under writeMu
 }
 
 // memTableSize is Pebble's memtable size. Pebble keeps the arena of the

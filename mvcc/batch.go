@@ -36,6 +36,9 @@ type Batch struct {
 	sc       scratch // for reads through it
 	done     bool
 	hooks    []func(committed bool)
+
+	// written is the hashes of the keys written, for Store.hot.
+	written []uint64
 }
 
 // NewBatch starts a write batch at the newest committed revision.
@@ -46,7 +49,7 @@ func (s *Store) NewBatch() (*Batch, error) {
 		return nil, err
 	}
 	rev := s.rev.Load()
-	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev}, nil
+	return &Batch{s: s, b: s.db.NewIndexedBatch(), startRev: rev, rev: rev, written: s.hotWritten[:0]}, nil
 }
 
 // view returns the batch's iterator for ranges, creating it on first use:
@@ -132,6 +135,8 @@ func (b *Batch) commit(opts *pebble.WriteOptions) error {
 			return err
 		}
 	}
+	// NB: before the revision can be published (hotkeys.go).
+	b.s.hot.invalidate(b.written, b.rev)
 	if err := b.b.Commit(opts); err != nil {
 		return b.s.fail(err)
 	}
@@ -182,6 +187,10 @@ func (b *Batch) release(committed bool) {
 		f(committed)
 	}
 	b.hooks = nil
+	if cap(b.written) <= 1<<16 {
+		b.s.hotWritten = b.written[:0]
+	}
+	b.written = nil
 	b.s.writeMu.Unlock()
 }
 
@@ -355,6 +364,7 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 		return 0, nil, err
 	}
 	t.b.s.recent.add(h, rev)
+	t.b.written = append(t.b.written, h)
 	var prev *mvccpb.KeyValue
 	create, version := rev, int64(1)
 	if found {
@@ -419,7 +429,9 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		prev := &rr.KVs[i]
 		t.b.buf = appendVersionKey(t.b.buf[:0], prev.Key, rev)
 		t.b.vbuf = appendTombstoneValue(t.b.vbuf[:0], len(t.changes))
-		t.b.s.recent.add(t.b.s.recent.hash(prev.Key), rev)
+		h := t.b.s.recent.hash(prev.Key)
+		t.b.s.recent.add(h, rev)
+		t.b.written = append(t.b.written, h)
 		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
 		}

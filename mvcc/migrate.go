@@ -227,6 +227,7 @@ func (s *Store) Import(done, scheduled int64) (*Importer, error) {
 		return nil, ErrNotEmpty
 	}
 	scheduled = max(scheduled, done)
+	s.hot.disable() // until Finish; an aborted import leaves it off
 	return &Importer{s: s, b: s.db.NewBatch(), logFloor: max(done, 0), done: done, scheduled: scheduled, rev: 1}, nil
 }
 
@@ -348,6 +349,7 @@ func (im *Importer) Finish(rev int64) error {
 	im.s.liveKeys.Store(im.live)
 	im.s.rev.Store(im.rev)
 	im.s.recent.reset(im.rev) // flushed above
+	im.s.hot.enable(im.rev)
 	if im.scheduled >= 0 {
 		im.s.compactRev.Store(im.scheduled)
 		if im.scheduled > im.done {

@@ -13,6 +13,7 @@ func (s *Store) Replace(install func() error) error {
 	s.compactor.releaseWaiters()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	s.hot.disable()
 	ierr := install()
 	done, scheduled, err := s.loadState()
 	s.resetRecent(s.rev.Load())
@@ -22,6 +23,9 @@ func (s *Store) Replace(install func() error) error {
 	s.compactor = startCompactor(s, done, scheduled)
 	if ierr != nil {
 		return ierr
+	}
+	if err == nil {
+		s.hot.enable(s.rev.Load()) // else it stays off: the state is unknown
 	}
 	return err
 }

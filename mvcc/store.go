@@ -85,6 +85,9 @@ type Store struct {
 	readStale chan struct{} // tells the compactor goroutine to drop stale views
 
 	recent recentKeys // keys possibly in the memtables (recentkeys.go); under writeMu
+	hot    hotKeys    // newest versions of keys read often (hotkeys.go)
+
+	hotWritten []uint64 // a finished Batch's written, reused; under writeMu
 }
 
 // memTableSize is Pebble's memtable size. Pebble keeps the arena of the
@@ -128,6 +131,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.recent.seed = maphash.MakeSeed()
 	s.recent.reset(s.rev.Load())
+	s.hot.seed = s.recent.seed
+	s.hot.enable(s.rev.Load())
 	s.compactor = startCompactor(s, done, scheduled)
 	return s, nil
 }
@@ -319,6 +324,7 @@ type ReadView interface {
 // The caller must End it and not use it afterwards (views are reused).
 func (s *Store) Read() (*ReadTxn, error) {
 	for {
+		hotGen := s.hot.gen.Load() // before the revision (hotkeys.go)
 		tag := s.currentTag()
 		t := s.reads.get(tag)
 		if t == nil {
@@ -326,7 +332,7 @@ func (s *Store) Read() (*ReadTxn, error) {
 			if err != nil {
 				return nil, err
 			}
-			t = &ReadTxn{s: s, it: it, tag: tag}
+			t = &ReadTxn{s: s, it: it, tag: tag, hotGen: hotGen}
 		}
 		// NB: the iterator fixes the point in time; the compact revision is
 		// read after it was created, so versions a concurrent compaction
@@ -359,6 +365,7 @@ type ReadTxn struct {
 	it       *pebble.Iterator
 	tag      viewTag
 	firstRev int64
+	hotGen   uint64 // Store.hot's generation, loaded before tag.rev
 	sc       scratch
 }
 
@@ -372,7 +379,32 @@ func (t *ReadTxn) FirstRev() int64 { return t.firstRev }
 
 // Range reads [key, end) at ro.Rev (or the view's revision).
 func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (*RangeResult, error) {
-	return rangeKeys(ctx, t.it, false, &t.sc, key, end, t.tag.rev, t.firstRev, ro)
+	rev := ro.Rev
+	if rev <= 0 {
+		rev = t.tag.rev
+	}
+	if end != nil || rev > t.tag.rev || rev < t.firstRev {
+		return rangeKeys(ctx, t.it, false, &t.sc, key, end, t.tag.rev, t.firstRev, ro)
+	}
+	// One key: maybe a hot one (hotkeys.go).
+	hot := &t.s.hot
+	x := hot.hash(key)
+	if kv, ok := hot.get(x, key, rev, t.hotGen); ok {
+		res := newRangeResult(t.tag.rev, true)
+		res.Count = 1
+		if !ro.Count {
+			if ro.KeysOnly {
+				kv.Value = nil
+			}
+			res.KVs = append(res.KVs, kv)
+		}
+		return res, nil
+	}
+	res, err := rangeKeys(ctx, t.it, false, &t.sc, key, end, t.tag.rev, t.firstRev, ro)
+	if err == nil && len(res.KVs) == 1 && !ro.KeysOnly && hot.admit(x) {
+		hot.add(x, &res.KVs[0], rev, t.hotGen)
+	}
+	return res, err
 }
 
 // End releases the view: it is kept for reuse while it is still current.

@@ -29,5 +29,6 @@ func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.Tran
 		},
 		Enforcement: keepalive.EnforcementPolicy{MinTime: cfg.GRPC.KeepaliveMinTime},
 		Creds:       creds,
+		Inline:      v3rpc.InlineCall,
 	})
 }

@@ -825,7 +825,12 @@ func (c *conn) onData(f *http2.DataFrame) {
 		run := st.onUnaryDataLocked(f.Data(), n-uint32(len(f.Data())), f.StreamEnded())
 		c.mu.Unlock()
 		if run {
-			c.s.dispatch(st)
+			if c.s.inline(st) {
+				st.onReader = true
+				st.run()
+			} else {
+				c.s.dispatch(st)
+			}
 		}
 		return
 	}

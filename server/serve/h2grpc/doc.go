@@ -4,7 +4,8 @@
 // interceptors, so every service works through either transport.
 //
 // Per connection it runs one reader goroutine; calls run on a shared pool
-// of worker goroutines; responses from all of a connection's streams are
+// of worker goroutines, or on the reader for calls Options.Inline picks
+// (short ones that never wait: inline.go); responses from all of a connection's streams are
 // encoded into one buffer that whoever finds no write in progress flushes
 // (a handler inline, or the connection's writer goroutine for frames the
 // reader sends), so concurrent responses share a write. A call's context

@@ -34,6 +34,10 @@ type Options struct {
 	// Creds, if set, handshake every accepted connection (TLS); their
 	// AuthInfo is the peer's.
 	Creds credentials.TransportCredentials
+	// Inline, if set, reports whether a unary call of method path with
+	// request msg (uncompressed) may run on the connection's reader
+	// instead of a worker (see inline.go).
+	Inline func(path string, msg []byte) bool
 }
 
 // BytesCodec is a codec that also encodes into and decodes from plain

@@ -45,6 +45,8 @@ type stream struct {
 
 	// dispatched: a unary call counted in c.running.
 	dispatched bool
+	// onReader: a unary call run by the connection's reader (inline.go).
+	onReader bool
 	// clientDone: END_STREAM received. Set by the reader; read by the
 	// call under rmu (and before dispatch for unary calls).
 	clientDone bool
@@ -199,6 +201,10 @@ func (st *stream) runUnary() {
 		return
 	}
 	if err := st.send(reply, true); err != nil {
+		if err == errWouldWait {
+			st.sendLater(reply)
+			return
+		}
 		st.finish(statusOf(err))
 	}
 }
@@ -334,6 +340,9 @@ func (st *stream) send(m any, last bool) error {
 	defer c.mu.Unlock()
 	if st.done || st.reset || c.closed {
 		return st.doneErr()
+	}
+	if st.onReader && !st.fitsLocked(len(buf)) {
+		return errWouldWait // inline.go
 	}
 	if !st.headerSent {
 		st.writeHeadersLocked()

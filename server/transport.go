@@ -11,7 +11,12 @@ import (
 
 // newLeanServer is the lean gRPC transport (grpc.transport: lean) with the
 // settings v3rpc.Server.NewGRPCServer gives grpc-go's.
-func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials) *h2grpc.Server {
+//
+// A serializable one-key Range runs on the connection's reader
+// (v3rpc.InlineCall) only while no policy is loaded: a policy's hook may
+// run up to its deadline, or wait for a guest's CPU slot, and the reader
+// must not wait (every stream of the connection waits behind it).
+func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool) *h2grpc.Server {
 	return h2grpc.NewServer(h2grpc.Options{
 		Codec:                t.Codec,
 		UnaryInterceptor:     t.UnaryInterceptor,
@@ -29,6 +34,14 @@ func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.Tran
 		},
 		Enforcement: keepalive.EnforcementPolicy{MinTime: cfg.GRPC.KeepaliveMinTime},
 		Creds:       creds,
-		Inline:      v3rpc.InlineCall,
+		Inline:      inlineCall(policies),
 	})
+}
+
+// inlineCall picks the calls the lean transport runs on the connection's
+// reader: v3rpc.InlineCall's, while policies reports none loaded.
+func inlineCall(policies func() bool) func(path string, msg []byte) bool {
+	return func(path string, msg []byte) bool {
+		return !policies() && v3rpc.InlineCall(path, msg)
+	}
 }

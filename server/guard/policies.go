@@ -107,6 +107,10 @@ func stampOf(path string) fileStamp {
 	return fileStamp{size: st.Size(), modTime: st.ModTime(), exists: true}
 }
 
+// Policies reports whether any policy is loaded, so that a request may run
+// a guest's code (for as long as its deadline, or waiting for a CPU slot).
+func (s *Guard) Policies() bool { return len(s.chain.Load().loaded) > 0 }
+
 // acquireChain returns the current generation and the stripe it is held
 // on, until release.
 func (s *Guard) acquireChain() (*policyChain, uint32) {

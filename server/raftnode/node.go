@@ -632,7 +632,7 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	if h := n.cfg.testHooks; h != nil && h.readyStart != nil {
 		h.readyStart(leader)
 	}
-	before, after := splitAfterPersist(rd.Messages, leader)
+	before, after := splitAfterPersist(coalesceAppends(rd.Messages, n.cfg.MaxSizePerMsg), leader)
 	n.send(before)
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		if err := n.handleSnapshot(rd); err != nil {

@@ -293,7 +293,10 @@ func (s *LogStore) Save(hs raftpb.HardState, ents []raftpb.Entry, sync bool) err
 		if ents[0].Index > last+1 {
 			return fmt.Errorf("raftnode: append at %d leaves a hole after %d", ents[0].Index, last)
 		}
+		// One key buffer and one value buffer for the whole Ready: the
+		// batch copies both.
 		var buf []byte
+		key := s.entryKey(0)
 		for i := range ents {
 			n := ents[i].Size()
 			if cap(buf) < n {
@@ -303,7 +306,8 @@ func (s *LogStore) Save(hs raftpb.HardState, ents []raftpb.Entry, sync bool) err
 			if _, err := ents[i].MarshalTo(buf); err != nil {
 				return err
 			}
-			if err := b.Set(s.entryKey(ents[i].Index), buf, nil); err != nil {
+			binary.BigEndian.PutUint64(key[2:], ents[i].Index)
+			if err := b.Set(key, buf, nil); err != nil {
 				return err
 			}
 		}

@@ -370,7 +370,8 @@ func (t *WriteTxn) PutPrev(key, value []byte, lease int64, prevValue bool) (int6
 	b := t.b
 	h := b.s.recent.hash(key)
 	found, omitted := false, false
-	if e, ok := b.s.recent.latest.get(h, key); ok && (e.version == 0 || !prevValue && b.s.prevWatchers.Load() == 0) {
+	e, cached := b.s.recent.latest.get(h, key)
+	if cached && (e.version == 0 || !prevValue && b.s.prevWatchers.Load() == 0) {
 		if e.version > 0 {
 			found, omitted = true, true
 			a.prev = mvccpb.KeyValue{Key: key, CreateRevision: e.create, ModRevision: e.mod, Version: e.version, Lease: e.lease}
@@ -395,7 +396,11 @@ func (t *WriteTxn) PutPrev(key, value []byte, lease int64, prevValue bool) (int6
 	if err := b.b.Set(b.buf, b.vbuf, nil); err != nil {
 		return 0, nil, err
 	}
-	b.s.recent.latest.set(h, key, latestEntry{mod: rev, create: create, version: version, lease: lease})
+	if found || cached {
+		// NB: a key is cached from its first overwrite on: a load of new
+		// keys would only churn the cache.
+		b.s.recent.latest.set(h, key, latestEntry{mod: rev, create: create, version: version, lease: lease})
+	}
 	if err := t.logChange(key); err != nil {
 		return 0, nil, err
 	}
@@ -456,7 +461,9 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
 		}
-		t.b.s.recent.latest.set(h, prev.Key, latestEntry{mod: rev})
+		if _, ok := t.b.s.recent.latest.get(h, prev.Key); ok {
+			t.b.s.recent.latest.set(h, prev.Key, latestEntry{mod: rev})
+		}
 		if err := t.logChange(prev.Key); err != nil {
 			return nil, err
 		}

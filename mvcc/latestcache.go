@@ -2,7 +2,7 @@ package mvcc
 
 import "bytes"
 
-// latestCache remembers, for the keys written lately, what a put needs from
+// latestCache remembers, for the keys overwritten lately, what a put needs from
 // the key's newest version besides its value: its revision, create
 // revision, version and lease, or that it is a tombstone. A put of a key
 // that sits only in Pebble's tables otherwise reads the data block of its
@@ -14,8 +14,10 @@ import "bytes"
 // when someone needs it (the request's prev_kv, a watcher with prev_kv),
 // and then reads Pebble as before.
 //
-// Entries are exact: every put and delete of the batch updates them as it
-// writes its version, an aborted batch empties the cache, and so does
+// A key enters the cache when a put finds a previous version (a load of
+// new keys would only churn it) and stays while it is written. Entries are
+// exact: every put and delete of a cached key updates its entry as it
+// writes the version, an aborted batch empties the cache, and so does
 // replacing the store's contents (recentKeys.reset). Memory is bounded: two
 // generations of at most latestCacheMax/2 bytes each; when the newer one
 // is full the older one is dropped, so keys rewritten within about a
@@ -72,7 +74,9 @@ func (c *latestCache) set(h uint64, key []byte, e latestEntry) {
 		return
 	}
 	if c.cur.m == nil {
-		c.cur.m = make(map[uint64]latestEntry, len(c.prev.m))
+		// NB: not sized after prev: the one before it may not be
+		// collected yet.
+		c.cur.m = make(map[uint64]latestEntry)
 	}
 	if old, ok := c.cur.m[h]; ok && bytes.Equal(c.cur.arena[old.off:old.off+old.n], key) {
 		e.off, e.n = old.off, old.n

@@ -210,8 +210,12 @@ func TestWatchPrevKVAfterOmittedPut(t *testing.T) {
 		})
 	}
 	put("v1") // rev 2
-	put("v2") // rev 3, from the cache
-	if e.history[1].Events[0].PrevKv != nil || !e.history[1].prevOmitted {
+	put("v2") // rev 3: found in Pebble, the key enters the cache
+	put("v3") // rev 4: from the cache
+	if e.history[1].Events[0].PrevKv == nil || e.history[1].prevOmitted {
+		t.Fatal("a put that read Pebble left PrevKv out")
+	}
+	if e.history[2].Events[0].PrevKv != nil || !e.history[2].prevOmitted {
 		t.Fatal("a put without prev_kv watchers kept its PrevKv")
 	}
 	ws := e.h.NewStream()
@@ -221,51 +225,54 @@ func TestWatchPrevKVAfterOmittedPut(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx := b.Txn()
-	if _, _, err := tx.PutPrev([]byte("k"), []byte("v3"), 0, false); err != nil { // rev 4
+	if _, _, err := tx.PutPrev([]byte("k"), []byte("v4"), 0, false); err != nil { // rev 5
+		b.Abort()
 		t.Fatal(err)
 	}
 	tx.End()
 	if b.Events()[0].Events[0].PrevKv != nil {
+		b.Abort()
 		t.Fatal("PrevKv kept")
 	}
-	// The watcher arrives between the put and its publication.
-	if _, err := ws.Watch(WatchOptions{Key: []byte("k"), PrevKV: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ws.Watch(WatchOptions{Key: []byte("k"), StartRev: 3, PrevKV: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ws.Watch(WatchOptions{Key: []byte("k"), StartRev: 3}); err != nil {
-		t.Fatal(err)
+	// The watchers arrive between the put and its publication.
+	for _, o := range []WatchOptions{
+		{Key: []byte("k"), PrevKV: true},
+		{Key: []byte("k"), StartRev: 4, PrevKV: true},
+		{Key: []byte("k"), StartRev: 4},
+	} {
+		if _, err := ws.Watch(o); err != nil {
+			b.Abort()
+			t.Fatal(err)
+		}
 	}
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	e.h.Publish(b.Events())
 	wantResps(t, drain(t, ws), `
-id=0 rev=3 created
-id=1 rev=3 created
-id=2 rev=3 created
-id=0 rev=4
+id=0 rev=4 created
+id=1 rev=4 created
+id=2 rev=4 created
+id=0 rev=5
+  PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
+id=1 rev=5
   PUT "k"="v3" c=2 m=4 v=3 l=0 prev "k"="v2" c=2 m=3 v=2 l=0
-id=1 rev=4
-  PUT "k"="v2" c=2 m=3 v=2 l=0 prev "k"="v1" c=2 m=2 v=1 l=0
-  PUT "k"="v3" c=2 m=4 v=3 l=0 prev "k"="v2" c=2 m=3 v=2 l=0
-id=2 rev=4
-  PUT "k"="v2" c=2 m=3 v=2 l=0 prev -
+  PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
+id=2 rev=5
   PUT "k"="v3" c=2 m=4 v=3 l=0 prev -
+  PUT "k"="v4" c=2 m=5 v=4 l=0 prev -
 `)
-	put("v4") // rev 5: a prev_kv watcher exists
+	put("v5") // rev 6: a prev_kv watcher exists
 	if e.history[len(e.history)-1].Events[0].PrevKv == nil {
 		t.Fatal("a put with a prev_kv watcher left PrevKv out")
 	}
 	wantResps(t, drain(t, ws), `
-id=0 rev=5
-  PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
-id=1 rev=5
-  PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
-id=2 rev=5
-  PUT "k"="v4" c=2 m=5 v=4 l=0 prev -
+id=0 rev=6
+  PUT "k"="v5" c=2 m=6 v=5 l=0 prev "k"="v4" c=2 m=5 v=4 l=0
+id=1 rev=6
+  PUT "k"="v5" c=2 m=6 v=5 l=0 prev "k"="v4" c=2 m=5 v=4 l=0
+id=2 rev=6
+  PUT "k"="v5" c=2 m=6 v=5 l=0 prev -
 `)
 	ws.Close()
 	if n := e.s.prevWatchers.Load(); n != 0 {

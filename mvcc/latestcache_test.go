@@ -198,8 +198,9 @@ func TestLatestCacheBounded(t *testing.T) {
 
 // TestWatchPrevKVAfterOmittedPut: a watcher with prev_kv that arrives after
 // a put left PrevKv out (no such watcher then) still gets the previous
-// value, live or catching up from the hub's memory; once it exists, puts
-// keep PrevKv in their events.
+// value, live or catching up (from the hub's memory up to the omitting
+// revision, from Pebble after it); once it exists, puts keep PrevKv in
+// their events.
 func TestWatchPrevKVAfterOmittedPut(t *testing.T) {
 	e := newWatchEnv(t, HubOptions{})
 	put := func(v string) {
@@ -239,6 +240,7 @@ func TestWatchPrevKVAfterOmittedPut(t *testing.T) {
 		{Key: []byte("k"), PrevKV: true},
 		{Key: []byte("k"), StartRev: 4, PrevKV: true},
 		{Key: []byte("k"), StartRev: 4},
+		{Key: []byte("k"), StartRev: 2, PrevKV: true}, // from memory, then Pebble
 	} {
 		if _, err := ws.Watch(o); err != nil {
 			b.Abort()
@@ -253,6 +255,7 @@ func TestWatchPrevKVAfterOmittedPut(t *testing.T) {
 id=0 rev=4 created
 id=1 rev=4 created
 id=2 rev=4 created
+id=3 rev=4 created
 id=0 rev=5
   PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
 id=1 rev=5
@@ -261,6 +264,11 @@ id=1 rev=5
 id=2 rev=5
   PUT "k"="v3" c=2 m=4 v=3 l=0 prev -
   PUT "k"="v4" c=2 m=5 v=4 l=0 prev -
+id=3 rev=5
+  PUT "k"="v1" c=2 m=2 v=1 l=0 prev -
+  PUT "k"="v2" c=2 m=3 v=2 l=0 prev "k"="v1" c=2 m=2 v=1 l=0
+  PUT "k"="v3" c=2 m=4 v=3 l=0 prev "k"="v2" c=2 m=3 v=2 l=0
+  PUT "k"="v4" c=2 m=5 v=4 l=0 prev "k"="v3" c=2 m=4 v=3 l=0
 `)
 	put("v5") // rev 6: a prev_kv watcher exists
 	if e.history[len(e.history)-1].Events[0].PrevKv == nil {
@@ -273,6 +281,8 @@ id=1 rev=6
   PUT "k"="v5" c=2 m=6 v=5 l=0 prev "k"="v4" c=2 m=5 v=4 l=0
 id=2 rev=6
   PUT "k"="v5" c=2 m=6 v=5 l=0 prev -
+id=3 rev=6
+  PUT "k"="v5" c=2 m=6 v=5 l=0 prev "k"="v4" c=2 m=5 v=4 l=0
 `)
 	ws.Close()
 	if n := e.s.prevWatchers.Load(); n != 0 {

@@ -14,6 +14,10 @@ import (
 type RevisionEvents struct {
 	Rev    int64
 	Events []mvccpb.Event
+	// prevOmitted: a put event of a key that had a live version has no
+	// PrevKv (WriteTxn.PutPrev); the hub reads it from Pebble for
+	// watchers that want it.
+	prevOmitted bool
 }
 
 // Batch groups the writes of many requests (each a WriteTxn) into one Pebble
@@ -181,6 +185,10 @@ func (b *Batch) release(committed bool) {
 		b.dur.Close()
 	}
 	b.b.Close()
+	if !committed {
+		// Its writes may be in the cache, and no other batch is running.
+		b.s.recent.latest.reset()
+	}
 	// NB: hooks run before the next batch can start, so state they publish
 	// is in place for every request of the next batch.
 	for _, f := range b.hooks {
@@ -217,9 +225,10 @@ func (b *Batch) Txn() *WriteTxn {
 
 // WriteTxn is one request's view and writes within a Batch.
 type WriteTxn struct {
-	b        *Batch
-	beginRev int64
-	changes  []mvccpb.Event
+	b           *Batch
+	beginRev    int64
+	changes     []mvccpb.Event
+	prevOmitted bool // a put left its event's PrevKv out (PutPrev)
 }
 
 var _ ReadView = (*WriteTxn)(nil)
@@ -356,28 +365,51 @@ type putKVs struct {
 // previous version's moves the key's attachment (as etcd's put detaches the
 // old lease and attaches the new one).
 func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error) {
+	return t.PutPrev(key, value, lease, true)
+}
+
+// PutPrev is Put that reads the previous version's value only if
+// prevValue or a watcher wants it (Store.prevWatchers): otherwise the
+// returned previous version has no value, and the event none (its
+// revision says so: RevisionEvents.prevOmitted), which spares most puts
+// of a key written lately any read of Pebble (latestcache.go).
+func (t *WriteTxn) PutPrev(key, value []byte, lease int64, prevValue bool) (int64, *mvccpb.KeyValue, error) {
 	rev := t.writeRev()
 	a := new(putKVs)
-	h := t.b.s.recent.hash(key)
-	found, err := t.latest(key, h, &a.prev)
-	if err != nil {
-		return 0, nil, err
+	b := t.b
+	h := b.s.recent.hash(key)
+	found, omitted := false, false
+	e, cached := b.s.recent.latest.get(h, key)
+	if cached && (e.version == 0 || !prevValue && b.s.prevWatchers.Load() == 0) {
+		if e.version > 0 {
+			found, omitted = true, true
+			a.prev = mvccpb.KeyValue{Key: key, CreateRevision: e.create, ModRevision: e.mod, Version: e.version, Lease: e.lease}
+		}
+	} else {
+		var err error
+		if found, err = t.latest(key, h, &a.prev); err != nil {
+			return 0, nil, err
+		}
 	}
-	t.b.s.recent.add(h, rev)
-	t.b.written = append(t.b.written, h)
+	b.s.recent.add(h, rev)
+	b.written = append(b.written, h)
 	var prev *mvccpb.KeyValue
 	create, version := rev, int64(1)
 	if found {
 		prev = &a.prev
 		create, version = prev.CreateRevision, prev.Version+1
 	} else {
-		t.b.live++
+		b.live++
 	}
-	b := t.b
 	b.buf = appendVersionKey(b.buf[:0], key, rev)
 	b.vbuf = appendVersionValue(b.vbuf[:0], len(t.changes), create, version, lease, value)
 	if err := b.b.Set(b.buf, b.vbuf, nil); err != nil {
 		return 0, nil, err
+	}
+	if found || cached {
+		// NB: a key is cached from its first overwrite on: a load of new
+		// keys would only churn the cache.
+		b.s.recent.latest.set(h, key, latestEntry{mod: rev, create: create, version: version, lease: lease})
 	}
 	if err := t.logChange(key); err != nil {
 		return 0, nil, err
@@ -405,7 +437,12 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue,
 	if t.changes == nil {
 		t.changes = a.ev[:0]
 	}
-	t.changes = append(t.changes, mvccpb.Event{Type: mvccpb.PUT, Kv: &a.kv, PrevKv: prev})
+	ev := mvccpb.Event{Type: mvccpb.PUT, Kv: &a.kv, PrevKv: prev}
+	if omitted {
+		ev.PrevKv = nil
+		t.prevOmitted = true
+	}
+	t.changes = append(t.changes, ev)
 	return rev, prev, nil
 }
 
@@ -434,6 +471,9 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error) {
 		t.b.written = append(t.b.written, h)
 		if err := t.b.b.Set(t.b.buf, t.b.vbuf, nil); err != nil {
 			return nil, err
+		}
+		if _, ok := t.b.s.recent.latest.get(h, prev.Key); ok {
+			t.b.s.recent.latest.set(h, prev.Key, latestEntry{mod: rev})
 		}
 		if err := t.logChange(prev.Key); err != nil {
 			return nil, err
@@ -465,5 +505,5 @@ func (t *WriteTxn) End() {
 		return
 	}
 	t.b.rev = t.writeRev()
-	t.b.events = append(t.b.events, RevisionEvents{Rev: t.b.rev, Events: t.changes})
+	t.b.events = append(t.b.events, RevisionEvents{Rev: t.b.rev, Events: t.changes, prevOmitted: t.prevOmitted})
 }

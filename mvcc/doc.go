@@ -24,7 +24,10 @@
 // them all with one fsync. A put reads its key's newest version first; a
 // key not written since Pebble's tables last caught up is looked up in the
 // tables alone, skipping the memtables (recentkeys.go keeps, in memory,
-// the set of keys that may be there). The package owns no goroutine but
+// the set of keys that may be there), and a key written lately not at all:
+// latestcache.go remembers its newest version's revisions, version and
+// lease, and a put that nobody asked the previous value of (prev_kv, a
+// watcher with prev_kv) leaves it out of its event. The package owns no goroutine but
 // the background compactor, which Close stops; the hub owns none.
 //
 // Whole histories move in and out for migration (migrate.go): Export is a

@@ -36,6 +36,7 @@ type recentKeys struct {
 	durGen uint64      // Store.readGen when F was read; ^0: to read
 	off    bool        // never used again (a reset whose flush failed)
 	seeks  int64       // lookups answered by the tables alone (tests)
+	latest latestCache // the newest versions of keys written lately (latestcache.go)
 }
 
 // recentGen is the hashes written between two flushes seen, and the newest
@@ -56,6 +57,7 @@ var durableIterOptions = pebble.IterOptions{OnlyReadGuaranteedDurable: true, Use
 // reset forgets every hash; writes at or below cover must be in the tables
 // before the set is used again. The caller holds writeMu.
 func (r *recentKeys) reset(cover int64) {
+	r.latest.reset()
 	clear(r.gens)
 	r.gens = r.gens[:0]
 	r.n = 0
@@ -152,6 +154,7 @@ func durableRev(it *pebble.Iterator) (int64, error) {
 // first, and every table-only view created afterwards holds them. The
 // caller holds writeMu.
 func (s *Store) resetRecent(rev int64) {
+	s.recent.latest.reset() // NB: even when the set is off
 	if s.recent.off {
 		return
 	}

@@ -48,6 +48,10 @@ type Options struct {
 	CompactionBatch int
 	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
 	CacheSize int64
+	// LatestCacheBytes bounds the memory that remembers the newest
+	// version of lately written keys, so that overwriting them reads no
+	// table (latestcache.go). Default 16 MiB; negative turns it off.
+	LatestCacheBytes int64
 }
 
 func (o *Options) ensureDefaults() {
@@ -59,6 +63,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LatestCacheBytes == 0 {
+		o.LatestCacheBytes = latestCacheMax
 	}
 }
 
@@ -88,6 +95,9 @@ type Store struct {
 	hot    hotKeys    // newest versions of keys read often (hotkeys.go)
 
 	hotWritten []uint64 // a finished Batch's written, reused; under writeMu
+	// prevWatchers counts the watchers that want prev_kv: while there are
+	// none, puts leave the previous value out of their events (batch.go).
+	prevWatchers atomic.Int64
 }
 
 // memTableSize is Pebble's memtable size. Pebble keeps the arena of the
@@ -130,6 +140,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.recent.seed = maphash.MakeSeed()
+	s.recent.latest.max = int(min(opts.LatestCacheBytes, 1<<30))
 	s.recent.reset(s.rev.Load())
 	s.hot.seed = s.recent.seed
 	s.hot.enable(s.rev.Load())

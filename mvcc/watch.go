@@ -320,6 +320,12 @@ func (h *Hub) dispatch(recs []*recentRev) {
 		v := 0
 		if w.prevKV {
 			v = 1
+			if prevOmitted(recs, w.hits) {
+				// The watcher came after the put left PrevKv out:
+				// history reads it from Pebble.
+				h.unsync(w, recs[w.hits[0].r].rev)
+				continue
+			}
 		}
 		whole := len(w.hits) == total && !w.noPut && !w.noDelete
 		if whole && len(recs) <= catchUpMaxRevs && (len(recs) == 1 || allBytes[v] <= h.opts.ResponseMaxBytes) {
@@ -390,6 +396,17 @@ func (h *Hub) dispatch(recs []*recentRev) {
 	h.touched = touched[:0]
 }
 
+// prevOmitted reports whether a watcher's hits include a revision whose
+// puts left PrevKv out.
+func prevOmitted(recs []*recentRev, hits []hit) bool {
+	for _, ht := range hits {
+		if recs[ht.r].prevOmitted {
+			return true
+		}
+	}
+	return false
+}
+
 // deliver queues an in-sync watcher's events of revisions [first, last]
 // (revs of them, about bytes bytes) and moves it past end; if its stream's queue is full, the
 // watcher falls back to catching up from first.
@@ -416,7 +433,7 @@ func (h *Hub) unsync(w *watcher, next int64) {
 // remember appends a revision to the in-memory recent log.
 func (h *Hub) remember(re *RevisionEvents) *recentRev {
 	n := len(re.Events)
-	rec := &recentRev{revEvents: revEvents{rev: re.Rev, full: make([]*mvccpb.Event, n), bare: make([]*mvccpb.Event, n)}}
+	rec := &recentRev{revEvents: revEvents{rev: re.Rev, full: make([]*mvccpb.Event, n), bare: make([]*mvccpb.Event, n)}, prevOmitted: re.prevOmitted}
 	var bare []mvccpb.Event
 	for i := range re.Events {
 		ev := &re.Events[i]
@@ -450,6 +467,7 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 		var out []revEvents
 		scanned, size := 0, 0
 		r := from
+		omitted := false
 		for ; r <= to && len(out) < catchUpMaxRevs && scanned < h.opts.CatchUpScan && size < catchUpMaxBytes; r++ {
 			rec := h.recent.at(r)
 			if rec == nil {
@@ -458,6 +476,10 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 			scanned += len(rec.full)
 			for _, ev := range rec.full {
 				if match(ev.Kv.Key) {
+					if prevKV && rec.prevOmitted {
+						omitted = true // from Pebble, which has the previous values
+						break
+					}
 					out = append(out, rec.revEvents)
 					if prevKV {
 						size += rec.fullBytes
@@ -467,10 +489,16 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 					break
 				}
 			}
+			if omitted {
+				break
+			}
 		}
-		h.recentMu.RUnlock()
-		h.stats.readsMemory.Add(1)
-		return out, r, nil
+		if !omitted || r > from {
+			h.recentMu.RUnlock()
+			h.stats.readsMemory.Add(1)
+			return out, r, nil
+		}
+		first = to + 1
 	}
 	h.recentMu.RUnlock()
 	h.stats.readsStore.Add(1)
@@ -519,6 +547,7 @@ type recentRev struct {
 	bytes int64
 	// sizes of the bare and full events, as eventsBytes counts them
 	bareBytes, fullBytes int
+	prevOmitted          bool // RevisionEvents.prevOmitted
 }
 
 // recentLog is a window of consecutive revisions, oldest first.

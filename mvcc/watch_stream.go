@@ -143,6 +143,9 @@ func (ws *WatchStream) Watch(o WatchOptions) (int64, error) {
 	}
 	ws.watchers[id] = w
 	h.stats.watchers.Add(1)
+	if w.prevKV {
+		h.s.prevWatchers.Add(1)
+	}
 	// NB: the created response is queued under h.mu, before the watcher can
 	// be given any event.
 	ws.push(WatchResponse{WatchID: id, Created: true, Revision: h.rev, Tag: w.tag}, false)
@@ -198,6 +201,9 @@ func (ws *WatchStream) dropLocked(w *watcher) {
 	}
 	w.state = watcherGone
 	ws.h.stats.watchers.Add(-1)
+	if w.prevKV {
+		ws.h.s.prevWatchers.Add(-1)
+	}
 }
 
 // RequestProgressAll queues a progress notification with ProgressWatchID

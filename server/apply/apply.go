@@ -160,7 +160,7 @@ func (a *Applier) applyOne(b *mvcc.Batch, r *Request) Result {
 			a.countPut(r.Put, nil, err)
 			return Result{Err: err}
 		}
-		resp, err := put(tx, r.Put)
+		resp, err := put(a.writeView(tx), r.Put)
 		a.countPut(r.Put, tx.Changes(), err)
 		return a.counted(b, tx, resp, err)
 	case r.DeleteRange != nil:
@@ -175,7 +175,7 @@ func (a *Applier) applyOne(b *mvcc.Batch, r *Request) Result {
 		}
 		tx := b.Txn()
 		defer tx.End()
-		resp, err := a.txn(context.Background(), tx, r.Txn)
+		resp, err := a.txn(context.Background(), a.writeView(tx), r.Txn)
 		return a.counted(b, tx, resp, err)
 	case r.Compaction != nil:
 		done, err := b.Compact(r.Compaction.Revision)

@@ -36,7 +36,9 @@ func refusedWhenCorrupt(r *Request) bool {
 // WriteView is what the KV operations need from a write transaction.
 type WriteView interface {
 	mvcc.ReadView
-	Put(key, value []byte, lease int64) (int64, *mvccpb.KeyValue, error)
+	// PutPrev is Put whose previous version has its value only if
+	// prevValue (mvcc.WriteTxn.PutPrev).
+	PutPrev(key, value []byte, lease int64, prevValue bool) (int64, *mvccpb.KeyValue, error)
 	DeleteRange(key, end []byte) ([]mvccpb.KeyValue, error)
 	Changes() []mvccpb.Event
 }
@@ -238,7 +240,7 @@ func put(tx WriteView, r *pb.PutRequest) (*pb.PutResponse, error) {
 			lease = rr.KVs[0].Lease
 		}
 	}
-	rev, prev, err := tx.Put(r.Key, val, lease)
+	rev, prev, err := tx.PutPrev(r.Key, val, lease, r.PrevKv)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +516,7 @@ func IsTxnReadOnly(rt *pb.TxnRequest) bool {
 // caller guarantees no write reaches it.
 type readOnlyWrite struct{ mvcc.ReadView }
 
-func (readOnlyWrite) Put([]byte, []byte, int64) (int64, *mvccpb.KeyValue, error) {
+func (readOnlyWrite) PutPrev([]byte, []byte, int64, bool) (int64, *mvccpb.KeyValue, error) {
 	return 0, nil, errors.New("apply: write in a read-only txn")
 }
 func (readOnlyWrite) DeleteRange([]byte, []byte) ([]mvccpb.KeyValue, error) {

@@ -259,3 +259,23 @@ func (a *Applier) SetTenants(s *mvcc.Store, b *mvcc.Batch, tenants []Tenant) err
 	})
 	return nil
 }
+
+// tenantWrite makes a put under a tenant's prefix read its previous value,
+// which account needs the size of (mvcc.WriteTxn.PutPrev leaves it out
+// when nobody asks for it).
+type tenantWrite struct {
+	*mvcc.WriteTxn
+	u *tenantUsage
+}
+
+func (w tenantWrite) PutPrev(key, value []byte, lease int64, prevValue bool) (int64, *mvccpb.KeyValue, error) {
+	return w.WriteTxn.PutPrev(key, value, lease, prevValue || w.u.of(key) != nil)
+}
+
+// writeView is tx as the KV operations see it.
+func (a *Applier) writeView(tx *mvcc.WriteTxn) WriteView {
+	if u := a.tenants.Load(); u != nil && len(u.list) > 0 {
+		return tenantWrite{tx, u}
+	}
+	return tx
+}

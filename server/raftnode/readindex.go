@@ -260,14 +260,8 @@ func forwardReadIndex(from, lead uint64, rctx []byte) raftpb.Message {
 // it, and a later term must go through raft, which then follows the new
 // leader). It reports whether it took m.
 func (n *Node) readStateFromLeader(m raftpb.Message) bool {
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		return false
-	}
-	st := n.rn.BasicStatus()
-	n.mu.Unlock()
-	if st.RaftState != raft.StateFollower || m.Term != st.Term {
+	st, ok := n.runningStatus()
+	if !ok || st.RaftState != raft.StateFollower || m.Term != st.Term {
 		return false
 	}
 	select {

@@ -295,18 +295,22 @@ func (n *Node) ackProbe(m raftpb.Message) bool {
 // else (a new term, a candidate) goes through raft. It reports whether it
 // answered.
 func (n *Node) answerProbe(m raftpb.Message) bool {
-	n.mu.Lock()
-	if n.stopped {
-		n.mu.Unlock()
-		return false
-	}
-	st := n.rn.BasicStatus()
-	n.mu.Unlock()
-	if st.RaftState != raft.StateFollower || st.Term != m.Term || st.Lead != m.From || n.tr == nil {
+	st, ok := n.runningStatus()
+	if !ok || st.RaftState != raft.StateFollower || st.Term != m.Term || st.Lead != m.From || n.tr == nil {
 		return false
 	}
 	n.tr.Send([]raftpb.Message{{Type: raftpb.MsgHeartbeatResp, From: n.id, To: m.From, Term: m.Term, Context: m.Context}})
 	return true
+}
+
+// runningStatus is raft's basic status, ok false once the node stopped.
+func (n *Node) runningStatus() (st raft.BasicStatus, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return st, false
+	}
+	return n.rn.BasicStatus(), true
 }
 
 // readAnswers are the MsgReadIndexResp raft's leader would send remote's

@@ -441,6 +441,16 @@ func TestGracefulStop(t *testing.T) {
 }
 
 // rawConn is a client that speaks HTTP/2 frames directly.
+// rawLean serves the test service on s and returns a raw HTTP/2
+// connection to it, with a deadline that ends a hung test.
+func rawLean(t *testing.T, s *Server) (*http2.Framer, net.Conn) {
+	testpb.RegisterTestServiceServer(s, &testService{})
+	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
+	fr, nc := rawConn(t, addr)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return fr, nc
+}
+
 func rawConn(t *testing.T, addr string) (*http2.Framer, net.Conn) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -456,10 +466,7 @@ func rawConn(t *testing.T, addr string) (*http2.Framer, net.Conn) {
 
 func TestTooManyPings(t *testing.T) {
 	s := NewServer(Options{Codec: protoCodec()})
-	testpb.RegisterTestServiceServer(s, &testService{})
-	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	fr, nc := rawConn(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr, _ := rawLean(t, s)
 	for i := range 5 {
 		fr.WritePing(false, [8]byte{byte(i)})
 	}
@@ -484,10 +491,7 @@ func TestKeepalivePingTimeout(t *testing.T) {
 	s := NewServer(Options{Codec: protoCodec()})
 	s.o.Keepalive.Time = 50 * time.Millisecond // below the public floor, for the test
 	s.o.Keepalive.Timeout = 50 * time.Millisecond
-	testpb.RegisterTestServiceServer(s, &testService{})
-	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	fr, nc := rawConn(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr, _ := rawLean(t, s)
 	sawPing := false
 	for {
 		f, err := fr.ReadFrame()
@@ -505,10 +509,7 @@ func TestKeepalivePingTimeout(t *testing.T) {
 
 func TestMaxConnectionAge(t *testing.T) {
 	s := NewServer(Options{Codec: protoCodec(), Keepalive: keepaliveParams(100*time.Millisecond, 100*time.Millisecond)})
-	testpb.RegisterTestServiceServer(s, &testService{})
-	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	fr, nc := rawConn(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr, _ := rawLean(t, s)
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {

@@ -3,11 +3,9 @@ package h2grpc
 import (
 	"bytes"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 func TestIndexedOnly(t *testing.T) {
@@ -35,10 +33,7 @@ func TestIndexedOnly(t *testing.T) {
 // server must answer what they decode to now, not what it cached.
 func TestHeaderCacheFollowsTable(t *testing.T) {
 	s := NewServer(Options{Codec: protoCodec()})
-	testpb.RegisterTestServiceServer(s, &testService{})
-	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	fr, nc := rawConn(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr, _ := rawLean(t, s)
 
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)

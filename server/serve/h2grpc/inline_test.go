@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -76,10 +75,7 @@ func TestInlineCalls(t *testing.T) {
 // rather than waiting on the reader for a WINDOW_UPDATE only it can read.
 func TestInlineNeverBlocksReader(t *testing.T) {
 	s := NewServer(Options{Codec: protoCodec(), Inline: func(string, []byte) bool { return true }})
-	testpb.RegisterTestServiceServer(s, &testService{})
-	_, _, addr := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	fr, nc := rawConn(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr, _ := rawLean(t, s)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/grpc.testing.TestService/UnaryCall"},

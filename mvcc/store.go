@@ -308,6 +308,11 @@ type RangeOptions struct {
 	StopAtLimit bool
 	// KeysOnly leaves values out of the returned KVs.
 	KeysOnly bool
+	// Into, if set, is where the result goes (Range returns it): a caller
+	// reading one key hands in a RangeResult whose KVs has room for it,
+	// allocated together with its own response (one allocation per Get
+	// fewer). Its KVs' contents are overwritten.
+	Into *RangeResult
 }
 
 // RangeResult is the outcome of a Range.
@@ -401,7 +406,7 @@ func (t *ReadTxn) Range(ctx context.Context, key, end []byte, ro RangeOptions) (
 	hot := &t.s.hot
 	x := hot.hash(key)
 	if kv, ok := hot.get(x, key, rev, t.hotGen); ok {
-		res := newRangeResult(t.tag.rev, true)
+		res := newRangeResult(t.tag.rev, true, ro.Into)
 		res.Count = 1
 		if !ro.Count {
 			if ro.KeysOnly {
@@ -488,7 +493,7 @@ func rangeKeys(ctx context.Context, it *pebble.Iterator, batchView bool, sc *scr
 	if rev < firstRev {
 		return &RangeResult{Count: -1}, ErrCompacted
 	}
-	res := newRangeResult(curRev, end == nil)
+	res := newRangeResult(curRev, end == nil, ro.Into)
 	if len(end) > 0 && bytes.Compare(key, end) >= 0 {
 		// An empty range. NB: Pebble does not support an iterator whose lower
 		// bound is above its upper bound; positioning one can leave an
@@ -572,7 +577,11 @@ type oneKeyResult struct {
 	kv  [1]mvccpb.KeyValue
 }
 
-func newRangeResult(rev int64, oneKey bool) *RangeResult {
+func newRangeResult(rev int64, oneKey bool, into *RangeResult) *RangeResult {
+	if into != nil {
+		*into = RangeResult{Rev: rev, KVs: into.KVs[:0]}
+		return into
+	}
 	if !oneKey {
 		return &RangeResult{Rev: rev}
 	}

@@ -433,7 +433,15 @@ func (h *Hub) unsync(w *watcher, next int64) {
 // remember appends a revision to the in-memory recent log.
 func (h *Hub) remember(re *RevisionEvents) *recentRev {
 	n := len(re.Events)
-	rec := &recentRev{revEvents: revEvents{rev: re.Rev, full: make([]*mvccpb.Event, n), bare: make([]*mvccpb.Event, n)}, prevOmitted: re.prevOmitted}
+	rec := &recentRev{revEvents: revEvents{rev: re.Rev}, prevOmitted: re.prevOmitted}
+	// The two views' pointers in one allocation, in the record itself for
+	// the usual one-event revision (a put): one allocation per revision
+	// instead of three. Both capped: sends append to them.
+	ptrs := rec.one[:]
+	if n > 1 {
+		ptrs = make([]*mvccpb.Event, 2*n)
+	}
+	rec.full, rec.bare = ptrs[:n:n], ptrs[n:2*n:2*n]
 	var bare []mvccpb.Event
 	for i := range re.Events {
 		ev := &re.Events[i]
@@ -518,7 +526,9 @@ func (h *Hub) read(ctx context.Context, from, to int64, match func([]byte) bool,
 
 // sharedEvents makes the full and bare views of one revision's events.
 func sharedEvents(rev int64, evs []mvccpb.Event) revEvents {
-	re := revEvents{rev: rev, full: make([]*mvccpb.Event, len(evs)), bare: make([]*mvccpb.Event, len(evs))}
+	n := len(evs)
+	ptrs := make([]*mvccpb.Event, 2*n) // both views, capped: sends append
+	re := revEvents{rev: rev, full: ptrs[:n:n], bare: ptrs[n : 2*n : 2*n]}
 	var bare []mvccpb.Event
 	for i := range evs {
 		ev := &evs[i]
@@ -544,6 +554,7 @@ type revEvents struct {
 // recentRev is one revision in the recent log.
 type recentRev struct {
 	revEvents
+	one   [2]*mvccpb.Event // full and bare of a one-event revision
 	bytes int64
 	// sizes of the bare and full events, as eventsBytes counts them
 	bareBytes, fullBytes int

@@ -86,12 +86,20 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 	if limit > 0 {
 		limit++ // one extra tells whether there is more
 	}
-	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), mvcc.RangeOptions{
+	// The response, the store's result and room for one KV in one
+	// allocation (a Get answers one key).
+	ra := &rangeResponseAlloc{}
+	ro := mvcc.RangeOptions{
 		Limit: limit, Rev: r.Revision, Count: r.CountOnly,
 		StopAtLimit: !total && limit > 0,
 		// A value sort needs the values it then drops.
 		KeysOnly: r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE,
-	})
+	}
+	if len(r.RangeEnd) == 0 {
+		ra.rr.KVs = ra.kvs[:0]
+		ro.Into = &ra.rr
+	}
+	rr, err := rv.Range(ctx, r.Key, rangeEnd(r.RangeEnd), ro)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +136,6 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 		}
 	}
 
-	ra := &rangeResponseAlloc{}
 	resp := &ra.resp
 	ra.hdr.Revision = rr.Rev
 	resp.Header, resp.Count = &ra.hdr, int64(rr.Count)
@@ -150,12 +157,15 @@ func rangeKVs(ctx context.Context, rv mvcc.ReadView, r *pb.RangeRequest, total b
 	return resp, nil
 }
 
-// rangeResponseAlloc is a response, its header and room for one KV
-// pointer in one allocation (a Get answers one key).
+// rangeResponseAlloc is a response, its header, the store's result and
+// room for one KV and its pointer in one allocation (a Get answers one
+// key).
 type rangeResponseAlloc struct {
 	resp pb.RangeResponse
 	hdr  pb.ResponseHeader
 	kv   [1]*mvccpb.KeyValue
+	rr   mvcc.RangeResult
+	kvs  [1]mvccpb.KeyValue
 }
 
 func filterKVs(kvs []mvccpb.KeyValue, keep func(*mvccpb.KeyValue) bool) []mvccpb.KeyValue {

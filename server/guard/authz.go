@@ -61,7 +61,12 @@ func (id Identity) AuthEnabled() bool { return id.Rev != 0 }
 
 // Header is the request header a write proposed for id carries.
 func (id Identity) Header() *pb.RequestHeader {
-	return &pb.RequestHeader{Username: id.User, AuthRevision: id.Rev}
+	h := id.header()
+	return &h
+}
+
+func (id Identity) header() pb.RequestHeader {
+	return pb.RequestHeader{Username: id.User, AuthRevision: id.Rev}
 }
 
 // GatewayHeader is the metadata key gRPC-gateway adds to proxied requests;
@@ -345,8 +350,10 @@ func (s *Guard) Write(ctx context.Context, r *apply.Request) (*apply.Request, er
 	}
 	s.hold(&id)
 	defer id.release()
-	out := *r
-	out.Header = id.Header()
+	// The request and its header in one allocation (two per write before).
+	a := &requestWithHeader{req: *r, hdr: id.header()}
+	out := &a.req
+	out.Header = &a.hdr
 	switch {
 	case r.Put != nil:
 		out.Put, err = s.checkPut(ctx, id, r.Put)
@@ -364,7 +371,13 @@ func (s *Guard) Write(ctx context.Context, r *apply.Request) (*apply.Request, er
 	if err != nil {
 		return nil, err
 	}
-	return &out, nil
+	return out, nil
+}
+
+// requestWithHeader is what Write returns: a request and its header.
+type requestWithHeader struct {
+	req apply.Request
+	hdr pb.RequestHeader
 }
 
 // checkRequestSize refuses writes larger than --max-request-bytes, as etcd

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
@@ -17,6 +19,14 @@ import (
 // run up to its deadline, or wait for a guest's CPU slot, and the reader
 // must not wait (every stream of the connection waits behind it).
 func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool) *h2grpc.Server {
+	var deferCall func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool
+	if t.DeferRead != nil {
+		// As Inline: the round's goroutine runs the calls in turn, and a
+		// policy's hook may wait.
+		deferCall = func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool {
+			return !policies() && t.DeferRead(ctx, path, msg, run)
+		}
+	}
 	return h2grpc.NewServer(h2grpc.Options{
 		Codec:                t.Codec,
 		UnaryInterceptor:     t.UnaryInterceptor,
@@ -35,6 +45,7 @@ func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.Tran
 		Enforcement: keepalive.EnforcementPolicy{MinTime: cfg.GRPC.KeepaliveMinTime},
 		Creds:       creds,
 		Inline:      inlineCall(policies),
+		Defer:       deferCall,
 	})
 }
 

@@ -88,6 +88,45 @@ func benchCPU() time.Duration {
 // is the whole process per read; msgs/op the raft messages handed to the
 // transports and rounds/op the ReadIndex rounds, summed over the members.
 func BenchmarkReadIndexThreeMembers(b *testing.B) {
+	benchReadIndexThreeMembers(b, func(n *Node, left *atomic.Int64, done func()) {
+		go func() {
+			defer done()
+			for left.Add(-1) >= 0 {
+				if _, err := n.ReadIndex(context.Background()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	})
+}
+
+// BenchmarkReadIndexFuncThreeMembers is BenchmarkReadIndexThreeMembers with
+// readers that wait without a goroutine (ReadIndexFunc, as the lean
+// transport's deferred Ranges): each reader's next read is registered by
+// its previous one's callback.
+func BenchmarkReadIndexFuncThreeMembers(b *testing.B) {
+	benchReadIndexThreeMembers(b, func(n *Node, left *atomic.Int64, done func()) {
+		var next func(uint64, error)
+		next = func(_ uint64, err error) {
+			if err != nil {
+				b.Error(err)
+				done()
+				return
+			}
+			if left.Add(-1) < 0 {
+				done()
+				return
+			}
+			n.ReadIndexFunc(next)
+		}
+		next(0, nil)
+	})
+}
+
+// benchReadIndexThreeMembers starts 100 readers with reader, which reads
+// on n until left runs out, then calls done.
+func benchReadIndexThreeMembers(b *testing.B, reader func(n *Node, left *atomic.Int64, done func())) {
 	c := newCluster(b, 3)
 	var msgs atomic.Int64
 	for _, m := range c.members {
@@ -112,17 +151,8 @@ func BenchmarkReadIndexThreeMembers(b *testing.B) {
 	left.Store(int64(b.N))
 	var wg sync.WaitGroup
 	for i := range 100 {
-		m := c.members[i%3]
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for left.Add(-1) >= 0 {
-				if _, err := m.node.ReadIndex(context.Background()); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
+		reader(c.members[i%3].node, &left, wg.Done)
 	}
 	wg.Wait()
 	b.StopTimer()

@@ -249,6 +249,7 @@ type Node struct {
 
 	readMu     sync.Mutex
 	readNext   *readRound
+	readClosed bool          // readMu: the read loop ended; no more rounds
 	readc      chan struct{} // cap 1: a reader waits for a round
 	readStatec chan raft.ReadState
 	readRounds atomic.Uint64 // ReadIndex rounds run (each serves many readers)

@@ -20,6 +20,9 @@ type readRound struct {
 	// local counts this member's readers (readMu): a round with none does
 	// not wait for this member's apply.
 	local int
+	// fns are ReadIndexFunc's callers (readMu), called once the round is
+	// done.
+	fns []func(uint64, error)
 }
 
 func newReadRound() *readRound { return &readRound{done: make(chan struct{})} }
@@ -49,7 +52,48 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
+// ReadIndexFunc is ReadIndex for a caller that does not wait for the
+// round: fn gets what ReadIndex would return, once, on a goroutine the
+// round's callbacks share (one per round, not one per reader parked and
+// woken; RATIONALE.md, "Linearizable one-key Ranges wait without a
+// goroutine"). fn runs after the callbacks registered before it in the
+// same round, so it must not block for long. Once the node stopped, fn is
+// called at once, on the caller's goroutine.
+func (n *Node) ReadIndexFunc(fn func(index uint64, err error)) {
+	n.readMu.Lock()
+	if n.readClosed {
+		n.readMu.Unlock()
+		fn(0, n.stopError())
+		return
+	}
+	r := n.readNext
+	r.local++
+	r.fns = append(r.fns, fn)
+	n.readMu.Unlock()
+	select {
+	case n.readc <- struct{}{}:
+	default:
+	}
+}
+
+// runReadFns calls a round's ReadIndexFunc callbacks.
+func runReadFns(fns []func(uint64, error), index uint64, err error) {
+	for _, fn := range fns {
+		fn(index, err)
+	}
+}
+
 func (n *Node) readLoop() {
+	defer func() {
+		// Callbacks of the round nobody will run now fail, as
+		// ReadIndex's waiters do once the node is done.
+		n.readMu.Lock()
+		n.readClosed = true
+		fns := n.readNext.fns
+		n.readNext.fns = nil
+		n.readMu.Unlock()
+		runReadFns(fns, 0, n.stopError())
+	}()
 	again := false // the next round is already requested
 	for {
 		if !again {
@@ -90,6 +134,11 @@ func (n *Node) readLoop() {
 			r.err = n.waitApplied(r.index)
 		}
 		close(r.done)
+		if len(r.fns) > 0 {
+			// Not on this goroutine: a callback may itself wait for a
+			// round (the guard's catch-up after an unknown token).
+			go runReadFns(r.fns, r.index, r.err)
+		}
 	}
 }
 

@@ -7,7 +7,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
-// TestInlineCall: only a serializable one-key Range runs on the reader,
+// TestInlineCall: only a serializable one-key Range runs on the reader
+// (and only a linearizable one is deferred to its read round),
 // judged from its encoding exactly as decoding it would, repeated fields
 // included; other methods and malformed bytes never do.
 func TestInlineCall(t *testing.T) {
@@ -52,14 +53,22 @@ func TestInlineCall(t *testing.T) {
 		if got := InlineCall(rangeMethod, msg); got != want {
 			t.Fatalf("InlineCall(%+v) = %v, want %v", &dec, got, want)
 		}
+		wantDeferred := !dec.Serializable && len(dec.RangeEnd) == 0
+		if got := DeferredRead(rangeMethod, msg); got != wantDeferred {
+			t.Fatalf("DeferredRead(%+v) = %v, want %v", &dec, got, wantDeferred)
+		}
 		if InlineCall("/etcdserverpb.KV/Put", msg) || InlineCall("/etcdserverpb.KV/Txn", msg) {
 			t.Fatal("a call other than Range runs inline")
 		}
+		if DeferredRead("/etcdserverpb.KV/Put", msg) || DeferredRead("/etcdserverpb.KV/Txn", msg) {
+			t.Fatal("a call other than Range is deferred")
+		}
 		for n := range msg {
 			InlineCall(rangeMethod, msg[:n]) // a truncated message: read within its bounds
+			DeferredRead(rangeMethod, msg[:n])
 		}
 	}
-	if InlineCall(rangeMethod, []byte{0x38}) { // serializable's tag, no value
-		t.Fatal("a truncated field runs inline")
+	if InlineCall(rangeMethod, []byte{0x38}) || DeferredRead(rangeMethod, []byte{0x38}) { // serializable's tag, no value
+		t.Fatal("a truncated field runs inline or deferred")
 	}
 }

@@ -60,8 +60,65 @@ func (s *Server) linearizableRead(ctx context.Context) error {
 	if s.raft == nil {
 		return nil
 	}
+	if d, ok := ctx.Value(readDoneKey{}).(*readDone); ok {
+		return d.err // DeferRead's round, which began after the call arrived
+	}
 	_, err := s.raft.ReadIndex(ctx)
 	return err
+}
+
+// readDoneKey marks the context of a call DeferRead ran after its read
+// round; the value is a *readDone. Only DeferRead sets it.
+type readDoneKey struct{}
+
+type readDone struct{ err error }
+
+var readOK = &readDone{}
+
+// DeferRead is the lean transport's Options.Defer on a cluster member: a
+// linearizable Range of one key (DeferredRead) joins the next read round
+// without a goroutine waiting for it, and runs once the round is done, its
+// linearizableRead answered by the round (RATIONALE.md, "Linearizable
+// one-key Ranges wait without a goroutine"). The round is the one
+// linearizableRead would have joined at this moment: it starts after the
+// call arrived, as etcd's read loop's.
+func (s *Server) DeferRead(ctx context.Context, path string, msg []byte, run func(context.Context)) bool {
+	if s.raft == nil || !DeferredRead(path, msg) {
+		return false
+	}
+	s.raft.ReadIndexFunc(func(_ uint64, err error) {
+		d := readOK
+		if err != nil {
+			d = &readDone{err: err}
+		}
+		run(&readDoneCtx{Context: ctx, done: d})
+	})
+	return true
+}
+
+// readDoneCtx is a deferred call's context: the transport's, with the
+// round's outcome under readDoneKey. It keeps the lean transport's
+// FirstIncomingValue, which context.WithValue would hide.
+type readDoneCtx struct {
+	context.Context
+	done *readDone
+}
+
+func (c *readDoneCtx) Value(key any) any {
+	if _, ok := key.(readDoneKey); ok {
+		return c.done
+	}
+	return c.Context.Value(key)
+}
+
+func (c *readDoneCtx) FirstIncomingValue(key string) (string, bool) {
+	if fv, ok := c.Context.(firstIncomingValuer); ok {
+		return fv.FirstIncomingValue(key)
+	}
+	if vs := metadata.ValueFromIncomingContext(c.Context, key); len(vs) > 0 {
+		return vs[0], true
+	}
+	return "", false
 }
 
 // requireLeader refuses a request that asked for a leader (clientv3's

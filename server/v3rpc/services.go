@@ -25,17 +25,24 @@ type Transport struct {
 	StreamInterceptor grpc.StreamServerInterceptor
 	MaxRecvMsgSize    int
 	MaxSendMsgSize    int
+	// DeferRead is Server.DeferRead on a cluster member, nil on a single
+	// member (its reads never wait).
+	DeferRead func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool
 }
 
 // Transport returns the services' codec, interceptors and limits.
 func (s *Server) Transport() Transport {
-	return Transport{
+	t := Transport{
 		Codec:             s.serverCodec(),
 		UnaryInterceptor:  s.unaryInterceptor,
 		StreamInterceptor: s.streamInterceptor,
 		MaxRecvMsgSize:    s.cfg.Limits.MaxRequestBytes + grpcOverheadBytes,
 		MaxSendMsgSize:    maxSendMsgSize(s.cfg.Limits),
 	}
+	if s.raft != nil {
+		t.DeferRead = s.DeferRead
+	}
+	return t
 }
 
 // RegisterServices registers etcd's six services (KV with etcd 3.7's

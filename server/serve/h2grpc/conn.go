@@ -828,7 +828,7 @@ func (c *conn) onData(f *http2.DataFrame) {
 			if c.s.inline(st) {
 				st.onReader = true
 				st.run()
-			} else {
+			} else if !c.s.deferCall(st) {
 				c.s.dispatch(st)
 			}
 		}

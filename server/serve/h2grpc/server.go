@@ -1,6 +1,7 @@
 package h2grpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -38,6 +39,13 @@ type Options struct {
 	// request msg (uncompressed) may run on the connection's reader
 	// instead of a worker (see inline.go).
 	Inline func(path string, msg []byte) bool
+	// Defer, if set, is offered each unary call that Inline did not take,
+	// with its context and request msg (uncompressed). It returns false
+	// for a call that runs as usual; true promises to call run exactly
+	// once, with ctx or a context derived from it, on a goroutine that
+	// may run the call and must not wait for its client (see
+	// deferred.go).
+	Defer func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool
 }
 
 // BytesCodec is a codec that also encodes into and decodes from plain

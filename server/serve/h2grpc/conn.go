@@ -95,6 +95,11 @@ type conn struct {
 	peerWindow      int64  // client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame    int
 	idleSince       time.Time // no streams since (zero: streams open)
+
+	// The DATA frame that ends wbuf, if dataEnd == len(wbuf) > 0: its
+	// header's offset and its stream (coalesce.go).
+	dataHdr, dataEnd int
+	dataID           uint32
 }
 
 func newConn(s *Server, nc net.Conn, auth credentials.AuthInfo) *conn {
@@ -395,6 +400,7 @@ func (c *conn) flushLocked() {
 	for len(c.wbuf) > 0 && !c.closed {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
+		c.dataEnd = 0 // the frame left with buf
 		c.mu.Unlock()
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()

@@ -359,7 +359,7 @@ func (st *stream) send(m any, last bool) error {
 			return st.doneErr()
 		}
 		n := min(int64(len(buf)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		c.wfr.WriteData(st.id, false, buf[:n])
+		c.writeDataLocked(st.id, buf[:n])
 		c.noteSent()
 		st.sendWindow -= n
 		c.sendWindow -= n

@@ -16,7 +16,11 @@ import (
 // (v3rpc.InlineCall) only while no policy is loaded: a policy's hook may
 // run up to its deadline, or wait for a guest's CPU slot, and the reader
 // must not wait (every stream of the connection waits behind it).
-func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool) *h2grpc.Server {
+//
+// A LeaseKeepAlive stream on a single member is answered by the reader
+// too (v3rpc.Server.InlineStream): its handler checks for policies itself,
+// per message, and hands a message that would wait to a goroutine.
+func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool, inlineStream func(string) v3rpc.InlineStream) *h2grpc.Server {
 	return h2grpc.NewServer(h2grpc.Options{
 		Codec:                t.Codec,
 		UnaryInterceptor:     t.UnaryInterceptor,
@@ -35,6 +39,12 @@ func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.Tran
 		Enforcement: keepalive.EnforcementPolicy{MinTime: cfg.GRPC.KeepaliveMinTime},
 		Creds:       creds,
 		Inline:      inlineCall(policies),
+		InlineStream: func(path string) h2grpc.StreamHandler {
+			if h := inlineStream(path); h != nil {
+				return h
+			}
+			return nil
+		},
 	})
 }
 

@@ -38,6 +38,11 @@ type Options struct {
 	// request msg (uncompressed) may run on the connection's reader
 	// instead of a worker (see inline.go).
 	Inline func(path string, msg []byte) bool
+	// InlineStream, if set, returns the handler with which the reader
+	// answers the messages of a streaming call of method path, or nil:
+	// the method's registered handler runs on a worker
+	// (inlinestream.go). The interceptors do not run for such a call.
+	InlineStream func(path string) StreamHandler
 }
 
 // BytesCodec is a codec that also encodes into and decodes from plain

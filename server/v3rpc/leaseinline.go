@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -22,6 +23,7 @@ type InlineStream interface {
 	Open(ctx context.Context) error
 	Message(ctx context.Context, msg []byte, onReader bool) (reply any, ok bool, err error)
 	Ended(ctx context.Context, start time.Time, err error)
+	Stopped() error
 }
 
 // InlineStream returns the handler of a streaming method the lean
@@ -95,6 +97,9 @@ func (k *keepAliveInline) Message(ctx context.Context, msg []byte, onReader bool
 	mm.msgSent.Inc()
 	return resp, true, nil
 }
+
+// Stopped is what LeaseKeepAlive returns when the server stops.
+func (k *keepAliveInline) Stopped() error { return rpctypes.ErrGRPCStopped }
 
 // Ended is streamInterceptor's part after the handler.
 func (k *keepAliveInline) Ended(_ context.Context, start time.Time, err error) {

@@ -37,6 +37,10 @@ type StreamHandler interface {
 	// closed). It may run with the connection's lock held: it must not
 	// call back into the transport.
 	Ended(ctx context.Context, start time.Time, err error)
+	// Stopped is the error a call still open ends with when the server
+	// stops gracefully: nothing of the handler runs between messages to
+	// end it, and an open call would hold the stop up.
+	Stopped() error
 }
 
 // inlineHandler is the StreamHandler for a stream call of path, or nil.
@@ -188,6 +192,22 @@ func (c *conn) finishEnds() {
 		c.ends[i] = nil
 	}
 	c.ends = c.ends[:0]
+}
+
+// drainInline ends the connection's inline calls with their handlers'
+// Stopped errors (GracefulStop).
+func (c *conn) drainInline() {
+	c.mu.Lock()
+	var open []*stream
+	for _, st := range c.streams {
+		if st.inl != nil {
+			open = append(open, st)
+		}
+	}
+	c.mu.Unlock()
+	for _, st := range open {
+		st.inlineFinish(st.inl.Stopped(), false)
+	}
 }
 
 // inlineEnd reports the call's end to its handler, once.

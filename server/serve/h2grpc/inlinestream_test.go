@@ -84,6 +84,8 @@ func (e *echoInline) Ended(_ context.Context, start time.Time, err error) {
 	e.ended = append(e.ended, statusOf(err).Code().String())
 }
 
+func (e *echoInline) Stopped() error { return status.Error(codes.Unavailable, "stopping") }
+
 func (e *echoInline) endedList() string {
 	for range 200 { // Ended of a reset call may trail the client
 		e.mu.Lock()
@@ -100,6 +102,11 @@ func (e *echoInline) endedList() string {
 }
 
 func inlineServer(t *testing.T, e *echoInline) testpb.TestServiceClient {
+	_, c := inlineServerStop(t, e)
+	return c
+}
+
+func inlineServerStop(t *testing.T, e *echoInline) (*Server, testpb.TestServiceClient) {
 	s := NewServer(Options{Codec: protoCodec(), InlineStream: func(path string) StreamHandler {
 		if path == "/grpc.testing.TestService/FullDuplexCall" {
 			return e
@@ -108,7 +115,7 @@ func inlineServer(t *testing.T, e *echoInline) testpb.TestServiceClient {
 	}})
 	testpb.RegisterTestServiceServer(s, &testService{})
 	_, c, _ := run(t, transport{"lean", s.Serve, s.Stop, s.GracefulStop})
-	return c
+	return s, c
 }
 
 func sendBody(t *testing.T, st testpb.TestService_FullDuplexCallClient, body string) {
@@ -404,5 +411,36 @@ func TestInlineStreamEndThenReset(t *testing.T) {
 	}
 	if ended := e.endedList(); ended != "Canceled,OK" {
 		t.Errorf("Ended: %s", ended)
+	}
+}
+
+// TestInlineStreamGracefulStop: GracefulStop ends an open inline call with
+// its handler's Stopped error instead of waiting for the client.
+func TestInlineStreamGracefulStop(t *testing.T) {
+	e := &echoInline{}
+	s, c := inlineServerStop(t, e)
+	st, err := c.FullDuplexCall(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendBody(t, st, "x")
+	if r := recvBody(st); r != "inline:x" {
+		t.Fatal(r)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(stopped)
+	}()
+	if r := recvBody(st); r != `Unavailable: "stopping"` {
+		t.Fatalf("open call at GracefulStop: %s", r)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GracefulStop waits for an open inline call")
+	}
+	if got := e.endedList(); got != "Unavailable" {
+		t.Errorf("Ended: %s", got)
 	}
 }

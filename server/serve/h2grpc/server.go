@@ -303,9 +303,15 @@ func (s *Server) Stop() {
 	s.stop(func(c *conn) { c.close(errors.New("server stopped")) })
 }
 
-// GracefulStop closes the listeners, sends every connection a GOAWAY
-// and waits until their calls are done and they are closed.
-func (s *Server) GracefulStop() { s.stop((*conn).goAway) }
+// GracefulStop closes the listeners, sends every connection a GOAWAY,
+// ends its inline stream calls (StreamHandler.Stopped) and waits until
+// the other calls are done and the connections closed.
+func (s *Server) GracefulStop() {
+	s.stop(func(c *conn) {
+		c.goAway()
+		c.drainInline()
+	})
+}
 
 // stop closes the listeners, ends each connection with end and waits for
 // the serving goroutines.

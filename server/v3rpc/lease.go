@@ -127,7 +127,13 @@ func (s *Server) keepAliveOne(ctx context.Context, req *pb.LeaseKeepAliveRequest
 	}
 	// The header is taken before the renewal, as etcd's: its revision
 	// is never newer than the state the renewal saw.
-	resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: &pb.ResponseHeader{}}
+	// The response and its header in one allocation.
+	out := &struct {
+		resp pb.LeaseKeepAliveResponse
+		hdr  pb.ResponseHeader
+	}{resp: pb.LeaseKeepAliveResponse{ID: req.ID}}
+	resp := &out.resp
+	resp.Header = &out.hdr
 	s.fillHeader(resp.Header)
 	// As etcd's: renewing keeps the lease's keys alive, so it needs
 	// WRITE on every one of them; an error ends the stream.

@@ -81,7 +81,9 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 
 // LeaseKeepAlive answers each request with the lease's TTL after renewing
 // it, or TTL 0 if the lease does not exist (an expired lease is answered
-// once its revocation is applied, as etcd).
+// once its revocation is applied, as etcd). On the lean transport of a
+// single member the stream is answered message by message by InlineStream's
+// handler instead (leaseinline.go), through the same keepAliveOne.
 func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	// NB: Recv cannot be interrupted, so it runs on its own goroutine and
 	// the handler returns when the server stops (etcd does the same).

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/metadata"
 )
 
 const keepAlivePath = "/etcdserverpb.Lease/LeaseKeepAlive"
@@ -131,5 +133,40 @@ func TestLeaseKeepAliveInlineWithPolicy(t *testing.T) {
 	}
 	if resp, err := keepAliveOnce(ctx, lc, g.ID); err != nil || resp.TTL != 30 {
 		t.Fatalf("KeepAliveOnce with a policy = %v, %v", resp, err)
+	}
+}
+
+// TestLeaseKeepAliveInlineWithAuth: with auth enabled a renewal by a user
+// whose check reads every key of the lease is handed off the reader; one
+// by root (exempt, no keys read) and one without a user (refused at once)
+// are answered on it, as the stream handler would answer them.
+func TestLeaseKeepAliveInlineWithAuth(t *testing.T) {
+	s := newBenchServer(t)
+	g, err := s.rpc.Lease().LeaseGrant(context.Background(), &pb.LeaseGrantRequest{TTL: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userCtx := enableAuth(t, s)
+	root, err := s.rpc.Auth().Authenticate(context.Background(), &pb.AuthenticateRequest{Name: "root", Password: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootCtx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("token", root.Token))
+	msg, err := (&pb.LeaseKeepAliveRequest{ID: g.ID}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.rpc.InlineStream(keepAlivePath)
+	if reply, ok, err := h.Message(userCtx, msg, true); ok || reply != nil || err != nil {
+		t.Fatalf("user u on the reader: %v, %v, %v; want it handed over", reply, ok, err)
+	}
+	if reply, ok, err := h.Message(userCtx, msg, false); !ok || err != nil || reply.(*pb.LeaseKeepAliveResponse).TTL != 30 {
+		t.Fatalf("user u off the reader: %v, %v, %v", reply, ok, err)
+	}
+	if reply, ok, err := h.Message(rootCtx, msg, true); !ok || err != nil || reply.(*pb.LeaseKeepAliveResponse).TTL != 30 {
+		t.Fatalf("root on the reader: %v, %v, %v", reply, ok, err)
+	}
+	if _, ok, err := h.Message(context.Background(), msg, true); !ok || !errors.Is(err, rpctypes.ErrGRPCUserEmpty) {
+		t.Fatalf("no user on the reader: %v, %v; want ErrGRPCUserEmpty at once", ok, err)
 	}
 }

@@ -266,18 +266,36 @@ func (le *Lessor) Stats() Stats {
 // revocation is applied and returns ErrLeaseNotFound (or ctx's error, or
 // ErrStopped).
 func (le *Lessor) Renew(ctx context.Context, id int64) (int64, error) {
+	ttl, l, err := le.renew(id)
+	if l != nil {
+		return 0, le.waitRevoked(ctx, l)
+	}
+	return ttl, err
+}
+
+// TryRenew is Renew for a caller that must not wait: done is false, and
+// nothing changed, when the lease has expired and its revocation is still
+// to be applied (Renew waits for it then).
+func (le *Lessor) TryRenew(id int64) (ttl int64, done bool, err error) {
+	ttl, l, err := le.renew(id)
+	return ttl, l == nil, err
+}
+
+// renew is Renew up to the wait: an expired lease whose revocation is
+// pending is returned to be waited for.
+func (le *Lessor) renew(id int64) (int64, *lease, error) {
 	l, ok := le.leases.Load(id)
 	if !ok {
-		return 0, ErrLeaseNotFound
+		return 0, nil, ErrLeaseNotFound
 	}
 	for {
 		if l.revoked.Load() {
-			return 0, ErrLeaseNotFound
+			return 0, nil, ErrLeaseNotFound
 		}
 		now := le.now()
 		exp := l.expiry.Load()
 		if exp <= now { // expired, or already reported (negative)
-			return 0, le.waitRevoked(ctx, l)
+			return 0, l, nil
 		}
 		next := now + seconds(l.ttl)
 		if !l.expiry.CompareAndSwap(exp, next) {
@@ -292,7 +310,7 @@ func (le *Lessor) Renew(ctx context.Context, id int64) (int64, error) {
 			le.reschedule(l, next)
 		}
 		le.renewed.Inc()
-		return l.ttl, nil
+		return l.ttl, nil, nil
 	}
 }
 

@@ -206,7 +206,7 @@ func (s *Server) newGRPCServer(creds credentials.TransportCredentials) serve.GRP
 		AuthorizeWatch: s.rpc.AuthorizeWatch, Stopping: s.stopping,
 	}
 	if s.cfg.GRPC.Transport == config.TransportLean {
-		l := newLeanServer(s.cfg, s.rpc.Transport(), creds, s.guard.Policies)
+		l := newLeanServer(s.cfg, s.rpc.Transport(), creds, s.guard.Policies, s.rpc.InlineStream)
 		s.rpc.RegisterServices(l)
 		v3lock.Register(l, lock)
 		return l

@@ -18,7 +18,11 @@ import (
 // (v3rpc.InlineCall) only while no policy is loaded: a policy's hook may
 // run up to its deadline, or wait for a guest's CPU slot, and the reader
 // must not wait (every stream of the connection waits behind it).
-func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool) *h2grpc.Server {
+//
+// A LeaseKeepAlive stream on a single member is answered by the reader
+// too (v3rpc.Server.InlineStream): its handler checks for policies itself,
+// per message, and hands a message that would wait to a goroutine.
+func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.TransportCredentials, policies func() bool, inlineStream func(string) v3rpc.InlineStream) *h2grpc.Server {
 	var deferCall func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool
 	if t.DeferRead != nil {
 		// As Inline: the round's goroutine runs the calls in turn, and a
@@ -46,6 +50,12 @@ func newLeanServer(cfg *config.Config, t v3rpc.Transport, creds credentials.Tran
 		Creds:       creds,
 		Inline:      inlineCall(policies),
 		Defer:       deferCall,
+		InlineStream: func(path string) h2grpc.StreamHandler {
+			if h := inlineStream(path); h != nil {
+				return h
+			}
+			return nil
+		},
 	})
 }
 

@@ -81,7 +81,9 @@ func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest)
 
 // LeaseKeepAlive answers each request with the lease's TTL after renewing
 // it, or TTL 0 if the lease does not exist (an expired lease is answered
-// once its revocation is applied, as etcd).
+// once its revocation is applied, as etcd). On the lean transport of a
+// single member the stream is answered message by message by InlineStream's
+// handler instead (leaseinline.go), through the same keepAliveOne.
 func (l *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	// NB: Recv cannot be interrupted, so it runs on its own goroutine and
 	// the handler returns when the server stops (etcd does the same).
@@ -107,31 +109,62 @@ func (l *leaseServer) keepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 		if err != nil {
 			return err
 		}
-		// The header is taken before the renewal, as etcd's: its revision
-		// is never newer than the state the renewal saw.
-		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: &pb.ResponseHeader{}}
-		l.s.fillHeader(resp.Header)
-		// As etcd's: renewing keeps the lease's keys alive, so it needs
-		// WRITE on every one of them; an error ends the stream.
-		id, err := l.s.guard.Identify(ctx)
-		if err == nil {
-			err = l.s.guard.AuthorizeLease(ctx, id, policyabi.PermWrite, req.ID)
-		}
+		resp, _, err := l.s.keepAliveOne(ctx, req, false)
 		if err != nil {
-			return toGRPCError(err)
+			return err
 		}
-		ttl, err := l.s.renew(ctx, req.ID)
-		if errors.Is(err, lease.ErrLeaseNotFound) {
-			ttl, err = 0, nil
-		}
-		if err != nil {
-			return toGRPCError(err)
-		}
-		resp.TTL = ttl
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
+}
+
+// keepAliveOne answers one keep-alive request: the lease renewed and its
+// TTL, TTL 0 when it does not exist. An error ends the stream. inline: the
+// caller must not wait (the lean transport's reader, leaseinline.go); ok
+// false then says the answer would wait, and nothing was renewed.
+func (s *Server) keepAliveOne(ctx context.Context, req *pb.LeaseKeepAliveRequest, inline bool) (_ *pb.LeaseKeepAliveResponse, ok bool, _ error) {
+	if inline && s.guard.Policies() {
+		return nil, false, nil // a policy's hook may wait
+	}
+	// The header is taken before the renewal, as etcd's: its revision
+	// is never newer than the state the renewal saw.
+	// The response and its header in one allocation.
+	out := &struct {
+		resp pb.LeaseKeepAliveResponse
+		hdr  pb.ResponseHeader
+	}{resp: pb.LeaseKeepAliveResponse{ID: req.ID}}
+	resp := &out.resp
+	resp.Header = &out.hdr
+	s.fillHeader(resp.Header)
+	// As etcd's: renewing keeps the lease's keys alive, so it needs
+	// WRITE on every one of them; an error ends the stream.
+	id, err := s.guard.Identify(ctx)
+	if err != nil {
+		return nil, true, toGRPCError(err)
+	}
+	if inline && id.Rev != 0 && id.User != "" && !s.guard.LeaseExempt(id.User) {
+		return nil, false, nil // the check reads every key of the lease
+	}
+	if err := s.guard.AuthorizeLease(ctx, id, policyabi.PermWrite, req.ID); err != nil {
+		return nil, true, toGRPCError(err)
+	}
+	var ttl int64
+	if inline {
+		if ttl, ok, err = s.tryRenew(req.ID); !ok {
+			return nil, false, nil
+		}
+	} else {
+		ttl, err = s.renew(ctx, req.ID)
+	}
+	if errors.Is(err, lease.ErrLeaseNotFound) {
+		ttl, err = 0, nil
+	}
+	if err != nil {
+		return nil, true, toGRPCError(err)
+	}
+	resp.TTL = ttl
+	return resp, true, nil
 }
 
 func (l *leaseServer) LeaseTimeToLive(ctx context.Context, r *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
@@ -195,6 +228,16 @@ func (s *Server) renew(ctx context.Context, id int64) (int64, error) {
 		return 0, err
 	}
 	return s.lessor.Renew(ctx, id)
+}
+
+// tryRenew is renew for a caller that must not wait: on a single member
+// only (a cluster's renewal waits for a read round or the leader), and
+// not for an expired lease whose revocation is still to be applied.
+func (s *Server) tryRenew(id int64) (ttl int64, done bool, err error) {
+	if s.raft != nil {
+		return 0, false, nil
+	}
+	return s.lessor.TryRenew(id)
 }
 
 // LeaderLeaseBarrier is what etcd's leader does before it renews a lease or

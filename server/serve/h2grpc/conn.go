@@ -66,6 +66,9 @@ type conn struct {
 	br      *bufio.Reader
 	// pending are streaming calls to start before the reader blocks.
 	pending []*stream
+	// ends are inline calls whose OK trailers wait for the reader to
+	// have read what is buffered (inlinestream.go).
+	ends []*stream
 	// The reader's header decoding state.
 	hcache headerCache
 	hdec   *hpack.Decoder
@@ -169,7 +172,8 @@ func (c *conn) serve() {
 	c.mu.Unlock()
 	go c.keepalive()
 	for {
-		if len(c.pending) > 0 && !c.frameBuffered() {
+		if len(c.pending)+len(c.ends) > 0 && !c.frameBuffered() {
+			c.finishEnds()
 			c.dispatchPending()
 		}
 		f, err := c.fr.ReadFrame()
@@ -340,6 +344,7 @@ func (c *conn) close(error) {
 		st.reset = true
 		st.cancel()
 		delete(c.streams, id)
+		st.inlineResetLocked()
 	}
 	c.cond.Broadcast()
 }
@@ -456,6 +461,7 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 		st.reset = true
 		c.removeLocked(st)
 		st.cancel()
+		st.inlineResetLocked()
 	}
 }
 
@@ -565,6 +571,7 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) {
 		st.reset = true
 		c.removeLocked(st)
 		st.cancel()
+		st.inlineResetLocked()
 	}
 	c.mu.Unlock()
 }
@@ -597,9 +604,9 @@ func (c *conn) onHeaders(id uint32, rq *request, end bool) {
 		c.mu.Unlock()
 		return
 	}
-	defer c.mu.Unlock()
 	if rq.abort != nil {
 		c.earlyAbortLocked(id, rq.abort, !end)
+		c.mu.Unlock()
 		return
 	}
 	// Made under c.mu, which the checks above took: one lock a request
@@ -607,6 +614,12 @@ func (c *conn) onHeaders(id uint32, rq *request, end bool) {
 	st := c.newStream(id, rq, end)
 	c.streams[id] = st
 	c.idleSince = time.Time{}
+	if st.inl != nil {
+		c.mu.Unlock()
+		st.inlineOpen()
+		return
+	}
+	defer c.mu.Unlock()
 	if st.m.unary == nil {
 		// Started once the reader has nothing more to read: the request
 		// that usually follows its headers is then already there, and
@@ -745,8 +758,10 @@ func (c *conn) parseRequest(fields []hpack.HeaderField) *request {
 func (c *conn) newStream(id uint32, rq *request, end bool) *stream {
 	st := &stream{c: c, id: id, clientDone: end, m: rq.m, path: rq.path, subtype: rq.subtype, recvCompress: rq.recvCompress}
 	if rq.m.stream != nil {
-		st.rsig = make(chan struct{}, 1)
 		st.granted = streamWindow
+		if st.inl = c.s.inlineHandler(rq); st.inl == nil {
+			st.rsig = make(chan struct{}, 1)
+		}
 	}
 	st.cctx.parent, st.cctx.st, st.cctx.md = c.ctx, st, rq.md
 	if rq.timeoutSet {

@@ -5,7 +5,8 @@
 //
 // Per connection it runs one reader goroutine; calls run on a shared pool
 // of worker goroutines, or on the reader for calls Options.Inline picks
-// (short ones that never wait: inline.go); responses from all of a connection's streams are
+// (short ones that never wait: inline.go), and the messages of streams
+// Options.InlineStream picks are answered there too (inlinestream.go); responses from all of a connection's streams are
 // encoded into one buffer that whoever finds no write in progress flushes
 // (a handler inline, or the connection's writer goroutine for frames the
 // reader sends), so concurrent responses share a write. A call's context

@@ -46,6 +46,11 @@ type Options struct {
 	// may run the call and must not wait for its client (see
 	// deferred.go).
 	Defer func(ctx context.Context, path string, msg []byte, run func(context.Context)) bool
+	// InlineStream, if set, returns the handler with which the reader
+	// answers the messages of a streaming call of method path, or nil:
+	// the method's registered handler runs on a worker
+	// (inlinestream.go). The interceptors do not run for such a call.
+	InlineStream func(path string) StreamHandler
 }
 
 // BytesCodec is a codec that also encodes into and decodes from plain
@@ -306,9 +311,15 @@ func (s *Server) Stop() {
 	s.stop(func(c *conn) { c.close(errors.New("server stopped")) })
 }
 
-// GracefulStop closes the listeners, sends every connection a GOAWAY
-// and waits until their calls are done and they are closed.
-func (s *Server) GracefulStop() { s.stop((*conn).goAway) }
+// GracefulStop closes the listeners, sends every connection a GOAWAY,
+// ends its inline stream calls (StreamHandler.Stopped) and waits until
+// the other calls are done and the connections closed.
+func (s *Server) GracefulStop() {
+	s.stop(func(c *conn) {
+		c.goAway()
+		c.drainInline()
+	})
+}
 
 // stop closes the listeners, ends each connection with end and waits for
 // the serving goroutines.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -66,6 +68,14 @@ type stream struct {
 	// start (granted begins at streamWindow).
 	rtotal, consumed, granted int64
 	rsig                      chan struct{} // a streaming call's wakeup; cap 1
+
+	// inl answers the messages of a call run by the reader
+	// (inlinestream.go); set before the stream is shared.
+	inl      StreamHandler
+	inlStart time.Time
+	// inlBusy (rmu): a goroutine has the stream, not the reader.
+	inlBusy  bool
+	inlEnded atomic.Bool // Ended was called
 }
 
 // onUnaryDataLocked is onData for a unary call, with c.mu held: the
@@ -139,6 +149,10 @@ func (st *stream) onData(p []byte, pad uint32, end bool) {
 	st.rbuf = append(st.rbuf, p...)
 	st.clientDone = end
 	st.rmu.Unlock()
+	if st.inl != nil {
+		st.inlineRecv()
+		return
+	}
 	st.signal()
 }
 
@@ -151,6 +165,10 @@ func (st *stream) endRecv() {
 	st.rmu.Lock()
 	st.clientDone = true
 	st.rmu.Unlock()
+	if st.inl != nil {
+		st.inlineRecv()
+		return
+	}
 	st.signal()
 }
 

@@ -176,20 +176,23 @@ func TestLogStoreRejectsHolesAndResets(t *testing.T) {
 // A state machine ahead of the log's durable commit index (the commit-only
 // HardState was lost) is tolerated; one ahead of the log itself is not.
 func TestStartWithAppliedAheadOfCommit(t *testing.T) {
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ls, _ := OpenLogStore(db, LogStoreOptions{})
-	ents := []raftpb.Entry{{Index: 1, Term: 2}, {Index: 2, Term: 2}, {Index: 3, Term: 2}}
-	if err := ls.Save(raftpb.HardState{Term: 2, Vote: 1, Commit: 1}, ents, true); err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		applied uint64
 		ok      bool
 	}{{3, true}, {4, false}} {
+		// A log of its own per case: a started node may elect itself and
+		// append an entry, which would put the next case's applied index
+		// inside the log.
+		db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietPebble{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		ls, _ := OpenLogStore(db, LogStoreOptions{})
+		ents := []raftpb.Entry{{Index: 1, Term: 2}, {Index: 2, Term: 2}, {Index: 3, Term: 2}}
+		if err := ls.Save(raftpb.HardState{Term: 2, Vote: 1, Commit: 1}, ents, true); err != nil {
+			t.Fatal(err)
+		}
 		sm := &fixedSM{applied: tc.applied, cs: raftpb.ConfState{Voters: []uint64{1}}}
 		cfg := testConfig()
 		cfg.ID, cfg.Log, cfg.StateMachine = 1, ls, sm
@@ -204,8 +207,8 @@ func TestStartWithAppliedAheadOfCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := ls.HardState().Commit; c != 3 {
-			t.Fatalf("commit %d after start, want 3", c)
+		if c := ls.HardState().Commit; c < 3 {
+			t.Fatalf("commit %d after start, want >= 3", c)
 		}
 		if err := n.Stop(); err != nil {
 			t.Fatal(err)

@@ -186,6 +186,7 @@ func testFailover(t *testing.T, kind string, size, nkills int) {
 		deadline := time.Now().Add(30 * time.Second)
 		for r.acked.Load() < from+n {
 			if time.Now().After(deadline) {
+				c.DumpStacks(t)
 				t.Fatalf("%s: %d writes acknowledged in 30s, want %d", what, r.acked.Load()-from, n)
 			}
 			time.Sleep(10 * time.Millisecond)

@@ -352,7 +352,7 @@ func (m *Member) start() error {
 	fmt.Fprintf(logf, "=== start #%d: %s %s\n", m.starts, bin, strings.Join(m.Args, " "))
 	cmd := exec.Command(bin, m.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "GOTRACEBACK=all")
 	// Die with the test binary even if it is killed (e.g. by -timeout).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -435,6 +435,29 @@ func (m *Member) signalAndWait(sig syscall.Signal, timeout time.Duration) error 
 		return fmt.Errorf("%s did not exit within %v of %v; killed", m, timeout, sig)
 	}
 	return m.err
+}
+
+// DumpStacks makes every running member print its goroutines and exit
+// (SIGQUIT; the member runs with GOTRACEBACK=all) and copies each
+// member's whole log to a directory that outlives the test, whose path
+// it logs: what a stalled cluster's members were waiting on is the
+// evidence a stall needs, and t.TempDir is removed with the test.
+func (c *Cluster) DumpStacks(t testing.TB) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "metastore-stall-")
+	if err != nil {
+		t.Logf("no directory for the members' dumps: %v", err)
+		return
+	}
+	for _, m := range c.Members {
+		if m.Running() {
+			_ = m.signalAndWait(syscall.SIGQUIT, 30*time.Second)
+		}
+		if data, err := os.ReadFile(m.logPath); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, c.Kind+"-"+m.Name+".log"), data, 0o644)
+		}
+	}
+	t.Logf("the members' goroutine dumps and whole logs: %s", dir)
 }
 
 // Running reports whether the process is running.

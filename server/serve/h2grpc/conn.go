@@ -774,6 +774,10 @@ func (c *conn) newStream(id uint32, rq *request, end bool) *stream {
 		st.granted = streamWindow
 		if st.inl = c.s.inlineHandler(rq); st.inl == nil {
 			st.rsig = make(chan struct{}, 1)
+		} else {
+			// Set before the stream is shared: GracefulStop's
+			// drainInline may end it before the reader opens it.
+			st.inlStart = time.Now()
 		}
 	}
 	st.cctx.parent, st.cctx.st, st.cctx.md = c.ctx, st, rq.md

@@ -44,8 +44,6 @@ type stream struct {
 	header       metadata.MD
 	trailer      metadata.MD
 	sendCompress string
-	// partial: a message is partly written, its sender waiting for room.
-	partial bool
 
 	// dispatched: a unary call counted in c.running.
 	dispatched bool
@@ -384,7 +382,6 @@ func (st *stream) send(m any, last bool) error {
 		st.sendWindow -= n
 		c.sendWindow -= n
 		buf = buf[n:]
-		st.partial = len(buf) > 0
 	}
 	if last {
 		st.writeTrailersLocked(nil)
@@ -470,12 +467,7 @@ func (st *stream) writeTrailersLocked(s *status.Status) {
 		return
 	}
 	st.done = true
-	if st.partial {
-		// Another goroutine's message is partly written (it waits for
-		// window; GracefulStop ending an inline call): trailers would
-		// end it cut short.
-		c.wfr.WriteRSTStream(st.id, http2.ErrCodeCancel)
-	} else if s == nil && st.trailer.Len() == 0 && st.headerSent {
+	if s == nil && st.trailer.Len() == 0 && st.headerSent {
 		c.writeHeaderFrameLocked(st.id, blockTrailersOK, true)
 	} else {
 		if s == nil {
@@ -499,7 +491,7 @@ func (st *stream) writeTrailersLocked(s *status.Status) {
 		c.writeHeaderBlockLocked(st.id, true)
 	}
 	c.noteSent()
-	if !st.partial && !st.clientDoneLocked() {
+	if !st.clientDoneLocked() {
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 	}
 	if c.streams[st.id] == st {

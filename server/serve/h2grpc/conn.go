@@ -44,6 +44,9 @@ const (
 
 var errConnClosed = status.Error(codes.Unavailable, "transport is closing")
 
+// errBadMaxFrame: a SETTINGS_MAX_FRAME_SIZE out of range (RFC 9113 §6.5.2).
+var errBadMaxFrame = errors.New("max frame size out of range")
+
 // conn is one client connection.
 type conn struct {
 	s    *Server
@@ -226,7 +229,11 @@ func (c *conn) serve() {
 			c.onWindowUpdate(f)
 		case *http2.SettingsFrame:
 			if err := c.onSettings(f); err != nil {
-				c.fatal(http2.ErrCodeFlowControl, nil)
+				code := http2.ErrCodeFlowControl
+				if err == errBadMaxFrame {
+					code = http2.ErrCodeProtocol
+				}
+				c.fatal(code, nil)
 				return
 			}
 		case *http2.PingFrame:
@@ -494,6 +501,12 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 				st.sendWindow += delta
 			}
 		case http2.SettingMaxFrameSize:
+			// NB: out of RFC 9113's range a reply would be cut into
+			// empty frames forever (below) or a coalesced DATA frame's
+			// 24-bit length would overflow (above).
+			if s.Val < 1<<14 || s.Val > 1<<24-1 {
+				return errBadMaxFrame
+			}
 			c.peerMaxFrame = int(s.Val)
 		}
 		return nil
@@ -761,6 +774,10 @@ func (c *conn) newStream(id uint32, rq *request, end bool) *stream {
 		st.granted = streamWindow
 		if st.inl = c.s.inlineHandler(rq); st.inl == nil {
 			st.rsig = make(chan struct{}, 1)
+		} else {
+			// Set before the stream is shared: GracefulStop's
+			// drainInline may end it before the reader opens it.
+			st.inlStart = time.Now()
 		}
 	}
 	st.cctx.parent, st.cctx.st, st.cctx.md = c.ctx, st, rq.md

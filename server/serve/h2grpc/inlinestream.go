@@ -53,7 +53,6 @@ func (s *Server) inlineHandler(rq *request) StreamHandler {
 
 // inlineOpen starts an inline call on the reader, after its headers.
 func (st *stream) inlineOpen() {
-	st.inlStart = time.Now()
 	if err := st.inl.Open(st.ctx); err != nil {
 		st.inlineFinish(err, false)
 		return

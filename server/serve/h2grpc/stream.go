@@ -513,6 +513,8 @@ func (st *stream) clientDoneLocked() bool {
 
 var statusOK = status.New(codes.OK, "")
 
+var errTruncated = status.Error(codes.Internal, io.ErrUnexpectedEOF.Error())
+
 func contentType(sub string) string {
 	if sub == "" {
 		return "application/grpc"
@@ -719,7 +721,8 @@ func (st *stream) nextMsgLocked() (_ []byte, update uint32, _ error) {
 		if len(b) == 0 {
 			return nil, 0, io.EOF
 		}
-		return nil, 0, io.ErrUnexpectedEOF
+		// A message cut short by the end: grpc-go's RecvMsg error.
+		return nil, 0, errTruncated
 	}
 	return nil, 0, nil
 }

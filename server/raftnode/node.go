@@ -129,6 +129,8 @@ type Config struct {
 type testHooks struct {
 	// readyStart runs when a Ready is taken up, with the member's role.
 	readyStart func(leader bool)
+	// beforeAdvance runs after a Ready is handled, before raft is told.
+	beforeAdvance func()
 }
 
 func (c *Config) setDefaults() {
@@ -604,6 +606,9 @@ func (n *Node) processReadies(tickc <-chan time.Time) error {
 		if err := n.handleReady(&rd); err != nil {
 			return err
 		}
+		if h := n.cfg.testHooks; h != nil && h.beforeAdvance != nil {
+			h.beforeAdvance()
+		}
 		n.mu.Lock()
 		n.rn.Advance(rd)
 		n.mu.Unlock()
@@ -948,7 +953,18 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error
 	if err != nil {
 		return nil, err
 	}
-	return n.propose(ctx, cc.ID, time.Time{}, nil, func() error { return n.rn.ProposeConfChange(rc) })
+	return n.propose(ctx, cc.ID, time.Time{}, nil, func() error {
+		// raft turns a change proposed before it counts the previous one
+		// as applied into an empty entry, whose proposer would wait for
+		// nothing until ctx ends. raft counts entries applied at Advance,
+		// which can come after this member's apply answered the previous
+		// change's proposer (a client's member update then member add):
+		// retry until raft has caught up with the apply.
+		if n.rn.BasicStatus().Applied < n.applied.Load() {
+			return raft.ErrProposalDropped
+		}
+		return n.rn.ProposeConfChange(rc)
+	})
 }
 
 // propose submits a normal entry's payload through the ready loop's batch,

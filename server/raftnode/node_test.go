@@ -803,3 +803,37 @@ func TestReadIndexAnswerOnFollower(t *testing.T) {
 		t.Fatal("the answer in the follower's term did not reach the read loop")
 	}
 }
+
+// Membership changes back to back on a lone voter: each is proposed as
+// soon as the previous one was applied here, before raft is told of that
+// apply (its Advance comes late), and none is turned into an empty entry
+// that leaves its proposer waiting out its deadline.
+func TestBackToBackConfChanges(t *testing.T) {
+	c := newCluster(t, 1)
+	var slow atomic.Bool
+	c.members[0].wrap = func(_ *member, cfg *Config) {
+		cfg.testHooks = &testHooks{beforeAdvance: func() {
+			if slow.Load() {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}}
+	}
+	c.startAll()
+	m := c.leader(t)
+	slow.Store(true)
+	defer slow.Store(false) // before the cleanup's Stop
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := m.node.ProposeConfChange(ctx, ConfChange{Type: AddLearner, NodeID: uint64(1001 + i), PeerURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", 1+i)}})
+		cancel()
+		if err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+		if err, _ := res.(error); err != nil {
+			t.Fatalf("change %d refused: %v", i, err)
+		}
+	}
+	if l := m.node.Status().Learners; len(l) != 3 {
+		t.Fatalf("learners %v, want 3", l)
+	}
+}

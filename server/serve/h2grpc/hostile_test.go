@@ -167,3 +167,59 @@ func readThrough(t *testing.T, fr *http2.Framer, last string) []string {
 	}
 	return got
 }
+
+// TestInlineStreamGracefulStopMidMessage: GracefulStop ending an inline
+// call whose goroutine has sent part of a reply (the client's window is
+// full) must not follow the part with trailers: the client would read a
+// message cut short as the call's end.
+func TestInlineStreamGracefulStopMidMessage(t *testing.T) {
+	e := &echoInline{}
+	s := NewServer(Options{Codec: protoCodec(), InlineStream: func(string) StreamHandler { return e }})
+	fr, _ := rawLean(t, s)
+	_, _, hdr, msg := rawInline(t, &echoInline{}, "big")
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr, EndHeaders: true})
+	for range 3 { // 90 KiB of replies; the window is 64 KiB
+		fr.WriteData(1, false, msg)
+	}
+	var body []byte
+	for len(body) < 65535 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok {
+			body = append(body, d.Data()...)
+		}
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(stopped)
+	}()
+	var end []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			body = append(body, f.Data()...)
+		case *http2.MetaHeadersFrame:
+			end = append(end, fmt.Sprintf("headers:end=%v", f.StreamEnded()))
+		case *http2.RSTStreamFrame:
+			end = append(end, "rst:"+f.ErrCode.String())
+		}
+	}
+	<-stopped
+	for len(body) >= 5 {
+		n := 5 + (int(body[1])<<24 | int(body[2])<<16 | int(body[3])<<8 | int(body[4]))
+		if n > len(body) {
+			break
+		}
+		body = body[n:]
+	}
+	if len(body) == 0 || strings.Join(end, " ") != "rst:CANCEL" {
+		t.Fatalf("after %d bytes of a message cut short: %s; want RST_STREAM CANCEL alone", len(body), strings.Join(end, " "))
+	}
+}

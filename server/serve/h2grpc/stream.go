@@ -44,6 +44,8 @@ type stream struct {
 	header       metadata.MD
 	trailer      metadata.MD
 	sendCompress string
+	// partial: a message is partly written, its sender waiting for room.
+	partial bool
 
 	// dispatched: a unary call counted in c.running.
 	dispatched bool
@@ -382,6 +384,7 @@ func (st *stream) send(m any, last bool) error {
 		st.sendWindow -= n
 		c.sendWindow -= n
 		buf = buf[n:]
+		st.partial = len(buf) > 0
 	}
 	if last {
 		st.writeTrailersLocked(nil)
@@ -467,7 +470,12 @@ func (st *stream) writeTrailersLocked(s *status.Status) {
 		return
 	}
 	st.done = true
-	if s == nil && st.trailer.Len() == 0 && st.headerSent {
+	if st.partial {
+		// Another goroutine's message is partly written (it waits for
+		// window; GracefulStop ending an inline call): trailers would
+		// end it cut short.
+		c.wfr.WriteRSTStream(st.id, http2.ErrCodeCancel)
+	} else if s == nil && st.trailer.Len() == 0 && st.headerSent {
 		c.writeHeaderFrameLocked(st.id, blockTrailersOK, true)
 	} else {
 		if s == nil {
@@ -491,7 +499,7 @@ func (st *stream) writeTrailersLocked(s *status.Status) {
 		c.writeHeaderBlockLocked(st.id, true)
 	}
 	c.noteSent()
-	if !st.clientDoneLocked() {
+	if !st.partial && !st.clientDoneLocked() {
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 	}
 	if c.streams[st.id] == st {

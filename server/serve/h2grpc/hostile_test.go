@@ -152,17 +152,8 @@ func readThrough(t *testing.T, fr *http2.Framer, last string) []string {
 		if err != nil {
 			t.Fatalf("no %s (%v); frames: %s", last, err, strings.Join(got, " "))
 		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.DataFrame:
-			got = append(got, fmt.Sprintf("data:%d", f.StreamID))
-		case *http2.MetaHeadersFrame:
-			got = append(got, fmt.Sprintf("headers:%d:end=%v", f.StreamID, f.StreamEnded()))
-		case *http2.RSTStreamFrame:
-			got = append(got, fmt.Sprintf("rst:%d", f.StreamID))
+		if l, ok := frameLabel(fr, f); ok {
+			got = append(got, l)
 		}
 	}
 	return got

@@ -343,10 +343,6 @@ func readUntil(t *testing.T, fr *http2.Framer, last string) []string {
 			t.Fatalf("no PING answer (%v); frames: %s", err, strings.Join(got, " "))
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
 		case *http2.PingFrame:
 			if f.IsAck() && f.Data == [8]byte{7} {
 				pinged = true
@@ -355,17 +351,34 @@ func readUntil(t *testing.T, fr *http2.Framer, last string) []string {
 				}
 				got = append(got, "ping")
 			}
-		case *http2.DataFrame:
-			got = append(got, fmt.Sprintf("data:%d", f.StreamID))
-		case *http2.MetaHeadersFrame:
-			got = append(got, fmt.Sprintf("headers:%d:end=%v", f.StreamID, f.StreamEnded()))
-		case *http2.RSTStreamFrame:
-			got = append(got, fmt.Sprintf("rst:%d", f.StreamID))
+		default:
+			if l, ok := frameLabel(fr, f); ok {
+				got = append(got, l)
+			}
 		}
 		if pinged && len(got) > 0 && got[len(got)-1] == last {
 			return got
 		}
 	}
+}
+
+// frameLabel lists a stream's DATA, HEADERS and RST_STREAM frames as
+// "data:ID", "headers:ID:end=B" and "rst:ID"; it acks the server's
+// SETTINGS and leaves other frames out.
+func frameLabel(fr *http2.Framer, f http2.Frame) (string, bool) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			fr.WriteSettingsAck()
+		}
+	case *http2.DataFrame:
+		return fmt.Sprintf("data:%d", f.StreamID), true
+	case *http2.MetaHeadersFrame:
+		return fmt.Sprintf("headers:%d:end=%v", f.StreamID, f.StreamEnded()), true
+	case *http2.RSTStreamFrame:
+		return fmt.Sprintf("rst:%d", f.StreamID), true
+	}
+	return "", false
 }
 
 // TestInlineStreamNeverBlocksReader: replies that do not fit a client's

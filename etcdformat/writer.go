@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -110,9 +111,7 @@ func MarshalKV(dst []byte, tombstone bool, kv *mvccpb.KeyValue) ([]byte, error) 
 
 func appendMarshal(dst []byte, kv *mvccpb.KeyValue) ([]byte, error) {
 	n := kv.Size()
-	if cap(dst)-len(dst) < n {
-		dst = append(make([]byte, 0, len(dst)+n), dst...)
-	}
+	dst = slices.Grow(dst, n) // amortized: callers append many in a row
 	m, err := kv.MarshalToSizedBuffer(dst[len(dst) : len(dst)+n])
 	return dst[:len(dst)+m], err
 }

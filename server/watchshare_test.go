@@ -120,3 +120,60 @@ func recvRevs(t *testing.T, w pb.Watch_WatchClient, n int) []int64 {
 	}
 	return revs
 }
+
+// TestWatchStreamsOfOneConnectionConcurrent: many streams of one
+// connection, events published concurrently by several writers: every
+// stream gets every revision of its key, in order, none twice.
+func TestWatchStreamsOfOneConnectionConcurrent(t *testing.T) {
+	ts := startTestServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const streams, writers, perWriter = 20, 4, 100
+	ws := make([]pb.Watch_WatchClient, streams)
+	for i := range ws {
+		w, err := pb.NewWatchClient(ts.conn).Watch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 3 {
+			create(t, w, fmt.Sprintf("k%d", j), false, 0)
+		}
+		ws[i] = w
+	}
+	errc := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range perWriter {
+				if _, err := ts.kv.Put(ctx, &pb.PutRequest{Key: fmt.Appendf(nil, "k%d", (w+i)%3), Value: []byte("v")}); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, w := range ws {
+		// Each revision is one put: 3 watchers see writers*perWriter
+		// events in all, each watcher its key's in order.
+		last := map[int64]int64{}
+		n := 0
+		for n < writers*perWriter {
+			r, err := w.Recv()
+			if err != nil {
+				t.Fatalf("stream %d after %d events: %v", i, n, err)
+			}
+			for _, ev := range r.Events {
+				if ev.Kv.ModRevision <= last[r.WatchId] {
+					t.Fatalf("stream %d watcher %d: revision %d after %d", i, r.WatchId, ev.Kv.ModRevision, last[r.WatchId])
+				}
+				last[r.WatchId] = ev.Kv.ModRevision
+				n++
+			}
+		}
+	}
+}

@@ -148,13 +148,16 @@ func (wc *watchConn) run() {
 			return
 		}
 		for {
+			// The queue and its spare swap: ready appends to one while
+			// run goes through the other.
 			wc.mu.Lock()
 			batch := wc.queue
-			wc.queue = wc.others[:0]
-			wc.mu.Unlock()
 			if len(batch) == 0 {
+				wc.mu.Unlock()
 				break
 			}
+			wc.queue = wc.others[:0]
+			wc.mu.Unlock()
 			for i, sws := range batch {
 				batch[i] = nil
 				// Cleared first: a response queued from now on

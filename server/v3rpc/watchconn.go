@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"github.com/metastore-dev/metastore/mvcc"
@@ -36,10 +37,12 @@ type connSender interface {
 	// SendConn identifies the stream's connection (nil: the inner
 	// stream is not a connSender).
 	SendConn() any
-	// TrySendMsg sends m as SendMsg does if the stream's and the
+	// TrySendMsg queues m as SendMsg does if the stream's and the
 	// connection's windows take it at once; else it sends nothing
-	// and returns false.
+	// and returns false. What it queued is written by FlushConn.
 	TrySendMsg(m any) (bool, error)
+	// FlushConn writes the connection's queued output.
+	FlushConn()
 }
 
 // sendConnOf is ss's connection when its transport has TrySendMsg, else
@@ -59,13 +62,24 @@ func trySendMsg(ss grpc.ServerStream, m any) (bool, error) {
 	return true, ss.SendMsg(m)
 }
 
+// flushConn is ss's FlushConn, if it has one.
+func flushConn(ss any) {
+	if cs, ok := ss.(connSender); ok {
+		cs.FlushConn()
+	}
+}
+
 func (t typedStream[Req, Resp]) SendConn() any { return sendConnOf(t.ServerStream) }
+
+func (t typedStream[Req, Resp]) FlushConn() { flushConn(t.ServerStream) }
 
 func (t typedStream[Req, Resp]) TrySendMsg(m any) (bool, error) {
 	return trySendMsg(t.ServerStream, m)
 }
 
 func (c *countingStream) SendConn() any { return sendConnOf(c.ServerStream) }
+
+func (c *countingStream) FlushConn() { flushConn(c.ServerStream) }
 
 func (c *countingStream) TrySendMsg(m any) (bool, error) {
 	sent, err := trySendMsg(c.ServerStream, m)
@@ -76,6 +90,8 @@ func (c *countingStream) TrySendMsg(m any) (bool, error) {
 }
 
 func (l *leaderStream) SendConn() any { return sendConnOf(l.ServerStream) }
+
+func (l *leaderStream) FlushConn() { flushConn(l.ServerStream) }
 
 func (l *leaderStream) TrySendMsg(m any) (bool, error) { return trySendMsg(l.ServerStream, m) }
 
@@ -90,11 +106,13 @@ type watchConn struct {
 	key  any
 	refs int // streams joined, under watchServer.connsMu
 
-	mu     sync.Mutex
-	queue  []*serverWatchStream // streams with responses, in the order they came
-	wake   chan struct{}
-	stop   chan struct{}
-	buf    []mvcc.WatchResponse // run's
+	mu    sync.Mutex
+	queue []*serverWatchStream // streams with responses, in the order they came
+	wake  chan struct{}
+	stop  chan struct{}
+	buf   []mvcc.WatchResponse // run's
+	// sent is a stream run queued output on since its last flush.
+	sent   pb.Watch_WatchServer
 	others []*serverWatchStream // run's spare queue
 }
 
@@ -154,6 +172,11 @@ func (wc *watchConn) run() {
 			batch := wc.queue
 			if len(batch) == 0 {
 				wc.mu.Unlock()
+				if wc.sent != nil {
+					// One write for every stream's burst.
+					flushConn(wc.sent)
+					wc.sent = nil
+				}
 				break
 			}
 			wc.queue = wc.others[:0]
@@ -199,6 +222,9 @@ func (wc *watchConn) send(sws *serverWatchStream) {
 		clear(out)
 		wc.buf = out[:0]
 		sent += len(out)
+		if len(out) > 0 {
+			wc.sent = sws.grpc
+		}
 		if !more {
 			break
 		}

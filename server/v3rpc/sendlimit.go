@@ -104,8 +104,6 @@ func (w *sizeCheckedWatchStream) SendMsg(m any) error {
 
 func (w *sizeCheckedWatchStream) SendConn() any { return sendConnOf(w.Watch_WatchServer) }
 
-func (w *sizeCheckedWatchStream) FlushConn() { flushConn(w.Watch_WatchServer) }
-
 func (w *sizeCheckedWatchStream) TrySendMsg(m any) (bool, error) {
 	if err := w.check(m); err != nil {
 		return false, err

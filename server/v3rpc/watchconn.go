@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 
 	"github.com/metastore-dev/metastore/mvcc"
@@ -37,12 +36,10 @@ type connSender interface {
 	// SendConn identifies the stream's connection (nil: the inner
 	// stream is not a connSender).
 	SendConn() any
-	// TrySendMsg queues m as SendMsg does if the stream's and the
+	// TrySendMsg sends m as SendMsg does if the stream's and the
 	// connection's windows take it at once; else it sends nothing
-	// and returns false. What it queued is written by FlushConn.
+	// and returns false.
 	TrySendMsg(m any) (bool, error)
-	// FlushConn writes the connection's queued output.
-	FlushConn()
 }
 
 // sendConnOf is ss's connection when its transport has TrySendMsg, else
@@ -62,24 +59,13 @@ func trySendMsg(ss grpc.ServerStream, m any) (bool, error) {
 	return true, ss.SendMsg(m)
 }
 
-// flushConn is ss's FlushConn, if it has one.
-func flushConn(ss any) {
-	if cs, ok := ss.(connSender); ok {
-		cs.FlushConn()
-	}
-}
-
 func (t typedStream[Req, Resp]) SendConn() any { return sendConnOf(t.ServerStream) }
-
-func (t typedStream[Req, Resp]) FlushConn() { flushConn(t.ServerStream) }
 
 func (t typedStream[Req, Resp]) TrySendMsg(m any) (bool, error) {
 	return trySendMsg(t.ServerStream, m)
 }
 
 func (c *countingStream) SendConn() any { return sendConnOf(c.ServerStream) }
-
-func (c *countingStream) FlushConn() { flushConn(c.ServerStream) }
 
 func (c *countingStream) TrySendMsg(m any) (bool, error) {
 	sent, err := trySendMsg(c.ServerStream, m)
@@ -90,8 +76,6 @@ func (c *countingStream) TrySendMsg(m any) (bool, error) {
 }
 
 func (l *leaderStream) SendConn() any { return sendConnOf(l.ServerStream) }
-
-func (l *leaderStream) FlushConn() { flushConn(l.ServerStream) }
 
 func (l *leaderStream) TrySendMsg(m any) (bool, error) { return trySendMsg(l.ServerStream, m) }
 
@@ -106,13 +90,11 @@ type watchConn struct {
 	key  any
 	refs int // streams joined, under watchServer.connsMu
 
-	mu    sync.Mutex
-	queue []*serverWatchStream // streams with responses, in the order they came
-	wake  chan struct{}
-	stop  chan struct{}
-	buf   []mvcc.WatchResponse // run's
-	// sent is a stream run queued output on since its last flush.
-	sent   pb.Watch_WatchServer
+	mu     sync.Mutex
+	queue  []*serverWatchStream // streams with responses, in the order they came
+	wake   chan struct{}
+	stop   chan struct{}
+	buf    []mvcc.WatchResponse // run's
 	others []*serverWatchStream // run's spare queue
 }
 
@@ -172,11 +154,6 @@ func (wc *watchConn) run() {
 			batch := wc.queue
 			if len(batch) == 0 {
 				wc.mu.Unlock()
-				if wc.sent != nil {
-					// One write for every stream's burst.
-					flushConn(wc.sent)
-					wc.sent = nil
-				}
 				break
 			}
 			wc.queue = wc.others[:0]
@@ -222,9 +199,6 @@ func (wc *watchConn) send(sws *serverWatchStream) {
 		clear(out)
 		wc.buf = out[:0]
 		sent += len(out)
-		if len(out) > 0 {
-			wc.sent = sws.grpc
-		}
 		if !more {
 			break
 		}

@@ -399,8 +399,7 @@ func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 	if last {
 		st.writeTrailersLocked(nil)
 	}
-	// TrySendMsg's caller writes its burst with FlushConn.
-	kick = !c.flushing && !try
+	kick = !c.flushing
 	return true, nil
 }
 
@@ -691,19 +690,8 @@ func (ss serverStream) SendMsg(m any) error { return ss.send(m, false) }
 // returns false (it may still wait for the connection's unwritten output
 // to be flushed). One goroutine sending for several streams of a
 // connection uses it so that a stream whose client is slow to read does
-// not hold up the others. The message is queued, not written: the caller
-// writes what it queued with FlushConn once it has queued its burst, so
-// the connection's writer is not woken for it.
+// not hold up the others.
 func (ss serverStream) TrySendMsg(m any) (bool, error) { return ss.sendTry(m, false, true) }
-
-// FlushConn writes the connection's queued output on the calling
-// goroutine, unless a write is in progress (which writes it too).
-func (ss serverStream) FlushConn() {
-	c := ss.c
-	c.mu.Lock()
-	c.flushLocked()
-	c.mu.Unlock()
-}
 
 // SendConn identifies the stream's connection: the same value for every
 // stream of one connection.

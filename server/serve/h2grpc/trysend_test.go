@@ -24,7 +24,6 @@ func (s *tryService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, 
 	ts := out.(*grpc.GenericServerStream[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]).ServerStream.(interface {
 		TrySendMsg(any) (bool, error)
 		SendConn() any
-		FlushConn()
 	})
 	if ts.SendConn() == nil {
 		panic("no connection")
@@ -40,7 +39,6 @@ func (s *tryService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, 
 			break
 		}
 	}
-	ts.FlushConn()
 	s.fitted <- i
 	for ; i < len(in.ResponseParameters); i++ {
 		m := &testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: bytes.Repeat([]byte{byte('a' + i%26)}, int(in.ResponseParameters[i].Size))}}
@@ -51,9 +49,9 @@ func (s *tryService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, 
 	return nil
 }
 
-// TestTrySendMsg: TrySendMsg queues only what the stream's window takes
-// whole, nothing of the message that does not fit; FlushConn writes it,
-// and SendMsg carries on from there in order once the client reads.
+// TestTrySendMsg: TrySendMsg sends only what the stream's window takes
+// whole, sends nothing of the message that does not fit, and SendMsg
+// carries on from there in order once the client reads.
 func TestTrySendMsg(t *testing.T) {
 	svc := &tryService{fitted: make(chan int, 1)}
 	s := NewServer(Options{Codec: protoCodec()})

@@ -54,8 +54,9 @@ type watchServer struct {
 	maxRequestBytes int
 	interval        time.Duration
 
-	connsMu sync.Mutex
-	conns   map[any]*watchConn // by the transport's connection
+	connsMu     sync.Mutex
+	conns       map[any]*watchConn // by senderKey
+	connStreams map[any]int        // streams of a connection with a shared sender
 }
 
 var _ pb.WatchServer = (*watchServer)(nil)

@@ -1,6 +1,7 @@
 package v3rpc
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -87,7 +88,7 @@ const sharedBurst = 64
 
 // watchConn is the shared sender of one connection's watch streams.
 type watchConn struct {
-	key  any
+	key  senderKey
 	refs int // streams joined, under watchServer.connsMu
 
 	mu     sync.Mutex
@@ -98,14 +99,25 @@ type watchConn struct {
 	others []*serverWatchStream // run's spare queue
 }
 
-// joinConn returns the shared sender of connection key, started with its
-// first stream.
-func (ws *watchServer) joinConn(key any) *watchConn {
+// senderKey names a shared sender: a connection's streams are spread
+// over up to GOMAXPROCS of them, so that their work can still run on
+// every CPU.
+type senderKey struct {
+	conn any
+	lane int
+}
+
+// joinConn returns a shared sender of connection conn for a new stream,
+// started with its first stream.
+func (ws *watchServer) joinConn(conn any) *watchConn {
 	ws.connsMu.Lock()
 	defer ws.connsMu.Unlock()
 	if ws.conns == nil {
 		ws.conns = make(map[any]*watchConn)
+		ws.connStreams = make(map[any]int)
 	}
+	key := senderKey{conn, ws.connStreams[conn] % runtime.GOMAXPROCS(0)}
+	ws.connStreams[conn]++
 	wc := ws.conns[key]
 	if wc == nil {
 		wc = &watchConn{key: key, wake: make(chan struct{}, 1), stop: make(chan struct{})}
@@ -116,10 +128,14 @@ func (ws *watchServer) joinConn(key any) *watchConn {
 	return wc
 }
 
-// leaveConn stops the shared sender with its last stream.
+// leaveConn stops a shared sender with its last stream.
 func (ws *watchServer) leaveConn(wc *watchConn) {
 	ws.connsMu.Lock()
 	defer ws.connsMu.Unlock()
+	conn := wc.key.conn
+	if ws.connStreams[conn]--; ws.connStreams[conn] == 0 {
+		delete(ws.connStreams, conn)
+	}
 	if wc.refs--; wc.refs == 0 {
 		delete(ws.conns, wc.key)
 		close(wc.stop)

@@ -96,10 +96,6 @@ type WatchStream struct {
 	// progress notification would overtake them.
 	barrier int64
 	ready   chan struct{}
-	// shared: the stream's sender is shared (watch_share.go), and
-	// readiness goes to notify instead of ready.
-	shared bool
-	notify func()
 	// pushes counts the event deliveries queued (merged or not): the
 	// stream's demand, which the sender uses to decide to batch.
 	pushes atomic.Uint64
@@ -289,13 +285,13 @@ func (ws *WatchStream) push(r WatchResponse, limit bool) bool {
 		ws.mu.Unlock()
 		return false
 	}
-	wake, shared := ws.queuedLocked() == 0, ws.shared
+	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events)})
 	ws.addPendingLocked(len(r.Events))
 	ws.barrier = ws.base + int64(len(ws.queue)-1)
 	ws.mu.Unlock()
 	if wake {
-		ws.signal(shared)
+		ws.signal()
 	}
 	return true
 }
@@ -379,14 +375,14 @@ func (ws *WatchStream) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, re
 // appendEventsLocked queues w's event response r, of revs revisions and
 // about bytes bytes, and unlocks ws.mu.
 func (ws *WatchStream) appendEventsLocked(w *watcher, r WatchResponse, revs, bytes int) {
-	wake, shared := ws.queuedLocked() == 0, ws.shared
+	wake := ws.queuedLocked() == 0
 	ws.queue = append(ws.queue, queued{WatchResponse: r, nEvents: len(r.Events), bytes: bytes})
 	ws.qBytes += bytes
 	ws.addPendingLocked(len(r.Events))
 	w.qPos, w.qRevs = ws.base+int64(len(ws.queue)-1), revs
 	ws.mu.Unlock()
 	if wake {
-		ws.signal(shared)
+		ws.signal()
 	}
 }
 
@@ -455,14 +451,7 @@ func (ws *WatchStream) queued() int {
 	return ws.queuedLocked()
 }
 
-// signal tells the stream's sender that Next has something: the shared
-// sender's notify when shared (read under ws.mu with the queue change
-// that called for it), else Ready.
-func (ws *WatchStream) signal(shared bool) {
-	if shared {
-		ws.notify()
-		return
-	}
+func (ws *WatchStream) signal() {
 	select {
 	case ws.ready <- struct{}{}:
 	default:
@@ -474,10 +463,7 @@ func (ws *WatchStream) addLagging(w *watcher) {
 	ws.lagging = append(ws.lagging, w)
 	ws.lagN.Store(int32(len(ws.lagging)))
 	ws.h.stats.lagging.Add(1)
-	ws.mu.Lock()
-	shared := ws.shared
-	ws.mu.Unlock()
-	ws.signal(shared)
+	ws.signal()
 }
 
 func (ws *WatchStream) removeLagging(w *watcher) {
@@ -516,20 +502,13 @@ func (ws *WatchStream) Next(ctx context.Context, buf []WatchResponse) (out []Wat
 		}
 	}
 	n := len(buf)
-	out, left := ws.takeCounted(buf, takeMax)
+	out, left := ws.take(buf, takeMax)
 	ws.sinceCatchUp += len(out) - n
-	return out, left > 0 || ws.lagN.Load() > 0, nil
-}
-
-// takeCounted is take, counting what it hands out.
-func (ws *WatchStream) takeCounted(buf []WatchResponse, max int) ([]WatchResponse, int) {
-	n := len(buf)
-	out, left := ws.take(buf, max)
 	events := 0
 	for i := n; i < len(out); i++ {
 		events += len(out[i].Events)
 	}
 	ws.h.stats.responsesSent.Add(int64(len(out) - n))
 	ws.h.stats.eventsSent.Add(int64(events))
-	return out, left
+	return out, left > 0 || ws.lagN.Load() > 0, nil
 }

@@ -13,8 +13,9 @@ import (
 	"github.com/metastore-dev/metastore/server/config"
 )
 
-// TestWatchStreamsOfOneConnection: watch streams of one connection (on
-// the lean transport they share a sender) are independent. A stream whose
+// TestWatchStreamsOfOneConnection: watch streams of one connection are
+// independent (a sender shared by a connection's streams, tried for
+// issue 19, must keep them so). A stream whose
 // client stops reading, its flow-control window long exhausted, holds up
 // neither the others' events nor their control responses (progress,
 // cancel); once it reads again it gets every event, in order; a watcher

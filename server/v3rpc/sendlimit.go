@@ -96,29 +96,13 @@ type sizeCheckedWatchStream struct {
 }
 
 func (w *sizeCheckedWatchStream) SendMsg(m any) error {
-	if err := w.check(m); err != nil {
-		return err
-	}
-	return w.Watch_WatchServer.SendMsg(m)
-}
-
-func (w *sizeCheckedWatchStream) SendConn() any { return sendConnOf(w.Watch_WatchServer) }
-
-func (w *sizeCheckedWatchStream) TrySendMsg(m any) (bool, error) {
-	if err := w.check(m); err != nil {
-		return false, err
-	}
-	return trySendMsg(w.Watch_WatchServer, m)
-}
-
-func (w *sizeCheckedWatchStream) check(m any) error {
 	if r, ok := m.(sizer); ok {
 		if n := r.Size(); n > w.limit {
 			return status.Errorf(codes.ResourceExhausted,
 				"etcdserver: watch response of %d bytes exceeds the server's max_send_msg_size of %d bytes; create the watch with fragment to have large responses split", n, w.limit)
 		}
 	}
-	return nil
+	return w.Watch_WatchServer.SendMsg(m)
 }
 
 // rangePieceTarget is the size RangeStream aims each piece at (etcd's

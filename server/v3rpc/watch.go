@@ -42,10 +42,7 @@ const defaultProgressNotifyInterval = 10 * time.Minute
 // stream is one mvcc.WatchStream: a receive goroutine turns requests into
 // Watch/Cancel/RequestProgress calls, and a send goroutine drains the
 // stream's ordered responses to the client, catching lagging watchers up as
-// it goes, so a slow client only slows itself. On the lean transport the
-// streams of one client connection also share one sender (watchconn.go)
-// that sends what their queues hold, so a publish wakes one goroutine per
-// connection; a stream's own sender takes over whatever would wait.
+// it goes, so a slow client only slows itself.
 type watchServer struct {
 	pb.UnimplementedWatchServer
 	s *Server
@@ -53,10 +50,6 @@ type watchServer struct {
 	// --max-request-bytes plus the gRPC overhead it allows.
 	maxRequestBytes int
 	interval        time.Duration
-
-	connsMu     sync.Mutex
-	conns       map[any]*watchConn // by senderKey
-	connStreams map[any]int        // streams of a connection with a shared sender
 }
 
 var _ pb.WatchServer = (*watchServer)(nil)
@@ -120,25 +113,6 @@ type serverWatchStream struct {
 	closec chan struct{}
 	sendc  chan error // the send loop's failure, if any
 	wg     sync.WaitGroup
-
-	// wc is the connection's shared sender; nil when the transport has
-	// none (grpc-go's), and the stream's own sender does everything.
-	wc *watchConn
-	// Owned by whichever sender owns the stream (mvcc's Shared says
-	// which): when the last burst of responses ended, the stream's
-	// pushes then, whether the stream was busy before it (busyBacklog),
-	// and responses the shared sender took but could not send, which
-	// the own sender sends first.
-	lastBurst time.Time
-	endPushes uint64
-	busy      bool
-	carry     []mvcc.WatchResponse
-	// inReady: the stream is in wc's ready list.
-	inReady atomic.Bool
-	// sendMu is held by the shared sender while it sends for the stream;
-	// gone (under it) is set when the handler ends.
-	sendMu sync.Mutex
-	gone   bool
 }
 
 // Watch serves one bidirectional watch stream until the client goes away.
@@ -150,11 +124,6 @@ func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		progress: make(map[int64]*watchTag),
 		closec:   make(chan struct{}),
 		sendc:    make(chan error, 1),
-	}
-	if key := sendConnOf(sws.grpc); key != nil {
-		sws.wc = ws.joinConn(key)
-		sws.stream.SetNotify(func() { sws.wc.ready(sws) })
-		defer ws.leaveConn(sws.wc)
 	}
 	sws.wg.Add(1)
 	go func() {
@@ -191,13 +160,6 @@ func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	sws.stream.Close()
 	close(sws.closec)
 	sws.wg.Wait()
-	if sws.wc != nil {
-		// The shared sender may be sending for the stream: let it
-		// finish, and have it skip the stream from now on.
-		sws.sendMu.Lock()
-		sws.gone = true
-		sws.sendMu.Unlock()
-	}
 	return err
 }
 
@@ -285,11 +247,6 @@ func (sws *serverWatchStream) create(r *pb.WatchCreateRequest) {
 	sws.mu.Unlock()
 }
 
-// sendLoop is the stream's own sender. With a shared sender (wc), it
-// hands the stream to it whenever the queue is empty and the stream is
-// not busy, and sends only what the shared sender hands back: catch-up
-// from history, a busy stream's held-back bursts, and responses its
-// client's window could not take at once.
 func (sws *serverWatchStream) sendLoop() error {
 	interval := sws.srv.interval
 	// etcd adds up to a tenth of jitter so that watchers created together
@@ -298,16 +255,17 @@ func (sws *serverWatchStream) sendLoop() error {
 	defer ticker.Stop()
 	var buf []mvcc.WatchResponse
 	ctx := sws.grpc.Context()
+	var (
+		lastBurst time.Time
+		endPushes uint64 // the stream's pushes when the last burst ended
+		busy      bool
+	)
 	linger := time.NewTimer(0)
 	<-linger.C
-	sws.share()
 	for {
 		select {
 		case <-sws.stream.Ready():
-			if sws.wc != nil && sws.stream.Shared() {
-				continue // signalled before it was shared
-			}
-			if d := sws.lingerFor(); d > 0 && len(sws.carry) == 0 {
+			if d := busyBatchInterval - time.Since(lastBurst); busy && d > 0 && !sws.stream.Urgent() {
 				linger.Reset(d)
 			wait:
 				for {
@@ -336,14 +294,7 @@ func (sws *serverWatchStream) sendLoop() error {
 		case <-sws.closec:
 			return nil
 		}
-		for i := range sws.carry {
-			if err := sws.send(&sws.carry[i]); err != nil {
-				return watchSendError(err) // nil: the client is gone; the handler ends with its context
-			}
-		}
-		clear(sws.carry)
-		sws.carry = sws.carry[:0]
-		sws.busy = sws.stream.Pushes()-sws.endPushes >= busyBacklog
+		busy = sws.stream.Pushes()-endPushes >= busyBacklog
 		for {
 			out, more, err := sws.stream.Next(ctx, buf[:0])
 			if err != nil {
@@ -352,13 +303,13 @@ func (sws *serverWatchStream) sendLoop() error {
 			}
 			for i := range out {
 				if err := sws.send(&out[i]); err != nil {
-					return watchSendError(err)
+					return watchSendError(err) // nil: the client is gone; the handler ends with its context
 				}
 			}
 			clear(out)
 			buf = out
 			if !more {
-				sws.lastBurst, sws.endPushes = time.Now(), sws.stream.Pushes()
+				lastBurst, endPushes = time.Now(), sws.stream.Pushes()
 				break
 			}
 			select {
@@ -367,57 +318,12 @@ func (sws *serverWatchStream) sendLoop() error {
 			default:
 			}
 		}
-		sws.share()
-	}
-}
-
-// lingerFor is how long a busy stream holds its next burst back (0: send
-// now): a stream busy before its last burst sends the next no sooner than
-// busyBatchInterval after it, unless a control response waits.
-func (sws *serverWatchStream) lingerFor() time.Duration {
-	if !sws.busy {
-		return 0
-	}
-	if d := busyBatchInterval - time.Since(sws.lastBurst); d > 0 && !sws.stream.Urgent() {
-		return d
-	}
-	return 0
-}
-
-// share hands the stream to the connection's shared sender when there is
-// one and the stream is not busy (a busy stream keeps lingering here).
-func (sws *serverWatchStream) share() {
-	if sws.wc != nil && !sws.busy {
-		sws.stream.Share()
 	}
 }
 
 // send writes one response, split into fragments if the watcher asked for
 // them and it is too large.
 func (sws *serverWatchStream) send(r *mvcc.WatchResponse) error {
-	m, fragment := sws.wire(r)
-	if fragment {
-		return sendFragments(&m.WatchResponse, sws.srv.maxRequestBytes, func(part *pb.WatchResponse) error {
-			return sws.grpc.SendMsg(&wireWatchResponse{WatchResponse: *part})
-		})
-	}
-	return sws.grpc.SendMsg(m)
-}
-
-// trySend sends r if it goes as one message that the stream's window
-// takes at once (see connSender); false: nothing was sent, and send is to
-// be called for it (which waits, fragments, or fails as it must).
-func (sws *serverWatchStream) trySend(r *mvcc.WatchResponse) bool {
-	m, fragment := sws.wire(r)
-	if fragment && m.Size() >= sws.srv.maxRequestBytes && len(m.Events) > 1 {
-		return false
-	}
-	sent, err := trySendMsg(sws.grpc, m)
-	return sent && err == nil
-}
-
-// wire is the message for r, and whether its watcher takes fragments.
-func (sws *serverWatchStream) wire(r *mvcc.WatchResponse) (*wireWatchResponse, bool) {
 	s := sws.srv.s
 	m := &wireWatchResponse{}
 	// NB: etcd's header revision is the one the response was made at; a
@@ -453,7 +359,12 @@ func (sws *serverWatchStream) wire(r *mvcc.WatchResponse) (*wireWatchResponse, b
 	if tag != nil && tag.progress && len(r.Events) > 0 {
 		tag.quiet.Store(false) // events count as progress
 	}
-	return m, tag != nil && tag.fragment
+	if tag != nil && tag.fragment {
+		return sendFragments(wr, sws.srv.maxRequestBytes, func(part *pb.WatchResponse) error {
+			return sws.grpc.SendMsg(&wireWatchResponse{WatchResponse: *part})
+		})
+	}
+	return sws.grpc.SendMsg(m)
 }
 
 // wireWatchResponse is a WatchResponse as sent: with its header in the same

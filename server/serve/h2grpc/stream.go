@@ -327,13 +327,6 @@ var msgPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // send encodes m and writes it (with the response headers the first
 // time); last: also the OK trailers, in the same write (a unary reply).
 func (st *stream) send(m any, last bool) error {
-	_, err := st.sendTry(m, last, false)
-	return err
-}
-
-// sendTry is send; with try, a message the stream's or the connection's
-// flow-control window cannot take whole at once is not sent (false, nil).
-func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 	c, s := st.c, st.c.s
 	// Read without c.mu: only decompressor, on this call's goroutine and
 	// before the handler runs, writes it.
@@ -348,10 +341,10 @@ func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 		}
 	}(buf)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if n := len(buf) - 5; n > s.o.MaxSendMsgSize {
-		return false, status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, s.o.MaxSendMsgSize)
+		return status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, s.o.MaxSendMsgSize)
 	}
 	binary.BigEndian.PutUint32(buf[1:5], uint32(len(buf)-5))
 
@@ -366,13 +359,10 @@ func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st.done || st.reset || c.closed {
-		return false, st.doneErr()
+		return st.doneErr()
 	}
 	if st.onReader && !st.fitsLocked(len(buf)) {
-		return false, errWouldWait // inline.go
-	}
-	if try && (int64(len(buf)) > st.sendWindow || int64(len(buf)) > c.sendWindow) {
-		return false, nil
+		return errWouldWait // inline.go
 	}
 	if !st.headerSent {
 		st.writeHeadersLocked()
@@ -386,7 +376,7 @@ func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 			c.cond.Wait()
 		}
 		if st.done || st.reset || c.closed {
-			return false, st.doneErr()
+			return st.doneErr()
 		}
 		n := min(int64(len(buf)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
 		c.writeDataLocked(st.id, buf[:n])
@@ -400,7 +390,7 @@ func (st *stream) sendTry(m any, last, try bool) (sent bool, _ error) {
 		st.writeTrailersLocked(nil)
 	}
 	kick = !c.flushing
-	return true, nil
+	return nil
 }
 
 // encodeMsg appends m's message frame (its 5-byte prefix already in buf),
@@ -684,18 +674,6 @@ func (ss serverStream) Context() context.Context { return ss.ctx }
 func (ss serverStream) SetTrailer(md metadata.MD) { ss.stream.SetTrailer(md) }
 
 func (ss serverStream) SendMsg(m any) error { return ss.send(m, false) }
-
-// TrySendMsg is SendMsg for a message the stream's and the connection's
-// flow-control windows can take at once; otherwise it sends nothing and
-// returns false (it may still wait for the connection's unwritten output
-// to be flushed). One goroutine sending for several streams of a
-// connection uses it so that a stream whose client is slow to read does
-// not hold up the others.
-func (ss serverStream) TrySendMsg(m any) (bool, error) { return ss.sendTry(m, false, true) }
-
-// SendConn identifies the stream's connection: the same value for every
-// stream of one connection.
-func (ss serverStream) SendConn() any { return ss.c }
 
 func (ss serverStream) RecvMsg(m any) error {
 	st := ss.stream

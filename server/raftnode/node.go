@@ -274,9 +274,14 @@ type Node struct {
 	// confGen counts configuration changes applied to raft (mu).
 	confGen uint64
 
-	// The stages the ready loop and the apply goroutine post, and the
+	// The stages the ready loop and the apply goroutine post, each on a
+	// cache line of its own (they run on different cores), and the
 	// watchdog's view of them (watchdog.go).
-	readyProbe, applyProbe loopProbe
+	_                      [64]byte
+	readyProbe             loopProbe
+	_                      [64]byte
+	applyProbe             loopProbe
+	_                      [64]byte
 	readyWatch, applyWatch loopWatch
 
 	stopOnce sync.Once

@@ -17,7 +17,10 @@
 //     rounds (a leader checks a round's quorum itself, with raft's
 //     heartbeat messages, off the ready loop: readprobe.go) and waits for
 //     the apply; membership changes are raft
-//     ConfChanges validated by the state machine at apply.
+//     ConfChanges validated by the state machine at apply. A watchdog
+//     goroutine of its own expires proposals past their request timeout
+//     and warns, naming the stage, when the ready loop or the apply
+//     goroutine stays in one for long (watchdog.go).
 //   - PeerTransport: a gRPC peer service, one stream per peer fed by a
 //     bounded queue (full: drop and report unreachable), cluster and member
 //     IDs checked on every stream, TLS from the caller. The sender writes

@@ -122,6 +122,10 @@ type Config struct {
 	// node with ErrSnapshotUnsupported.
 	Snapshots *SnapshotStore
 
+	// stallWarning is how long the ready loop or the apply goroutine may
+	// stay in one stage before the watchdog warns (5s; tests shorten it).
+	stallWarning time.Duration
+
 	// testHooks observe the ready loop (tests only).
 	testHooks *testHooks
 }
@@ -161,6 +165,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.stallWarning <= 0 {
+		c.stallWarning = 5 * time.Second
+	}
 }
 
 func (c *Config) validate() error {
@@ -195,8 +202,9 @@ func (c *Config) validate() error {
 // ready loop that persists, sends and hands committed entries to the
 // StateMachine, and the linearizable-read loop.
 //
-// Goroutines: run (ticks and Readies), applyLoop (the StateMachine), and
-// readLoop (ReadIndex rounds); Stop ends all three and waits.
+// Goroutines: run (ticks and Readies), applyLoop (the StateMachine),
+// readLoop (ReadIndex rounds) and watchdog (request timeouts, stalls:
+// watchdog.go); Stop ends all four and waits.
 type Node struct {
 	id  uint64
 	cfg Config
@@ -265,6 +273,16 @@ type Node struct {
 	probes               readProbes      // readprobe.go
 	// confGen counts configuration changes applied to raft (mu).
 	confGen uint64
+
+	// The stages the ready loop and the apply goroutine post, each on a
+	// cache line of its own (they run on different cores), and the
+	// watchdog's view of them (watchdog.go).
+	_                      [64]byte
+	readyProbe             loopProbe
+	_                      [64]byte
+	applyProbe             loopProbe
+	_                      [64]byte
+	readyWatch, applyWatch loopWatch
 
 	stopOnce sync.Once
 	stopc    chan struct{}
@@ -407,13 +425,21 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	n.campaignWanted.Store(true)
+	n.readyWatch = loopWatch{name: "raft ready loop", probe: &n.readyProbe}
+	n.applyWatch = loopWatch{name: "raft apply goroutine", probe: &n.applyProbe}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); n.run() }()
 	go func() { defer wg.Done(); n.applyLoop() }()
 	go func() { defer wg.Done(); n.readLoop() }()
+	loopsDone, watchdogDone := make(chan struct{}), make(chan struct{})
+	// The watchdog outlives the other loops: Stop persists and applies
+	// what raft handed out, and a stall there is worth a warning too.
+	go func() { defer close(watchdogDone); n.watchdog(loopsDone) }()
 	go func() {
 		wg.Wait()
+		close(loopsDone)
+		<-watchdogDone
 		n.wait.closeAll(n.stopError())
 		close(n.donec)
 	}()
@@ -442,6 +468,7 @@ func (n *Node) campaignIfAlone() {
 	if len(cs.Voters) != 1 || cs.Voters[0] != n.id || len(cs.VotersOutgoing) != 0 {
 		return
 	}
+	n.readyProbe.enter(stageCampaign)
 	n.mu.Lock()
 	if !n.stopped && n.rn.BasicStatus().RaftState != raft.StateLeader {
 		_ = n.rn.Campaign()
@@ -555,6 +582,7 @@ func (n *Node) run() {
 	tick := time.NewTicker(n.cfg.TickInterval)
 	defer tick.Stop()
 	for {
+		n.readyProbe.enter(stageIdle)
 		select {
 		case <-tick.C:
 			n.tick()
@@ -578,11 +606,14 @@ func (n *Node) run() {
 	}
 }
 
+// tick is raft's tick. Proposals past their deadline are answered by the
+// watchdog, not here: a ready loop that blocks must not take the request
+// timeout with it.
 func (n *Node) tick() {
+	n.readyProbe.enter(stageTick)
 	n.mu.Lock()
 	n.rn.Tick()
 	n.mu.Unlock()
-	n.wait.expire(time.Now())
 }
 
 // processReadies handles Readies until raft has none. It keeps ticking
@@ -596,6 +627,7 @@ func (n *Node) processReadies(tickc <-chan time.Time) error {
 		default:
 		}
 		n.stepProposals()
+		n.readyProbe.enter(stageTakeReady)
 		n.mu.Lock()
 		if !n.rn.HasReady() {
 			n.mu.Unlock()
@@ -607,8 +639,10 @@ func (n *Node) processReadies(tickc <-chan time.Time) error {
 			return err
 		}
 		if h := n.cfg.testHooks; h != nil && h.beforeAdvance != nil {
+			n.readyProbe.enter(stageReadyTestHook)
 			h.beforeAdvance()
 		}
+		n.readyProbe.enter(stageAdvance)
 		n.mu.Lock()
 		n.rn.Advance(rd)
 		n.mu.Unlock()
@@ -636,11 +670,14 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	}
 	leader := n.state.Load() == int32(raft.StateLeader)
 	if h := n.cfg.testHooks; h != nil && h.readyStart != nil {
+		n.readyProbe.enter(stageReadyTestHook)
 		h.readyStart(leader)
 	}
 	before, after := splitAfterPersist(coalesceAppends(rd.Messages, n.cfg.MaxSizePerMsg), leader)
+	n.readyProbe.enter(stageSend)
 	n.send(before)
 	if !raft.IsEmptySnap(rd.Snapshot) {
+		n.readyProbe.enter(stageSnapshot)
 		if err := n.handleSnapshot(rd); err != nil {
 			return err
 		}
@@ -651,12 +688,14 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	// previous Ready would wait for the next batch's fsync too.
 	durable, pending := splitDurable(rd.CommittedEntries, rd.Entries)
 	if len(durable) > 0 {
+		n.readyProbe.enter(stageApplyHandoff)
 		n.applyc <- applyItem{ents: durable}
 		if leader && len(rd.Entries) > 0 && n.alone() {
 			// A lone voter has no follower to wait for: letting the
 			// apply finish before the next synced write lets proposals
 			// queue meanwhile, so each fsync carries a larger batch (the
 			// group-commit loop's rhythm: apply, then fsync).
+			n.readyProbe.enter(stageWaitApplied)
 			if err := n.waitAppliedLocal(durable[len(durable)-1].Index); err != nil {
 				return err
 			}
@@ -664,6 +703,7 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 	}
 	start := time.Now()
 	appliedBefore := n.applied.Load()
+	n.readyProbe.enter(stageLogSave)
 	if err := n.log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist: %w", err)
 	}
@@ -671,19 +711,23 @@ func (n *Node) handleReady(rd *raft.Ready) error {
 		// Pebble's WAL is ordered: the apply batches committed before
 		// this synced write are durable with it.
 		n.durableApplied.Store(max(n.durableApplied.Load(), appliedBefore))
+		n.readyProbe.enter(stageTruncate)
 		if err := n.maybeTruncate(); err != nil {
 			return err
 		}
 	}
 	if n.cfg.OnSave != nil && (len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState)) {
+		n.readyProbe.enter(stageOnSave)
 		n.cfg.OnSave(time.Since(start), rd.MustSync)
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.term.Store(rd.HardState.Term)
 		n.commit.Store(rd.HardState.Commit)
 	}
+	n.readyProbe.enter(stageSend)
 	n.send(after)
 	if len(pending) > 0 {
+		n.readyProbe.enter(stageApplyHandoff)
 		n.applyc <- applyItem{ents: pending}
 	}
 	return nil
@@ -776,7 +820,12 @@ func (n *Node) setApplied(i uint64) {
 
 // applyLoop hands committed entries to the state machine, in order.
 func (n *Node) applyLoop() {
-	for it := range n.applyc {
+	for {
+		n.applyProbe.enter(stageIdle)
+		it, ok := <-n.applyc
+		if !ok {
+			return
+		}
 		if n.Err() != nil {
 			if it.snap != nil {
 				it.snap.done <- n.Err()
@@ -784,6 +833,7 @@ func (n *Node) applyLoop() {
 			continue // a fatal error: drain without applying
 		}
 		if it.snap != nil {
+			n.applyProbe.enter(stageInstallSnap)
 			err := n.installSnapshot(it.snap)
 			it.snap.done <- err
 			if err != nil {
@@ -803,6 +853,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 		if len(batch) == 0 {
 			return nil
 		}
+		n.applyProbe.enter(stageApply)
 		res, err := n.sm.Apply(batch)
 		if err != nil {
 			return fmt.Errorf("raftnode: apply: %w", err)
@@ -810,6 +861,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 		if len(res) != len(batch) {
 			return fmt.Errorf("raftnode: state machine returned %d results for %d entries", len(res), len(batch))
 		}
+		n.applyProbe.enter(stageApplyNotify)
 		n.setApplied(batch[len(batch)-1].Index)
 		for i, e := range batch {
 			if e.ID != 0 {
@@ -839,6 +891,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			if err := rc.Unmarshal(e.Data); err != nil {
 				return fmt.Errorf("raftnode: conf change entry %d: %w", e.Index, err)
 			}
+			n.applyProbe.enter(stageConfChange)
 			if err := n.applyConfChange(rc, e.Index, e.Term); err != nil {
 				return err
 			}
@@ -1263,6 +1316,10 @@ type Metrics struct {
 	// total duration.
 	LogTruncations, SnapshotsInstalled uint64
 	SnapshotInstallTime                time.Duration
+	// ReadyLoop and ApplyLoop are the ready loop's and the apply
+	// goroutine's stalls: a stage held past the watchdog's threshold
+	// (5s), which it also logs.
+	ReadyLoop, ApplyLoop LoopStall
 }
 
 // Metrics returns the node's counters.
@@ -1286,6 +1343,9 @@ func (n *Node) Metrics() Metrics {
 		LogTruncations:      n.snapStats.truncations.Load(),
 		SnapshotsInstalled:  n.snapStats.installed.Load(),
 		SnapshotInstallTime: time.Duration(n.snapStats.installNanos.Load()),
+
+		ReadyLoop: n.readyWatch.metrics(),
+		ApplyLoop: n.applyWatch.metrics(),
 	}
 }
 

@@ -63,6 +63,8 @@ type msgStream struct {
 	gotHeader  bool
 	err        error // why the stream ended; set once
 	recvd      uint32
+	// unwatch stops the watch on the opener's context (fail calls it).
+	unwatch func() bool
 }
 
 // The keepalive of grpc-go's peer connections the stream replaces
@@ -86,8 +88,9 @@ const (
 // openMsgStream dials raw (a peer URL) and starts the Messages call; it
 // returns once the receiver accepted it (its cluster, member and removal
 // checks answer before any message goes), or with the receiver's refusal
-// as a gRPC status error.
+// as a gRPC status error. The stream fails when ctx ends.
 func openMsgStream(ctx context.Context, raw string, cfg *TransportConfig, to uint64) (*msgStream, error) {
+	life := ctx
 	ctx, cancel := context.WithTimeout(ctx, msgOpenTimeout)
 	defer cancel()
 	u, err := url.Parse(raw)
@@ -145,6 +148,13 @@ func openMsgStream(ctx context.Context, raw string, cfg *TransportConfig, to uin
 	}
 	s.cond = sync.NewCond(&s.mu)
 	s.wfr = http2.NewFramer(&s.wctl, nil)
+	// NB: a sender waiting for flow control holds no lock the keepalive
+	// needs, and a receiver whose handler is stuck still answers pings:
+	// only the end of ctx (the peer removed, the transport closed) frees
+	// it, and RemovePeer, called on the apply goroutine, waits for it.
+	s.mu.Lock()
+	s.unwatch = context.AfterFunc(life, func() { s.fail(status.FromContextError(life.Err()).Err()) })
+	s.mu.Unlock()
 
 	// The preface, our settings and the call's headers in one write.
 	scheme := "http"
@@ -206,6 +216,9 @@ func (s *msgStream) fail(err error) {
 	close(s.done)
 	s.nc.Close()
 	s.cond.Broadcast()
+	if s.unwatch != nil {
+		s.unwatch()
+	}
 }
 
 func (s *msgStream) close() {

@@ -3,12 +3,14 @@ package raftnode
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -155,4 +157,81 @@ func stalledPeer(t *testing.T, grant bool) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the sender stayed blocked on a peer that stopped reading")
 	}
+}
+
+// A receiver that answers pings but grants no window (its handler stuck,
+// its connection alive): the keepalive cannot free the sender, waiting for
+// flow control, and RemovePeer on the apply goroutine waited for that
+// sender (issue 15's audit). The end of the stream's context now fails it.
+func TestMsgStreamEndsWithContextWhileWindowClosed(t *testing.T) {
+	defer func(t, w time.Duration) { msgKeepaliveTime, msgKeepaliveWait = t, w }(msgKeepaliveTime, msgKeepaliveWait)
+	msgKeepaliveTime, msgKeepaliveWait = 100*time.Millisecond, 100*time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srvDone := make(chan struct{})
+	// A fake server: answers the call's headers and every ping, reads
+	// everything, returns no window.
+	go func() {
+		defer close(srvDone)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x88}, EndHeaders: true})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					fr.WritePing(true, f.Data)
+				}
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := openMsgStream(ctx, "http://"+ln.Addr().String(), &TransportConfig{ID: 1, ClusterID: 1}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	big := []raftpb.Message{{Type: raftpb.MsgApp, From: 1, To: 2, Entries: []raftpb.Entry{{Data: make([]byte, 1<<20)}}}}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.send(big, big[0].Size())
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		t.Fatalf("a 1 MiB message went through a 64 KiB window: %v", err)
+	case <-time.After(time.Second): // ten keepalive rounds, all answered
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("send ended with %v, want Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sender stayed blocked after its context ended")
+	}
+	s.close()
+	<-srvDone
 }

@@ -39,6 +39,7 @@ var maxPropBatchBytes = 4 << 20
 // stepProposals steps the queued proposals into raft, as one MsgProp per
 // maxPropBatchBytes; on the ready loop, before each Ready.
 func (n *Node) stepProposals() {
+	n.readyProbe.enter(stageProposals)
 	q := &n.props
 	q.mu.Lock()
 	ents, ids := q.ents, q.ids

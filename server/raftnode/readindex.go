@@ -277,7 +277,14 @@ func (n *Node) requestReadIndex(remote []raftpb.Message) (uint64, []raftpb.Messa
 	}
 }
 
+// waitApplied waits until this member has applied index, for at most
+// ReadIndexTimeout: a round whose readers would wait for an apply that
+// does not come (a stuck apply goroutine) fails with ErrTimeout instead of
+// holding every later round, and the readers that wait without a context
+// (ReadIndexFunc), for ever. The timer is the round's, made only when it
+// has to wait.
 func (n *Node) waitApplied(index uint64) error {
+	var timeout *time.Timer
 	for {
 		n.notifyMu.Lock()
 		ch := n.appliedc
@@ -285,8 +292,14 @@ func (n *Node) waitApplied(index uint64) error {
 		if n.applied.Load() >= index {
 			return nil
 		}
+		if timeout == nil {
+			timeout = time.NewTimer(n.cfg.ReadIndexTimeout)
+			defer timeout.Stop()
+		}
 		select {
 		case <-ch:
+		case <-timeout.C:
+			return ErrTimeout
 		case <-n.stopc:
 			return ErrStopped
 		}

@@ -192,6 +192,27 @@ func (s *Server) registerIdentityMetrics() {
 			return 0
 		}),
 	)
+	// The Raft node's watchdog: a loop held in one stage past its
+	// threshold (the log names the stage).
+	for _, l := range []struct {
+		name string
+		get  func(raftnode.Metrics) raftnode.LoopStall
+	}{
+		{"ready", func(m raftnode.Metrics) raftnode.LoopStall { return m.ReadyLoop }},
+		{"apply", func(m raftnode.Metrics) raftnode.LoopStall { return m.ApplyLoop }},
+	} {
+		labels := prometheus.Labels{"loop": l.name}
+		s.metrics.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "metastore_raft_loop_stall_seconds", ConstLabels: labels,
+				Help: "How long the Raft ready loop or apply goroutine has been held in one stage, once past the watchdog's threshold (5s); 0 while it makes progress.",
+			}, func() float64 { return l.get(raftMetrics()).For.Seconds() }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "metastore_raft_loop_stalls_total", ConstLabels: labels,
+				Help: "Stalls of the Raft ready loop or apply goroutine: a stage held past the watchdog's threshold (5s).",
+			}, func() float64 { return float64(l.get(raftMetrics()).Stalls) }),
+		)
+	}
 	s.applier.SetApplyObserver(s.metrics.etcd.apply.observe)
 	s.metrics.reg.MustRegister(leaseTTLCollector{s.lessor}, knownPeersCollector{s}, activePeersCollector{s})
 	cm := newCompactionMetrics()

@@ -266,9 +266,10 @@ type gate struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	mu      sync.Mutex
+	down    bool
+	serving int // open listeners: a member's server is running
+	conns   map[net.Conn]struct{}
 }
 
 func newGate(t testing.TB) *gate {
@@ -301,11 +302,26 @@ func (g *gate) acceptLoop() {
 		if c == nil {
 			continue
 		}
-		select {
-		case g.connc <- c:
-		case <-g.done:
-			c.Close()
-			return
+		// Handed to the member's server; while none serves (the member
+		// is stopped) the connection is refused, as a stopped process's
+		// port would refuse it, rather than held for the next start.
+	handOff:
+		for {
+			select {
+			case g.connc <- c:
+				break handOff
+			case <-g.done:
+				c.Close()
+				return
+			case <-time.After(10 * time.Millisecond):
+				g.mu.Lock()
+				serving := g.serving
+				g.mu.Unlock()
+				if serving == 0 {
+					c.Close()
+					break handOff
+				}
+			}
 		}
 	}
 }
@@ -365,6 +381,9 @@ func (g *gate) close() {
 
 // listener returns a net.Listener over the gate for one server's life.
 func (g *gate) listener() net.Listener {
+	g.mu.Lock()
+	g.serving++
+	g.mu.Unlock()
 	return &gateListener{g: g, closed: make(chan struct{})}
 }
 
@@ -384,7 +403,12 @@ func (l *gateListener) Accept() (net.Conn, error) {
 }
 
 func (l *gateListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
+	l.once.Do(func() {
+		close(l.closed)
+		l.g.mu.Lock()
+		l.g.serving--
+		l.g.mu.Unlock()
+	})
 	return nil
 }
 

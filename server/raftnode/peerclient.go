@@ -221,6 +221,16 @@ func (s *msgStream) fail(err error) {
 	}
 }
 
+// ended reports whether the stream has failed or been closed.
+func (s *msgStream) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *msgStream) close() {
 	if s != nil {
 		s.fail(status.Error(codes.Canceled, "raftnode: stream closed"))

@@ -444,6 +444,18 @@ func (ps *peerSender) send(batch []raftpb.Message, size int) bool {
 		ps.s.close()
 		ps.s = nil
 	}
+	if ps.s != nil && ps.s.ended() {
+		// The stream ended while it had nothing to send (a follower's
+		// stream to another follower is idle for a whole term; the
+		// peer restarted, or its connection was cut and healed). That
+		// failure is not this batch's: open a new stream for it now
+		// rather than drop it and pause. Dropping it lost the first
+		// messages to a new leader, a forwarded proposal among them,
+		// whose client then waited out the request timeout.
+		p.t.lg.Info("peer stream ended while idle; reopening", "peer", FormatID(p.id), "err", ps.s.err)
+		ps.s.close()
+		ps.s = nil
+	}
 	if ps.s == nil {
 		if time.Now().Before(ps.retryAt) {
 			p.failures.Add(uint64(len(batch)))

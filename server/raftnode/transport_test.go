@@ -322,3 +322,57 @@ func testPeerTLS(t *testing.T) *peerTLS {
 		client: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
 	}
 }
+
+// TestTransportReopensStreamEndedWhileIdle: a stream that ended while it
+// had nothing to send (its connection cut and healed, the peer restarted)
+// does not cost the next message: it goes on a new stream at once,
+// without an unreachable report or the retry pause.
+func TestTransportReopensStreamEndedWhileIdle(t *testing.T) {
+	const a, b = 0xa, 0xb
+	recv := newFakeRaft()
+	tb := NewTransport(TransportConfig{ID: b, ClusterID: 7})
+	tb.SetRaft(recv)
+	defer tb.Close()
+	url := servePeer(t, tb, nil)
+
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+		return c, err
+	}
+	sent := newFakeRaft()
+	ta := NewTransport(TransportConfig{ID: a, ClusterID: 7, Dialer: dial, RetryInterval: time.Hour})
+	ta.SetRaft(sent)
+	defer ta.Close()
+	ta.AddPeer(b, []string{url})
+
+	msg := raftpb.Message{Type: raftpb.MsgHeartbeat, From: a, To: b, Term: 3}
+	ta.Send([]raftpb.Message{msg})
+	waitFor(t, 5*time.Second, "the first delivery", func() bool { return recv.stepsFrom(a) == 1 })
+
+	// The connection ends while the stream is idle.
+	mu.Lock()
+	conns[0].Close()
+	mu.Unlock()
+	time.Sleep(100 * time.Millisecond) // the stream's reader sees it
+
+	ta.Send([]raftpb.Message{msg})
+	waitFor(t, 5*time.Second, "the message after the idle stream ended", func() bool { return recv.stepsFrom(a) == 2 })
+	if _, unreachable := sent.counts(); unreachable != 0 {
+		t.Fatalf("%d unreachable reports; the message should have gone on a new stream", unreachable)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 2 {
+		t.Fatalf("%d connections dialled, want 2", len(conns))
+	}
+}

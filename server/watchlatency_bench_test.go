@@ -8,7 +8,9 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
 )
 
 // BenchmarkWatchLatency is etcd's `benchmark watch-latency` in miniature,
@@ -29,48 +31,17 @@ func BenchmarkWatchLatency(b *testing.B) {
 	var (
 		mu       sync.Mutex
 		arrivals []arrival
-		wg       sync.WaitGroup
 	)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var ready sync.WaitGroup
-	for i := range streams {
-		ws, err := pb.NewWatchClient(conns[i]).Watch(wctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range perStream {
-			if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{
-				CreateRequest: &pb.WatchCreateRequest{Key: key}}}); err != nil {
-				b.Fatal(err)
+	wg := openWatchers(b, wctx, func(i int) *grpc.ClientConn { return conns[i] }, streams, perStream, key,
+		func(now time.Time, evs []*mvccpb.Event) {
+			mu.Lock()
+			for _, ev := range evs {
+				arrivals = append(arrivals, arrival{ev.Kv.ModRevision, now})
 			}
-		}
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			created := 0
-			for {
-				resp, err := ws.Recv()
-				if err != nil {
-					return
-				}
-				if resp.Created {
-					if created++; created == perStream {
-						ready.Done()
-					}
-					continue
-				}
-				now := time.Now()
-				mu.Lock()
-				for _, ev := range resp.Events {
-					arrivals = append(arrivals, arrival{ev.Kv.ModRevision, now})
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	ready.Wait()
+			mu.Unlock()
+		})
 	kv := pb.NewKVClient(conns[streams])
 	lim := rate.NewLimiter(putRate, 1)
 	starts := make(map[int64]time.Time, b.N)
@@ -125,4 +96,47 @@ func BenchmarkWatchLatency(b *testing.B) {
 	report("event", afterResp)
 	report("event-from-start", afterStart)
 	report("put", put)
+}
+
+// openWatchers opens streams watch streams (the i-th on conn(i)) of
+// perStream watchers of key each, as etcd's watch-latency tool sets them
+// up, and returns once every watcher is created. Each stream's goroutine
+// hands onEvents the events of each response with its arrival time; the
+// returned group ends when ctx does.
+func openWatchers(b *testing.B, ctx context.Context, conn func(i int) *grpc.ClientConn, streams, perStream int, key []byte, onEvents func(now time.Time, evs []*mvccpb.Event)) *sync.WaitGroup {
+	b.Helper()
+	var wg, ready sync.WaitGroup
+	for i := range streams {
+		ws, err := pb.NewWatchClient(conn(i)).Watch(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range perStream {
+			if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{
+				CreateRequest: &pb.WatchCreateRequest{Key: key}}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ready.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			created := 0
+			for {
+				resp, err := ws.Recv()
+				if err != nil {
+					return
+				}
+				if resp.Created {
+					if created++; created == perStream {
+						ready.Done()
+					}
+					continue
+				}
+				onEvents(time.Now(), resp.Events)
+			}
+		}()
+	}
+	ready.Wait()
+	return &wg
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -59,54 +58,23 @@ func benchWatchPublish(b *testing.B, configure func(*config.Config)) {
 		got     int
 		first   time.Time
 		arrived = make(chan time.Time, 1)
-		wg      sync.WaitGroup
-		ready   sync.WaitGroup
 	)
-	for range streams {
-		ws, err := pb.NewWatchClient(cc).Watch(ctx, grpc.WaitForReady(true))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range perStream {
-			if err := ws.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{
-				CreateRequest: &pb.WatchCreateRequest{Key: key}}}); err != nil {
-				b.Fatal(err)
-			}
-		}
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			created := 0
-			for {
-				resp, err := ws.Recv()
-				if err != nil {
-					return
-				}
-				if resp.Created {
-					if created++; created == perStream {
-						ready.Done()
-					}
+	wg := openWatchers(b, ctx, func(int) *grpc.ClientConn { return cc }, streams, perStream, key,
+		func(now time.Time, evs []*mvccpb.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ev := range evs {
+				if ev.Kv.ModRevision != rev {
 					continue
 				}
-				now := time.Now()
-				mu.Lock()
-				for _, ev := range resp.Events {
-					if ev.Kv.ModRevision != rev {
-						continue
-					}
-					if got++; got == 1 {
-						first = now
-					}
-					if got == streams*perStream {
-						arrived <- now
-					}
+				if got++; got == 1 {
+					first = now
 				}
-				mu.Unlock()
+				if got == streams*perStream {
+					arrived <- now
+				}
 			}
-		}()
-	}
-	ready.Wait()
+		})
 
 	next := s.hub.Rev() + 1
 	var firsts, lasts []time.Duration

@@ -123,7 +123,20 @@ func TestSandboxHostileLoopIsolation(t *testing.T) {
 		}
 	}()
 	time.Sleep(200 * time.Millisecond)
+	// A few ms over the baseline (measured on 2 shared cores: +1.5 to
+	// +2 ms); -race slows every step several times.
+	slack, e2e := 5*time.Millisecond, 2*deadline+20*time.Millisecond // the Put's own round trip
+	if framework.RaceEnabled() {
+		slack, e2e = 5*slack, 5*e2e
+	}
+	// One p99 of 400 Puts on two shared cores can catch a hiccup of the
+	// machine itself (CI saw 11.6 ms against 3.8 once, then 3 passes in
+	// a row): the bound must hold in one of three measurements. Hostile
+	// policies that really slowed the other prefix would slow all three.
 	under := p99(measure(400))
+	for try := 1; try < 3 && under > base+slack; try++ {
+		under = min(under, p99(measure(400)))
+	}
 	stop.Store(true)
 	wg.Wait()
 	rssLoaded := rssMax.Load()
@@ -138,12 +151,6 @@ func TestSandboxHostileLoopIsolation(t *testing.T) {
 		base, under, len(names), hostile.Load(), worst, worstName, deadline)
 	t.Logf("RSS: %d MiB before start, %d MiB idle, at most %d MiB under hostile load; policies' limit %d MiB",
 		rss0>>20, rssIdle>>20, rssLoaded>>20, limit>>20)
-	// A few ms over the baseline (measured on 2 shared cores: +1.5 to
-	// +2 ms); -race slows every step several times.
-	slack, e2e := 5*time.Millisecond, 2*deadline+20*time.Millisecond // the Put's own round trip
-	if framework.RaceEnabled() {
-		slack, e2e = 5*slack, 5*e2e
-	}
 	if under > base+slack {
 		t.Errorf("other prefix p99 %v under hostile load, baseline %v", under, base)
 	}

@@ -59,7 +59,7 @@ func (s *Server) prepareCluster(ctx context.Context) (*clusterState, error) {
 		return nil, err
 	}
 	s.peers = &peerClients{tls: cs.clientTLS}
-	if cs.log, err = raftnode.OpenLogStore(s.store.DB(), raftnode.LogStoreOptions{}); err != nil {
+	if cs.log, err = raftnode.OpenLogStore(s.store.DB(), raftnode.LogStoreOptions{Failed: s.store.Failed}); err != nil {
 		return nil, err
 	}
 	applied, err := apply.StoredAppliedIndex(s.store)

@@ -45,6 +45,7 @@ var ErrLogNotEmpty = errors.New("raftnode: log is not empty")
 type LogStore struct {
 	db     *pebble.DB
 	prefix byte
+	failed func() error
 
 	mu         sync.RWMutex
 	hard       raftpb.HardState
@@ -65,6 +66,12 @@ type LogStoreOptions struct {
 	// serves followers' appends and the apply of committed entries without
 	// reading Pebble. Default 4 MiB; negative disables the cache.
 	CacheBytes int
+	// Failed reports that a write to db has failed (mvcc.Store.Failed when
+	// the log shares the store's database). Pebble reports a failed WAL
+	// write or sync through its logger and then returns nil from Commit,
+	// so without it a save whose fsync failed would look durable. Nil
+	// when nothing records such failures.
+	Failed func() error
 }
 
 // OpenLogStore loads the log's state from db.
@@ -75,7 +82,10 @@ func OpenLogStore(db *pebble.DB, opts LogStoreOptions) (*LogStore, error) {
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 4 << 20
 	}
-	s := &LogStore{db: db, prefix: opts.Prefix}
+	s := &LogStore{db: db, prefix: opts.Prefix, failed: opts.Failed}
+	if s.failed == nil {
+		s.failed = func() error { return nil }
+	}
 	s.cache.maxBytes = opts.CacheBytes
 	if raw, closer, err := db.Get(s.key(keyHardState)); err == nil {
 		err = s.hard.Unmarshal(raw)
@@ -274,6 +284,20 @@ func (s *LogStore) readEntry(i uint64) (raftpb.Entry, error) {
 	return e, nil
 }
 
+// commit commits b unless a write to the database has failed, and reports
+// a failure that this commit itself hit: Pebble's Commit returns nil after
+// a failed WAL write or sync (its logger is told), and its commit pipeline
+// must not be used again (a later commit could block for good).
+func (s *LogStore) commit(b *pebble.Batch, opt *pebble.WriteOptions) error {
+	if err := s.failed(); err != nil {
+		return err
+	}
+	if err := b.Commit(opt); err != nil {
+		return err
+	}
+	return s.failed()
+}
+
 // Save persists one Ready's entries and HardState in one batch: entries
 // overwrite any conflicting tail (a new leader's log wins), and the batch is
 // synced when sync is set (raft's Ready.MustSync). Either may be empty.
@@ -331,7 +355,7 @@ func (s *LogStore) Save(hs raftpb.HardState, ents []raftpb.Entry, sync bool) err
 	if sync {
 		opt = pebble.Sync
 	}
-	if err := b.Commit(opt); err != nil {
+	if err := s.commit(b, opt); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -382,7 +406,7 @@ func (s *LogStore) Compact(index uint64) error {
 	if err := b.Set(s.key(keyTruncated), truncValue(index, term), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := s.commit(b, pebble.NoSync); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -416,7 +440,7 @@ func (s *LogStore) ResetTo(index, term uint64) error {
 	if err := b.Set(s.key(keyHardState), raw, nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := s.commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -5,49 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/metastore-dev/metastore/internal/faultfs"
 )
-
-// faultFS wraps a crashable in-memory filesystem with error injection:
-// full makes every write-type operation fail with ENOSPC (a full disk),
-// syncFail makes fsyncs fail with EIO.
-type faultFS struct {
-	mem      *vfs.MemFS
-	full     atomic.Bool
-	syncFail atomic.Bool
-	injected atomic.Int64
-}
-
-func newFaultFS() *faultFS { return &faultFS{mem: vfs.NewCrashableMem()} }
-
-func (f *faultFS) fs() vfs.FS {
-	return errorfs.Wrap(f.mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		switch {
-		case f.full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && op.Kind != errorfs.OpFileClose && op.Kind != errorfs.OpRemove:
-			f.injected.Add(1)
-			return &pathError{op: op, err: syscall.ENOSPC}
-		case f.syncFail.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo):
-			f.injected.Add(1)
-			return &pathError{op: op, err: syscall.EIO}
-		}
-		return nil
-	}))
-}
-
-// pathError is what the OS returns: the errno wrapped with the file.
-type pathError struct {
-	op  errorfs.Op
-	err error
-}
-
-func (e *pathError) Error() string { return fmt.Sprintf("%s: %v", e.op.Path, e.err) }
-func (e *pathError) Unwrap() error { return e.err }
 
 // putN commits n single-put revisions of key and returns the last revision.
 func putN(t *testing.T, s *Store, key string, n int) int64 {
@@ -119,14 +84,14 @@ func checkHistory(t *testing.T, s *Store, key string, last int64) {
 // the store back with everything committed and nothing corrupted, and
 // writes work again.
 func TestDiskFull(t *testing.T) {
-	ff := newFaultFS()
-	s, err := Open("db", Options{FS: ff.fs()})
+	ff := faultfs.New()
+	s, err := Open("db", Options{FS: ff.FS()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	last := putN(t, s, "k", 50)
 
-	ff.full.Store(true)
+	ff.Full.Store(true)
 	err = commitOne(t, s, "k", "lost")
 	if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("commit on a full disk: %v, want ErrFailed wrapping ENOSPC", err)
@@ -141,7 +106,7 @@ func TestDiskFull(t *testing.T) {
 	checkHistory(t, s, "k", last)
 	// Further writes are refused, even once space is back: the WAL may have
 	// a torn tail, so only a restart (which replays it) may write again.
-	ff.full.Store(false)
+	ff.Full.Store(false)
 	if err := commitOne(t, s, "k", "after"); !errors.Is(err, ErrFailed) {
 		t.Fatalf("write after a failed commit: %v, want ErrFailed", err)
 	}
@@ -149,7 +114,7 @@ func TestDiskFull(t *testing.T) {
 	s.Close() // may report the failure again; the restart is what matters
 
 	// Restart on what reached the disk.
-	s, err = Open("db", Options{FS: ff.mem.CrashClone(vfs.CrashCloneCfg{})})
+	s, err = Open("db", Options{FS: ff.Mem.CrashClone(vfs.CrashCloneCfg{})})
 	if err != nil {
 		t.Fatalf("reopen after the disk filled up: %v", err)
 	}
@@ -171,8 +136,8 @@ func TestDiskFull(t *testing.T) {
 // committing, Close returns, and after a crash and restart every
 // acknowledged revision is there.
 func TestFsyncError(t *testing.T) {
-	ff := newFaultFS()
-	s, err := Open("db", Options{FS: ff.fs(), CompactionBatch: 5})
+	ff := faultfs.New()
+	s, err := Open("db", Options{FS: ff.FS(), CompactionBatch: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +154,7 @@ func TestFsyncError(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ff.syncFail.Store(true)
+	ff.SyncFail.Store(true)
 	err = commitOne(t, s, "k", "unacknowledged")
 	if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.EIO) {
 		t.Fatalf("commit with a failing fsync: %v, want ErrFailed wrapping EIO", err)
@@ -197,7 +162,7 @@ func TestFsyncError(t *testing.T) {
 	if s.Rev() != last {
 		t.Fatalf("revision %d after a failed commit, want %d", s.Rev(), last)
 	}
-	ff.syncFail.Store(false)
+	ff.SyncFail.Store(false)
 	if err := commitOne(t, s, "k", "again"); !errors.Is(err, ErrFailed) {
 		t.Fatalf("write after a failed fsync: %v, want ErrFailed", err)
 	}
@@ -219,7 +184,7 @@ func TestFsyncError(t *testing.T) {
 		t.Fatal("Close hung after a failed fsync")
 	}
 
-	s, err = Open("db", Options{FS: ff.mem.CrashClone(vfs.CrashCloneCfg{})})
+	s, err = Open("db", Options{FS: ff.Mem.CrashClone(vfs.CrashCloneCfg{})})
 	if err != nil {
 		t.Fatalf("reopen after the crash: %v", err)
 	}
@@ -240,8 +205,8 @@ func TestFsyncError(t *testing.T) {
 // step stops the store the same way, and the next write is refused rather
 // than hanging in Pebble's commit pipeline.
 func TestDiskFullDuringCompaction(t *testing.T) {
-	ff := newFaultFS()
-	s, err := Open("db", Options{FS: ff.fs(), CompactionBatch: 1})
+	ff := faultfs.New()
+	s, err := Open("db", Options{FS: ff.FS(), CompactionBatch: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +223,7 @@ func TestDiskFullDuringCompaction(t *testing.T) {
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	ff.full.Store(true)
+	ff.Full.Store(true)
 	select {
 	case <-done:
 		// The compaction finished before the disk filled; the next write

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/metastore-dev/metastore/internal/faultfs"
 	"github.com/metastore-dev/metastore/mvcc"
 )
 
@@ -19,14 +17,8 @@ import (
 // fails, every request of the batch gets ErrFailed, no event is published
 // to watchers, and every later request is refused.
 func TestLoopNeverAcknowledgesAFailedSync(t *testing.T) {
-	var failSync atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if failSync.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo) {
-			return syscall.EIO
-		}
-		return nil
-	}))
-	s, err := mvcc.Open("db", mvcc.Options{FS: fs})
+	ff := faultfs.New()
+	s, err := mvcc.Open("db", mvcc.Options{FS: ff.FS()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +47,7 @@ func TestLoopNeverAcknowledgesAFailedSync(t *testing.T) {
 	}
 	before, rev := published.Load(), s.Rev()
 
-	failSync.Store(true)
+	ff.SyncFail.Store(true)
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
 		wg.Add(1)
@@ -67,7 +59,7 @@ func TestLoopNeverAcknowledgesAFailedSync(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	failSync.Store(false)
+	ff.SyncFail.Store(false)
 	if res := put("after"); !errors.Is(res.Err, mvcc.ErrFailed) {
 		t.Fatalf("put after the failure: %+v, want ErrFailed", res)
 	}

@@ -2,15 +2,13 @@ package raftnode
 
 import (
 	"errors"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/metastore-dev/metastore/internal/faultfs"
 	"github.com/metastore-dev/metastore/mvcc"
 )
 
@@ -20,14 +18,8 @@ import (
 // acknowledge entries it does not hold — and every later write to the log
 // must fail at once instead of entering Pebble's broken commit pipeline.
 func TestLogStoreSaveReportsFailedSync(t *testing.T) {
-	var failSync atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if failSync.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo) {
-			return syscall.EIO
-		}
-		return nil
-	}))
-	store, err := mvcc.Open("db", mvcc.Options{FS: fs})
+	ff := faultfs.New()
+	store, err := mvcc.Open("db", mvcc.Options{FS: ff.FS()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,11 +33,11 @@ func TestLogStoreSaveReportsFailedSync(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	failSync.Store(true)
+	ff.SyncFail.Store(true)
 	if err := ls.Save(raftpb.HardState{Term: 1, Commit: 1}, ent(2), true); !errors.Is(err, mvcc.ErrFailed) || !errors.Is(err, syscall.EIO) {
 		t.Fatalf("save with a failed fsync: %v, want mvcc.ErrFailed wrapping EIO", err)
 	}
-	failSync.Store(false)
+	ff.SyncFail.Store(false)
 
 	// Every later write fails, promptly.
 	writes := map[string]func() error{

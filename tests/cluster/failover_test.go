@@ -357,22 +357,32 @@ func checkRealTime(t *testing.T, r *failoverRun) {
 	}
 }
 
+// historyStall is how long checkMemberHistory waits for the next event.
+const historyStall = 60 * time.Second
+
 // checkMemberHistory reads member m's whole history (a watch from revision
 // 1 on that member alone) and its current keys (serializable range), and
 // checks them against the recorded writes. It returns the history as text
 // for comparison between members.
 func checkMemberHistory(t *testing.T, m *Member, r *failoverRun, rev int64) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// The replay's length grows with the run (a soak's 100 kills on a
+	// quiet machine write ~190,000 revisions, which etcd's catch-up sends
+	// at ~600 a second), so the limit is on progress: a minute without an
+	// event ends it.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	stalled := time.AfterFunc(historyStall, cancel)
+	defer stalled.Stop()
 	byRev := map[int64][]*clientv3.Event{}
 	wch := m.Client().Watch(ctx, failoverPrefix, clientv3.WithPrefix(), clientv3.WithRev(1))
 	seen := int64(0)
 	for seen < rev {
 		wr, ok := <-wch
 		if !ok {
-			t.Fatalf("%s: watch ended at revision %d of %d: %v", m, seen, rev, ctx.Err())
+			t.Fatalf("%s: watch ended at revision %d of %d: %v (no event for %v)", m, seen, rev, ctx.Err(), historyStall)
 		}
+		stalled.Reset(historyStall)
 		if err := wr.Err(); err != nil {
 			t.Fatalf("%s: watch: %v", m, err)
 		}

@@ -71,10 +71,26 @@ func startProcess(t testing.TB, kind, bin, dataDir, endpoint string, args []stri
 		logPath: filepath.Join(t.TempDir(), kind+".log"),
 	}
 	t.Cleanup(func() {
+		dumped := false
+		if t.Failed() && kind == "metastore" && p.Running() {
+			// What a hung request was waiting on: SIGQUIT makes the
+			// server print every goroutine (GOTRACEBACK=all) and exit.
+			_ = p.signalAndWait(syscall.SIGQUIT, 30*time.Second)
+			dumped = true
+		}
 		p.Kill()
 		if t.Failed() {
 			if data, err := os.ReadFile(p.logPath); err == nil {
 				t.Logf("%s log (tail):\n%s", kind, tail(string(data), 8000))
+				if dumped {
+					// The dump is longer than a tail: kept whole, outside
+					// t.TempDir, which goes with the test.
+					if f, err := os.CreateTemp("", "metastore-failed-*.log"); err == nil {
+						_, _ = f.Write(data)
+						f.Close()
+						t.Logf("%s's goroutine dump and whole log: %s", kind, f.Name())
+					}
+				}
 			}
 		}
 	})
@@ -101,7 +117,7 @@ func (p *Process) Restart() {
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.Env = append(os.Environ(), raceEnv)
+	cmd.Env = append(os.Environ(), raceEnv, "GOTRACEBACK=all")
 	// Die with the test binary even if it is killed (e.g. by -timeout).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -94,7 +94,7 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, name := range []string{
 		"etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes",
-		"etcd_disk_backend_commit_duration_seconds_count", "etcd_server_proposals_applied_total",
+		"etcd_disk_backend_commit_duration_seconds_count", "etcd_disk_wal_fsync_duration_seconds_count", "etcd_server_proposals_applied_total",
 		"metastore_apply_batch_duration_seconds_count", "process_resident_memory_bytes", "go_goroutines",
 	} {
 		if got := scrape(t, a.Endpoint, name); got <= 0 {
